@@ -1,0 +1,44 @@
+"""sandlot: isolated sandboxes with a live Python interpreter for LLM agents.
+
+>>> import sandlot
+>>> with sandlot.Sandbox() as sb:
+...     sb.run_code("x = 41\\nx + 1").value
+'42'
+"""
+
+from .config import ModelConfig, Mount, SandboxConfig
+from .errors import (
+    CallTimeout,
+    CodeError,
+    ConfigError,
+    FileOperationError,
+    SandboxDied,
+    SandboxError,
+    ToolError,
+)
+from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
+from .sandbox import AsyncProcess, AsyncSandbox
+from .sync import Process, Sandbox
+
+__all__ = [
+    "AsyncProcess",
+    "AsyncSandbox",
+    "CallTimeout",
+    "CodeError",
+    "CodeResult",
+    "ConfigError",
+    "ExecResult",
+    "ExecutionError",
+    "FileInfo",
+    "FileOperationError",
+    "ModelConfig",
+    "Mount",
+    "OutputChunk",
+    "Process",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxDied",
+    "SandboxError",
+    "ToolError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Virtual environments for ``python_packages``, built once per package set.
+
+An environment lives in the cache under the hash of the interpreter and the
+sorted requirements, so the second sandbox with the same packages starts as fast
+as any other. Builds take a file lock, so concurrent starts build once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+READY = ".sandlot-ready"
+
+
+def cache_dir() -> Path:
+    """``$SANDLOT_CACHE``, else ``$XDG_CACHE_HOME/sandlot``, else ``~/.cache/sandlot``."""
+    if env := os.environ.get("SANDLOT_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sandlot"
+
+
+def find_uv() -> str:
+    """The uv executable: on PATH, or the one the ``uv`` package ships."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise ConfigError(
+            "python_packages needs uv to build the sandbox's environment; "
+            "install it with 'pip install uv'"
+        ) from None
+    return str(find_uv_bin())
+
+
+def env_key(python: str, packages: list[str]) -> str:
+    """The cache key of an environment: interpreter and requirements, order-free."""
+    text = "\n".join([os.path.realpath(python), *sorted(packages)])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def ensure_env(python: str, packages: list[str]) -> Path:
+    """Return the directory of a ready environment with ``packages``, building it if needed."""
+    root = cache_dir() / "envs"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / env_key(python, packages)
+    if (target / READY).exists():
+        return target
+    with open(root / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / READY).exists():
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        uv = find_uv()
+        steps = [
+            [uv, "venv", "--quiet", "--python", python, str(target)],
+            [uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"),
+             *packages],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                shutil.rmtree(target, ignore_errors=True)
+                raise ConfigError(
+                    f"python_packages {packages!r} could not be installed "
+                    f"(uv exited {done.returncode}):\n{done.stderr.strip()[-4000:]}"
+                )
+        (target / READY).write_text(" ".join(packages) + "\n")
+    return target
+
+
+def base_python() -> str:
+    """The host's base interpreter (not a virtual environment's, whose packages are the host's)."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(base)

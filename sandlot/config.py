@@ -1,0 +1,161 @@
+"""What a sandbox is made of: ``SandboxConfig``, ``ModelConfig``, ``Mount``.
+
+Configs are pydantic models that reject unknown fields. Any invalid input raises
+:class:`sandlot.ConfigError` naming the field, what was wrong, and (for a
+misspelt field) the name that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
+    known = list(model.model_fields)
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][-1])
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            msg = f"unknown field{hint}"
+        elif "input" in err and err["type"] != "missing":
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{model.__name__}.{where}: {msg}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class _Strict(BaseModel):
+    """Base for configs: unknown fields are errors, and errors are ConfigError."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(type(self), exc) from None
+
+
+class Mount(_Strict):
+    """A host path visible inside the sandbox, read-only unless ``writable``."""
+
+    source: str = Field(description="Path on the host.")
+    target: str = Field(description="Absolute path inside the sandbox.")
+    writable: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _absolute_source(cls, v: str) -> str:
+        return str(Path(v).expanduser().resolve())
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path inside the sandbox, such as /data")
+        return os.path.normpath(v)
+
+
+class ModelConfig(_Strict):
+    """A transformers model to load inside a sandbox before its code runs."""
+
+    name: str = Field(description="Hub id or local path of the model.")
+    var_name: str = Field("model", description="Variable name the model is reachable by.")
+    dtype: str = Field("auto", description="torch dtype name, or 'auto'.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    adapter: str | None = Field(None, description="PEFT adapter id or path applied on top.")
+    tokenizer: bool = Field(True, description="Load the matching tokenizer too.")
+    revision: str | None = None
+    load_code: str | None = Field(None, description="Custom Python that loads the model.")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("var_name")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        if not v.isidentifier():
+            raise ValueError("must be a Python identifier")
+        return v
+
+
+class SandboxConfig(_Strict):
+    """Everything that makes one sandbox: limits, environment, mounts, packages.
+
+    Sizes are per sandbox as a whole (a cgroup), except ``max_file_bytes``,
+    ``max_cpu_seconds`` and ``max_open_files``, which bind each process.
+    """
+
+    python_packages: list[str] = Field(
+        default_factory=list,
+        description="Requirements installed with uv into a cached virtual environment.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set.")
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names of host environment variables passed in; nothing else leaks.",
+    )
+    timeout: float | None = Field(3600.0, gt=0, description="Lifetime in seconds.")
+    idle_timeout: float | None = Field(None, gt=0, description="Terminate after this idle time.")
+    memory_mb: int | None = Field(2048, gt=0, description="Memory limit of the whole sandbox.")
+    cpus: float | None = Field(None, gt=0, description="CPU share (1.5 = one and a half cores).")
+    max_processes: int = Field(256, gt=1, description="Processes and threads at once.")
+    max_output_bytes: int = Field(
+        1 << 20, gt=0, description="Output kept per cell or process; the rest is dropped."
+    )
+    max_file_bytes: int | None = Field(1 << 31, gt=0, description="Largest file a process writes.")
+    max_cpu_seconds: int | None = Field(None, gt=0, description="CPU seconds per process.")
+    max_open_files: int = Field(1024, gt=16, description="Open file descriptors per process.")
+    network: bool = Field(False, description="Allow network access (off: not even loopback).")
+    mounts: list[Mount] = Field(default_factory=list)
+    workdir: str | None = Field(
+        None, description="Host directory behind the sandbox's workdir; a fresh one if None."
+    )
+    gpu: int | str | None = Field(
+        None, description="GPUs to pass through: a count, 'all', indices '0,1', or a name."
+    )
+    models: list[ModelConfig] = Field(default_factory=list)
+    isolation: Literal["auto", "bubblewrap", "none"] = Field(
+        "auto", description="'auto' uses bubblewrap when it works and says what is missing if not."
+    )
+    interrupt_grace: float = Field(
+        2.0, gt=0, description="Seconds code gets to stop after an interrupt before a kill."
+    )
+    python: str | None = Field(None, description="Host interpreter to run; the base one if None.")
+
+    @field_validator("mounts", mode="before")
+    @classmethod
+    def _mount_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return [{"source": src, "target": dst} for src, dst in v.items()]
+        return v
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a GPU count must be at least 1 (use None for no GPU)")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("name a GPU ('A100'), indices ('0,1'), 'all', or use None")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or "=" in name:
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().resolve())

@@ -1,0 +1,104 @@
+"""Processes started in the sandbox: each in its own process group.
+
+Output is read as it comes. In streaming mode each read is sent to the host at
+once; otherwise it is collected. Either way at most ``limit`` bytes leave the
+sandbox per process and the rest is counted, so a chatty process can neither
+block on a full pipe nor fill the host's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any], bytes], None]
+
+
+class Process:
+    """One running command and what it has printed so far."""
+
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], stdin: bytes | None) -> None:
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.stdin = stdin
+        self.killed_reason: str | None = None
+
+    def kill(self, reason: str) -> None:
+        """Kill the whole process group, remembering why."""
+        if self.killed_reason is None:
+            self.killed_reason = reason
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def pump(self, rid: int, limit: int, stream: bool, send: Send) -> dict[str, Any]:
+        """Read output until the process exits; return the final reply fields."""
+        p = self.popen
+        if self.stdin and p.stdin is not None:
+            threading.Thread(target=_feed, args=(p.stdin, self.stdin), daemon=True).start()
+        assert p.stdout is not None and p.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(p.stderr, selectors.EVENT_READ, "stderr")
+        kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        sent = 0
+        dropped = 0
+        exited_at: float | None = None
+        while sel.get_map():
+            # After the leader exits, a detached child may hold the pipes open:
+            # take what is already there, briefly, then stop reading.
+            if exited_at is None and p.poll() is not None:
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() - exited_at > 0.05:
+                break
+            for key, _ in sel.select(timeout=0.02):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fileobj)
+                    continue
+                room = limit - sent
+                if room <= 0:
+                    dropped += len(data)
+                    continue
+                part, extra = data[:room], len(data) - min(room, len(data))
+                sent += len(part)
+                dropped += extra
+                if stream:
+                    send({"t": "chunk", "id": rid, "stream": key.data}, part)
+                else:
+                    kept[key.data].append(part)
+        sel.close()
+        returncode = p.wait()
+        p.stdout.close()
+        p.stderr.close()
+        out = b"".join(kept["stdout"])
+        err = b"".join(kept["stderr"])
+        return {
+            "returncode": returncode,
+            "killed": self.killed_reason,
+            "dropped": dropped,
+            "stdout_len": len(out),
+            "_payload": out + err,
+        }
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:
+        pass

@@ -1,0 +1,204 @@
+"""The persistent interpreter: runs cells, captures their output, returns values.
+
+A cell runs like a notebook cell: statements in order, and when the last one is
+an expression its ``repr`` is the cell's value. Top-level ``await`` works. Output
+written to ``sys.stdout``/``sys.stderr`` and to file descriptors 1 and 2 (child
+processes, C extensions) is captured, up to a byte limit per cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import inspect
+import io
+import linecache
+import os
+import select
+import sys
+import threading
+import traceback
+from types import CodeType, TracebackType
+from typing import Any
+
+TRUNCATION_MARKER = "\n[sandlot: output truncated at {limit} bytes; {dropped} more bytes dropped]\n"
+
+
+class OutputSink:
+    """stdout and stderr of one cell, bounded by ``limit`` bytes in total."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self.size = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    def write(self, stream: str, data: bytes) -> None:
+        with self.lock:
+            room = self.limit - self.size
+            if room >= len(data):
+                self.parts[stream].append(data)
+                self.size += len(data)
+                return
+            if room > 0:
+                self.parts[stream].append(data[:room])
+                self.size += room
+            self.dropped += len(data) - max(room, 0)
+
+    def text(self, stream: str) -> str:
+        with self.lock:
+            out = b"".join(self.parts[stream]).decode("utf-8", "replace")
+            if self.dropped and stream == "stdout":
+                out += TRUNCATION_MARKER.format(limit=self.limit, dropped=self.dropped)
+            return out
+
+
+class _BinaryProxy:
+    def __init__(self, owner: StreamProxy) -> None:
+        self.owner = owner
+
+    def write(self, data: bytes) -> int:
+        self.owner.repl.sink.write(self.owner.stream, bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class StreamProxy(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` inside the sandbox: writes go to the current cell."""
+
+    def __init__(self, repl: Repl, stream: str, fd: int) -> None:
+        super().__init__()
+        self.repl = repl
+        self.stream = stream
+        self._fd = fd
+        self.buffer = _BinaryProxy(self)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.repl.sink.write(self.stream, text.encode("utf-8", "replace"))
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+class FdCapture:
+    """Drains file descriptors 1 and 2 (redirected to pipes) into the current cell."""
+
+    def __init__(self, repl: Repl) -> None:
+        self.repl = repl
+        self.lock = threading.Lock()
+        self.fds: dict[int, str] = {}
+        for fd, stream in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.fds[r] = stream
+        threading.Thread(target=self._loop, name="sandlot-fd-capture", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self.fds), [], [])
+            self.drain(ready)
+
+    def drain(self, fds: list[int] | None = None) -> None:
+        """Move what is readable now from the pipes into the current sink."""
+        with self.lock:
+            for fd in fds if fds is not None else list(self.fds):
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    self.repl.sink.write(self.fds[fd], data)
+
+
+def _cell_traceback(exc: BaseException, filename_prefix: str) -> str:
+    """Format ``exc`` without the driver's own frames above the cell."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(filename_prefix):
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError) or tb is None:
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class Repl:
+    """One interpreter namespace that outlives the cells run in it."""
+
+    def __init__(self, max_output_bytes: int) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.sink = OutputSink(max_output_bytes)
+        self.count = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        sys.stdout = StreamProxy(self, "stdout", 1)
+        sys.stderr = StreamProxy(self, "stderr", 2)
+        self.fd_capture = FdCapture(self)
+
+    def _compile(self, code: str, filename: str) -> tuple[CodeType, CodeType | None]:
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = ast.parse(code, filename, "exec")
+        last: CodeType | None = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            expr = ast.Expression(tree.body.pop().value)
+            last = compile(expr, filename, "eval", flags=flags)
+        return compile(tree, filename, "exec", flags=flags), last
+
+    def _eval(self, code: CodeType) -> Any:
+        result = eval(code, self.namespace)
+        if inspect.iscoroutine(result):
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+            result = self.loop.run_until_complete(result)
+        return result
+
+    def run(self, code: str) -> dict[str, Any]:
+        """Run one cell; return stdout, stderr, value and error as plain data."""
+        self.count += 1
+        filename = f"<cell-{self.count}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        value: str | None = None
+        error: dict[str, str] | None = None
+        try:
+            body, last = self._compile(code, filename)
+            self._eval(body)
+            if last is not None:
+                result = self._eval(last)
+                if result is not None:
+                    value = repr(result)
+                    self.namespace["_"] = result
+        except BaseException as exc:  # the cell's errors are data, SystemExit included
+            error = {
+                "name": type(exc).__name__,
+                "value": str(exc),
+                "traceback": _cell_traceback(exc, "<cell-"),
+            }
+        sys.stdout.flush()
+        self.fd_capture.drain()
+        sink, self.sink = self.sink, OutputSink(self.max_output_bytes)
+        if value is not None and len(value) > self.max_output_bytes:
+            value = value[: self.max_output_bytes] + "...[sandlot: repr truncated]"
+        return {
+            "stdout": sink.text("stdout"),
+            "stderr": sink.text("stderr"),
+            "value": value,
+            "error": error,
+            "truncated": sink.dropped > 0,
+        }

@@ -1,0 +1,313 @@
+"""The driver's message loop: one reader thread, the REPL on the main thread.
+
+The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
+(which also breaks blocking calls such as ``time.sleep``). Every other request
+(processes, files) runs on a thread of its own, so a process can stream while a
+cell runs. Calls from sandboxed code to host functions may come from any thread;
+each waits for its own answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import resource
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import fileops, protocol
+from .procs import Process
+from .repl import Repl
+
+
+DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
+
+
+class ToolError(Exception):
+    """A host function raised, or could not be reached; the message says which."""
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.header: dict[str, Any] = {}
+
+
+class Server:
+    """Serves one host connection until it closes."""
+
+    def __init__(self, sock: socket.socket, init: dict[str, Any]) -> None:
+        self.sock = sock
+        self.send_lock = threading.Lock()
+        self.workdir: str = init["workdir"]
+        self.max_output_bytes: int = init["max_output_bytes"]
+        self.env = dict(os.environ)
+        self.repl = Repl(self.max_output_bytes)
+        self.repl.namespace["ToolError"] = ToolError
+        self.repl_queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
+        self.running_cell: int | None = None
+        self.cell_lock = threading.Lock()
+        self.cancelled_cells: set[int] = set()
+        self.processes: dict[int, Process] = {}
+        self.inboxes: dict[int, queue.Queue[tuple[dict[str, Any], bytes]]] = {}
+        self.calls: dict[int, _Pending] = {}
+        self.call_ids = itertools.count(1)
+        self.closed = False
+        for tool in init.get("tools", []):
+            self.define_tool(tool["name"], tool.get("doc") or "")
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        """Send one frame; frames from different threads never interleave."""
+        frame = protocol.encode(header, payload)
+        with self.send_lock:
+            self.sock.sendall(frame)
+
+    def reply(self, rid: int, fields: dict[str, Any]) -> None:
+        payload = fields.pop("_payload", b"")
+        self.send({"t": "res", "id": rid, "ok": True, **fields}, payload)
+
+    def reply_error(self, rid: int, exc: BaseException) -> None:
+        self.send({"t": "res", "id": rid, "ok": False, "error": protocol.error_info(exc)})
+
+    # -- host calls ----------------------------------------------------------
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call host function ``name`` and wait for its answer."""
+        if self.closed:
+            raise ToolError(f"{name}: the host connection is closed")
+        cid = next(self.call_ids)
+        pending = _Pending()
+        self.calls[cid] = pending
+        try:
+            header = {"t": "call", "id": cid, "name": name, "args": list(args), "kwargs": kwargs}
+            try:
+                frame = protocol.encode(header)
+            except TypeError as exc:
+                raise TypeError(
+                    f"{name}(): an argument cannot be sent to the host ({exc}); "
+                    "pass JSON values: str, int, float, bool, None, list, dict"
+                ) from None
+            with self.send_lock:
+                self.sock.sendall(frame)
+            pending.event.wait()
+        finally:
+            self.calls.pop(cid, None)
+        answer = pending.header
+        if answer.get("ok"):
+            return answer.get("value")
+        err = answer.get("error") or {}
+        raise ToolError(f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}")
+
+    def define_tool(self, name: str, doc: str) -> None:
+        """Put a stub named ``name`` in the REPL that calls the host function."""
+
+        def stub(*args: Any, **kwargs: Any) -> Any:
+            return self.call(name, args, kwargs)
+
+        stub.__name__ = stub.__qualname__ = name
+        stub.__doc__ = doc
+        self.repl.namespace[name] = stub
+
+    # -- requests ------------------------------------------------------------
+
+    def handle_request(self, header: dict[str, Any], payload: bytes) -> None:
+        rid = header["id"]
+        op = header.get("op")
+        if op == "run_code":
+            self.repl_queue.put((rid, header))
+            return
+        if op == "define_tool":
+            self.define_tool(header["name"], header.get("doc") or "")
+            self.reply(rid, {})
+            return
+        if op in ("write", "put_tar"):
+            self.inboxes[rid] = queue.Queue()
+        target: Callable[..., None] = self.run_process if op == "exec" else self.run_file_op
+        threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
+
+    def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        env = {**self.env, **header.get("env", {})}
+        cwd = fileops.resolve(self.workdir, header.get("cwd") or ".")
+        try:
+            proc = Process(header["argv"], cwd, env, payload or None)
+        except OSError as exc:
+            self.reply(rid, {"returncode": 127, "spawn_error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.processes[rid] = proc
+        timer = None
+        if header.get("timeout"):
+            timer = threading.Timer(header["timeout"], proc.kill, args=("timeout",))
+            timer.daemon = True
+            timer.start()
+        try:
+            fields = proc.pump(rid, header.get("limit", self.max_output_bytes),
+                               bool(header.get("stream")), self.send)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.processes.pop(rid, None)
+        self.reply(rid, fields)
+
+    def run_file_op(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        op = header.get("op")
+        try:
+            path = fileops.resolve(self.workdir, header.get("path", "."))
+            if op == "write":
+                fields = fileops.write_file(path, header.get("mode"),
+                                            fileops.incoming(self.inboxes[rid]))
+            elif op == "put_tar":
+                fields = fileops.put_tar(path, fileops.incoming(self.inboxes[rid]))
+            elif op == "read":
+                fields = fileops.read_file(rid, path, self.send)
+            elif op == "get_tar":
+                fields = fileops.get_tar(rid, path, self.send)
+            elif op == "list":
+                fields = fileops.list_dir(path)
+            elif op == "exists":
+                fields = {"exists": os.path.lexists(path), "is_dir": os.path.isdir(path)}
+            elif op == "remove":
+                fields = fileops.remove(path, bool(header.get("recursive")))
+            elif op == "mkdir":
+                os.makedirs(path, exist_ok=True)
+                fields = {}
+            else:
+                raise ValueError(f"unknown operation {op!r}")
+        except Exception as exc:
+            self.reply_error(rid, exc)
+        else:
+            self.reply(rid, fields)
+        finally:
+            self.inboxes.pop(rid, None)
+
+    def cancel(self, rid: int) -> None:
+        """Interrupt cell ``rid`` or kill process ``rid``; a no-op if it is done."""
+        with self.cell_lock:
+            if self.running_cell == rid:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            self.cancelled_cells.add(rid)
+        proc = self.processes.get(rid)
+        if proc is not None:
+            proc.kill("cancelled")
+        inbox = self.inboxes.get(rid)
+        if inbox is not None:
+            inbox.put(({"abort": True}, b""))
+
+    # -- loops ---------------------------------------------------------------
+
+    def read_loop(self) -> None:
+        """Route incoming frames until the host goes away."""
+        try:
+            while (frame := protocol.read_frame(self.sock)) is not None:
+                header, payload = frame
+                kind = header.get("t")
+                if kind == "req":
+                    self.handle_request(header, payload)
+                elif kind == "data":
+                    inbox = self.inboxes.get(header["id"])
+                    if inbox is not None:
+                        inbox.put((header, payload))
+                elif kind == "ret":
+                    pending = self.calls.get(header["id"])
+                    if pending is not None:
+                        pending.header = header
+                        pending.event.set()
+                elif kind == "cancel":
+                    self.cancel(header["id"])
+        except (OSError, protocol.ProtocolError) as exc:
+            os.write(DIAG_FD, f"sandlot driver: connection lost: {exc}\n".encode())
+        self.closed = True
+        for pending in list(self.calls.values()):
+            pending.header = {"ok": False, "error": {"name": "ConnectionError",
+                                                      "value": "the host connection is closed"}}
+            pending.event.set()
+        for proc in list(self.processes.values()):
+            proc.kill("host gone")
+        self.repl_queue.put(None)
+
+    def repl_loop(self) -> None:
+        """Run cells one after another on the main thread."""
+        while True:
+            try:
+                item = self.repl_queue.get()
+                if item is None:
+                    return
+                rid, header = item
+                with self.cell_lock:
+                    if rid in self.cancelled_cells:
+                        self.cancelled_cells.discard(rid)
+                        self.reply(rid, {"skipped": True})
+                        continue
+                    self.running_cell = rid
+                try:
+                    result = self.repl.run(header["code"])
+                finally:
+                    with self.cell_lock:
+                        self.running_cell = None
+                self.reply(rid, result)
+            except KeyboardInterrupt:
+                continue  # a cancel that arrived just after its cell ended
+
+
+def apply_limits(limits: dict[str, int]) -> None:
+    """Set per-process rlimits (inherited by every process the code starts)."""
+    names = {
+        "fsize": resource.RLIMIT_FSIZE,
+        "cpu": resource.RLIMIT_CPU,
+        "nofile": resource.RLIMIT_NOFILE,
+        "as": resource.RLIMIT_AS,
+    }
+    for key, value in limits.items():
+        resource.setrlimit(names[key], (value, value))
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL the driver when its parent dies (lost on uid change)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def serve(fd: int) -> None:
+    """Entry point: take the channel on ``fd``, read the init frame, serve."""
+    sock = socket.socket(fileno=fd)
+    first = protocol.read_frame(sock)
+    if first is None:
+        return
+    init = first[0]
+    global DIAG_FD
+    DIAG_FD = os.dup(2)  # fd 2 itself is about to be captured for the cells
+    try:
+        if init.get("drop_to"):
+            uid, gid = init["drop_to"]
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        _die_with_parent()
+        os.makedirs(init["workdir"], exist_ok=True)
+        os.chdir(init["workdir"])
+        sys.path.insert(0, init["workdir"])
+        apply_limits(init.get("limits", {}))
+        server = Server(sock, init)
+    except Exception as exc:
+        sock.sendall(protocol.encode({"t": "ready", "ok": False,
+                                      "error": protocol.error_info(exc, traceback.format_exc())}))
+        return
+    server.send({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version.split()[0],
+                 "executable": sys.executable})
+    threading.Thread(target=server.read_loop, name="sandlot-reader", daemon=True).start()
+    server.repl_loop()

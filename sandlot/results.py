@@ -1,0 +1,77 @@
+"""What sandbox calls return: plain data classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExecutionError:
+    """An exception raised by code in the sandbox, as data."""
+
+    name: str
+    value: str
+    traceback: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.value}"
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """The outcome of one ``run_code`` call, like a notebook cell's.
+
+    ``value`` is the ``repr`` of the last expression (None when there is none or
+    it is None). ``error`` is set when the code raised; ``timed_out`` when the
+    call's timeout interrupted it (the interpreter survived).
+    """
+
+    stdout: str
+    stderr: str
+    value: str | None
+    error: ExecutionError | None
+    truncated: bool = False
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the code ran to the end without raising."""
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of a process run with ``exec``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited with status 0."""
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a streaming process's output, as it was produced."""
+
+    stream: str  # "stdout" or "stderr"
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        """The chunk decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.data.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One entry of a directory listing."""
+
+    name: str
+    type: str  # "file", "dir" or "link"
+    size: int

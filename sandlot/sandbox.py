@@ -1,0 +1,392 @@
+"""``AsyncSandbox``: one isolated, live Python interpreter with processes and files.
+
+The sandbox holds the policy (timeouts, lifetime, tools, errors); its backend
+only starts the driver and reports how it ended. ``Sandbox`` in
+:mod:`sandlot.sync` is the blocking twin of this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from .backends.base import Backend, Launched
+from .backends.local import LocalBackend
+from .channel import Channel, Closed, Request
+from .config import SandboxConfig
+from .driver import protocol
+from .errors import CallTimeout, CodeError, DeathCause, SandboxDied, SandboxError
+from .files import AsyncFiles
+from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
+from .tools import Router
+
+STARTUP_TIMEOUT = 60.0
+_live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
+
+
+def live_sandboxes() -> list[AsyncSandbox]:
+    """Sandboxes started in this process and not yet terminated."""
+    return [sb for sb in _live if sb.is_alive]
+
+
+class AsyncSandbox:
+    """An isolated sandbox; ``async with AsyncSandbox(config) as sb`` starts and ends it."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        backend: Backend | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self.config = config if config is not None else SandboxConfig()
+        self.backend: Backend = backend if backend is not None else LocalBackend()
+        self.router = Router()
+        for name, fn in (tools or {}).items():
+            self.router.register(name, fn)
+        self.files = AsyncFiles(self)
+        self._launch: Launched | None = None
+        self._channel: Channel | None = None
+        self._dead: SandboxDied | None = None
+        self._ended_by: tuple[DeathCause, str] | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._busy = 0
+        self._exit_watch: asyncio.Task[None] | None = None
+        self._death_lock = asyncio.Lock()
+        self.info: dict[str, Any] = {}
+
+    # -- lifetime --------------------------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        """True between a successful ``start`` and the sandbox's end."""
+        return self._channel is not None and self._dead is None
+
+    @property
+    def workdir(self) -> str:
+        """The sandbox's working directory as its code sees it."""
+        return self._require_launch().workdir
+
+    async def start(self) -> Self:
+        """Start the sandbox and wait until its interpreter is ready."""
+        if self._launch is not None:
+            raise SandboxError("this sandbox was already started; create a new one")
+        launch = await self.backend.launch(self.config)
+        self._launch = launch
+        init = {"t": "init", "workdir": launch.workdir, "limits": launch.limits,
+                "drop_to": launch.drop_to, "max_output_bytes": self.config.max_output_bytes,
+                "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()]}
+        launch.writer.write(protocol.encode(init))
+        channel = Channel(launch.reader, launch.writer, self.router.call, self._on_eof)
+        try:
+            ready = await asyncio.wait_for(channel.read_frame(), STARTUP_TIMEOUT)
+        except TimeoutError:
+            ready = None
+        if ready is None or not ready[0].get("ok"):
+            launch.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(launch.wait(), 5)
+            detail = ""
+            if ready is not None:
+                err = ready[0].get("error") or {}
+                detail = f"{err.get('name')}: {err.get('value')}\n{err.get('traceback', '')}"
+            await launch.cleanup()
+            raise SandboxDied("failed_to_start", (detail or launch.log_tail()).strip()
+                              or "the driver exited before it was ready")
+        self.info = {k: v for k, v in ready[0].items() if k not in ("t", "ok")}
+        self._channel = channel
+        channel.start()
+        self._exit_watch = asyncio.create_task(self._watch_exit())
+        if self.config.timeout is not None:
+            self._set_timer("lifetime", self.config.timeout)
+        self._touch()
+        _live.add(self)
+        return self
+
+    async def terminate(self) -> None:
+        """End the sandbox and every process in it; safe to call more than once."""
+        if self._launch is None or self._dead is not None and self._channel is None:
+            return
+        await self._end("terminated", "terminate() was called")
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.terminate()
+
+    def _set_timer(self, name: str, delay: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        cause: DeathCause = "lifetime" if name == "lifetime" else "idle"
+        detail = (f"the sandbox's lifetime of {delay:g}s (SandboxConfig.timeout) ran out"
+                  if name == "lifetime"
+                  else f"no call for {delay:g}s (SandboxConfig.idle_timeout)")
+        self._timers[name] = loop.call_later(
+            delay, lambda: asyncio.ensure_future(self._end(cause, detail)))
+
+    def _touch(self) -> None:
+        if self.config.idle_timeout is not None and self._busy == 0:
+            self._set_timer("idle", self.config.idle_timeout)
+
+    async def _end(self, cause: DeathCause, detail: str) -> None:
+        """Kill the sandbox on the host's initiative and release everything."""
+        if self._ended_by is None:
+            self._ended_by = (cause, detail)
+        launch = self._launch
+        if launch is None:
+            return
+        launch.kill()
+        await self._settle()
+
+    async def _watch_exit(self) -> None:
+        assert self._launch is not None
+        await self._launch.wait()
+        await self._settle()
+
+    async def _on_eof(self, reason: BaseException) -> BaseException:
+        # The connection ended: the driver is gone or going. Wait for it briefly.
+        launch = self._launch
+        assert launch is not None
+        try:
+            await asyncio.wait_for(launch.wait(), 2)
+        except TimeoutError:
+            launch.kill()
+        return self._death(reason)
+
+    def _death(self, reason: BaseException | None = None) -> SandboxDied:
+        if self._dead is None:
+            assert self._launch is not None
+            if self._ended_by is not None:
+                cause, detail = self._ended_by
+            else:
+                cause, detail = self._launch.death_cause()
+                if isinstance(reason, Closed) and "malformed" in str(reason):
+                    detail = f"{reason}; {detail}"
+            self._dead = SandboxDied(cause, detail)
+        return self._dead
+
+    async def _settle(self) -> None:
+        """Once the driver has exited: fail what is in flight and release resources."""
+        async with self._death_lock:
+            launch, channel = self._launch, self._channel
+            if launch is None or (self._dead is not None and channel is None):
+                return
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(launch.wait(), 10)
+            dead = self._death()
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            if channel is not None:
+                channel.close(dead)
+                if channel.read_task is not None:
+                    channel.read_task.cancel()
+            self._channel = None
+            _live.discard(self)
+            await launch.cleanup()
+            if self._exit_watch is not None and self._exit_watch is not asyncio.current_task():
+                self._exit_watch.cancel()
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _require_launch(self) -> Launched:
+        if self._launch is None:
+            raise SandboxError("the sandbox is not started; call start() or use 'with'")
+        return self._launch
+
+    def _require_channel(self) -> Channel:
+        if self._dead is not None:
+            raise self._dead
+        if self._channel is None:
+            raise SandboxError("the sandbox is not started; call start() or use 'with'")
+        return self._channel
+
+    @contextlib.asynccontextmanager
+    async def _request(self, op: str, payload: bytes = b"", **fields: Any) -> AsyncIterator[Request]:
+        """Send a request; cancel it in the sandbox if the caller gives up on it."""
+        req = self._require_channel().request(op, payload, **fields)
+        self._busy += 1
+        idle = self._timers.pop("idle", None)
+        if idle is not None:
+            idle.cancel()
+        finished = False
+        try:
+            yield req
+            finished = True
+        except SandboxDied:
+            raise
+        except Closed:
+            raise self._death() from None
+        finally:
+            self._busy -= 1
+            if not finished and self._dead is None and self._channel is not None:
+                with contextlib.suppress(Exception):
+                    req.cancel()
+            req.done()
+            if self._dead is None:
+                self._touch()
+
+    def register_tool(self, name: str, fn: Callable[..., Any], doc: str | None = None) -> None:
+        """Expose host function ``fn`` to sandboxed code as ``name``.
+
+        Code in the REPL calls it like a local function; arguments and results
+        cross as JSON values. If it raises, the code sees a ``ToolError`` with
+        its message. May be called before or after ``start``.
+        """
+        tool = self.router.register(name, fn, doc)
+        if self.is_alive:
+            self._require_channel().request("define_tool", name=tool.name, doc=tool.doc).done()
+
+    # -- the REPL ----------------------------------------------------------------
+
+    async def run_code(
+        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False,
+    ) -> CodeResult:
+        """Run ``code`` in the sandbox's persistent interpreter, like a notebook cell.
+
+        Errors raised by the code come back in ``result.error``; with
+        ``raise_on_error=True`` they raise :class:`CodeError`. When ``timeout``
+        runs out the code is interrupted and the interpreter keeps its state; if
+        the code ignores the interrupt for ``config.interrupt_grace`` seconds the
+        sandbox is killed and :class:`SandboxDied` says so.
+        """
+        timed_out = False
+        async with self._request("run_code", code=code) as req:
+            try:
+                header, _ = await asyncio.wait_for(req.result(), timeout)
+            except TimeoutError:
+                timed_out = True
+                req.cancel()
+                grace = self.config.interrupt_grace
+                try:
+                    header, _ = await asyncio.wait_for(req.result(), grace)
+                except TimeoutError:
+                    await self._end("timeout", (
+                        f"the code ran past its {timeout:g}s timeout and ignored the interrupt "
+                        f"for {grace:g}s, so the sandbox was killed; its interpreter state and "
+                        "running processes are lost"))
+                    raise self._death() from None
+        if not header.get("ok"):
+            raise SandboxError(f"run_code failed in the driver: {header.get('error')}")
+        err = header.get("error")
+        error = ExecutionError(err["name"], err["value"], err["traceback"]) if err else None
+        if timed_out and error is not None and error.name == "KeyboardInterrupt":
+            error = ExecutionError(
+                "TimeoutError",
+                f"interrupted after the {timeout:g}s timeout; the interpreter is alive and "
+                "keeps its state",
+                error.traceback)
+        if error is not None and raise_on_error:
+            if timed_out:
+                raise CallTimeout(error.value)
+            raise CodeError(error.name, error.value, error.traceback)
+        return CodeResult(
+            stdout=header["stdout"], stderr=header["stderr"], value=header.get("value"),
+            error=error, truncated=bool(header.get("truncated")), timed_out=timed_out)
+
+    # -- files -------------------------------------------------------------------
+
+    async def upload(self, local: str | Path, remote: str) -> None:
+        """Copy a host file or directory to ``remote`` (relative to the workdir)."""
+        await self.files.upload(local, remote)
+
+    async def download(self, remote: str, local: str | Path) -> None:
+        """Copy a sandbox file or directory to the host path ``local``."""
+        await self.files.download(remote, local)
+
+    # -- processes ---------------------------------------------------------------
+
+    def _exec_fields(
+        self, argv: Sequence[str], timeout: float | None, cwd: str | None,
+        env: Mapping[str, str] | None, stream: bool,
+    ) -> dict[str, Any]:
+        if not argv:
+            raise ValueError("exec needs a command, such as exec('python', '-c', 'print(1)')")
+        return {"argv": [str(a) for a in argv], "timeout": timeout, "cwd": cwd,
+                "env": dict(env or {}), "stream": stream, "limit": self.config.max_output_bytes}
+
+    async def exec(
+        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
+        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+    ) -> ExecResult:
+        """Run a command in the sandbox and wait for it; its process group dies on timeout."""
+        fields = self._exec_fields(argv, timeout, cwd, env, stream=False)
+        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        async with self._request("exec", data, **fields) as req:
+            header, payload = await req.result()
+        return _exec_result(header, payload)
+
+    def exec_stream(
+        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
+        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+    ) -> AsyncProcess:
+        """Start a command and iterate over its output as it is produced.
+
+        ``async for chunk in sb.exec_stream(...)`` yields :class:`OutputChunk`;
+        afterwards ``proc.result`` holds the :class:`ExecResult` (its stdout and
+        stderr are empty: the output went to the iteration).
+        """
+        fields = self._exec_fields(argv, timeout, cwd, env, stream=True)
+        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        return AsyncProcess(self, fields, data)
+
+
+class AsyncProcess:
+    """A streaming process; iterate it for output, then read ``result``."""
+
+    def __init__(self, sandbox: AsyncSandbox, fields: dict[str, Any], stdin: bytes) -> None:
+        self.sandbox = sandbox
+        self.fields = fields
+        self.stdin = stdin
+        self.result: ExecResult | None = None
+        self._gen: AsyncIterator[OutputChunk] | None = None
+
+    async def _chunks(self) -> AsyncIterator[OutputChunk]:
+        async with self.sandbox._request("exec", self.stdin, **self.fields) as req:
+            while True:
+                header, payload = await req.next()
+                if header["t"] == "res":
+                    self.result = _exec_result(header, payload)
+                    return
+                yield OutputChunk(header.get("stream", "stdout"), payload)
+
+    def __aiter__(self) -> AsyncIterator[OutputChunk]:
+        if self._gen is None:
+            self._gen = self._chunks()
+        return self._gen
+
+    async def wait(self) -> ExecResult:
+        """Consume the rest of the output and return the result."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, once the process has ended."""
+        return None if self.result is None else self.result.returncode
+
+
+def _exec_result(header: protocol.Header, payload: bytes) -> ExecResult:
+    if "spawn_error" in header:
+        return ExecResult(127, "", f"sandlot: cannot start the command: {header['spawn_error']}\n")
+    n = header.get("stdout_len", 0)
+    return ExecResult(
+        returncode=header["returncode"],
+        stdout=payload[:n].decode("utf-8", "replace"),
+        stderr=payload[n:].decode("utf-8", "replace"),
+        timed_out=header.get("killed") == "timeout",
+        truncated=header.get("dropped", 0) > 0,
+    )
+

@@ -1,0 +1,250 @@
+"""The blocking API: ``Sandbox`` runs ``AsyncSandbox`` on a shared event-loop thread.
+
+There is one implementation (the async one). Every blocking method hands its
+coroutine to the portal's loop and waits; nothing is implemented twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from .backends.base import Backend
+from .config import SandboxConfig
+from .files import AsyncFiles
+from .results import CodeResult, ExecResult, FileInfo, OutputChunk
+from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
+
+T = TypeVar("T")
+
+
+class Portal:
+    """An event loop on a daemon thread that blocking callers hand coroutines to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="sandlot-loop",
+                                       daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the portal's loop and return its result (or raise its error)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("a blocking sandlot call was made on sandlot's own event loop; "
+                               "use the async API (AsyncSandbox) there")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+_portal: Portal | None = None
+_portal_lock = threading.Lock()
+
+
+def portal() -> Portal:
+    """The process-wide portal, started on first use."""
+    global _portal
+    with _portal_lock:
+        if _portal is None:
+            _portal = Portal()
+            atexit.register(_shutdown)
+        return _portal
+
+
+def _shutdown() -> None:
+    """At interpreter exit, end the sandboxes that are still running."""
+    if _portal is None:
+        return
+
+    async def end_all() -> None:
+        await asyncio.gather(*(sb.terminate() for sb in live_sandboxes()),
+                             return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(end_all(), _portal.loop).result(timeout=30)
+    except Exception:  # exiting anyway: the kernel ends what is left (die-with-parent)
+        pass
+
+
+class Files:
+    """Blocking twin of :class:`sandlot.files.AsyncFiles`."""
+
+    def __init__(self, inner: AsyncFiles, call: Callable[[Awaitable[Any]], Any]) -> None:
+        self._inner = inner
+        self._call = call
+
+    def write(self, path: str, data: bytes | str, *, mode: int | None = None) -> int:
+        """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
+        return int(self._call(self._inner.write(path, data, mode=mode)))
+
+    def read(self, path: str) -> bytes:
+        """Return the bytes of file ``path``."""
+        return bytes(self._call(self._inner.read(path)))
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """Return file ``path`` decoded as text."""
+        return str(self._call(self._inner.read_text(path, encoding)))
+
+    def list(self, path: str = ".") -> list[FileInfo]:
+        """The entries of directory ``path``, sorted by name."""
+        return list(self._call(self._inner.list(path)))
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` exists in the sandbox."""
+        return bool(self._call(self._inner.exists(path)))
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, or a directory (``recursive=True`` for a non-empty one)."""
+        self._call(self._inner.remove(path, recursive=recursive))
+
+    def mkdir(self, path: str) -> None:
+        """Create directory ``path`` and its parents."""
+        self._call(self._inner.mkdir(path))
+
+    def upload(self, local: str | Path, remote: str) -> None:
+        """Copy a host file or directory tree to ``remote`` in the sandbox."""
+        self._call(self._inner.upload(local, remote))
+
+    def download(self, remote: str, local: str | Path) -> None:
+        """Copy a sandbox file or directory tree to the host path ``local``."""
+        self._call(self._inner.download(remote, local))
+
+
+class Process:
+    """Blocking twin of :class:`sandlot.sandbox.AsyncProcess`: iterate, then ``result``."""
+
+    def __init__(self, inner: AsyncProcess, portal: Portal) -> None:
+        self._inner = inner
+        self._portal = portal
+
+    def __iter__(self) -> Iterator[OutputChunk]:
+        agen = aiter(self._inner)
+
+        async def step() -> OutputChunk | None:
+            try:
+                return await anext(agen)
+            except StopAsyncIteration:
+                return None
+
+        while (chunk := self._portal.call(step())) is not None:
+            yield chunk
+
+    def wait(self) -> ExecResult:
+        """Consume the rest of the output and return the result."""
+        return self._portal.call(self._inner.wait())
+
+    @property
+    def result(self) -> ExecResult | None:
+        """The result, once the output has been consumed."""
+        return self._inner.result
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, once the process has ended."""
+        return self._inner.returncode
+
+
+class Sandbox:
+    """An isolated sandbox with a live Python interpreter (blocking API).
+
+    ``with Sandbox(config) as sb:`` starts it and terminates it on exit; or call
+    :meth:`start` and :meth:`terminate` yourself. See :class:`AsyncSandbox` for
+    the meaning of each method; this class only waits for them.
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        backend: Backend | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self._portal = portal()
+        self._async = AsyncSandbox(config, backend=backend, tools=tools)
+        self.files = Files(self._async.files, self._call)
+
+    def _call(self, awaitable: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await awaitable
+
+        return self._portal.call(run())
+
+    @property
+    def config(self) -> SandboxConfig:
+        """The sandbox's configuration."""
+        return self._async.config
+
+    @property
+    def is_alive(self) -> bool:
+        """True between a successful ``start`` and the sandbox's end."""
+        return self._async.is_alive
+
+    @property
+    def workdir(self) -> str:
+        """The sandbox's working directory as its code sees it."""
+        return self._async.workdir
+
+    @property
+    def async_sandbox(self) -> AsyncSandbox:
+        """The async sandbox this one wraps."""
+        return self._async
+
+    def start(self) -> Self:
+        """Start the sandbox and wait until its interpreter is ready."""
+        self._call(self._async.start())
+        return self
+
+    def terminate(self) -> None:
+        """End the sandbox and every process in it; safe to call more than once."""
+        self._call(self._async.terminate())
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.terminate()
+
+    def register_tool(self, name: str, fn: Callable[..., Any], doc: str | None = None) -> None:
+        """Expose host function ``fn`` to sandboxed code as ``name``."""
+
+        async def register() -> None:
+            self._async.register_tool(name, fn, doc)
+
+        self._call(register())
+
+    def run_code(
+        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False,
+    ) -> CodeResult:
+        """Run ``code`` in the persistent interpreter, like a notebook cell."""
+        return self._call(self._async.run_code(code, timeout=timeout,
+                                               raise_on_error=raise_on_error))
+
+    def exec(
+        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
+        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+    ) -> ExecResult:
+        """Run a command in the sandbox and wait for it."""
+        return self._call(self._async.exec(*argv, timeout=timeout, cwd=cwd, env=env,
+                                           stdin=stdin))
+
+    def exec_stream(
+        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
+        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+    ) -> Process:
+        """Start a command; iterate the returned process for its output as it comes."""
+        inner = self._async.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
+        return Process(inner, self._portal)
+
+    def upload(self, local: str | Path, remote: str) -> None:
+        """Copy a host file or directory to ``remote`` (relative to the workdir)."""
+        self._call(self._async.upload(local, remote))
+
+    def download(self, remote: str, local: str | Path) -> None:
+        """Copy a sandbox file or directory to the host path ``local``."""
+        self._call(self._async.download(remote, local))
