@@ -17,12 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
-def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
+def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) for each error, nested configs' errors flattened."""
     known = list(model.model_fields)
-    lines = []
+    found = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(config)"
-        msg = err["msg"]
+        where = ".".join(str(p) for p in err["loc"])
+        inner = err.get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError) and inner.problems:
+            found += [(f"{where}.{loc}", msg) for loc, msg in inner.problems]
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
             close = difflib.get_close_matches(field, known, n=1)
@@ -30,8 +35,17 @@ def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
             msg = f"unknown field{hint}"
         elif "input" in err and err["type"] != "missing":
             msg += f" (got {err['input']!r})"
-        lines.append(f"{model.__name__}.{where}: {msg}")
-    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        found.append((where, msg))
+    return found
+
+
+def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
+    problems = [(f"{model.__name__}.{loc}" if loc else model.__name__, msg)
+                for loc, msg in _problems(model, exc)]
+    error = ConfigError("invalid configuration:\n  "
+                        + "\n  ".join(f"{loc}: {msg}" for loc, msg in problems))
+    error.problems = [(loc.split(".", 1)[1] if "." in loc else loc, msg) for loc, msg in problems]
+    return error
 
 
 class _Strict(BaseModel):

@@ -23,6 +23,8 @@ class SandboxError(Exception):
 class ConfigError(SandboxError, ValueError):
     """A configuration that cannot work; the message names the field and the fix."""
 
+    problems: list[tuple[str, str]] = []  # (field path, what is wrong) when from validation
+
 
 class SandboxDied(SandboxError):
     """The sandbox is gone; ``cause`` says why and ``detail`` what was seen."""

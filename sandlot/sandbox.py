@@ -379,6 +379,9 @@ class AsyncProcess:
 
 
 def _exec_result(header: protocol.Header, payload: bytes) -> ExecResult:
+    if not header.get("ok"):
+        err = header.get("error") or {}
+        raise SandboxError(f"exec failed in the sandbox: {err.get('name')}: {err.get('value')}")
     if "spawn_error" in header:
         return ExecResult(127, "", f"sandlot: cannot start the command: {header['spawn_error']}\n")
     n = header.get("stdout_len", 0)

@@ -82,6 +82,7 @@ class Isolation:
 @cache
 def probe() -> Isolation:
     """Find out once per process what isolation works here."""
+    _sweep_state(_state_root())
     layout = cgroups.discover()
     if layout is not None:
         cgroups.sweep(layout)
@@ -139,9 +140,7 @@ def _sweep_state(root: Path) -> None:
 @cache
 def _driver_root_outside() -> str:
     """A directory holding ``sandlot_driver`` (a link to the driver), for unwrapped runs."""
-    root = _state_root()
-    _sweep_state(root)
-    link_dir = root / f"{os.getpid()}-driver"
+    link_dir = _state_root() / f"{os.getpid()}-driver"
     link_dir.mkdir(exist_ok=True)
     link = link_dir / "sandlot_driver"
     if not link.exists():
@@ -171,7 +170,8 @@ def _parents(path: str) -> list[str]:
     """bubblewrap arguments creating ``path``'s ancestors world-traversable (it uses 0700)."""
     args: list[str] = []
     for parent in reversed(Path(path).parents[:-1]):
-        args += ["--perms", "0755", "--dir", str(parent)]
+        if str(parent) not in ("/tmp", "/var/tmp"):  # already private tmpfs, mode 1777
+            args += ["--perms", "0755", "--dir", str(parent)]
     return args
 
 
@@ -410,16 +410,16 @@ class LocalBackend:
                 argv += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 argv += ["--ro-bind", path, path]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+                 "--perms", "0755", "--dir", DRIVER_ROOT_INSIDE,
+                 "--ro-bind", str(DRIVER_SRC), f"{DRIVER_ROOT_INSIDE}/sandlot_driver",
+                 "--bind", str(workdir_host), WORKDIR_INSIDE, "--chdir", WORKDIR_INSIDE]
         binds = [_prefix_of(python)]
         if venv is not None:
             binds += [str(venv), _prefix_of(os.path.realpath(venv / "bin" / "python"))]
         for path in dict.fromkeys(binds):
             if not path.startswith(SYSTEM_DIRS):
                 argv += _parents(path) + ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-                 "--perms", "0755", "--dir", DRIVER_ROOT_INSIDE,
-                 "--ro-bind", str(DRIVER_SRC), f"{DRIVER_ROOT_INSIDE}/sandlot_driver",
-                 "--bind", str(workdir_host), WORKDIR_INSIDE, "--chdir", WORKDIR_INSIDE]
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]

@@ -45,11 +45,15 @@ class Process:
         except ProcessLookupError:
             pass
 
-    def pump(self, rid: int, limit: int, stream: bool, send: Send) -> dict[str, Any]:
-        """Read output until the process exits; return the final reply fields."""
+    def pump(
+        self, rid: int, limit: int, stream: bool, send: Send, timeout: float | None,
+    ) -> dict[str, Any]:
+        """Read output until the process exits (or ``timeout`` kills it); return the reply."""
         p = self.popen
         if self.stdin and p.stdin is not None:
             threading.Thread(target=_feed, args=(p.stdin, self.stdin), daemon=True).start()
+        elif p.stdin is not None:
+            p.stdin.close()
         assert p.stdout is not None and p.stderr is not None
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ, "stdout")
@@ -58,7 +62,10 @@ class Process:
         sent = 0
         dropped = 0
         exited_at: float | None = None
+        deadline = None if timeout is None else time.monotonic() + timeout
         while sel.get_map():
+            if deadline is not None and exited_at is None and time.monotonic() > deadline:
+                self.kill("timeout")
             # After the leader exits, a detached child may hold the pipes open:
             # take what is already there, briefly, then stop reading.
             if exited_at is None and p.poll() is not None:

@@ -131,7 +131,13 @@ class Server:
         if op in ("write", "put_tar"):
             self.inboxes[rid] = queue.Queue()
         target: Callable[..., None] = self.run_process if op == "exec" else self.run_file_op
-        threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
+        try:
+            threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had: the process limit is reached
+            self.inboxes.pop(rid, None)
+            self.reply_error(rid, RuntimeError(
+                f"the sandbox cannot start a thread for {op!r} ({exc}); it is at its process "
+                "limit (SandboxConfig.max_processes): end some of its processes"))
 
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         env = {**self.env, **header.get("env", {})}
@@ -142,17 +148,14 @@ class Server:
             self.reply(rid, {"returncode": 127, "spawn_error": f"{type(exc).__name__}: {exc}"})
             return
         self.processes[rid] = proc
-        timer = None
-        if header.get("timeout"):
-            timer = threading.Timer(header["timeout"], proc.kill, args=("timeout",))
-            timer.daemon = True
-            timer.start()
         try:
             fields = proc.pump(rid, header.get("limit", self.max_output_bytes),
-                               bool(header.get("stream")), self.send)
+                               bool(header.get("stream")), self.send, header.get("timeout"))
+        except Exception as exc:
+            proc.kill("driver error")
+            self.reply_error(rid, exc)
+            return
         finally:
-            if timer is not None:
-                timer.cancel()
             self.processes.pop(rid, None)
         self.reply(rid, fields)
 

@@ -1,0 +1,236 @@
+"""What a sandbox cannot do: reach the network, read or write the host, outlive its owner."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import strict
+
+import sandlot
+
+
+def _pids_with(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if token.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def _wait_gone(token: str, seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _pids_with(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_network_is_unreachable_even_the_hosts_loopback(sb: sandlot.Sandbox) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        r = sb.run_code(
+            "import socket\n"
+            f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "    out = 'connected'\nexcept OSError as e:\n    out = type(e).__name__\n"
+            "try:\n    socket.getaddrinfo('pypi.org', 443)\n    dns = 'resolved'\n"
+            "except OSError as e:\n    dns = type(e).__name__\n(out, dns)"
+        )
+    finally:
+        server.close()
+    assert r.error is None, r.error
+    assert "connected" not in (r.value or "")
+    assert "resolved" not in (r.value or "")
+
+
+def test_host_files_outside_mounts_are_invisible(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    here = Path(__file__).resolve()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data.txt").write_text("shared data")
+    with sandlot.Sandbox(strict(mounts={str(shared): "/data"})) as box:
+        for path in (secret, here, Path.home() / ".bashrc"):
+            r = box.run_code(f"open({str(path)!r}).read()")
+            assert r.error is not None, f"{path} was readable"
+            assert r.error.name in ("FileNotFoundError", "PermissionError")
+        assert box.run_code("open('/data/data.txt').read()").value == "'shared data'"
+        r = box.run_code("open('/data/new.txt', 'w')")
+        assert r.error is not None and r.error.name == "OSError"  # read-only mount
+        assert box.run_code("open('/etc/hostname').read() != ''").value == "True"
+
+
+def test_writes_outside_the_workdir_fail_and_tmp_is_private(tmp_path: Path) -> None:
+    rw = tmp_path / "rw"
+    rw.mkdir()
+    rw.chmod(0o777)
+    mount = sandlot.Mount(source=str(rw), target="/out", writable=True)
+    with sandlot.Sandbox(strict(mounts=[mount])) as box:
+        for target in ("/usr/evil", "/etc/passwd", "/evil"):
+            r = box.run_code(f"open({target!r}, 'a').write('x')")
+            assert r.error is not None, f"{target} was writable"
+        assert box.run_code("open('inside.txt', 'w').write('ok')").value == "2"
+        assert box.files.read("inside.txt") == b"ok"
+        assert box.run_code("open('/out/o.txt', 'w').write('out')").value == "3"
+        box.run_code("open('/tmp/marker-sandlot', 'w').write('x')")
+    assert (rw / "o.txt").read_text() == "out"
+    assert not Path("/tmp/marker-sandlot").exists()
+
+
+def test_only_named_secrets_and_env_enter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDLOT_NAMED_SECRET", "named-value")
+    monkeypatch.setenv("SANDLOT_OTHER_SECRET", "other-value")
+    cfg = strict(secrets=["SANDLOT_NAMED_SECRET"], env={"MODE": "demo"})
+    with sandlot.Sandbox(cfg) as box:
+        r = box.run_code("import os\nsorted(os.environ.items())")
+        assert r.value is not None
+        assert "named-value" in r.value and "'MODE', 'demo'" in r.value
+        assert "other-value" not in r.value
+        assert "('HOME', '/tmp')" in r.value  # not the host's home
+        p = box.exec("env")
+        assert "SANDLOT_OTHER_SECRET" not in p.stdout and "SANDLOT_NAMED_SECRET" in p.stdout
+    with pytest.raises(sandlot.ConfigError, match="SANDLOT_MISSING"):
+        sandlot.Sandbox(strict(secrets=["SANDLOT_MISSING"])).start()
+
+
+def test_code_runs_unprivileged_in_its_own_pid_namespace(sb: sandlot.Sandbox) -> None:
+    r = sb.run_code("import os\n(os.getuid() != 0 or os.getuid() != os.geteuid(), len(os.listdir('/proc')))")
+    assert r.value is not None and r.value.startswith("(True")
+    p = sb.exec("ps", "-e", "-o", "pid=")
+    pids = p.stdout.split()
+    assert 0 < len(pids) < 10, p.stdout  # only the sandbox's own processes
+
+
+def test_memory_bomb_ends_with_out_of_memory_and_host_survives() -> None:
+    with sandlot.Sandbox(strict(memory_mb=200)) as box:
+        with pytest.raises(sandlot.SandboxDied) as info:
+            box.run_code("hog = []\nwhile True:\n    hog.append(bytearray(16 << 20))")
+        assert info.value.cause == "out_of_memory"
+        assert not box.is_alive
+    with sandlot.Sandbox(strict()) as again:
+        assert again.run_code("1 + 1").value == "2"
+
+
+def test_fork_bomb_is_contained() -> None:
+    with sandlot.Sandbox(strict(max_processes=40)) as box:
+        r = box.run_code(textwrap.dedent("""
+            import os, time
+            children = []
+            try:
+                while True:
+                    pid = os.fork()
+                    if pid == 0:
+                        time.sleep(60)
+                        os._exit(0)
+                    children.append(pid)
+            except OSError as e:
+                err = type(e).__name__
+            (len(children), err)
+        """))
+        assert r.error is None, r.error
+        assert r.value is not None
+        count = int(r.value.strip("()").split(",")[0])
+        assert count < 40
+        box.run_code("import signal\nfor c in children: os.kill(c, signal.SIGKILL)\n"
+                     "for c in children: os.waitpid(c, 0)")
+        p = box.exec("bash", "-c", ":(){ :|:& };:", timeout=2)
+        assert "Resource temporarily unavailable" in p.stderr
+        cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None and 0 < len(cgroup.pids()) <= 40
+        assert box.run_code("2 + 2").value == "4"  # the REPL still answers
+    assert cgroup.pids() == set()
+
+
+def test_processes_are_gone_after_terminate(tmp_path: Path) -> None:
+    token = f"sandlot-detached-{os.getpid()}-{time.monotonic_ns()}"
+    box = sandlot.Sandbox(strict()).start()
+    box.exec("bash", "-c",
+             f"setsid nohup python3 -c 'import time; time.sleep(600)' {token} "
+             ">/dev/null 2>&1 &")
+    box.run_code(f"import subprocess\nsubprocess.Popen(['sleep', '600', '{token}'[:0] or '600'])")
+    deadline = time.monotonic() + 5
+    while not _pids_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pids_with(token), "the detached process did not start"
+    box.terminate()
+    assert _wait_gone(token) == []
+
+
+def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
+    token = f"sandlot-orphan-{os.getpid()}-{time.monotonic_ns()}"
+    host = tmp_path / "host.py"
+    host.write_text(textwrap.dedent(f"""
+        import sys, time, sandlot
+        box = sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")).start()
+        box.exec("bash", "-c", "setsid nohup python3 -c 'import time; time.sleep(600)' {token} "
+                 ">/dev/null 2>&1 &")
+        print(box.async_sandbox._launch.host_dir, flush=True)
+        time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    host_dir = Path(proc.stdout.readline().strip())
+    assert host_dir.exists() and _pids_with(token)
+    proc.kill()
+    proc.wait()
+    assert _wait_gone(token) == []
+    # The next process that starts a sandbox sweeps what the killed one left.
+    subprocess.run([sys.executable, "-c",
+                    "import sandlot; sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap'))"
+                    ".start().terminate()"], check=True)
+    assert not host_dir.exists()
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                kids.append(int(entry))
+    return kids
+
+
+def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
+    import asyncio
+
+    from sandlot.backends.local import _state_root
+
+    sandlot.Sandbox(strict()).start().terminate()  # warm up the portal and caches
+    def mine() -> list[str]:  # state and cgroup directories of this process
+        found = [p.name for p in _state_root().iterdir()]
+        found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
+        return sorted(p for p in found if f"{os.getpid()}-" in p)
+
+    fds = len(os.listdir("/proc/self/fd"))
+    before = mine()
+
+    async def churn() -> None:
+        async def one() -> None:
+            async with sandlot.AsyncSandbox(strict()) as box:
+                await box.exec("bash", "-c", "sleep 600 &")
+        for _ in range(20):
+            await asyncio.gather(*(one() for _ in range(10)))
+
+    asyncio.run(churn())
+    assert _children() == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert mine() == before

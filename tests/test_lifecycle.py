@@ -1,0 +1,171 @@
+"""How sandboxes end, the processes API, configuration errors, packages, and fallbacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import strict
+
+import sandlot
+
+
+def test_malformed_config_names_the_bad_field() -> None:
+    with pytest.raises(sandlot.ConfigError, match=r"memroy_mb.*did you mean 'memory_mb'"):
+        sandlot.SandboxConfig(memroy_mb=512)  # type: ignore[call-arg]
+    with pytest.raises(sandlot.ConfigError, match=r"SandboxConfig\.memory_mb.*greater than 0"):
+        sandlot.SandboxConfig(memory_mb=-1)
+    with pytest.raises(sandlot.ConfigError, match=r"mounts\.0\.target.*absolute"):
+        sandlot.SandboxConfig(mounts={"/tmp": "data"})
+    with pytest.raises(sandlot.ConfigError, match=r"models\.0\.var_name"):
+        sandlot.SandboxConfig(models=[{"name": "m", "var_name": "not an id"}])  # type: ignore[list-item]
+    cfg = sandlot.SandboxConfig(models=[sandlot.ModelConfig(name="tiny", dtype="float32")])
+    assert cfg.models[0].var_name == "model"
+
+
+def test_gpu_request_on_a_machine_without_one_is_a_clear_error() -> None:
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this machine has a GPU; the pass-through is checked on the device")
+    with pytest.raises(sandlot.ConfigError, match="no NVIDIA GPU"):
+        sandlot.Sandbox(strict(gpu=1)).start()
+
+
+def test_exec_returncodes_timeouts_and_missing_commands(sb: sandlot.Sandbox) -> None:
+    p = sb.exec("python", "-c", "import sys; print(sys.argv[1:]); sys.exit(3)", "a b")
+    assert (p.returncode, p.stdout) == (3, "['a b']\n")
+    p = sb.exec("bash", "-c", "echo err >&2; cat", stdin="piped")
+    assert (p.stdout, p.stderr) == ("piped", "err\n")
+    p = sb.exec("bash", "-c", "sleep 30 & sleep 30", timeout=0.5)
+    assert p.timed_out and p.returncode == -signal.SIGKILL
+    assert sb.exec("pgrep", "-x", "sleep").returncode == 1  # the whole group died
+    p = sb.exec("no-such-command")
+    assert p.returncode == 127 and "no-such-command" in p.stderr
+    assert sb.exec("pwd").stdout.strip() == sb.workdir
+    assert sb.exec("pwd", cwd="/tmp").stdout.strip() == "/tmp"
+    assert sb.exec("printenv", "X", env={"X": "1"}).stdout == "1\n"
+
+
+def test_exec_stream_yields_output_as_it_is_produced(sb: sandlot.Sandbox) -> None:
+    proc = sb.exec_stream("bash", "-c", "for i in 1 2 3; do echo $i; echo e$i >&2; sleep 0.1; done")
+    chunks = [(c.stream, c.text) for c in proc]
+    assert [t for s, t in chunks if s == "stdout"] == ["1\n", "2\n", "3\n"]
+    assert [t for s, t in chunks if s == "stderr"] == ["e1\n", "e2\n", "e3\n"]
+    assert proc.returncode == 0
+
+
+def test_lifetime_and_idle_timeouts_end_the_sandbox() -> None:
+    box = sandlot.Sandbox(strict(timeout=1)).start()
+    time.sleep(1.5)
+    assert not box.is_alive
+    with pytest.raises(sandlot.SandboxDied) as info:
+        box.run_code("1")
+    assert info.value.cause == "lifetime"
+    box = sandlot.Sandbox(strict(idle_timeout=0.5)).start()
+    box.run_code("import time\ntime.sleep(0.8)")  # busy is not idle
+    assert box.is_alive
+    time.sleep(1.0)
+    with pytest.raises(sandlot.SandboxDied) as info:
+        box.run_code("1")
+    assert info.value.cause == "idle"
+
+
+def test_crash_and_outside_kill_are_named() -> None:
+    with sandlot.Sandbox(strict()) as box:
+        with pytest.raises(sandlot.SandboxDied) as info:
+            box.run_code("import os\nos._exit(3)")
+        assert info.value.cause == "crashed" and "status 3" in str(info.value)
+    with sandlot.Sandbox(strict()) as box:
+        pid = box.async_sandbox._launch.proc.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(sandlot.SandboxDied) as info:
+            box.run_code("import time\ntime.sleep(5)")
+        assert info.value.cause == "killed"
+
+
+def test_terminate_fails_calls_in_flight_and_is_idempotent() -> None:
+    import threading
+
+    box = sandlot.Sandbox(strict()).start()
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            box.run_code("import time\ntime.sleep(30)")
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.3)
+    box.terminate()
+    box.terminate()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], sandlot.SandboxDied)
+    assert errors[0].cause == "terminated"
+    with pytest.raises(sandlot.SandboxError, match="already started"):
+        box.start()
+
+
+def _tiny_wheel(where: Path) -> Path:
+    """A real wheel of a one-module package, built by hand (no network, no build backend)."""
+    name, version = "sandlot_tiny_pkg", "1.0"
+    wheel = where / f"{name}-{version}-py3-none-any.whl"
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": "ANSWER = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n")
+    return wheel
+
+
+def test_python_packages_build_once_and_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
+    wheel = _tiny_wheel(tmp_path)
+    cfg = strict(python_packages=[str(wheel)])
+    with sandlot.Sandbox(cfg) as box:
+        assert box.run_code("import sandlot_tiny_pkg\nsandlot_tiny_pkg.ANSWER").value == "42"
+        assert "envs" in (box.exec("python", "-c", "import sys; print(sys.prefix)").stdout)
+    (env,) = (tmp_path / "cache" / "envs").glob("*/.sandlot-ready")
+    built = env.stat().st_mtime_ns
+    with sandlot.Sandbox(cfg) as box:
+        assert box.run_code("import sandlot_tiny_pkg").error is None
+    assert env.stat().st_mtime_ns == built  # reused, not rebuilt
+    with sandlot.Sandbox(strict()) as plain:
+        assert plain.run_code("import sandlot_tiny_pkg").error is not None
+    with pytest.raises(sandlot.ConfigError, match="could not be installed"):
+        sandlot.Sandbox(strict(python_packages=[str(tmp_path / "missing.whl")])).start()
+
+
+def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {**os.environ, "PATH": str(bin_dir)}  # no bwrap on PATH
+    code = (
+        "import warnings, sandlot\n"
+        "warnings.simplefilter('always')\n"
+        "with sandlot.Sandbox() as sb:\n"
+        "    print('VALUE', sb.run_code('1 + 1').value)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "VALUE 2" in done.stdout
+    assert "filesystem isolation" in done.stderr and "bubblewrap is not installed" in done.stderr
+    strict_code = "import sandlot\nsandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()"
+    done = subprocess.run([sys.executable, "-c", strict_code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "ConfigError" in done.stderr
