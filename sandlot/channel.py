@@ -63,7 +63,10 @@ class Channel:
     """Framed, multiplexed messages over one stream pair."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_call: CallHandler,
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_call: CallHandler,
         on_eof: EofHandler,
     ) -> None:
         self.reader = reader
@@ -115,8 +118,9 @@ class Channel:
     async def _answer(self, header: protocol.Header) -> None:
         cid = header["id"]
         try:
-            value = await self.on_call(header["name"], header.get("args", []),
-                                       header.get("kwargs", {}))
+            value = await self.on_call(
+                header["name"], header.get("args", []), header.get("kwargs", {})
+            )
             reply = {"t": "ret", "id": cid, "ok": True, "value": value}
             try:
                 frame = protocol.encode(reply)
@@ -126,8 +130,9 @@ class Channel:
                     f"into the sandbox ({exc}); return JSON values"
                 ) from None
         except Exception as exc:
-            frame = protocol.encode({"t": "ret", "id": cid, "ok": False,
-                                     "error": protocol.error_info(exc)})
+            frame = protocol.encode(
+                {"t": "ret", "id": cid, "ok": False, "error": protocol.error_info(exc)}
+            )
         if self.closed_by is None:
             self.writer.write(frame)
 

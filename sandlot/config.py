@@ -31,7 +31,9 @@ def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
         if err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
             close = difflib.get_close_matches(field, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+            )
             msg = f"unknown field{hint}"
         elif "input" in err and err["type"] != "missing":
             msg += f" (got {err['input']!r})"
@@ -40,10 +42,13 @@ def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
 
 
 def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
-    problems = [(f"{model.__name__}.{loc}" if loc else model.__name__, msg)
-                for loc, msg in _problems(model, exc)]
-    error = ConfigError("invalid configuration:\n  "
-                        + "\n  ".join(f"{loc}: {msg}" for loc, msg in problems))
+    problems = [
+        (f"{model.__name__}.{loc}" if loc else model.__name__, msg)
+        for loc, msg in _problems(model, exc)
+    ]
+    error = ConfigError(
+        "invalid configuration:\n  " + "\n  ".join(f"{loc}: {msg}" for loc, msg in problems)
+    )
     error.problems = [(loc.split(".", 1)[1] if "." in loc else loc, msg) for loc, msg in problems]
     return error
 

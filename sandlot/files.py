@@ -59,7 +59,7 @@ class AsyncFiles:
         view = memoryview(data)
         async with self.sandbox._request("write", path=path, mode=mode) as req:
             for start in range(0, len(view), CHUNK):
-                req.send_data(bytes(view[start:start + CHUNK]))
+                req.send_data(bytes(view[start : start + CHUNK]))
                 await req.channel.drain()
             req.send_data(b"", eof=True)
             header, _ = await req.result()

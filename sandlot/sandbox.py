@@ -78,9 +78,14 @@ class AsyncSandbox:
             raise SandboxError("this sandbox was already started; create a new one")
         launch = await self.backend.launch(self.config)
         self._launch = launch
-        init = {"t": "init", "workdir": launch.workdir, "limits": launch.limits,
-                "drop_to": launch.drop_to, "max_output_bytes": self.config.max_output_bytes,
-                "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()]}
+        init = {
+            "t": "init",
+            "workdir": launch.workdir,
+            "limits": launch.limits,
+            "drop_to": launch.drop_to,
+            "max_output_bytes": self.config.max_output_bytes,
+            "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()],
+        }
         launch.writer.write(protocol.encode(init))
         channel = Channel(launch.reader, launch.writer, self.router.call, self._on_eof)
         try:
@@ -96,8 +101,10 @@ class AsyncSandbox:
                 err = ready[0].get("error") or {}
                 detail = f"{err.get('name')}: {err.get('value')}\n{err.get('traceback', '')}"
             await launch.cleanup()
-            raise SandboxDied("failed_to_start", (detail or launch.log_tail()).strip()
-                              or "the driver exited before it was ready")
+            raise SandboxDied(
+                "failed_to_start",
+                (detail or launch.log_tail()).strip() or "the driver exited before it was ready",
+            )
         self.info = {k: v for k, v in ready[0].items() if k not in ("t", "ok")}
         self._channel = channel
         channel.start()
@@ -110,7 +117,7 @@ class AsyncSandbox:
 
     async def terminate(self) -> None:
         """End the sandbox and every process in it; safe to call more than once."""
-        if self._launch is None or self._dead is not None and self._channel is None:
+        if self._launch is None or (self._dead is not None and self._channel is None):
             return
         await self._end("terminated", "terminate() was called")
 
@@ -128,11 +135,14 @@ class AsyncSandbox:
             old.cancel()
         loop = asyncio.get_running_loop()
         cause: DeathCause = "lifetime" if name == "lifetime" else "idle"
-        detail = (f"the sandbox's lifetime of {delay:g}s (SandboxConfig.timeout) ran out"
-                  if name == "lifetime"
-                  else f"no call for {delay:g}s (SandboxConfig.idle_timeout)")
+        detail = (
+            f"the sandbox's lifetime of {delay:g}s (SandboxConfig.timeout) ran out"
+            if name == "lifetime"
+            else f"no call for {delay:g}s (SandboxConfig.idle_timeout)"
+        )
         self._timers[name] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._end(cause, detail)))
+            delay, lambda: asyncio.ensure_future(self._end(cause, detail))
+        )
 
     def _touch(self) -> None:
         if self.config.idle_timeout is not None and self._busy == 0:
@@ -212,7 +222,9 @@ class AsyncSandbox:
         return self._channel
 
     @contextlib.asynccontextmanager
-    async def _request(self, op: str, payload: bytes = b"", **fields: Any) -> AsyncIterator[Request]:
+    async def _request(
+        self, op: str, payload: bytes = b"", **fields: Any
+    ) -> AsyncIterator[Request]:
         """Send a request; cancel it in the sandbox if the caller gives up on it."""
         req = self._require_channel().request(op, payload, **fields)
         self._busy += 1
@@ -250,7 +262,11 @@ class AsyncSandbox:
     # -- the REPL ----------------------------------------------------------------
 
     async def run_code(
-        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False,
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
     ) -> CodeResult:
         """Run ``code`` in the sandbox's persistent interpreter, like a notebook cell.
 
@@ -271,10 +287,14 @@ class AsyncSandbox:
                 try:
                     header, _ = await asyncio.wait_for(req.result(), grace)
                 except TimeoutError:
-                    await self._end("timeout", (
-                        f"the code ran past its {timeout:g}s timeout and ignored the interrupt "
-                        f"for {grace:g}s, so the sandbox was killed; its interpreter state and "
-                        "running processes are lost"))
+                    await self._end(
+                        "timeout",
+                        (
+                            f"the code ran past its {timeout:g}s timeout and ignored the interrupt "
+                            f"for {grace:g}s, so the sandbox was killed; its interpreter state and "
+                            "running processes are lost"
+                        ),
+                    )
                     raise self._death() from None
         if not header.get("ok"):
             raise SandboxError(f"run_code failed in the driver: {header.get('error')}")
@@ -285,14 +305,20 @@ class AsyncSandbox:
                 "TimeoutError",
                 f"interrupted after the {timeout:g}s timeout; the interpreter is alive and "
                 "keeps its state",
-                error.traceback)
+                error.traceback,
+            )
         if error is not None and raise_on_error:
             if timed_out:
                 raise CallTimeout(error.value)
             raise CodeError(error.name, error.value, error.traceback)
         return CodeResult(
-            stdout=header["stdout"], stderr=header["stderr"], value=header.get("value"),
-            error=error, truncated=bool(header.get("truncated")), timed_out=timed_out)
+            stdout=header["stdout"],
+            stderr=header["stderr"],
+            value=header.get("value"),
+            error=error,
+            truncated=bool(header.get("truncated")),
+            timed_out=timed_out,
+        )
 
     # -- files -------------------------------------------------------------------
 
@@ -307,17 +333,31 @@ class AsyncSandbox:
     # -- processes ---------------------------------------------------------------
 
     def _exec_fields(
-        self, argv: Sequence[str], timeout: float | None, cwd: str | None,
-        env: Mapping[str, str] | None, stream: bool,
+        self,
+        argv: Sequence[str],
+        timeout: float | None,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        stream: bool,
     ) -> dict[str, Any]:
         if not argv:
             raise ValueError("exec needs a command, such as exec('python', '-c', 'print(1)')")
-        return {"argv": [str(a) for a in argv], "timeout": timeout, "cwd": cwd,
-                "env": dict(env or {}), "stream": stream, "limit": self.config.max_output_bytes}
+        return {
+            "argv": [str(a) for a in argv],
+            "timeout": timeout,
+            "cwd": cwd,
+            "env": dict(env or {}),
+            "stream": stream,
+            "limit": self.config.max_output_bytes,
+        }
 
     async def exec(
-        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+        self,
+        *argv: str,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
     ) -> ExecResult:
         """Run a command in the sandbox and wait for it; its process group dies on timeout."""
         fields = self._exec_fields(argv, timeout, cwd, env, stream=False)
@@ -327,8 +367,12 @@ class AsyncSandbox:
         return _exec_result(header, payload)
 
     def exec_stream(
-        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+        self,
+        *argv: str,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
     ) -> AsyncProcess:
         """Start a command and iterate over its output as it is produced.
 
@@ -392,4 +436,3 @@ def _exec_result(header: protocol.Header, payload: bytes) -> ExecResult:
         timed_out=header.get("killed") == "timeout",
         truncated=header.get("dropped", 0) > 0,
     )
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
@@ -28,16 +29,19 @@ class Portal:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="sandlot-loop",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="sandlot-loop", daemon=True
+        )
         self.thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal's loop and return its result (or raise its error)."""
         if threading.current_thread() is self.thread:
             coro.close()
-            raise RuntimeError("a blocking sandlot call was made on sandlot's own event loop; "
-                               "use the async API (AsyncSandbox) there")
+            raise RuntimeError(
+                "a blocking sandlot call was made on sandlot's own event loop; "
+                "use the async API (AsyncSandbox) there"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
@@ -61,13 +65,11 @@ def _shutdown() -> None:
         return
 
     async def end_all() -> None:
-        await asyncio.gather(*(sb.terminate() for sb in live_sandboxes()),
-                             return_exceptions=True)
+        await asyncio.gather(*(sb.terminate() for sb in live_sandboxes()), return_exceptions=True)
 
-    try:
+    # Exiting anyway: if this fails, the kernel ends what is left (die-with-parent).
+    with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(end_all(), _portal.loop).result(timeout=30)
-    except Exception:  # exiting anyway: the kernel ends what is left (die-with-parent)
-        pass
 
 
 class Files:
@@ -219,23 +221,35 @@ class Sandbox:
         self._call(register())
 
     def run_code(
-        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False,
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
     ) -> CodeResult:
         """Run ``code`` in the persistent interpreter, like a notebook cell."""
-        return self._call(self._async.run_code(code, timeout=timeout,
-                                               raise_on_error=raise_on_error))
+        return self._call(
+            self._async.run_code(code, timeout=timeout, raise_on_error=raise_on_error)
+        )
 
     def exec(
-        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+        self,
+        *argv: str,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
     ) -> ExecResult:
         """Run a command in the sandbox and wait for it."""
-        return self._call(self._async.exec(*argv, timeout=timeout, cwd=cwd, env=env,
-                                           stdin=stdin))
+        return self._call(self._async.exec(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin))
 
     def exec_stream(
-        self, *argv: str, timeout: float | None = None, cwd: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
+        self,
+        *argv: str,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
     ) -> Process:
         """Start a command; iterate the returned process for its output as it comes."""
         inner = self._async.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)

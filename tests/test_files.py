@@ -14,7 +14,9 @@ import sandlot
 def test_fifty_megabytes_round_trip_byte_for_byte(sb: sandlot.Sandbox) -> None:
     data = os.urandom(50 << 20)
     assert sb.files.write("big/blob.bin", data) == len(data)
-    digest = sb.run_code("import hashlib\nhashlib.sha256(open('big/blob.bin','rb').read()).hexdigest()")
+    digest = sb.run_code(
+        "import hashlib\nhashlib.sha256(open('big/blob.bin','rb').read()).hexdigest()"
+    )
     assert digest.value == repr(hashlib.sha256(data).hexdigest())
     assert sb.files.read("big/blob.bin") == data
 

@@ -121,7 +121,7 @@ def _tiny_wheel(where: Path) -> Path:
         f"{name}.py": "ANSWER = 42\n",
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
+        "Tag: py3-none-any\n",
     }
     with zipfile.ZipFile(wheel, "w") as zf:
         for path, text in files.items():
@@ -160,12 +160,16 @@ def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None
         "with sandlot.Sandbox() as sb:\n"
         "    print('VALUE', sb.run_code('1 + 1').value)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "VALUE 2" in done.stdout
     assert "filesystem isolation" in done.stderr and "bubblewrap is not installed" in done.stderr
-    strict_code = "import sandlot\nsandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()"
-    done = subprocess.run([sys.executable, "-c", strict_code], env=env, capture_output=True,
-                          text=True, timeout=60)
+    strict_code = (
+        "import sandlot\nsandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", strict_code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "ConfigError" in done.stderr

@@ -65,7 +65,7 @@ def discover() -> Layout | None:
         if not active:
             return None
         return Layout(2, {c: base for c in active})
-    dirs = {}
+    dirs: dict[str, Path] = {}
     for controller in ("memory", "pids", "cpu"):
         if controller in own and (ROOT / controller).is_dir():
             base = ROOT / controller / own[controller].lstrip("/")
@@ -84,7 +84,11 @@ class SandboxCgroup:
 
     @classmethod
     def create(
-        cls, layout: Layout, name: str, memory_mb: int | None, max_processes: int,
+        cls,
+        layout: Layout,
+        name: str,
+        memory_mb: int | None,
+        max_processes: int,
         cpus: float | None,
     ) -> SandboxCgroup:
         """Make the directories and write the limits."""
@@ -176,7 +180,7 @@ def sweep(layout: Layout) -> None:
     for base in dict.fromkeys(layout.dirs.values()):
         with contextlib.suppress(OSError):
             for path in base.glob(f"{PREFIX}*"):
-                owner = path.name[len(PREFIX):].split("-", 1)[0]
+                owner = path.name[len(PREFIX) :].split("-", 1)[0]
                 if owner.isdigit() and not Path(f"/proc/{owner}").exists():
                     with contextlib.suppress(OSError):
                         path.rmdir()

@@ -64,8 +64,15 @@ def ensure_env(python: str, packages: list[str]) -> Path:
         uv = find_uv()
         steps = [
             [uv, "venv", "--quiet", "--python", python, str(target)],
-            [uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"),
-             *packages],
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(target / "bin" / "python"),
+                *packages,
+            ],
         ]
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True)

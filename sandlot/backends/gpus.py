@@ -22,8 +22,12 @@ def inventory() -> list[tuple[int, str]]:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "--query-gpu=index,name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run(
+                [smi, "--query-gpu=index,name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout
             found = []
             for line in out.splitlines():
                 index, _, name = line.partition(",")
@@ -43,8 +47,10 @@ def select(gpu: int | str | None) -> list[int]:
         return []
     gpus = inventory()
     if not gpus:
-        raise ConfigError(f"gpu={gpu!r} was asked for, but this machine shows no NVIDIA GPU "
-                          "(no nvidia-smi output, no /dev/nvidiaN); use gpu=None")
+        raise ConfigError(
+            f"gpu={gpu!r} was asked for, but this machine shows no NVIDIA GPU "
+            "(no nvidia-smi output, no /dev/nvidiaN); use gpu=None"
+        )
     indices = [i for i, _ in gpus]
     if isinstance(gpu, int):
         if gpu > len(gpus):

@@ -66,15 +66,21 @@ class Isolation:
         if self.cgroup is None:
             gaps.append("per-sandbox memory, process and CPU limits (no writable cgroup)")
         else:
-            gaps += [f"per-sandbox {c} limit (cgroup controller not available)"
-                     for c in ("memory", "pids", "cpu") if c not in self.cgroup.dirs]
+            gaps += [
+                f"per-sandbox {c} limit (cgroup controller not available)"
+                for c in ("memory", "pids", "cpu")
+                if c not in self.cgroup.dirs
+            ]
         return gaps
 
     def describe(self) -> dict[str, str]:
         """Each protection and how it is provided here."""
         bw = f"bubblewrap ({self.bwrap})" if self.bwrap else f"none: {self.bwrap_problem}"
-        cg = (f"cgroup v{self.cgroup.version}: {', '.join(sorted(self.cgroup.dirs))}"
-              if self.cgroup else "none: no writable cgroup; rlimits only")
+        cg = (
+            f"cgroup v{self.cgroup.version}: {', '.join(sorted(self.cgroup.dirs))}"
+            if self.cgroup
+            else "none: no writable cgroup; rlimits only"
+        )
         user = f"uid {SANDBOX_UID} (nobody)" if self.root else f"uid {os.getuid()} (yours)"
         return {"filesystem, network, PIDs": bw, "limits": cg, "user": user}
 
@@ -115,7 +121,8 @@ def _warn_missing(iso: Isolation) -> None:
     if gaps and not _warned:
         _warned = True
         warnings.warn(
-            "sandlot: sandboxes on this machine lack: " + "; ".join(gaps)
+            "sandlot: sandboxes on this machine lack: "
+            + "; ".join(gaps)
             + (f". ({iso.bwrap_problem})" if iso.bwrap_problem else "")
             + ". Run 'sandlot doctor' for details.",
             IsolationWarning,
@@ -149,8 +156,10 @@ def _driver_root_outside() -> str:
 
 
 def _boot(driver_root: str, fd: int) -> str:
-    return (f"import sys; sys.path.insert(0, {driver_root!r}); "
-            f"from sandlot_driver.server import serve; sys.path.pop(0); serve({fd})")
+    return (
+        f"import sys; sys.path.insert(0, {driver_root!r}); "
+        f"from sandlot_driver.server import serve; sys.path.pop(0); serve({fd})"
+    )
 
 
 def _prefix_of(python: str) -> str:
@@ -284,8 +293,11 @@ class LocalBackend:
             if not os.path.exists(m.source):
                 raise ConfigError(f"mounts: host path {m.source!r} does not exist")
         if not use_bwrap and (config.mounts or not config.network):
-            warnings.warn("sandlot: without bubblewrap, mounts are not applied and the network "
-                          "is reachable", IsolationWarning, stacklevel=3)
+            warnings.warn(
+                "sandlot: without bubblewrap, mounts are not applied and the network is reachable",
+                IsolationWarning,
+                stacklevel=3,
+            )
         python = config.python or envs.base_python()
         venv: Path | None = None
         if config.python_packages:
@@ -308,22 +320,27 @@ class LocalBackend:
         cgroup = None
         if iso.cgroup is not None:
             cgroup = cgroups.SandboxCgroup.create(
-                iso.cgroup, f"{cgroups.PREFIX}{host_dir.name}", config.memory_mb,
-                config.max_processes, config.cpus)
+                iso.cgroup,
+                f"{cgroups.PREFIX}{host_dir.name}",
+                config.memory_mb,
+                config.max_processes,
+                config.cpus,
+            )
         limits = {"nofile": config.max_open_files}
         if config.max_file_bytes is not None:
             limits["fsize"] = config.max_file_bytes
         if config.max_cpu_seconds is not None:
             limits["cpu"] = config.max_cpu_seconds
-        if config.memory_mb is not None and (cgroup is None or "memory" not in iso.cgroup.dirs):
+        if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
             limits["as"] = config.memory_mb << 20  # the per-process fallback
 
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if use_bwrap:
             assert iso.bwrap is not None
             workdir = WORKDIR_INSIDE
-            argv = self._bwrap_argv(iso, config, python, venv, workdir_host, env_vars,
-                                    drop_to is not None)
+            argv = self._bwrap_argv(
+                iso, config, python, venv, workdir_host, env_vars, drop_to is not None
+            )
             argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, child.fileno())]
             env: dict[str, str] | None = None
         else:
@@ -365,8 +382,17 @@ class LocalBackend:
             for fd in join:
                 os.close(fd)
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
-        launch = LocalLaunch(reader, writer, workdir, limits, drop_to if use_bwrap else None,
-                             proc, cgroup, host_dir, own_workdir)
+        launch = LocalLaunch(
+            reader,
+            writer,
+            workdir,
+            limits,
+            drop_to if use_bwrap else None,
+            proc,
+            cgroup,
+            host_dir,
+            own_workdir,
+        )
         launch._watch()
         return launch
 
@@ -394,13 +420,26 @@ class LocalBackend:
 
     @staticmethod
     def _bwrap_argv(
-        iso: Isolation, config: SandboxConfig, python: str, venv: Path | None,
-        workdir_host: Path, env: dict[str, str], drop: bool,
+        iso: Isolation,
+        config: SandboxConfig,
+        python: str,
+        venv: Path | None,
+        workdir_host: Path,
+        env: dict[str, str],
+        drop: bool,
     ) -> list[str]:
         assert iso.bwrap is not None
-        argv = [iso.bwrap, "--die-with-parent", "--new-session",
-                "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-                "--hostname", "sandlot"]
+        argv = [
+            iso.bwrap,
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "sandlot",
+        ]
         if not iso.root:
             argv.append("--unshare-user")
         if not config.network:
@@ -410,16 +449,34 @@ class LocalBackend:
                 argv += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 argv += ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-                 "--perms", "0755", "--dir", DRIVER_ROOT_INSIDE,
-                 "--ro-bind", str(DRIVER_SRC), f"{DRIVER_ROOT_INSIDE}/sandlot_driver",
-                 "--bind", str(workdir_host), WORKDIR_INSIDE, "--chdir", WORKDIR_INSIDE]
+        argv += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
+            "--perms",
+            "0755",
+            "--dir",
+            DRIVER_ROOT_INSIDE,
+            "--ro-bind",
+            str(DRIVER_SRC),
+            f"{DRIVER_ROOT_INSIDE}/sandlot_driver",
+            "--bind",
+            str(workdir_host),
+            WORKDIR_INSIDE,
+            "--chdir",
+            WORKDIR_INSIDE,
+        ]
         binds = [_prefix_of(python)]
         if venv is not None:
             binds += [str(venv), _prefix_of(os.path.realpath(venv / "bin" / "python"))]
         for path in dict.fromkeys(binds):
             if not path.startswith(SYSTEM_DIRS):
-                argv += _parents(path) + ["--ro-bind", path, path]
+                argv += [*_parents(path), "--ro-bind", path, path]
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
@@ -430,4 +487,3 @@ class LocalBackend:
         for key, value in env.items():
             argv += ["--setenv", key, value]
         return argv
-

@@ -14,7 +14,6 @@ from typing import IO, Any
 from .protocol import CHUNK
 
 Send = Callable[[dict[str, Any], bytes], None]
-Inbox = "queue.Queue[tuple[dict[str, Any], bytes]]"
 
 
 def resolve(workdir: str, path: str) -> str:
@@ -113,7 +112,7 @@ def list_dir(path: str) -> dict[str, Any]:
             st = entry.stat(follow_symlinks=False)
             kind = "dir" if stat.S_ISDIR(st.st_mode) else "link" if entry.is_symlink() else "file"
             entries.append({"name": entry.name, "type": kind, "size": st.st_size})
-    entries.sort(key=lambda e: e["name"])
+    entries.sort(key=lambda e: str(e["name"]))
     return {"entries": entries}
 
 

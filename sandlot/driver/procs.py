@@ -8,6 +8,7 @@ block on a full pipe nor fill the host's memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -40,13 +41,16 @@ class Process:
         """Kill the whole process group, remembering why."""
         if self.killed_reason is None:
             self.killed_reason = reason
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def pump(
-        self, rid: int, limit: int, stream: bool, send: Send, timeout: float | None,
+        self,
+        rid: int,
+        limit: int,
+        stream: bool,
+        send: Send,
+        timeout: float | None,
     ) -> dict[str, Any]:
         """Read output until the process exits (or ``timeout`` kills it); return the reply."""
         p = self.popen

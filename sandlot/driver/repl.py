@@ -156,8 +156,9 @@ class Repl:
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = ast.parse(code, filename, "exec")
         last: CodeType | None = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            expr = ast.Expression(tree.body.pop().value)
+        if tree.body and isinstance(tail := tree.body[-1], ast.Expr):
+            tree.body.pop()
+            expr = ast.Expression(tail.value)
             last = compile(expr, filename, "eval", flags=flags)
         return compile(tree, filename, "exec", flags=flags), last
 

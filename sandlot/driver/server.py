@@ -25,7 +25,6 @@ from . import fileops, protocol
 from .procs import Process
 from .repl import Repl
 
-
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 
 
@@ -135,9 +134,13 @@ class Server:
             threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
         except RuntimeError as exc:  # no thread to be had: the process limit is reached
             self.inboxes.pop(rid, None)
-            self.reply_error(rid, RuntimeError(
-                f"the sandbox cannot start a thread for {op!r} ({exc}); it is at its process "
-                "limit (SandboxConfig.max_processes): end some of its processes"))
+            self.reply_error(
+                rid,
+                RuntimeError(
+                    f"the sandbox cannot start a thread for {op!r} ({exc}); it is at its process "
+                    "limit (SandboxConfig.max_processes): end some of its processes"
+                ),
+            )
 
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         env = {**self.env, **header.get("env", {})}
@@ -149,8 +152,13 @@ class Server:
             return
         self.processes[rid] = proc
         try:
-            fields = proc.pump(rid, header.get("limit", self.max_output_bytes),
-                               bool(header.get("stream")), self.send, header.get("timeout"))
+            fields = proc.pump(
+                rid,
+                header.get("limit", self.max_output_bytes),
+                bool(header.get("stream")),
+                self.send,
+                header.get("timeout"),
+            )
         except Exception as exc:
             proc.kill("driver error")
             self.reply_error(rid, exc)
@@ -164,8 +172,9 @@ class Server:
         try:
             path = fileops.resolve(self.workdir, header.get("path", "."))
             if op == "write":
-                fields = fileops.write_file(path, header.get("mode"),
-                                            fileops.incoming(self.inboxes[rid]))
+                fields = fileops.write_file(
+                    path, header.get("mode"), fileops.incoming(self.inboxes[rid])
+                )
             elif op == "put_tar":
                 fields = fileops.put_tar(path, fileops.incoming(self.inboxes[rid]))
             elif op == "read":
@@ -229,8 +238,10 @@ class Server:
             os.write(DIAG_FD, f"sandlot driver: connection lost: {exc}\n".encode())
         self.closed = True
         for pending in list(self.calls.values()):
-            pending.header = {"ok": False, "error": {"name": "ConnectionError",
-                                                      "value": "the host connection is closed"}}
+            pending.header = {
+                "ok": False,
+                "error": {"name": "ConnectionError", "value": "the host connection is closed"},
+            }
             pending.event.set()
         for proc in list(self.processes.values()):
             proc.kill("host gone")
@@ -307,10 +318,24 @@ def serve(fd: int) -> None:
         apply_limits(init.get("limits", {}))
         server = Server(sock, init)
     except Exception as exc:
-        sock.sendall(protocol.encode({"t": "ready", "ok": False,
-                                      "error": protocol.error_info(exc, traceback.format_exc())}))
+        sock.sendall(
+            protocol.encode(
+                {
+                    "t": "ready",
+                    "ok": False,
+                    "error": protocol.error_info(exc, traceback.format_exc()),
+                }
+            )
+        )
         return
-    server.send({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version.split()[0],
-                 "executable": sys.executable})
+    server.send(
+        {
+            "t": "ready",
+            "ok": True,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+        }
+    )
     threading.Thread(target=server.read_loop, name="sandlot-reader", daemon=True).start()
     server.repl_loop()
