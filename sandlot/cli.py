@@ -12,7 +12,6 @@ line to stderr and exit with status 2; a command's own exit status is passed on.
 from __future__ import annotations
 
 import ast
-import asyncio
 import codeop
 import contextlib
 import shutil
@@ -33,7 +32,7 @@ from .backends.local import probe
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxError
 from .results import CodeResult
-from .sync import Sandbox, portal
+from .sync import Sandbox
 
 # Streamed output is written out as it comes and never held, so the per-process
 # cap that protects the host's memory for buffered calls can be much larger here.
@@ -125,6 +124,7 @@ def _write(stream: TextIO, data: bytes) -> None:
     """Write raw bytes to a text stream's buffer (decoded if it has none) and flush."""
     buffer: IO[bytes] | None = getattr(stream, "buffer", None)
     if buffer is not None:
+        stream.flush()  # keep order with text already written through the text layer
         buffer.write(data)
         buffer.flush()
     else:
@@ -397,11 +397,9 @@ def _run_cell(sb: Sandbox, code: str, interruptible: bool) -> CodeResult | None:
     """Run one cell; with ``interruptible``, Ctrl-C interrupts the cell, not the REPL."""
     if not interruptible:
         return sb.run_code(code)
-    future = asyncio.run_coroutine_threadsafe(sb.async_sandbox.run_code(code), portal().loop)
     try:
-        return future.result()
+        return sb.run_code(code)  # Ctrl-C cancels the call, which interrupts the cell
     except KeyboardInterrupt:
-        future.cancel()  # the sandbox interrupts the code; its interpreter keeps its state
         print("\nKeyboardInterrupt", file=sys.stderr)
         return None
 

@@ -42,7 +42,14 @@ class Portal:
                 "a blocking sandlot call was made on sandlot's own event loop; "
                 "use the async API (AsyncSandbox) there"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C (or any error) in the waiting thread cancels the work on the loop,
+            # which tells the sandbox to interrupt the cell or kill the process.
+            future.cancel()
+            raise
 
 
 _portal: Portal | None = None

@@ -1,0 +1,205 @@
+"""The ``sandlot`` command line, run as a real subprocess against real sandboxes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandlot.backends import envs
+
+PY = envs.base_python()  # the interpreter sandboxes run, visible inside them at this path
+
+
+def sandlot(
+    *args: str,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sandlot.cli ARGS`` and capture what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", *args],
+        cwd=cwd,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_exec_passes_on_the_exit_status_and_both_streams() -> None:
+    code = "import sys; print('to out'); print('to err', file=sys.stderr); sys.exit(3)"
+    done = sandlot("exec", "--", PY, "-c", code)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "to out\n"
+    assert done.stderr == "to err\n"
+
+
+def test_exec_uploads_a_directory_and_downloads_what_the_command_wrote(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "data.txt").write_text("uploaded data")
+    (repo / "pkg" / "mod.py").write_text("VALUE = 7\n")
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, '.')\n"
+        "from pkg.mod import VALUE\n"
+        "assert not os.path.exists('repo'), 'the directory itself was nested'\n"
+        "data = open('data.txt').read()\n"
+        "print(data, VALUE)\n"
+        "os.makedirs('results')\n"
+        "open('results/report.xml', 'w').write('<ok/>')\n"
+        "open('out.txt', 'w').write(data.upper())\n"
+    )
+    done = sandlot(
+        "exec",
+        "--upload",
+        str(repo),
+        "--download",
+        "out.txt",
+        "--download",
+        "results",
+        "--",
+        PY,
+        "-c",
+        code,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "uploaded data 7\n"
+    assert (tmp_path / "out.txt").read_text() == "UPLOADED DATA"
+    assert (tmp_path / "results" / "report.xml").read_text() == "<ok/>"
+
+
+def test_exec_sets_env_and_reports_a_missing_download(tmp_path: Path) -> None:
+    done = sandlot(
+        "exec",
+        "--env",
+        "GREETING=a=b",
+        "--download",
+        "never.txt",
+        "--",
+        PY,
+        "-c",
+        "import os; print(os.environ['GREETING'])",
+        cwd=tmp_path,
+    )
+    assert done.stdout == "a=b\n"
+    assert done.returncode == 2
+    assert "never.txt" in done.stderr
+    assert not (tmp_path / "never.txt").exists()
+
+
+def test_exec_timeout_kills_the_command() -> None:
+    started = time.monotonic()
+    done = sandlot("exec", "--timeout", "0.5", "--", PY, "-c", "import time; time.sleep(30)")
+    assert done.returncode == 124
+    assert "timeout" in done.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_a_bad_option_value_is_one_line_and_status_2() -> None:
+    done = sandlot("exec", "--memory-mb", "-5", "--", "true")
+    assert done.returncode == 2
+    assert "memory_mb" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_secret_and_an_escaping_download_are_refused(tmp_path: Path) -> None:
+    assert "SANDLOT_TEST_UNSET" not in os.environ
+    done = sandlot("exec", "--secret", "SANDLOT_TEST_UNSET", "--", "true")
+    assert done.returncode == 2
+    assert "SANDLOT_TEST_UNSET" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = sandlot("exec", "--download", "../escape.txt", "--", "true", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--download" in done.stderr
+
+
+def test_run_executes_a_script_with_its_arguments(tmp_path: Path) -> None:
+    script = tmp_path / "hello.py"
+    script.write_text("import sys\nprint('hello', sys.argv[1:])\nsys.exit(4)\n")
+    done = sandlot("run", str(script), "one", "--flag")
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == "hello ['one', '--flag']\n"
+
+
+def test_piped_repl_keeps_state_and_prints_values() -> None:
+    cells = "x = 40\n\ndef f(n):\n    return n + 2\n\nprint('side', f(x))\nf(x)\n\n[x] * 2\n"
+    done = sandlot("repl", stdin=cells)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "side 42\n42\n[40, 40]\n"
+
+
+def test_piped_repl_shows_errors_and_fails() -> None:
+    done = sandlot("repl", stdin="y = 1\n\n1 / 0\n\ny + 1\n")
+    assert done.returncode == 1
+    assert "ZeroDivisionError" in done.stderr
+    assert "Traceback" in done.stderr
+    assert done.stdout == "2\n"  # the cell after the error still ran, with the state
+
+
+def test_repl_at_a_terminal_prompts_and_survives_ctrl_c() -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandlot.cli", "repl"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={**os.environ, "TERM": "dumb"},
+    )
+    os.close(slave)
+    seen = b""
+
+    def expect(token: bytes, within: float = 15) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + within
+        while token not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        assert token in seen, seen.decode(errors="replace")
+        seen = seen[seen.index(token) + len(token) :]
+
+    try:
+        expect(b">>> ")
+        os.write(master, b"def f(a):\n")
+        expect(b"... ")
+        os.write(master, b"    return a * 2\n")
+        expect(b"... ")
+        os.write(master, b"\n")
+        expect(b">>> ")
+        os.write(master, b"f(21)\n")
+        expect(b"42")
+        expect(b">>> ")
+        os.write(master, b"import time; time.sleep(60)\n")
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        expect(b"KeyboardInterrupt")
+        expect(b">>> ")
+        os.write(master, b"f(50)\n")  # the interpreter and its state survived
+        expect(b"100")
+        os.write(master, b"\x04")
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
+def test_doctor_reports_bubblewrap_and_a_working_sandbox() -> None:
+    done = sandlot("doctor")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bubblewrap (" in done.stdout
+    assert "1+1 = 2" in done.stdout
