@@ -173,3 +173,24 @@ def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None
         [sys.executable, "-c", strict_code], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0 and "ConfigError" in done.stderr
+
+
+def test_limits_reach_the_cgroup_and_the_rlimits() -> None:
+    cfg = strict(memory_mb=300, cpus=0.5, max_processes=50, max_file_bytes=1 << 20)
+    with sandlot.Sandbox(cfg) as box:
+        cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None
+        for path in cgroup.paths:
+            files = {p.name: p for p in path.iterdir()}
+            if "memory.limit_in_bytes" in files:
+                assert files["memory.limit_in_bytes"].read_text().strip() == str(300 << 20)
+            if "memory.max" in files:
+                assert files["memory.max"].read_text().strip() == str(300 << 20)
+            if "pids.max" in files:
+                assert files["pids.max"].read_text().strip() == "50"
+            if "cpu.cfs_quota_us" in files:
+                assert files["cpu.cfs_quota_us"].read_text().strip() == "50000"
+        r = box.run_code("open('big.bin', 'wb').write(b'x' * (2 << 20))")
+        assert r.error is not None and "File too large" in r.error.value
+        p = box.exec("bash", "-c", "head -c 2000000 /dev/zero > big2.bin")
+        assert p.returncode != 0
