@@ -16,13 +16,15 @@ from .errors import (
     SandboxError,
     ToolError,
 )
+from .pool import AsyncSandboxPool, PoolMapError
 from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox
-from .sync import Process, Sandbox
+from .sync import Process, Sandbox, SandboxPool
 
 __all__ = [
     "AsyncProcess",
     "AsyncSandbox",
+    "AsyncSandboxPool",
     "CallTimeout",
     "CodeError",
     "CodeResult",
@@ -34,11 +36,13 @@ __all__ = [
     "ModelConfig",
     "Mount",
     "OutputChunk",
+    "PoolMapError",
     "Process",
     "Sandbox",
     "SandboxConfig",
     "SandboxDied",
     "SandboxError",
+    "SandboxPool",
     "ToolError",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,8 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -18,10 +19,12 @@ from typing import Any, Self, TypeVar
 from .backends.base import Backend
 from .config import SandboxConfig
 from .files import AsyncFiles
+from .pool import AsyncSandboxPool, Progress
 from .results import CodeResult, ExecResult, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Portal:
@@ -176,6 +179,15 @@ class Sandbox:
         self._async = AsyncSandbox(config, backend=backend, tools=tools)
         self.files = Files(self._async.files, self._call)
 
+    @classmethod
+    def wrapping(cls, sandbox: AsyncSandbox) -> Sandbox:
+        """A blocking view of an existing ``AsyncSandbox`` (one that runs on the portal's loop)."""
+        view = cls.__new__(cls)
+        view._portal = portal()
+        view._async = sandbox
+        view.files = Files(sandbox.files, view._call)
+        return view
+
     def _call(self, awaitable: Awaitable[T]) -> T:
         async def run() -> T:
             return await awaitable
@@ -269,3 +281,127 @@ class Sandbox:
     def download(self, remote: str, local: str | Path) -> None:
         """Copy a sandbox file or directory to the host path ``local``."""
         self._call(self._async.download(remote, local))
+
+
+class SandboxPool:
+    """Blocking twin of :class:`sandlot.pool.AsyncSandboxPool`.
+
+    ``with SandboxPool(config, size=4, warm=2) as pool:`` then
+    ``pool.map(fn, items)`` calls ``fn(sandbox, item)`` on host threads, one per
+    sandbox in use, or ``with pool.sandbox() as sb:`` borrows one.
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        size: int = 4,
+        warm: int = 0,
+        max_uses: int | None = None,
+        max_idle: float | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self._portal = portal()
+        self._async = AsyncSandboxPool(
+            config,
+            size=size,
+            warm=warm,
+            max_uses=max_uses,
+            max_idle=max_idle,
+            tools=tools,
+            backend=backend,
+        )
+        self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sandlot-pool")
+
+    def _call(self, awaitable: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await awaitable
+
+        return self._portal.call(run())
+
+    @property
+    def async_pool(self) -> AsyncSandboxPool:
+        """The async pool this one wraps."""
+        return self._async
+
+    def stats(self) -> dict[str, int]:
+        """How many sandboxes exist, are idle, lent out, and starting."""
+        return self._async.stats()
+
+    def start(self) -> Self:
+        """Begin warming up (``warm`` sandboxes start in the background)."""
+        self._call(self._async.start())
+        return self
+
+    def wait_warm(self) -> None:
+        """Wait until ``warm`` sandboxes are started and idle."""
+        self._call(self._async.wait_warm())
+
+    def close(self) -> None:
+        """Terminate every sandbox of the pool."""
+        self._call(self._async.close())
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def sandbox(self, *, clean: bool = False) -> Iterator[Sandbox]:
+        """Borrow a sandbox for the block (``clean=True``: replace it afterwards)."""
+        borrowed = self._async.sandbox(clean=clean)
+        sb = self._call(borrowed.__aenter__())
+        try:
+            yield Sandbox.wrapping(sb)
+        except BaseException as exc:
+            if not self._call(borrowed.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            self._call(borrowed.__aexit__(None, None, None))
+
+    def map(
+        self,
+        fn: Callable[[Sandbox, T], R],
+        items: Iterable[T],
+        *,
+        clean: bool = False,
+        progress: Progress | bool | None = None,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """Call ``fn(sandbox, item)`` for every item across the pool; results in input order.
+
+        ``progress=True`` shows a rich progress bar; a callable gets
+        ``(done, total)`` after each item. See ``AsyncSandboxPool.map`` for
+        retries and failures.
+        """
+        loop = self._portal.loop
+        work = list(items)
+
+        async def call(sb: AsyncSandbox, item: T) -> R:
+            return await loop.run_in_executor(self._threads, fn, Sandbox.wrapping(sb), item)
+
+        if progress is not True:
+            report = progress if callable(progress) else None
+            return self._call(
+                self._async.map(
+                    call, work, clean=clean, progress=report, return_exceptions=return_exceptions
+                )
+            )
+        from rich.progress import Progress as Bar
+
+        with Bar(transient=True) as bar:
+            task = bar.add_task("sandboxes", total=len(work))
+            return self._call(
+                self._async.map(
+                    call,
+                    work,
+                    clean=clean,
+                    return_exceptions=return_exceptions,
+                    progress=lambda done, total: bar.update(task, completed=done),
+                )
+            )

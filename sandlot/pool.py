@@ -1,0 +1,305 @@
+"""Pools of sandboxes: borrow one, or map a function over items across many.
+
+A pool owns its sandboxes. It starts none until asked (unless ``warm`` keeps
+some ready), never holds more than ``size``, hands each borrower a sandbox of its
+own, and terminates them all when it closes, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from .backends.base import Backend
+from .config import SandboxConfig
+from .errors import ConfigError, SandboxDied, SandboxError
+from .sandbox import AsyncSandbox
+
+T = TypeVar("T")
+R = TypeVar("R")
+Progress = Callable[[int, int], None]
+
+
+class PoolMapError(SandboxError, Generic[R]):
+    """Some items of a ``map`` failed; the others completed.
+
+    ``results`` holds every item's result in input order (None where it
+    failed); ``errors`` maps the index of each failed item to its exception.
+    """
+
+    def __init__(self, results: list[R | None], errors: dict[int, BaseException]) -> None:
+        self.results = results
+        self.errors = errors
+        first = min(errors)
+        super().__init__(
+            f"{len(errors)} of {len(results)} items failed; item {first}: "
+            f"{type(errors[first]).__name__}: {errors[first]}"
+        )
+
+
+@dataclass
+class _Slot:
+    sandbox: AsyncSandbox
+    uses: int = 0
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class AsyncSandboxPool:
+    """Up to ``size`` sandboxes of one config, lent out one borrower at a time.
+
+    ``warm`` sandboxes are kept started and idle, refilled in the background, so
+    that borrowing one costs about a queue pop. A sandbox is retired after
+    ``max_uses`` borrows or ``max_idle`` seconds unused.
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        size: int = 4,
+        warm: int = 0,
+        max_uses: int | None = None,
+        max_idle: float | None = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        if size < 1:
+            raise ConfigError(f"SandboxPool.size must be at least 1 (got {size})")
+        if not 0 <= warm <= size:
+            raise ConfigError(f"SandboxPool.warm must be between 0 and size={size} (got {warm})")
+        if max_uses is not None and max_uses < 1:
+            raise ConfigError(f"SandboxPool.max_uses must be at least 1 (got {max_uses})")
+        if max_idle is not None and max_idle <= 0:
+            raise ConfigError(f"SandboxPool.max_idle must be positive (got {max_idle})")
+        self.config = config if config is not None else SandboxConfig()
+        self.size = size
+        self.warm = warm
+        self.max_uses = max_uses
+        self.max_idle = max_idle
+        self.tools = dict(tools or {})
+        self.backend = backend
+        self._idle: collections.deque[_Slot] = collections.deque()
+        self._count = 0  # sandboxes that exist or are starting
+        self._starting = 0  # of which warm-ups still starting
+        self._cond: asyncio.Condition | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lent: set[AsyncSandbox] = set()
+        self._closed = False
+        self._refill_error: BaseException | None = None
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    @property
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def stats(self) -> dict[str, int]:
+        """How many sandboxes exist, are idle, lent out, and starting."""
+        return {
+            "total": self._count,
+            "idle": len(self._idle),
+            "lent": len(self._lent),
+            "starting": self._starting,
+        }
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _new(self) -> AsyncSandbox:
+        sb = AsyncSandbox(self.config, backend=self.backend, tools=self.tools)
+        return await sb.start()
+
+    def _expired(self, slot: _Slot) -> bool:
+        if not slot.sandbox.is_alive:
+            return True
+        return self.max_idle is not None and time.monotonic() - slot.idle_since > self.max_idle
+
+    def _retire(self, slot: _Slot) -> None:
+        self._count -= 1
+        self._spawn(slot.sandbox.terminate())
+
+    def _refill(self) -> None:
+        """Start sandboxes in the background until ``warm`` are idle or starting."""
+        while (
+            not self._closed
+            and len(self._idle) + self._starting < self.warm
+            and self._count < self.size
+        ):
+            self._count += 1
+            self._starting += 1
+            self._spawn(self._warm_one())
+
+    async def _warm_one(self) -> None:
+        try:
+            sb = await self._new()
+        except BaseException as exc:
+            self._refill_error = exc
+            async with self._condition:
+                self._count -= 1
+                self._starting -= 1
+                self._condition.notify_all()
+            return
+        async with self._condition:
+            self._starting -= 1
+            if self._closed:
+                self._count -= 1
+                self._spawn(sb.terminate())
+            else:
+                self._idle.append(_Slot(sb))
+            self._condition.notify_all()
+
+    # -- lifetime ----------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Begin warming up (``warm`` sandboxes start in the background)."""
+        async with self._condition:
+            self._refill()
+        return self
+
+    async def wait_warm(self) -> None:
+        """Wait until ``warm`` sandboxes are started and idle (re-raises a start failure)."""
+        await self.start()
+        async with self._condition:
+            while len(self._idle) < self.warm and not self._closed:
+                if self._refill_error is not None and self._starting == 0:
+                    raise self._refill_error
+                await self._condition.wait()
+
+    async def close(self) -> None:
+        """Terminate every sandbox of the pool, lent ones included."""
+        async with self._condition:
+            self._closed = True
+            idle, self._idle = list(self._idle), collections.deque()
+            self._count -= len(idle)
+            self._condition.notify_all()
+        ends = [slot.sandbox.terminate() for slot in idle]
+        ends += [sb.terminate() for sb in list(self._lent)]
+        await asyncio.gather(*ends, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- borrowing ---------------------------------------------------------------
+
+    async def _acquire(self) -> _Slot:
+        cond = self._condition
+        async with cond:
+            while True:
+                if self._closed:
+                    raise SandboxError("the pool is closed")
+                while self._idle and self._expired(self._idle[-1]):
+                    self._retire(self._idle.pop())
+                if self._idle:
+                    slot = self._idle.pop()  # the most recently used: its caches are warm
+                    self._refill()
+                    self._lent.add(slot.sandbox)
+                    return slot
+                if self._count < self.size:
+                    self._count += 1
+                    break
+                await cond.wait()
+        try:
+            slot = _Slot(await self._new())
+        except BaseException:
+            async with cond:
+                self._count -= 1
+                cond.notify_all()
+            raise
+        self._lent.add(slot.sandbox)
+        async with cond:
+            self._refill()
+        return slot
+
+    async def _release(self, slot: _Slot, retire: bool) -> None:
+        async with self._condition:
+            self._lent.discard(slot.sandbox)
+            slot.uses += 1
+            worn = self.max_uses is not None and slot.uses >= self.max_uses
+            if retire or worn or self._closed or not slot.sandbox.is_alive:
+                self._retire(slot)
+            else:
+                slot.idle_since = time.monotonic()
+                self._idle.append(slot)
+            self._refill()
+            self._condition.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def sandbox(self, *, clean: bool = False) -> AsyncIterator[AsyncSandbox]:
+        """Borrow a sandbox for the block; it returns to the pool afterwards.
+
+        With ``clean=True`` it is replaced instead of returned, so the next
+        borrower gets a fresh interpreter. A sandbox that died is never returned.
+        """
+        slot = await self._acquire()
+        retire = clean
+        try:
+            yield slot.sandbox
+        except SandboxDied:
+            retire = True
+            raise
+        finally:
+            await self._release(slot, retire)
+
+    async def map(
+        self,
+        fn: Callable[[AsyncSandbox, T], Awaitable[R]],
+        items: Iterable[T],
+        *,
+        clean: bool = False,
+        progress: Progress | None = None,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """Run ``await fn(sandbox, item)`` for every item; results in input order.
+
+        Each sandbox takes one item at a time, and items go to whichever
+        sandbox is free. If a sandbox dies during an item, the item is retried
+        once on a fresh one. A failing item does not stop the others: when all
+        are done, failures raise :class:`PoolMapError` (with every result), or
+        with ``return_exceptions=True`` stand in the list as exception objects.
+        """
+        work = list(items)
+        results: list[Any] = [None] * len(work)
+        errors: dict[int, BaseException] = {}
+        done = 0
+
+        async def one(index: int, item: T) -> None:
+            nonlocal done
+            for attempt in range(2):
+                try:
+                    async with self.sandbox(clean=clean) as sb:
+                        results[index] = await fn(sb, item)
+                    break
+                except SandboxDied as exc:
+                    if attempt == 1:
+                        errors[index] = exc
+                except Exception as exc:
+                    errors[index] = exc
+                    break
+            done += 1
+            if progress is not None:
+                progress(done, len(work))
+
+        await asyncio.gather(*(one(i, item) for i, item in enumerate(work)))
+        if errors and return_exceptions:
+            for index, exc in errors.items():
+                results[index] = exc
+        elif errors:
+            raise PoolMapError(results, errors)
+        return results

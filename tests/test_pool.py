@@ -1,0 +1,163 @@
+"""SandboxPool: lazy and warm starts, free-sandbox dispatch, faults, reset, bounds, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from conftest import strict
+
+import sandlot
+from sandlot.sandbox import live_sandboxes
+
+
+def _ident(sb: sandlot.Sandbox) -> int:
+    return id(sb.async_sandbox)
+
+
+def test_lazy_until_used_and_warm_when_asked() -> None:
+    with sandlot.SandboxPool(strict(), size=3) as pool:
+        assert pool.stats()["total"] == 0
+        with pool.sandbox() as sb:
+            assert sb.run_code("1 + 1").value == "2"
+        assert pool.stats() == {"total": 1, "idle": 1, "lent": 0, "starting": 0}
+    with sandlot.SandboxPool(strict(), size=3, warm=2) as pool:
+        pool.wait_warm()
+        assert pool.stats()["idle"] == 2
+        with pool.sandbox() as sb:
+            deadline = time.monotonic() + 10
+            while pool.stats()["idle"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)  # the pool refills in the background
+            assert pool.stats() == {"total": 3, "idle": 2, "lent": 1, "starting": 0}
+            assert sb.is_alive
+
+
+def test_map_keeps_input_order_and_feeds_whichever_sandbox_is_free() -> None:
+    handled: dict[int, list[int]] = {}
+    lock = threading.Lock()
+
+    def work(sb: sandlot.Sandbox, item: int) -> str | None:
+        with lock:
+            handled.setdefault(_ident(sb), []).append(item)
+        delay = 1.5 if item == 0 else 0.05
+        return sb.run_code(f"import time\ntime.sleep({delay})\n{item} * 10").value
+
+    with sandlot.SandboxPool(strict(), size=2, warm=2) as pool:
+        pool.wait_warm()
+        out = pool.map(work, range(10))
+    assert out == [str(i * 10) for i in range(10)]
+    slow_box = next(box for box, items in handled.items() if 0 in items)
+    assert handled[slow_box] == [0]  # while item 0 ran, the other sandbox took all the rest
+
+
+def test_size_caps_concurrency_and_progress_is_reported() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    seen: list[tuple[int, int]] = []
+
+    def work(sb: sandlot.Sandbox, item: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        sb.run_code("import time\ntime.sleep(0.05)")
+        with lock:
+            running -= 1
+        return item
+
+    with sandlot.SandboxPool(strict(), size=3) as pool:
+        assert pool.map(work, range(12), progress=lambda d, t: seen.append((d, t))) == list(
+            range(12)
+        )
+        assert pool.stats()["total"] <= 3
+    assert peak == 3
+    assert [d for d, _ in seen] == list(range(1, 13)) and seen[-1] == (12, 12)
+
+
+def test_a_dead_sandbox_is_replaced_and_its_item_retried_once() -> None:
+    attempts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def work(sb: sandlot.Sandbox, item: int) -> str | None:
+        with lock:
+            attempts[item] = attempts.get(item, 0) + 1
+            first = attempts[item] == 1
+        if item == 2 and first or item == 5:  # item 2 dies once, item 5 every time
+            sb.run_code("import os\nos._exit(1)")
+        return sb.run_code(f"{item}").value
+
+    with sandlot.SandboxPool(strict(), size=2) as pool:
+        with pytest.raises(sandlot.PoolMapError) as info:
+            pool.map(work, range(8))
+        err = info.value
+        assert list(err.errors) == [5]
+        assert isinstance(err.errors[5], sandlot.SandboxDied) and err.errors[5].cause == "crashed"
+        assert err.results == ["0", "1", "2", "3", "4", None, "6", "7"]
+        assert attempts[2] == 2 and attempts[5] == 2
+        out = pool.map(work, [5, 6], return_exceptions=True)
+        assert isinstance(out[0], sandlot.SandboxDied) and out[1] == "6"
+        assert all(b.is_alive for b in live_sandboxes())
+
+
+def test_returned_clean_or_kept_and_retired_by_uses_and_idle_time() -> None:
+    with sandlot.SandboxPool(strict(), size=1) as pool:
+        with pool.sandbox() as sb:
+            sb.run_code("state = 'kept'")
+            first = _ident(sb)
+        with pool.sandbox(clean=True) as sb:
+            assert _ident(sb) == first and sb.run_code("state").value == "'kept'"
+        with pool.sandbox() as sb:
+            assert _ident(sb) != first
+            assert sb.run_code("state").error is not None  # a fresh interpreter
+    with sandlot.SandboxPool(strict(), size=1, max_uses=2) as pool:
+        ids = []
+        for _ in range(4):
+            with pool.sandbox() as sb:
+                ids.append(_ident(sb))
+        assert ids[0] == ids[1] != ids[2] == ids[3]
+    with sandlot.SandboxPool(strict(), size=1, max_idle=0.2) as pool:
+        with pool.sandbox() as sb:
+            before = _ident(sb)
+        time.sleep(0.4)
+        with pool.sandbox() as sb:
+            assert _ident(sb) != before
+
+
+def test_shutdown_leaves_nothing_running_even_after_an_error() -> None:
+    def boom(sb: sandlot.Sandbox, item: int) -> None:
+        sb.exec("bash", "-c", "sleep 600 &")
+        raise ValueError(f"user code failed on {item}")
+
+    pool = sandlot.SandboxPool(strict(), size=3)
+    with pytest.raises(sandlot.PoolMapError, match="user code failed"), pool:
+        pool.map(boom, range(6))
+    assert live_sandboxes() == []
+    assert pool.stats()["total"] == 0
+    with pytest.raises(sandlot.SandboxError, match="closed"), pool.sandbox():
+        pass
+
+
+def test_bad_pool_arguments_are_config_errors() -> None:
+    with pytest.raises(sandlot.ConfigError, match="warm"):
+        sandlot.SandboxPool(strict(), size=2, warm=3)
+    with pytest.raises(sandlot.ConfigError, match="size"):
+        sandlot.SandboxPool(strict(), size=0)
+
+
+def test_async_pool() -> None:
+    async def main() -> list[str | None]:
+        async with sandlot.AsyncSandboxPool(strict(), size=2, warm=1) as pool:
+            await pool.wait_warm()
+            async with pool.sandbox() as sb:
+                assert (await sb.run_code("6 * 7")).value == "42"
+
+            async def square(sb: sandlot.AsyncSandbox, n: int) -> str | None:
+                return (await sb.run_code(f"{n} ** 2")).value
+
+            return await pool.map(square, range(5))
+
+    assert asyncio.run(main()) == ["0", "1", "4", "9", "16"]
+    assert live_sandboxes() == []
