@@ -85,7 +85,7 @@ def test_a_dead_sandbox_is_replaced_and_its_item_retried_once() -> None:
         with lock:
             attempts[item] = attempts.get(item, 0) + 1
             first = attempts[item] == 1
-        if item == 2 and first or item == 5:  # item 2 dies once, item 5 every time
+        if (item == 2 and first) or item == 5:  # item 2 dies once, item 5 every time
             sb.run_code("import os\nos._exit(1)")
         return sb.run_code(f"{item}").value
 
