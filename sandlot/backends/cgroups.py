@@ -156,10 +156,12 @@ class SandboxCgroup:
     def kill_all(self, wait: float = 2.0) -> None:
         """SIGKILL every process in the cgroup until none is left (or ``wait`` ends)."""
         deadline = time.monotonic() + wait
-        while (pids := self.pids()) and time.monotonic() < deadline:
+        while pids := self.pids():
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            if time.monotonic() >= deadline:
+                return
             time.sleep(0.005)
 
     def remove(self) -> None:

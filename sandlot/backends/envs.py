@@ -1,8 +1,12 @@
-"""Virtual environments for ``python_packages``, built once per package set.
+"""The virtual environments sandboxes run in, built once per package set.
 
 An environment lives in the cache under the hash of the interpreter and the
 sorted requirements, so the second sandbox with the same packages starts as fast
 as any other. Builds take a file lock, so concurrent starts build once.
+
+A sandbox without ``python_packages`` runs in an empty environment too: it sees
+the standard library and nothing the host happens to have installed, and its
+interpreter skips the host's ``.pth`` start-up hooks.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ def env_key(python: str, packages: list[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def ready_env(python: str, packages: list[str]) -> Path | None:
+    """The environment for ``packages`` if it is already built (a stat, no thread needed)."""
+    target = cache_dir() / "envs" / env_key(python, packages)
+    return target if (target / READY).exists() else None
+
+
 def ensure_env(python: str, packages: list[str]) -> Path:
     """Return the directory of a ready environment with ``packages``, building it if needed."""
     root = cache_dir() / "envs"
@@ -61,6 +71,9 @@ def ensure_env(python: str, packages: list[str]) -> Path:
         if (target / READY).exists():
             return target
         shutil.rmtree(target, ignore_errors=True)
+        if not packages:
+            _build_empty(python, target)
+            return target
         uv = find_uv()
         steps = [
             [uv, "venv", "--quiet", "--python", python, str(target)],
@@ -84,6 +97,19 @@ def ensure_env(python: str, packages: list[str]) -> Path:
                 )
         (target / READY).write_text(" ".join(packages) + "\n")
     return target
+
+
+def _build_empty(python: str, target: Path) -> None:
+    """An environment without packages (no uv needed: the interpreter's own venv)."""
+    done = subprocess.run(
+        [python, "-I", "-m", "venv", "--without-pip", str(target)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ConfigError(
+            f"cannot create a virtual environment with {python}: {done.stderr.strip()[-2000:]}"
+        )
+    (target / READY).write_text("\n")
 
 
 def base_python() -> str:

@@ -239,7 +239,7 @@ class LocalLaunch:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.cgroup is not None:
-            self.cgroup.kill_all()
+            self.cgroup.kill_all(wait=0)  # one pass now; cleanup() waits for the stragglers
 
     def death_cause(self) -> tuple[DeathCause, str]:
         """Why the sandbox ended, when nobody on the host ended it."""
@@ -259,9 +259,11 @@ class LocalLaunch:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
         self.kill()
         if self.exited is not None and not self.exited.done():
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                self.proc.wait(timeout=5)
-            self._reap()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), 5)
+            if not self.exited.done():  # unkillable (D state): reap it off the loop
+                await asyncio.to_thread(self.proc.wait)
+                self._reap()
         loop = asyncio.get_running_loop()
         if self.proc.stderr is not None:
             loop.remove_reader(self.proc.stderr.fileno())
@@ -274,6 +276,7 @@ class LocalLaunch:
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
         if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.kill_all)
             await asyncio.to_thread(self.cgroup.remove)
         await asyncio.to_thread(shutil.rmtree, self.host_dir, True)
 
@@ -298,11 +301,11 @@ class LocalBackend:
                 IsolationWarning,
                 stacklevel=3,
             )
-        python = config.python or envs.base_python()
-        venv: Path | None = None
-        if config.python_packages:
-            venv = await asyncio.to_thread(envs.ensure_env, python, config.python_packages)
-            python = str(venv / "bin" / "python")
+        base = config.python or envs.base_python()
+        venv = envs.ready_env(base, config.python_packages)
+        if venv is None:
+            venv = await asyncio.to_thread(envs.ensure_env, base, config.python_packages)
+        python = str(venv / "bin" / "python")
         env_vars = self._environment(config, python, venv)
 
         state = _state_root()
@@ -360,7 +363,9 @@ class LocalBackend:
                 os.setuid(fallback_drop[0])
 
         try:
-            proc = subprocess.Popen(
+            # Forking a large host takes milliseconds: keep it off the event loop.
+            proc = await asyncio.to_thread(
+                subprocess.Popen,
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -397,7 +402,7 @@ class LocalBackend:
         return launch
 
     @staticmethod
-    def _environment(config: SandboxConfig, python: str, venv: Path | None) -> dict[str, str]:
+    def _environment(config: SandboxConfig, python: str, venv: Path) -> dict[str, str]:
         env = {
             "PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin",
             "HOME": "/tmp",
@@ -405,8 +410,7 @@ class LocalBackend:
             "PYTHONUNBUFFERED": "1",
             "SANDLOT_SANDBOX": "1",
         }
-        if venv is not None:
-            env["VIRTUAL_ENV"] = str(venv)
+        env["VIRTUAL_ENV"] = str(venv)
         env.update(gpus.visible_devices_env(config.gpu))
         env.update(config.env)
         missing = [name for name in config.secrets if name not in os.environ]
@@ -423,7 +427,7 @@ class LocalBackend:
         iso: Isolation,
         config: SandboxConfig,
         python: str,
-        venv: Path | None,
+        venv: Path,
         workdir_host: Path,
         env: dict[str, str],
         drop: bool,
@@ -471,10 +475,7 @@ class LocalBackend:
             "--chdir",
             WORKDIR_INSIDE,
         ]
-        binds = [_prefix_of(python)]
-        if venv is not None:
-            binds += [str(venv), _prefix_of(os.path.realpath(venv / "bin" / "python"))]
-        for path in dict.fromkeys(binds):
+        for path in (str(venv), _prefix_of(python)):  # the environment and its base interpreter
             if not path.startswith(SYSTEM_DIRS):
                 argv += [*_parents(path), "--ro-bind", path, path]
         for m in config.mounts:

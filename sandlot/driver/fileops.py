@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import stat
-import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -76,6 +73,8 @@ class _ChunkWriter:
 
 def write_file(path: str, mode: int | None, chunks: Iterator[bytes]) -> dict[str, Any]:
     """Write a file atomically (temp file, then rename) from incoming chunks."""
+    import tempfile
+
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".sandlot-")
@@ -120,6 +119,8 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
     """Remove a file, or a directory (its contents too when ``recursive``)."""
     if os.path.isdir(path) and not os.path.islink(path):
         if recursive:
+            import shutil
+
             shutil.rmtree(path)
         else:
             os.rmdir(path)
@@ -130,6 +131,8 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
 
 def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
     """Unpack an incoming tar stream under ``dest`` (no paths outside it)."""
+    import tarfile
+
     os.makedirs(dest, exist_ok=True)
     count = 0
     src: IO[bytes] = _InboxReader(chunks)  # type: ignore[assignment]
@@ -144,6 +147,8 @@ def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
 
 def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
     """Send ``path`` (file or directory) as a tar stream of chunks."""
+    import tarfile
+
     out = _ChunkWriter(rid, send)
     with tarfile.open(fileobj=out, mode="w|") as tar:  # type: ignore[call-overload]
         tar.add(path, arcname=os.path.basename(path.rstrip("/")) or ".")

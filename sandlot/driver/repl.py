@@ -9,9 +9,7 @@ processes, C extensions) is captured, up to a byte limit per cell.
 from __future__ import annotations
 
 import ast
-import asyncio
 import builtins
-import inspect
 import io
 import linecache
 import os
@@ -19,8 +17,11 @@ import select
 import sys
 import threading
 import traceback
-from types import CodeType, TracebackType
-from typing import Any
+from types import CodeType, CoroutineType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 TRUNCATION_MARKER = "\n[sandlot: output truncated at {limit} bytes; {dropped} more bytes dropped]\n"
 
@@ -164,8 +165,10 @@ class Repl:
 
     def _eval(self, code: CodeType) -> Any:
         result = eval(code, self.namespace)
-        if inspect.iscoroutine(result):
+        if isinstance(result, CoroutineType):  # top-level await
             if self.loop is None:
+                import asyncio  # on first use: it costs the driver's start-up 15 ms
+
                 self.loop = asyncio.new_event_loop()
             result = self.loop.run_until_complete(result)
         return result

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import fileops, protocol
-from .procs import Process
 from .repl import Repl
 
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
@@ -53,7 +52,7 @@ class Server:
         self.running_cell: int | None = None
         self.cell_lock = threading.Lock()
         self.cancelled_cells: set[int] = set()
-        self.processes: dict[int, Process] = {}
+        self.processes: dict[int, Any] = {}  # request id -> procs.Process
         self.inboxes: dict[int, queue.Queue[tuple[dict[str, Any], bytes]]] = {}
         self.calls: dict[int, _Pending] = {}
         self.call_ids = itertools.count(1)
@@ -143,6 +142,8 @@ class Server:
             )
 
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        from .procs import Process  # subprocess and selectors load on the first exec
+
         env = {**self.env, **header.get("env", {})}
         cwd = fileops.resolve(self.workdir, header.get("cwd") or ".")
         try:
