@@ -156,7 +156,7 @@ class AsyncSandboxPool:
                 self._spawn(sb.terminate())
             else:
                 self._idle.append(_Slot(sb))
-            self._condition.notify_all()
+            self._condition.notify_all()  # borrowers and wait_warm() both watch this
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -214,7 +214,11 @@ class AsyncSandboxPool:
                 if self._count < self.size:
                     self._count += 1
                     break
-                await cond.wait()
+                try:
+                    await cond.wait()
+                except asyncio.CancelledError:
+                    cond.notify()  # pass on a wake-up this waiter may have taken
+                    raise
         try:
             slot = _Slot(await self._new())
         except BaseException:
@@ -238,7 +242,7 @@ class AsyncSandboxPool:
                 slot.idle_since = time.monotonic()
                 self._idle.append(slot)
             self._refill()
-            self._condition.notify_all()
+            self._condition.notify()  # one slot freed: wake one borrower, not every waiter
 
     @contextlib.asynccontextmanager
     async def sandbox(self, *, clean: bool = False) -> AsyncIterator[AsyncSandbox]:
