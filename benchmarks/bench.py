@@ -481,6 +481,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=0, help="samples (default per benchmark)")
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
+    parser.add_argument("--no-peers", action="store_true", help="measure sandlot only")
     parser.add_argument(
         "--latency",
         type=float,
@@ -489,6 +490,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     quick = args.quick
+    if args.no_peers:
+        global PEER_PROBLEM
+        PEERS.clear()
+        PEER_PROBLEM = ""
     iso = probe().describe()
     console.print(
         f"[bold]sandlot benchmarks[/] on {platform.node()}: {os.cpu_count()} cores, "

@@ -1,0 +1,26 @@
+"""The benchmark script runs and prints its tables (figures are judged in RESULTS.md, not here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def test_benchmark_commands_print_their_tables() -> None:
+    for which, title in (
+        ("roundtrip", "REPL round trip"),
+        ("hostcall", "host call round trip"),
+        ("startup", "time to first result"),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), which, "--runs", "10", "--no-peers"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert title in done.stdout
+        assert "│ sandlot" in done.stdout
