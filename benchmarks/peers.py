@@ -619,7 +619,27 @@ def _dspy_python_interpreter_problem() -> str | None:
     return None
 
 
-class DspyPythonInterpreter(_PeerBase):
+class _DspyBase(_PeerBase):
+    """What both DSPy interpreters share: ``execute`` and ``shutdown``."""
+
+    _interp: Any
+    _user_errors: tuple[type[BaseException], ...]
+
+    def run(self, code: str) -> str:
+        """``execute``; Python errors are returned as text."""
+        try:
+            return _dspy_output(self._interp.execute(code))
+        except self._user_errors as exc:
+            return f"{type(exc).__name__}: {exc}\n"
+
+    def close(self) -> None:
+        """Shut the interpreter (Deno process or worker) down."""
+        if self._interp is not None:
+            self._interp.shutdown()
+            self._interp = None
+
+
+class DspyPythonInterpreter(_DspyBase):
     """``dspy.primitives.python_interpreter.PythonInterpreter``: Pyodide (CPython on WASM) in a
     Deno process with no file, network, env or subprocess permissions; host tools are called
     over JSON-RPC on its stdio. One ``llm_query`` tool is registered. ``run`` returns printed
@@ -653,13 +673,6 @@ class DspyPythonInterpreter(_PeerBase):
         interp.start()
         interp._register_tools()  # otherwise the first execute pays for it
 
-    def run(self, code: str) -> str:
-        """``execute``; Python errors are returned as text."""
-        try:
-            return _dspy_output(self._interp.execute(code))
-        except self._user_errors as exc:
-            return f"{type(exc).__name__}: {exc}\n"
-
     def host_call(self, n: int) -> None:
         """``llm_query(prompt='ping')`` ``n`` times inside the sandbox."""
         _check_host_calls(self.name, self.run(_host_call_code("llm_query(prompt='ping')", n)), n)
@@ -669,14 +682,8 @@ class DspyPythonInterpreter(_PeerBase):
         process = getattr(self._interp, "deno_process", None)
         return process_tree(process.pid) if process is not None else []
 
-    def close(self) -> None:
-        """Shut the Deno process down."""
-        if self._interp is not None:
-            self._interp.shutdown()
-            self._interp = None
 
-
-class DspyLocalInterpreter(_PeerBase):
+class DspyLocalInterpreter(_DspyBase):
     """``dspy.primitives.local_interpreter.LocalInterpreter``: a persistent worker process
     (``python -I``) speaking JSON lines on stdio; not a sandbox. Host tools are called over the
     same pipe. ``run`` returns the trailing expression's value if there is one, else the
@@ -704,13 +711,6 @@ class DspyLocalInterpreter(_PeerBase):
         self._interp = self._cls(tools={"llm_query": _host_handler})
         self._interp.start()
 
-    def run(self, code: str) -> str:
-        """``execute``; Python errors are returned as text."""
-        try:
-            return _dspy_output(self._interp.execute(code))
-        except self._user_errors as exc:
-            return f"{type(exc).__name__}: {exc}\n"
-
     def host_call(self, n: int) -> None:
         """``llm_query('ping')`` ``n`` times inside the worker."""
         _check_host_calls(self.name, self.run(_host_call_code("llm_query('ping')", n)), n)
@@ -719,12 +719,6 @@ class DspyLocalInterpreter(_PeerBase):
         """The worker process."""
         process = getattr(self._interp, "_process", None)
         return process_tree(process.pid) if process is not None else []
-
-    def close(self) -> None:
-        """Kill the worker."""
-        if self._interp is not None:
-            self._interp.shutdown()
-            self._interp = None
 
 
 PEERS: list[type[Peer]] = [

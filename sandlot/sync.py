@@ -37,6 +37,14 @@ class Portal:
         )
         self.thread.start()
 
+    def wait(self, awaitable: Awaitable[T]) -> T:
+        """Like :meth:`call`, for any awaitable (a coroutine is wrapped in one)."""
+
+        async def run() -> T:
+            return await awaitable
+
+        return self.call(run())
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal's loop and return its result (or raise its error)."""
         if threading.current_thread() is self.thread:
@@ -189,10 +197,7 @@ class Sandbox:
         return view
 
     def _call(self, awaitable: Awaitable[T]) -> T:
-        async def run() -> T:
-            return await awaitable
-
-        return self._portal.call(run())
+        return self._portal.wait(awaitable)
 
     @property
     def config(self) -> SandboxConfig:
@@ -315,10 +320,7 @@ class SandboxPool:
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sandlot-pool")
 
     def _call(self, awaitable: Awaitable[T]) -> T:
-        async def run() -> T:
-            return await awaitable
-
-        return self._portal.call(run())
+        return self._portal.wait(awaitable)
 
     @property
     def async_pool(self) -> AsyncSandboxPool:
