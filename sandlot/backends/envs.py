@@ -84,6 +84,7 @@ def ensure_env(python: str, packages: list[str]) -> Path:
                 "--quiet",
                 "--python",
                 str(target / "bin" / "python"),
+                *_find_links(),
                 *packages,
             ],
         ]
@@ -97,6 +98,17 @@ def ensure_env(python: str, packages: list[str]) -> Path:
                 )
         (target / READY).write_text(" ".join(packages) + "\n")
     return target
+
+
+def _find_links() -> list[str]:
+    """``--find-links`` for each location pip is configured with (``PIP_FIND_LINKS``).
+
+    uv does not read pip's configuration; honouring this one lets a machine that
+    keeps wheels locally (a CPU build of torch, say) serve them to sandboxes too.
+    """
+    return [
+        arg for loc in os.environ.get("PIP_FIND_LINKS", "").split() for arg in ("--find-links", loc)
+    ]
 
 
 def _build_empty(python: str, target: Path) -> None:
