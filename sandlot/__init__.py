@@ -7,6 +7,7 @@
 """
 
 from .config import ModelConfig, Mount, SandboxConfig
+from .driver.exposed import expose, models
 from .errors import (
     CallTimeout,
     CodeError,
@@ -16,10 +17,12 @@ from .errors import (
     SandboxError,
     ToolError,
 )
+from .expose.library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
 from .pool import AsyncSandboxPool, PoolMapError
 from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox
 from .sync import Process, Sandbox, SandboxPool
+from .workspace import Session, Workspace, create_local_session
 
 __all__ = [
     "AsyncProcess",
@@ -33,16 +36,26 @@ __all__ = [
     "ExecutionError",
     "FileInfo",
     "FileOperationError",
+    "Library",
+    "McpServerSpec",
     "ModelConfig",
     "Mount",
     "OutputChunk",
     "PoolMapError",
     "Process",
+    "RemoteError",
+    "RemoteLibrary",
     "Sandbox",
     "SandboxConfig",
     "SandboxDied",
     "SandboxError",
     "SandboxPool",
+    "ServeError",
+    "Session",
     "ToolError",
+    "Workspace",
+    "create_local_session",
+    "expose",
+    "models",
 ]
 __version__ = "0.1.0"

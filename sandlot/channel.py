@@ -16,7 +16,7 @@ from typing import Any
 from .driver import protocol
 
 Frame = tuple[protocol.Header, bytes]
-CallHandler = Callable[[str, list[Any], dict[str, Any]], Awaitable[Any]]
+CallHandler = Callable[[str, Any, bytes], Awaitable[tuple[Any, bytes]]]
 EofHandler = Callable[[BaseException], Awaitable[BaseException]]
 
 
@@ -99,10 +99,10 @@ class Channel:
         reason: BaseException = Closed("the sandbox closed the connection")
         try:
             while (frame := await self.read_frame()) is not None:
-                header, _ = frame
+                header, payload = frame
                 kind = header.get("t")
                 if kind == "call":
-                    task = asyncio.create_task(self._answer(header))
+                    task = asyncio.create_task(self._answer(header, payload))
                     self.calls.add(task)
                     task.add_done_callback(self.calls.discard)
                     continue
@@ -115,24 +115,18 @@ class Channel:
             reason = Closed(f"the sandbox sent a malformed frame: {exc}")
         self.close(await self.on_eof(reason))
 
-    async def _answer(self, header: protocol.Header) -> None:
+    async def _answer(self, header: protocol.Header, payload: bytes) -> None:
         cid = header["id"]
         try:
-            value = await self.on_call(
-                header["name"], header.get("args", []), header.get("kwargs", {})
-            )
-            reply = {"t": "ret", "id": cid, "ok": True, "value": value}
-            try:
-                frame = protocol.encode(reply)
-            except TypeError as exc:
-                raise TypeError(
-                    f"host function {header['name']!r} returned a value that cannot be sent "
-                    f"into the sandbox ({exc}); return JSON values"
-                ) from None
+            value, data = await self.on_call(header["name"], header.get("value"), payload)
+            frame = protocol.encode({"t": "ret", "id": cid, "ok": True, "value": value}, data)
         except Exception as exc:
-            frame = protocol.encode(
-                {"t": "ret", "id": cid, "ok": False, "error": protocol.error_info(exc)}
-            )
+            error = {
+                "name": type(exc).__name__,
+                "value": getattr(exc, "summary", str(exc)),
+                "traceback": getattr(exc, "remote_traceback", ""),
+            }
+            frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
         if self.closed_by is None:
             self.writer.write(frame)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from .channel import Channel, Closed, Request
 from .config import SandboxConfig
 from .driver import protocol
 from .errors import CallTimeout, CodeError, DeathCause, SandboxDied, SandboxError
+from .expose.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .files import AsyncFiles
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .tools import Router
@@ -59,6 +61,8 @@ class AsyncSandbox:
         self._exit_watch: asyncio.Task[None] | None = None
         self._death_lock = asyncio.Lock()
         self.info: dict[str, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
+        self.loop_thread: threading.Thread | None = None
 
     # -- lifetime --------------------------------------------------------------
 
@@ -66,6 +70,11 @@ class AsyncSandbox:
     def is_alive(self) -> bool:
         """True between a successful ``start`` and the sandbox's end."""
         return self._channel is not None and self._dead is None
+
+    @property
+    def started(self) -> bool:
+        """True once ``start`` has been called (even if the sandbox has ended since)."""
+        return self._launch is not None
 
     @property
     def workdir(self) -> str:
@@ -76,6 +85,8 @@ class AsyncSandbox:
         """Start the sandbox and wait until its interpreter is ready."""
         if self._launch is not None:
             raise SandboxError("this sandbox was already started; create a new one")
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.current_thread()
         launch = await self.backend.launch(self.config)
         self._launch = launch
         init = {
@@ -122,7 +133,7 @@ class AsyncSandbox:
         await self._end("terminated", "terminate() was called")
 
     async def __aenter__(self) -> Self:
-        return await self.start()
+        return self if self.started else await self.start()
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -319,6 +330,24 @@ class AsyncSandbox:
             truncated=bool(header.get("truncated")),
             timed_out=timed_out,
         )
+
+    # -- serving -----------------------------------------------------------------
+
+    async def serve(
+        self,
+        path: str | Path,
+        expose_as: ExposeAs = "library",
+        name: str | None = None,
+    ) -> RemoteLibrary | McpServerSpec | str:
+        """Import interface file ``path`` here once and serve its ``@expose`` functions.
+
+        Models in ``config.models`` load first, and the interface sees them as
+        globals (``model``, ``tokenizer``) and through ``sandlot.models``.
+        ``expose_as="library"`` returns a :class:`RemoteLibrary` (callable from
+        the host, installable in a workspace); ``"mcp"`` the functions as MCP
+        tools with JSON schemas; ``"prompt"`` a text documenting them for an LM.
+        """
+        return await serve_interface(self, path, expose_as, name)
 
     # -- files -------------------------------------------------------------------
 

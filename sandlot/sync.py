@@ -18,6 +18,7 @@ from typing import Any, Self, TypeVar
 
 from .backends.base import Backend
 from .config import SandboxConfig
+from .expose.library import ExposeAs, McpServerSpec, RemoteLibrary
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, Progress
 from .results import CodeResult, ExecResult, FileInfo, OutputChunk
@@ -229,7 +230,7 @@ class Sandbox:
         self._call(self._async.terminate())
 
     def __enter__(self) -> Self:
-        return self.start()
+        return self if self._async.started else self.start()
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -282,6 +283,19 @@ class Sandbox:
     def upload(self, local: str | Path, remote: str) -> None:
         """Copy a host file or directory to ``remote`` (relative to the workdir)."""
         self._call(self._async.upload(local, remote))
+
+    def serve(
+        self,
+        path: str | Path,
+        expose_as: ExposeAs = "library",
+        name: str | None = None,
+    ) -> RemoteLibrary | McpServerSpec | str:
+        """Import interface file ``path`` here once and serve its ``@expose`` functions.
+
+        See :meth:`AsyncSandbox.serve`; a returned library's functions are plain
+        blocking calls from the host (``lib.fn(...)``).
+        """
+        return self._call(self._async.serve(path, expose_as, name))
 
     def download(self, remote: str, local: str | Path) -> None:
         """Copy a sandbox file or directory to the host path ``local``."""

@@ -13,12 +13,17 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .driver import codec
+
 log = logging.getLogger("sandlot.tools")
+# A route takes encoded arguments and returns an encoded result, untouched by the host:
+# how a call to a library served by another sandbox is forwarded.
+Route = Callable[[Any, bytes], Awaitable[tuple[Any, bytes]]]
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -43,6 +48,11 @@ class Router:
 
     def __init__(self) -> None:
         self.tools: dict[str, Tool] = {}
+        self.routes: dict[str, Route] = {}
+
+    def add_route(self, name: str, route: Route) -> None:
+        """Forward calls to ``name`` (no REPL stub is made for it) to ``route``."""
+        self.routes[name] = route
 
     def register(self, name: str, fn: Callable[..., Any], doc: str | None = None) -> Tool:
         """Add (or replace) tool ``name``; its name must be a Python identifier."""
@@ -54,18 +64,27 @@ class Router:
         self.tools[name] = tool
         return tool
 
-    async def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Run tool ``name``; its exceptions propagate to become the sandbox's ToolError."""
+    async def call(self, name: str, structure: Any, payload: bytes) -> tuple[Any, bytes]:
+        """Answer a call from a sandbox: arguments and result in their encoded form.
+
+        A tool's exceptions propagate, to become the sandbox's ``ToolError``.
+        """
+        route = self.routes.get(name)
+        if route is not None:
+            return await route(structure, payload)
         tool = self.tools.get(name)
         if tool is None:
-            known = ", ".join(sorted(self.tools)) or "none"
+            known = ", ".join(sorted([*self.tools, *self.routes])) or "none"
             raise LookupError(f"unknown tool {name!r}; registered tools: {known}")
+        args, kwargs = codec.decode(structure, payload)
         try:
             if inspect.iscoroutinefunction(tool.fn):
-                return await tool.fn(*args, **kwargs)
-            ctx = contextvars.copy_context()
-            call = functools.partial(ctx.run, tool.fn, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(_pool(), call)
+                value = await tool.fn(*args, **kwargs)
+            else:
+                ctx = contextvars.copy_context()
+                call = functools.partial(ctx.run, tool.fn, *args, **kwargs)
+                value = await asyncio.get_running_loop().run_in_executor(_pool(), call)
         except Exception:
             log.info("tool %r raised", name, exc_info=True)
             raise
+        return codec.encode(value, where=f"host function {name!r} return value")

@@ -130,10 +130,13 @@ class FdCapture:
                     self.repl.sink.write(self.fds[fd], data)
 
 
-def _cell_traceback(exc: BaseException, filename_prefix: str) -> str:
-    """Format ``exc`` without the driver's own frames above the cell."""
+DRIVER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """Format ``exc`` without the driver's own frames above the user's code."""
     tb: TracebackType | None = exc.__traceback__
-    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(filename_prefix):
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(DRIVER_DIR):
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) or tb is None:
         return "".join(traceback.format_exception_only(type(exc), exc))
@@ -160,8 +163,8 @@ class Repl:
         if tree.body and isinstance(tail := tree.body[-1], ast.Expr):
             tree.body.pop()
             expr = ast.Expression(tail.value)
-            last = compile(expr, filename, "eval", flags=flags)
-        return compile(tree, filename, "exec", flags=flags), last
+            last = compile(expr, filename, "eval", flags=flags, dont_inherit=True)
+        return compile(tree, filename, "exec", flags=flags, dont_inherit=True), last
 
     def _eval(self, code: CodeType) -> Any:
         result = eval(code, self.namespace)
@@ -192,7 +195,7 @@ class Repl:
             error = {
                 "name": type(exc).__name__,
                 "value": str(exc),
-                "traceback": _cell_traceback(exc, "<cell-"),
+                "traceback": user_traceback(exc),
             }
         sys.stdout.flush()
         self.fd_capture.drain()

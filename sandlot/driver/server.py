@@ -18,13 +18,24 @@ import socket
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
-from . import fileops, protocol
-from .repl import Repl
+from . import codec, fileops, protocol
+from .exposed import describe, exposed_functions, load_model
+from .repl import Repl, user_traceback
 
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
+SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+CURRENT: Server | None = None  # the one server of this process, for call_host()
+
+
+def call_host(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call host function ``name`` (generated library modules use this)."""
+    if CURRENT is None:
+        raise ToolError(f"{name}: not inside a sandlot sandbox's interpreter")
+    return CURRENT.call(name, args, kwargs)
 
 
 class ToolError(Exception):
@@ -35,6 +46,7 @@ class _Pending:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.header: dict[str, Any] = {}
+        self.payload = b""
 
 
 class Server:
@@ -57,6 +69,8 @@ class Server:
         self.calls: dict[int, _Pending] = {}
         self.call_ids = itertools.count(1)
         self.closed = False
+        self.libraries: dict[str, dict[str, tuple[Callable[..., Any], threading.Lock | None]]] = {}
+        self.model_globals: dict[str, dict[str, Any]] = {}
         for tool in init.get("tools", []):
             self.define_tool(tool["name"], tool.get("doc") or "")
 
@@ -81,18 +95,14 @@ class Server:
         """Call host function ``name`` and wait for its answer."""
         if self.closed:
             raise ToolError(f"{name}: the host connection is closed")
+        structure, payload = codec.encode([list(args), kwargs], where=f"{name}() argument")
         cid = next(self.call_ids)
         pending = _Pending()
         self.calls[cid] = pending
         try:
-            header = {"t": "call", "id": cid, "name": name, "args": list(args), "kwargs": kwargs}
-            try:
-                frame = protocol.encode(header)
-            except TypeError as exc:
-                raise TypeError(
-                    f"{name}(): an argument cannot be sent to the host ({exc}); "
-                    "pass JSON values: str, int, float, bool, None, list, dict"
-                ) from None
+            frame = protocol.encode(
+                {"t": "call", "id": cid, "name": name, "value": structure}, payload
+            )
             with self.send_lock:
                 self.sock.sendall(frame)
             pending.event.wait()
@@ -100,9 +110,12 @@ class Server:
             self.calls.pop(cid, None)
         answer = pending.header
         if answer.get("ok"):
-            return answer.get("value")
+            return codec.decode(answer.get("value"), pending.payload)
         err = answer.get("error") or {}
-        raise ToolError(f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}")
+        message = f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}"
+        if err.get("traceback"):
+            message += f"\n\nTraceback where it was raised:\n{err['traceback']}"
+        raise ToolError(message)
 
     def define_tool(self, name: str, doc: str) -> None:
         """Put a stub named ``name`` in the REPL that calls the host function."""
@@ -119,7 +132,7 @@ class Server:
     def handle_request(self, header: dict[str, Any], payload: bytes) -> None:
         rid = header["id"]
         op = header.get("op")
-        if op == "run_code":
+        if op in ("run_code", "serve"):  # on the main thread, where a cancel can interrupt
             self.repl_queue.put((rid, header))
             return
         if op == "define_tool":
@@ -128,7 +141,8 @@ class Server:
             return
         if op in ("write", "put_tar"):
             self.inboxes[rid] = queue.Queue()
-        target: Callable[..., None] = self.run_process if op == "exec" else self.run_file_op
+        handlers: dict[str, Callable[..., None]] = {"exec": self.run_process, "invoke": self.invoke}
+        target = handlers.get(str(op), self.run_file_op)
         try:
             threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
         except RuntimeError as exc:  # no thread to be had: the process limit is reached
@@ -200,6 +214,76 @@ class Server:
         finally:
             self.inboxes.pop(rid, None)
 
+    def serve(self, rid: int, header: dict[str, Any]) -> None:
+        """Load the models, import an interface file once, and list its exposed functions."""
+        try:
+            inject: dict[str, Any] = {}
+            for cfg in header.get("models", []):
+                if cfg["var_name"] not in self.model_globals:
+                    self.model_globals[cfg["var_name"]] = load_model(cfg)
+                inject.update(self.model_globals[cfg["var_name"]])
+            path = fileops.resolve(self.workdir, header["path"])
+            name = header["name"]
+            module = types.ModuleType(name)
+            module.__file__ = path
+            module.__dict__.update(inject)
+            with open(path, encoding="utf-8") as fh:
+                code = compile(fh.read(), path, "exec", dont_inherit=True)
+            sys.modules[name] = module
+            exec(code, module.__dict__)
+            functions = exposed_functions(module)
+            if not functions:
+                raise LookupError(
+                    f"{header['path']} defines no @expose function; mark the "
+                    "functions to serve with 'from sandlot import expose'"
+                )
+            self.libraries[name] = {
+                served: (fn, None if describe(fn)["concurrent"] else threading.Lock())
+                for served, fn in functions.items()
+            }
+            specs = [describe(fn) for fn in functions.values()]
+        except BaseException as exc:
+            self.send(
+                {
+                    "t": "res",
+                    "id": rid,
+                    "ok": False,
+                    "error": protocol.error_info(exc, user_traceback(exc)),
+                }
+            )
+            return
+        self.reply(rid, {"functions": specs, "models": sorted(inject)})
+
+    def invoke(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        """Call a served function with decoded arguments; reply with its encoded result."""
+        where = f"{header['library']}.{header['function']}"
+        try:
+            fn, lock = self.libraries[header["library"]][header["function"]]
+        except KeyError:
+            served = {lib: sorted(fns) for lib, fns in self.libraries.items()}
+            self.reply_error(rid, LookupError(f"{where} is not served here; served: {served}"))
+            return
+        try:
+            args, kwargs = codec.decode(header["value"], payload)
+            args, kwargs = _fill_defaults(fn, args, kwargs)
+            if lock is None:
+                result = fn(*args, **kwargs)
+            else:
+                with lock:
+                    result = fn(*args, **kwargs)
+            structure, data = codec.encode(result, where=f"{where}() return value")
+        except Exception as exc:
+            self.send(
+                {
+                    "t": "res",
+                    "id": rid,
+                    "ok": False,
+                    "error": protocol.error_info(exc, user_traceback(exc)),
+                }
+            )
+            return
+        self.send({"t": "res", "id": rid, "ok": True, "value": structure}, data)
+
     def cancel(self, rid: int) -> None:
         """Interrupt cell ``rid`` or kill process ``rid``; a no-op if it is done."""
         with self.cell_lock:
@@ -232,6 +316,7 @@ class Server:
                     pending = self.calls.get(header["id"])
                     if pending is not None:
                         pending.header = header
+                        pending.payload = payload
                         pending.event.set()
                 elif kind == "cancel":
                     self.cancel(header["id"])
@@ -263,6 +348,9 @@ class Server:
                         continue
                     self.running_cell = rid
                 try:
+                    if header["op"] == "serve":
+                        self.serve(rid, header)
+                        continue
                     result = self.repl.run(header["code"])
                 finally:
                     with self.cell_lock:
@@ -270,6 +358,20 @@ class Server:
                 self.reply(rid, result)
             except KeyboardInterrupt:
                 continue  # a cancel that arrived just after its cell ended
+
+
+def _fill_defaults(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Replace arguments a stub marked as not given with the function's own defaults."""
+    given = [*args, *kwargs.values()]
+    if all(v is not codec.MISSING for v in given):
+        return args, kwargs
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())
+    args = [params[i].default if a is codec.MISSING else a for i, a in enumerate(args)]
+    return args, {k: v for k, v in kwargs.items() if v is not codec.MISSING}
 
 
 def apply_limits(limits: dict[str, int]) -> None:
@@ -317,7 +419,10 @@ def serve(fd: int) -> None:
         os.chdir(init["workdir"])
         sys.path.insert(0, init["workdir"])
         apply_limits(init.get("limits", {}))
+        sys.path.append(SHIM_DIR)  # 'from sandlot import expose' in interface files
         server = Server(sock, init)
+        global CURRENT
+        CURRENT = server
     except Exception as exc:
         sock.sendall(
             protocol.encode(

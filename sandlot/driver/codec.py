@@ -1,0 +1,129 @@
+"""Values that cross a sandbox boundary: JSON-like data, bytes and arrays, compactly.
+
+``encode`` turns a value into a JSON-able structure plus one bytes payload;
+binary parts (bytes, numpy arrays, torch tensors) live in the payload and are
+referenced from the structure by offset, so an embedding or an image never
+travels as a list of floats or as base64. ``decode`` reverses it; arrays come
+back as numpy arrays (torch tensors included: the receiving side may not have
+torch). Anything else fails with a ``TypeError`` that names the type and says
+what can cross.
+
+Standard library only; numpy and torch are used when the value is one of theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALLOWED = (
+    "JSON values (str, int, float, bool, None, list, dict with str keys), bytes, "
+    "numpy arrays or torch tensors"
+)
+
+
+class _Missing:
+    """Stands for an argument a generated library stub was not given (the default applies)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+MISSING = _Missing()
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        ref = [self.size, len(data)]
+        self.parts.append(data)
+        self.size += len(data)
+        return ref
+
+
+def _encode(value: Any, out: _Writer, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if value is MISSING:
+        return {"$missing": 1}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, out, where) for v in value]
+    if isinstance(value, dict):
+        encoded = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where}: a dict key of type {type(key).__name__} cannot cross "
+                    f"the sandbox boundary; use str keys"
+                )
+            encoded[key] = _encode(v, out, where)
+        if len(encoded) == 1 and next(iter(encoded)).startswith("$"):
+            return {"$dict": encoded}  # keep a user's {"$b": ...} from reading as a tag
+        return encoded
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b": out.add(bytes(value))}
+    module = type(value).__module__.split(".")[0]
+    if module == "torch" and hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+        module = "numpy"
+    if module == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            arr = np.ascontiguousarray(value)
+            return {
+                "$nd": {
+                    "dtype": arr.dtype.str,
+                    "shape": list(arr.shape),
+                    "data": out.add(arr.tobytes()),
+                }
+            }
+    raise TypeError(
+        f"{where}: a value of type {type(value).__module__}.{type(value).__qualname__}"
+        f" cannot cross the sandbox boundary; use {ALLOWED}"
+    )
+
+
+def encode(value: Any, where: str = "value") -> tuple[Any, bytes]:
+    """``value`` as (JSON-able structure, payload); ``where`` names it in errors."""
+    out = _Writer()
+    structure = _encode(value, out, where)
+    return structure, b"".join(out.parts)
+
+
+def _decode(obj: Any, payload: bytes) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, payload) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if len(obj) == 1:
+        ((key, inner),) = obj.items()
+        if key == "$b":
+            start, size = inner
+            return payload[start : start + size]
+        if key == "$nd":
+            try:
+                import numpy as np
+            except ImportError:
+                raise TypeError(
+                    "a numpy array arrived, but numpy is not installed here; add "
+                    "'numpy' to this sandbox's python_packages"
+                ) from None
+            start, size = inner["data"]
+            dtype = np.dtype(inner["dtype"])
+            flat = np.frombuffer(payload, dtype=dtype, count=size // dtype.itemsize, offset=start)
+            return flat.reshape(inner["shape"]).copy()
+        if key == "$missing":
+            return MISSING
+        if key == "$dict":
+            return {k: _decode(v, payload) for k, v in inner.items()}
+    return {k: _decode(v, payload) for k, v in obj.items()}
+
+
+def decode(structure: Any, payload: bytes) -> Any:
+    """The value that ``encode`` turned into ``structure`` and ``payload``."""
+    return _decode(structure, payload)
