@@ -205,6 +205,10 @@ class RemoteLibrary:
         """Blocking :meth:`arestart`."""
         self._run(self.arestart())
 
+    def terminate(self) -> None:
+        """End the serving sandbox (the library owns the ones its restarts made)."""
+        self._run(self._sandbox.terminate())
+
     # -- other forms ---------------------------------------------------------------
 
     def module_source(self) -> str:

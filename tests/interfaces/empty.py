@@ -1,0 +1,5 @@
+"""No @expose functions at all."""
+
+
+def f() -> int:
+    return 1
