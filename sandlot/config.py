@@ -98,6 +98,12 @@ class ModelConfig(_Strict):
     load_code: str | None = Field(None, description="Custom Python that loads the model.")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name", "adapter")
+    @classmethod
+    def _local_path(cls, v: str | None) -> str | None:
+        """A name that is a path on this host becomes absolute (the sandbox mounts it there)."""
+        return str(Path(v).resolve()) if v and os.path.exists(v) else v
+
     @field_validator("var_name")
     @classmethod
     def _identifier(cls, v: str) -> str:

@@ -478,6 +478,10 @@ class LocalBackend:
         for path in (str(venv), _prefix_of(python)):  # the environment and its base interpreter
             if not path.startswith(SYSTEM_DIRS):
                 argv += [*_parents(path), "--ro-bind", path, path]
+        for model in config.models:  # local model and adapter paths, read-only, where they are
+            for path in (model.name, model.adapter):
+                if path and os.path.isabs(path) and os.path.exists(path):
+                    argv += [*_parents(path), "--ro-bind", path, path]
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
