@@ -479,9 +479,9 @@ class LocalBackend:
             if not path.startswith(SYSTEM_DIRS):
                 argv += [*_parents(path), "--ro-bind", path, path]
         for model in config.models:  # local model and adapter paths, read-only, where they are
-            for path in (model.name, model.adapter):
-                if path and os.path.isabs(path) and os.path.exists(path):
-                    argv += [*_parents(path), "--ro-bind", path, path]
+            for local in (model.name, model.adapter):
+                if local and os.path.isabs(local) and os.path.exists(local):
+                    argv += [*_parents(local), "--ro-bind", local, local]
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
