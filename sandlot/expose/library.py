@@ -318,6 +318,8 @@ def generate_module(name: str, functions: list[dict[str, Any]]) -> str:
         "",
         "from __future__ import annotations",
         "",
+        "from typing import Any  # for annotations that name it, should they be evaluated",
+        "",
         "from sandlot_driver.codec import MISSING as _DEFAULT",
         "from sandlot_driver.server import call_host as _call_host",
         "",
