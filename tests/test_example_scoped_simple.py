@@ -18,8 +18,9 @@ def test_scoped_simple_example_runs_end_to_end(
         import main as example  # the example's own entry point, as a user runs it
     finally:
         sys.path.remove(str(EXAMPLE))
-    code = example.main(["--model-dir", str(tmp_path / "model"),
-                         "--workspace-dir", str(tmp_path / "workspace")])
+    code = example.main(
+        ["--model-dir", str(tmp_path / "model"), "--workspace-dir", str(tmp_path / "workspace")]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "→ Serving interface.py as model_tools" in out
