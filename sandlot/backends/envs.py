@@ -100,15 +100,35 @@ def ensure_env(python: str, packages: list[str]) -> Path:
     return target
 
 
+def _pip_find_links() -> list[str]:
+    """The find-links locations pip is configured with: ``PIP_FIND_LINKS`` or its config files."""
+    if env := os.environ.get("PIP_FIND_LINKS"):
+        return env.split()
+    import configparser
+
+    home = Path.home()
+    files = [
+        os.environ.get("PIP_CONFIG_FILE", ""),
+        "/etc/xdg/pip/pip.conf",
+        "/etc/pip.conf",
+        str(home / ".pip" / "pip.conf"),
+        str(home / ".config" / "pip" / "pip.conf"),
+    ]
+    found: list[str] = []
+    for name in files:
+        parser = configparser.ConfigParser()
+        if name and parser.read(name) and parser.has_option("global", "find-links"):
+            found = parser.get("global", "find-links").split()  # later files override
+    return found
+
+
 def _find_links() -> list[str]:
-    """``--find-links`` for each location pip is configured with (``PIP_FIND_LINKS``).
+    """``--find-links`` for each location pip is configured with.
 
     uv does not read pip's configuration; honouring this one lets a machine that
     keeps wheels locally (a CPU build of torch, say) serve them to sandboxes too.
     """
-    return [
-        arg for loc in os.environ.get("PIP_FIND_LINKS", "").split() for arg in ("--find-links", loc)
-    ]
+    return [arg for loc in _pip_find_links() for arg in ("--find-links", loc)]
 
 
 def _build_empty(python: str, target: Path) -> None:
