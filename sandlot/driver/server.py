@@ -87,7 +87,9 @@ class Server:
         self.send({"t": "res", "id": rid, "ok": True, **fields}, payload)
 
     def reply_error(self, rid: int, exc: BaseException) -> None:
-        self.send({"t": "res", "id": rid, "ok": False, "error": protocol.error_info(exc)})
+        """Reply that request ``rid`` failed, with the traceback of the user's code in it."""
+        error = protocol.error_info(exc, user_traceback(exc))
+        self.send({"t": "res", "id": rid, "ok": False, "error": error})
 
     # -- host calls ----------------------------------------------------------
 
@@ -243,14 +245,7 @@ class Server:
             }
             specs = [describe(fn) for fn in functions.values()]
         except BaseException as exc:
-            self.send(
-                {
-                    "t": "res",
-                    "id": rid,
-                    "ok": False,
-                    "error": protocol.error_info(exc, user_traceback(exc)),
-                }
-            )
+            self.reply_error(rid, exc)
             return
         self.reply(rid, {"functions": specs, "models": sorted(inject)})
 
@@ -273,14 +268,7 @@ class Server:
                     result = fn(*args, **kwargs)
             structure, data = codec.encode(result, where=f"{where}() return value")
         except Exception as exc:
-            self.send(
-                {
-                    "t": "res",
-                    "id": rid,
-                    "ok": False,
-                    "error": protocol.error_info(exc, user_traceback(exc)),
-                }
-            )
+            self.reply_error(rid, exc)
             return
         self.send({"t": "res", "id": rid, "ok": True, "value": structure}, data)
 
