@@ -32,6 +32,7 @@ from .backends.local import probe
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxError
 from .results import CodeResult
+from .rlm.cli import rlm_app
 from .sync import Sandbox
 
 # Streamed output is written out as it comes and never held, so the per-process
@@ -66,6 +67,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(rlm_app, name="rlm")
 
 
 # -- output and errors ---------------------------------------------------------

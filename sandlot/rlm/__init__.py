@@ -1,0 +1,20 @@
+"""Recursive Language Models on sandlot: an LM explores a long context by writing code.
+
+The context is a variable in a sandboxed REPL; the root LM writes code that
+inspects it and calls sub-LMs (``llm_query``) on the pieces that matter, and
+finishes with an answer. Sub-LM calls travel sandbox -> host router -> LM client,
+so the sandbox needs no network and never sees an API key.
+"""
+
+from .types import LM, AsyncLM, Completion, LMError, Message, ModelUsage, SyncLM, Usage
+
+__all__ = [
+    "LM",
+    "AsyncLM",
+    "Completion",
+    "LMError",
+    "Message",
+    "ModelUsage",
+    "SyncLM",
+    "Usage",
+]

@@ -1,0 +1,92 @@
+"""A run's trajectory: one JSON object per line, appended and flushed as things happen.
+
+A crash loses nothing already written. Every event has ``type``, ``run`` (the
+run's id; a child RLM has its own, and names its ``parent``) and ``t`` (seconds
+since the run started). The types and their fields:
+
+- ``run_start``: ``depth``, ``parent``, ``started_at`` (epoch seconds), ``query``,
+  ``context`` (``{"type", "size"}``), ``models`` (``{"root", "sub"}``), ``limits``.
+- ``lm_call``: a root LM turn. ``iteration``, ``seconds``, ``prompt_chars``,
+  ``messages`` (how many), ``reply``, ``usage`` (``{"model", "prompt_tokens",
+  "completion_tokens", "cost"}``), ``error`` (``None`` unless the call failed).
+- ``code``: one code block run. ``iteration``, ``block``, ``seconds``, ``code``,
+  ``output`` (what the LM was shown), ``error`` (``"Name: message"`` or ``None``),
+  ``truncated`` (chars dropped from the middle, 0 if none).
+- ``sub_call``: one sub-LM or child-RLM call made from the REPL. ``iteration``,
+  ``kind`` (``"llm"`` or ``"rlm"``), ``model``, ``batch`` (index in its batch or
+  ``None``), ``seconds``, ``prompt_chars``, ``prompt`` and ``response`` (both cut
+  to ``PREVIEW_CHARS``), ``error``, ``child`` (the child run's id, for ``"rlm"``).
+- ``run_end``: ``answer``, ``finished`` (bool), ``stop_reason``, ``error``,
+  ``iterations``, ``usage`` (``Usage.to_dict()``), ``seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PREVIEW_CHARS = 2000
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` cut to about ``limit`` chars, head and tail kept, the cut marked."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} chars ...]\n{text[-half:]}"
+
+
+class TrajectoryWriter:
+    """Appends events to a JSONL file (and keeps them in memory); thread-safe.
+
+    With ``path=None`` events are only kept in memory.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Record ``event``; it is on disk when this returns."""
+        line = json.dumps(event, ensure_ascii=False, default=repr)
+        with self._lock:
+            self.events.append(event)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def close(self) -> None:
+        """Close the file; the events stay readable in ``events``."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def read_trajectory(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The events of a JSONL trajectory, in order.
+
+    A last line cut short by a crash is skipped; any other bad line raises
+    ``ValueError`` naming the file and line.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                return
+            raise ValueError(f"{path}:{number}: not a JSON trajectory event ({exc})") from None
+        if not isinstance(event, dict) or "type" not in event:
+            raise ValueError(f"{path}:{number}: not a trajectory event (no 'type' field)")
+        yield event
