@@ -1,0 +1,861 @@
+"""The RLM loop: a root LM writes code in a sandboxed REPL over a context it never reads whole.
+
+One ``RLM.completion(context, query)`` is a tree of runs: the top run, and a
+child run for every ``rlm_query`` made while ``depth < max_depth``. The runs of
+a tree share one budget (sub-LM calls, tokens, the deadline), one trajectory
+file, one bound on concurrent sub-LM calls (``pool_size``) and one sandbox pool
+per depth for the children. A limit never raises: the run stops and returns its
+best partial answer with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import inspect
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import SandboxConfig
+from ..errors import ConfigError, SandboxDied, SandboxError
+from ..pool import AsyncSandboxPool
+from ..results import CodeResult
+from ..sandbox import AsyncSandbox
+from ..sync import portal
+from . import prompts
+from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
+from .trajectory import TrajectoryWriter, preview
+from .types import LM, Completion, LMError, Message, Usage, acomplete, check_lm
+
+StopReason = Literal[
+    "final",
+    "max_iterations",
+    "max_llm_calls",
+    "max_time",
+    "max_tokens",
+    "max_errors",
+    "lm_error",
+    "sandbox_failed",
+]
+EventHook = Callable[[dict[str, Any]], None]
+
+# Names the REPL gives every run; user tools may not take them.
+RESERVED = frozenset(
+    {
+        "context",
+        "answer",
+        "llm_query",
+        "llm_query_batched",
+        "parallel_llm_query",
+        "rlm_query",
+        "rlm_query_batched",
+        "SUBMIT",
+        "FINAL",
+        "FINAL_VAR",
+        "SHOW_VARS",
+    }
+)
+CHILD_QUERY = (
+    "The context is a task given to you by another model. Do what it asks and finish "
+    "with the result."
+)
+_CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
+_ANY_BLOCK = re.compile(r"```.*?```", re.DOTALL)
+_FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*[\"']?([A-Za-z_]\w*)[\"']?\s*\)", re.MULTILINE)
+_FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+
+
+def find_code_blocks(reply: str) -> list[str]:
+    """The code of each ```repl / ```python block in ``reply``, in order."""
+    return [m.group(1) for m in _CODE_BLOCK.finditer(reply) if m.group(1).strip()]
+
+
+def find_final(reply: str) -> tuple[Literal["FINAL", "FINAL_VAR"], str] | None:
+    """A ``FINAL(...)`` or ``FINAL_VAR(name)`` line outside code blocks, if the reply has one."""
+    text = _ANY_BLOCK.sub("", reply)
+    match = _FINAL_VAR.search(text)
+    if match:
+        return "FINAL_VAR", match.group(1)
+    match = _FINAL.search(text)
+    if match:
+        inner = match.group(1).strip()
+        with contextlib.suppress(ValueError, SyntaxError):
+            value = ast.literal_eval(inner)
+            if isinstance(value, str):
+                inner = value
+        return "FINAL", inner
+    return None
+
+
+def truncate_middle(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to ``limit`` chars with head and tail kept; and how many were dropped."""
+    if len(text) <= limit:
+        return text, 0
+    dropped = len(text) - limit
+    head = limit * 2 // 3
+    tail = limit - head
+    marker = f"\n[... {dropped:,} characters cut from the middle of this output ...]\n"
+    return text[:head] + marker + text[len(text) - tail :], dropped
+
+
+def format_output(result: CodeResult) -> str:
+    """What the LM sees of one code block's run: output, value, error."""
+    parts = [p.rstrip("\n") for p in (result.stdout, result.stderr) if p]
+    if result.value is not None:
+        parts.append(result.value)
+    if result.error is not None:
+        parts.append(result.error.traceback or str(result.error))
+    return "\n".join(parts) if parts else "(no output)"
+
+
+@dataclass
+class RLMResult:
+    """What ``RLM.completion`` returns, finished or not.
+
+    ``finished`` is True when the root LM gave its answer. Otherwise a limit (or
+    a failure) stopped the run: ``stop_reason`` names it, ``error`` says what
+    happened, and ``answer`` is the best partial answer (or ``None``).
+    """
+
+    answer: Any
+    finished: bool
+    stop_reason: StopReason
+    error: str | None
+    iterations: int
+    usage: Usage
+    trajectory: list[dict[str, Any]]
+    seconds: float
+    run_id: str
+    trajectory_path: Path | None = None
+
+
+class _Refused(Exception):
+    """A sub-call was refused because a budget is spent."""
+
+
+@dataclass
+class _Tree:
+    """What all runs of one completion share."""
+
+    rlm: RLM
+    writer: TrajectoryWriter
+    deadline: float
+    llm_slots: asyncio.Semaphore
+    usage_tokens: int = 0
+    llm_calls: int = 0
+    pools: dict[int, AsyncSandboxPool] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def spent(self) -> tuple[StopReason, str] | None:
+        """The budget that is spent, if one is."""
+        rlm = self.rlm
+        if self.remaining() <= 0:
+            return "max_time", f"the run's max_time of {rlm.max_time:g} s is up"
+        if rlm.max_tokens is not None and self.usage_tokens >= rlm.max_tokens:
+            return "max_tokens", (
+                f"{self.usage_tokens:,} tokens used of max_tokens={rlm.max_tokens:,}"
+            )
+        return None
+
+    def take_call(self) -> None:
+        """Count one sub-LM call, or refuse it if a budget is spent."""
+        spent = self.spent()
+        if spent is not None:
+            raise _Refused(spent[1])
+        if self.llm_calls >= self.rlm.max_llm_calls:
+            raise _Refused(f"all max_llm_calls={self.rlm.max_llm_calls} sub-LM calls are used")
+        self.llm_calls += 1
+
+    def pool(self, depth: int) -> AsyncSandboxPool:
+        """The sandbox pool for child runs at ``depth`` (one per depth: no waits in a circle)."""
+        if depth not in self.pools:
+            self.pools[depth] = AsyncSandboxPool(self.rlm.sandbox, size=self.rlm.pool_size)
+        return self.pools[depth]
+
+
+class RLM:
+    """A Recursive Language Model: ``RLM(root_lm, sub_lm).completion(context, query)``.
+
+    Args:
+        root_lm: the LM that writes the code (any ``AsyncLM`` or ``SyncLM``).
+        sub_lm: the LM behind ``llm_query``; also the root LM of child runs.
+            Defaults to ``root_lm``.
+        sandbox: the config of every sandbox the runs use.
+        pool_size: how many sub-LM calls run at once (``llm_query_batched``), and
+            how many sandboxes child RLMs get at each depth.
+        max_iterations: root LM turns per run.
+        max_llm_calls: sub-LM calls for the whole tree (``llm_query`` prompts and
+            every LM call a child run makes).
+        max_depth: ``rlm_query`` starts a child run while the caller's depth is
+            below this (the top run is depth 0); at the limit it is a plain call.
+        max_time: seconds for the whole completion.
+        max_tokens: prompt and completion tokens for the whole tree, or None.
+        max_errors: consecutive turns that fail (a code error, a reply without code
+            or answer) before the run stops.
+        tools: host functions the REPL may call, by name (or a list of functions).
+        trajectory: a JSONL file every event is appended to as it happens.
+        models: more LMs ``llm_query(..., model=name)`` may pick, by name; the
+            root and sub LM are always there under their ``model`` names.
+        max_output_chars: how much of one code block's output the LM is shown
+            (head and tail kept).
+        sub_chars: the chunk size the system prompt suggests for sub-LM prompts.
+        force_parallel: use the system prompt that makes the LM chunk the context
+            and use ``llm_query_batched``.
+        system_prompt: replace the system prompt (``str.format`` fields as in
+            ``prompts.SYSTEM_PROMPT`` are filled in).
+        on_event: called with every trajectory event, and with transient
+            ``sub_call_begin`` events, as they happen (for progress views).
+    """
+
+    def __init__(
+        self,
+        root_lm: LM,
+        sub_lm: LM | None = None,
+        *,
+        sandbox: SandboxConfig | None = None,
+        pool_size: int = 4,
+        max_iterations: int = 30,
+        max_llm_calls: int = 200,
+        max_depth: int = 1,
+        max_time: float = 600.0,
+        max_tokens: int | None = None,
+        max_errors: int = 5,
+        tools: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]] | None = None,
+        trajectory: str | Path | None = None,
+        models: Mapping[str, LM] | None = None,
+        max_output_chars: int = 20_000,
+        sub_chars: int = 100_000,
+        force_parallel: bool = False,
+        system_prompt: str | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self.root_lm = check_lm(root_lm, "RLM root_lm")
+        self.sub_lm = check_lm(sub_lm, "RLM sub_lm") if sub_lm is not None else self.root_lm
+        self.sandbox = sandbox if sandbox is not None else SandboxConfig()
+        for name, value, low in (
+            ("pool_size", pool_size, 1),
+            ("max_iterations", max_iterations, 1),
+            ("max_llm_calls", max_llm_calls, 0),
+            ("max_depth", max_depth, 0),
+            ("max_errors", max_errors, 1),
+            ("max_output_chars", max_output_chars, 200),
+            ("sub_chars", sub_chars, 1),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"RLM {name} must be an int of at least {low} (got {value!r})")
+        if not max_time > 0:
+            raise ConfigError(f"RLM max_time must be positive seconds (got {max_time!r})")
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"RLM max_tokens must be at least 1 or None (got {max_tokens!r})")
+        self.pool_size = pool_size
+        self.max_iterations = max_iterations
+        self.max_llm_calls = max_llm_calls
+        self.max_depth = max_depth
+        self.max_time = float(max_time)
+        self.max_tokens = max_tokens
+        self.max_errors = max_errors
+        self.tools = _tool_map(tools)
+        self.trajectory = Path(trajectory) if trajectory is not None else None
+        self.models: dict[str, LM] = {self.root_lm.model: self.root_lm}
+        self.models[self.sub_lm.model] = self.sub_lm
+        for name, lm in (models or {}).items():
+            self.models[name] = check_lm(lm, f"RLM models[{name!r}]")
+        self.max_output_chars = max_output_chars
+        self.sub_chars = sub_chars
+        self.force_parallel = force_parallel
+        self.system_prompt = system_prompt
+        self.on_event = on_event
+
+    def completion(self, context: Any, query: str) -> RLMResult:
+        """Answer ``query`` about ``context`` (a str, or JSON data: dict, list, ...).
+
+        Blocking; safe to call from any thread that is not sandlot's own loop.
+        """
+        return portal().call(self.acompletion(context, query))
+
+    async def acompletion(self, context: Any, query: str) -> RLMResult:
+        """The async twin of :meth:`completion`."""
+        data, kind, chars = _encode_context(context)
+        tree = _Tree(
+            rlm=self,
+            writer=TrajectoryWriter(self.trajectory),
+            deadline=time.monotonic() + self.max_time,
+            llm_slots=asyncio.Semaphore(self.pool_size),
+        )
+        run = _Run(tree, depth=0, parent=None, root_lm=self.root_lm)
+        try:
+            return await run.run(context, data, kind, chars, query)
+        finally:
+            for pool in tree.pools.values():
+                await pool.close()
+            tree.writer.close()
+
+
+def _tool_map(
+    tools: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]] | None,
+) -> dict[str, Callable[..., Any]]:
+    if tools is None:
+        return {}
+    if isinstance(tools, Mapping):
+        named = dict(tools)
+    else:
+        named = {getattr(fn, "__name__", ""): fn for fn in tools}
+    for name, fn in named.items():
+        if not name.isidentifier() or name.startswith("_"):
+            raise ConfigError(f"RLM tool name {name!r} must be a public Python identifier")
+        if name in RESERVED:
+            raise ConfigError(f"RLM tool name {name!r} is taken by the REPL; rename the tool")
+        if not callable(fn):
+            raise ConfigError(f"RLM tool {name!r} is not callable: {fn!r}")
+    return named
+
+
+def _encode_context(context: Any) -> tuple[bytes, str, int]:
+    """The context as file bytes, how to read it back, and its size in characters."""
+    if isinstance(context, str):
+        return context.encode("utf-8"), "text", len(context)
+    try:
+        text = json.dumps(context, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"RLM context must be a str or JSON data (dict, list, numbers, ...); "
+            f"{type(context).__name__} could not be encoded: {exc}"
+        ) from None
+    return text.encode("utf-8"), "json", len(text)
+
+
+def _tool_doc(fn: Callable[..., Any]) -> str:
+    try:
+        signature = str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        signature = "(...)"
+    doc = (inspect.getdoc(fn) or "").strip().splitlines()
+    return f"`{signature}` {doc[0] if doc else ''}".strip()
+
+
+class _Run:
+    """One run of the loop: a root LM, its sandbox, its turns."""
+
+    def __init__(self, tree: _Tree, *, depth: int, parent: str | None, root_lm: LM) -> None:
+        self.tree = tree
+        self.rlm = tree.rlm
+        self.depth = depth
+        self.parent = parent
+        self.root_lm = root_lm
+        self.run_id = uuid.uuid4().hex[:12]
+        self.usage = Usage()
+        self.iteration = 0
+        self.errors = 0
+        self.final: tuple[Any, str] | None = None
+        self.partial: Any = None
+        self.refusal: str | None = None  # why a sub-call was refused, once one was
+        self.t0 = time.monotonic()
+        self.sandbox: AsyncSandbox | None = None
+        self.owns_sandbox = False  # False for a sandbox borrowed from a pool
+        self.preparing: asyncio.Task[None]
+
+    # -- events ------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any], *, persist: bool = True) -> None:
+        event = {"run": self.run_id, "t": round(time.monotonic() - self.t0, 6), **event}
+        if persist:
+            self.tree.writer.write(event)
+        if self.rlm.on_event is not None:
+            self.rlm.on_event(event)
+
+    # -- the sandbox -------------------------------------------------------------
+
+    def tools(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "llm_query": self.llm_query,
+            "llm_query_batched": self.llm_query_batched,
+            "parallel_llm_query": self.llm_query_batched,
+            "rlm_query": self.rlm_query,
+            "rlm_query_batched": self.rlm_query_batched,
+            "_rlm_submit": self.submit,
+            **self.rlm.tools,
+        }
+
+    async def prepare(self, sandbox: AsyncSandbox, data: bytes, kind: str) -> None:
+        """Give ``sandbox`` the tools, the prelude and the context."""
+        for name, fn in self.tools().items():
+            sandbox.register_tool(name, fn)
+        path = f"{sandbox.workdir}/.rlm/context.{'txt' if kind == 'text' else 'json'}"
+        await sandbox.files.write(path, data)
+        for code in (PRELUDE, load_context_code(path, kind)):
+            result = await sandbox.run_code(code, timeout=max(self.tree.remaining(), 1.0))
+            if result.error is not None:
+                raise SandboxError(f"the RLM prelude failed in the sandbox: {result.error}")
+        self.sandbox = sandbox
+
+    async def start_own_sandbox(self, data: bytes, kind: str) -> None:
+        sandbox = AsyncSandbox(self.rlm.sandbox)
+        await sandbox.start()
+        try:
+            await self.prepare(sandbox, data, kind)
+        except BaseException:
+            await sandbox.terminate()
+            raise
+        self.owns_sandbox = True
+
+    # -- host tools the REPL calls -----------------------------------------------
+
+    def pick(self, model: str | None, default: LM) -> LM:
+        if model is None:
+            return default
+        if not isinstance(model, str) or model not in self.rlm.models:
+            known = ", ".join(sorted(self.rlm.models))
+            raise LookupError(f"unknown model {model!r}; this RLM knows: {known}")
+        return self.rlm.models[model]
+
+    def submit(self, value: Any, how: str) -> None:
+        """``_rlm_submit``: the REPL's finishing conventions end up here."""
+        if how == "partial":
+            self.partial = value
+        elif self.final is None:
+            self.final = (value, how)
+
+    async def lm_call(self, lm: LM, messages: Sequence[Message]) -> tuple[Completion, float]:
+        """One LM call, bounded by the deadline, counted in usage."""
+        started = time.monotonic()
+        try:
+            completion = await asyncio.wait_for(
+                acomplete(lm, messages), timeout=max(self.tree.remaining(), 0.001)
+            )
+        except TimeoutError:
+            self.usage.add_error(lm.model, time.monotonic() - started)
+            raise LMError(f"{lm.model}: no answer before the run's max_time ran out") from None
+        except Exception as exc:
+            self.usage.add_error(lm.model, time.monotonic() - started)
+            if isinstance(exc, LMError):
+                raise
+            raise LMError(f"{lm.model}: {type(exc).__name__}: {exc}") from exc
+        seconds = time.monotonic() - started
+        self.usage.add(completion, seconds)
+        self.tree.usage_tokens += completion.prompt_tokens + completion.completion_tokens
+        return completion, seconds
+
+    async def sub_llm(self, prompt: Any, model: str | None, batch: int | None) -> str:
+        """One plain sub-LM call, counted against the tree's budget."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"llm_query: the prompt must be a str, not {type(prompt).__name__}")
+        lm = self.pick(model, self.rlm.sub_lm)
+        try:
+            self.tree.take_call()
+        except _Refused as exc:
+            self.refusal = str(exc)
+            raise
+        async with self.tree.llm_slots:
+            started = time.monotonic()
+            self.emit({"type": "sub_call_begin", "kind": "llm", "batch": batch}, persist=False)
+            error = None
+            text = ""
+            try:
+                completion, _ = await self.lm_call(lm, [{"role": "user", "content": prompt}])
+                text = completion.text
+            except LMError as exc:
+                error = str(exc)
+                raise
+            finally:
+                self.emit(
+                    {
+                        "type": "sub_call",
+                        "iteration": self.iteration,
+                        "kind": "llm",
+                        "model": lm.model,
+                        "batch": batch,
+                        "seconds": round(time.monotonic() - started, 6),
+                        "prompt_chars": len(prompt),
+                        "prompt": preview(prompt),
+                        "response": preview(text),
+                        "error": error,
+                        "child": None,
+                    }
+                )
+        return text
+
+    async def llm_query(self, prompt: str, model: str | None = None) -> str:
+        """Ask the sub-LM one prompt."""
+        return await self.sub_llm(prompt, model, None)
+
+    async def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
+        """Ask the sub-LM many prompts at once (``pool_size`` at a time); answers in order."""
+        return await self.batch(prompts, model, self.sub_llm, "llm_query_batched")
+
+    async def rlm_query(self, prompt: str, model: str | None = None) -> str:
+        """A child RLM on ``prompt`` (a plain sub-LM call at the depth limit)."""
+        return await self.child(prompt, model, None)
+
+    async def rlm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
+        """Child RLMs on many prompts at once; answers in order."""
+        return await self.batch(prompts, model, self.child, "rlm_query_batched")
+
+    async def batch(
+        self,
+        prompts: Any,
+        model: str | None,
+        one: Callable[[Any, str | None, int | None], Any],
+        name: str,
+    ) -> list[str]:
+        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError(f"{name}: prompts must be a list of str")
+        self.pick(model, self.rlm.sub_lm)  # an unknown model fails the whole call, once
+
+        async def guarded(index: int, prompt: str) -> str:
+            try:
+                return str(await one(prompt, model, index))
+            except Exception as exc:
+                return f"Error: {exc}"
+
+        return list(await asyncio.gather(*(guarded(i, p) for i, p in enumerate(prompts))))
+
+    async def child(self, prompt: Any, model: str | None, batch: int | None) -> str:
+        """Run a child RLM one level deeper on ``prompt``; plain sub-LM call at the limit."""
+        if self.depth >= self.rlm.max_depth:
+            return await self.sub_llm(prompt, model, batch)
+        if not isinstance(prompt, str):
+            raise TypeError(f"rlm_query: the prompt must be a str, not {type(prompt).__name__}")
+        lm = self.pick(model, self.rlm.sub_lm)
+        started = time.monotonic()
+        data, kind, chars = _encode_context(prompt)
+        child = _Run(self.tree, depth=self.depth + 1, parent=self.run_id, root_lm=lm)
+        self.emit(
+            {"type": "sub_call_begin", "kind": "rlm", "batch": batch, "child": child.run_id},
+            persist=False,
+        )
+        async with self.tree.pool(self.depth + 1).sandbox(clean=True) as sandbox:
+            result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
+        self.usage.merge(result.usage)
+        error = None if result.finished else (result.error or result.stop_reason)
+        self.emit(
+            {
+                "type": "sub_call",
+                "iteration": self.iteration,
+                "kind": "rlm",
+                "model": lm.model,
+                "batch": batch,
+                "seconds": round(time.monotonic() - started, 6),
+                "prompt_chars": len(prompt),
+                "prompt": preview(prompt),
+                "response": preview(str(result.answer)),
+                "error": error,
+                "child": child.run_id,
+            }
+        )
+        if result.answer is None:
+            raise LMError(f"the child RLM gave no answer: {error}")
+        return result.answer if isinstance(result.answer, str) else json.dumps(result.answer)
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(
+        self,
+        context: Any,
+        data: bytes,
+        kind: str,
+        chars: int,
+        query: str,
+        *,
+        sandbox: AsyncSandbox | None = None,
+    ) -> RLMResult:
+        rlm = self.rlm
+        desc = prompts.describe_context(context, chars)
+        self.emit(
+            {
+                "type": "run_start",
+                "depth": self.depth,
+                "parent": self.parent,
+                "started_at": time.time(),
+                "query": query,
+                "context": {"type": type(context).__name__, "size": chars},
+                "models": {"root": self.root_lm.model, "sub": rlm.sub_lm.model},
+                "limits": {
+                    "max_iterations": rlm.max_iterations,
+                    "max_llm_calls": rlm.max_llm_calls,
+                    "max_depth": rlm.max_depth,
+                    "max_time": rlm.max_time,
+                    "max_tokens": rlm.max_tokens,
+                    "max_errors": rlm.max_errors,
+                    "pool_size": rlm.pool_size,
+                },
+            }
+        )
+        # The sandbox starts while the root LM thinks about its first turn.
+        if sandbox is None:
+            self.preparing = asyncio.create_task(self.start_own_sandbox(data, kind))
+        else:
+            self.preparing = asyncio.create_task(self.prepare(sandbox, data, kind))
+        try:
+            reason, detail, answer = await self.loop(desc, query, data, kind)
+        except (SandboxError, OSError) as exc:
+            reason, detail, answer = "sandbox_failed", f"{exc}", self.best_partial()
+        except asyncio.CancelledError:
+            self.end("cancelled", "the run was cancelled", self.best_partial())
+            raise
+        finally:
+            if not self.preparing.done():
+                self.preparing.cancel()
+            with contextlib.suppress(BaseException):
+                await self.preparing
+            if self.owns_sandbox and self.sandbox is not None:
+                await self.sandbox.terminate()
+        return self.end(reason, detail, answer)
+
+    async def ready(self) -> AsyncSandbox:
+        """The run's sandbox, once it is started and holds the context."""
+        try:
+            await self.preparing
+        except (SandboxError, OSError) as exc:
+            raise SandboxError(f"the sandbox could not be prepared: {exc}") from exc
+        assert self.sandbox is not None
+        return self.sandbox
+
+    def end(self, reason: str, detail: str | None, answer: Any) -> RLMResult:
+        seconds = time.monotonic() - self.t0
+        finished = reason == "final"
+        self.emit(
+            {
+                "type": "run_end",
+                "answer": answer,
+                "finished": finished,
+                "stop_reason": reason,
+                "error": detail,
+                "iterations": self.iteration,
+                "usage": self.usage.to_dict(),
+                "seconds": round(seconds, 6),
+            }
+        )
+        return RLMResult(
+            answer=answer,
+            finished=finished,
+            stop_reason=reason,  # type: ignore[arg-type]
+            error=detail,
+            iterations=self.iteration,
+            usage=self.usage,
+            trajectory=self.tree.writer.events,
+            seconds=seconds,
+            run_id=self.run_id,
+            trajectory_path=self.rlm.trajectory,
+        )
+
+    def best_partial(self) -> Any:
+        return self.partial if self.partial not in (None, "") else None
+
+    def limit_reached(self) -> tuple[StopReason, str] | None:
+        rlm = self.rlm
+        spent = self.tree.spent()
+        if spent is not None:
+            return spent
+        if self.iteration >= rlm.max_iterations:
+            return "max_iterations", f"{rlm.max_iterations} turns without a final answer"
+        if self.errors >= rlm.max_errors:
+            return "max_errors", f"{self.errors} failed turns in a row"
+        return None
+
+    async def loop(
+        self, desc: str, query: str, data: bytes, kind: str
+    ) -> tuple[StopReason, str | None, Any]:
+        rlm = self.rlm
+        system = prompts.system_prompt(
+            rlm.system_prompt or prompts.SYSTEM_PROMPT,
+            context_desc=desc,
+            parallelism=rlm.pool_size,
+            sub_chars=rlm.sub_chars,
+            depth=self.depth,
+            max_depth=rlm.max_depth,
+            tools={name: _tool_doc(fn) for name, fn in rlm.tools.items()},
+            force_parallel=rlm.force_parallel,
+        )
+        messages: list[Message] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompts.FIRST_TURN.format(query=query, context_desc=desc)},
+        ]
+        refused_before = False
+        while True:
+            limit = self.limit_reached()
+            if limit is None and refused_before:
+                limit = "max_llm_calls", f"the sub-LM budget is spent: {self.refusal}"
+            if limit is not None:
+                return await self.stop_at_limit(limit, messages)
+            refused_before = self.refusal is not None
+            self.iteration += 1
+            try:
+                reply = await self.root_turn(messages)
+            except LMError as exc:
+                return "lm_error", f"the root LM failed: {exc}", self.best_partial()
+            feedback, failed = await self.act(reply, data, kind)
+            if self.final is not None:
+                return "final", None, self.final[0]
+            self.errors = self.errors + 1 if failed else 0
+            if self.refusal is not None and not refused_before:
+                feedback.append(prompts.BUDGET_SPENT.format(detail=self.refusal))
+            feedback.append(
+                prompts.NEXT_TURN.format(
+                    iteration=self.iteration + 1, max_iterations=rlm.max_iterations
+                )
+            )
+            messages.append({"role": "assistant", "content": reply})
+            messages.append({"role": "user", "content": "\n\n".join(feedback)})
+
+    async def root_turn(self, messages: list[Message], *, last: bool = False) -> str:
+        """Ask the root LM for its next turn and record it."""
+        if self.depth > 0:
+            try:
+                self.tree.take_call()
+            except _Refused as exc:
+                raise LMError(str(exc)) from None
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        started = time.monotonic()
+        event: dict[str, Any] = {
+            "type": "lm_call",
+            "iteration": self.iteration,
+            "prompt_chars": prompt_chars,
+            "messages": len(messages),
+            "last": last,
+        }
+        try:
+            completion, seconds = await self.lm_call(self.root_lm, messages)
+        except LMError as exc:
+            event.update(seconds=round(time.monotonic() - started, 6), reply="", usage=None)
+            self.emit({**event, "error": str(exc)})
+            raise
+        usage = {
+            "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cost": completion.cost,
+        }
+        reply = completion.text
+        self.emit(
+            {**event, "seconds": round(seconds, 6), "reply": reply, "usage": usage, "error": None}
+        )
+        return reply
+
+    async def act(self, reply: str, data: bytes, kind: str) -> tuple[list[str], bool]:
+        """Run the reply's code blocks and FINAL line: what the LM is shown, and if it failed."""
+        feedback: list[str] = []
+        failed = False
+        blocks = find_code_blocks(reply)
+        for index, code in enumerate(blocks):
+            shown, ok = await self.run_block(index, code, data, kind)
+            label = (
+                f"REPL output (block {index + 1} of {len(blocks)}):"
+                if len(blocks) > 1
+                else "REPL output:"
+            )
+            feedback.append(f"{label}\n{shown}")
+            failed = failed or not ok
+            if self.final is not None:
+                return feedback, failed
+        final = find_final(reply)
+        if final is not None:
+            how, text = final
+            if how == "FINAL":
+                self.final = (text, "FINAL")
+                return feedback, failed
+            shown, ok = await self.run_block(len(blocks), final_var_code(text), data, kind)
+            if self.final is not None:
+                return feedback, failed
+            feedback.append(f"FINAL_VAR({text}) did not finish the run:\n{shown}")
+            failed = True
+        elif not blocks:
+            feedback.append(prompts.NO_CODE)
+            failed = True
+        return feedback, failed
+
+    async def run_block(self, index: int, code: str, data: bytes, kind: str) -> tuple[str, bool]:
+        """Run one code block; its output as the LM sees it, and whether it ran without error."""
+        sandbox = await self.ready()
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            result = await sandbox.run_code(code, timeout=max(self.tree.remaining(), 0.001))
+            if result.error is None or result.error.name == SUBMITTED:
+                shown = format_output(result) if result.error is None else _without_error(result)
+            else:
+                shown = format_output(result)
+                error = str(result.error)
+            if self.final is None and error is None:
+                await sandbox.run_code("_rlm_poll()")
+        except SandboxDied as exc:
+            error = f"SandboxDied: {exc}"
+            shown = await self.revive(exc, data, kind)
+        shown, dropped = truncate_middle(shown, self.rlm.max_output_chars)
+        self.emit(
+            {
+                "type": "code",
+                "iteration": self.iteration,
+                "block": index,
+                "seconds": round(time.monotonic() - started, 6),
+                "code": code,
+                "output": shown,
+                "error": error,
+                "truncated": dropped,
+            }
+        )
+        return shown, error is None
+
+    async def revive(self, exc: SandboxDied, data: bytes, kind: str) -> str:
+        """After the sandbox died: a new one with the context, and what to tell the LM."""
+        lost = f"The sandbox died while running this code ({exc}). Its variables are lost."
+        if self.tree.remaining() <= 0:
+            return lost
+        old, owned = self.sandbox, self.owns_sandbox
+        self.sandbox, self.owns_sandbox = None, False
+        if old is not None and owned:
+            await old.terminate()
+        try:
+            await self.start_own_sandbox(data, kind)
+        except (SandboxError, OSError) as again:
+            raise SandboxDied("failed_to_start", f"{exc}; restarting it failed: {again}") from again
+        return lost + " A new sandbox was started with `context` loaded again; redo what you need."
+
+    async def stop_at_limit(
+        self, limit: tuple[StopReason, str], messages: list[Message]
+    ) -> tuple[StopReason, str | None, Any]:
+        """Stop for ``limit``; ask the root LM for its best answer if budget is left for it."""
+        reason, detail = limit
+        if self.sandbox is not None and self.sandbox.is_alive:
+            with contextlib.suppress(SandboxError):
+                await self.sandbox.run_code("_rlm_poll()\n_rlm_partial()")
+        if self.final is not None:
+            return "final", None, self.final[0]
+        answer = self.best_partial()
+        if (
+            reason in ("max_iterations", "max_errors", "max_llm_calls")
+            and self.tree.spent() is None
+        ):
+            ask: list[Message] = [
+                *messages,
+                {"role": "user", "content": prompts.LAST_CHANCE.format(reason=detail)},
+            ]
+            try:
+                reply = await self.root_turn(ask, last=True)
+            except LMError:
+                reply = ""
+            final = find_final(reply)
+            if final is not None and final[0] == "FINAL":
+                answer = final[1]
+            elif final is not None and self.sandbox is not None:
+                with contextlib.suppress(SandboxError):
+                    await self.sandbox.run_code(final_var_code(final[1]))
+                if self.final is not None:
+                    answer, self.final = self.final[0], None
+            elif reply.strip() and answer is None:
+                answer = reply.strip()
+        return reason, f"stopped: {detail}", answer
+
+
+def _without_error(result: CodeResult) -> str:
+    """The output of a block that ended by submitting the answer (no traceback for that)."""
+    parts = [p.rstrip("\n") for p in (result.stdout, result.stderr) if p]
+    return "\n".join(parts) if parts else "(answer submitted)"
