@@ -27,11 +27,13 @@ NIAH_QUERY = (
     "Answer with the number only."
 )
 NIAH_CHUNK_CHARS = 50_000
-_WORDS = (
-    "amber basalt cedar delta ember fjord granite harbor islet juniper kelp lagoon meadow "
-    "nectar onyx prairie quartz river sierra tundra umber valley willow xenon yarrow zephyr "
-    "anchor beacon canyon dune estuary fern glacier heath inlet jetty knoll ledge marsh"
-).split()
+_WORDS = [
+    *("amber", "basalt", "cedar", "delta", "ember", "fjord", "granite", "harbor", "islet"),
+    *("juniper", "kelp", "lagoon", "meadow", "nectar", "onyx", "prairie", "quartz", "river"),
+    *("sierra", "tundra", "umber", "valley", "willow", "xenon", "yarrow", "zephyr", "anchor"),
+    *("beacon", "canyon", "dune", "estuary", "fern", "glacier", "heath", "inlet", "jetty"),
+    *("knoll", "ledge", "marsh"),
+]
 _MAGIC = re.compile(r"The magic number is (\d+)")
 
 
