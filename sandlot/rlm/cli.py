@@ -7,7 +7,7 @@ Heavy imports (the LM client, the engine) happen inside the commands, so
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,3 +52,229 @@ def view_command(
     typer.echo(str(page))
     if open_page and not webbrowser.open(page.resolve().as_uri()):
         _say("warning: found no web browser to open the page with")
+
+
+# -- ask and niah --------------------------------------------------------------
+
+ModelOpt = Annotated[str, typer.Option("--model", help="The root LM's model name.")]
+SubModelOpt = Annotated[
+    str | None, typer.Option("--sub-model", help="The sub-LM's model (default: --model).")
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="An OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI's).",
+    ),
+]
+ApiKeyEnvOpt = Annotated[
+    str,
+    typer.Option("--api-key-env", help="The environment variable that holds the API key."),
+]
+PoolOpt = Annotated[
+    int, typer.Option("--pool-size", min=1, help="Sub-calls at once (and child sandboxes).")
+]
+ParallelOpt = Annotated[
+    bool,
+    typer.Option("--force-parallel", help="Make the LM chunk the context and batch sub-calls."),
+]
+IterOpt = Annotated[int, typer.Option("--max-iterations", min=1, help="Root LM turns.")]
+CallsOpt = Annotated[int, typer.Option("--max-llm-calls", min=0, help="Sub-LM calls in all.")]
+DepthOpt = Annotated[int, typer.Option("--max-depth", min=0, help="Levels of child RLMs.")]
+TimeOpt = Annotated[float, typer.Option("--max-time", min=1, help="Seconds for the run.")]
+TrajOpt = Annotated[
+    Path | None, typer.Option("--trajectory", help="Append the run's events to this JSONL file.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No live progress view.")]
+
+
+def _client(model: str, base_url: str | None, api_key_env: str) -> Any:
+    import os
+
+    from sandlot.cli import _fail
+
+    try:
+        from .lm import OpenAICompatibleLM
+    except ImportError as exc:
+        _fail(str(exc))
+    return OpenAICompatibleLM(model, base_url=base_url, api_key=os.environ.get(api_key_env))
+
+
+def _run(rlm_kwargs: dict[str, Any], context: Any, query: str, quiet: bool) -> Any:
+    """Run one completion with a live progress view on stderr; return the result."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from sandlot.cli import _fail
+
+    from .engine import RLM
+    from .progress import RunProgress
+
+    progress = RunProgress(query)
+    console = Console(stderr=True)
+    show = not quiet and console.is_terminal
+    try:
+        rlm = RLM(**rlm_kwargs, on_event=progress if show else None)
+        if not show:
+            return rlm.completion(context, query)
+        with Live(progress, console=console, refresh_per_second=8, transient=False):
+            return rlm.completion(context, query)
+    except (TypeError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _report(result: Any) -> None:
+    """Say on stderr how the run ended and what it spent."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True, highlight=False)
+    how = "finished" if result.finished else f"stopped ({result.stop_reason})"
+    console.print(
+        f"[bold]{how}[/] after {result.iterations} turns in {result.seconds:.1f} s"
+        + (f": {result.error}" if result.error else "")
+    )
+    table = Table("model", "calls", "errors", "prompt tokens", "completion tokens", "cost")
+    for name, m in result.usage.models.items():
+        cost = f"{m.cost:.4f}" if m.cost is not None else "-"
+        table.add_row(
+            name,
+            str(m.calls),
+            str(m.errors),
+            f"{m.prompt_tokens:,}",
+            f"{m.completion_tokens:,}",
+            cost,
+        )
+    console.print(table)
+    if result.trajectory_path is not None:
+        console.print(f"trajectory: {result.trajectory_path}")
+
+
+@rlm_app.command("ask")
+def ask_command(
+    context_file: Annotated[
+        Path,
+        typer.Option(
+            "--context", help="The context: a text file, or a .json file read as JSON data."
+        ),
+    ],
+    query: Annotated[str, typer.Option("--query", help="What to ask about the context.")],
+    model: ModelOpt = "gpt-5",
+    sub_model: SubModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    pool_size: PoolOpt = 4,
+    force_parallel: ParallelOpt = False,
+    max_iterations: IterOpt = 30,
+    max_llm_calls: CallsOpt = 200,
+    max_depth: DepthOpt = 1,
+    max_time: TimeOpt = 600.0,
+    trajectory: TrajOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Ask a Recursive Language Model about a long context; the answer goes to stdout.
+
+    Exit status: 0 when the LM gave its answer, 1 when a limit stopped it (the
+    best partial answer is printed), 2 for bad input.
+    """
+    import json
+
+    from sandlot.cli import _fail
+
+    try:
+        raw = context_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read the context file {context_file}: {exc}")
+    context: Any = raw
+    if context_file.suffix == ".json":
+        try:
+            context = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            _fail(f"{context_file}: not valid JSON ({exc}); rename it to read it as text")
+    root = _client(model, base_url, api_key_env)
+    sub = root.with_model(sub_model) if sub_model else root
+    result = _run(
+        {
+            "root_lm": root,
+            "sub_lm": sub,
+            "pool_size": pool_size,
+            "force_parallel": force_parallel,
+            "max_iterations": max_iterations,
+            "max_llm_calls": max_llm_calls,
+            "max_depth": max_depth,
+            "max_time": max_time,
+            "trajectory": trajectory,
+        },
+        context,
+        query,
+        quiet,
+    )
+    _report(result)
+    answer = result.answer
+    typer.echo(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
+    raise typer.Exit(0 if result.finished else 1)
+
+
+@rlm_app.command("niah")
+def niah_command(
+    lines: Annotated[int, typer.Option("--lines", min=1, help="Lines in the haystack.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the haystack and needle.")] = 0,
+    stand_in: Annotated[
+        bool,
+        typer.Option(
+            "--stand-in",
+            help="No LM: a scripted root policy and a sub-LM stand-in (--sub-latency) play "
+            "the LMs, to test the engine itself.",
+        ),
+    ] = False,
+    sub_latency: Annotated[
+        float, typer.Option("--sub-latency", min=0, help="The stand-in's latency (s).")
+    ] = 0.2,
+    model: ModelOpt = "gpt-5",
+    sub_model: Annotated[
+        str | None, typer.Option("--sub-model", help="The sub-LM's model.")
+    ] = "gpt-5-nano",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    pool_size: PoolOpt = 4,
+    force_parallel: ParallelOpt = False,
+    max_iterations: IterOpt = 10,
+    max_time: TimeOpt = 1800.0,
+    trajectory: TrajOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Needle in a haystack: hide a number in N generated lines and ask the RLM for it.
+
+    Prints ``Result``, ``Expected`` and ``Match``; exit status 0 on a match, 1 if not.
+    """
+    from .niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
+
+    haystack, needle = make_haystack(lines, seed)
+    root: Any
+    sub: Any
+    if stand_in:
+        root, sub = ScriptedRootLM(niah_policy()), StandInSubLM(sub_latency)
+    else:
+        root = _client(model, base_url, api_key_env)
+        sub = root.with_model(sub_model) if sub_model else root
+    result = _run(
+        {
+            "root_lm": root,
+            "sub_lm": sub,
+            "pool_size": pool_size,
+            "force_parallel": force_parallel,
+            "max_iterations": max_iterations,
+            "max_llm_calls": max(200, lines // 500),
+            "max_time": max_time,
+            "trajectory": trajectory,
+        },
+        haystack,
+        NIAH_QUERY,
+        quiet,
+    )
+    _report(result)
+    got = str(result.answer).strip() if result.answer is not None else None
+    typer.echo(f"Result:   {got}")
+    typer.echo(f"Expected: {needle}")
+    typer.echo(f"Match:    {got == needle}")
+    raise typer.Exit(0 if got == needle else 1)

@@ -459,9 +459,11 @@ class _Run:
             self.emit({"type": "sub_call_begin", "kind": "llm", "batch": batch}, persist=False)
             error = None
             text = ""
+            tokens = 0
             try:
                 completion, _ = await self.lm_call(lm, [{"role": "user", "content": prompt}])
                 text = completion.text
+                tokens = completion.prompt_tokens + completion.completion_tokens
             except LMError as exc:
                 error = str(exc)
                 raise
@@ -477,6 +479,7 @@ class _Run:
                         "prompt_chars": len(prompt),
                         "prompt": preview(prompt),
                         "response": preview(text),
+                        "tokens": tokens,
                         "error": error,
                         "child": None,
                     }
@@ -547,6 +550,7 @@ class _Run:
                 "prompt_chars": len(prompt),
                 "prompt": preview(prompt),
                 "response": preview(str(result.answer)),
+                "tokens": result.usage.total_tokens,
                 "error": error,
                 "child": child.run_id,
             }

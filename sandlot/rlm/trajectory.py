@@ -15,7 +15,8 @@ since the run started). The types and their fields:
 - ``sub_call``: one sub-LM or child-RLM call made from the REPL. ``iteration``,
   ``kind`` (``"llm"`` or ``"rlm"``), ``model``, ``batch`` (index in its batch or
   ``None``), ``seconds``, ``prompt_chars``, ``prompt`` and ``response`` (both cut
-  to ``PREVIEW_CHARS``), ``error``, ``child`` (the child run's id, for ``"rlm"``).
+  to ``PREVIEW_CHARS``), ``tokens`` (all the call used, a child run's included),
+  ``error``, ``child`` (the child run's id, for ``"rlm"``).
 - ``run_end``: ``answer``, ``finished`` (bool), ``stop_reason``, ``error``,
   ``iterations``, ``usage`` (``Usage.to_dict()``), ``seconds``.
 """
