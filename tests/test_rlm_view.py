@@ -121,6 +121,7 @@ def _sub_call(
         "prompt_chars": len(prompt),
         "prompt": prompt,
         "response": response,
+        "tokens": 250,
         "error": error,
         "child": child,
     }
@@ -141,7 +142,7 @@ def _write_trajectory(path: Path) -> None:
             "query": QUERY,
             "context": {"type": "str", "size": 1_048_576},
             "models": {"root": "root-model", "sub": "sub-model"},
-            "limits": {"max_iterations": 12, "max_depth": 1, "timeout": 600},
+            "limits": {"max_iterations": 12, "max_depth": 1, "max_tokens": None},
         }
     )
     # Iteration 1: a look at the context, then a block that fails.
@@ -440,6 +441,7 @@ def test_the_parent_run_header(rendered: tuple[Path, str, Element]) -> None:
         "root root-model · sub sub-model",
         "str, size 1,048,576",
         "max_iterations = 12",
+        "max_tokens = none",
         "10.1 s",
         "final",
         "12,345 tokens",
@@ -479,6 +481,7 @@ def test_sub_calls_with_timings_and_the_nested_child_run(
     calls = second.find_all("details", "subcall")
     assert [c.attrs["data-kind"] for c in calls].count("llm") == 4
     assert "batch #3" in second.text
+    assert "1,250 sub-call tokens" in second.one("header").text
     assert TIMEOUT_ERROR in second.text
     # Timings: a bar per root LM call, code block and sub-call on the iteration's axis.
     timeline = second.find_all("div", "timeline")[0]

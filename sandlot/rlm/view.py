@@ -103,8 +103,8 @@ table.usage th:first-child, table.usage td:first-child { text-align: left; }
   flex-wrap: wrap; }
 .subcall > summary { list-style: none; }
 .subcall > summary::-webkit-details-marker { display: none; }
-.subcall > summary::before { content: "\25B8"; color: var(--muted); width: 1em; }
-.subcall[open] > summary::before { content: "\25BE"; }
+.subcall > summary::before { content: "▸"; color: var(--muted); width: 1em; }
+.subcall[open] > summary::before { content: "▾"; }
 .subcall .body { padding: 6px 0 6px 18px; }
 .preview { color: var(--muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
   max-width: 60ch; }
@@ -203,7 +203,7 @@ _JS = r"""
   }
   const fact = (term, ...value) => [h("dt", null, term), h("dd", null, ...value)];
   const chips = (obj) => h("div", {class: "chips"}, Object.entries(obj).map(
-    ([k, v]) => h("span", {class: "chip mono"}, k + " = " + text(v))));
+    ([k, v]) => h("span", {class: "chip mono"}, k + " = " + (v === null ? "none" : text(v)))));
 
   // -- runs: one per id, in order of first appearance
   const runs = new Map();
@@ -329,6 +329,7 @@ _JS = r"""
       h("span", {class: "mono"}, text(e.model)),
       h("span", null, secs(e.seconds)),
       h("span", {class: "muted"}, int(e.prompt_chars) + " chars in"),
+      num(e.tokens) !== null ? h("span", {class: "muted"}, int(e.tokens) + " tokens") : null,
       child !== undefined ? h("span", {class: "badge " + status(child).cls},
                               "run " + child.id + ": " + status(child).label) : null,
       has(e.error) ? h("span", {class: "badge err"}, "error") :
@@ -379,13 +380,16 @@ _JS = r"""
       return acc + (num(u.prompt_tokens) ?? 0) + (num(u.completion_tokens) ?? 0);
     }, 0);
     const failedSubs = subs.filter((e) => has(e.error)).length;
+    const subTokens = subs.some((e) => num(e.tokens) !== null) ?
+      subs.reduce((acc, e) => acc + (num(e.tokens) ?? 0), 0) : null;
     const head = h("header", null,
       h("h3", null, it.key === "?" ? "Iteration ?" : "Iteration " + it.key),
       h("div", {class: "meta"},
         h("span", null, int(lmTokens) + " root tokens"),
         h("span", null, codes.length + " code block" + (codes.length === 1 ? "" : "s")),
         h("span", {class: "subcall-count"}, subs.length + " sub-call" +
-          (subs.length === 1 ? "" : "s") + (failedSubs ? ", " + failedSubs + " failed" : ""))));
+          (subs.length === 1 ? "" : "s") + (failedSubs ? ", " + failedSubs + " failed" : "")),
+        subTokens !== null ? h("span", null, int(subTokens) + " sub-call tokens") : null));
     const section = h("section", {class: "iteration", id: id,
                                   data: {iteration: it.key, subcalls: subs.length}}, head);
     const tl = timeline(rows, "iteration " + it.key);
