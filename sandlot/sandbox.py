@@ -128,8 +128,12 @@ class AsyncSandbox:
 
     async def terminate(self) -> None:
         """End the sandbox and every process in it; safe to call more than once."""
-        if self._launch is None or (self._dead is not None and self._channel is None):
+        if self._launch is None:
             return
+        if self._dead is not None and self._channel is None:
+            # It died on its own: wait for the cleanup that may still be running.
+            async with self._death_lock:
+                return
         await self._end("terminated", "terminate() was called")
 
     async def __aenter__(self) -> Self:
