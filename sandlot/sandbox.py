@@ -103,6 +103,12 @@ class AsyncSandbox:
             ready = await asyncio.wait_for(channel.read_frame(), STARTUP_TIMEOUT)
         except TimeoutError:
             ready = None
+        except BaseException:  # cancelled while it started: it must not outlive the caller
+            launch.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(launch.wait(), 5)
+            await launch.cleanup()
+            raise
         if ready is None or not ready[0].get("ok"):
             launch.kill()
             with contextlib.suppress(Exception):

@@ -252,3 +252,37 @@ def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
     assert _children() == []
     assert len(os.listdir("/proc/self/fd")) == fds
     assert mine() == before
+
+
+def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
+    import asyncio
+
+    from sandlot.backends.local import _state_root
+
+    def mine() -> list[str]:
+        found = [p.name for p in _state_root().iterdir()]
+        found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
+        return sorted(p for p in found if f"{os.getpid()}-" in p)
+
+    before = mine()
+
+    async def cancel_at(delay: float) -> bool:
+        box = sandlot.AsyncSandbox(strict())
+        task = asyncio.create_task(box.start())
+        await asyncio.sleep(delay)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        await box.terminate()
+        return False
+
+    async def sweep() -> list[bool]:
+        # From before the fork, through the fork on its thread, to the driver's hello.
+        return [await cancel_at(d / 1000) for d in (0, 1, 2, 3, 5, 8, 12, 20, 30, 45)]
+
+    cancelled = asyncio.run(sweep())
+    assert sum(cancelled) >= 3
+    assert _children() == []
+    assert mine() == before

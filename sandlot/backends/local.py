@@ -362,9 +362,9 @@ class LocalBackend:
                 os.setgid(fallback_drop[1])
                 os.setuid(fallback_drop[0])
 
-        try:
-            # Forking a large host takes milliseconds: keep it off the event loop.
-            proc = await asyncio.to_thread(
+        # Forking a large host takes milliseconds: keep it off the event loop.
+        spawn = asyncio.ensure_future(
+            asyncio.to_thread(
                 subprocess.Popen,
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -376,7 +376,15 @@ class LocalBackend:
                 start_new_session=True,
                 preexec_fn=enter_sandbox,
             )
+        )
+        try:
+            proc = await asyncio.shield(spawn)
         except BaseException:
+            # A cancel does not stop the fork on its thread: let it finish, then undo it.
+            with contextlib.suppress(BaseException):
+                orphan = await spawn
+                os.killpg(orphan.pid, signal.SIGKILL)
+                await asyncio.to_thread(orphan.wait)
             if cgroup is not None:
                 cgroup.remove()
             shutil.rmtree(host_dir, ignore_errors=True)
