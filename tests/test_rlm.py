@@ -379,6 +379,7 @@ def test_parsing_helpers() -> None:
     assert find_code_blocks(reply) == ["x = 1\n", "y = 2\n"]
     assert find_final("```repl\nFINAL(no)\n```\nFINAL_VAR(res)") == ("FINAL_VAR", "res")
     assert find_final("text\nFINAL(multi\nline)") == ("FINAL", "multi\nline")
+    assert find_final("FINAL(7)\nI checked (twice).") == ("FINAL", "7")
     assert find_final("mentions FINAL(x) mid-line") is None
     text, dropped = truncate_middle("a" * 50 + "b" * 50, 40)
     assert dropped == 60 and text.startswith("a" * 26) and text.endswith("b" * 14)

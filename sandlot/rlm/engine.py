@@ -69,7 +69,8 @@ CHILD_QUERY = (
 _CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
 _ANY_BLOCK = re.compile(r"```.*?```", re.DOTALL)
 _FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*[\"']?([A-Za-z_]\w*)[\"']?\s*\)", re.MULTILINE)
-_FINAL = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
+_FINAL_LINE = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE)
+_FINAL_LINES = re.compile(r"^\s*FINAL\((.*)\)\s*$", re.MULTILINE | re.DOTALL)
 
 
 def find_code_blocks(reply: str) -> list[str]:
@@ -83,7 +84,7 @@ def find_final(reply: str) -> tuple[Literal["FINAL", "FINAL_VAR"], str] | None:
     match = _FINAL_VAR.search(text)
     if match:
         return "FINAL_VAR", match.group(1)
-    match = _FINAL.search(text)
+    match = _FINAL_LINE.search(text) or _FINAL_LINES.search(text)
     if match:
         inner = match.group(1).strip()
         with contextlib.suppress(ValueError, SyntaxError):
