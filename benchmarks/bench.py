@@ -6,7 +6,11 @@
     uv run --extra bench python benchmarks/bench.py fanout      # pool fan-out efficiency
     uv run --extra bench python benchmarks/bench.py density     # memory per idle sandbox
     uv run --extra bench python benchmarks/bench.py rate        # sandboxes created per second
-    uv run --extra bench python benchmarks/bench.py all
+    uv run --extra bench python benchmarks/bench.py all         # the six above
+    uv run --extra bench python benchmarks/bench.py rlm         # RLM engine overhead on NIAH
+
+``rlm`` is not part of ``all`` (with its defaults it takes about 25 minutes); its options:
+``--lines 10000,100000,1000000 --pools 1,4,16 --latency 0.2 --runs 3 --chunk-chars 50000``.
 
 Peers (``benchmarks/peers.py``) run in the same process and the same run. Where a
 peer is not isolated, its figure is a floor for latency, not a rival for safety.
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import math
 import os
 import platform
 import statistics
@@ -90,6 +96,11 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         t.add_row(*row)
     console.print(t)
+
+
+def ints(text: str) -> list[int]:
+    """``"1,4,16"`` as ``[1, 4, 16]``."""
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def yes(flag: bool) -> str:
@@ -471,13 +482,255 @@ def bench_rate(seconds: float, workers: int) -> None:
     )
 
 
+# -- 7. RLM engine overhead on needle in a haystack -----------------------------------
+
+# rlms 0.1.3 has no FINAL_VAR: its REPL finishes on ``answer["ready"] = True``. The rlms run
+# gets the same script with only the finishing line changed to that (sandlot's REPL accepts both).
+NIAH_FINISH_FINAL_VAR = "print(magic)\n```\nFINAL_VAR(magic)\n"
+NIAH_FINISH_ANSWER_DICT = 'print(magic)\nanswer["content"] = magic\nanswer["ready"] = True\n```\n'
+
+
+def rlms_niah_policy(chunk_chars: int) -> Callable[[Any], str]:
+    """sandlot's scripted NIAH root policy, finishing the way rlms's REPL expects."""
+    from sandlot.rlm.niah import niah_policy
+
+    base = niah_policy(chunk_chars)
+
+    def policy(messages: Any) -> str:
+        reply = base(messages)
+        if "FINAL_VAR(" in reply:
+            assert NIAH_FINISH_FINAL_VAR in reply, "the NIAH script's finish changed"
+            reply = reply.replace(NIAH_FINISH_FINAL_VAR, NIAH_FINISH_ANSWER_DICT)
+        return reply
+
+    return policy
+
+
+def niah_chunk_count(text: str, chunk: int) -> int:
+    """How many chunks the scripted root's code cuts ``text`` into (its loop, on the host)."""
+    count = start = 0
+    while start < len(text):
+        end = text.rfind("\n", start, start + chunk) + 1 or min(start + chunk, len(text))
+        if end <= start:
+            end = min(start + chunk, len(text))
+        count += 1
+        start = end
+    return count
+
+
+class RecordingLM:
+    """Wraps a sandlot LM; appends each call's start and end (``perf_counter``) to ``calls``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model: str = inner.model
+        self.calls: list[tuple[float, float]] = []
+
+    async def acomplete(self, messages: Any) -> Any:
+        """The inner LM's answer, timed."""
+        start = time.perf_counter()
+        done = await self.inner.acomplete(messages)
+        self.calls.append((start, time.perf_counter()))
+        return done
+
+
+class NiahSample:
+    """One timed completion: wall time, answer check, and where the time went."""
+
+    def __init__(
+        self, start: float, end: float, calls: list[tuple[float, float]], ok: bool
+    ) -> None:
+        self.wall = end - start
+        self.ok = ok
+        self.calls = len(calls)
+        first = min((c[0] for c in calls), default=end)
+        last = max((c[1] for c in calls), default=end)
+        self.head = first - start  # start of completion() to the first sub-call's start
+        self.span = max(0.0, last - first)  # first sub-call's start to the last one's end
+        self.tail = end - last  # last sub-call's end to completion() returning
+        self.mean_call = statistics.fmean(c[1] - c[0] for c in calls) if calls else 0.0
+
+
+def sandlot_niah(text: str, needle: str, pool: int, latency: float, chunk: int) -> NiahSample:
+    """sandlot's RLM on the haystack: scripted root, stand-in sub-LM, ``pool`` calls at once."""
+    from sandlot.rlm.engine import RLM
+    from sandlot.rlm.niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, niah_policy
+
+    sub = RecordingLM(StandInSubLM(latency))
+    engine = RLM(
+        ScriptedRootLM(niah_policy(chunk)),
+        sub,
+        pool_size=pool,
+        max_llm_calls=100_000,  # the default 200 would refuse the 10^6-line haystack's chunks
+        max_time=3600,
+    )
+    start = time.perf_counter()
+    result = engine.completion(text, NIAH_QUERY)
+    end = time.perf_counter()
+    ok = result.finished and str(result.answer) == needle
+    if not ok:
+        console.print(f"[red]sandlot: wrong answer {result.answer!r} ({result.error})[/]")
+    return NiahSample(start, end, sub.calls, ok)
+
+
+def rlms_niah(text: str, needle: str, pool: int, latency: float, chunk: int) -> NiahSample:
+    """rlms's RLM (LocalREPL) on the same haystack, script and stand-in."""
+    from sandlot.rlm.niah import NIAH_QUERY, StandInSubLM
+
+    loop = peer_module.RlmsLoop(rlms_niah_policy(chunk), StandInSubLM(latency), pool)
+    start = time.perf_counter()
+    try:
+        answer: str | None = loop.completion(text, NIAH_QUERY)
+    except Exception as exc:  # a failed run is a wrong answer in the table
+        answer = f"{type(exc).__name__}: {exc}"
+    end = time.perf_counter()
+    ok = answer is not None and answer.strip() == needle
+    if not ok:
+        console.print(f"[red]rlms: wrong answer {answer!r}[/]")
+    return NiahSample(start, end, loop.calls, ok)
+
+
+def bench_rlm(
+    line_counts: list[int],
+    pools: list[int],
+    latency: float,
+    runs: int,
+    chunk: int,
+    with_rlms: bool,
+) -> bool:
+    """RLM engine overhead on NIAH: wall time against the ideal (sub-LM time / pool size).
+
+    Returns False if any run got a wrong answer (or the wrong number of sub-calls).
+    """
+    from sandlot.rlm.niah import make_haystack
+
+    engines: list[tuple[str, Callable[..., NiahSample]]] = [("sandlot", sandlot_niah)]
+    if with_rlms:
+        problem = PEER_PROBLEM or peer_module.RlmsLoop.available()
+        if problem is None:
+            engines.append(("rlms", rlms_niah))
+        else:
+            console.print(f"[yellow]rlms: skipped: {problem}[/]")
+    has_rlms = len(engines) > 1
+    if has_rlms:
+        from importlib.metadata import version
+
+        console.print(
+            f"rlms {version('rlms')}: RLM(environment='local'), llm_query_batched bounded by "
+            f"LMHandler.batch_max_concurrent set to the pool size (as shipped: "
+            f"{peer_module.RlmsLoop.SHIPPED_BATCH_CONCURRENCY}, no RLM argument sets it)"
+        )
+    small, small_needle = make_haystack(200, seed=1)
+    for _name, fn in engines:  # warm-up: imports, first sandbox, first socket server
+        fn(small, small_needle, 2, 0.0, 2000)
+    all_ok = True
+    rows: list[list[str]] = []
+    parts: list[list[str]] = []
+    for lines in line_counts:
+        made = time.perf_counter()
+        text, needle = make_haystack(lines)
+        chunks = niah_chunk_count(text, chunk)
+        console.print(
+            f"[dim]haystack of {lines:,} lines ({len(text) / 1e6:.1f} MB, {chunks} chunks) "
+            f"made in {time.perf_counter() - made:.1f}s[/]"
+        )
+        for pool in pools:
+            samples: dict[str, list[NiahSample]] = {name: [] for name, _ in engines}
+            for i in range(runs):
+                order = engines if i % 2 == 0 else engines[::-1]
+                said = []
+                for name, fn in order:
+                    gc.collect()
+                    sample = fn(text, needle, pool, latency, chunk)
+                    sample.ok = sample.ok and sample.calls == chunks
+                    samples[name].append(sample)
+                    said.append(f"{name} {sample.wall:.2f}s {'ok' if sample.ok else 'WRONG'}")
+                console.print(
+                    f"[dim]{lines:,} lines, pool {pool}, run {i + 1}/{runs}: {', '.join(said)}[/]"
+                )
+            ideal = chunks * latency / pool
+            wave = math.ceil(chunks / pool) * latency
+            row = [f"{lines:,}", str(pool), str(chunks), f"{ideal:.2f}", f"{wave:.2f}"]
+            p50 = {}
+            for name, _ in engines:
+                walls = [s.wall for s in samples[name]]
+                p50[name] = statistics.median(walls)
+                cell = (
+                    f"{p50[name]:.2f}" if runs == 1 else f"{p50[name]:.2f}/{pct(walls, 0.95):.2f}"
+                )
+                row += [
+                    cell,
+                    f"{100 * (p50[name] - ideal) / p50[name]:.1f}",
+                    f"{100 * (p50[name] - wave) / p50[name]:.1f}",
+                ]
+                mid = statistics.median
+                ss = samples[name]
+                parts.append(
+                    [
+                        f"{lines:,}",
+                        str(pool),
+                        name,
+                        ms(mid(s.head for s in ss)),
+                        f"{mid(s.span for s in ss):.2f}",
+                        ms(mid(s.span for s in ss) - wave),
+                        ms(mid(s.mean_call for s in ss) - latency),
+                        ms(mid(s.tail for s in ss)),
+                    ]
+                )
+            if has_rlms:
+                row.append(f"{p50['rlms'] / p50['sandlot']:.2f}")
+            bad = [
+                f"{name} {sum(not s.ok for s in samples[name])} of {runs}"
+                for name, _ in engines
+                if not all(s.ok for s in samples[name])
+            ]
+            all_ok = all_ok and not bad
+            row.append("yes" if not bad else "WRONG: " + ", ".join(bad))
+            rows.append(row)
+    wall = "wall s" if runs == 1 else "wall s p50/p95"
+    columns = ["lines", "pool", "chunks", "ideal s", "wave bound s"]
+    for name, _ in engines:
+        columns += [f"{name} {wall}", f"{name} overhead % (ideal)", f"{name} overhead % (wave)"]
+    if has_rlms:
+        columns.append("rlms / sandlot p50")
+    columns.append("answers ok")
+    width = console.width
+    console.width = max(width, 180)  # 13 columns: keep "17.40/17.62" from being cut
+    table(
+        f"RLM engine overhead on NIAH: sub-LM stand-in of {latency * 1000:.0f} ms, "
+        f"{chunk:,}-char chunks, {runs} run{'s' if runs > 1 else ''} each "
+        "(ideal = chunks x latency / pool; wave bound = ceil(chunks / pool) x latency; "
+        "overhead = (wall - bound) / wall, at p50)",
+        columns,
+        rows,
+    )
+    table(
+        "where the time went (medians): head = completion() called to first sub-call started; "
+        "span = first sub-call started to last ended; tail = last sub-call ended to return",
+        [
+            "lines",
+            "pool",
+            "environment",
+            "head ms",
+            "span s",
+            "span - wave bound ms",
+            "sub-call over latency ms (mean)",
+            "tail ms",
+        ],
+        parts,
+    )
+    console.width = width
+    return all_ok
+
+
 def main() -> None:
     """Parse the command line and run the chosen benchmarks."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "which", choices=["startup", "roundtrip", "hostcall", "fanout", "density", "rate", "all"]
+        "which",
+        choices=["startup", "roundtrip", "hostcall", "fanout", "density", "rate", "all", "rlm"],
     )
     parser.add_argument("--runs", type=int, default=0, help="samples (default per benchmark)")
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
@@ -485,8 +738,15 @@ def main() -> None:
     parser.add_argument(
         "--latency",
         type=float,
-        default=0.1,
-        help="fanout: seconds each stand-in host call sleeps (default 0.1)",
+        default=None,
+        help="fanout, rlm: seconds each stand-in call takes (default 0.1 fanout, 0.2 rlm)",
+    )
+    parser.add_argument(
+        "--lines", default="", help="rlm: haystack sizes in lines (default 10000,100000,1000000)"
+    )
+    parser.add_argument("--pools", default="", help="rlm: pool sizes (default 1,4,16)")
+    parser.add_argument(
+        "--chunk-chars", type=int, default=0, help="rlm: chunk size of the script (default 50000)"
     )
     args = parser.parse_args()
     quick = args.quick
@@ -501,6 +761,7 @@ def main() -> None:
     )
     console.print(f"isolation: {iso}")
     chosen = ["startup", "roundtrip", "hostcall", "fanout", "density", "rate"]
+    failed = False
     for name in chosen if args.which == "all" else [args.which]:
         started = time.perf_counter()
         if name == "startup":
@@ -510,12 +771,28 @@ def main() -> None:
         elif name == "hostcall":
             bench_hostcall(args.runs or (200 if quick else 2000))
         elif name == "fanout":
-            bench_fanout(64 if quick else 512, [4, 16] if quick else [4, 16, 64], args.latency)
+            latency = 0.1 if args.latency is None else args.latency
+            bench_fanout(64 if quick else 512, [4, 16] if quick else [4, 16, 64], latency)
         elif name == "density":
             bench_density(20 if quick else 500, 3 if quick else 10)
         elif name == "rate":
             bench_rate(5 if quick else 30, 2)
+        elif name == "rlm":
+            from sandlot.rlm.niah import NIAH_CHUNK_CHARS
+
+            ok = bench_rlm(
+                ints(args.lines or ("2000" if quick else "10000,100000,1000000")),
+                ints(args.pools or ("1,4" if quick else "1,4,16")),
+                args.latency if args.latency is not None else 0.02 if quick else 0.2,
+                args.runs or (1 if quick else 3),
+                args.chunk_chars or (5000 if quick else NIAH_CHUNK_CHARS),
+                with_rlms=not args.no_peers,
+            )
+            if not ok:
+                failed = True
         console.print(f"[dim]{name}: {time.perf_counter() - started:.0f}s[/]\n")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

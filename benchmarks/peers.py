@@ -31,6 +31,9 @@ while code runs, so drive them from one thread and measure their memory in this 
 ``PythonInterpreter`` must stay on the thread that first used it; ``close()`` of the ``rlm``
 peers takes about 0.5 s, the poll interval of their ``LMHandler``'s ``socketserver`` shutdown.
 
+:class:`RlmsLoop` is not an environment peer: it runs ``rlms``'s whole RLM loop (root LM turns,
+``LocalREPL``, sub-LM calls) with stand-in clients, for the ``rlm`` benchmark.
+
 The peers are optional: install them with ``uv sync --extra bench``.
 """
 
@@ -49,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -63,6 +67,7 @@ __all__ = [
     "RlmIPythonInProcess",
     "RlmIPythonKernel",
     "RlmLocalREPL",
+    "RlmsLoop",
     "SweRexLocal",
     "available_peers",
     "process_tree",
@@ -721,6 +726,114 @@ class DspyLocalInterpreter(_DspyBase):
         return process_tree(process.pid) if process is not None else []
 
 
+# ---------------------------------------------------------------------------------------------
+# rlms's own RLM loop (not an environment peer): the ``rlm`` benchmark drives it
+# ---------------------------------------------------------------------------------------------
+
+
+class RlmsLoop:
+    """The whole ``rlm.RLM`` loop of ``rlms`` on its ``local`` environment (``LocalREPL``), with
+    two stand-in clients plugged in where its model clients go.
+
+    - The root client replies from ``root_policy(messages) -> reply`` (a scripted root LM).
+    - The sub client (what ``llm_query`` / ``llm_query_batched`` reach, over ``rlm``'s
+      ``LMHandler`` socket server) awaits ``sub_lm.acomplete([user message])``: pass
+      ``sandlot.rlm.niah.StandInSubLM`` to get the very stand-in sandlot's engine uses.
+
+    ``rlm`` builds its clients by backend name (``get_client``) and its ``LMHandler`` inside
+    ``completion``; for the length of one :meth:`completion` this adapter swaps ``rlm.core.rlm``'s
+    ``get_client`` for one that returns the stand-ins, and its ``LMHandler`` for a subclass whose
+    ``batch_max_concurrent`` (the bound on concurrent prompts of one ``llm_query_batched``; 16
+    as shipped, with no ``RLM`` argument to set it) is ``concurrency``. Every sub-call's start
+    and end (``time.perf_counter``) is appended to :attr:`calls`.
+    """
+
+    name: str = "rlms LocalREPL"
+    SHIPPED_BATCH_CONCURRENCY = 16
+    """``LMHandler``'s default ``batch_max_concurrent`` in ``rlms`` 0.1.3."""
+
+    def __init__(self, root_policy: Any, sub_lm: Any, concurrency: int) -> None:
+        self._rlm = _untyped("rlm.core.rlm")
+        self.root_policy = root_policy
+        self.sub_lm = sub_lm
+        self.concurrency = concurrency
+        self.calls: list[tuple[float, float]] = []
+
+    @staticmethod
+    def available() -> str | None:
+        """``None`` if ``rlm`` imports."""
+        try:
+            _untyped("rlm.core.rlm")
+        except ImportError as exc:
+            return _missing("rlms", exc)
+        return None
+
+    def _clients(self) -> tuple[Any, Any]:
+        base_lm: Any = _untyped("rlm.clients.base_lm").BaseLM
+        types = _untyped("rlm.core.types")
+        policy, sub_lm, calls = self.root_policy, self.sub_lm, self.calls
+
+        class _StandIn(base_lm):  # type: ignore[misc]
+            def get_usage_summary(self) -> Any:
+                return types.UsageSummary(model_usage_summaries={})
+
+            def get_last_usage(self) -> Any:
+                return types.ModelUsageSummary(
+                    total_calls=1, total_input_tokens=0, total_output_tokens=0
+                )
+
+        class RootClient(_StandIn):
+            def completion(self, prompt: Any) -> str:
+                return str(policy(prompt))
+
+            async def acompletion(self, prompt: Any) -> str:
+                return str(policy(prompt))
+
+        class SubClient(_StandIn):
+            def completion(self, prompt: Any) -> str:
+                return asyncio.run(self.acompletion(prompt))
+
+            async def acompletion(self, prompt: Any) -> str:
+                start = time.perf_counter()
+                done = await sub_lm.acomplete([{"role": "user", "content": str(prompt)}])
+                calls.append((start, time.perf_counter()))
+                return str(done.text)
+
+        return RootClient(model_name="scripted-root"), SubClient(model_name="stand-in-sub")
+
+    def completion(self, context: str, query: str) -> str | None:
+        """One ``RLM.completion(context, root_prompt=query)``; its answer (``None`` if none)."""
+        rlm = self._rlm
+        root, sub = self._clients()
+        bound = self.concurrency
+
+        def get_client(backend: str, kwargs: dict[str, Any]) -> Any:
+            return sub if (kwargs or {}).get("model_name") == sub.model_name else root
+
+        class BoundHandler(rlm.LMHandler):  # type: ignore[misc,name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs["batch_max_concurrent"] = bound
+                super().__init__(*args, **kwargs)
+
+        saved = rlm.get_client, rlm.LMHandler
+        rlm.get_client, rlm.LMHandler = get_client, BoundHandler
+        try:
+            engine = rlm.RLM(
+                backend="openai",
+                backend_kwargs={"model_name": root.model_name},
+                environment="local",
+                other_backends=["openai"],
+                other_backend_kwargs=[{"model_name": sub.model_name}],
+                max_depth=1,
+                max_iterations=10,
+                max_concurrent_subcalls=bound,
+            )
+            result = engine.completion(context, root_prompt=query)
+        finally:
+            rlm.get_client, rlm.LMHandler = saved
+        return None if result.response is None else str(result.response)
+
+
 PEERS: list[type[Peer]] = [
     RlmLocalREPL,
     RlmIPythonInProcess,
@@ -740,8 +853,6 @@ def available_peers() -> dict[str, str | None]:
 
 if __name__ == "__main__":
     # Smoke check: python benchmarks/peers.py
-    import time
-
     for peer_cls in PEERS:
         reason = peer_cls.available()
         if reason is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,19 @@ def test_benchmark_commands_print_their_tables() -> None:
         assert done.returncode == 0, done.stderr
         assert title in done.stdout
         assert "│ sandlot" in done.stdout
+
+
+def test_rlm_benchmark_prints_its_tables_and_right_answers() -> None:
+    with_rlms = importlib.util.find_spec("rlm") is not None  # the bench extra
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "rlm", "--quick", *([] if with_rlms else ["--no-peers"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RLM engine overhead on NIAH" in done.stdout
+    assert "where the time went" in done.stdout
+    assert "│ sandlot" in done.stdout
+    assert ("│ rlms" in done.stdout) == with_rlms
+    assert "WRONG" not in done.stdout and "wrong answer" not in done.stdout
