@@ -374,6 +374,25 @@ def test_the_trajectory_survives_a_cancelled_run(tmp_path: Path) -> None:
     assert json.loads(path.read_text().splitlines()[2])["output"] == "working"
 
 
+def test_warm_sandboxes_serve_the_next_completions_until_closed() -> None:
+    from sandlot.sandbox import live_sandboxes
+
+    before = set(live_sandboxes())
+    script = Script(repl("x = globals().get('x', 0) + 1\nprint('x is', x)"), "FINAL(done)")
+    with make(script, warm=1) as rlm:
+        rlm.start()
+        pool = rlm._warm_pool
+        assert pool is not None and pool.stats()["idle"] == 1
+        waiting = next(iter(set(live_sandboxes()) - before))
+        first = rlm.completion("c", "q")
+        assert first.answer == "done" and not waiting.is_alive  # used once, then retired
+        rlm.completion("c", "q")
+        # Each completion got a fresh interpreter (x restarts at 1).
+        outputs = [m[-1]["content"] for m in script.seen if "x is" in m[-1]["content"]]
+        assert len(outputs) == 2 and all("x is 1" in o for o in outputs)
+    assert set(live_sandboxes()) == before
+
+
 def test_parsing_helpers() -> None:
     reply = "a\n```repl\nx = 1\n```\n```python\ny = 2\n```\n```\nz\n```\n```repl\n\n```"
     assert find_code_blocks(reply) == ["x = 1\n", "y = 2\n"]

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, SandboxDied, SandboxError
@@ -215,6 +215,10 @@ class RLM:
             ``prompts.SYSTEM_PROMPT`` are filled in).
         on_event: called with every trajectory event, and with transient
             ``sub_call_begin`` events, as they happen (for progress views).
+        warm: keep this many sandboxes started for the next completions, so a
+            run does not wait for a cold start. They live until ``close()``: use
+            ``with RLM(..., warm=1) as rlm`` (or ``async with``); ``start()``
+            warms them before the first completion.
     """
 
     def __init__(
@@ -238,6 +242,7 @@ class RLM:
         force_parallel: bool = False,
         system_prompt: str | None = None,
         on_event: EventHook | None = None,
+        warm: int = 0,
     ) -> None:
         self.root_lm = check_lm(root_lm, "RLM root_lm")
         self.sub_lm = check_lm(sub_lm, "RLM sub_lm") if sub_lm is not None else self.root_lm
@@ -250,6 +255,7 @@ class RLM:
             ("max_errors", max_errors, 1),
             ("max_output_chars", max_output_chars, 200),
             ("sub_chars", sub_chars, 1),
+            ("warm", warm, 0),
         ):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"RLM {name} must be an int of at least {low} (got {value!r})")
@@ -275,6 +281,59 @@ class RLM:
         self.force_parallel = force_parallel
         self.system_prompt = system_prompt
         self.on_event = on_event
+        self.warm = warm
+        self._warm_pool: AsyncSandboxPool | None = None
+        self._warm_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- warm sandboxes ------------------------------------------------------------
+
+    def _ready_pool(self) -> AsyncSandboxPool | None:
+        """The pool of warm sandboxes for top runs, if ``warm`` asks for one on this loop."""
+        if self.warm == 0:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._warm_pool is None:
+            # Not a bound: completions beyond the warm ones start sandboxes of their own.
+            self._warm_pool = AsyncSandboxPool(self.sandbox, size=1 << 16, warm=self.warm)
+            self._warm_loop = loop
+        return self._warm_pool if self._warm_loop is loop else None
+
+    async def astart(self) -> Self:
+        """Start the ``warm`` sandboxes and wait until they are ready."""
+        pool = self._ready_pool()
+        if pool is not None:
+            await pool.start()
+            await pool.wait_warm()
+        return self
+
+    async def aclose(self) -> None:
+        """Terminate the warm sandboxes; the RLM may be used again (and warms again)."""
+        pool, self._warm_pool = self._warm_pool, None
+        if pool is not None:
+            await pool.close()
+
+    def start(self) -> Self:
+        """Blocking :meth:`astart`."""
+        return portal().call(self.astart())
+
+    def close(self) -> None:
+        """Blocking :meth:`aclose`."""
+        if self._warm_pool is not None:
+            portal().call(self.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- completions -----------------------------------------------------------------
 
     def completion(self, context: Any, query: str) -> RLMResult:
         """Answer ``query`` about ``context`` (a str, or JSON data: dict, list, ...).
@@ -293,8 +352,12 @@ class RLM:
             llm_slots=asyncio.Semaphore(self.pool_size),
         )
         run = _Run(tree, depth=0, parent=None, root_lm=self.root_lm)
+        pool = self._ready_pool()
         try:
-            return await run.run(context, data, kind, chars, query)
+            if pool is None:
+                return await run.run(context, data, kind, chars, query)
+            async with pool.sandbox(clean=True) as sandbox:  # retired in the background
+                return await run.run(context, data, kind, chars, query, sandbox=sandbox)
         finally:
             for pool in tree.pools.values():
                 await pool.close()
