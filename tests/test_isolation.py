@@ -192,11 +192,17 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
     """)
     )
     proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    host_dir = Path(proc.stdout.readline().strip())
-    assert host_dir.exists() and _pids_with(token)
-    proc.kill()
-    proc.wait()
+    try:
+        assert proc.stdout is not None
+        host_dir = Path(proc.stdout.readline().strip())
+        # The detached process may still be on its way through setsid and exec.
+        deadline = time.monotonic() + 5
+        while not _pids_with(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert host_dir.exists() and _pids_with(token)
+    finally:
+        proc.kill()
+        proc.wait()
     assert _wait_gone(token) == []
     # The next process that starts a sandbox sweeps what the killed one left.
     subprocess.run(
