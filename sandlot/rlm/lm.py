@@ -165,18 +165,12 @@ class OpenAICompatibleLM:
         """Answer ``messages`` without blocking the event loop; ``LMError`` if it cannot."""
         import openai
 
-        sent = self._messages(messages)
+        request = self._request(messages)
         client = await self._async_client()
         retry = _Retry(self)
         while True:
             try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=self.model,
-                    messages=sent,
-                    temperature=openai.omit if self.temperature is None else self.temperature,
-                    max_tokens=openai.omit if self.max_tokens is None else self.max_tokens,
-                    extra_body=self.extra_body,
-                )
+                raw = await client.chat.completions.with_raw_response.create(**request)
                 return self._completion(raw)
             except (openai.APIError, _BadReply) as exc:
                 delay = retry.delay_after(exc)
@@ -186,18 +180,12 @@ class OpenAICompatibleLM:
         """Answer ``messages``, blocking; safe from several threads. ``LMError`` if it cannot."""
         import openai
 
-        sent = self._messages(messages)
+        request = self._request(messages)
         client = self._client()
         retry = _Retry(self)
         while True:
             try:
-                raw = client.chat.completions.with_raw_response.create(
-                    model=self.model,
-                    messages=sent,
-                    temperature=openai.omit if self.temperature is None else self.temperature,
-                    max_tokens=openai.omit if self.max_tokens is None else self.max_tokens,
-                    extra_body=self.extra_body,
-                )
+                raw = client.chat.completions.with_raw_response.create(**request)
                 return self._completion(raw)
             except (openai.APIError, _BadReply) as exc:
                 delay = retry.delay_after(exc)
@@ -218,10 +206,19 @@ class OpenAICompatibleLM:
         if entry is not None:
             await entry[1].aclose()
 
-    def _messages(self, messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
+    def _request(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """The arguments of one chat-completions request, for either client."""
+        import openai
+
         if not messages:
             raise ValueError(f"{self.model}: messages is empty; pass at least one message")
-        return cast("list[ChatCompletionMessageParam]", list(messages))
+        return {
+            "model": self.model,
+            "messages": cast("list[ChatCompletionMessageParam]", list(messages)),
+            "temperature": openai.omit if self.temperature is None else self.temperature,
+            "max_tokens": openai.omit if self.max_tokens is None else self.max_tokens,
+            "extra_body": self.extra_body,
+        }
 
     def _client(self) -> openai.OpenAI:
         import openai
