@@ -88,16 +88,19 @@ TrajOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No live progress view.")]
 
 
-def _client(model: str, base_url: str | None, api_key_env: str) -> Any:
+def _lms(model: str, sub_model: str | None, base_url: str | None, api_key_env: str) -> Any:
+    """The root and sub LM clients for the options given."""
     import os
 
     from sandlot.cli import _fail
 
+    from .lm import OpenAICompatibleLM
+
     try:
-        from .lm import OpenAICompatibleLM
-    except ImportError as exc:
+        root = OpenAICompatibleLM(model, base_url=base_url, api_key=os.environ.get(api_key_env))
+    except (ImportError, ValueError) as exc:
         _fail(str(exc))
-    return OpenAICompatibleLM(model, base_url=base_url, api_key=os.environ.get(api_key_env))
+    return root, root.with_model(sub_model) if sub_model else root
 
 
 def _run(rlm_kwargs: dict[str, Any], context: Any, query: str, quiet: bool) -> Any:
@@ -191,8 +194,7 @@ def ask_command(
             context = json.loads(raw)
         except json.JSONDecodeError as exc:
             _fail(f"{context_file}: not valid JSON ({exc}); rename it to read it as text")
-    root = _client(model, base_url, api_key_env)
-    sub = root.with_model(sub_model) if sub_model else root
+    root, sub = _lms(model, sub_model, base_url, api_key_env)
     result = _run(
         {
             "root_lm": root,
@@ -255,8 +257,7 @@ def niah_command(
     if stand_in:
         root, sub = ScriptedRootLM(niah_policy()), StandInSubLM(sub_latency)
     else:
-        root = _client(model, base_url, api_key_env)
-        sub = root.with_model(sub_model) if sub_model else root
+        root, sub = _lms(model, sub_model, base_url, api_key_env)
     result = _run(
         {
             "root_lm": root,
