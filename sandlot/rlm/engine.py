@@ -107,13 +107,19 @@ def truncate_middle(text: str, limit: int) -> tuple[str, int]:
 
 
 def format_output(result: CodeResult) -> str:
-    """What the LM sees of one code block's run: output, value, error."""
+    """What the LM sees of one code block's run: output, value, error.
+
+    A block that ended by submitting the answer shows no traceback for that.
+    """
     parts = [p.rstrip("\n") for p in (result.stdout, result.stderr) if p]
     if result.value is not None:
         parts.append(result.value)
-    if result.error is not None:
+    submitted = result.error is not None and result.error.name == SUBMITTED
+    if result.error is not None and not submitted:
         parts.append(result.error.traceback or str(result.error))
-    return "\n".join(parts) if parts else "(no output)"
+    if parts:
+        return "\n".join(parts)
+    return "(answer submitted)" if submitted else "(no output)"
 
 
 @dataclass
@@ -847,10 +853,8 @@ class _Run:
         error: str | None = None
         try:
             result = await sandbox.run_code(code, timeout=max(self.tree.remaining(), 0.001))
-            if result.error is None or result.error.name == SUBMITTED:
-                shown = format_output(result) if result.error is None else _without_error(result)
-            else:
-                shown = format_output(result)
+            shown = format_output(result)
+            if result.error is not None and result.error.name != SUBMITTED:
                 error = str(result.error)
             if self.final is None and error is None:
                 await sandbox.run_code("_rlm_poll()")
@@ -921,9 +925,3 @@ class _Run:
             elif reply.strip() and answer is None:
                 answer = reply.strip()
         return reason, f"stopped: {detail}", answer
-
-
-def _without_error(result: CodeResult) -> str:
-    """The output of a block that ended by submitting the answer (no traceback for that)."""
-    parts = [p.rstrip("\n") for p in (result.stdout, result.stderr) if p]
-    return "\n".join(parts) if parts else "(answer submitted)"

@@ -110,8 +110,6 @@ NIAH_CHUNK_CODE = """\
 chunks, start = [], 0
 while start < len(context):
     end = context.rfind("\\n", start, start + {chunk}) + 1 or min(start + {chunk}, len(context))
-    if end <= start:
-        end = min(start + {chunk}, len(context))
     chunks.append(context[start:end])
     start = end
 prompts = [
