@@ -231,20 +231,22 @@ def _children() -> list[int]:
     return kids
 
 
+def _mine() -> list[str]:
+    """State and cgroup directories of this process's sandboxes."""
+    from sandlot.backends.local import _state_root
+
+    found = [p.name for p in _state_root().iterdir()]
+    found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
+    return sorted(p for p in found if f"{os.getpid()}-" in p)
+
+
 def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
     import asyncio
 
-    from sandlot.backends.local import _state_root
-
     sandlot.Sandbox(strict()).start().terminate()  # warm up the portal and caches
 
-    def mine() -> list[str]:  # state and cgroup directories of this process
-        found = [p.name for p in _state_root().iterdir()]
-        found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
-        return sorted(p for p in found if f"{os.getpid()}-" in p)
-
     fds = len(os.listdir("/proc/self/fd"))
-    before = mine()
+    before = _mine()
 
     async def churn() -> None:
         async def one() -> None:
@@ -257,20 +259,13 @@ def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
     asyncio.run(churn())
     assert _children() == []
     assert len(os.listdir("/proc/self/fd")) == fds
-    assert mine() == before
+    assert _mine() == before
 
 
 def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
     import asyncio
 
-    from sandlot.backends.local import _state_root
-
-    def mine() -> list[str]:
-        found = [p.name for p in _state_root().iterdir()]
-        found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
-        return sorted(p for p in found if f"{os.getpid()}-" in p)
-
-    before = mine()
+    before = _mine()
 
     async def cancel_at(delay: float) -> bool:
         box = sandlot.AsyncSandbox(strict())
@@ -291,4 +286,4 @@ def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
     cancelled = asyncio.run(sweep())
     assert sum(cancelled) >= 3
     assert _children() == []
-    assert mine() == before
+    assert _mine() == before
