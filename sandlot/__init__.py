@@ -17,7 +17,7 @@ from .errors import (
     SandboxError,
     ToolError,
 )
-from .expose.library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
+from .serving.library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
 from .pool import AsyncSandboxPool, PoolMapError
 from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox

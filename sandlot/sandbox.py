@@ -22,7 +22,7 @@ from .channel import Channel, Closed, Request
 from .config import SandboxConfig
 from .driver import protocol
 from .errors import CallTimeout, CodeError, DeathCause, SandboxDied, SandboxError
-from .expose.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
+from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .files import AsyncFiles
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .tools import Router

@@ -18,7 +18,7 @@ from typing import Any, Self, TypeVar
 
 from .backends.base import Backend
 from .config import SandboxConfig
-from .expose.library import ExposeAs, McpServerSpec, RemoteLibrary
+from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, Progress
 from .results import CodeResult, ExecResult, FileInfo, OutputChunk

@@ -16,7 +16,7 @@ from typing import Any
 
 from .backends.base import Backend
 from .config import SandboxConfig
-from .expose.library import Library, RemoteLibrary
+from .serving.library import Library, RemoteLibrary
 from .sync import Sandbox
 
 

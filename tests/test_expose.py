@@ -251,3 +251,17 @@ def test_local_libraries_from_files_and_directories(tmp_path: Path) -> None:
         sandlot.Library.from_file(tmp_path / "nope.py")
     with pytest.raises(sandlot.ConfigError, match="more than one library named helpers"):
         sandlot.Workspace(libraries=[sandlot.Library.from_file(tmp_path / "helpers.py")] * 2)
+
+
+def test_expose_imported_on_the_host_is_the_decorator() -> None:
+    # The serving package once shadowed the decorator: sandlot.expose was a module.
+    from sandlot import expose
+
+    @expose
+    def double(x: int) -> int:
+        """Twice x."""
+        return 2 * x
+
+    assert callable(expose) and not isinstance(expose, type(sandlot))
+    assert double(21) == 42
+    assert sandlot.expose is expose

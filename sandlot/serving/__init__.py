@@ -1,4 +1,4 @@
-"""Functions served from a sandbox (``@expose``, ``serve``) and libraries for sessions."""
+"""Serving: functions served from a sandbox (`serve`), libraries for sessions, `@expose`."""
 
 from ..driver.exposed import expose, models
 from .library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
