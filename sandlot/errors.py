@@ -13,6 +13,8 @@ DeathCause = Literal[
     "timeout",  # a call's timeout ran out and the code ignored the interrupt
     "terminated",  # terminate() was called while the request was in flight
     "failed_to_start",  # the sandbox never came up
+    "protocol",  # it sent a frame that breaks the protocol, so the host killed it
+    "disk",  # its workdir grew past SandboxConfig.disk_mb, so the host killed it
 ]
 
 
