@@ -317,8 +317,13 @@ def bench_fanout(items: int, sizes: list[int], latency: float) -> None:
         return prompt[::-1]
 
     for size in sizes:
+        # reuse: this measures host-call fan-out, not a fresh sandbox per item
         with sandlot.SandboxPool(
-            ISOLATED, size=size, warm=size, tools={"llm_query": stand_in_lm}
+            ISOLATED,
+            size=size,
+            warm=size,
+            reuse=True,
+            tools={"llm_query": stand_in_lm},
         ) as pool:
             pool.wait_warm()
             start = time.perf_counter()

@@ -3,6 +3,11 @@
 A pool owns its sandboxes. It starts none until asked (unless ``warm`` keeps
 some ready), never holds more than ``size``, hands each borrower a sandbox of its
 own, and terminates them all when it closes, whatever happened in between.
+
+A sandbox that ran one borrower's code is never lent to another unless the pool
+was made with ``reuse=True``: by default a returned sandbox is retired and a
+fresh one takes its place, because whatever the last borrower left (globals,
+files, processes) would otherwise reach the next one.
 """
 
 from __future__ import annotations
@@ -54,8 +59,11 @@ class AsyncSandboxPool:
     """Up to ``size`` sandboxes of one config, lent out one borrower at a time.
 
     ``warm`` sandboxes are kept started and idle, refilled in the background, so
-    that borrowing one costs about a queue pop. A sandbox is retired after
-    ``max_uses`` borrows or ``max_idle`` seconds unused.
+    that borrowing one costs about a queue pop. A returned sandbox is retired
+    (terminated in the background) and never lent again, unless ``reuse=True``:
+    then it goes back to the idle ones with its interpreter, files and
+    processes, until ``max_uses`` borrows. Any idle sandbox is retired after
+    ``max_idle`` seconds unused.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class AsyncSandboxPool:
         *,
         size: int = 4,
         warm: int = 0,
+        reuse: bool = False,
         max_uses: int | None = None,
         max_idle: float | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
@@ -73,6 +82,11 @@ class AsyncSandboxPool:
             raise ConfigError(f"SandboxPool.size must be at least 1 (got {size})")
         if not 0 <= warm <= size:
             raise ConfigError(f"SandboxPool.warm must be between 0 and size={size} (got {warm})")
+        if max_uses is not None and not reuse:
+            raise ConfigError(
+                f"SandboxPool.max_uses={max_uses} needs reuse=True: without reuse every "
+                "sandbox is lent once and retired, so there is nothing to count"
+            )
         if max_uses is not None and max_uses < 1:
             raise ConfigError(f"SandboxPool.max_uses must be at least 1 (got {max_uses})")
         if max_idle is not None and max_idle <= 0:
@@ -80,6 +94,7 @@ class AsyncSandboxPool:
         self.config = config if config is not None else SandboxConfig()
         self.size = size
         self.warm = warm
+        self.reuse = reuse
         self.max_uses = max_uses
         self.max_idle = max_idle
         self.tools = dict(tools or {})
@@ -91,6 +106,8 @@ class AsyncSandboxPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lent: set[AsyncSandbox] = set()
         self._closed = False
+        self._started = 0  # ever started by this pool
+        self._retired = 0  # ever retired (returned without reuse, worn, idle too long, dead)
         self._refill_error: BaseException | None = None
 
     # -- bookkeeping -------------------------------------------------------------
@@ -102,12 +119,14 @@ class AsyncSandboxPool:
         return self._cond
 
     def stats(self) -> dict[str, int]:
-        """How many sandboxes exist, are idle, lent out, and starting."""
+        """Sandboxes that exist, are idle, lent out, starting; and ever started, ever retired."""
         return {
             "total": self._count,
             "idle": len(self._idle),
             "lent": len(self._lent),
             "starting": self._starting,
+            "started": self._started,
+            "retired": self._retired,
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -117,7 +136,9 @@ class AsyncSandboxPool:
 
     async def _new(self) -> AsyncSandbox:
         sb = AsyncSandbox(self.config, backend=self.backend, tools=self.tools)
-        return await sb.start()
+        await sb.start()
+        self._started += 1
+        return sb
 
     def _expired(self, slot: _Slot) -> bool:
         if not slot.sandbox.is_alive:
@@ -126,6 +147,7 @@ class AsyncSandboxPool:
 
     def _retire(self, slot: _Slot) -> None:
         self._count -= 1
+        self._retired += 1
         self._spawn(slot.sandbox.terminate())
 
     def _refill(self) -> None:
@@ -207,7 +229,7 @@ class AsyncSandboxPool:
                 while self._idle and self._expired(self._idle[-1]):
                     self._retire(self._idle.pop())
                 if self._idle:
-                    slot = self._idle.pop()  # the most recently used: its caches are warm
+                    slot = self._idle.pop()  # the newest: with reuse, its caches are warm
                     self._refill()
                     self._lent.add(slot.sandbox)
                     return slot
@@ -236,7 +258,7 @@ class AsyncSandboxPool:
             self._lent.discard(slot.sandbox)
             slot.uses += 1
             worn = self.max_uses is not None and slot.uses >= self.max_uses
-            if retire or worn or self._closed or not slot.sandbox.is_alive:
+            if retire or worn or not self.reuse or self._closed or not slot.sandbox.is_alive:
                 self._retire(slot)
             else:
                 slot.idle_since = time.monotonic()
@@ -246,10 +268,11 @@ class AsyncSandboxPool:
 
     @contextlib.asynccontextmanager
     async def sandbox(self, *, clean: bool = False) -> AsyncIterator[AsyncSandbox]:
-        """Borrow a sandbox for the block; it returns to the pool afterwards.
+        """Borrow a sandbox for the block; afterwards it is retired, or with ``reuse`` kept.
 
-        With ``clean=True`` it is replaced instead of returned, so the next
-        borrower gets a fresh interpreter. A sandbox that died is never returned.
+        ``clean=True`` retires it even in a ``reuse=True`` pool, so the next
+        borrower gets a fresh sandbox (without reuse that is what always
+        happens). A sandbox that died is never lent again.
         """
         slot = await self._acquire()
         retire = clean
@@ -274,9 +297,10 @@ class AsyncSandboxPool:
 
         Each sandbox takes one item at a time, and items go to whichever
         sandbox is free. If a sandbox dies during an item, the item is retried
-        once on a fresh one. A failing item does not stop the others: when all
-        are done, failures raise :class:`PoolMapError` (with every result), or
-        with ``return_exceptions=True`` stand in the list as exception objects.
+        once on a fresh one. ``clean`` is as in :meth:`sandbox`. A failing item
+        does not stop the others: when all are done, failures raise
+        :class:`PoolMapError` (with every result), or with
+        ``return_exceptions=True`` stand in the list as exception objects.
         """
         work = list(items)
         results: list[Any] = [None] * len(work)

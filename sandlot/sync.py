@@ -18,11 +18,11 @@ from typing import Any, Self, TypeVar
 
 from .backends.base import Backend
 from .config import SandboxConfig
-from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, Progress
 from .results import CodeResult, ExecResult, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
+from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -307,7 +307,9 @@ class SandboxPool:
 
     ``with SandboxPool(config, size=4, warm=2) as pool:`` then
     ``pool.map(fn, items)`` calls ``fn(sandbox, item)`` on host threads, one per
-    sandbox in use, or ``with pool.sandbox() as sb:`` borrows one.
+    sandbox in use, or ``with pool.sandbox() as sb:`` borrows one. A returned
+    sandbox is retired unless ``reuse=True`` (see docs/pools.md for what reuse
+    shares between borrowers).
     """
 
     def __init__(
@@ -316,6 +318,7 @@ class SandboxPool:
         *,
         size: int = 4,
         warm: int = 0,
+        reuse: bool = False,
         max_uses: int | None = None,
         max_idle: float | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
@@ -326,6 +329,7 @@ class SandboxPool:
             config,
             size=size,
             warm=warm,
+            reuse=reuse,
             max_uses=max_uses,
             max_idle=max_idle,
             tools=tools,
@@ -342,7 +346,7 @@ class SandboxPool:
         return self._async
 
     def stats(self) -> dict[str, int]:
-        """How many sandboxes exist, are idle, lent out, and starting."""
+        """See :meth:`AsyncSandboxPool.stats`."""
         return self._async.stats()
 
     def start(self) -> Self:
@@ -369,7 +373,7 @@ class SandboxPool:
 
     @contextlib.contextmanager
     def sandbox(self, *, clean: bool = False) -> Iterator[Sandbox]:
-        """Borrow a sandbox for the block (``clean=True``: replace it afterwards)."""
+        """Borrow a sandbox for the block (``clean=True``: retire it even with ``reuse``)."""
         borrowed = self._async.sandbox(clean=clean)
         sb = self._call(borrowed.__aenter__())
         try:

@@ -1,10 +1,11 @@
-"""SandboxPool: lazy and warm starts, free-sandbox dispatch, faults, reset, bounds, shutdown."""
+"""SandboxPool: lazy and warm starts, free-sandbox dispatch, faults, reuse, bounds, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import strict
@@ -22,16 +23,53 @@ def test_lazy_until_used_and_warm_when_asked() -> None:
         assert pool.stats()["total"] == 0
         with pool.sandbox() as sb:
             assert sb.run_code("1 + 1").value == "2"
-        assert pool.stats() == {"total": 1, "idle": 1, "lent": 0, "starting": 0}
+        # Returned means retired (no reuse by default): nothing is kept.
+        assert pool.stats() == {
+            "total": 0,
+            "idle": 0,
+            "lent": 0,
+            "starting": 0,
+            "started": 1,
+            "retired": 1,
+        }
     with sandlot.SandboxPool(strict(), size=3, warm=2) as pool:
         pool.wait_warm()
         assert pool.stats()["idle"] == 2
         with pool.sandbox() as sb:
-            deadline = time.monotonic() + 10
-            while pool.stats()["idle"] < 2 and time.monotonic() < deadline:
-                time.sleep(0.02)  # the pool refills in the background
-            assert pool.stats() == {"total": 3, "idle": 2, "lent": 1, "starting": 0}
+            _wait_for(lambda: pool.stats()["idle"] == 2)  # the pool refills in the background
+            assert pool.stats() == {
+                "total": 3,
+                "idle": 2,
+                "lent": 1,
+                "starting": 0,
+                "started": 3,
+                "retired": 0,
+            }
             assert sb.is_alive
+
+
+def _wait_for(ready: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready()
+
+
+def test_warm_borrows_after_returns_still_get_started_sandboxes() -> None:
+    with sandlot.SandboxPool(strict(), size=3, warm=2) as pool:
+        pool.wait_warm()
+        lent: list[sandlot.AsyncSandbox] = []  # held, so no two share an id()
+        for n in range(1, 5):
+            _wait_for(lambda: pool.stats()["idle"] == 2)  # refilled after the last return
+            ready = [slot.sandbox for slot in pool.async_pool._idle]
+            with pool.sandbox() as sb:
+                assert any(sb.async_sandbox is box for box in ready)  # a queue pop, not a start
+                assert sb.run_code("1 + 1").value == "2"
+                lent.append(sb.async_sandbox)
+            assert pool.stats()["retired"] == n
+        _wait_for(lambda: pool.stats()["idle"] == 2)
+        assert len({id(box) for box in lent}) == 4  # never the same sandbox twice
+        assert pool.stats()["started"] == 2 + 4  # each return was replaced by a fresh start
 
 
 def test_map_keeps_input_order_and_feeds_whichever_sandbox_is_free() -> None:
@@ -44,7 +82,7 @@ def test_map_keeps_input_order_and_feeds_whichever_sandbox_is_free() -> None:
         delay = 1.5 if item == 0 else 0.05
         return sb.run_code(f"import time\ntime.sleep({delay})\n{item} * 10").value
 
-    with sandlot.SandboxPool(strict(), size=2, warm=2) as pool:
+    with sandlot.SandboxPool(strict(), size=2, warm=2, reuse=True) as pool:
         pool.wait_warm()
         out = pool.map(work, range(10))
     assert out == [str(i * 10) for i in range(10)]
@@ -102,8 +140,15 @@ def test_a_dead_sandbox_is_replaced_and_its_item_retried_once() -> None:
         assert all(b.is_alive for b in live_sandboxes())
 
 
-def test_returned_clean_or_kept_and_retired_by_uses_and_idle_time() -> None:
+def test_retired_by_default_kept_with_reuse_and_retired_by_clean_uses_and_idle_time() -> None:
     with sandlot.SandboxPool(strict(), size=1) as pool:
+        with pool.sandbox() as sb:
+            sb.run_code("state = 'left'")
+            first = _ident(sb)
+        with pool.sandbox() as sb:
+            assert _ident(sb) != first
+            assert sb.run_code("state").error is not None  # a fresh interpreter
+    with sandlot.SandboxPool(strict(), size=1, reuse=True) as pool:
         with pool.sandbox() as sb:
             sb.run_code("state = 'kept'")
             first = _ident(sb)
@@ -111,14 +156,14 @@ def test_returned_clean_or_kept_and_retired_by_uses_and_idle_time() -> None:
             assert _ident(sb) == first and sb.run_code("state").value == "'kept'"
         with pool.sandbox() as sb:
             assert _ident(sb) != first
-            assert sb.run_code("state").error is not None  # a fresh interpreter
-    with sandlot.SandboxPool(strict(), size=1, max_uses=2) as pool:
+            assert sb.run_code("state").error is not None  # clean retired the last one
+    with sandlot.SandboxPool(strict(), size=1, reuse=True, max_uses=2) as pool:
         ids = []
         for _ in range(4):
             with pool.sandbox() as sb:
                 ids.append(_ident(sb))
         assert ids[0] == ids[1] != ids[2] == ids[3]
-    with sandlot.SandboxPool(strict(), size=1, max_idle=0.2) as pool:
+    with sandlot.SandboxPool(strict(), size=1, reuse=True, max_idle=0.2) as pool:
         with pool.sandbox() as sb:
             before = _ident(sb)
         time.sleep(0.4)
@@ -145,6 +190,8 @@ def test_bad_pool_arguments_are_config_errors() -> None:
         sandlot.SandboxPool(strict(), size=2, warm=3)
     with pytest.raises(sandlot.ConfigError, match="size"):
         sandlot.SandboxPool(strict(), size=0)
+    with pytest.raises(sandlot.ConfigError, match="max_uses=3 needs reuse=True"):
+        sandlot.SandboxPool(strict(), max_uses=3)
 
 
 def test_async_pool() -> None:

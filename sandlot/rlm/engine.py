@@ -183,9 +183,14 @@ class _Tree:
         self.llm_calls += 1
 
     def pool(self, depth: int) -> AsyncSandboxPool:
-        """The sandbox pool for child runs at ``depth`` (one per depth: no waits in a circle)."""
+        """The sandbox pool for child runs at ``depth`` (one per depth: no waits in a circle).
+
+        No reuse: each child's code sees its own context and nothing a sibling left.
+        """
         if depth not in self.pools:
-            self.pools[depth] = AsyncSandboxPool(self.rlm.sandbox, size=self.rlm.pool_size)
+            self.pools[depth] = AsyncSandboxPool(
+                self.rlm.sandbox, size=self.rlm.pool_size, reuse=False
+            )
         return self.pools[depth]
 
 
@@ -300,7 +305,10 @@ class RLM:
         loop = asyncio.get_running_loop()
         if self._warm_pool is None:
             # Not a bound: completions beyond the warm ones start sandboxes of their own.
-            self._warm_pool = AsyncSandboxPool(self.sandbox, size=1 << 16, warm=self.warm)
+            # No reuse: completions may serve different users; each gets a fresh sandbox.
+            self._warm_pool = AsyncSandboxPool(
+                self.sandbox, size=1 << 16, warm=self.warm, reuse=False
+            )
             self._warm_loop = loop
         return self._warm_pool if self._warm_loop is loop else None
 
@@ -362,7 +370,7 @@ class RLM:
         try:
             if pool is None:
                 return await run.run(context, data, kind, chars, query)
-            async with pool.sandbox(clean=True) as sandbox:  # retired in the background
+            async with pool.sandbox() as sandbox:  # retired in the background
                 return await run.run(context, data, kind, chars, query, sandbox=sandbox)
         finally:
             for pool in tree.pools.values():
@@ -605,7 +613,7 @@ class _Run:
             {"type": "sub_call_begin", "kind": "rlm", "batch": batch, "child": child.run_id},
             persist=False,
         )
-        async with self.tree.pool(self.depth + 1).sandbox(clean=True) as sandbox:
+        async with self.tree.pool(self.depth + 1).sandbox() as sandbox:
             result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
         self.usage.merge(result.usage)
         error = None if result.finished else (result.error or result.stop_reason)
