@@ -12,16 +12,20 @@ from .errors import (
     CallTimeout,
     CodeError,
     ConfigError,
+    DownloadRefused,
     FileOperationError,
+    RemoteError,
     SandboxDied,
     SandboxError,
+    ServeError,
     ToolError,
 )
-from .serving.library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
 from .pool import AsyncSandboxPool, PoolMapError
 from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox
+from .serving.library import Library, McpServerSpec, RemoteLibrary
 from .sync import Process, Sandbox, SandboxPool
+from .untar import DownloadResult
 from .workspace import Session, Workspace, create_local_session
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "CodeError",
     "CodeResult",
     "ConfigError",
+    "DownloadRefused",
+    "DownloadResult",
     "ExecResult",
     "ExecutionError",
     "FileInfo",

@@ -1,9 +1,18 @@
 """The host's end of the protocol: requests in flight, streams, and calls inward.
 
 Many requests share one connection. Each gets an id and a queue; the reader task
-puts every ``chunk`` and the final ``res`` frame for that id on its queue. Calls
-from the sandbox to host functions are answered by the router, each in its own
-task, so a slow tool never blocks the channel.
+puts every ``chunk`` and the final ``res`` message for that id on its queue.
+Calls from the sandbox to host functions are answered by the router, each in its
+own task, so a slow tool never blocks the channel.
+
+Everything read here comes from a sandbox and may be forged, so the reader
+bounds what it holds: a header is at most 1 MiB and a message at most
+:data:`protocol.MAX_MESSAGE`; every message is checked against the protocol's
+shapes (a malformed one ends the sandbox, never the reader); at most
+:data:`MAX_CALLS` host calls of one sandbox run at once (the rest wait their
+turn), so one sandbox cannot take every worker thread; and when more than
+:data:`HIGH_WATER` bytes of one sandbox's messages wait to be consumed, the
+reader stops reading from it until its consumers catch up.
 """
 
 from __future__ import annotations
@@ -17,30 +26,41 @@ from .driver import protocol
 
 Frame = tuple[protocol.Header, bytes]
 CallHandler = Callable[[str, Any, bytes], Awaitable[tuple[Any, bytes]]]
-EofHandler = Callable[[BaseException], Awaitable[BaseException]]
+EndHandler = Callable[[BaseException], Awaitable[BaseException]]
+
+MAX_CALLS = 16  # host calls of one sandbox running at once
+HIGH_WATER = 64 << 20  # bytes of one sandbox's unconsumed messages before the reader waits
+LOW_WATER = 16 << 20  # ... and the level at which it reads again
+TASK_COST = 2048  # what a waiting call costs the host beyond its bytes, counted against HIGH_WATER
 
 
 class Closed(Exception):
     """The channel ended; ``Channel.closed_by`` says why."""
 
 
+class Violation(Closed):
+    """The sandbox broke the protocol; the channel ended and the sandbox must die."""
+
+
 class Request:
-    """One request in flight: its id and the frames that answer it."""
+    """One request in flight: its id and the messages that answer it."""
 
     def __init__(self, channel: Channel, rid: int) -> None:
         self.channel = channel
         self.id = rid
-        self.frames: asyncio.Queue[Frame | BaseException] = asyncio.Queue()
+        self.frames: asyncio.Queue[tuple[Frame, int] | BaseException] = asyncio.Queue()
 
     async def next(self) -> Frame:
-        """The next ``chunk`` or ``res`` frame; raises if the channel closed."""
+        """The next ``chunk`` or ``res`` message; raises if the channel closed."""
         item = await self.frames.get()
         if isinstance(item, BaseException):
             raise item
-        return item
+        frame, cost = item
+        self.channel.release(cost)
+        return frame
 
     async def result(self) -> Frame:
-        """Skip to the final ``res`` frame."""
+        """Skip to the final ``res`` message."""
         while True:
             header, payload = await self.next()
             if header["t"] == "res":
@@ -55,8 +75,12 @@ class Request:
         self.channel.write({"t": "cancel", "id": self.id})
 
     def done(self) -> None:
-        """Forget this request (its remaining frames are dropped)."""
+        """Forget this request; the messages still queued for it are dropped."""
         self.channel.requests.pop(self.id, None)
+        while not self.frames.empty():
+            item = self.frames.get_nowait()
+            if not isinstance(item, BaseException):
+                self.channel.release(item[1])
 
 
 class Channel:
@@ -67,77 +91,143 @@ class Channel:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         on_call: CallHandler,
-        on_eof: EofHandler,
+        on_end: EndHandler,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.on_call = on_call
-        self.on_eof = on_eof
+        self.on_end = on_end
         self.requests: dict[int, Request] = {}
         self.ids = itertools.count(1)
         self.closed_by: BaseException | None = None
         self.calls: set[asyncio.Task[None]] = set()
+        self.call_slots = asyncio.Semaphore(MAX_CALLS)
         self.read_task: asyncio.Task[None] | None = None
+        self.buffered = 0  # bytes read from the sandbox and not yet consumed
+        self.room = asyncio.Event()
+        self.room.set()
 
-    async def read_frame(self) -> Frame | None:
-        """Read one frame; ``None`` at end of stream."""
+    # -- reading -----------------------------------------------------------------
+
+    async def _read_one(self) -> tuple[protocol.Header, bytes, int] | None:
         try:
             prefix = await self.reader.readexactly(protocol.PREFIX.size)
             head_len, payload_len = protocol.PREFIX.unpack(prefix)
             protocol.check_sizes(head_len, payload_len)
-            header = protocol.decode_header(await self.reader.readexactly(head_len))
+            head = await self.reader.readexactly(head_len)
             payload = await self.reader.readexactly(payload_len) if payload_len else b""
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
-        return header, payload
+        return protocol.decode_header(head), payload, head_len + payload_len
+
+    async def read_frame(self) -> tuple[Frame, int] | None:
+        """Read one whole message and check its shape; ``None`` at end of stream.
+
+        Returns the message and its cost (the bytes it holds). A message that
+        breaks the protocol raises :class:`protocol.ProtocolError`.
+        """
+        first = await self._read_one()
+        if first is None:
+            return None
+        header, payload, cost = first
+        kind = header["t"]
+        shape = protocol.FROM_DRIVER.get(kind)
+        if shape is None:
+            raise protocol.ProtocolError(f"a driver may not send a message of type {kind!r}")
+        protocol.check(header, shape, f"a {kind!r} message")
+        parts = protocol.parts_of(header)
+        if parts > 1:
+            pieces = [payload]
+            for _ in range(parts - 1):
+                nxt = await self._read_one()
+                if nxt is None:
+                    return None
+                protocol.check_more(nxt[0])
+                pieces.append(nxt[1])
+                cost += nxt[2]
+            payload = b"".join(pieces)
+        return (header, payload), cost
 
     def start(self) -> None:
-        """Start routing frames."""
+        """Start routing messages."""
         self.read_task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
         reason: BaseException = Closed("the sandbox closed the connection")
         try:
-            while (frame := await self.read_frame()) is not None:
-                header, payload = frame
-                kind = header.get("t")
+            while (item := await self.read_frame()) is not None:
+                (header, payload), cost = item
+                kind = header["t"]
                 if kind == "call":
-                    task = asyncio.create_task(self._answer(header, payload))
-                    self.calls.add(task)
-                    task.add_done_callback(self.calls.discard)
-                    continue
-                req = self.requests.get(header.get("id", -1))
-                if req is not None:
-                    req.frames.put_nowait(frame)
-                    if kind == "res":
-                        req.done()
+                    self._start_call(header, payload, cost)
+                elif kind in ("chunk", "res"):
+                    req = self.requests.get(header["id"])
+                    if req is not None:
+                        self.buffered += cost
+                        req.frames.put_nowait(((header, payload), cost))
+                        if kind == "res":
+                            self.requests.pop(req.id, None)
+                else:
+                    raise protocol.ProtocolError(f"a {kind!r} message after start-up")
+                if self.buffered > HIGH_WATER:
+                    self.room.clear()
+                    await self.room.wait()
         except protocol.ProtocolError as exc:
-            reason = Closed(f"the sandbox sent a malformed frame: {exc}")
-        self.close(await self.on_eof(reason))
+            reason = Violation(f"the sandbox broke the protocol: {exc}")
+        self.close(await self.on_end(reason))
 
-    async def _answer(self, header: protocol.Header, payload: bytes) -> None:
-        cid = header["id"]
+    def release(self, cost: int) -> None:
+        """``cost`` bytes were consumed; let the reader go on below the low-water mark."""
+        self.buffered -= cost
+        if self.buffered <= LOW_WATER:
+            self.room.set()
+
+    # -- calls from the sandbox -----------------------------------------------------
+
+    def _start_call(self, header: protocol.Header, payload: bytes, cost: int) -> None:
+        structure, data = protocol.take_value(header, payload)
+        cost += TASK_COST
+        self.buffered += cost
+        task = asyncio.create_task(
+            self._answer(header["id"], header["name"], structure, data, cost)
+        )
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    async def _answer(self, cid: int, name: str, structure: Any, data: bytes, cost: int) -> None:
         try:
-            value, data = await self.on_call(header["name"], header.get("value"), payload)
-            frame = protocol.encode({"t": "ret", "id": cid, "ok": True, "value": value}, data)
-        except Exception as exc:
-            error = {
-                "name": type(exc).__name__,
-                "value": getattr(exc, "summary", str(exc)),
-                "traceback": getattr(exc, "remote_traceback", ""),
-            }
-            frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
-        if self.closed_by is None:
-            self.writer.write(frame)
+            await self._answer_in_turn(cid, name, structure, data)
+        finally:
+            self.release(cost)
+
+    async def _answer_in_turn(self, cid: int, name: str, structure: Any, data: bytes) -> None:
+        async with self.call_slots:
+            try:
+                value, result = await self.on_call(name, structure, data)
+                frame = protocol.encode({"t": "ret", "id": cid, "ok": True, "value": value}, result)
+            except Exception as exc:
+                error = protocol.error_info(exc, getattr(exc, "remote_traceback", "") or "") | {
+                    "value": protocol.clip(getattr(exc, "summary", str(exc)))
+                }
+                frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
+            if self.closed_by is None:
+                self.writer.write(frame)
+                # A sandbox that stops reading its answers holds this slot, not host memory.
+                try:
+                    await self.writer.drain()
+                except ConnectionError:
+                    return
+
+    # -- writing -------------------------------------------------------------------
 
     def write(self, header: protocol.Header, payload: bytes = b"") -> None:
-        """Queue a frame for sending (ordered with every other write)."""
+        """Queue a message for sending (ordered with every other write)."""
         if self.closed_by is not None:
             raise self.closed_by
         self.writer.write(protocol.encode(header, payload))
 
     async def drain(self) -> None:
-        """Wait until the written frames are handed to the kernel (flow control)."""
+        """Wait until the written messages are handed to the kernel (flow control)."""
         await self.writer.drain()
 
     def request(self, op: str, payload: bytes = b"", **fields: Any) -> Request:
@@ -160,3 +250,4 @@ class Channel:
         self.requests.clear()
         for task in self.calls:
             task.cancel()
+        self.room.set()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import builtins
+from functools import cache
+from typing import Any, Literal
 
 DeathCause = Literal[
     "out_of_memory",  # the kernel's OOM killer ended it at the memory limit
@@ -57,3 +59,55 @@ class ToolError(SandboxError):
 
 class FileOperationError(SandboxError, OSError):
     """A file operation in the sandbox failed (missing path, permission, ...)."""
+
+
+class DownloadRefused(FileOperationError):
+    """``download()`` refused what the sandbox sent, and the host destination is as it was.
+
+    The stream may be forged by sandboxed code, so the host refuses a name that
+    is absolute, holds ``..`` or leaves the stream's one root, a member under a
+    link, a duplicate, a malformed header, or a stream past the byte or member cap.
+    """
+
+
+class RemoteError(SandboxError):
+    """A served function raised; ``remote_traceback`` is where, in the serving sandbox."""
+
+    def __init__(self, where: str, name: str, value: str, remote_traceback: str) -> None:
+        self.name = name
+        self.value = value
+        self.remote_traceback = remote_traceback
+        self.summary = f"{where} raised {name}: {value}"
+        super().__init__(f"{self.summary}\n\nRemote traceback:\n{remote_traceback}")
+
+
+class ServeError(SandboxError):
+    """An interface could not be served (it failed to import, or a model failed to load)."""
+
+
+@cache
+def _file_error(name: str) -> type[FileOperationError]:
+    """``FileOperationError`` mixed with the builtin error of the same name, if any."""
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, OSError) and builtin is not OSError:
+        return type(name, (FileOperationError, builtin), {"__module__": __name__})
+    return FileOperationError
+
+
+FILE_OPS = frozenset({"write", "put_tar", "read", "get_tar", "list", "exists", "remove", "mkdir"})
+
+
+def error_from_reply(op: str, error: dict[str, Any], what: str) -> SandboxError:
+    """The exception for a failed reply to request ``op``: the one place they are mapped.
+
+    ``error`` is the reply's checked ``{name, value, traceback}``; ``what`` names
+    the call for the message.
+    """
+    name, value, tb = error["name"], error["value"], error.get("traceback", "")
+    if op in FILE_OPS:
+        return _file_error(name)(f"{what}: {name}: {value}")
+    if op == "invoke":
+        return RemoteError(what, name, value, tb)
+    if op == "serve":
+        return ServeError(f"{what} failed: {name}: {value}\n\n{tb}".rstrip())
+    return SandboxError(f"{what} failed in the sandbox: {name}: {value}\n{tb}".rstrip())

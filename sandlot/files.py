@@ -7,38 +7,21 @@ file of any size crosses without being held twice in memory or encoded as text.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import os
-import shutil
 import tarfile
 import tempfile
-from functools import cache
+import warnings
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .driver.protocol import CHUNK
-from .errors import FileOperationError
+from .errors import DownloadRefused, FileOperationError
 from .results import FileInfo
+from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult, extract
+
+DEFAULT_MAX_READ = 1 << 30  # what read() holds in the host's memory
 
 if TYPE_CHECKING:
     from .sandbox import AsyncSandbox
-
-
-@cache
-def _error_class(name: str) -> type[FileOperationError]:
-    """``FileOperationError`` mixed with the builtin error of the same name, if any."""
-    builtin = getattr(builtins, name, None)
-    if isinstance(builtin, type) and issubclass(builtin, OSError) and builtin is not OSError:
-        return type(name, (FileOperationError, builtin), {"__module__": "sandlot.errors"})
-    return FileOperationError
-
-
-def _check(header: dict[str, Any], what: str) -> dict[str, Any]:
-    if header.get("ok"):
-        return header
-    err = header.get("error") or {}
-    name = err.get("name", "OSError")
-    raise _error_class(name)(f"{what}: {name}: {err.get('value', '')}")
 
 
 class AsyncFiles:
@@ -50,7 +33,7 @@ class AsyncFiles:
     async def _simple(self, op: str, path: str, **fields: Any) -> dict[str, Any]:
         async with self.sandbox._request(op, path=path, **fields) as req:
             header, _ = await req.result()
-        return _check(header, f"{op} {path!r}")
+        return await self.sandbox._reply(header, op, f"{op} {path!r}")
 
     async def write(self, path: str, data: bytes | str, *, mode: int | None = None) -> int:
         """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
@@ -63,18 +46,30 @@ class AsyncFiles:
                 await req.channel.drain()
             req.send_data(b"", eof=True)
             header, _ = await req.result()
-        return int(_check(header, f"write {path!r}")["size"])
+        return int((await self.sandbox._reply(header, "write", f"write {path!r}"))["size"])
 
-    async def read(self, path: str) -> bytes:
-        """Return the bytes of file ``path``."""
+    async def read(self, path: str, *, max_bytes: int = DEFAULT_MAX_READ) -> bytes:
+        """Return the bytes of file ``path``.
+
+        The host holds at most ``max_bytes`` of it in memory (whatever the
+        sandbox sends): past that, the read stops and raises
+        :class:`FileOperationError`; use :meth:`download` for larger files.
+        """
         parts: list[bytes] = []
+        size = 0
         async with self.sandbox._request("read", path=path) as req:
             while True:
                 header, payload = await req.next()
                 if header["t"] == "res":
                     break
+                size += len(payload)
+                if size > max_bytes:
+                    raise FileOperationError(
+                        f"read {path!r}: more than max_bytes={max_bytes} bytes arrived; "
+                        "raise max_bytes, or download() the file to disk"
+                    )
                 parts.append(payload)
-        _check(header, f"read {path!r}")
+        await self.sandbox._reply(header, "read", f"read {path!r}")
         return b"".join(parts)
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
@@ -102,7 +97,8 @@ class AsyncFiles:
         """Copy a host file or directory tree to ``remote`` in the sandbox."""
         local = Path(local)
         if local.is_file():
-            await self.write(remote, await _to_thread(local.read_bytes))
+            data = await _to_thread(local.read_bytes)
+            await self.write(remote, data, mode=local.stat().st_mode & 0o777)
             return
         if not local.is_dir():
             raise FileNotFoundError(f"upload: {str(local)!r} is neither a file nor a directory")
@@ -115,29 +111,63 @@ class AsyncFiles:
                     await req.channel.drain()
                 req.send_data(b"", eof=True)
                 header, _ = await req.result()
-        _check(header, f"upload to {remote!r}")
+        await self.sandbox._reply(header, "put_tar", f"upload to {remote!r}")
 
-    async def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory tree to the host path ``local``."""
+    async def download(
+        self,
+        remote: str,
+        local: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+    ) -> DownloadResult:
+        """Copy sandbox file or directory ``remote`` to the host path ``local``.
+
+        The sandbox sends a tar stream, which the host reads as hostile: at most
+        ``max_bytes`` of it and ``max_members`` members, regular files and
+        directories only (links, devices and fifos are skipped, reported in
+        ``result.skipped`` and warned about), no name outside its one root. What
+        ``local`` becomes (file or directory) is what ``remote`` is; an existing
+        ``local`` is replaced (a symlink itself, never its target), and only once
+        the whole stream is out. Anything else raises :class:`DownloadRefused`
+        and leaves ``local`` as it was.
+        """
         local = Path(local)
-        info = await self._simple("exists", remote)
-        if not info["exists"]:
-            raise _error_class("FileNotFoundError")(f"download: {remote!r} does not exist")
-        if not info["is_dir"]:
-            data = await self.read(remote)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            await _to_thread(local.write_bytes, data)
-            return
-        with tempfile.TemporaryFile() as spool:
+        what = f"download {remote!r}"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        # Beside local: the same filesystem as the copy, so the kernel can copy in place.
+        spool = tempfile.TemporaryFile(dir=local.parent)  # noqa: SIM115 (handed to a thread)
+        try:
+            received = 0
             async with self.sandbox._request("get_tar", path=remote) as req:
                 while True:
                     header, payload = await req.next()
-                    if header["t"] == "res":
+                    if header.get("t") == "res":
                         break
-                    await _to_thread(spool.write, payload)
-            _check(header, f"download {remote!r}")
-            spool.seek(0)
-            await _to_thread(_untar_as, spool, local)
+                    received += len(payload)
+                    if received > max_bytes:
+                        raise DownloadRefused(
+                            f"{what}: the stream is larger than max_bytes={max_bytes}"
+                        )
+                    spool.write(payload)  # in the loop's thread: no other thread holds the file
+            await self.sandbox._reply(header, "get_tar", what)
+            spool.flush()
+        except BaseException:
+            spool.close()
+            raise
+        # From here the worker thread owns the spool, even if this task is cancelled.
+        result: DownloadResult = await _to_thread(
+            _extract, spool, received, local, max_members, what
+        )
+        if result.skipped:
+            shown = ", ".join(f"{s.name!r} ({s.kind})" for s in result.skipped[:10])
+            more = len(result.skipped) - 10
+            warnings.warn(
+                f"{what}: skipped {len(result.skipped)} member(s) that are neither regular "
+                f"files nor directories: {shown}{f' and {more} more' if more > 0 else ''}",
+                stacklevel=2,
+            )
+        return result
 
 
 async def _to_thread(fn: Any, *args: Any) -> Any:
@@ -145,18 +175,19 @@ async def _to_thread(fn: Any, *args: Any) -> Any:
 
 
 def _tar_dir(local: Path, out: IO[bytes]) -> None:
+    # tar.add does not dereference: a symlink in the tree travels as a link, so no host
+    # file outside the tree the user named is read into the sandbox.
     with tarfile.open(fileobj=out, mode="w") as tar:
         for entry in sorted(local.iterdir()):
             tar.add(entry, arcname=entry.name)
 
 
-def _untar_as(spool: IO[bytes], local: Path) -> None:
-    """Unpack a one-root tar stream so that its root becomes ``local``."""
-    local.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
-        with tarfile.open(fileobj=spool, mode="r") as tar:
-            tar.extractall(tmp, filter="data")
-        (root,) = os.listdir(tmp)
-        if local.exists():
-            shutil.rmtree(local) if local.is_dir() else local.unlink()
-        os.replace(os.path.join(tmp, root), local)
+def _extract(
+    spool: IO[bytes], length: int, local: Path, max_members: int, what: str
+) -> DownloadResult:
+    """Unpack the spooled stream to ``local``, then close the spool."""
+    with spool:
+        try:
+            return extract(spool, length, local, max_members=max_members)
+        except DownloadRefused as exc:
+            raise DownloadRefused(f"{what}: {exc}") from None

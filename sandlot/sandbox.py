@@ -18,14 +18,22 @@ from typing import Any, Self
 
 from .backends.base import Backend, Launched
 from .backends.local import LocalBackend
-from .channel import Channel, Closed, Request
+from .channel import Channel, Closed, Request, Violation
 from .config import SandboxConfig
 from .driver import protocol
-from .errors import CallTimeout, CodeError, DeathCause, SandboxDied, SandboxError
-from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
+from .errors import (
+    CallTimeout,
+    CodeError,
+    DeathCause,
+    SandboxDied,
+    SandboxError,
+    error_from_reply,
+)
 from .files import AsyncFiles
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
+from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .tools import Router
+from .untar import DownloadResult
 
 STARTUP_TIMEOUT = 60.0
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
@@ -98,31 +106,41 @@ class AsyncSandbox:
             "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()],
         }
         launch.writer.write(protocol.encode(init))
-        channel = Channel(launch.reader, launch.writer, self.router.call, self._on_eof)
+        channel = Channel(launch.reader, launch.writer, self.router.call, self._on_end)
+        ready: protocol.Header | None = None
+        problem = ""
         try:
-            ready = await asyncio.wait_for(channel.read_frame(), STARTUP_TIMEOUT)
+            first = await asyncio.wait_for(channel.read_frame(), STARTUP_TIMEOUT)
+            if first is not None:
+                ready = first[0][0]
+                if ready["t"] != "ready":
+                    raise protocol.ProtocolError(
+                        f"its first message is {ready['t']!r}, not 'ready'"
+                    )
         except TimeoutError:
             ready = None
+        except protocol.ProtocolError as exc:
+            ready, problem = None, f"the driver broke the protocol at start-up: {exc}"
         except BaseException:  # cancelled while it started: it must not outlive the caller
             launch.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(launch.wait(), 5)
             await launch.cleanup()
             raise
-        if ready is None or not ready[0].get("ok"):
+        if ready is None or not ready["ok"]:
             launch.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(launch.wait(), 5)
-            detail = ""
+            detail = problem
             if ready is not None:
-                err = ready[0].get("error") or {}
-                detail = f"{err.get('name')}: {err.get('value')}\n{err.get('traceback', '')}"
+                err = ready.get("error") or {"name": "Error", "value": "no detail"}
+                detail = f"{err['name']}: {err['value']}\n{err.get('traceback', '')}"
             await launch.cleanup()
             raise SandboxDied(
                 "failed_to_start",
                 (detail or launch.log_tail()).strip() or "the driver exited before it was ready",
             )
-        self.info = {k: v for k, v in ready[0].items() if k not in ("t", "ok")}
+        self.info = {k: ready[k] for k in ("pid", "python", "executable") if k in ready}
         self._channel = channel
         channel.start()
         self._exit_watch = asyncio.create_task(self._watch_exit())
@@ -184,25 +202,54 @@ class AsyncSandbox:
         await self._launch.wait()
         await self._settle()
 
-    async def _on_eof(self, reason: BaseException) -> BaseException:
-        # The connection ended: the driver is gone or going. Wait for it briefly.
+    async def _on_end(self, reason: BaseException) -> BaseException:
+        # The connection ended: the driver is gone or going. Wait for it briefly;
+        # one that broke the protocol is killed at once.
         launch = self._launch
         assert launch is not None
+        if isinstance(reason, Violation):
+            if self._ended_by is None:
+                self._ended_by = ("protocol", f"{reason}; the host killed the sandbox")
+            launch.kill()
         try:
             await asyncio.wait_for(launch.wait(), 2)
         except TimeoutError:
             launch.kill()
-        return self._death(reason)
+        return self._death()
 
-    def _death(self, reason: BaseException | None = None) -> SandboxDied:
+    async def _violation(self, problem: str) -> SandboxDied:
+        """End a sandbox that sent a reply the protocol does not allow."""
+        await self._end("protocol", f"the sandbox broke the protocol: {problem}")
+        return self._death()
+
+    async def _reply(self, header: protocol.Header, op: str, what: str) -> protocol.Header:
+        """Check a ``res`` message: a failed one raises its error, a malformed one kills.
+
+        Every reply a sandbox sends passes here, so the errors of every request
+        are mapped to exceptions in one place (:func:`sandlot.errors.error_from_reply`).
+        """
+        if not header["ok"]:
+            raise error_from_reply(op, header.get("error") or _NO_DETAIL, what)
+        try:
+            protocol.check(header, protocol.REPLIES[op], f"the reply to {op!r}")
+        except protocol.ProtocolError as exc:
+            raise await self._violation(str(exc)) from None
+        return header
+
+    async def _value(self, header: protocol.Header, payload: bytes) -> tuple[Any, bytes]:
+        """The encoded value a reply carries; a malformed one kills the sandbox."""
+        try:
+            return protocol.take_value(header, payload)
+        except protocol.ProtocolError as exc:
+            raise await self._violation(str(exc)) from None
+
+    def _death(self) -> SandboxDied:
         if self._dead is None:
             assert self._launch is not None
             if self._ended_by is not None:
                 cause, detail = self._ended_by
             else:
                 cause, detail = self._launch.death_cause()
-                if isinstance(reason, Closed) and "malformed" in str(reason):
-                    detail = f"{reason}; {detail}"
             self._dead = SandboxDied(cause, detail)
         return self._dead
 
@@ -300,13 +347,13 @@ class AsyncSandbox:
         timed_out = False
         async with self._request("run_code", code=code) as req:
             try:
-                header, _ = await asyncio.wait_for(req.result(), timeout)
+                header, payload = await asyncio.wait_for(req.result(), timeout)
             except TimeoutError:
                 timed_out = True
                 req.cancel()
                 grace = self.config.interrupt_grace
                 try:
-                    header, _ = await asyncio.wait_for(req.result(), grace)
+                    header, payload = await asyncio.wait_for(req.result(), grace)
                 except TimeoutError:
                     await self._end(
                         "timeout",
@@ -317,10 +364,15 @@ class AsyncSandbox:
                         ),
                     )
                     raise self._death() from None
-        if not header.get("ok"):
-            raise SandboxError(f"run_code failed in the driver: {header.get('error')}")
-        err = header.get("error")
-        error = ExecutionError(err["name"], err["value"], err["traceback"]) if err else None
+        header = await self._reply(header, "run_code", "run_code")
+        out, err_len, val = header["out"], header["err"], header["val"]
+        if out + err_len + (val or 0) != len(payload):
+            raise await self._violation("run_code's lengths do not add up to its payload")
+        limit = self.config.max_output_bytes
+        truncated = header["truncated"] or out + err_len > limit + _MARKER_ROOM
+        value = None if val is None else _text(payload[out + err_len :], limit)
+        err = header["error"]
+        error = ExecutionError(err["name"], err["value"], err.get("traceback", "")) if err else None
         if timed_out and error is not None and error.name == "KeyboardInterrupt":
             error = ExecutionError(
                 "TimeoutError",
@@ -333,11 +385,11 @@ class AsyncSandbox:
                 raise CallTimeout(error.value)
             raise CodeError(error.name, error.value, error.traceback)
         return CodeResult(
-            stdout=header["stdout"],
-            stderr=header["stderr"],
-            value=header.get("value"),
+            stdout=_text(payload[:out], limit + _MARKER_ROOM),
+            stderr=_text(payload[out : out + err_len], max(0, limit - out)),
+            value=value,
             error=error,
-            truncated=bool(header.get("truncated")),
+            truncated=truncated,
             timed_out=timed_out,
         )
 
@@ -365,9 +417,9 @@ class AsyncSandbox:
         """Copy a host file or directory to ``remote`` (relative to the workdir)."""
         await self.files.upload(local, remote)
 
-    async def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory to the host path ``local``."""
-        await self.files.download(remote, local)
+    async def download(self, remote: str, local: str | Path) -> DownloadResult:
+        """Copy a sandbox file or directory to the host path ``local`` (strictly; see files)."""
+        return await self.files.download(remote, local)
 
     # -- processes ---------------------------------------------------------------
 
@@ -377,7 +429,6 @@ class AsyncSandbox:
         timeout: float | None,
         cwd: str | None,
         env: Mapping[str, str] | None,
-        stream: bool,
     ) -> dict[str, Any]:
         if not argv:
             raise ValueError("exec needs a command, such as exec('python', '-c', 'print(1)')")
@@ -386,7 +437,6 @@ class AsyncSandbox:
             "timeout": timeout,
             "cwd": cwd,
             "env": dict(env or {}),
-            "stream": stream,
             "limit": self.config.max_output_bytes,
         }
 
@@ -399,11 +449,18 @@ class AsyncSandbox:
         stdin: bytes | str | None = None,
     ) -> ExecResult:
         """Run a command in the sandbox and wait for it; its process group dies on timeout."""
-        fields = self._exec_fields(argv, timeout, cwd, env, stream=False)
-        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
-        async with self._request("exec", data, **fields) as req:
-            header, payload = await req.result()
-        return _exec_result(header, payload)
+        proc = self.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
+        kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        async for chunk in proc:
+            kept[chunk.stream].append(chunk.data)
+        assert proc.result is not None
+        return ExecResult(
+            returncode=proc.result.returncode,
+            stdout=b"".join(kept["stdout"]).decode("utf-8", "replace"),
+            stderr=b"".join(kept["stderr"]).decode("utf-8", "replace"),
+            timed_out=proc.result.timed_out,
+            truncated=proc.result.truncated,
+        )
 
     def exec_stream(
         self,
@@ -419,7 +476,7 @@ class AsyncSandbox:
         afterwards ``proc.result`` holds the :class:`ExecResult` (its stdout and
         stderr are empty: the output went to the iteration).
         """
-        fields = self._exec_fields(argv, timeout, cwd, env, stream=True)
+        fields = self._exec_fields(argv, timeout, cwd, env)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         return AsyncProcess(self, fields, data)
 
@@ -435,13 +492,32 @@ class AsyncProcess:
         self._gen: AsyncIterator[OutputChunk] | None = None
 
     async def _chunks(self) -> AsyncIterator[OutputChunk]:
+        # The driver keeps to the output limit; the host holds it to the limit as well.
+        room = self.sandbox.config.max_output_bytes
+        dropped = 0
         async with self.sandbox._request("exec", self.stdin, **self.fields) as req:
             while True:
                 header, payload = await req.next()
                 if header["t"] == "res":
-                    self.result = _exec_result(header, payload)
-                    return
-                yield OutputChunk(header.get("stream", "stdout"), payload)
+                    break
+                part = payload[: max(room, 0)]
+                room -= len(part)
+                dropped += len(payload) - len(part)
+                if part:
+                    yield OutputChunk(header.get("stream", "stdout"), part)
+            header = await self.sandbox._reply(header, "exec", f"exec {self.fields['argv'][0]!r}")
+        if "spawn_error" in header:
+            error = protocol.clip(header["spawn_error"], 2000)
+            self.result = ExecResult(127, "", f"sandlot: cannot start the command: {error}\n")
+            yield OutputChunk("stderr", self.result.stderr.encode())
+            return
+        self.result = ExecResult(
+            returncode=header["returncode"],
+            stdout="",
+            stderr="",
+            timed_out=header.get("killed") == "timeout",
+            truncated=dropped > 0 or header.get("dropped", 0) > 0,
+        )
 
     def __aiter__(self) -> AsyncIterator[OutputChunk]:
         if self._gen is None:
@@ -461,17 +537,10 @@ class AsyncProcess:
         return None if self.result is None else self.result.returncode
 
 
-def _exec_result(header: protocol.Header, payload: bytes) -> ExecResult:
-    if not header.get("ok"):
-        err = header.get("error") or {}
-        raise SandboxError(f"exec failed in the sandbox: {err.get('name')}: {err.get('value')}")
-    if "spawn_error" in header:
-        return ExecResult(127, "", f"sandlot: cannot start the command: {header['spawn_error']}\n")
-    n = header.get("stdout_len", 0)
-    return ExecResult(
-        returncode=header["returncode"],
-        stdout=payload[:n].decode("utf-8", "replace"),
-        stderr=payload[n:].decode("utf-8", "replace"),
-        timed_out=header.get("killed") == "timeout",
-        truncated=header.get("dropped", 0) > 0,
-    )
+_NO_DETAIL = {"name": "Error", "value": "the sandbox gave no detail"}
+_MARKER_ROOM = 200  # the driver's truncation note may follow output cut at the limit
+
+
+def _text(data: bytes, limit: int) -> str:
+    """Decode output from a sandbox, held to ``limit`` bytes whatever it claims."""
+    return data[:limit].decode("utf-8", "replace")

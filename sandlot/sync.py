@@ -18,11 +18,12 @@ from typing import Any, Self, TypeVar
 
 from .backends.base import Backend
 from .config import SandboxConfig
-from .files import AsyncFiles
+from .files import DEFAULT_MAX_READ, AsyncFiles
 from .pool import AsyncSandboxPool, Progress
 from .results import CodeResult, ExecResult, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary
+from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -102,9 +103,9 @@ class Files:
         """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
         return int(self._call(self._inner.write(path, data, mode=mode)))
 
-    def read(self, path: str) -> bytes:
-        """Return the bytes of file ``path``."""
-        return bytes(self._call(self._inner.read(path)))
+    def read(self, path: str, *, max_bytes: int = DEFAULT_MAX_READ) -> bytes:
+        """Return the bytes of file ``path`` (at most ``max_bytes``; see ``AsyncFiles.read``)."""
+        return bytes(self._call(self._inner.read(path, max_bytes=max_bytes)))
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """Return file ``path`` decoded as text."""
@@ -130,9 +131,19 @@ class Files:
         """Copy a host file or directory tree to ``remote`` in the sandbox."""
         self._call(self._inner.upload(local, remote))
 
-    def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory tree to the host path ``local``."""
-        self._call(self._inner.download(remote, local))
+    def download(
+        self,
+        remote: str,
+        local: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+    ) -> DownloadResult:
+        """Copy a sandbox file or directory tree to ``local`` (see ``AsyncFiles.download``)."""
+        result: DownloadResult = self._call(
+            self._inner.download(remote, local, max_bytes=max_bytes, max_members=max_members)
+        )
+        return result
 
 
 class Process:
@@ -297,9 +308,10 @@ class Sandbox:
         """
         return self._call(self._async.serve(path, expose_as, name))
 
-    def download(self, remote: str, local: str | Path) -> None:
-        """Copy a sandbox file or directory to the host path ``local``."""
-        self._call(self._async.download(remote, local))
+    def download(self, remote: str, local: str | Path) -> DownloadResult:
+        """Copy a sandbox file or directory to the host path ``local`` (strictly; see files)."""
+        result: DownloadResult = self._call(self._async.download(remote, local))
+        return result
 
 
 class SandboxPool:

@@ -101,7 +101,7 @@ def test_size_caps_concurrency_and_progress_is_reported() -> None:
         with lock:
             running += 1
             peak = max(peak, running)
-        sb.run_code("import time\ntime.sleep(0.05)")
+        sb.run_code("import time\ntime.sleep(0.3)")  # longer than a start: the three overlap
         with lock:
             running -= 1
         return item

@@ -1,12 +1,13 @@
 """Values that cross a sandbox boundary: JSON-like data, bytes and arrays, compactly.
 
 ``encode`` turns a value into a JSON-able structure plus one bytes payload;
-binary parts (bytes, numpy arrays, torch tensors) live in the payload and are
-referenced from the structure by offset, so an embedding or an image never
-travels as a list of floats or as base64. ``decode`` reverses it; arrays come
-back as numpy arrays (torch tensors included: the receiving side may not have
-torch). Anything else fails with a ``TypeError`` that names the type and says
-what can cross.
+binary parts (bytes, numpy arrays, torch tensors) and strings longer than
+:data:`INLINE_STR` characters live in the payload and are referenced from the
+structure by offset, so an embedding or an image never travels as a list of
+floats or as base64, and a long prompt is copied once instead of JSON-escaped.
+``decode`` reverses it; arrays come back as numpy arrays (torch tensors included:
+the receiving side may not have torch). Anything else fails with a ``TypeError``
+that names the type and says what can cross.
 
 Standard library only; numpy and torch are used when the value is one of theirs.
 """
@@ -15,10 +16,19 @@ from __future__ import annotations
 
 from typing import Any
 
+INLINE_STR = 256  # longer strings travel as UTF-8 bytes in the payload
 ALLOWED = (
     "JSON values (str, int, float, bool, None, list, dict with str keys), bytes, "
     "numpy arrays or torch tensors"
 )
+
+
+class MalformedValue(ValueError):
+    """A structure that ``encode`` cannot have made (a forged or corrupted message)."""
+
+
+class NumpyMissing(TypeError):
+    """A numpy array arrived where numpy is not installed."""
 
 
 class _Missing:
@@ -44,7 +54,11 @@ class _Writer:
 
 
 def _encode(value: Any, out: _Writer, where: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, str):
+        if len(value) <= INLINE_STR:
+            return value
+        return {"$s": out.add(value.encode("utf-8", "surrogatepass"))}
+    if value is None or isinstance(value, (bool, int, float)):
         return value
     if value is MISSING:
         return {"$missing": 1}
@@ -95,6 +109,18 @@ def encode(value: Any, where: str = "value") -> tuple[Any, bytes]:
     return structure, b"".join(out.parts)
 
 
+def _slice(ref: Any, payload: bytes) -> bytes:
+    if (
+        type(ref) is not list
+        or len(ref) != 2
+        or not all(type(x) is int and x >= 0 for x in ref)
+        or ref[0] + ref[1] > len(payload)
+    ):
+        raise MalformedValue(f"a payload reference {ref!r} is not [offset, size] within it")
+    start, size = ref
+    return payload[start : start + size]
+
+
 def _decode(obj: Any, payload: bytes) -> Any:
     if isinstance(obj, list):
         return [_decode(v, payload) for v in obj]
@@ -102,28 +128,43 @@ def _decode(obj: Any, payload: bytes) -> Any:
         return obj
     if len(obj) == 1:
         ((key, inner),) = obj.items()
+        if key == "$s":
+            return _slice(inner, payload).decode("utf-8", "surrogatepass")
         if key == "$b":
-            start, size = inner
-            return payload[start : start + size]
+            return _slice(inner, payload)
         if key == "$nd":
             try:
                 import numpy as np
             except ImportError:
-                raise TypeError(
+                raise NumpyMissing(
                     "a numpy array arrived, but numpy is not installed here; add "
                     "'numpy' to this sandbox's python_packages"
                 ) from None
-            start, size = inner["data"]
-            dtype = np.dtype(inner["dtype"])
-            flat = np.frombuffer(payload, dtype=dtype, count=size // dtype.itemsize, offset=start)
-            return flat.reshape(inner["shape"]).copy()
+            if type(inner) is not dict:
+                raise MalformedValue("an array's description is not an object")
+            data = _slice(inner.get("data"), payload)
+            dtype = np.dtype(inner.get("dtype"))
+            if dtype.hasobject or dtype.itemsize == 0:
+                raise MalformedValue(f"an array of dtype {dtype} cannot cross")
+            flat = np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize)
+            return flat.reshape(inner.get("shape")).copy()
         if key == "$missing":
             return MISSING
         if key == "$dict":
+            if type(inner) is not dict:
+                raise MalformedValue("an escaped dict is not an object")
             return {k: _decode(v, payload) for k, v in inner.items()}
     return {k: _decode(v, payload) for k, v in obj.items()}
 
 
 def decode(structure: Any, payload: bytes) -> Any:
-    """The value that ``encode`` turned into ``structure`` and ``payload``."""
-    return _decode(structure, payload)
+    """The value that ``encode`` turned into ``structure`` and ``payload``.
+
+    A structure ``encode`` could not have made raises :class:`MalformedValue`.
+    """
+    try:
+        return _decode(structure, payload)
+    except (MalformedValue, NumpyMissing):
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedValue(f"a value could not be decoded: {type(exc).__name__}: {exc}") from None

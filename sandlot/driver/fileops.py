@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import stat
+import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -51,30 +54,41 @@ class _InboxReader:
 
 
 class _ChunkWriter:
-    """A write-only file object that sends what is written as ``chunk`` frames."""
+    """A write-only file object that sends what is written as ``chunk`` frames.
+
+    Small writes (tar headers, padding) are gathered into frames of up to
+    :data:`CHUNK` bytes; large ones (file contents) go out as they are, uncopied.
+    """
 
     def __init__(self, rid: int, send: Send) -> None:
         self.rid = rid
         self.send = send
         self.buf = bytearray()
+        self.written = 0
+
+    def tell(self) -> int:
+        return self.written
 
     def write(self, data: bytes) -> int:
-        self.buf += data
-        while len(self.buf) >= CHUNK:
-            self.send({"t": "chunk", "id": self.rid}, bytes(self.buf[:CHUNK]))
-            del self.buf[:CHUNK]
+        self.written += len(data)
+        if len(data) < CHUNK // 4:
+            self.buf += data
+            if len(self.buf) >= CHUNK:
+                self.flush()
+            return len(data)
+        self.flush()
+        for start in range(0, len(data), CHUNK):
+            self.send({"t": "chunk", "id": self.rid}, bytes(data[start : start + CHUNK]))
         return len(data)
 
     def flush(self) -> None:
-        if self.buf:
-            self.send({"t": "chunk", "id": self.rid}, bytes(self.buf))
-            self.buf.clear()
+        while self.buf:
+            self.send({"t": "chunk", "id": self.rid}, bytes(self.buf[:CHUNK]))
+            del self.buf[:CHUNK]
 
 
 def write_file(path: str, mode: int | None, chunks: Iterator[bytes]) -> dict[str, Any]:
     """Write a file atomically (temp file, then rename) from incoming chunks."""
-    import tempfile
-
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".sandlot-")
@@ -119,8 +133,6 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
     """Remove a file, or a directory (its contents too when ``recursive``)."""
     if os.path.isdir(path) and not os.path.islink(path):
         if recursive:
-            import shutil
-
             shutil.rmtree(path)
         else:
             os.rmdir(path)
@@ -131,7 +143,6 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
 
 def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
     """Unpack an incoming tar stream under ``dest`` (no paths outside it)."""
-    import tarfile
 
     os.makedirs(dest, exist_ok=True)
     count = 0
@@ -147,10 +158,10 @@ def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
 
 def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
     """Send ``path`` (file or directory) as a tar stream of chunks."""
-    import tarfile
 
     out = _ChunkWriter(rid, send)
-    with tarfile.open(fileobj=out, mode="w|") as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w") as tar:  # type: ignore[call-overload]
+        tar.copybufsize = CHUNK  # file contents go out in whole chunks
         tar.add(path, arcname=os.path.basename(path.rstrip("/")) or ".")
     out.flush()
     return {}

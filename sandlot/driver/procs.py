@@ -1,9 +1,10 @@
 """Processes started in the sandbox: each in its own process group.
 
-Output is read as it comes. In streaming mode each read is sent to the host at
-once; otherwise it is collected. Either way at most ``limit`` bytes leave the
-sandbox per process and the rest is counted, so a chatty process can neither
-block on a full pipe nor fill the host's memory.
+Output is read as it comes and each read is sent to the host at once as a
+``chunk`` (the host collects them, or streams them to its caller), so no reply
+is ever larger than a frame. At most ``limit`` bytes leave the sandbox per
+process and the rest is counted, so a chatty process can neither block on a full
+pipe nor fill the host's memory (the host enforces the same limit on its side).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ class Process:
         self,
         rid: int,
         limit: int,
-        stream: bool,
         send: Send,
         timeout: float | None,
     ) -> dict[str, Any]:
@@ -62,7 +62,6 @@ class Process:
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ, "stdout")
         sel.register(p.stderr, selectors.EVENT_READ, "stderr")
-        kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         sent = 0
         dropped = 0
         exited_at: float | None = None
@@ -88,23 +87,12 @@ class Process:
                 part, extra = data[:room], len(data) - min(room, len(data))
                 sent += len(part)
                 dropped += extra
-                if stream:
-                    send({"t": "chunk", "id": rid, "stream": key.data}, part)
-                else:
-                    kept[key.data].append(part)
+                send({"t": "chunk", "id": rid, "stream": key.data}, part)
         sel.close()
         returncode = p.wait()
         p.stdout.close()
         p.stderr.close()
-        out = b"".join(kept["stdout"])
-        err = b"".join(kept["stderr"])
-        return {
-            "returncode": returncode,
-            "killed": self.killed_reason,
-            "dropped": dropped,
-            "stdout_len": len(out),
-            "_payload": out + err,
-        }
+        return {"returncode": returncode, "killed": self.killed_reason, "dropped": dropped}
 
 
 def _feed(pipe: Any, data: bytes) -> None:

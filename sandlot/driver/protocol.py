@@ -3,15 +3,21 @@
 Standard library only: this module is imported by the driver inside the sandbox
 (where nothing but the interpreter may exist) and by the host.
 
-A frame is ``!II`` (header length, payload length), a UTF-8 JSON header (a dict)
-and raw payload bytes. Large data (files, process output) travels in the payload
-in chunks of at most :data:`CHUNK` bytes, never inside the JSON header.
+A frame is ``!II`` (header length, payload length), a UTF-8 JSON header (an
+object of at most :data:`MAX_HEADER` bytes) and at most :data:`CHUNK` raw payload
+bytes. A message whose payload is larger travels as several frames: the first
+carries the header with ``parts: n`` and each of the ``n - 1`` that follow at
+once carries only ``{"t": "more"}`` and the next piece of the payload. Large data
+(files, process output, strings and bytes inside values) is payload, never
+JSON; a value whose JSON structure would not fit in a header travels in the
+payload too (``vlen`` says how many of its leading bytes are that JSON).
 
-Header field ``t`` says what a frame is:
+Header field ``t`` says what a message is:
 
 ========  ===========  =====================================================
 ``t``     direction    meaning
 ========  ===========  =====================================================
+``init``  host→driver  the start-up settings (sent once, first)
 ``req``   host→driver  a request ``op`` with a fresh ``id``
 ``data``  host→driver  a chunk of input for request ``id`` (``eof`` ends it)
 ``cancel`` host→driver cancel request ``id`` (interrupts the REPL, kills a
@@ -21,10 +27,16 @@ Header field ``t`` says what a frame is:
 ``chunk`` driver→host  streamed output for request ``id``
 ``res``   driver→host  the final reply to request ``id`` (``ok`` or ``error``)
 ``call``  driver→host  sandboxed code calls host function ``name``
+``more``  both         the next piece of the payload of the message before it
 ========  ===========  =====================================================
 
 Request ids and call ids are separate spaces: the host numbers requests, the
 driver numbers calls.
+
+The host trusts nothing the driver sends (sandboxed code shares the driver's
+process and can forge any frame), so every message from a driver is checked
+against the shapes below (:func:`check`): what a message may carry is defined
+here, once, for both sides.
 """
 
 from __future__ import annotations
@@ -32,43 +44,92 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 PREFIX = struct.Struct("!II")
-CHUNK = 1 << 20
-MAX_HEADER = 1 << 28
-MAX_PAYLOAD = 1 << 26
+CHUNK = 1 << 20  # most payload bytes in one frame
+MAX_HEADER = 1 << 20  # most JSON bytes in one frame's header
+MAX_MESSAGE = 1 << 28  # most payload bytes in one message (256 MiB), all its frames together
+MAX_TEXT = 1 << 16  # most characters of an error's message or traceback kept in a header
 
 Header = dict[str, Any]
 
 
 class ProtocolError(Exception):
-    """A frame that does not follow the protocol (bad sizes, bad JSON)."""
+    """A message that does not follow the protocol (bad sizes, bad JSON, a wrong shape)."""
 
 
-def encode(header: Header, payload: bytes = b"") -> bytes:
-    """Return one frame carrying ``header`` and ``payload``."""
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(head) > MAX_HEADER or len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"frame too large: header {len(head)} B, payload {len(payload)} B")
-    return PREFIX.pack(len(head), len(payload)) + head + payload
+# -- framing -------------------------------------------------------------------
+
+
+def _dumps(header: Header) -> bytes:
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode(header: Header, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    """Return the frames of one message carrying ``header`` and ``payload``.
+
+    A ``value`` whose JSON would make the header too big moves to the front of
+    the payload (``vlen`` says how many bytes it takes there; see :func:`take_value`).
+    """
+    head = _dumps(header)
+    if len(head) > MAX_HEADER - 64 and "value" in header:
+        blob = _dumps(header["value"])
+        header = {k: v for k, v in header.items() if k != "value"} | {"vlen": len(blob)}
+        payload = blob + bytes(payload)
+        head = _dumps(header)
+    payload = memoryview(payload)
+    if len(payload) > MAX_MESSAGE:
+        raise ProtocolError(
+            f"a message of {len(payload)} bytes is over the protocol's {MAX_MESSAGE} byte limit"
+        )
+    parts = max(1, -(-len(payload) // CHUNK))
+    if parts > 1:
+        head = head[:-1] + b',"parts":%d}' % parts
+    if len(head) > MAX_HEADER:
+        raise ProtocolError(f"a header of {len(head)} bytes is over the {MAX_HEADER} byte limit")
+    first = payload[:CHUNK]
+    out: list[bytes | memoryview] = [PREFIX.pack(len(head), len(first)), head, first]
+    more = _dumps({"t": "more"})
+    for start in range(CHUNK, len(payload), CHUNK):
+        piece = payload[start : start + CHUNK]
+        out += [PREFIX.pack(len(more), len(piece)), more, piece]
+    return b"".join(out)
 
 
 def check_sizes(head_len: int, payload_len: int) -> None:
     """Reject a frame prefix whose sizes exceed the protocol's bounds."""
-    if head_len > MAX_HEADER or payload_len > MAX_PAYLOAD:
-        raise ProtocolError(f"frame too large: header {head_len} B, payload {payload_len} B")
+    if not 0 < head_len <= MAX_HEADER or payload_len > CHUNK:
+        raise ProtocolError(
+            f"a frame of header {head_len} B and payload {payload_len} B is outside the "
+            f"protocol's bounds (header 1..{MAX_HEADER} B, payload at most {CHUNK} B)"
+        )
 
 
 def decode_header(raw: bytes) -> Header:
-    """Parse a frame's JSON header, which must be an object."""
+    """Parse a frame's JSON header, which must be an object with a string ``t``."""
     try:
         header = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError(f"frame header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ProtocolError("frame header is not a JSON object")
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"a frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+        raise ProtocolError("a frame header is not a JSON object with a string field 't'")
     return header
+
+
+def parts_of(header: Header) -> int:
+    """How many frames the message that starts with ``header`` has (checked)."""
+    parts = header.get("parts", 1)
+    if type(parts) is not int or not 1 <= parts <= MAX_MESSAGE // CHUNK:
+        raise ProtocolError(f"'parts' must be an integer from 1 to {MAX_MESSAGE // CHUNK}")
+    return parts
+
+
+def check_more(header: Header) -> None:
+    """A continuation frame carries nothing but ``t: more``."""
+    if header != {"t": "more"}:
+        raise ProtocolError("a continuation frame of a message is not {'t': 'more'}")
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -83,8 +144,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket) -> tuple[Header, bytes] | None:
-    """Read one frame from a blocking socket; ``None`` at end of stream."""
+def _read_one(sock: socket.socket) -> tuple[Header, bytes] | None:
     prefix = _recv_exact(sock, PREFIX.size)
     if prefix is None:
         return None
@@ -97,6 +157,172 @@ def read_frame(sock: socket.socket) -> tuple[Header, bytes] | None:
     return decode_header(head), payload
 
 
+def read_frame(sock: socket.socket) -> tuple[Header, bytes] | None:
+    """Read one whole message from a blocking socket; ``None`` at end of stream."""
+    first = _read_one(sock)
+    if first is None:
+        return None
+    header, payload = first
+    parts = parts_of(header)
+    if parts == 1:
+        return header, payload
+    pieces = [payload]
+    for _ in range(parts - 1):
+        nxt = _read_one(sock)
+        if nxt is None:
+            return None
+        check_more(nxt[0])
+        pieces.append(nxt[1])
+    return header, b"".join(pieces)
+
+
+# -- values that may be too big for a header ---------------------------------------
+
+
+def take_value(header: Header, payload: bytes) -> tuple[Any, bytes]:
+    """The ``value`` a message carries and the payload after it (see :func:`encode`)."""
+    vlen = header.get("vlen")
+    if vlen is None:
+        return header.get("value"), payload
+    if type(vlen) is not int or not 0 <= vlen <= len(payload):
+        raise ProtocolError("'vlen' is not a length within the payload")
+    try:
+        structure = json.loads(payload[:vlen])
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"a value's structure is not JSON: {exc}") from None
+    return structure, payload[vlen:]
+
+
+# -- shapes --------------------------------------------------------------------------
+#
+# A shape is: a type (``int`` means an integer that is not a bool; ``object``
+# anything), ``None``, a tuple of shapes (any one of them), a list holding one
+# shape (a list of such), or a dict of field shapes (an object with those fields;
+# a field name ending in ``?`` may be absent; other fields are ignored).
+
+ID = "id"  # a request or call id: an integer from 0 to 2**53
+ERROR: dict[str, Any] = {"name": str, "value": str, "traceback?": str}
+
+FROM_DRIVER: dict[str, dict[str, Any]] = {
+    "ready": {"ok": bool, "pid?": int, "python?": str, "executable?": str, "error?": ERROR},
+    "chunk": {"id": ID, "stream?": ("stdout", "stderr")},
+    "res": {"id": ID, "ok": bool, "error?": (None, ERROR)},
+    "call": {"id": ID, "name": str, "value?": object, "vlen?": int},
+}
+
+KINDS = (
+    "POSITIONAL_ONLY",
+    "POSITIONAL_OR_KEYWORD",
+    "VAR_POSITIONAL",
+    "KEYWORD_ONLY",
+    "VAR_KEYWORD",
+)
+SERVED: dict[str, Any] = {  # a served function, as the serving sandbox describes it
+    "name": str,
+    "concurrent": bool,
+    "doc": str,
+    "params": [
+        {
+            "name": str,
+            "kind": KINDS,
+            "annotation": (str, None),
+            "default": (str, None),
+            "default_exact": bool,
+        }
+    ],
+    "returns": (str, None),
+    "schema": dict,
+}
+
+# The fields of a successful ``res``, per request ``op``.
+REPLIES: dict[str, dict[str, Any]] = {
+    "run_code": {
+        "out": int,
+        "err": int,
+        "val": (int, None),
+        "error": (None, ERROR),
+        "truncated": bool,
+        "skipped?": bool,
+    },
+    "serve": {"functions": [SERVED], "models": [str]},
+    "exec": {"returncode": int, "killed?": (str, None), "dropped?": int, "spawn_error?": str},
+    "invoke": {"value?": object, "vlen?": int},
+    "define_tool": {},
+    "write": {"size": int},
+    "put_tar": {"members": int},
+    "read": {"size": int},
+    "get_tar": {},
+    "list": {"entries": [{"name": str, "type": ("file", "dir", "link"), "size": int}]},
+    "exists": {"exists": bool, "is_dir": bool},
+    "remove": {},
+    "mkdir": {},
+}
+
+
+Validator = Callable[[Any], bool]
+_validators: dict[int, tuple[Any, Validator]] = {}
+
+
+def _compile(shape: Any) -> Validator:
+    """A function telling whether a value has ``shape``, built once per shape."""
+    if shape is object:
+        return lambda v: True
+    if shape is None:
+        return lambda v: v is None
+    if shape == ID:
+        return lambda v: type(v) is int and 0 <= v <= 1 << 53
+    if isinstance(shape, str):
+        return lambda v: bool(v == shape)
+    if shape is float:
+        return lambda v: type(v) in (int, float)
+    if isinstance(shape, type):
+        return lambda v: type(v) is shape
+    if isinstance(shape, tuple):
+        alternatives = [_compile(s) for s in shape if s is not None]
+        nullable = None in shape
+        return lambda v: (nullable and v is None) or any(f(v) for f in alternatives)
+    if isinstance(shape, list):
+        item = _compile(shape[0])
+        return lambda v: type(v) is list and all(map(item, v))
+    required = [(k, _compile(f)) for k, f in shape.items() if not k.endswith("?")]
+    optional = [(k[:-1], _compile(f)) for k, f in shape.items() if k.endswith("?")]
+
+    def fields(v: Any) -> bool:
+        if type(v) is not dict:
+            return False
+        for name, f in required:
+            if name not in v or not f(v[name]):
+                return False
+        return all(name not in v or f(v[name]) for name, f in optional)
+
+    return fields
+
+
+def check(value: Any, shape: Any, what: str) -> None:
+    """Raise :class:`ProtocolError` unless ``value`` has ``shape``."""
+    known = _validators.get(id(shape))
+    if known is None or known[0] is not shape:
+        known = _validators[id(shape)] = (shape, _compile(shape))
+    if not known[1](value):
+        text = repr(value)
+        raise ProtocolError(
+            f"{what} does not have the protocol's shape: {text[:300]}"
+            + ("..." if len(text) > 300 else "")
+        )
+
+
 def error_info(exc: BaseException, tb: str = "") -> Header:
-    """Describe an exception as plain data: name, message, traceback text."""
-    return {"name": type(exc).__name__, "value": str(exc), "traceback": tb}
+    """Describe an exception as plain data: name, message, traceback text (bounded)."""
+    return {
+        "name": type(exc).__name__,
+        "value": clip(str(exc)),
+        "traceback": clip(tb),
+    }
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, keeping its head and its tail."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"

@@ -1,5 +1,9 @@
 """The driver's message loop: one reader thread, the REPL on the main thread.
 
+Everything the driver uses is imported here, before any code of the sandbox's
+runs, and the workdir goes on ``sys.path`` only after the standard library: a
+``subprocess.py`` in an uploaded repository cannot take the driver's place.
+
 The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
 (which also breaks blocking calls such as ``time.sleep``). Every other request
 (processes, files) runs on a thread of its own, so a process can stream while a
@@ -9,6 +13,8 @@ each waits for its own answer.
 
 from __future__ import annotations
 
+import ctypes
+import inspect
 import itertools
 import os
 import queue
@@ -24,8 +30,10 @@ from typing import Any
 
 from . import codec, fileops, protocol
 from .exposed import describe, exposed_functions, load_model
+from .procs import Process
 from .repl import Repl, user_traceback
 
+SKIPPED = {"stdout": "", "stderr": "", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 CURRENT: Server | None = None  # the one server of this process, for call_host()
@@ -83,8 +91,23 @@ class Server:
             self.sock.sendall(frame)
 
     def reply(self, rid: int, fields: dict[str, Any]) -> None:
-        payload = fields.pop("_payload", b"")
-        self.send({"t": "res", "id": rid, "ok": True, **fields}, payload)
+        """Reply that request ``rid`` succeeded, with ``fields``."""
+        self.send({"t": "res", "id": rid, "ok": True, **fields})
+
+    def reply_cell(self, rid: int, result: dict[str, Any]) -> None:
+        """Reply to ``run_code``: output and value as payload bytes, their lengths in the header."""
+        out = result["stdout"].encode("utf-8", "surrogatepass")
+        err = result["stderr"].encode("utf-8", "surrogatepass")
+        value = result["value"]
+        val = b"" if value is None else value.encode("utf-8", "surrogatepass")
+        fields = {
+            "out": len(out),
+            "err": len(err),
+            "val": None if value is None else len(val),
+            "error": result["error"],
+            "truncated": result["truncated"],
+        }
+        self.send({"t": "res", "id": rid, "ok": True, **fields}, out + err + val)
 
     def reply_error(self, rid: int, exc: BaseException) -> None:
         """Reply that request ``rid`` failed, with the traceback of the user's code in it."""
@@ -97,13 +120,13 @@ class Server:
         """Call host function ``name`` and wait for its answer."""
         if self.closed:
             raise ToolError(f"{name}: the host connection is closed")
-        structure, payload = codec.encode([list(args), kwargs], where=f"{name}() argument")
+        structure, data = codec.encode([list(args), kwargs], where=f"{name}() argument")
         cid = next(self.call_ids)
         pending = _Pending()
         self.calls[cid] = pending
         try:
             frame = protocol.encode(
-                {"t": "call", "id": cid, "name": name, "value": structure}, payload
+                {"t": "call", "id": cid, "name": name, "value": structure}, data
             )
             with self.send_lock:
                 self.sock.sendall(frame)
@@ -112,7 +135,7 @@ class Server:
             self.calls.pop(cid, None)
         answer = pending.header
         if answer.get("ok"):
-            return codec.decode(answer.get("value"), pending.payload)
+            return codec.decode(*protocol.take_value(answer, pending.payload))
         err = answer.get("error") or {}
         message = f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}"
         if err.get("traceback"):
@@ -158,8 +181,6 @@ class Server:
             )
 
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
-        from .procs import Process  # subprocess and selectors load on the first exec
-
         env = {**self.env, **header.get("env", {})}
         cwd = fileops.resolve(self.workdir, header.get("cwd") or ".")
         try:
@@ -170,11 +191,7 @@ class Server:
         self.processes[rid] = proc
         try:
             fields = proc.pump(
-                rid,
-                header.get("limit", self.max_output_bytes),
-                bool(header.get("stream")),
-                self.send,
-                header.get("timeout"),
+                rid, header.get("limit", self.max_output_bytes), self.send, header.get("timeout")
             )
         except Exception as exc:
             proc.kill("driver error")
@@ -259,7 +276,7 @@ class Server:
             self.reply_error(rid, LookupError(f"{where} is not served here; served: {served}"))
             return
         try:
-            args, kwargs = codec.decode(header["value"], payload)
+            args, kwargs = codec.decode(*protocol.take_value(header, payload))
             args, kwargs = _fill_defaults(fn, args, kwargs)
             if lock is None:
                 result = fn(*args, **kwargs)
@@ -267,10 +284,9 @@ class Server:
                 with lock:
                     result = fn(*args, **kwargs)
             structure, data = codec.encode(result, where=f"{where}() return value")
+            self.send({"t": "res", "id": rid, "ok": True, "value": structure}, data)
         except Exception as exc:
             self.reply_error(rid, exc)
-            return
-        self.send({"t": "res", "id": rid, "ok": True, "value": structure}, data)
 
     def cancel(self, rid: int) -> None:
         """Interrupt cell ``rid`` or kill process ``rid``; a no-op if it is done."""
@@ -332,7 +348,7 @@ class Server:
                 with self.cell_lock:
                     if rid in self.cancelled_cells:
                         self.cancelled_cells.discard(rid)
-                        self.reply(rid, {"skipped": True})
+                        self.reply_cell(rid, SKIPPED)
                         continue
                     self.running_cell = rid
                 try:
@@ -343,7 +359,7 @@ class Server:
                 finally:
                     with self.cell_lock:
                         self.running_cell = None
-                self.reply(rid, result)
+                self.reply_cell(rid, result)
             except KeyboardInterrupt:
                 continue  # a cancel that arrived just after its cell ended
 
@@ -355,8 +371,6 @@ def _fill_defaults(
     given = [*args, *kwargs.values()]
     if all(v is not codec.MISSING for v in given):
         return args, kwargs
-    import inspect
-
     params = list(inspect.signature(fn).parameters.values())
     args = [params[i].default if a is codec.MISSING else a for i, a in enumerate(args)]
     return args, {k: v for k, v in kwargs.items() if v is not codec.MISSING}
@@ -378,13 +392,19 @@ def _die_with_parent() -> None:
     """Ask the kernel to SIGKILL the driver when its parent dies (lost on uid change)."""
     parent = os.getppid()
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _after_stdlib(path: list[str]) -> int:
+    """Where the workdir goes on ``sys.path``: before site-packages, after the standard library."""
+    for i, entry in enumerate(path):
+        if entry.endswith(("site-packages", "dist-packages")):
+            return i
+    return len(path)
 
 
 def serve(fd: int) -> None:
@@ -405,7 +425,7 @@ def serve(fd: int) -> None:
         _die_with_parent()
         os.makedirs(init["workdir"], exist_ok=True)
         os.chdir(init["workdir"])
-        sys.path.insert(0, init["workdir"])
+        sys.path.insert(_after_stdlib(sys.path), init["workdir"])
         apply_limits(init.get("limits", {}))
         sys.path.append(SHIM_DIR)  # 'from sandlot import expose' in interface files
         server = Server(sock, init)

@@ -1,7 +1,8 @@
 """Serving: functions served from a sandbox (`serve`), libraries for sessions, `@expose`."""
 
 from ..driver.exposed import expose, models
-from .library import Library, McpServerSpec, RemoteError, RemoteLibrary, ServeError
+from ..errors import RemoteError, ServeError
+from .library import Library, McpServerSpec, RemoteLibrary
 
 __all__ = [
     "Library",

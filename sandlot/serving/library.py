@@ -10,7 +10,9 @@ The session never reaches the serving sandbox any other way.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import keyword
 import shutil
 import threading
 from collections.abc import Callable, Coroutine
@@ -28,21 +30,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 ExposeAs = Literal["library", "mcp", "prompt"]
 SERVE_DIR = ".sandlot/serve"
-
-
-class RemoteError(SandboxError):
-    """A served function raised; ``remote_traceback`` is where, in the serving sandbox."""
-
-    def __init__(self, where: str, name: str, value: str, remote_traceback: str) -> None:
-        self.name = name
-        self.value = value
-        self.remote_traceback = remote_traceback
-        self.summary = f"{where} raised {name}: {value}"
-        super().__init__(f"{self.summary}\n\nRemote traceback:\n{remote_traceback}")
-
-
-class ServeError(SandboxError):
-    """An interface could not be served (it failed to import, or a model failed to load)."""
 
 
 @dataclass
@@ -126,23 +113,18 @@ class RemoteLibrary:
                 f"{self.name} serves no function {function!r}; it serves "
                 f"{', '.join(self.functions)}"
             )
+        fields = {"library": self.name, "function": function, "value": structure}
         try:
-            async with self._sandbox._request(
-                "invoke", payload, library=self.name, function=function, value=structure
-            ) as req:
+            async with self._sandbox._request("invoke", payload, **fields) as req:
                 header, data = await req.result()
+                header = await self._sandbox._reply(header, "invoke", where)
+                return await self._sandbox._value(header, data)
         except SandboxDied as exc:
             raise SandboxDied(
                 exc.cause,
                 f"the sandbox serving {self.name} is gone "
                 f"({exc.detail}); call {self.name}.restart() to serve it again",
             ) from None
-        if not header.get("ok"):
-            err = header.get("error") or {}
-            raise RemoteError(
-                where, err.get("name", "Error"), err.get("value", ""), err.get("traceback", "")
-            )
-        return header.get("value"), data
 
     async def call(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """``await lib.call("fn", ...)``: the async way to call a served function."""
@@ -270,8 +252,14 @@ class McpServerSpec:
         return self.library._run(self.acall_tool(tool, arguments))
 
 
-def _params_text(spec: dict[str, Any], default_marker: str | None = None) -> str:
-    """A served function's parameter list as source text."""
+def _params_text(
+    spec: dict[str, Any], default_marker: str | None = None, annotate: bool = True
+) -> str:
+    """A served function's parameter list as text.
+
+    Defaults that are not exact literals become ``default_marker`` when one is
+    given; ``annotate=False`` leaves the annotations out.
+    """
     parts: list[str] = []
     params = spec["params"]
     kinds = [p["kind"] for p in params]
@@ -284,12 +272,12 @@ def _params_text(spec: dict[str, Any], default_marker: str | None = None) -> str
         ):
             parts.append("*")
         text = {"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(kind, "") + p["name"]
-        if p["annotation"]:
+        if p["annotation"] and annotate:
             text += f": {p['annotation']}"
         if p["default"] is not None:
             exact = p["default_exact"] or default_marker is None
             value = p["default"] if exact else default_marker
-            text += f" = {value}" if p["annotation"] else f"={value}"
+            text += f" = {value}" if p["annotation"] and annotate else f"={value}"
         parts.append(text)
         if kind == "POSITIONAL_ONLY" and (
             i + 1 == len(params) or params[i + 1]["kind"] != "POSITIONAL_ONLY"
@@ -305,8 +293,10 @@ def _returns(spec: dict[str, Any]) -> str:
 def generate_module(name: str, functions: list[dict[str, Any]]) -> str:
     """Source of a module whose functions forward to a served library, one stub each.
 
-    Annotations stay unevaluated (``from __future__ import annotations``), so
-    types that cannot be imported in the session do not break the import.
+    Annotations are set as strings after each ``def`` (what ``from __future__
+    import annotations`` would make of them), never written as code: the serving
+    sandbox chose their text, and types that cannot be imported in the session
+    do not break the import.
     Defaults that do not survive as source text are sent as "not given", and
     the serving side applies the real one.
     """
@@ -340,13 +330,18 @@ def generate_module(name: str, functions: list[dict[str, Any]]) -> str:
         args = f"({', '.join(positional)}{',' if len(positional) == 1 else ''})"
         doc = (spec["doc"] or f"Served function {spec['name']}.").replace("\\", "\\\\")
         doc = doc.replace('"""', '\\"\\"\\"')
+        notes = {p["name"]: p["annotation"] for p in spec["params"] if p["annotation"]}
+        if spec["returns"]:
+            notes["return"] = spec["returns"]
         out += [
             "",
             "",
-            f"def {spec['name']}({_params_text(spec, '_DEFAULT')}){_returns(spec)}:",
+            f"def {spec['name']}({_params_text(spec, '_DEFAULT', annotate=False)}):",
             f'    """{doc}\n    """',
             f"    return _call_host({name + '.' + spec['name']!r}, {args}, "
             f"{{{', '.join(keywords)}}})",
+            "",
+            f"{spec['name']}.__annotations__ = {notes!r}",
         ]
     return "\n".join(out) + "\n"
 
@@ -357,14 +352,35 @@ async def _serve_source(sandbox: AsyncSandbox, name: str, source: str) -> list[d
     models = [m.model_dump() for m in sandbox.config.models]
     async with sandbox._request("serve", path=remote, name=name, models=models) as req:
         header, _ = await req.result()
-    if not header.get("ok"):
-        err = header.get("error") or {}
-        raise ServeError(
-            f"serving {name} failed: {err.get('name')}: {err.get('value')}\n\n"
-            f"{err.get('traceback', '')}".rstrip()
-        )
+    header = await sandbox._reply(header, "serve", f"serving {name}")
     functions: list[dict[str, Any]] = header["functions"]
+    try:
+        for spec in functions:
+            _check_spec(spec)
+    except ValueError as exc:
+        raise await sandbox._violation(f"serving {name}: {exc}") from None
     return functions
+
+
+def _check_spec(spec: dict[str, Any]) -> None:
+    """Refuse a served function's description that could smuggle code into a session.
+
+    Its names, annotations and defaults become source text of the module a session
+    imports (see :func:`generate_module`), in another sandbox: the serving sandbox
+    must not choose that code. Names must be identifiers and a default pasted as
+    source a literal; annotations are written as string literals (see
+    :func:`_params_text`), so their text is never code.
+    """
+    names = [spec["name"], *(p["name"] for p in spec["params"])]
+    for ident in names:
+        if not ident.isidentifier() or keyword.iskeyword(ident):
+            raise ValueError(f"{ident!r} is not a Python identifier")
+    for p in spec["params"]:
+        if p["default_exact"] and p["default"] is not None:
+            try:
+                ast.literal_eval(p["default"])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise ValueError(f"default {p['default'][:80]!r} is not a literal") from None
 
 
 async def serve_interface(
