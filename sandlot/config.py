@@ -137,6 +137,11 @@ class SandboxConfig(_Strict):
         1 << 20, gt=0, description="Output kept per cell or process; the rest is dropped."
     )
     max_file_bytes: int | None = Field(1 << 31, gt=0, description="Largest file a process writes.")
+    disk_mb: int | None = Field(
+        4096,
+        gt=0,
+        description="What the sandbox may add to its workdir on the host disk; None: no limit.",
+    )
     max_cpu_seconds: int | None = Field(None, gt=0, description="CPU seconds per process.")
     max_open_files: int = Field(1024, gt=16, description="Open file descriptors per process.")
     network: bool = Field(False, description="Allow network access (off: not even loopback).")

