@@ -18,6 +18,7 @@ reader stops reading from it until its consumers catch up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -179,7 +180,7 @@ class Channel:
     def release(self, cost: int) -> None:
         """``cost`` bytes were consumed; let the reader go on below the low-water mark."""
         self.buffered -= cost
-        if self.buffered <= LOW_WATER:
+        if self.buffered <= LOW_WATER and not self.room.is_set():
             self.room.set()
 
     # -- calls from the sandbox -----------------------------------------------------
@@ -195,28 +196,27 @@ class Channel:
         task.add_done_callback(self.calls.discard)
 
     async def _answer(self, cid: int, name: str, structure: Any, data: bytes, cost: int) -> None:
+        """Run the call when one of the sandbox's call slots is free, and send its answer."""
         try:
-            await self._answer_in_turn(cid, name, structure, data)
+            async with self.call_slots:
+                try:
+                    value, result = await self.on_call(name, structure, data)
+                    head = {"t": "ret", "id": cid, "ok": True, "value": value}
+                    frame = protocol.encode(head, result)
+                except Exception as exc:
+                    error = {
+                        "name": type(exc).__name__,
+                        "value": protocol.clip(getattr(exc, "summary", str(exc))),
+                        "traceback": protocol.clip(getattr(exc, "remote_traceback", "")),
+                    }
+                    frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
+                if self.closed_by is None:
+                    self.writer.write(frame)
+                    # A sandbox that stops reading its answers holds this slot, not host memory.
+                    with contextlib.suppress(ConnectionError):
+                        await self.writer.drain()
         finally:
             self.release(cost)
-
-    async def _answer_in_turn(self, cid: int, name: str, structure: Any, data: bytes) -> None:
-        async with self.call_slots:
-            try:
-                value, result = await self.on_call(name, structure, data)
-                frame = protocol.encode({"t": "ret", "id": cid, "ok": True, "value": value}, result)
-            except Exception as exc:
-                error = protocol.error_info(exc, getattr(exc, "remote_traceback", "") or "") | {
-                    "value": protocol.clip(getattr(exc, "summary", str(exc)))
-                }
-                frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
-            if self.closed_by is None:
-                self.writer.write(frame)
-                # A sandbox that stops reading its answers holds this slot, not host memory.
-                try:
-                    await self.writer.drain()
-                except ConnectionError:
-                    return
 
     # -- writing -------------------------------------------------------------------
 

@@ -63,8 +63,12 @@ class ProtocolError(Exception):
 # -- framing -------------------------------------------------------------------
 
 
-def _dumps(header: Header) -> bytes:
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per call
+_MORE = b'{"t":"more"}'
+
+
+def _dumps(header: Any) -> bytes:
+    return _encoder.encode(header).encode()
 
 
 def encode(header: Header, payload: bytes | bytearray | memoryview = b"") -> bytes:
@@ -89,12 +93,13 @@ def encode(header: Header, payload: bytes | bytearray | memoryview = b"") -> byt
         head = head[:-1] + b',"parts":%d}' % parts
     if len(head) > MAX_HEADER:
         raise ProtocolError(f"a header of {len(head)} bytes is over the {MAX_HEADER} byte limit")
+    if parts == 1:
+        return PREFIX.pack(len(head), len(payload)) + head + payload
     first = payload[:CHUNK]
     out: list[bytes | memoryview] = [PREFIX.pack(len(head), len(first)), head, first]
-    more = _dumps({"t": "more"})
     for start in range(CHUNK, len(payload), CHUNK):
         piece = payload[start : start + CHUNK]
-        out += [PREFIX.pack(len(more), len(piece)), more, piece]
+        out += [PREFIX.pack(len(_MORE), len(piece)), _MORE, piece]
     return b"".join(out)
 
 
@@ -278,7 +283,16 @@ def _compile(shape: Any) -> Validator:
     if isinstance(shape, type):
         return lambda v: type(v) is shape
     if isinstance(shape, tuple):
+        if all(isinstance(s, str) and s != ID for s in shape):  # one of some literals
+            literals = frozenset(shape)
+            return lambda v: type(v) is str and v in literals
+        if all(isinstance(s, type) or s is None for s in shape):  # one of some types
+            types = frozenset(type(None) if s is None else s for s in shape)
+            return lambda v: type(v) in types
         alternatives = [_compile(s) for s in shape if s is not None]
+        if None in shape and len(alternatives) == 1:
+            (only,) = alternatives
+            return lambda v: v is None or only(v)
         nullable = None in shape
         return lambda v: (nullable and v is None) or any(f(v) for f in alternatives)
     if isinstance(shape, list):
