@@ -67,6 +67,7 @@ class Isolation:
                 "filesystem isolation (the code can read every file this user can)",
                 "network isolation (the code can open connections)",
                 "PID isolation (the code can see and signal the host's processes)",
+                "a seccomp filter (no system call is denied; it needs bubblewrap)",
             ]
         if self.cgroup is None:
             gaps.append("per-sandbox memory, process and CPU limits (no writable cgroup)")
@@ -92,7 +93,14 @@ class Isolation:
         )
         user = f"uid {SANDBOX_UID} (nobody)" if self.root else f"uid {os.getuid()} (yours)"
         disk_limit = "the workdir's growth watched from the host (disk_mb), a file size rlimit"
-        return {"filesystem, network, PIDs": bw, "limits": cg, "disk": disk_limit, "user": user}
+        calls = "a denylist filter (docs/isolation.md, System calls)" if self.bwrap else "none"
+        return {
+            "filesystem, network, PIDs": bw,
+            "system calls": calls,
+            "limits": cg,
+            "disk": disk_limit,
+            "user": user,
+        }
 
 
 @cache
