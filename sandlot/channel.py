@@ -33,6 +33,9 @@ MAX_CALLS = 16  # host calls of one sandbox running at once
 HIGH_WATER = 64 << 20  # bytes of one sandbox's unconsumed messages before the reader waits
 LOW_WATER = 16 << 20  # ... and the level at which it reads again
 TASK_COST = 2048  # what a waiting call costs the host beyond its bytes, counted against HIGH_WATER
+JSON_WEIGHT = 32  # parsed JSON takes up to about 30 times its text in memory: charge it so
+MAX_VALUE_JSON = 8 << 20  # most bytes of a call's value structure (vlen) the host will parse
+PARSE_ON_THREAD = 1 << 20  # a value structure larger than this is parsed off the event loop
 
 
 class Closed(Exception):
@@ -46,14 +49,22 @@ class Violation(Closed):
 class Request:
     """One request in flight: its id and the messages that answer it."""
 
-    def __init__(self, channel: Channel, rid: int) -> None:
+    def __init__(self, channel: Channel, rid: int, max_reply: int, idle: float | None) -> None:
         self.channel = channel
         self.id = rid
+        self.max_reply = max_reply  # most payload bytes its reply may carry
+        self.idle = idle  # most seconds to wait for each of its messages (None: no bound)
         self.frames: asyncio.Queue[tuple[Frame, int] | BaseException] = asyncio.Queue()
 
     async def next(self) -> Frame:
-        """The next ``chunk`` or ``res`` message; raises if the channel closed."""
-        item = await self.frames.get()
+        """The next ``chunk`` or ``res`` message; raises if the channel closed.
+
+        With ``idle`` set, raises :class:`TimeoutError` when none comes that soon.
+        """
+        if self.idle is None:
+            item = await self.frames.get()
+        else:
+            item = await asyncio.wait_for(self.frames.get(), self.idle)
         if isinstance(item, BaseException):
             raise item
         frame, cost = item
@@ -119,13 +130,16 @@ class Channel:
             payload = await self.reader.readexactly(payload_len) if payload_len else b""
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
-        return protocol.decode_header(head), payload, head_len + payload_len
+        return protocol.decode_header(head), payload, JSON_WEIGHT * head_len + payload_len
 
     async def read_frame(self) -> tuple[Frame, int] | None:
         """Read one whole message and check its shape; ``None`` at end of stream.
 
-        Returns the message and its cost (the bytes it holds). A message that
-        breaks the protocol raises :class:`protocol.ProtocolError`.
+        Returns the message and its cost (about the bytes it holds). A message
+        that breaks the protocol raises :class:`protocol.ProtocolError`, and so
+        does one longer than its kind allows: a ``chunk`` is one frame, a ``res``
+        at most what its request allows (a reply to no request in flight is
+        read and dropped frame by frame).
         """
         first = await self._read_one()
         if first is None:
@@ -138,15 +152,27 @@ class Channel:
         protocol.check(header, shape, f"a {kind!r} message")
         parts = protocol.parts_of(header)
         if parts > 1:
+            keep = True
+            if kind == "chunk":
+                raise protocol.ProtocolError("a 'chunk' message of more than one frame")
+            if kind == "res":
+                req = self.requests.get(header["id"])
+                keep = req is not None
+                if req is not None and (parts - 1) * protocol.CHUNK > req.max_reply:
+                    raise protocol.ProtocolError(
+                        f"a reply of {parts} frames to request {req.id}, which allows "
+                        f"{req.max_reply} bytes"
+                    )
             pieces = [payload]
             for _ in range(parts - 1):
                 nxt = await self._read_one()
                 if nxt is None:
                     return None
                 protocol.check_more(nxt[0])
-                pieces.append(nxt[1])
-                cost += nxt[2]
-            payload = b"".join(pieces)
+                if keep:
+                    pieces.append(nxt[1])
+                    cost += nxt[2]
+            payload = b"".join(pieces) if keep else b""
         return (header, payload), cost
 
     def start(self) -> None:
@@ -186,21 +212,28 @@ class Channel:
     # -- calls from the sandbox -----------------------------------------------------
 
     def _start_call(self, header: protocol.Header, payload: bytes, cost: int) -> None:
-        structure, data = protocol.take_value(header, payload)
-        cost += TASK_COST
+        vlen = header.get("vlen", 0)
+        if not 0 <= vlen <= min(len(payload), MAX_VALUE_JSON):
+            raise protocol.ProtocolError(
+                f"'vlen' {vlen} is not a length within the payload and at most {MAX_VALUE_JSON}"
+            )
+        cost += TASK_COST + JSON_WEIGHT * vlen
         self.buffered += cost
-        task = asyncio.create_task(
-            self._answer(header["id"], header["name"], structure, data, cost)
-        )
+        task = asyncio.create_task(self._answer(header, payload, cost))
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
 
-    async def _answer(self, cid: int, name: str, structure: Any, data: bytes, cost: int) -> None:
+    async def _answer(self, header: protocol.Header, payload: bytes, cost: int) -> None:
         """Run the call when one of the sandbox's call slots is free, and send its answer."""
+        cid, name = header["id"], header["name"]
         try:
             async with self.call_slots:
                 try:
-                    value, result = await self.on_call(name, structure, data)
+                    if header.get("vlen", 0) > PARSE_ON_THREAD:
+                        unpacked = await asyncio.to_thread(protocol.take_value, header, payload)
+                    else:
+                        unpacked = protocol.take_value(header, payload)
+                    value, result = await self.on_call(name, *unpacked)
                     head = {"t": "ret", "id": cid, "ok": True, "value": value}
                     frame = protocol.encode(head, result)
                 except Exception as exc:
@@ -230,9 +263,21 @@ class Channel:
         """Wait until the written messages are handed to the kernel (flow control)."""
         await self.writer.drain()
 
-    def request(self, op: str, payload: bytes = b"", **fields: Any) -> Request:
-        """Send request ``op`` and return its handle."""
-        req = Request(self, next(self.ids))
+    def request(
+        self,
+        op: str,
+        payload: bytes = b"",
+        *,
+        max_reply: int = 0,
+        idle: float | None = None,
+        **fields: Any,
+    ) -> Request:
+        """Send request ``op`` and return its handle.
+
+        Its reply may carry at most ``max_reply`` payload bytes beyond one frame;
+        ``idle`` bounds the wait for each of its messages (see :meth:`Request.next`).
+        """
+        req = Request(self, next(self.ids), max_reply, idle)
         self.requests[req.id] = req
         try:
             self.write({"t": "req", "id": req.id, "op": op, **fields}, payload)

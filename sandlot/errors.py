@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from functools import cache
 from typing import Any, Literal
 
 DeathCause = Literal[
@@ -85,13 +84,20 @@ class ServeError(SandboxError):
     """An interface could not be served (it failed to import, or a model failed to load)."""
 
 
-@cache
+# FileOperationError mixed with each builtin OSError subclass, so that callers can
+# catch FileNotFoundError and the like. Made once, from the builtins: the name a
+# sandbox sends only picks one of these (a cache keyed by that name would let a
+# sandbox grow the host's memory with every distinct name it invents).
+_FILE_ERRORS: dict[str, type[FileOperationError]] = {
+    name: type(name, (FileOperationError, cls), {"__module__": __name__})
+    for name, cls in vars(builtins).items()
+    if isinstance(cls, type) and issubclass(cls, OSError) and cls is not OSError
+}
+
+
 def _file_error(name: str) -> type[FileOperationError]:
-    """``FileOperationError`` mixed with the builtin error of the same name, if any."""
-    builtin = getattr(builtins, name, None)
-    if isinstance(builtin, type) and issubclass(builtin, OSError) and builtin is not OSError:
-        return type(name, (FileOperationError, builtin), {"__module__": __name__})
-    return FileOperationError
+    """``FileOperationError`` mixed with the builtin error called ``name``, if there is one."""
+    return _FILE_ERRORS.get(name, FileOperationError)
 
 
 FILE_OPS = frozenset({"write", "put_tar", "read", "get_tar", "list", "exists", "remove", "mkdir"})

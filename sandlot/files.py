@@ -79,7 +79,7 @@ class AsyncFiles:
     async def list(self, path: str = ".") -> list[FileInfo]:
         """The entries of directory ``path``, sorted by name."""
         header = await self._simple("list", path)
-        return [FileInfo(**e) for e in header["entries"]]
+        return [FileInfo(e["name"], e["type"], e["size"]) for e in header["entries"]]
 
     async def exists(self, path: str) -> bool:
         """True if ``path`` exists in the sandbox."""

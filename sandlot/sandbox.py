@@ -22,6 +22,7 @@ from .channel import Channel, Closed, Request, Violation
 from .config import SandboxConfig
 from .driver import protocol
 from .errors import (
+    FILE_OPS,
     CallTimeout,
     CodeError,
     DeathCause,
@@ -36,6 +37,7 @@ from .tools import Router
 from .untar import DownloadResult
 
 STARTUP_TIMEOUT = 60.0
+FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
 
 
@@ -293,8 +295,20 @@ class AsyncSandbox:
     async def _request(
         self, op: str, payload: bytes = b"", **fields: Any
     ) -> AsyncIterator[Request]:
-        """Send a request; cancel it in the sandbox if the caller gives up on it."""
-        req = self._require_channel().request(op, payload, **fields)
+        """Send a request; cancel it in the sandbox if the caller gives up on it.
+
+        What the reply may hold is bounded per ``op`` (a forged reply cannot make
+        the host buffer more), and a file operation whose sandbox goes silent for
+        :data:`FILE_OP_IDLE` seconds ends the sandbox instead of waiting forever.
+        """
+        if op == "run_code":  # output and value, each held to max_output_bytes, and some room
+            max_reply = 2 * self.config.max_output_bytes + (1 << 20)
+        else:
+            max_reply = protocol.MAX_MESSAGE if op == "invoke" else 0
+        quiet = FILE_OP_IDLE if op in FILE_OPS else None
+        req = self._require_channel().request(
+            op, payload, max_reply=max_reply, idle=quiet, **fields
+        )
         self._busy += 1
         idle = self._timers.pop("idle", None)
         if idle is not None:
@@ -306,6 +320,15 @@ class AsyncSandbox:
         except SandboxDied:
             raise
         except Closed:
+            raise self._death() from None
+        except TimeoutError:
+            if req.idle is None:
+                raise
+            await self._end(
+                "timeout",
+                f"the sandbox sent nothing for {req.idle:g}s while the host waited on {op!r}; "
+                "the host ended it rather than wait for its lifetime",
+            )
             raise self._death() from None
         finally:
             self._busy -= 1
@@ -493,11 +516,27 @@ class AsyncProcess:
 
     async def _chunks(self) -> AsyncIterator[OutputChunk]:
         # The driver keeps to the output limit; the host holds it to the limit as well.
-        room = self.sandbox.config.max_output_bytes
+        sandbox = self.sandbox
+        room = sandbox.config.max_output_bytes
         dropped = 0
-        async with self.sandbox._request("exec", self.stdin, **self.fields) as req:
+        timeout = self.fields["timeout"]
+        loop = asyncio.get_running_loop()
+        # The driver kills the command at its timeout; the host does not rely on that.
+        deadline = (
+            None if timeout is None else loop.time() + timeout + sandbox.config.interrupt_grace
+        )
+        async with sandbox._request("exec", self.stdin, **self.fields) as req:
             while True:
-                header, payload = await req.next()
+                try:
+                    left = None if deadline is None else max(0.0, deadline - loop.time()) + 1.0
+                    header, payload = await asyncio.wait_for(req.next(), left)
+                except TimeoutError:
+                    await sandbox._end(
+                        "timeout",
+                        f"the command ran past its {timeout:g}s timeout and the sandbox did not "
+                        "end it, so the host killed the sandbox",
+                    )
+                    raise sandbox._death() from None
                 if header["t"] == "res":
                     break
                 part = payload[: max(room, 0)]

@@ -109,29 +109,43 @@ def encode(value: Any, where: str = "value") -> tuple[Any, bytes]:
     return structure, b"".join(out.parts)
 
 
-def _slice(ref: Any, payload: bytes) -> bytes:
-    if (
-        type(ref) is not list
-        or len(ref) != 2
-        or not all(type(x) is int and x >= 0 for x in ref)
-        or ref[0] + ref[1] > len(payload)
-    ):
-        raise MalformedValue(f"a payload reference {ref!r} is not [offset, size] within it")
-    start, size = ref
-    return payload[start : start + size]
+class _Budget:
+    """What decoding may still copy out of the payload: its size, once over.
+
+    A forged structure could point at the same large slice a thousand times;
+    each reference costs its size, so a value never takes more than its payload.
+    """
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.left = len(payload)
+
+    def take(self, ref: Any) -> bytes:
+        if (
+            type(ref) is not list
+            or len(ref) != 2
+            or not all(type(x) is int and x >= 0 for x in ref)
+            or ref[0] + ref[1] > len(self.payload)
+        ):
+            raise MalformedValue(f"a payload reference {ref!r} is not [offset, size] within it")
+        start, size = ref
+        self.left -= size
+        if self.left < 0:
+            raise MalformedValue("the value's references add up to more than its payload")
+        return self.payload[start : start + size]
 
 
-def _decode(obj: Any, payload: bytes) -> Any:
+def _decode(obj: Any, budget: _Budget) -> Any:
     if isinstance(obj, list):
-        return [_decode(v, payload) for v in obj]
+        return [_decode(v, budget) for v in obj]
     if not isinstance(obj, dict):
         return obj
     if len(obj) == 1:
         ((key, inner),) = obj.items()
         if key == "$s":
-            return _slice(inner, payload).decode("utf-8", "surrogatepass")
+            return budget.take(inner).decode("utf-8", "surrogatepass")
         if key == "$b":
-            return _slice(inner, payload)
+            return budget.take(inner)
         if key == "$nd":
             try:
                 import numpy as np
@@ -142,7 +156,7 @@ def _decode(obj: Any, payload: bytes) -> Any:
                 ) from None
             if type(inner) is not dict:
                 raise MalformedValue("an array's description is not an object")
-            data = _slice(inner.get("data"), payload)
+            data = budget.take(inner.get("data"))
             dtype = np.dtype(inner.get("dtype"))
             if dtype.hasobject or dtype.itemsize == 0:
                 raise MalformedValue(f"an array of dtype {dtype} cannot cross")
@@ -153,8 +167,8 @@ def _decode(obj: Any, payload: bytes) -> Any:
         if key == "$dict":
             if type(inner) is not dict:
                 raise MalformedValue("an escaped dict is not an object")
-            return {k: _decode(v, payload) for k, v in inner.items()}
-    return {k: _decode(v, payload) for k, v in obj.items()}
+            return {k: _decode(v, budget) for k, v in inner.items()}
+    return {k: _decode(v, budget) for k, v in obj.items()}
 
 
 def decode(structure: Any, payload: bytes) -> Any:
@@ -163,7 +177,7 @@ def decode(structure: Any, payload: bytes) -> Any:
     A structure ``encode`` could not have made raises :class:`MalformedValue`.
     """
     try:
-        return _decode(structure, payload)
+        return _decode(structure, _Budget(payload))
     except (MalformedValue, NumpyMissing):
         raise
     except (ValueError, TypeError, RecursionError) as exc:

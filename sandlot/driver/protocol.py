@@ -327,11 +327,11 @@ def check(value: Any, shape: Any, what: str) -> None:
 
 def error_info(exc: BaseException, tb: str = "") -> Header:
     """Describe an exception as plain data: name, message, traceback text (bounded)."""
-    return {
-        "name": type(exc).__name__,
-        "value": clip(str(exc)),
-        "traceback": clip(tb),
-    }
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ itself fails
+        text = f"<{type(exc).__name__} whose message could not be shown>"
+    return {"name": type(exc).__name__, "value": clip(text), "traceback": clip(tb)}
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:

@@ -20,6 +20,8 @@ import traceback
 from types import CodeType, CoroutineType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .protocol import error_info
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -192,11 +194,7 @@ class Repl:
                     value = repr(result)
                     self.namespace["_"] = result
         except BaseException as exc:  # the cell's errors are data, SystemExit included
-            error = {
-                "name": type(exc).__name__,
-                "value": str(exc),
-                "traceback": user_traceback(exc),
-            }
+            error = error_info(exc, user_traceback(exc))
         sys.stdout.flush()
         self.fd_capture.drain()
         sink, self.sink = self.sink, OutputSink(self.max_output_bytes)

@@ -67,7 +67,16 @@ def _dies_of_protocol(sb: sandlot.Sandbox, code: str, match: str) -> None:
         ('raw(b"[1, 2]")', "not a JSON object"),
         ('raw(b"{" * 50)', "not JSON"),
         ('raw(json.dumps({"t": "chunk", "pad": "x" * (2 << 20)}).encode())', "bounds"),
-        ('frame({"t": "chunk", "id": 1, "parts": 2}); frame({"t": "res", "id": 1})', "continu"),
+        ('frame({"t": "chunk", "id": 1, "parts": 2})', "more than one frame"),
+        (
+            'frame({"t": "res", "id": _srv.CURRENT.running_cell, "ok": True, "parts": 2});'
+            ' frame({"t": "res", "id": 1})',
+            "continu",
+        ),
+        (
+            'frame({"t": "res", "id": _srv.CURRENT.running_cell, "ok": True, "parts": 100})',
+            "allows",
+        ),
         ('frame({"t": "chunk", "id": 1}, b"x" * (2 << 20))', "bounds"),
         ('frame({"t": "call", "id": 1, "name": "f", "vlen": 99}, b"{}")', "vlen"),
     ],
@@ -83,13 +92,25 @@ def test_a_malformed_message_kills_only_that_sandbox(
 
 
 def test_a_forged_reply_cannot_carry_output_past_the_limit() -> None:
-    """A reply claiming 48 MiB of stdout under a 1 KiB limit is cut to the limit on the host."""
+    """Forged output over a 1 KiB limit: cut to the limit, or the sandbox killed if too long.
+
+    A reply may be at most about twice the output limit plus 1 MiB; once, a forged
+    reply carried 48 MiB of stdout past a 1 KiB limit into the host's result.
+    """
     config = strict(memory_mb=512, max_output_bytes=1024)
+    with sandlot.Sandbox(config) as sb:
+        sb.run_code(FORGE)
+        big_reply = (
+            "_srv.CURRENT.send({'t': 'res', 'id': _srv.CURRENT.running_cell, 'ok': True,"
+            " 'out': 48 << 20, 'err': 0, 'val': None, 'error': None, 'truncated': False},"
+            " b'A' * (48 << 20))\nimport time; time.sleep(30)"
+        )
+        _dies_of_protocol(sb, big_reply, "allows")
     with sandlot.Sandbox(config) as sb:
         sb.run_code(FORGE)
         r = sb.run_code(
             "rid = _srv.CURRENT.running_cell\n"
-            "big = b'A' * (48 << 20)\n"
+            "big = b'A' * (900 << 10)\n"
             "_srv.CURRENT.send({'t': 'res', 'id': rid, 'ok': True, 'out': len(big), 'err': 0,"
             " 'val': 3, 'error': None, 'truncated': False}, big + b'abc')\n"
             "del big"
@@ -231,3 +252,112 @@ def test_calls_run_concurrently_up_to_the_bound_while_the_rest_wait() -> None:
         assert r.error is None, r.error
         assert r.value == "128"
         assert 1 < peak <= 16
+
+
+def test_a_value_cannot_reference_its_payload_more_than_once() -> None:
+    """700 references to one 1 MiB slice in a forged call: refused, the host stays small.
+
+    Each reference once copied the slice: a 1 MiB message cost the host 700 MiB.
+    """
+    with sandlot.Sandbox(strict(memory_mb=256), tools={"echo": lambda *a: len(a)}) as sb:
+        sb.run_code(FORGE)
+        before = _rss_mb()
+        r = sb.run_code(
+            "import threading, time\n"
+            "ref = {'$b': [0, (1 << 20) - 1]}\n"
+            "_srv.CURRENT.calls[77] = p = _srv._Pending()\n"
+            "frame({'t': 'call', 'id': 77, 'name': 'echo', 'value': [[ref] * 700, {}]},"
+            " b'z' * ((1 << 20) - 1))\n"
+            "p.event.wait(20)\n"
+            "(p.header.get('ok'), p.header.get('error', {}).get('name'))"
+        )
+        assert r.error is None, r.error
+        assert r.value == "(False, 'MalformedValue')"
+        assert _rss_mb() - before < 100
+        assert sb.run_code("echo(1, 2)").value == "2"
+
+
+def test_a_value_structure_past_the_cap_is_a_violation() -> None:
+    """A call whose value JSON claims more than the host parses kills the sandbox."""
+    with sandlot.Sandbox(strict(memory_mb=512)) as sb:
+        sb.run_code(FORGE)
+        code = (
+            "blob = b'[' + b'[],' * (3 << 20) + b'[]]'\n"
+            "head = {'t': 'call', 'id': 5, 'name': 'nosuchtool', 'vlen': len(blob)}\n"
+            "_srv.CURRENT.send(head, blob)\n"
+            "import time; time.sleep(30)"
+        )
+        _dies_of_protocol(sb, code, "vlen")
+
+
+def test_exec_returns_by_its_timeout_even_if_the_sandbox_never_answers() -> None:
+    """The driver kills a command at its timeout; if a forged driver does not, the host does."""
+    with sandlot.Sandbox(strict(memory_mb=256, interrupt_grace=1)) as sb:
+        sb.run_code(
+            "import sandlot_driver.procs as _p, threading\n"
+            "def pump(self, rid, limit, send, timeout):\n"
+            "    threading.Event().wait()\n"
+            "_p.Process.pump = pump"
+        )
+        started = time.monotonic()
+        with pytest.raises(sandlot.SandboxDied) as info:
+            sb.exec("sleep", "100", timeout=1)
+        assert info.value.cause == "timeout" and "did not end it" in str(info.value)
+        assert time.monotonic() - started < 10
+
+
+def test_a_file_operation_the_sandbox_never_answers_ends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver that goes silent on a file operation is ended after the idle bound."""
+    monkeypatch.setattr(sandlot.sandbox, "FILE_OP_IDLE", 2.0)  # 120 s by default
+    with sandlot.Sandbox(strict(memory_mb=256)) as sb:
+        sb.run_code(
+            "import sandlot_driver.server as _srv, threading\n"
+            "_srv.Server.run_file_op = lambda self, rid, header, payload: threading.Event().wait()"
+        )
+        started = time.monotonic()
+        with pytest.raises(sandlot.SandboxDied) as info:
+            sb.files.exists("anything")
+        assert info.value.cause == "timeout" and "sent nothing for 2s" in str(info.value)
+        assert time.monotonic() - started < 10
+
+
+def test_invented_error_names_do_not_grow_the_host() -> None:
+    """Failed replies with ever new error names map to FileOperationError; nothing is cached."""
+    known = len(sandlot.errors._FILE_ERRORS)
+    with sandlot.Sandbox(strict(memory_mb=256)) as sb:
+        sb.run_code(
+            "import sandlot_driver.server as _srv, itertools\n"
+            "_n = itertools.count()\n"
+            "def _fail(self, rid, header, payload):\n"
+            "    name = 'E%d' % next(_n) + 'x' * 50000\n"
+            "    self.send({'t': 'res', 'id': rid, 'ok': False,"
+            " 'error': {'name': name, 'value': 'no', 'traceback': ''}})\n"
+            "_srv.Server.run_file_op = _fail"
+        )
+        for _ in range(20):
+            with pytest.raises(sandlot.FileOperationError) as info:
+                sb.files.exists("x")
+            assert type(info.value) is sandlot.FileOperationError
+    assert len(sandlot.errors._FILE_ERRORS) == known
+
+
+def test_a_huge_exception_message_comes_back_clipped_and_the_sandbox_lives() -> None:
+    """``raise ValueError('x' * 10**6)``: once the reply was too big to send, killing the driver."""
+    with sandlot.Sandbox(strict(memory_mb=256, max_output_bytes=1024)) as sb:
+        r = sb.run_code("raise ValueError('x' * 10**6)")
+        assert r.error is not None and r.error.name == "ValueError"
+        assert "characters cut" in r.error.value and len(r.error.value) < 70_000
+        assert sb.run_code("1 + 1").value == "2"
+
+
+def test_a_listing_with_forged_extra_fields_still_lists() -> None:
+    """Extra fields in a forged listing are ignored, not passed to the host's constructors."""
+    with sandlot.Sandbox(strict(memory_mb=256)) as sb:
+        sb.run_code(
+            "import sandlot_driver.fileops as _f\n"
+            "_f.list_dir = lambda path: {'entries': [{'name': 'a', 'type': 'file', 'size': 1,"
+            " 'evil': 1}]}"
+        )
+        assert [(e.name, e.size) for e in sb.files.list()] == [("a", 1)]
