@@ -14,6 +14,12 @@ The watcher walks with directory file descriptors and ``O_NOFOLLOW``: a link or
 a directory swapped for a link mid-walk never takes it outside the workdir, and
 it never crosses into another filesystem. It counts allocated blocks, not file
 sizes, so sparse files cost what they really cost.
+
+A file needs no name to hold disk: one deleted while open, or made with
+``O_TMPFILE``, keeps its blocks until the last descriptor or mapping goes. The
+watcher also counts those (:func:`held`): the files on the workdir's filesystem
+with no link left that the sandbox's processes hold open or mapped, found
+through ``/proc/PID/fd`` and ``/proc/PID/map_files``.
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import SandboxConfig
 
 POLL = 0.02  # seconds between looks at the filesystem's free space
 PERIOD = 1.0  # seconds between scans when the free space gives no reason for one
-CPU_SHARE = 0.02  # a slow scan pushes the next one out so scanning takes at most this share
+CPU_SHARE = 0.02  # scanning takes at most this share of a core over time
+BURST = 0.02  # seconds of CPU scans may take at once, within the share over time
 MAX_DEPTH = 64  # directory levels the watcher follows (one open descriptor each)
 MiB = 1 << 20
 
@@ -115,6 +122,85 @@ def _scan(fd: int, device: int, seen: set[tuple[int, int]], dirs: list[str]) -> 
     return total
 
 
+def held(pids: Iterable[int], device: int, stop: threading.Event | None = None) -> int:
+    """Bytes allocated to files on ``device`` with no link left that ``pids`` hold.
+
+    A file unlinked while open, or made with ``O_TMPFILE``, has ``st_nlink == 0``
+    and keeps its blocks while a process holds it, but no walk of a directory
+    finds it. Each open descriptor (``/proc/PID/fd``) and each mapping of a
+    deleted file (``/proc/PID/map_files``, which only a host with
+    ``CAP_SYS_ADMIN`` can read) is stat'ed through its magic link, and each file
+    counted once. Errors are ignored: processes and descriptors come and go.
+    Returns what was counted so far when ``stop`` is set midway.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for pid in pids:
+        if stop is not None and stop.is_set():
+            break
+        for path in _held_paths(pid):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_nlink != 0 or st.st_dev != device or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def _held_paths(pid: int) -> list[str]:
+    """The magic links to the files ``pid`` holds: its descriptors and its deleted mappings."""
+    paths: list[str] = []
+    with contextlib.suppress(OSError):
+        paths += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+    mapped: set[bytes] = set()  # one file mapped many times is stat'ed once
+    with contextlib.suppress(OSError, ValueError):
+        for line in _read(f"/proc/{pid}/maps").splitlines():
+            if line.endswith(b" (deleted)"):
+                span, _, _, dev, inode = line.split(maxsplit=5)[:5]
+                if dev + b" " + inode not in mapped:
+                    mapped.add(dev + b" " + inode)
+                    paths.append(f"/proc/{pid}/map_files/{span.decode()}")
+    return paths
+
+
+def _read(path: str) -> bytes:
+    """A ``/proc`` file in as few reads as it takes (each read of ``maps`` walks the mappings)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while part := os.read(fd, 1 << 20):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and its descendants now, found through ``/proc/PID/task/TID/children``.
+
+    For a sandbox without a cgroup: a process that leaves the tree (its parent
+    exits and it is adopted outside it) is no longer found.
+    """
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in found:
+            continue
+        found.add(p)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with (
+                    contextlib.suppress(OSError, ValueError),
+                    open(f"/proc/{p}/task/{tid}/children") as f,
+                ):
+                    todo += [int(c) for c in f.read().split()]
+    return found
+
+
 class DiskWatcher:
     """A host thread that checks a workdir's growth against a limit.
 
@@ -124,18 +210,34 @@ class DiskWatcher:
     filesystem's free space instead (one ``statvfs`` every ``POLL`` seconds)
     and scans when the filesystem lost more than a quarter of the sandbox's
     remaining headroom since the last scan, and at least every ``PERIOD``
-    seconds (space freed by others can hide a sandbox's writes). Scans never
-    take more than ``CPU_SHARE`` of one core: a slow scan pushes the next one
-    out. ``on_exceeded`` is called once, from the watcher's thread, with a
-    sentence saying what was seen.
+    seconds (space freed by others can hide a sandbox's writes). Scans draw on
+    a budget of CPU time that grows by ``CPU_SHARE`` of a second each second
+    and holds at most ``BURST``: quick scans may follow each other while a
+    sandbox writes fast, and over time scanning never takes more than
+    ``CPU_SHARE`` of one core (plus ``BURST``); a slow scan pushes the next
+    one out. ``on_exceeded`` is called once, from the watcher's thread, with
+    a sentence saying what was seen.
+
+    ``pids``, when given, returns the sandbox's processes now: each scan also
+    counts the files on the workdir's filesystem that they hold with no link
+    left (see :func:`held`), which no walk of the workdir finds. None are held
+    when the sandbox starts, so they are not part of the baseline.
     """
 
-    def __init__(self, root: Path, limit_mb: int, on_exceeded: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limit_mb: int,
+        on_exceeded: Callable[[str], None],
+        pids: Callable[[], Iterable[int]] | None = None,
+    ) -> None:
         self.root = root
         self.limit = limit_mb * MiB
         self.on_exceeded = on_exceeded
+        self.pids = pids
         self.baseline = 0
         self.peak = 0  # the most growth seen, in bytes
+        self.held = 0  # bytes in files with no link left that the last scan found held
         self.scans = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sandlot-disk {root}", daemon=True)
@@ -158,25 +260,47 @@ class DiskWatcher:
             return -1
         return fs.f_bfree * fs.f_frsize
 
+    def _held(self, device: int) -> int:
+        """Bytes in files with no link left on ``device`` that the sandbox's processes hold."""
+        if self.pids is None:
+            return 0
+        try:
+            pids = self.pids()
+        except OSError:
+            return 0
+        return held(pids, device, self._stop)
+
     def _run(self) -> None:
         try:
             self.baseline = usage(self.root, self._stop)
         except (Unmeasurable, OSError):
             self.baseline = 0  # what cannot be measured now is judged by the first scan
         grown = 0
+        tree = self.baseline
+        unexplained = 0  # free space lost since held files were last counted, not in the tree
         scanned_free = self._free()
-        earliest = periodic = time.monotonic()  # the CPU budget's next slot; the next routine scan
+        credit = BURST  # CPU seconds the scans may take now: CPU_SHARE a second, at most BURST
+        refilled = periodic = time.monotonic()  # when credit was last added; the next routine scan
         while not self._stop.wait(POLL):
             now = time.monotonic()
-            if now < earliest:
+            credit, refilled = min(BURST, credit + (now - refilled) * CPU_SHARE), now
+            if credit <= 0:
                 continue
             free = self._free()
             lost = scanned_free - free if min(free, scanned_free) >= 0 else self.limit
             if now < periodic and lost * 4 <= self.limit - grown:
                 continue  # the filesystem did not lose enough for this sandbox to pass its limit
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.thread_time()
             try:
-                grown = usage(self.root, self._stop) - self.baseline
+                last, tree = tree, usage(self.root, self._stop)
+                # Held files cost more to count than a small tree: count them on
+                # routine scans, and when the filesystem lost space the tree's
+                # growth does not explain (as a file held with no name would).
+                unexplained = max(0, unexplained + lost - (tree - last))
+                if now >= periodic or unexplained * 4 > self.limit - grown:
+                    self.held = self._held(os.stat(self.root).st_dev)
+                    unexplained = 0
+                grown = tree + self.held - self.baseline
             except FileNotFoundError:
                 return  # the workdir is gone: the sandbox is being cleaned up
             except (Unmeasurable, OSError) as exc:
@@ -187,13 +311,18 @@ class DiskWatcher:
             scanned_free = free
             self.peak = max(self.peak, grown)
             if grown > self.limit and not self._stop.is_set():
+                hidden = (
+                    f" ({self.held / MiB:.1f} MiB of it in files it holds with no name left)"
+                    if self.held
+                    else ""
+                )
                 self._exceeded(
-                    f"its workdir grew by {grown / MiB:.1f} MiB, past disk_mb={self.limit // MiB}"
+                    f"its workdir grew by {grown / MiB:.1f} MiB{hidden},"
+                    f" past disk_mb={self.limit // MiB}"
                 )
                 return
-            gap = (time.monotonic() - started) / CPU_SHARE
-            earliest = started + gap
-            periodic = started + max(PERIOD, gap)
+            credit -= time.thread_time() - cpu  # CPU, not wall: a preempted scan is not slow
+            periodic = started + PERIOD
 
     def _exceeded(self, detail: str) -> None:
         with contextlib.suppress(Exception):  # the owner may already be gone

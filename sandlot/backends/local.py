@@ -395,7 +395,9 @@ class LocalLaunch:
             def full(detail: str) -> None:  # on the watcher's thread
                 loop.call_soon_threadsafe(self._kill_for_disk, detail)
 
-            self._disk = disk.DiskWatcher(self.workdir_host, self.disk_mb, full)
+            cgroup, driver = self.cgroup, self.proc.pid
+            pids = cgroup.pids if cgroup is not None else lambda: disk.process_tree(driver)
+            self._disk = disk.DiskWatcher(self.workdir_host, self.disk_mb, full, pids)
             self._disk.start()
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)

@@ -9,6 +9,11 @@ a 2-core machine, with Python and ``dd`` writers at 1 to 2 GB/s, the most
 ever left on disk was 114 MiB (50 MiB past the limit). The bound asserted
 here, 64 MiB of slack past the limit, is that figure with some margin for a
 loaded machine; it still stops the attack well short of its 256 MiB.
+
+A file needs no name to hold disk: 12 files of 16 MiB, each unlinked while
+kept open (or made with ``O_TMPFILE``, or mapped and then unlinked), held
+192 MiB under ``disk_mb=32`` while the workdir looked empty. The watcher now
+also counts the files with no link left that the sandbox's processes hold.
 """
 
 from __future__ import annotations
@@ -50,6 +55,60 @@ def test_sixteen_files_of_16_mib_end_in_a_disk_death_with_the_usage_bounded(
     assert "disk_mb=64" in died.value.detail
     left = usage(work)
     assert 64 * MiB < left <= 128 * MiB, f"{left / MiB:.0f} MiB on the host's disk"
+
+
+# Each way of holding a file with no name: write 16 MiB, drop the name, keep the
+# file, then leave an empty marker (no blocks) saying the file is held.
+_HOLD = {
+    "unlinked": (
+        "    f = open(f'f{i}', 'wb')\n"
+        "    f.write(chunk)\n"
+        "    os.unlink(f'f{i}')\n"
+        "    held.append(f)\n"
+    ),
+    "o_tmpfile": (
+        "    fd = os.open('.', os.O_TMPFILE | os.O_WRONLY, 0o600)\n"
+        "    os.write(fd, chunk)\n"
+        "    held.append(fd)\n"
+    ),
+    "mapped": (
+        "    with open(f'f{i}', 'wb+') as f:\n"
+        "        f.write(chunk)\n"
+        "        f.flush()\n"
+        "        held.append(mmap.mmap(f.fileno(), 4096))\n"  # one page maps all 16 MiB's inode
+        "    os.unlink(f'f{i}')\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_HOLD))
+def test_files_held_with_no_name_end_in_a_disk_death_with_the_usage_bounded(
+    tmp_path: Path, how: str
+) -> None:
+    work = _workdir(tmp_path)
+    code = (
+        "import mmap, os, time\n"
+        "chunk = b'x' * (16 << 20)\n"
+        "held = []\n"
+        "for i in range(12):\n"
+        f"{_HOLD[how]}"
+        "    open(f'held{i}', 'wb').close()\n"
+        "time.sleep(5)\n"  # keep holding them: the watcher has time to see them all
+    )
+    config = strict(disk_mb=32, memory_mb=128, workdir=str(work))
+    with sandlot.Sandbox(config) as sb, pytest.raises(sandlot.SandboxDied) as died:
+        sb.run_code(code)  # before the fix: 192 MiB held, the workdir empty, the sandbox alive
+    assert died.value.cause == "disk"
+    assert "disk_mb=32" in died.value.detail
+    assert "no name left" in died.value.detail
+    # At the kill the sandbox held the files it had marked, plus at most the one
+    # it was writing: 16 MiB each. Over 120 runs (40 of each way) on a 2-core
+    # machine, with Python writing at 2 to 4 GB/s, the kill landed with 2 to 5
+    # marked (at most 96 MiB on the host); 7 allows 128 MiB, 96 past the limit,
+    # for a loaded machine, still short of the 192 MiB the code tried.
+    marked = sorted(n for n in os.listdir(work) if n.startswith("held"))
+    assert 1 <= len(marked) <= 7, marked
+    assert usage(work) <= 16 * MiB  # once killed, only the file in progress can be left
 
 
 def test_the_attack_leaves_nothing_behind_after_terminate() -> None:
