@@ -5,7 +5,9 @@ namespace setup, just before it executes the driver, so the filter binds the
 driver, the REPL and every process they start. It is a denylist: anything a
 sandbox has no use for and that container escapes or kernel exploits rely on
 fails with ``EPERM`` (``clone3`` with ``ENOSYS``, so that libc falls back to
-``clone``, whose flags the filter can read); everything else is allowed.
+``clone``, whose flags the filter can read); everything else is allowed. A few
+calls are judged by argument: ``clone`` by its flags, ``ioctl`` by its request,
+``personality`` by its value, ``socket`` and ``socketpair`` by address family.
 
 :func:`program` compiles it to classic BPF with the standard library only.
 docs/isolation.md ("System calls") says what is denied and why.
@@ -96,6 +98,8 @@ DENIED: Mapping[str, tuple[str, ...]] = {
 # Checked against /usr/include/x86_64-linux-gnu/asm/unistd_64.h (Linux 6.x).
 _X86_64: dict[str, int] = {
     "ioctl": 16,
+    "socket": 41,
+    "socketpair": 53,
     "clone": 56,
     "ptrace": 101,
     "syslog": 103,
@@ -167,6 +171,8 @@ _AARCH64: dict[str, int] = {
     "ptrace": 117,
     "reboot": 142,
     "settimeofday": 170,
+    "socket": 198,
+    "socketpair": 199,
     "add_key": 217,
     "request_key": 218,
     "keyctl": 219,
@@ -237,6 +243,19 @@ _TIOCLINUX = 0x541C  # can copy and paste on a virtual console
 # UNAME26 (with either). ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC and the rest
 # weaken the process for an exploit.
 _PERSONALITIES = (0x0, 0x0008, 0x20000, 0x20008, 0xFFFFFFFF)
+# Address families that socket() and socketpair() refuse: network namespaces
+# isolate neither. vsock is global, so a sandbox without network would still
+# reach vsock services of the VM's host (Linux 7.0's vsock namespaces leave a
+# guest's virtio transport global). AF_ALG, the kernel's crypto API, is no
+# network at all, and its algif_aead wrote into the page cache of any file the
+# caller can read, host files bound into the sandbox included (CVE-2026-31431).
+# Docker's default profile refuses the same two. The families never made
+# namespace-aware (Bluetooth, NFC, ATM, AX.25, ...) refuse a socket outside the
+# initial network namespace themselves. AF_UNIX, AF_INET, AF_INET6 and
+# AF_NETLINK stay allowed.
+_AF_ALG = 38
+_AF_VSOCK = 40
+_DENIED_FAMILIES = (_AF_ALG, _AF_VSOCK)
 
 # Classic BPF, as <linux/filter.h> and <linux/seccomp.h> define it.
 _LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -304,6 +323,8 @@ def _compile(arch: _Arch) -> bytes:
     asm.jump(_JEQ_K, nr["clone"], "clone")
     asm.jump(_JEQ_K, nr["ioctl"], "ioctl")
     asm.jump(_JEQ_K, nr["personality"], "personality")
+    asm.jump(_JEQ_K, nr["socket"], "socket")
+    asm.jump(_JEQ_K, nr["socketpair"], "socket")
     asm.jump(_JEQ_K, nr["clone3"], "enosys")
     denied = sorted({nr[name] for names in DENIED.values() for name in names if name in nr})
     for number in denied:
@@ -319,6 +340,12 @@ def _compile(arch: _Arch) -> bytes:
     asm.load(_arg_low(1))
     asm.jump(_JEQ_K, _TIOCSTI, "eperm")
     asm.jump(_JEQ_K, _TIOCLINUX, "eperm")
+    asm.ret(_RET_ALLOW)
+
+    asm.label("socket")  # the family is an int: the kernel reads its low 32 bits
+    asm.load(_arg_low(0))
+    for family in _DENIED_FAMILIES:
+        asm.jump(_JEQ_K, family, "eperm")
     asm.ret(_RET_ALLOW)
 
     asm.label("personality")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import platform
+import socket
 import struct
 import sys
 import textwrap
@@ -51,7 +52,11 @@ NR = {
     "pidfd_getfd": (438, 438),
     "open_by_handle_at": (304, 265),
     "setns": (308, 268),
+    "socket": (41, 198),
+    "socketpair": (53, 199),
 }
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_ALG, AF_VSOCK = 1, 2, 10, 16, 38, 40
+SOCK_STREAM, SOCK_SEQPACKET = 1, 5
 
 
 def nr(name: str) -> int:
@@ -280,6 +285,50 @@ def test_terminal_injection_with_tiocsti_is_denied(box: sandlot.Sandbox) -> None
     }
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("socket", (AF_VSOCK, SOCK_STREAM, 0)),  # unfiltered: it can connect to the VM host, CID 2
+        ("socket", (AF_VSOCK, SOCK_SEQPACKET, 0)),
+        ("socket", (0x1_0000_0000 | AF_VSOCK, SOCK_STREAM, 0)),  # the kernel reads an int
+        ("socket", (AF_ALG, SOCK_SEQPACKET, 0)),  # unfiltered: the kernel crypto API
+        ("socketpair", (AF_VSOCK, SOCK_STREAM, 0)),  # unfiltered: vsock_create, then EOPNOTSUPP
+    ],
+    ids=["vsock-stream", "vsock-seqpacket", "vsock-high-bits", "alg", "vsock-pair"],
+)
+def test_socket_family_outside_network_namespaces_is_denied(
+    box: sandlot.Sandbox, name: str, args: tuple[int, ...]
+) -> None:
+    """socket() and socketpair() with AF_VSOCK or AF_ALG, which network namespaces do not isolate,
+    fail with EPERM before the family's code runs: a sandbox without network reaches no vsock
+    service of the VM's host."""
+    fds = "ctypes.addressof(ctypes.create_string_buffer(8))" if name == "socketpair" else "0"
+    r = box.run_code(f"sys_call({nr(name)}, {', '.join(map(str, args))}, {fds})", timeout=30)
+    assert r.error is None, r.error
+    assert r.value == str(-errno.EPERM)
+
+
+def test_python_vsock_socket_raises_permission_error(box: sandlot.Sandbox) -> None:
+    """socket.socket(AF_VSOCK, SOCK_STREAM) raises PermissionError (EPERM), as a missing privilege
+    would; the same code on the host gets a socket."""
+    r = box.run_code(
+        textwrap.dedent(
+            """
+            import socket
+            try:
+                socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+                out = "created"
+            except OSError as e:
+                out = (type(e).__name__, e.errno)
+            out
+            """
+        ),
+        timeout=30,
+    )
+    assert r.error is None, r.error
+    assert r.value == f"('PermissionError', {errno.EPERM})"
+
+
 def test_keyring_carries_nothing_from_one_sandbox_to_the_next() -> None:
     """A secret one sandbox puts in the user keyring cannot reach the next: both fail, EPERM."""
     put = SYSCALL + textwrap.dedent(
@@ -335,6 +384,71 @@ def test_threads_and_os_fork_work(box: sandlot.Sandbox) -> None:
     )
     assert r.error is None, r.error
     assert r.value == "([0, 1, 2, 3, 4, 5, 6, 7], 5)"
+
+
+def test_unix_inet_and_netlink_sockets_work(box: sandlot.Sandbox) -> None:
+    """AF_UNIX (socketpair, a bound listener), AF_INET, AF_INET6 and AF_NETLINK sockets are created
+    and used as usual under the family check."""
+    r = box.run_code(
+        textwrap.dedent(
+            """
+            import socket
+            a, b = socket.socketpair()
+            a.sendall(b"ping")
+            paired = b.recv(4)
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind("/tmp/u.sock"); srv.listen(1)
+            cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            cli.connect("/tmp/u.sock")
+            conn, _ = srv.accept()
+            cli.sendall(b"pong")
+            bound = conn.recv(4)
+            kinds = []
+            for family, kind in ((socket.AF_INET, socket.SOCK_STREAM),
+                                 (socket.AF_INET, socket.SOCK_DGRAM),
+                                 (socket.AF_INET6, socket.SOCK_STREAM),
+                                 (socket.AF_NETLINK, socket.SOCK_RAW)):
+                with socket.socket(family, kind) as s:
+                    kinds.append(s.family.name)
+            for s in (a, b, srv, cli, conn):
+                s.close()
+            (paired, bound, kinds)
+            """
+        ),
+        timeout=30,
+    )
+    assert r.error is None, r.error
+    assert r.value == "(b'ping', b'pong', ['AF_INET', 'AF_INET', 'AF_INET6', 'AF_NETLINK'])"
+
+
+def test_network_true_still_connects_and_still_denies_vsock() -> None:
+    """With network=True the sandbox connects over TCP to a listener on the host's 127.0.0.1,
+    and AF_VSOCK stays denied there too."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with sandlot.Sandbox(strict(network=True)) as sb:
+            r = sb.run_code(
+                textwrap.dedent(
+                    f"""
+                    import socket
+                    with socket.create_connection(("127.0.0.1", {port}), timeout=10) as c:
+                        c.sendall(b"hi")
+                    try:
+                        socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+                        vsock = "created"
+                    except OSError as e:
+                        vsock = e.errno
+                    vsock
+                    """
+                ),
+                timeout=30,
+            )
+        assert r.error is None, r.error
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with conn:
+            assert conn.recv(2) == b"hi"
+    assert r.value == str(errno.EPERM)
 
 
 def test_subprocess_works(box: sandlot.Sandbox) -> None:
@@ -440,12 +554,14 @@ def run_bpf(code: bytes, arch: int, number: int, args: tuple[int, ...] = ()) -> 
         (
             "x86_64",
             0xC000003E,
-            {"getpid": 39, "keyctl": 250, "clone": 56, "clone3": 435, "ioctl": 16, "mount": 165},
+            {"getpid": 39, "keyctl": 250, "clone": 56, "clone3": 435, "ioctl": 16, "mount": 165}
+            | {"socket": 41, "socketpair": 53},
         ),
         (
             "aarch64",
             0xC00000B7,
-            {"getpid": 172, "keyctl": 219, "clone": 220, "clone3": 435, "ioctl": 29, "mount": 40},
+            {"getpid": 172, "keyctl": 219, "clone": 220, "clone3": 435, "ioctl": 29, "mount": 40}
+            | {"socket": 198, "socketpair": 199},
         ),
     ],
 )
@@ -467,6 +583,12 @@ def test_program_verdicts_for_each_table(machine: str, audit: int, calls: dict[s
     assert run_bpf(code, audit, calls["clone"], (0x10000011,)) == eperm  # CLONE_NEWUSER
     assert run_bpf(code, audit, calls["ioctl"], (0, 0x5413)) == allow  # TIOCGWINSZ
     assert run_bpf(code, audit, calls["ioctl"], (0, 0xFFFF_FFFF_0000_5412)) == eperm
+    for family in (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, 39, 41):
+        assert run_bpf(code, audit, calls["socket"], (family, SOCK_STREAM)) == allow, family
+    assert run_bpf(code, audit, calls["socketpair"], (AF_UNIX, SOCK_STREAM)) == allow
+    for family in (AF_VSOCK, AF_ALG, 0xFFFF_FFFF_0000_0000 | AF_VSOCK):
+        assert run_bpf(code, audit, calls["socket"], (family, SOCK_STREAM)) == eperm, family
+        assert run_bpf(code, audit, calls["socketpair"], (family, SOCK_STREAM)) == eperm, family
     assert run_bpf(code, audit, calls["getpid"] | 0x40000000) == (
         eperm if machine == "x86_64" else allow
     )
