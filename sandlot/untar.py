@@ -26,6 +26,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -34,6 +35,8 @@ from .errors import DownloadRefused
 
 DEFAULT_MAX_BYTES = 4 << 30  # what the host spools of one stream
 DEFAULT_MAX_MEMBERS = 100_000
+DEFAULT_MAX_NAME_BYTES = 32 << 20  # of all member names together; see name_bytes_cap
+NAME_BYTES_PER_MEMBER = 256  # what raising max_members adds to that cap, per member
 
 BLOCK = 512
 MAX_NAME = 4096  # bytes; the sandbox's own paths stop at PATH_MAX
@@ -78,29 +81,36 @@ class DownloadResult:
     skipped: tuple[SkippedMember, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Member:
-    parts: tuple[bytes, ...]
+    name: bytes  # its last component: a member holds its own name, never its path
     is_dir: bool
     mode: int
     mtime: int | None
     offset: int  # of its data in the spool
     size: int
+    # A directory's members by name, in stream order; None marks a skipped one.
+    entries: dict[bytes, _Member | None] | None = None
 
 
 @dataclass
 class Plan:
-    """The checked contents of a stream: what to create, in tree order, and what to skip."""
+    """The checked contents of a stream: what to create, in tree order, and what to skip.
+
+    The members form a tree, each node holding only its last name component,
+    so the plan grows with the number of members, not with the length of their
+    names (a deep tree's paths repeat every parent's name in every member).
+    """
 
     root: _Member | None = None
-    children: dict[tuple[bytes, ...], list[_Member]] = field(default_factory=dict)
     skipped: list[SkippedMember] = field(default_factory=list)
     files: int = 0
     directories: int = 0
     size: int = 0
-    _seen: set[tuple[bytes, ...]] = field(default_factory=set)
     _root_name: bytes = b""
     _root_kind: str = ""
+    # The directory of the member before, by path: members come grouped by directory.
+    _last_dir: tuple[tuple[bytes, ...], _Member | None] = ((), None)
 
     def add(self, parts: tuple[bytes, ...], kind: str, member: _Member | None) -> None:
         """Record a member (``member`` is None for one that is skipped), checking its place."""
@@ -110,29 +120,48 @@ class Plan:
                     f"the stream's first member {_show(b'/'.join(parts))} is not a single name"
                 )
             self._root_name, self._root_kind = parts[0], kind
-        elif parts[0] != self._root_name:
-            raise DownloadRefused(f"member {_show(b'/'.join(parts))} is outside the stream's root")
-        elif parts in self._seen:
-            raise DownloadRefused(f"member {_show(b'/'.join(parts))} appears twice in the stream")
-        elif parts[:-1] not in self.children:
-            raise DownloadRefused(
-                f"member {_show(b'/'.join(parts))} is not under a directory that the stream "
-                "declared before it"
-            )
-        self._seen.add(parts)
-        if member is None:
-            self.skipped.append(SkippedMember(os.fsdecode(b"/".join(parts)), kind))
-            return
-        if len(parts) == 1:
+            if member is None:
+                self.skipped.append(SkippedMember(os.fsdecode(parts[0]), kind))
+                return
             self.root = member
         else:
-            self.children[parts[:-1]].append(member)
+            if parts[0] != self._root_name:
+                raise DownloadRefused(
+                    f"member {_show(b'/'.join(parts))} is outside the stream's root"
+                )
+            entries = self._entries(parts) if len(parts) > 1 else None
+            if entries is None or parts[-1] in entries:
+                raise DownloadRefused(
+                    f"member {_show(b'/'.join(parts))} appears twice in the stream"
+                )
+            entries[parts[-1]] = member
+            if member is None:
+                self.skipped.append(SkippedMember(os.fsdecode(b"/".join(parts)), kind))
+                return
         if member.is_dir:
-            self.children[parts] = []
+            member.entries = {}
             self.directories += 1
         else:
             self.files += 1
             self.size += member.size
+
+    def _entries(self, parts: tuple[bytes, ...]) -> dict[bytes, _Member | None]:
+        """The entries of the directory that ``parts`` (below the root) lies in."""
+        path = parts[:-1]
+        last_path, directory = self._last_dir
+        if path != last_path:
+            directory = self.root
+            for part in path[1:]:
+                if directory is None or directory.entries is None:
+                    break
+                directory = directory.entries.get(part)
+            self._last_dir = (path, directory)
+        if directory is None or directory.entries is None:
+            raise DownloadRefused(
+                f"member {_show(b'/'.join(parts))} is not under a directory that the stream "
+                "declared before it"
+            )
+        return directory.entries
 
     def check_root(self) -> _Member:
         """The root to create; refuses a stream without one, or whose root is not created."""
@@ -144,6 +173,16 @@ class Plan:
             f"the stream's root is a {self._root_kind}; download copies regular files "
             "and directories only"
         )
+
+
+def name_bytes_cap(max_members: int) -> int:
+    """The most bytes that all member names of a stream may add up to.
+
+    32 MiB, or 256 bytes a member where ``max_members`` allows more: it bounds
+    the time spent on names and what ``skipped`` holds, and no real tree comes
+    near it (100 000 names of 335 bytes each on average).
+    """
+    return max(DEFAULT_MAX_NAME_BYTES, max_members * NAME_BYTES_PER_MEMBER)
 
 
 def extract(
@@ -160,7 +199,7 @@ def extract(
     try:
         tmp_fd = os.open(tmp, _DIR_FLAGS)
         try:
-            _create(plan, root, spool.fileno(), tmp_fd)
+            _create(root, spool.fileno(), tmp_fd)
         finally:
             os.close(tmp_fd)
         _swap(os.path.join(tmp, "root"), local, os.path.join(tmp, "replaced"))
@@ -233,6 +272,8 @@ def read_plan(spool: IO[bytes], length: int, *, max_members: int = DEFAULT_MAX_M
     long_name: bytes | None = None
     extensions = 0
     members = 0
+    name_bytes = 0
+    max_name_bytes = name_bytes_cap(max_members)
     while True:
         block = stream.block()
         if block is None or not any(block):  # the end, or the end-of-archive marker
@@ -265,6 +306,12 @@ def read_plan(spool: IO[bytes], length: int, *, max_members: int = DEFAULT_MAX_M
         members += 1
         if members > max_members:
             raise DownloadRefused(f"the stream holds more than {max_members} members (max_members)")
+        name_bytes += len(name)
+        if name_bytes > max_name_bytes:
+            raise DownloadRefused(
+                f"the stream's member names add up to more than {max_name_bytes} bytes "
+                f"(the cap on names for max_members={max_members})"
+            )
         if head.type == b"S" and head.block[482]:  # old GNU sparse: map blocks before the data
             while (ext := stream.block()) is not None and ext[504]:
                 pass
@@ -281,7 +328,7 @@ def read_plan(spool: IO[bytes], length: int, *, max_members: int = DEFAULT_MAX_M
             continue
         if is_dir and size:
             raise DownloadRefused(f"directory {_show(name)} declares {size} bytes of data")
-        member = _Member(parts, is_dir, head.mode, head.mtime, offset, size)
+        member = _Member(parts[-1], is_dir, head.mode, head.mtime, offset, size)
         plan.add(parts, "directory" if is_dir else "file", member)
 
 
@@ -379,13 +426,10 @@ def _split(name: bytes, is_dir: bool) -> tuple[bytes, ...]:
             raise DownloadRefused(f"member {_show(name)} ends with '/' but is not a directory")
         name = name[:-1]
     parts = tuple(name.split(b"/"))
-    for part in parts:
-        if part in (b"", b".", b".."):
-            raise DownloadRefused(f"member {_show(name)} has an empty, '.' or '..' component")
-        if len(part) > MAX_COMPONENT:
-            raise DownloadRefused(
-                f"member {_show(name)} has a component over {MAX_COMPONENT} bytes"
-            )
+    if b"" in parts or b"." in parts or b".." in parts:  # checked in C: names can be long
+        raise DownloadRefused(f"member {_show(name)} has an empty, '.' or '..' component")
+    if max(map(len, parts)) > MAX_COMPONENT:
+        raise DownloadRefused(f"member {_show(name)} has a component over {MAX_COMPONENT} bytes")
     if len(parts) > MAX_DEPTH:
         raise DownloadRefused(f"member {_show(name)[:80]}... is deeper than {MAX_DEPTH} levels")
     return parts
@@ -402,13 +446,13 @@ def _label(label: bytes | str) -> str:
 # -- creating ------------------------------------------------------------------
 
 
-def _create(plan: Plan, root: _Member, src: int, tmp_fd: int) -> None:
+def _create(root: _Member, src: int, tmp_fd: int) -> None:
     """Make the planned tree as ``root`` in directory ``tmp_fd``, depth first."""
     if not root.is_dir:
         _write_file(tmp_fd, b"root", root, src)
         return
     os.mkdir(b"root", 0o700, dir_fd=tmp_fd)
-    stack = [(root, os.open(b"root", _DIR_FLAGS, dir_fd=tmp_fd), iter(plan.children[root.parts]))]
+    stack = [(root, os.open(b"root", _DIR_FLAGS, dir_fd=tmp_fd), _created(root))]
     try:
         while stack:
             member, fd, children = stack[-1]
@@ -422,14 +466,19 @@ def _create(plan: Plan, root: _Member, src: int, tmp_fd: int) -> None:
                 finally:
                     os.close(fd)
             elif child.is_dir:
-                os.mkdir(child.parts[-1], 0o700, dir_fd=fd)
-                child_fd = os.open(child.parts[-1], _DIR_FLAGS, dir_fd=fd)
-                stack.append((child, child_fd, iter(plan.children[child.parts])))
+                os.mkdir(child.name, 0o700, dir_fd=fd)
+                child_fd = os.open(child.name, _DIR_FLAGS, dir_fd=fd)
+                stack.append((child, child_fd, _created(child)))
             else:
-                _write_file(fd, child.parts[-1], child, src)
+                _write_file(fd, child.name, child, src)
     finally:
         for _, fd, _ in stack:
             os.close(fd)
+
+
+def _created(directory: _Member) -> Iterator[_Member]:
+    """The members to create in ``directory``, in stream order (skipped ones left out)."""
+    return (child for child in (directory.entries or {}).values() if child is not None)
 
 
 def _write_file(dir_fd: int, name: bytes, member: _Member, src: int) -> None:

@@ -260,6 +260,39 @@ def _json_entry(name: str, value: Any) -> str:
     return f"{json.dumps(name)}: {json.dumps(value, ensure_ascii=False, default=default)}"
 
 
+def _over(value: Any, limit: int) -> bool:
+    """Whether ``value`` (as sent from the sandbox: JSON values, bytes, numpy arrays)
+    holds more than ``limit`` bytes; stops counting once it does.
+
+    Strings count their UTF-8 bytes, bytes and arrays their length, numbers and
+    the items of lists and dicts 8 bytes each, so a value of many small parts
+    counts too. Checked before a container's items are walked, so the walk
+    itself holds at most about ``limit / 8`` references.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) if item.isascii() else len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += 16 * len(item)
+            if total <= limit:
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += 8 * len(item)
+            if total <= limit:
+                stack.extend(item)
+        else:
+            total += max(int(getattr(item, "nbytes", 8)), 8)
+        if total > limit:
+            return True
+    return False
+
+
 def _output(result: CodeResult) -> str:
     """What the code printed: stdout, then stderr."""
     out = result.stdout
@@ -354,7 +387,7 @@ class SandlotInterpreter:
         self._submit_installed: str | None = None
         self._texts: dict[str, str] = {}  # the str variables the sandbox holds, by name
         self._files = 0
-        self._received: list[Any] = []
+        self._received: tuple[Any] | None = None  # the last value the sandbox sent, boxed
         self._call_context: contextvars.Context | None = None
 
     @classmethod
@@ -474,7 +507,7 @@ class SandlotInterpreter:
                 raise CodeInterpreterError("this SandlotInterpreter was shut down")
             self._call_context = contextvars.copy_context()
             self._prepare(sandbox, dict(variables or {}))
-            self._received = []
+            self._received = None
             result = self._guard(lambda: sandbox.run_code(code, timeout=self.timeout))
             return self._outcome(sandbox, result)
         finally:
@@ -563,9 +596,10 @@ class SandlotInterpreter:
                 return _output(result) or None
             return self._last_value(sandbox, result.value)
         if error.name == SUBMIT_SIGNAL:
-            if not self._received:
+            received = self._take()
+            if received is None:
                 raise CodeInterpreterError("SUBMIT ended the code, but its value never arrived")
-            return FinalOutput(self._received[-1])
+            return FinalOutput(received[0])
         if error.name in SYNTAX_ERRORS:
             raise SyntaxError(error.traceback.rstrip() or str(error))
         message = error.traceback.rstrip() or str(error)
@@ -579,17 +613,36 @@ class SandlotInterpreter:
     def _last_value(self, sandbox: Sandbox, shown: str) -> Any:
         """The last expression's value itself (the driver keeps it as ``_``); its
         ``repr`` if it cannot be had."""
-        self._received = []
+        self._received = None
         fetched = self._guard(lambda: sandbox.run_code("_sandlot_dspy_send(_)"))
-        if fetched.error is not None or not self._received:
-            return shown
-        return self._received[-1]
+        received = self._take()
+        if fetched.error is not None or received is None:
+            return shown  # the driver's repr, cut at max_output_bytes
+        return received[0]
+
+    def _take(self) -> tuple[Any] | None:
+        """The last value received (boxed), or None; the host keeps it no longer."""
+        received, self._received = self._received, None
+        return received
 
     # -- calls from the sandbox ----------------------------------------------
 
     def _receive(self, value: Any) -> None:
-        """Host end of ``_sandlot_dspy_send``: a SUBMIT's fields or a last value."""
-        self._received.append(value)
+        """Host end of ``_sandlot_dspy_send``: a SUBMIT's fields or a last value.
+
+        Only the last value of a cell is read, so only it is kept: however often
+        the sandbox calls this, the host holds one value, and none over the
+        sandbox's ``max_output_bytes`` (the code sees that as a ``ToolError``).
+        """
+        self._received = None
+        limit = self.config.max_output_bytes
+        if _over(value, limit):
+            raise ValueError(
+                f"the value is larger than this sandbox's max_output_bytes ({limit} bytes), "
+                "so the host did not take it; return or SUBMIT something smaller (a summary, "
+                "or the path of a file that holds the rest)"
+            )
+        self._received = (value,)
 
     def _dispatch(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Host end of tool ``name``, in the context (dspy settings) of the ``execute`` call."""

@@ -17,12 +17,15 @@ import io
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import strict
@@ -727,3 +730,80 @@ def test_a_real_tarfile_stream_round_trips_through_the_parser(tmp_path: Path) ->
     assert (tmp_path / "got" / long_name).read_bytes() == b"long"
     assert (tmp_path / "got" / "é").read_bytes() == b"utf"
     assert (tmp_path / os.fsdecode(b"got/\xff\xfe")).read_bytes() == b"raw"
+
+
+# -- deep trees: what planning holds ------------------------------------------------------
+
+
+def deep_stream(spool: IO[bytes], members: int, component: str, depth: int) -> int:
+    """The shape of a memory attack: a chain of ``depth`` directories named
+    ``component`` (plus a number), then ``members`` empty files at its bottom, so
+    every name repeats the whole chain. Written to ``spool``; returns its length."""
+    path = "out"
+    spool.write(member(path, b"5"))
+    for level in range(depth - 2):
+        path += f"/{component}{level % 100:02d}"
+        spool.write(member(path, b"5"))
+    for i in range(members):
+        spool.write(member(f"{path}/f{i:07d}", b"0"))
+    spool.write(END)
+    spool.flush()
+    return spool.tell()
+
+
+PLAN_RSS = """
+import sys
+from sandlot.untar import read_plan
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+with open(sys.argv[1], "rb") as spool:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) starts again from what is resident now
+    before = status("VmRSS:")
+    plan = read_plan(spool, int(sys.argv[2]))
+    peak = status("VmHWM:")
+print(plan.files, plan.directories, peak - before)
+"""
+
+
+def test_planning_a_deep_tree_holds_memory_per_member_not_per_name_byte(
+    tmp_path: Path,
+) -> None:
+    """20 000 files at depth 250 (names of 1 KB, a 39 MiB stream, 20 MB of names):
+    the plan holds one node per member (its own last name: about 280 bytes, 5 MiB
+    here), not every member's whole path (as tuples of components: 14 KiB a
+    member, 276 MiB here). The bound, 1 KiB a member, is below the 2 KiB of
+    stream each such member costs, so memory stays under the stream's size."""
+    files = 20_000
+    spool_path = tmp_path / "deep.tar"
+    with spool_path.open("w+b") as spool:
+        length = deep_stream(spool, files, "d", 250)
+    run = subprocess.run(
+        [sys.executable, "-c", PLAN_RSS, str(spool_path), str(length)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    planned_files, directories, grown = map(int, run.stdout.split())
+    assert (planned_files, directories) == (files, 249)
+    assert grown < files * 1024, f"planning grew the host by {grown >> 20} MiB"
+
+
+def test_names_past_the_stream_cap_are_refused(tmp_path: Path) -> None:
+    """8 200 names of ~4 KB under one chain of 240 directories: past the 32 MiB cap
+    on all names of a stream, refused before anything is created."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with tempfile.TemporaryFile() as spool:
+        length = deep_stream(spool, 8_200, "d" * 14, 240)
+        start = time.monotonic()
+        with pytest.raises(DownloadRefused, match="member names add up to more than 33554432"):
+            extract(spool, length, work / "out")
+        assert time.monotonic() - start < 30
+        # The cap grows with max_members (256 bytes a member past the 32 MiB floor).
+        result = extract(spool, length, work / "out", max_members=200_000)
+    assert (result.files, result.directories) == (8_200, 239)
