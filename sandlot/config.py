@@ -134,7 +134,12 @@ class SandboxConfig(_Strict):
     cpus: float | None = Field(None, gt=0, description="CPU share (1.5 = one and a half cores).")
     max_processes: int = Field(256, gt=1, description="Processes and threads at once.")
     max_output_bytes: int = Field(
-        1 << 20, gt=0, description="Output kept per cell or process; the rest is dropped."
+        1 << 20,
+        gt=0,
+        description=(
+            "Output kept per cell (at most 96 MiB) or process; the rest is dropped. "
+            "Streamed process output is not held, so it may be larger."
+        ),
     )
     max_file_bytes: int | None = Field(1 << 31, gt=0, description="Largest file a process writes.")
     disk_mb: int | None = Field(

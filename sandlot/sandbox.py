@@ -34,7 +34,7 @@ from .files import AsyncFiles
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .tools import Router
-from .untar import DownloadResult
+from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult
 
 STARTUP_TIMEOUT = 60.0
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
@@ -245,6 +245,10 @@ class AsyncSandbox:
         except protocol.ProtocolError as exc:
             raise await self._violation(str(exc)) from None
 
+    def _cell_limit(self) -> int:
+        """The most output, and the longest value, a cell keeps (the same rule as the driver's)."""
+        return min(self.config.max_output_bytes, protocol.MAX_CELL_OUTPUT)
+
     def _death(self) -> SandboxDied:
         if self._dead is None:
             assert self._launch is not None
@@ -301,8 +305,8 @@ class AsyncSandbox:
         the host buffer more), and a file operation whose sandbox goes silent for
         :data:`FILE_OP_IDLE` seconds ends the sandbox instead of waiting forever.
         """
-        if op == "run_code":  # output and value, each held to max_output_bytes, and some room
-            max_reply = 2 * self.config.max_output_bytes + (1 << 20)
+        if op == "run_code":  # output and value, each held to the cell's limit, and some room
+            max_reply = 2 * self._cell_limit() + (1 << 20)
         else:
             max_reply = protocol.MAX_MESSAGE if op == "invoke" else 0
         quiet = FILE_OP_IDLE if op in FILE_OPS else None
@@ -391,9 +395,9 @@ class AsyncSandbox:
         out, err_len, val = header["out"], header["err"], header["val"]
         if out + err_len + (val or 0) != len(payload):
             raise await self._violation("run_code's lengths do not add up to its payload")
-        limit = self.config.max_output_bytes
+        limit = self._cell_limit()
         truncated = header["truncated"] or out + err_len > limit + _MARKER_ROOM
-        value = None if val is None else _text(payload[out + err_len :], limit)
+        value = None if val is None else _text(payload[out + err_len :], limit + _MARKER_ROOM)
         err = header["error"]
         error = ExecutionError(err["name"], err["value"], err.get("traceback", "")) if err else None
         if timed_out and error is not None and error.name == "KeyboardInterrupt":
@@ -440,9 +444,18 @@ class AsyncSandbox:
         """Copy a host file or directory to ``remote`` (relative to the workdir)."""
         await self.files.upload(local, remote)
 
-    async def download(self, remote: str, local: str | Path) -> DownloadResult:
-        """Copy a sandbox file or directory to the host path ``local`` (strictly; see files)."""
-        return await self.files.download(remote, local)
+    async def download(
+        self,
+        remote: str,
+        local: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+    ) -> DownloadResult:
+        """Copy a sandbox file or directory to the host path ``local`` (see ``AsyncFiles``)."""
+        return await self.files.download(
+            remote, local, max_bytes=max_bytes, max_members=max_members
+        )
 
     # -- processes ---------------------------------------------------------------
 
@@ -497,7 +510,8 @@ class AsyncSandbox:
 
         ``async for chunk in sb.exec_stream(...)`` yields :class:`OutputChunk`;
         afterwards ``proc.result`` holds the :class:`ExecResult` (its stdout and
-        stderr are empty: the output went to the iteration).
+        stderr are empty: the output went to the iteration; when the command
+        could not start, its stderr says why, as the last chunk did).
         """
         fields = self._exec_fields(argv, timeout, cwd, env)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")

@@ -52,6 +52,7 @@ CHUNK = 1 << 20  # most payload bytes in one frame
 MAX_HEADER = 1 << 20  # most JSON bytes in one frame's header
 MAX_MESSAGE = 1 << 28  # most payload bytes in one message (256 MiB), all its frames together
 MAX_TEXT = 1 << 16  # most characters of an error's message or traceback kept in a header
+MAX_CELL_OUTPUT = 96 << 20  # most output (and most value) a cell keeps: its reply fits a message
 
 Header = dict[str, Any]
 
@@ -205,7 +206,12 @@ def take_value(header: Header, payload: bytes) -> tuple[Any, bytes]:
 # shape (a list of such), or a dict of field shapes (an object with those fields;
 # a field name ending in ``?`` may be absent; other fields are ignored).
 
-ID = "id"  # a request or call id: an integer from 0 to 2**53
+
+class _Id:
+    """The shape of a request or call id: an integer from 0 to 2**53."""
+
+
+ID = _Id()
 ERROR: dict[str, Any] = {"name": str, "value": str, "traceback?": str}
 
 FROM_DRIVER: dict[str, dict[str, Any]] = {
@@ -247,7 +253,6 @@ REPLIES: dict[str, dict[str, Any]] = {
         "val": (int, None),
         "error": (None, ERROR),
         "truncated": bool,
-        "skipped?": bool,
     },
     "serve": {"functions": [SERVED], "models": [str]},
     "exec": {"returncode": int, "killed?": (str, None), "dropped?": int, "spawn_error?": str},
@@ -274,27 +279,23 @@ def _compile(shape: Any) -> Validator:
         return lambda v: True
     if shape is None:
         return lambda v: v is None
-    if shape == ID:
+    if shape is ID:
         return lambda v: type(v) is int and 0 <= v <= 1 << 53
     if isinstance(shape, str):
         return lambda v: bool(v == shape)
-    if shape is float:
-        return lambda v: type(v) in (int, float)
     if isinstance(shape, type):
         return lambda v: type(v) is shape
     if isinstance(shape, tuple):
-        if all(isinstance(s, str) and s != ID for s in shape):  # one of some literals
+        if all(isinstance(s, str) for s in shape):  # one of some literals
             literals = frozenset(shape)
             return lambda v: type(v) is str and v in literals
         if all(isinstance(s, type) or s is None for s in shape):  # one of some types
             types = frozenset(type(None) if s is None else s for s in shape)
             return lambda v: type(v) in types
-        alternatives = [_compile(s) for s in shape if s is not None]
-        if None in shape and len(alternatives) == 1:
-            (only,) = alternatives
+        if len(shape) == 2 and None in shape:  # a shape, or None
+            only = _compile(next(s for s in shape if s is not None))
             return lambda v: v is None or only(v)
-        nullable = None in shape
-        return lambda v: (nullable and v is None) or any(f(v) for f in alternatives)
+        raise TypeError(f"no validator for the shape {shape!r}")
     if isinstance(shape, list):
         item = _compile(shape[0])
         return lambda v: type(v) is list and all(map(item, v))
@@ -325,10 +326,14 @@ def check(value: Any, shape: Any, what: str) -> None:
         )
 
 
-def error_info(exc: BaseException, tb: str = "") -> Header:
-    """Describe an exception as plain data: name, message, traceback text (bounded)."""
+def error_info(exc: BaseException, tb: str = "", message: str | None = None) -> Header:
+    """Describe an exception as plain data: name, message (``str(exc)`` unless given), traceback.
+
+    Message and traceback are clipped to :data:`MAX_TEXT` characters.
+    """
+    text = message
     try:
-        text = str(exc)
+        text = str(exc) if text is None else text
     except Exception:  # an exception whose __str__ itself fails
         text = f"<{type(exc).__name__} whose message could not be shown>"
     return {"name": type(exc).__name__, "value": clip(text), "traceback": clip(tb)}

@@ -50,11 +50,12 @@ class OutputSink:
                 self.size += room
             self.dropped += len(data) - max(room, 0)
 
-    def text(self, stream: str) -> str:
+    def data(self, stream: str) -> bytes:
+        """What was kept of ``stream``, as written (stdout ends with a note when output was cut)."""
         with self.lock:
-            out = b"".join(self.parts[stream]).decode("utf-8", "replace")
+            out = b"".join(self.parts[stream])
             if self.dropped and stream == "stdout":
-                out += TRUNCATION_MARKER.format(limit=self.limit, dropped=self.dropped)
+                out += TRUNCATION_MARKER.format(limit=self.limit, dropped=self.dropped).encode()
             return out
 
 
@@ -179,11 +180,11 @@ class Repl:
         return result
 
     def run(self, code: str) -> dict[str, Any]:
-        """Run one cell; return stdout, stderr, value and error as plain data."""
+        """Run one cell; return stdout, stderr and value (UTF-8 bytes) and error as plain data."""
         self.count += 1
         filename = f"<cell-{self.count}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        value: str | None = None
+        value: bytes | None = None
         error: dict[str, str] | None = None
         try:
             body, last = self._compile(code, filename)
@@ -191,18 +192,18 @@ class Repl:
             if last is not None:
                 result = self._eval(last)
                 if result is not None:
-                    value = repr(result)
+                    value = repr(result).encode("utf-8", "surrogatepass")
                     self.namespace["_"] = result
         except BaseException as exc:  # the cell's errors are data, SystemExit included
             error = error_info(exc, user_traceback(exc))
         sys.stdout.flush()
         self.fd_capture.drain()
         sink, self.sink = self.sink, OutputSink(self.max_output_bytes)
-        if value is not None and len(value) > self.max_output_bytes:
-            value = value[: self.max_output_bytes] + "...[sandlot: repr truncated]"
+        if value is not None and len(value) > self.max_output_bytes:  # bytes, as the host counts
+            value = value[: self.max_output_bytes] + b"...[sandlot: repr truncated]"
         return {
-            "stdout": sink.text("stdout"),
-            "stderr": sink.text("stderr"),
+            "stdout": sink.data("stdout"),
+            "stderr": sink.data("stderr"),
             "value": value,
             "error": error,
             "truncated": sink.dropped > 0,

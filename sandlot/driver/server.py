@@ -1,7 +1,8 @@
 """The driver's message loop: one reader thread, the REPL on the main thread.
 
 Everything the driver uses is imported here, before any code of the sandbox's
-runs, and the workdir goes on ``sys.path`` only after the standard library: a
+runs (only ``asyncio``, for top-level ``await``, loads on first use), and the
+workdir goes on ``sys.path`` only after the standard library: a
 ``subprocess.py`` in an uploaded repository cannot take the driver's place.
 
 The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
@@ -33,7 +34,7 @@ from .exposed import describe, exposed_functions, load_model
 from .procs import Process
 from .repl import Repl, user_traceback
 
-SKIPPED = {"stdout": "", "stderr": "", "value": None, "error": None, "truncated": False}
+SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 CURRENT: Server | None = None  # the one server of this process, for call_host()
@@ -66,7 +67,7 @@ class Server:
         self.workdir: str = init["workdir"]
         self.max_output_bytes: int = init["max_output_bytes"]
         self.env = dict(os.environ)
-        self.repl = Repl(self.max_output_bytes)
+        self.repl = Repl(min(self.max_output_bytes, protocol.MAX_CELL_OUTPUT))
         self.repl.namespace["ToolError"] = ToolError
         self.repl_queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
         self.running_cell: int | None = None
@@ -96,10 +97,8 @@ class Server:
 
     def reply_cell(self, rid: int, result: dict[str, Any]) -> None:
         """Reply to ``run_code``: output and value as payload bytes, their lengths in the header."""
-        out = result["stdout"].encode("utf-8", "surrogatepass")
-        err = result["stderr"].encode("utf-8", "surrogatepass")
-        value = result["value"]
-        val = b"" if value is None else value.encode("utf-8", "surrogatepass")
+        out, err, value = result["stdout"], result["stderr"], result["value"]
+        val = value or b""
         fields = {
             "out": len(out),
             "err": len(err),

@@ -361,3 +361,19 @@ def test_a_listing_with_forged_extra_fields_still_lists() -> None:
             " 'evil': 1}]}"
         )
         assert [(e.name, e.size) for e in sb.files.list()] == [("a", 1)]
+
+
+def test_honest_cells_with_wide_characters_come_back_cut_not_killed() -> None:
+    """Output and value are cut by bytes in the driver, so no honest cell breaks the bounds.
+
+    The value was once cut by characters: 2 million 4-byte characters made a reply
+    the host refused as a protocol violation.
+    """
+    with sandlot.Sandbox(strict(memory_mb=512)) as sb:
+        r = sb.run_code("print('x' * 2_000_000)\n'\\U0001F600' * 2_000_000")
+        assert r.error is None and r.truncated
+        assert r.value is not None and r.value.endswith("...[sandlot: repr truncated]")
+        assert len(r.value.encode()) <= (1 << 20) + 200
+        r = sb.run_code("import sys\nsys.stdout.buffer.write(b'\\xff' * 3_000_000)")
+        assert r.error is None and r.truncated and len(r.stdout.encode()) <= 3 * (1 << 20) + 600
+        assert sb.run_code("1 + 1").value == "2"
