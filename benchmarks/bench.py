@@ -145,7 +145,7 @@ def bench_startup(runs: int) -> None:
             pool.wait_warm()
             time.sleep(0.05)  # let the previous round's clean-up finish
             start = time.perf_counter()
-            with pool.sandbox(clean=True) as sb:
+            with pool.sandbox() as sb:  # a fresh one each time (no reuse)
                 check(sb)
                 warm_t.append(time.perf_counter() - start)  # returning it is not timed
     rows.append(

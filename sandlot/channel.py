@@ -52,7 +52,7 @@ class Request:
     def __init__(self, channel: Channel, rid: int, max_reply: int, idle: float | None) -> None:
         self.channel = channel
         self.id = rid
-        self.max_reply = max_reply  # most payload bytes its reply may carry
+        self.max_reply = max_reply  # most payload bytes its reply may carry beyond one frame
         self.idle = idle  # most seconds to wait for each of its messages (None: no bound)
         self.frames: asyncio.Queue[tuple[Frame, int] | BaseException] = asyncio.Queue()
 
@@ -237,11 +237,10 @@ class Channel:
                     head = {"t": "ret", "id": cid, "ok": True, "value": value}
                     frame = protocol.encode(head, result)
                 except Exception as exc:
-                    error = {
-                        "name": type(exc).__name__,
-                        "value": protocol.clip(getattr(exc, "summary", str(exc))),
-                        "traceback": protocol.clip(getattr(exc, "remote_traceback", "")),
-                    }
+                    # A served library's error reads as its own: summary and remote traceback.
+                    error = protocol.error_info(
+                        exc, getattr(exc, "remote_traceback", ""), getattr(exc, "summary", None)
+                    )
                     frame = protocol.encode({"t": "ret", "id": cid, "ok": False, "error": error})
                 if self.closed_by is None:
                     self.writer.write(frame)

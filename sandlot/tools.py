@@ -76,7 +76,10 @@ class Router:
         if tool is None:
             known = ", ".join(sorted([*self.tools, *self.routes])) or "none"
             raise LookupError(f"unknown tool {name!r}; registered tools: {known}")
-        args, kwargs = codec.decode(structure, payload)
+        if len(payload) > 1 << 20:  # decoding megabytes of strings would hold up every sandbox
+            args, kwargs = await asyncio.to_thread(codec.decode, structure, payload)
+        else:
+            args, kwargs = codec.decode(structure, payload)
         try:
             if inspect.iscoroutinefunction(tool.fn):
                 value = await tool.fn(*args, **kwargs)

@@ -236,9 +236,7 @@ class DiskWatcher:
         self.on_exceeded = on_exceeded
         self.pids = pids
         self.baseline = 0
-        self.peak = 0  # the most growth seen, in bytes
         self.held = 0  # bytes in files with no link left that the last scan found held
-        self.scans = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sandlot-disk {root}", daemon=True)
 
@@ -307,9 +305,7 @@ class DiskWatcher:
                 if not self._stop.is_set():
                     self._exceeded(f"its disk use cannot be measured: {exc}")
                 return
-            self.scans += 1
             scanned_free = free
-            self.peak = max(self.peak, grown)
             if grown > self.limit and not self._stop.is_set():
                 hidden = (
                     f" ({self.held / MiB:.1f} MiB of it in files it holds with no name left)"

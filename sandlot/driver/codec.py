@@ -117,10 +117,11 @@ class _Budget:
     """
 
     def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+        self.payload = memoryview(payload)
         self.left = len(payload)
 
-    def take(self, ref: Any) -> bytes:
+    def take(self, ref: Any) -> memoryview:
+        """The payload bytes ``ref`` points at (a view: callers copy what they keep)."""
         if (
             type(ref) is not list
             or len(ref) != 2
@@ -143,9 +144,9 @@ def _decode(obj: Any, budget: _Budget) -> Any:
     if len(obj) == 1:
         ((key, inner),) = obj.items()
         if key == "$s":
-            return budget.take(inner).decode("utf-8", "surrogatepass")
+            return str(budget.take(inner), "utf-8", "surrogatepass")
         if key == "$b":
-            return budget.take(inner)
+            return bytes(budget.take(inner))
         if key == "$nd":
             try:
                 import numpy as np

@@ -368,8 +368,8 @@ def _check_spec(spec: dict[str, Any]) -> None:
     Its names, annotations and defaults become source text of the module a session
     imports (see :func:`generate_module`), in another sandbox: the serving sandbox
     must not choose that code. Names must be identifiers and a default pasted as
-    source a literal; annotations are written as string literals (see
-    :func:`_params_text`), so their text is never code.
+    source a literal; annotations are set as strings in ``__annotations__`` (see
+    :func:`generate_module`), so their text is never code.
     """
     names = [spec["name"], *(p["name"] for p in spec["params"])]
     for ident in names:
