@@ -34,7 +34,7 @@ from .files import AsyncFiles
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .tools import Router
-from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult
+from .untar import DownloadResult
 
 STARTUP_TIMEOUT = 60.0
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
@@ -444,18 +444,13 @@ class AsyncSandbox:
         """Copy a host file or directory to ``remote`` (relative to the workdir)."""
         await self.files.upload(local, remote)
 
-    async def download(
-        self,
-        remote: str,
-        local: str | Path,
-        *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-    ) -> DownloadResult:
-        """Copy a sandbox file or directory to the host path ``local`` (see ``AsyncFiles``)."""
-        return await self.files.download(
-            remote, local, max_bytes=max_bytes, max_members=max_members
-        )
+    async def download(self, remote: str, local: str | Path) -> DownloadResult:
+        """Copy a sandbox file or directory to the host path ``local``.
+
+        A shortcut for ``files.download`` with its default caps; pass
+        ``max_bytes``/``max_members`` there to change them.
+        """
+        return await self.files.download(remote, local)
 
     # -- processes ---------------------------------------------------------------
 

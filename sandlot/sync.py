@@ -308,18 +308,9 @@ class Sandbox:
         """
         return self._call(self._async.serve(path, expose_as, name))
 
-    def download(
-        self,
-        remote: str,
-        local: str | Path,
-        *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-    ) -> DownloadResult:
-        """Copy a sandbox file or directory to the host path ``local`` (see ``AsyncFiles``)."""
-        result: DownloadResult = self._call(
-            self._async.download(remote, local, max_bytes=max_bytes, max_members=max_members)
-        )
+    def download(self, remote: str, local: str | Path) -> DownloadResult:
+        """Copy a sandbox file or directory to ``local`` (``files.download`` takes the caps)."""
+        result: DownloadResult = self._call(self._async.download(remote, local))
         return result
 
 
