@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+
+# Paths inside a sandbox a volume may not cover: the system, and what sandlot mounts itself.
+_RESERVED = tuple(
+    f"{p}/" for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/proc", "/dev")
+) + ("/.sandlot/",)
 
 
 def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
@@ -85,6 +91,31 @@ class Mount(_Strict):
         return os.path.normpath(v)
 
 
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def check_volume_name(name: str) -> str:
+    """``name`` if it can name a volume (letters, digits, ``.``, ``_``, ``-``; 63 at most)."""
+    if not VOLUME_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a volume name: use 1 to 63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class VolumeMount(_Strict):
+    """A named volume seen at a path inside the sandbox (see :mod:`sandlot.volumes`)."""
+
+    name: str = Field(description="The volume's name ('sandlot volume list' shows them).")
+    read_only: bool = Field(False, description="Mount it read-only.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_volume_name(v)
+
+
 class ModelConfig(_Strict):
     """A transformers model to load inside a sandbox before its code runs."""
 
@@ -123,10 +154,29 @@ class SandboxConfig(_Strict):
         default_factory=list,
         description="Requirements installed with uv into a cached virtual environment.",
     )
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="Requirements files (pip's format) whose packages are installed too.",
+    )
+    project: str | None = Field(
+        None,
+        description=(
+            "A Python project directory (pyproject.toml, uv.lock or requirements files): its "
+            "dependencies are installed as 'uv sync' would, and its own code is importable "
+            "from the workdir, where 'sandlot exec --project' uploads it."
+        ),
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set.")
     secrets: list[str] = Field(
         default_factory=list,
         description="Names of host environment variables passed in; nothing else leaks.",
+    )
+    env_file: str | None = Field(
+        None,
+        description=(
+            "A .env file whose entries are passed in as secrets: read when the sandbox "
+            "starts, never stored in the config, redacted where sandlot shows output."
+        ),
     )
     timeout: float | None = Field(3600.0, gt=0, description="Lifetime in seconds.")
     idle_timeout: float | None = Field(None, gt=0, description="Terminate after this idle time.")
@@ -151,6 +201,13 @@ class SandboxConfig(_Strict):
     max_open_files: int = Field(1024, gt=16, description="Open file descriptors per process.")
     network: bool = Field(False, description="Allow network access (off: not even loopback).")
     mounts: list[Mount] = Field(default_factory=list)
+    volumes: dict[str, VolumeMount] = Field(
+        default_factory=dict,
+        description=(
+            "Named volumes by path inside the sandbox: {'/data': 'cache'}, or "
+            "{'/data': {'name': 'cache', 'read_only': True}}. They outlive sandboxes."
+        ),
+    )
     workdir: str | None = Field(
         None, description="Host directory behind the sandbox's workdir; a fresh one if None."
     )
@@ -172,6 +229,40 @@ class SandboxConfig(_Strict):
         if isinstance(v, dict):
             return [{"source": src, "target": dst} for src, dst in v.items()]
         return v
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volume_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {
+                target: {"name": spec} if isinstance(spec, str) else spec
+                for target, spec in v.items()
+            }
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_targets(cls, v: dict[str, VolumeMount]) -> dict[str, VolumeMount]:
+        out = {}
+        for target, spec in v.items():
+            path = os.path.normpath(target) if target.startswith("/") else ""
+            if not path or path in ("/", "/workspace") or (path + "/").startswith(_RESERVED):
+                raise ValueError(
+                    f"{target!r} cannot hold a volume: give an absolute path such as /data, "
+                    "outside the system directories and not the workdir itself"
+                )
+            out[path] = spec
+        return out
+
+    @field_validator("env_file", "project")
+    @classmethod
+    def _host_path(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+    @field_validator("requirements")
+    @classmethod
+    def _host_paths(cls, v: list[str]) -> list[str]:
+        return [str(Path(p).expanduser().resolve()) for p in v]
 
     @field_validator("gpu")
     @classmethod

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
+from ..secrets import secret_values
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
 
 DRIVER_SRC = Path(__file__).resolve().parent.parent / "driver"
@@ -626,13 +627,7 @@ class LocalBackend:
         env["VIRTUAL_ENV"] = str(venv)
         env.update(gpus.visible_devices_env(config.gpu))
         env.update(config.env)
-        missing = [name for name in config.secrets if name not in os.environ]
-        if missing:
-            raise ConfigError(
-                f"secrets: {', '.join(missing)} not set in the host environment; "
-                "set them or remove them from SandboxConfig.secrets"
-            )
-        env.update({name: os.environ[name] for name in config.secrets})
+        env.update(secret_values(config))
         return env
 
     @staticmethod
