@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 # Paths inside a sandbox a volume may not cover: the system, and what sandlot mounts itself.
-_RESERVED = tuple(
-    f"{p}/" for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/proc", "/dev")
-) + ("/.sandlot/",)
+_RESERVED = (
+    *("/usr/", "/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/etc/", "/proc/", "/dev/"),
+    "/.sandlot/",
+)
 
 
 def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
