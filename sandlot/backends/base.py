@@ -13,6 +13,8 @@ from typing import Protocol
 from ..config import SandboxConfig
 from ..errors import DeathCause
 
+SANDBOX_UID = 65534  # the user (nobody) a sandbox runs as when the host runs as root
+
 
 class Launched(Protocol):
     """A running driver as its backend sees it."""

@@ -230,8 +230,10 @@ class DiskWatcher:
         limit_mb: int,
         on_exceeded: Callable[[str], None],
         pids: Callable[[], Iterable[int]] | None = None,
+        what: str = "workdir",
     ) -> None:
         self.root = root
+        self.what = what  # what ``root`` is to the sandbox, for the message
         self.limit = limit_mb * MiB
         self.on_exceeded = on_exceeded
         self.pids = pids
@@ -313,7 +315,7 @@ class DiskWatcher:
                     else ""
                 )
                 self._exceeded(
-                    f"its workdir grew by {grown / MiB:.1f} MiB{hidden},"
+                    f"its {self.what} grew by {grown / MiB:.1f} MiB{hidden},"
                     f" past disk_mb={self.limit // MiB}"
                 )
                 return

@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import SandboxConfig
+
+log = logging.getLogger("sandlot")
 
 READY = ".sandlot-ready"
 
@@ -47,23 +57,182 @@ def find_uv() -> str:
     return str(find_uv_bin())
 
 
-def env_key(python: str, packages: list[str]) -> str:
+@dataclass(frozen=True)
+class EnvSpec:
+    """What goes into a sandbox's environment, and the text its cache key is made of."""
+
+    packages: tuple[str, ...] = ()  # requirement specifiers
+    files: tuple[str, ...] = ()  # requirements files, installed with -r
+    path_entries: tuple[str, ...] = ()  # paths inside the sandbox put on sys.path (a .pth)
+    cwd: str | None = None  # where relative paths in the requirements resolve
+    key_text: str = ""  # what the requirements files and the project said, for the key
+
+    @property
+    def empty(self) -> bool:
+        """True when the environment holds nothing beyond the standard library."""
+        return not (self.packages or self.files or self.path_entries)
+
+    def describe(self) -> str:
+        """A short account of what the environment holds, for a progress line."""
+        parts = []
+        if self.packages:
+            shown = ", ".join(self.packages[:4]) + (", ..." if len(self.packages) > 4 else "")
+            parts.append(f"{len(self.packages)} package(s): {shown}")
+        parts += [f"-r {os.path.basename(f)}" for f in self.files]
+        if self.path_entries:
+            parts.append(f"the project importable from {', '.join(self.path_entries)}")
+        return "; ".join(parts) or "the standard library only"
+
+
+def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
+    """The environment ``config`` asks for; ``workdir`` is the workdir's path inside the sandbox.
+
+    A ``project`` adds its dependencies the way ``uv sync`` would: from
+    ``uv.lock`` when there is one (``uv export``, the default groups included),
+    else from ``pyproject.toml`` (``[project].dependencies`` and the ``dev``
+    group), else from its requirements files. Its own code is put on
+    ``sys.path`` at the workdir (or the workdir's ``src`` for a src layout),
+    where it is uploaded.
+    """
+    packages = list(config.python_packages)
+    files = list(config.requirements)
+    key = [_requirements_text(f) for f in files]
+    entries: list[str] = []
+    cwd = None
+    if config.project is not None:
+        project = Path(config.project)
+        if not project.is_dir():
+            raise ConfigError(f"project {config.project!r} is not a directory")
+        cwd = str(project)
+        found, text = _project_requirements(project)
+        packages += found.packages
+        files += found.files
+        key += [text]
+        src = project / "src"
+        entries.append(f"{workdir}/src" if src.is_dir() else workdir)
+    return EnvSpec(tuple(packages), tuple(files), tuple(entries), cwd, "\n".join(key))
+
+
+_INCLUDES = ("-r", "--requirement", "-c", "--constraint")
+
+
+def _requirements_text(path: str, depth: int = 0) -> str:
+    """A requirements file's text, and that of the files it includes, for the cache key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"requirements file {path!r} cannot be read: {exc}") from None
+    parts = [f"# {path}", text]
+    for line in text.splitlines():
+        words = line.split()
+        if (
+            depth < 8
+            and len(words) >= 2
+            and words[0] in ("-r", "--requirement", "-c", "--constraint")
+        ):
+            parts.append(
+                _requirements_text(os.path.join(os.path.dirname(path), words[1]), depth + 1)
+            )
+    return "\n".join(parts)
+
+
+_DEV_REQUIREMENTS = (
+    "requirements.txt",
+    "requirements-dev.txt",
+    "dev-requirements.txt",
+    "requirements-test.txt",
+    "test-requirements.txt",
+    "requirements/dev.txt",
+    "requirements/test.txt",
+)
+
+
+def _project_requirements(project: Path) -> tuple[EnvSpec, str]:
+    """The dependencies of ``project`` (what ``uv sync`` would install) and their key text."""
+    if (project / "uv.lock").is_file() and (project / "pyproject.toml").is_file():
+        done = subprocess.run(
+            [
+                find_uv(),
+                "export",
+                "--frozen",
+                "--no-hashes",
+                "--no-header",
+                "--no-emit-project",
+                "--format",
+                "requirements.txt",
+                "--project",
+                str(project),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise ConfigError(
+                f"project {str(project)!r}: uv could not read its uv.lock "
+                f"(uv export exited {done.returncode}):\n{done.stderr.strip()[-2000:]}"
+            )
+        # The host's path dependencies are copied in, not linked: the host path is not there.
+        lines = [
+            line.removeprefix("-e ").strip()
+            for line in done.stdout.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        return EnvSpec(packages=tuple(lines)), "uv.lock\n" + "\n".join(lines)
+    if (project / "pyproject.toml").is_file():
+        try:
+            data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"project {str(project)!r}: pyproject.toml: {exc}") from None
+        deps = [str(d) for d in data.get("project", {}).get("dependencies", [])]
+        deps += _group(data.get("dependency-groups", {}), "dev", set())
+        deps += [str(d) for d in data.get("tool", {}).get("uv", {}).get("dev-dependencies", [])]
+        return EnvSpec(packages=tuple(deps)), "pyproject.toml\n" + "\n".join(deps)
+    files = [str(project / name) for name in _DEV_REQUIREMENTS if (project / name).is_file()]
+    if not files:
+        raise ConfigError(
+            f"project {str(project)!r} has no pyproject.toml, uv.lock or requirements.txt; "
+            "name its requirements with --requirements FILE (or --with PKG) instead"
+        )
+    return EnvSpec(files=tuple(files)), "\n".join(_requirements_text(f) for f in files)
+
+
+def _group(groups: dict[str, Any], name: str, seen: set[str]) -> list[str]:
+    """The requirements of dependency group ``name``, ``include-group`` entries followed."""
+    if name in seen:
+        return []
+    seen.add(name)
+    found: list[str] = []
+    for item in groups.get(name, []):
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("include-group"), str):
+            found += _group(groups, item["include-group"], seen)
+    return found
+
+
+def env_key(python: str, spec: EnvSpec) -> str:
     """The cache key of an environment: interpreter and requirements, order-free."""
-    text = "\n".join([os.path.realpath(python), *sorted(packages)])
+    text = "\n".join(
+        [os.path.realpath(python), *sorted(spec.packages), spec.key_text, *spec.path_entries]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def ready_env(python: str, packages: list[str]) -> Path | None:
-    """The environment for ``packages`` if it is already built (a stat, no thread needed)."""
-    target = cache_dir() / "envs" / env_key(python, packages)
+def ready_env(python: str, spec: EnvSpec) -> Path | None:
+    """The environment for ``spec`` if it is already built (a stat, no thread needed)."""
+    target = cache_dir() / "envs" / env_key(python, spec)
     return target if (target / READY).exists() else None
 
 
-def ensure_env(python: str, packages: list[str]) -> Path:
-    """Return the directory of a ready environment with ``packages``, building it if needed."""
+def ensure_env(python: str, spec: EnvSpec, announce: Callable[[str], None] | None = None) -> Path:
+    """Return the directory of a ready environment for ``spec``, building it if needed.
+
+    ``announce`` is called with a line saying what is being built before a build
+    starts (by default the line goes to the ``sandlot`` logger at INFO).
+    """
     root = cache_dir() / "envs"
     root.mkdir(parents=True, exist_ok=True)
-    target = root / env_key(python, packages)
+    target = root / env_key(python, spec)
     if (target / READY).exists():
         return target
     with open(root / f"{target.name}.lock", "w") as lock:
@@ -71,33 +240,52 @@ def ensure_env(python: str, packages: list[str]) -> Path:
         if (target / READY).exists():
             return target
         shutil.rmtree(target, ignore_errors=True)
-        if not packages:
+        if not (spec.packages or spec.files):
             _build_empty(python, target)
-            return target
-        uv = find_uv()
-        steps = [
-            [uv, "venv", "--quiet", "--python", python, str(target)],
-            [
-                uv,
-                "pip",
-                "install",
-                "--quiet",
-                "--python",
-                str(target / "bin" / "python"),
-                *_find_links(),
-                *packages,
-            ],
-        ]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode != 0:
-                shutil.rmtree(target, ignore_errors=True)
-                raise ConfigError(
-                    f"python_packages {packages!r} could not be installed "
-                    f"(uv exited {done.returncode}):\n{done.stderr.strip()[-4000:]}"
-                )
-        (target / READY).write_text(" ".join(packages) + "\n")
+        else:
+            what = spec.describe()
+            (announce or log.info)(
+                f"building the sandbox's environment ({what}); once: later starts reuse it"
+            )
+            _build(python, spec, target)
+        _add_path_entries(target, spec.path_entries)
+        (target / READY).write_text(spec.describe() + "\n")
     return target
+
+
+def _build(python: str, spec: EnvSpec, target: Path) -> None:
+    uv = find_uv()
+    requirements = [arg for f in spec.files for arg in ("-r", f)]
+    steps = [
+        [uv, "venv", "--quiet", "--python", python, str(target)],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(target / "bin" / "python"),
+            *_find_links(),
+            *spec.packages,
+            *requirements,
+        ],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, cwd=spec.cwd)
+        if done.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise ConfigError(
+                f"the sandbox's environment ({spec.describe()}) could not be installed "
+                f"(uv exited {done.returncode}):\n{done.stderr.strip()[-4000:]}"
+            )
+
+
+def _add_path_entries(target: Path, entries: tuple[str, ...]) -> None:
+    """A ``.pth`` in the environment that puts ``entries`` on ``sys.path``."""
+    if not entries:
+        return
+    for site in target.glob("lib/python*/site-packages"):
+        (site / "_sandlot_project.pth").write_text("".join(f"{e}\n" for e in entries))
 
 
 def _pip_find_links() -> list[str]:
@@ -141,7 +329,6 @@ def _build_empty(python: str, target: Path) -> None:
         raise ConfigError(
             f"cannot create a virtual environment with {python}: {done.stderr.strip()[-2000:]}"
         )
-    (target / READY).write_text("\n")
 
 
 def base_python() -> str:

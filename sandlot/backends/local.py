@@ -35,12 +35,13 @@ from pathlib import Path
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
+from ..volumes import mount_source
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
+from .base import SANDBOX_UID
 
 DRIVER_SRC = Path(__file__).resolve().parent.parent / "driver"
 DRIVER_ROOT_INSIDE = "/.sandlot"
 WORKDIR_INSIDE = "/workspace"
-SANDBOX_UID = 65534  # nobody
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
@@ -383,7 +384,8 @@ class LocalLaunch:
     workdir_host: Path | None = None  # the workdir on the host, watched when disk_mb is set
     disk_mb: int | None = None  # SandboxConfig.disk_mb
     _pidfd: int = -1
-    _disk: disk.DiskWatcher | None = None
+    volumes_host: dict[str, Path] = field(default_factory=dict)  # writable volumes, by target
+    _disks: list[disk.DiskWatcher] = field(default_factory=list)
     _disk_death: str = ""  # what the disk watcher saw, once it killed the sandbox
 
     def _watch(self) -> None:
@@ -398,8 +400,13 @@ class LocalLaunch:
 
             cgroup, driver = self.cgroup, self.proc.pid
             pids = cgroup.pids if cgroup is not None else lambda: disk.process_tree(driver)
-            self._disk = disk.DiskWatcher(self.workdir_host, self.disk_mb, full, pids)
-            self._disk.start()
+            self._disks.append(disk.DiskWatcher(self.workdir_host, self.disk_mb, full, pids))
+            self._disks += [
+                disk.DiskWatcher(path, self.disk_mb, full, pids, what=f"volume at {target}")
+                for target, path in self.volumes_host.items()
+            ]
+            for watcher in self._disks:
+                watcher.start()
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
         loop.add_reader(self.proc.stderr.fileno(), self._read_log)
@@ -459,8 +466,8 @@ class LocalLaunch:
     async def cleanup(self) -> None:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
         self.kill()
-        if self._disk is not None:
-            await asyncio.to_thread(self._disk.stop)
+        for watcher in self._disks:
+            await asyncio.to_thread(watcher.stop)
         if self.exited is not None and not self.exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), 5)
@@ -498,16 +505,19 @@ class LocalBackend:
         for m in config.mounts:
             if not os.path.exists(m.source):
                 raise ConfigError(f"mounts: host path {m.source!r} does not exist")
-        if not use_bwrap and (config.mounts or not config.network):
+        volumes = {target: mount_source(spec) for target, spec in config.volumes.items()}
+        if not use_bwrap and (config.mounts or config.volumes or not config.network):
             warnings.warn(
-                "sandlot: without bubblewrap, mounts are not applied and the network is reachable",
+                "sandlot: without bubblewrap, mounts and volumes are not applied and the "
+                "network is reachable",
                 IsolationWarning,
                 stacklevel=3,
             )
         base = config.python or envs.base_python()
-        venv = envs.ready_env(base, config.python_packages)
+        spec = envs.spec_for(config, WORKDIR_INSIDE)
+        venv = envs.ready_env(base, spec)
         if venv is None:
-            venv = await asyncio.to_thread(envs.ensure_env, base, config.python_packages)
+            venv = await asyncio.to_thread(envs.ensure_env, base, spec)
         python = str(venv / "bin" / "python")
         env_vars = self._environment(config, python, venv)
 
@@ -544,7 +554,7 @@ class LocalBackend:
                 assert iso.bwrap is not None
                 workdir = WORKDIR_INSIDE
                 options = self._bwrap_argv(
-                    iso, config, python, venv, workdir_host, env_vars, drop_to is not None
+                    iso, config, python, venv, workdir_host, volumes, env_vars, drop_to is not None
                 )
                 if not own_workdir:  # bubblewrap holds the workdir's lock while the sandbox lives
                     options += ["--sync-fd", str(passed[0])]
@@ -611,6 +621,7 @@ class LocalBackend:
             own_workdir,
             workdir_host=workdir_host,
             disk_mb=config.disk_mb,
+            volumes_host={t: v for t, v in volumes.items() if not config.volumes[t].read_only},
         )
         launch._watch()
         return launch
@@ -637,6 +648,7 @@ class LocalBackend:
         python: str,
         venv: Path,
         workdir_host: Path,
+        volumes: dict[str, Path],
         env: dict[str, str],
         drop: bool,
     ) -> list[str]:
@@ -703,6 +715,13 @@ class LocalBackend:
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
+        for target, source in volumes.items():
+            argv += _parents(target)
+            argv += [
+                "--ro-bind" if config.volumes[target].read_only else "--bind",
+                str(source),
+                target,
+            ]
         argv += gpus.bwrap_args(config.gpu)
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
