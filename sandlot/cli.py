@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import codeop
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -27,12 +28,15 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .backends.local import probe
+from .backends import envs
+from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxError
 from .results import CodeResult
 from .rlm.cli import rlm_app
+from .secrets import Redactor, read_env_file, secret_values
 from .sync import Sandbox
+from .volumes import Volume
 
 # Streamed output is written out as it comes and never held, so the per-process
 # cap that protects the host's memory for buffered calls can be much larger here.
@@ -168,6 +172,10 @@ def _config(
     network: bool = False,
     env: Sequence[str] = (),
     secrets: Sequence[str] = (),
+    env_file: Path | None = None,
+    packages: Sequence[str] = (),
+    requirements: Sequence[Path] = (),
+    project: Path | None = None,
 ) -> SandboxConfig:
     """The sandbox configuration for the CLI's options (library defaults elsewhere)."""
     fields: dict[str, Any] = {
@@ -175,12 +183,34 @@ def _config(
         "env": _parse_env(env),
         "secrets": list(secrets),
         "max_output_bytes": STREAM_OUTPUT_LIMIT,
+        "python_packages": list(packages),
+        "requirements": [str(r) for r in requirements],
     }
+    if env_file is not None:
+        fields["env_file"] = str(env_file)
+    if project is not None:
+        fields["project"] = str(project)
     if memory_mb is not None:
         fields["memory_mb"] = memory_mb
     if timeout is not None:
         fields["timeout"] = max(timeout + LIFETIME_MARGIN, DEFAULT_LIFETIME)
     return SandboxConfig(**fields)
+
+
+def _prepared(config: SandboxConfig) -> SandboxConfig:
+    """``config`` with its environment built (saying so while it builds) and its secrets read.
+
+    Building here, before the sandbox starts, lets the CLI say what it builds;
+    reading the secrets checks the env file and the names early.
+    """
+    secret_values(config)
+    spec = envs.spec_for(config, WORKDIR_INSIDE)
+    python = config.python or envs.base_python()
+    if envs.ready_env(python, spec) is None:
+        started = time.perf_counter()
+        envs.ensure_env(python, spec, announce=_say)
+        _say(f"built in {time.perf_counter() - started:.1f} s")
+    return config
 
 
 def _download_target(path: str) -> PurePosixPath:
@@ -197,17 +227,24 @@ def _download_target(path: str) -> PurePosixPath:
 # -- running -------------------------------------------------------------------
 
 
-def _stream(sb: Sandbox, argv: Sequence[str], timeout: float | None) -> int:
-    """Run ``argv`` in ``sb``, copying its output to ours as it comes; return an exit status."""
+def _stream(sb: Sandbox, argv: Sequence[str], timeout: float | None, redactor: Redactor) -> int:
+    """Run ``argv`` in ``sb``, copying its output to ours as it comes; return an exit status.
+
+    Secret values in the output are shown as ``[redacted NAME]``.
+    """
     proc = sb.exec_stream(*argv, timeout=timeout)
+    streams = {"stdout": (sys.stdout, redactor.stream()), "stderr": (sys.stderr, redactor.stream())}
     for chunk in proc:
-        _write(sys.stdout if chunk.stream == "stdout" else sys.stderr, chunk.data)
+        out, held = streams[chunk.stream]
+        _write(out, held.feed(chunk.data))
+    for out, held in streams.values():
+        _write(out, held.flush())
     result = proc.result
     assert result is not None
     if result.stdout:  # what did not stream, such as a command that could not start
-        _write(sys.stdout, result.stdout.encode())
+        _write(sys.stdout, redactor.redact(result.stdout).encode())
     if result.stderr:
-        _write(sys.stderr, result.stderr.encode())
+        _write(sys.stderr, redactor.redact(result.stderr).encode())
     if result.truncated:
         _say(f"warning: output beyond {STREAM_OUTPUT_LIMIT} bytes was dropped")
     if result.timed_out:
@@ -237,20 +274,101 @@ TimeoutOpt = Annotated[
 ]
 
 
+UploadOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--upload",
+        exists=True,
+        file_okay=False,
+        dir_okay=True,
+        metavar="DIR",
+        help="Copy the contents of DIR into the sandbox's workdir first.",
+    ),
+]
+WithOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--with",
+        metavar="PKG",
+        help="Install PKG (a requirement, as uv takes it) in the sandbox's environment. "
+        "Repeatable. Built once on the host, cached by content.",
+    ),
+]
+RequirementsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--requirements",
+        "-r",
+        exists=True,
+        dir_okay=False,
+        metavar="FILE",
+        help="Install the packages a requirements file lists. Repeatable.",
+    ),
+]
+ProjectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--project",
+        help="The uploaded directory (--upload, else the current one, which is then "
+        "uploaded) is a Python project: install its dependencies as 'uv sync' would "
+        "(uv.lock, pyproject.toml or requirements files) and make it importable.",
+    ),
+]
+EnvFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        exists=True,
+        dir_okay=False,
+        metavar="FILE",
+        help="Pass a .env file's entries in as secrets; their values are redacted from "
+        "what sandlot prints.",
+    ),
+]
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option("--env", metavar="K=V", help="Set an environment variable. Repeatable."),
+]
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret",
+        metavar="NAME",
+        help="Pass the host's environment variable NAME in (redacted from output). Repeatable.",
+    ),
+]
+
+
+def _sandbox_config(
+    *,
+    upload: Path | None,
+    with_: list[str] | None,
+    requirements: list[Path] | None,
+    project: bool,
+    env_file: Path | None,
+    env: list[str] | None,
+    secret: list[str] | None,
+    **more: Any,
+) -> tuple[SandboxConfig, Path | None]:
+    """The config for the sandbox options every command shares, and the directory to upload."""
+    if project and upload is None:
+        upload = Path.cwd()
+    config = _config(
+        env=env or [],
+        secrets=secret or [],
+        env_file=env_file,
+        packages=with_ or [],
+        requirements=requirements or [],
+        project=upload if project else None,
+        **more,
+    )
+    return _prepared(config), upload
+
+
 @app.command("exec", context_settings={"allow_interspersed_args": False})
 def exec_command(
     command: CommandArg,
-    upload: Annotated[
-        Path | None,
-        typer.Option(
-            "--upload",
-            exists=True,
-            file_okay=False,
-            dir_okay=True,
-            metavar="DIR",
-            help="Copy the contents of DIR into the sandbox's workdir first.",
-        ),
-    ] = None,
+    upload: UploadOpt = None,
     download: Annotated[
         list[str] | None,
         typer.Option(
@@ -272,37 +390,37 @@ def exec_command(
         bool,
         typer.Option("--network", help="Allow network access (off by default)."),
     ] = False,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", metavar="K=V", help="Set an environment variable. Repeatable."),
-    ] = None,
-    secret: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--secret",
-            metavar="NAME",
-            help="Pass the host's environment variable NAME in. Repeatable.",
-        ),
-    ] = None,
+    with_: WithOpt = None,
+    requirements: RequirementsOpt = None,
+    project: ProjectOpt = False,
+    env_file: EnvFileOpt = None,
+    env: EnvOpt = None,
+    secret: SecretOpt = None,
 ) -> None:
     """Run a command in a fresh sandbox and exit with its status.
 
-    Example: sandlot exec --upload ./myrepo --download report.xml --
+    Example: sandlot exec --upload ./myrepo --project --download report.xml --
     python -m pytest --junitxml=report.xml
     """
     targets = [_download_target(p) for p in download or []]
     with _expected_errors():
-        config = _config(
+        config, upload = _sandbox_config(
+            upload=upload,
+            with_=with_,
+            requirements=requirements,
+            project=project,
+            env_file=env_file,
+            env=env,
+            secret=secret,
             timeout=timeout,
             memory_mb=memory_mb,
             network=network,
-            env=env or [],
-            secrets=secret or [],
         )
+        redactor = Redactor.for_config(config)
         with Sandbox(config) as sb:
             if upload is not None:
                 sb.upload(upload, ".")  # a directory's entries land in the workdir itself
-            status = _stream(sb, command, timeout)
+            status = _stream(sb, command, timeout, redactor)
             failed = False
             for target in targets:
                 try:
@@ -336,13 +454,35 @@ def run_command(
         ),
     ] = None,
     timeout: TimeoutOpt = None,
+    upload: UploadOpt = None,
+    with_: WithOpt = None,
+    requirements: RequirementsOpt = None,
+    project: ProjectOpt = False,
+    env_file: EnvFileOpt = None,
+    env: EnvOpt = None,
+    secret: SecretOpt = None,
 ) -> None:
     """Run one Python file in a fresh sandbox and exit with its status."""
-    with _expected_errors(), Sandbox(_config(timeout=timeout)) as sb:
-        sb.upload(file, file.name)
-        found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
-        python = ast.literal_eval(found) if found else "python3"
-        status = _stream(sb, [python, file.name, *(args or [])], timeout)
+    with _expected_errors():
+        config, upload = _sandbox_config(
+            upload=upload,
+            with_=with_,
+            requirements=requirements,
+            project=project,
+            env_file=env_file,
+            env=env,
+            secret=secret,
+            timeout=timeout,
+        )
+        with Sandbox(config) as sb:
+            if upload is not None:
+                sb.upload(upload, ".")
+            sb.upload(file, file.name)
+            found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
+            python = ast.literal_eval(found) if found else "python3"
+            status = _stream(
+                sb, [python, file.name, *(args or [])], timeout, Redactor.for_config(config)
+            )
     raise typer.Exit(status)
 
 
@@ -407,22 +547,32 @@ def _run_cell(sb: Sandbox, code: str, interruptible: bool) -> CodeResult | None:
         return None
 
 
-def _show(result: CodeResult, out: Console, err: Console) -> None:
-    """Print a cell's stdout, stderr, value and error, like Python's own prompt."""
+def _show(result: CodeResult, out: Console, err: Console, redactor: Redactor) -> None:
+    """Print a cell's stdout, stderr, value and error as Python's prompt does, secrets hidden."""
+    hide = redactor.redact
     if result.stdout:
-        _write(sys.stdout, result.stdout.encode())
+        _write(sys.stdout, hide(result.stdout).encode())
     if result.stderr:
-        _write(sys.stderr, result.stderr.encode())
+        _write(sys.stderr, hide(result.stderr).encode())
     if result.value is not None:
-        out.print(result.value, markup=False, highlight=out.is_terminal)
+        out.print(hide(result.value), markup=False, highlight=out.is_terminal)
     if result.error is not None:
-        err.print(Text(result.error.traceback.rstrip() or str(result.error), style="red"))
+        shown = result.error.traceback.rstrip() or str(result.error)
+        err.print(Text(hide(shown), style="red"))
     if result.truncated:
         _say("warning: output was truncated (SandboxConfig.max_output_bytes)")
 
 
 @app.command("repl")
-def repl_command() -> None:
+def repl_command(
+    upload: UploadOpt = None,
+    with_: WithOpt = None,
+    requirements: RequirementsOpt = None,
+    project: ProjectOpt = False,
+    env_file: EnvFileOpt = None,
+    env: EnvOpt = None,
+    secret: SecretOpt = None,
+) -> None:
     """An interactive Python session in a fresh sandbox; its state lasts until you leave.
 
     At a terminal it prompts like Python. With piped input, each group of lines
@@ -433,20 +583,192 @@ def repl_command() -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     cells: Iterator[str] | list[str]
     cells = _read_cells() if interactive else _cells_from(sys.stdin.read())
-    failed = False
-    with _expected_errors(), Sandbox(_config()) as sb:
-        if interactive:
-            err.print(
-                f"sandlot {__version__}: Python in a sandbox (workdir {sb.workdir}). "
-                "Ctrl-D leaves.",
-                markup=False,
-            )
-        for cell in cells:
-            result = _run_cell(sb, cell, interruptible=interactive)
-            if result is not None:
-                _show(result, out, err)
-                failed = failed or not result.ok
+    with _expected_errors():
+        config, upload = _sandbox_config(
+            upload=upload,
+            with_=with_,
+            requirements=requirements,
+            project=project,
+            env_file=env_file,
+            env=env,
+            secret=secret,
+        )
+        redactor = Redactor.for_config(config)
+        failed = False
+        with Sandbox(config) as sb:
+            if upload is not None:
+                sb.upload(upload, ".")
+            if interactive:
+                err.print(
+                    f"sandlot {__version__}: Python in a sandbox (workdir {sb.workdir}). "
+                    "Ctrl-D leaves.",
+                    markup=False,
+                )
+            for cell in cells:
+                result = _run_cell(sb, cell, interruptible=interactive)
+                if result is not None:
+                    _show(result, out, err, redactor)
+                    failed = failed or not result.ok
     raise typer.Exit(1 if failed and not interactive else 0)
+
+
+# -- volumes and secrets ---------------------------------------------------------
+
+volume_app = typer.Typer(
+    help="Named volumes: directories that outlive sandboxes (SandboxConfig(volumes=...)).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(volume_app, name="volume")
+secrets_app = typer.Typer(
+    help="Check secrets without showing them.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(secrets_app, name="secrets")
+
+VolumeArg = Annotated[str, typer.Argument(metavar="NAME", help="The volume's name.")]
+
+
+def _shown(name: str) -> str:
+    """A name from a sandbox, safe for a terminal: control characters written as escapes."""
+    if name.isprintable():
+        return name
+    return name.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _size(n: int) -> str:
+    """Bytes as a short human size ("?" for an unknown one)."""
+    if n < 0:
+        return "?"
+    size, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+@volume_app.command("create")
+def volume_create(name: VolumeArg) -> None:
+    """Create an empty volume."""
+    with _expected_errors():
+        volume = Volume.create(name)
+    typer.echo(f"created volume {volume.name} ({volume.path})")
+
+
+@volume_app.command("list")
+def volume_list() -> None:
+    """The volumes on this host, with their sizes."""
+    with _expected_errors():
+        found = Volume.list()
+    if not found:
+        typer.echo("no volumes (create one with: sandlot volume create NAME)")
+        return
+    table = Table("name", "size", "modified")
+    for info in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.modified))
+        table.add_row(info.name, _size(info.size), when)
+    Console(highlight=False).print(table)
+
+
+@volume_app.command("ls")
+def volume_ls(
+    name: VolumeArg,
+    path: Annotated[str, typer.Argument(help="A directory in the volume.")] = "/",
+) -> None:
+    """List a directory of a volume."""
+    with _expected_errors():
+        entries = Volume.from_name(name).ls(path)
+    for entry in entries:
+        suffix = "/" if entry.type == "dir" else (" -> (link)" if entry.type == "link" else "")
+        size = "" if entry.type != "file" else _size(entry.size)
+        typer.echo(f"{size:>12}  {_shown(entry.name)}{suffix}")
+
+
+@volume_app.command("put")
+def volume_put(
+    name: VolumeArg,
+    local: Annotated[Path, typer.Argument(exists=True, help="A host file or directory.")],
+    remote: Annotated[str, typer.Argument(help="Where in the volume.")] = "/",
+) -> None:
+    """Copy a host file or directory into a volume."""
+    with _expected_errors():
+        Volume.from_name(name).put(local, remote)
+    typer.echo(f"put {local} into {name}:{remote}")
+
+
+@volume_app.command("get")
+def volume_get(
+    name: VolumeArg,
+    remote: Annotated[str, typer.Argument(help="A file or directory in the volume.")],
+    local: Annotated[
+        Path | None, typer.Argument(help="Where on the host (default: its name, here).")
+    ] = None,
+) -> None:
+    """Copy a file or directory out of a volume (regular files and directories only)."""
+    target = local if local is not None else Path.cwd() / (PurePosixPath(remote).name or name)
+    with _expected_errors():
+        result = Volume.from_name(name).get(remote, target)
+    typer.echo(f"got {result.files} file(s), {_size(result.size)}, into {result.path}")
+
+
+@volume_app.command("rm")
+def volume_rm(
+    name: VolumeArg,
+    path: Annotated[
+        str | None, typer.Argument(help="A path in the volume; without one, the whole volume.")
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Remove a directory and its contents.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete a whole volume unasked.")
+    ] = False,
+) -> None:
+    """Remove a path from a volume, or (without a path) delete the volume."""
+    with _expected_errors():
+        volume = Volume.from_name(name)
+        if path is not None:
+            volume.remove(path, recursive=recursive)
+            typer.echo(f"removed {name}:{path}")
+            return
+        size = _size(volume.size())
+        if not yes:
+            if not sys.stdin.isatty():
+                _fail(f"deleting volume {name!r} ({size}) needs --yes")
+            typer.confirm(f"Delete volume {name!r} and all it holds ({size})?", abort=True)
+        volume.delete()
+    typer.echo(f"deleted volume {name} ({size})")
+
+
+@secrets_app.command("check")
+def secrets_check(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The variable's name.")],
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file", metavar="FILE", help="A .env file to look in (default: ./.env if any)."
+        ),
+    ] = None,
+) -> None:
+    """Say whether secret NAME is set (in the environment or a .env file), never its value.
+
+    Exit status 0 when it is set and not empty, 1 when not.
+    """
+    file = env_file if env_file is not None else Path(".env")
+    with _expected_errors():
+        from_file = read_env_file(file) if env_file is not None or file.is_file() else {}
+    where = []
+    if name in os.environ:
+        where.append(("the environment", os.environ[name]))
+    if name in from_file:
+        where.append((str(file), from_file[name]))
+    if not where:
+        looked = "the environment" + (f" and {file}" if from_file or env_file else "")
+        typer.echo(f"{name} is not set (looked in {looked})")
+        raise typer.Exit(1)
+    for place, value in where:
+        typer.echo(f"{name} is {'set' if value else 'set but empty'} in {place}")
+    raise typer.Exit(0 if any(value for _, value in where) else 1)
 
 
 # -- doctor --------------------------------------------------------------------
