@@ -281,11 +281,16 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
 
 
 def _add_path_entries(target: Path, entries: tuple[str, ...]) -> None:
-    """A ``.pth`` in the environment that puts ``entries`` on ``sys.path``."""
+    """A ``.pth`` in the environment that puts ``entries`` on ``sys.path``.
+
+    An ``import`` line rather than plain paths: ``site`` skips a path that does
+    not exist yet, and the project is uploaded after the interpreter starts.
+    """
     if not entries:
         return
+    line = f"import sys; sys.path.extend(p for p in {list(entries)!r} if p not in sys.path)\n"
     for site in target.glob("lib/python*/site-packages"):
-        (site / "_sandlot_project.pth").write_text("".join(f"{e}\n" for e in entries))
+        (site / "_sandlot_project.pth").write_text(line)
 
 
 def _pip_find_links() -> list[str]:

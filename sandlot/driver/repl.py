@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib
 import io
 import linecache
 import os
@@ -182,6 +183,9 @@ class Repl:
     def run(self, code: str) -> dict[str, Any]:
         """Run one cell; return stdout, stderr and value (UTF-8 bytes) and error as plain data."""
         self.count += 1
+        # Modules written, uploaded or put on sys.path since the last cell (a path that did
+        # not exist at start-up is cached as having no finder) become importable.
+        importlib.invalidate_caches()
         filename = f"<cell-{self.count}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         value: bytes | None = None
