@@ -67,7 +67,7 @@ def _parse_line(line: str) -> tuple[str, str]:
     if not sep:
         raise ValueError("expected KEY=VALUE")
     if not _KEY.match(key):
-        raise ValueError(f"{key!r} is not an environment variable name")
+        raise ValueError("the text before '=' is not an environment variable name")
     rest = rest.strip()
     if rest[:1] in ("'", '"'):
         quote = rest[0]
