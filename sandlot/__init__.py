@@ -6,7 +6,7 @@
 '42'
 """
 
-from .config import ModelConfig, Mount, SandboxConfig
+from .config import ModelConfig, Mount, SandboxConfig, VolumeMount
 from .driver.exposed import expose, models
 from .errors import (
     CallTimeout,
@@ -26,6 +26,7 @@ from .sandbox import AsyncProcess, AsyncSandbox
 from .serving.library import Library, McpServerSpec, RemoteLibrary
 from .sync import Process, Sandbox, SandboxPool
 from .untar import DownloadResult
+from .volumes import Volume, VolumeInfo
 from .workspace import Session, Workspace, create_local_session
 
 __all__ = [
@@ -59,6 +60,9 @@ __all__ = [
     "ServeError",
     "Session",
     "ToolError",
+    "Volume",
+    "VolumeInfo",
+    "VolumeMount",
     "Workspace",
     "create_local_session",
     "expose",
