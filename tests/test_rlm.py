@@ -407,3 +407,86 @@ def test_parsing_helpers() -> None:
     text, dropped = truncate_middle("a" * 50 + "b" * 50, 40)
     assert dropped == 60 and text.startswith("a" * 26) and text.endswith("b" * 14)
     assert re.search(r"60 characters cut", text)
+
+
+SECRET = "hunter2-db-password-xyz"
+EXTRA = "extra-secret-value-42"
+
+
+def test_secrets_never_reach_lm_prompts_trajectories_or_results(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"DB_PASSWORD={SECRET}\n")
+    path = tmp_path / "t.jsonl"
+    sub_prompts: list[str] = []
+
+    def echo(prompt: str) -> str:
+        sub_prompts.append(prompt)
+        return f"echo: {prompt}"
+
+    script = Script(
+        repl(
+            "import os\nsecret = os.environ['DB_PASSWORD']\n"
+            "print('length', len(secret), 'value', secret)\n"
+            "print(llm_query('remember ' + secret))\n"
+            f"print({EXTRA!r})"
+        ),
+        repl("raise RuntimeError('failed with ' + secret)"),
+        repl("SUBMIT(secret)"),
+    )
+    events: list[dict[str, object]] = []
+    rlm = make(
+        script,
+        StandInSubLM(0.0, rule=echo),
+        sandbox=strict(env_file=str(env_file)),
+        trajectory=path,
+        on_event=events.append,
+        secrets={"EXTRA_KEY": EXTRA},
+        max_output_chars=200,
+    )
+    result = rlm.completion("ctx", "q")
+    assert result.finished and result.iterations == 3
+    # The sandbox had the value (its length is printed); the root LM was shown its name only.
+    told = script.seen[1][-1]["content"]
+    assert f"length {len(SECRET)} value [redacted DB_PASSWORD]" in told
+    assert "echo: remember [redacted DB_PASSWORD]" in told and "[redacted EXTRA_KEY]" in told
+    assert "failed with [redacted DB_PASSWORD]" in script.seen[2][-1]["content"]
+    assert sub_prompts == ["remember [redacted DB_PASSWORD]"]
+    assert result.answer == "[redacted DB_PASSWORD]"
+    everything = [
+        json.dumps(script.seen),
+        json.dumps(result.trajectory),
+        json.dumps(events),
+        path.read_text(),
+    ]
+    for text in everything:
+        assert SECRET not in text and EXTRA not in text
+    on_disk = path.read_text()
+    assert "failed with [redacted DB_PASSWORD]" in on_disk and "[redacted EXTRA_KEY]" in on_disk
+    recorded = list(read_trajectory(path))
+    sub_call = next(e for e in recorded if e["type"] == "sub_call")
+    assert sub_call["prompt"] == "remember [redacted DB_PASSWORD]"
+    assert sub_call["response"] == "echo: remember [redacted DB_PASSWORD]"
+    assert recorded[-1]["answer"] == "[redacted DB_PASSWORD]"
+
+
+def test_a_secret_is_redacted_before_the_output_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cut first, the head would keep the value's first 33 characters; redacted first, none.
+    token = "tok-" + "z" * 300
+    monkeypatch.setenv("SANDLOT_TEST_TOKEN", token)
+    code = "import os\nprint('a' * 100 + os.environ['SANDLOT_TEST_TOKEN'] + 'b' * 100)"
+    script = Script(repl(code), "FINAL(done)")
+    sandbox = strict(secrets=["SANDLOT_TEST_TOKEN"])
+    result = make(script, sandbox=sandbox, max_output_chars=200).completion("c", "q")
+    told = script.seen[1][-1]["content"]
+    assert result.answer == "done"
+    assert "a" * 100 + "[redacted SANDLOT_TEST_TOKEN]" in told and "tok-z" not in told
+
+
+def test_secrets_that_cannot_be_read_are_refused_when_the_rlm_is_made(tmp_path: Path) -> None:
+    root = ScriptedRootLM(Script("FINAL(x)"))
+    with pytest.raises(ConfigError, match="SANDLOT_SURELY_UNSET_VAR"):
+        RLM(root, sandbox=strict(secrets=["SANDLOT_SURELY_UNSET_VAR"]))
+    bad = tmp_path / "bad.env"
+    bad.write_text("GOOD=value\nnot a line\n")
+    with pytest.raises(ConfigError, match=r"bad\.env:2:"):
+        RLM(root, sandbox=strict(env_file=str(bad)))

@@ -2,10 +2,16 @@
 
 Heavy imports (the LM client, the engine) happen inside the commands, so
 ``sandlot --help`` stays fast.
+
+The LM clients live on the host: every sub-LM call crosses from the sandbox to
+the host's router, so the API key (from the environment or ``--env-file``)
+never enters a sandbox, and the values of ``--env-file`` are redacted from all
+the run shows or saves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,7 +64,8 @@ def view_command(
 
 ModelOpt = Annotated[str, typer.Option("--model", help="The root LM's model name.")]
 SubModelOpt = Annotated[
-    str | None, typer.Option("--sub-model", help="The sub-LM's model (default: --model).")
+    str | None,
+    typer.Option("--sub-model", "--recursive-model", help="The sub-LM's model (default: --model)."),
 ]
 BaseUrlOpt = Annotated[
     str | None,
@@ -86,18 +93,80 @@ TrajOpt = Annotated[
     Path | None, typer.Option("--trajectory", help="Append the run's events to this JSONL file.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No live progress view.")]
+EnvFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        metavar="FILE",
+        help="A .env file read on the host: the API key (the --api-key-env variable) and "
+        "OPENAI_BASE_URL come from it when the environment and --base-url do not set them. "
+        "The sub-LM calls run on the host, so the key never enters a sandbox; the file's "
+        "values are redacted from what the LMs see, the trajectory and the terminal.",
+    ),
+]
+
+MODES = ("local",)
+"""The values of ``niah --mode`` that exist now: ``local`` runs bubblewrap sandboxes here."""
 
 
-def _lms(model: str, sub_model: str | None, base_url: str | None, api_key_env: str) -> Any:
-    """The root and sub LM clients for the options given."""
+@dataclass(frozen=True)
+class LMSettings:
+    """Where the LM clients connect, and the secret values the run must redact.
+
+    ``secrets`` holds every entry of ``--env-file`` and the API key in use; its
+    values are never printed.
+    """
+
+    api_key: str | None
+    base_url: str | None
+    secrets: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"LMSettings(base_url={self.base_url!r}, secrets=[{', '.join(self.secrets)}])"
+
+
+def _settings(env_file: Path | None, api_key_env: str, base_url: str | None) -> LMSettings:
+    """The API key and base URL: the options, then the environment, then ``env_file``.
+
+    A malformed or missing ``env_file`` ends the command (status 2) with the
+    file and line, never the line's text.
+    """
     import os
 
+    from sandlot.cli import _fail
+    from sandlot.errors import ConfigError
+    from sandlot.secrets import read_env_file
+
+    values: dict[str, str] = {}
+    if env_file is not None:
+        try:
+            values = read_env_file(env_file)
+        except ConfigError as exc:
+            _fail(str(exc))
+    key_name = api_key_env
+    key = os.environ.get(api_key_env) or values.get(api_key_env) or None
+    if key is None and os.environ.get("OPENAI_API_KEY"):
+        key_name, key = "OPENAI_API_KEY", os.environ["OPENAI_API_KEY"]  # the client's own default
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or values.get("OPENAI_BASE_URL")
+    secrets = dict(values)
+    if key is not None and secrets.get(key_name) != key:
+        secrets[key_name if key_name not in secrets else f"{key_name} (environment)"] = key
+    return LMSettings(key, base_url or None, secrets)
+
+
+def _lms(model: str, sub_model: str | None, settings: LMSettings, api_key_env: str) -> Any:
+    """The root and sub LM clients for the options given."""
     from sandlot.cli import _fail
 
     from .lm import OpenAICompatibleLM
 
+    if settings.api_key is None and settings.base_url is None:
+        _fail(
+            f"no API key: set {api_key_env} in the environment or in --env-file FILE "
+            "(for a local server that needs none, give its --base-url)"
+        )
     try:
-        root = OpenAICompatibleLM(model, base_url=base_url, api_key=os.environ.get(api_key_env))
+        root = OpenAICompatibleLM(model, base_url=settings.base_url, api_key=settings.api_key)
     except (ImportError, ValueError) as exc:
         _fail(str(exc))
     return root, root.with_model(sub_model) if sub_model else root
@@ -129,13 +198,15 @@ def _run(rlm_kwargs: dict[str, Any], context: Any, query: str, quiet: bool) -> A
 def _report(result: Any) -> None:
     """Say on stderr how the run ended and what it spent."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True, highlight=False)
     how = "finished" if result.finished else f"stopped ({result.stop_reason})"
+    # Escaped: an error is text from the LM or the sandbox (a "[redacted NAME]" is no markup).
     console.print(
         f"[bold]{how}[/] after {result.iterations} turns in {result.seconds:.1f} s"
-        + (f": {result.error}" if result.error else "")
+        + (f": {escape(result.error)}" if result.error else "")
     )
     table = Table("model", "calls", "errors", "prompt tokens", "completion tokens", "cost")
     for name, m in result.usage.models.items():
@@ -150,7 +221,7 @@ def _report(result: Any) -> None:
         )
     console.print(table)
     if result.trajectory_path is not None:
-        console.print(f"trajectory: {result.trajectory_path}")
+        console.print(f"trajectory: {escape(str(result.trajectory_path))}")
 
 
 @rlm_app.command("ask")
@@ -174,11 +245,13 @@ def ask_command(
     max_time: TimeOpt = 600.0,
     trajectory: TrajOpt = None,
     quiet: QuietOpt = False,
+    env_file: EnvFileOpt = None,
 ) -> None:
     """Ask a Recursive Language Model about a long context; the answer goes to stdout.
 
-    Exit status: 0 when the LM gave its answer, 1 when a limit stopped it (the
-    best partial answer is printed), 2 for bad input.
+    The LMs are called from the host (sub-LM calls included), so the API key
+    never enters a sandbox. Exit status: 0 when the LM gave its answer, 1 when a
+    limit stopped it (the best partial answer is printed), 2 for bad input.
     """
     import json
 
@@ -194,7 +267,8 @@ def ask_command(
             context = json.loads(raw)
         except json.JSONDecodeError as exc:
             _fail(f"{context_file}: not valid JSON ({exc}); rename it to read it as text")
-    root, sub = _lms(model, sub_model, base_url, api_key_env)
+    settings = _settings(env_file, api_key_env, base_url)
+    root, sub = _lms(model, sub_model, settings, api_key_env)
     result = _run(
         {
             "root_lm": root,
@@ -206,6 +280,7 @@ def ask_command(
             "max_depth": max_depth,
             "max_time": max_time,
             "trajectory": trajectory,
+            "secrets": settings.secrets,
         },
         context,
         query,
@@ -219,7 +294,17 @@ def ask_command(
 
 @rlm_app.command("niah")
 def niah_command(
-    lines: Annotated[int, typer.Option("--lines", min=1, help="Lines in the haystack.")] = 100_000,
+    lines: Annotated[
+        int, typer.Option("--num-lines", "--lines", min=1, help="Lines in the haystack.")
+    ] = 100_000,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="Where the sandboxes run. Only 'local' exists now (bubblewrap sandboxes on "
+            "this machine, the LMs called from the host); 'modal' or 'ray' is refused.",
+        ),
+    ] = "local",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the haystack and needle.")] = 0,
     stand_in: Annotated[
         bool,
@@ -234,10 +319,12 @@ def niah_command(
     ] = 0.2,
     model: ModelOpt = "gpt-5",
     sub_model: Annotated[
-        str | None, typer.Option("--sub-model", help="The sub-LM's model.")
+        str | None,
+        typer.Option("--recursive-model", "--sub-model", help="The sub-LM's model."),
     ] = "gpt-5-nano",
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    env_file: EnvFileOpt = None,
     pool_size: PoolOpt = 4,
     force_parallel: ParallelOpt = False,
     max_iterations: IterOpt = 10,
@@ -247,17 +334,33 @@ def niah_command(
 ) -> None:
     """Needle in a haystack: hide a number in N generated lines and ask the RLM for it.
 
-    Prints ``Result``, ``Expected`` and ``Match``; exit status 0 on a match, 1 if not.
+    Takes the seed's flags (--mode, --num-lines, --model, --recursive-model,
+    --max-iterations, --pool-size, --force-parallel, --env-file). Prints
+    ``Result``, ``Expected`` and ``Match``; exit status 0 on a match, 1 if not,
+    2 for bad input (an unknown --mode, a malformed --env-file).
+
+    Unlike the seed, whose sandboxes made the sub-LM calls themselves and so
+    held the API key and a network, sandlot calls every LM from the host: code
+    the LM writes (which the haystack's text can steer) runs with no key and no
+    network to send one to.
     """
+    from sandlot.cli import _fail
+
     from .niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
 
+    if mode.strip().lower() not in MODES:
+        _fail(
+            f"--mode {mode!r} does not exist in sandlot; the modes that exist now: "
+            f"{', '.join(MODES)} (bubblewrap sandboxes on this machine, LMs called from the host)"
+        )
+    settings = _settings(env_file, api_key_env, base_url)
     haystack, needle = make_haystack(lines, seed)
     root: Any
     sub: Any
     if stand_in:
         root, sub = ScriptedRootLM(niah_policy()), StandInSubLM(sub_latency)
     else:
-        root, sub = _lms(model, sub_model, base_url, api_key_env)
+        root, sub = _lms(model, sub_model, settings, api_key_env)
     result = _run(
         {
             "root_lm": root,
@@ -268,6 +371,7 @@ def niah_command(
             "max_llm_calls": max(200, lines // 500),
             "max_time": max_time,
             "trajectory": trajectory,
+            "secrets": settings.secrets,
         },
         haystack,
         NIAH_QUERY,

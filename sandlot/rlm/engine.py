@@ -6,6 +6,12 @@ a tree share one budget (sub-LM calls, tokens, the deadline), one trajectory
 file, one bound on concurrent sub-LM calls (``pool_size``) and one sandbox pool
 per depth for the children. A limit never raises: the run stops and returns its
 best partial answer with the reason.
+
+Secret values (the sandbox config's ``env_file`` entries and named ``secrets``,
+and the RLM's extra ``secrets``) never leave the engine: one ``Redactor`` made
+with the RLM replaces them with ``[redacted NAME]`` in every message sent to an
+LM, every event recorded or passed to ``on_event``, and the result's answer and
+error.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ..errors import ConfigError, SandboxDied, SandboxError
 from ..pool import AsyncSandboxPool
 from ..results import CodeResult
 from ..sandbox import AsyncSandbox
+from ..secrets import Redactor, secret_values
 from ..sync import portal
 from . import prompts
 from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
@@ -104,6 +111,39 @@ def truncate_middle(text: str, limit: int) -> tuple[str, int]:
     tail = limit - head
     marker = f"\n[... {dropped:,} characters cut from the middle of this output ...]\n"
     return text[:head] + marker + text[len(text) - tail :], dropped
+
+
+def redact_data(value: Any, redactor: Redactor) -> Any:
+    """``value`` (a str, or JSON-like data of dicts, lists and tuples) with secrets redacted.
+
+    Strings are redacted wherever they are, dict keys included; other leaves are kept.
+    """
+    if not redactor:
+        return value
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, dict):
+        return {redact_data(k, redactor): redact_data(v, redactor) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(item, redactor) for item in value]
+    return value
+
+
+def _merge_secrets(found: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``found`` and ``extra`` in one name -> value map that loses no value.
+
+    A name in both with two values keeps both: the extra one under ``NAME (2)``.
+    """
+    merged = dict(found)
+    for name, value in extra.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ConfigError(f"RLM secrets must map names to str values (got {name!r})")
+        key, n = name, 1
+        while key in merged and merged[key] != value:
+            n += 1
+            key = f"{name} ({n})"
+        merged[key] = value
+    return merged
 
 
 def format_output(result: CodeResult) -> str:
@@ -230,6 +270,17 @@ class RLM:
             run does not wait for a cold start. They live until ``close()``: use
             ``with RLM(..., warm=1) as rlm`` (or ``async with``); ``start()``
             warms them before the first completion.
+        secrets: more secret values to redact, by name (an LM client's API key,
+            say), on top of the sandbox config's (``env_file`` entries and named
+            ``secrets``, read when the RLM is made). Every message sent to an LM,
+            every trajectory and ``on_event`` event, and the result's answer and
+            error show ``[redacted NAME]`` in place of a value; ``redactor`` is
+            the ``sandlot.secrets.Redactor`` that does it.
+
+    Raises:
+        ConfigError: a limit is out of range, a tool is misnamed, or the sandbox
+            config's secrets cannot be read (a named one is not set on the host,
+            the env file is missing or malformed).
     """
 
     def __init__(
@@ -254,6 +305,7 @@ class RLM:
         system_prompt: str | None = None,
         on_event: EventHook | None = None,
         warm: int = 0,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.root_lm = check_lm(root_lm, "RLM root_lm")
         self.sub_lm = check_lm(sub_lm, "RLM sub_lm") if sub_lm is not None else self.root_lm
@@ -293,6 +345,8 @@ class RLM:
         self.system_prompt = system_prompt
         self.on_event = on_event
         self.warm = warm
+        # One redactor for all a completion shows or keeps; see the module's docstring.
+        self.redactor = Redactor(_merge_secrets(secret_values(self.sandbox), secrets or {}))
         self._warm_pool: AsyncSandboxPool | None = None
         self._warm_loop: asyncio.AbstractEventLoop | None = None
 
@@ -444,7 +498,12 @@ class _Run:
     # -- events ------------------------------------------------------------------
 
     def emit(self, event: dict[str, Any], *, persist: bool = True) -> None:
-        event = {"run": self.run_id, "t": round(time.monotonic() - self.t0, 6), **event}
+        """Record ``event`` (unless transient) and pass it to ``on_event``, secrets redacted."""
+        event = {
+            "run": self.run_id,
+            "t": round(time.monotonic() - self.t0, 6),
+            **redact_data(event, self.rlm.redactor),
+        }
         if persist:
             self.tree.writer.write(event)
         if self.rlm.on_event is not None:
@@ -503,7 +562,10 @@ class _Run:
             self.final = (value, how)
 
     async def lm_call(self, lm: LM, messages: Sequence[Message]) -> tuple[Completion, float]:
-        """One LM call, bounded by the deadline, counted in usage."""
+        """One LM call, bounded by the deadline, counted in usage; no secret reaches the LM."""
+        redactor = self.rlm.redactor
+        if redactor:
+            messages = [{**m, "content": redactor.redact(m["content"])} for m in messages]
         started = time.monotonic()
         try:
             completion = await asyncio.wait_for(
@@ -703,6 +765,9 @@ class _Run:
 
     def end(self, reason: str, detail: str | None, answer: Any) -> RLMResult:
         seconds = time.monotonic() - self.t0
+        answer = redact_data(answer, self.rlm.redactor)
+        if detail is not None:
+            detail = self.rlm.redactor.redact(detail)
         finished = reason == "final"
         self.emit(
             {
@@ -869,6 +934,8 @@ class _Run:
         except SandboxDied as exc:
             error = f"SandboxDied: {exc}"
             shown = await self.revive(exc, data, kind)
+        # Redacted before the cut, so the cut cannot leave half a secret unrecognised.
+        shown = self.rlm.redactor.redact(shown)
         shown, dropped = truncate_middle(shown, self.rlm.max_output_chars)
         self.emit(
             {
