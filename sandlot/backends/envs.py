@@ -263,6 +263,9 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
             "pip",
             "install",
             "--quiet",
+            # The environment is read-only inside a sandbox: without bytecode compiled
+            # now, every start would compile its imports from source again.
+            "--compile-bytecode",
             "--python",
             str(target / "bin" / "python"),
             *_find_links(),
