@@ -644,6 +644,16 @@ class _DspyBase(_PeerBase):
             self._interp = None
 
 
+def deno_python_interpreter(**kwargs: Any) -> Any:
+    """A DSPy ``PythonInterpreter`` (not started) whose Deno resolves ``deno.land/std`` locally."""
+    interp = _untyped("dspy.primitives.python_interpreter").PythonInterpreter(**kwargs)
+    command: list[str] = interp.deno_command
+    import_map = _deno_import_map(interp._get_runner_path())
+    if import_map is not None and "run" in command:
+        command.insert(command.index("run") + 1, f"--import-map={import_map}")
+    return interp
+
+
 class DspyPythonInterpreter(_DspyBase):
     """``dspy.primitives.python_interpreter.PythonInterpreter``: Pyodide (CPython on WASM) in a
     Deno process with no file, network, env or subprocess permissions; host tools are called
@@ -669,11 +679,7 @@ class DspyPythonInterpreter(_DspyBase):
 
     def start(self) -> None:
         """Spawn Deno, load Pyodide and register the host tool."""
-        interp = self._cls(tools={"llm_query": _host_handler})
-        command: list[str] = interp.deno_command
-        import_map = _deno_import_map(interp._get_runner_path())
-        if import_map is not None and "run" in command:
-            command.insert(command.index("run") + 1, f"--import-map={import_map}")
+        interp = deno_python_interpreter(tools={"llm_query": _host_handler})
         self._interp = interp
         interp.start()
         interp._register_tools()  # otherwise the first execute pays for it

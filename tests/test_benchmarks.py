@@ -41,3 +41,17 @@ def test_rlm_benchmark_prints_its_tables_and_right_answers() -> None:
     assert "│ sandlot" in done.stdout
     assert ("│ rlms" in done.stdout) == with_rlms
     assert "WRONG" not in done.stdout and "wrong answer" not in done.stdout
+
+
+def test_the_test_suite_workflow_benchmark_runs_every_way_and_prints_its_table() -> None:
+    script = SCRIPT.with_name("workflows.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "suite", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Seed 001: a project's test suite end to end" in done.stdout
+    for way in ("bare pytest", "uv run --isolated", "sandlot exec --project"):
+        assert f"│ {way}" in done.stdout
