@@ -8,6 +8,7 @@ import importlib
 import re
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -35,11 +36,13 @@ STEPS = {
 
 
 class ScriptedEngine:
-    """A dspy LM engine: the RLM's action calls get STEPS in ChatAdapter's format, plain
-    prompts (llm_query) get ``SUB:<prompt>``. Stateless, so threads may share it."""
+    """A dspy LM engine: the RLM's action calls get ``steps`` (STEPS by default) in
+    ChatAdapter's format, plain prompts (llm_query) get ``SUB:<prompt>``. Stateless, so
+    threads may share it."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: dict[int, str] | None = None) -> None:
         self.sub_prompts: list[str] = []
+        self.steps = STEPS if steps is None else steps
 
     def complete(self, request: Any) -> Response:
         last = request.messages[-1].text
@@ -51,7 +54,7 @@ class ScriptedEngine:
             assert match is not None, last
             text = (
                 f"[[ ## reasoning ## ]]\nstep {match.group(1)}\n\n"
-                f"[[ ## code ## ]]\n```python\n{STEPS[int(match.group(1))]}\n```\n\n"
+                f"[[ ## code ## ]]\n```python\n{self.steps[int(match.group(1))]}\n```\n\n"
                 "[[ ## completed ## ]]"
             )
         usage = Usage(input_tokens=0, output_tokens=0, total_tokens=0)
@@ -158,6 +161,8 @@ def test_tools_added_changed_and_removed_after_start() -> None:
         assert interp.execute("shout('hey'), later(1), point()") == ["HEY", {"n": 2}, {"x": 3}]
         with pytest.raises(CodeExecutionError, match=r"ToolError: fail: ZeroDivisionError"):
             interp.execute("fail()")
+        # A RuntimeError, as in dspy's interpreters.
+        assert interp.execute("try:\n    fail()\nexcept RuntimeError:\n    r = 1\nr") == 1
 
         del interp.tools["lookup"]
         with pytest.raises(CodeExecutionError, match="NameError: name 'lookup'"):
@@ -355,3 +360,56 @@ def test_without_dspy_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(sys.modules, "sandlot.rlm.dspy")
     with pytest.raises(ImportError, match=re.escape("pip install 'sandlot[dspy]'")):
         importlib.import_module("sandlot.rlm.dspy")
+
+
+def test_secret_values_never_reach_dspy(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_TOKEN=sk-test-123456\n")
+    config = strict(memory_mb=1024, env_file=str(env_file))
+    prompts: list[str] = []
+
+    def ask(prompt: str) -> str:
+        prompts.append(prompt)
+        return "ok"
+
+    with SandlotInterpreter({"ask": ask}, config=config) as interp:
+        # The sandbox has the secret: it can use it, and compare it with the real value.
+        assert interp.execute("import os\nos.environ['API_TOKEN'] == 'sk-test-' + '123456'")
+        printed = interp.execute("print('token:', os.environ['API_TOKEN'])")
+        assert printed == "token: [redacted API_TOKEN]\n"
+        token = "os.environ['API_TOKEN']"
+        assert interp.execute(f"[{token}, {token}.encode(), {{{token}: 1}}]") == [
+            "[redacted API_TOKEN]",
+            b"[redacted API_TOKEN]",
+            {"[redacted API_TOKEN]": 1},
+        ]
+        assert interp.execute(f"SUBMIT('is ' + {token})") == FinalOutput(
+            {"output": "is [redacted API_TOKEN]"}
+        )
+        with pytest.raises(CodeExecutionError) as info:
+            interp.execute(
+                f"import sys\nprint({token}, file=sys.stderr)\nraise ValueError({token})"
+            )
+        assert "ValueError: [redacted API_TOKEN]" in str(info.value)
+        assert "Output before the error:\n[redacted API_TOKEN]" in str(info.value)
+        with pytest.raises(SyntaxError) as syntax:  # its message quotes the line
+            interp.execute("x = 1 +  # sk-test-123456")
+        assert "x = 1 +  # [redacted API_TOKEN]" in str(syntax.value)
+        # A tool (llm_query among them) gets the arguments redacted too.
+        assert interp.execute(f"ask('use ' + {token})") == "ok"
+        assert prompts == ["use [redacted API_TOKEN]"]
+
+    # Through dspy.RLM: the LM's trajectory never holds the value.
+    engine = ScriptedEngine(
+        {
+            1: "import os\nprint('the token is', os.environ['API_TOKEN'])",
+            2: "SUBMIT(answer=llm_query(os.environ['API_TOKEN']))",
+        }
+    )
+    rlm = dspy.RLM("query -> answer", max_iters=3)
+    with dspy.context(lm=scripted_lm(engine)):
+        pred = rlm(query="q", interpreter_factory=SandlotInterpreter.factory(config=config))
+    assert pred.trajectory[0]["output"] == "the token is [redacted API_TOKEN]\n"
+    assert engine.sub_prompts == ["[redacted API_TOKEN]"]
+    assert pred.answer == "SUB:[redacted API_TOKEN]"
+    assert "sk-test-123456" not in repr(pred)

@@ -47,8 +47,12 @@ def call_host(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return CURRENT.call(name, args, kwargs)
 
 
-class ToolError(Exception):
-    """A host function raised, or could not be reached; the message says which."""
+class ToolError(RuntimeError):
+    """A host function raised, or could not be reached; the message says which.
+
+    A ``RuntimeError``, as DSPy's interpreters raise for a failed tool, so code
+    written for them (``except RuntimeError:``) catches it.
+    """
 
 
 class _Pending:

@@ -24,6 +24,11 @@ What crosses, and how:
   one sent before is not sent again.
 - tools and SUBMIT values: sandlot's host calls (JSON values, bytes, numpy
   arrays).
+- secrets: every secret value of the sandbox's config (its ``env_file``
+  entries and ``secrets``) is redacted from what goes back to DSPy: output,
+  error messages, returned and submitted values, tool arguments.
+
+docs/rlm-dspy.md lists where this interpreter and DSPy's own ones differ.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import json
@@ -40,12 +46,14 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
+from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ..config import SandboxConfig
 from ..driver import codec
-from ..errors import SandboxDied, SandboxError
+from ..errors import ConfigError, SandboxDied, SandboxError
 from ..results import CodeResult
+from ..secrets import Redactor
 from ..sync import Sandbox
 
 try:
@@ -73,6 +81,10 @@ SUBMIT_SIGNAL = "_SandlotDspySubmit"  # the exception SUBMIT raises to end the c
 SYNTAX_ERRORS = frozenset({"SyntaxError", "IndentationError", "TabError"})
 # The output-field types dspy writes into SUBMIT's signature (dspy's SIMPLE_TYPES).
 ANNOTATED_TYPES = frozenset({"str", "int", "float", "bool", "list", "dict"})
+# In the JSON file of variables, a dict with keys other than str: {PAIRS: [[key, value], ...]}.
+PAIRS = "_sandlot_dspy_pairs"
+# What a returned value becomes when it is too deeply nested to redact.
+WITHHELD = "[sandlot: value withheld: too deeply nested to check for secrets]"
 
 # Run once in each sandbox. SUBMIT (defined per set of output fields) hands its
 # fields to the host and raises _SandlotDspySubmit, which ends the code; the
@@ -86,14 +98,72 @@ _sandlot_dspy_texts = {}
 
 
 def _sandlot_dspy_plain(obj):
-    if isinstance(obj, (set, frozenset)):
+    if isinstance(obj, (set, frozenset)):  # sorted, so the same set reads the same every run
         try:
             return sorted(obj)
         except TypeError:
-            return list(obj)
+            return sorted(obj, key=lambda item: (type(item).__name__, repr(item)))
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return repr(obj)
+
+
+def _sandlot_dspy_keys(value, changed):
+    """value with dict keys of None, bool, int or float as JSON writes them (1 -> "1",
+    None -> "null"); appends to changed when it changed one."""
+    if isinstance(value, dict):
+        import json
+
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                if key is not None and not isinstance(key, (bool, int, float)):
+                    raise TypeError(key)
+                key = json.dumps(key)
+                changed.append(key)
+            plain[key] = _sandlot_dspy_keys(item, changed)
+        return plain
+    if isinstance(value, (list, tuple)):
+        return [_sandlot_dspy_keys(item, changed) for item in value]
+    return value
+
+
+def _sandlot_dspy_tool(stub):
+    """A host tool as dspy's interpreters call it: dict keys of None, bool, int or float
+    are sent as JSON writes them, where sandlot alone would refuse them. Its errors
+    show the caller's line and the tool's name, not the driver's frames."""
+    import functools
+
+    @functools.wraps(stub)
+    def tool(*args, **kwargs):
+        try:
+            try:
+                return stub(*args, **kwargs)
+            except TypeError:  # raised in the sandbox, before the call left it
+                changed = []
+                try:
+                    args, kwargs = _sandlot_dspy_keys([list(args), kwargs], changed)
+                except (TypeError, ValueError, RecursionError):
+                    changed = []
+                if not changed:
+                    raise
+            return stub(*args, **kwargs)
+        except (ToolError, TypeError) as exc:
+            raise exc.with_traceback(None) from None
+
+    tool.__code__ = tool.__code__.replace(co_name=stub.__name__, co_filename="<host tool>")
+    return tool
+
+
+def _sandlot_dspy_wrap(names):
+    namespace = globals()
+    for name in names:
+        namespace[name] = _sandlot_dspy_tool(namespace[name])
+
+
+def _sandlot_dspy_pairs(obj):
+    pairs = obj.get("_sandlot_dspy_pairs") if len(obj) == 1 else None
+    return obj if pairs is None else {key: value for key, value in pairs}
 
 
 def _sandlot_dspy_send(value):
@@ -117,7 +187,7 @@ def _sandlot_dspy_submit(fields):
     raise _SandlotDspySubmit()
 
 
-def _sandlot_dspy_load(drop, texts, json_path):
+def _sandlot_dspy_load(drop, texts, json_path, pairs):
     import json
     import os
 
@@ -132,7 +202,8 @@ def _sandlot_dspy_load(drop, texts, json_path):
         namespace[name] = _sandlot_dspy_texts[name]
     if json_path is not None:
         with open(json_path, "rb") as f:
-            values = json.loads(f.read().decode("utf-8", "surrogatepass"))
+            hook = _sandlot_dspy_pairs if pairs else None
+            values = json.loads(f.read().decode("utf-8", "surrogatepass"), object_hook=hook)
         os.remove(json_path)
         for name in values:
             _sandlot_dspy_texts.pop(name, None)
@@ -228,36 +299,161 @@ def _keywords_where_possible(
     return positional, keywords
 
 
-def _crossable(value: Any) -> Any:
-    """A tool result as sandlot can send it: itself, or its JSON form (pydantic models,
-    dataclasses, sets, dates, ...)."""
+class _NoJsonForm(Exception):
+    """A value, or a dict key, that has no JSON form; ``what`` says which (``a Weird``)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _set_order(items: list[Any]) -> list[Any]:
+    """A set's items (already plain) in a fixed order: their own, else by type and ``repr``,
+    so that the same set gives the same list whatever the hash seed."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=lambda item: (type(item).__name__, repr(item)))
+
+
+def _crosses_as_is(value: Any) -> bool:
+    """Whether a tool result's part crosses into the sandbox as it is: bytes, numpy arrays."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return True
+    if type(value).__module__.split(".")[0] not in ("numpy", "torch"):
+        return False
     try:
         codec.encode(value)
-        return value
     except TypeError:
-        pass
-    try:
-        return to_jsonable_python(value)
-    except PydanticSerializationError as exc:
-        raise TypeError(
-            f"a tool returned a {type(value).__name__}, which cannot cross into the sandbox: "
-            f"return {codec.ALLOWED}"
-        ) from exc
+        return False
+    return True
 
 
-def _json_entry(name: str, value: Any) -> str:
-    """``"name": <value as JSON>``, for the file of JSON variables."""
+class _Plain:
+    """Turns a value from the host into plain data the way DSPy's interpreters do before
+    JSON: tuples become lists, sets sorted lists, pydantic models and dataclasses dicts,
+    dates, enums, UUIDs and the like their JSON form (pydantic's ``to_jsonable_python``).
 
-    def default(obj: Any) -> Any:
+    For a tool's result (``for_tool``), named tuples become dicts (``_asdict()``), bytes and
+    numpy arrays stay as they are, and dict keys become strings as JSON writes them (``1``
+    becomes ``"1"``). For a variable, named tuples become lists like any tuple, bytes
+    their UTF-8 text, and dict keys of None, bool, int or float are kept: such a dict is
+    written as ``{PAIRS: [[key, value], ...]}`` (and ``pairs`` is set) for the sandbox
+    to rebuild. Anything else raises :class:`_NoJsonForm`; deep nesting (or a value that
+    holds itself) ``RecursionError``.
+    """
+
+    def __init__(self, *, for_tool: bool) -> None:
+        self.for_tool = for_tool
+        self.pairs = False
+
+    def __call__(self, value: Any) -> Any:
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
+        if isinstance(value, dict):
+            return self._dict(value)
+        if self.for_tool and isinstance(value, tuple) and hasattr(value, "_asdict"):
+            return self._dict(value._asdict())
+        if isinstance(value, (list, tuple)):
+            return [self(item) for item in value]
+        if isinstance(value, (set, frozenset)):
+            return _set_order([self(item) for item in value])
+        if isinstance(value, BaseModel):
+            try:
+                return self(value.model_dump())  # python mode: its sets are still sets
+            except _NoJsonForm:
+                return self(self._leaf(value))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self._dict({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        if self.for_tool and _crosses_as_is(value):
+            return value
+        return self(self._leaf(value))
+
+    @staticmethod
+    def _leaf(value: Any) -> Any:
         try:
-            return to_jsonable_python(obj)
-        except PydanticSerializationError:
-            raise CodeInterpreterError(
-                f"variable {name!r} holds a {type(obj).__name__}, which has no JSON form; pass "
-                "JSON values, pydantic models, dataclasses or other values pydantic can serialise"
-            ) from None
+            return to_jsonable_python(value)
+        except (PydanticSerializationError, ValueError, TypeError):
+            raise _NoJsonForm(f"a {type(value).__name__}") from None
 
-    return f"{json.dumps(name)}: {json.dumps(value, ensure_ascii=False, default=default)}"
+    def _dict(self, value: Mapping[Any, Any]) -> Any:
+        plain: dict[Any, Any] = {}
+        keyed = False  # a key other than str
+        for key, item in value.items():
+            key = self._key(key)
+            keyed = keyed or not isinstance(key, str)
+            plain[key] = self(item)
+        if self.for_tool or not (keyed or (len(plain) == 1 and PAIRS in plain)):
+            return plain
+        self.pairs = True
+        return {PAIRS: [[key, item] for key, item in plain.items()]}
+
+    def _key(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return key
+        if not (key is None or isinstance(key, (bool, int, float))):
+            what = f"a dict key of type {type(key).__name__}"
+            try:
+                key = to_jsonable_python(key)  # a date, an enum, a UUID: its JSON form
+            except (PydanticSerializationError, ValueError, TypeError):
+                raise _NoJsonForm(what) from None
+            if isinstance(key, str):
+                return key
+            if not (key is None or isinstance(key, (bool, int, float))):
+                raise _NoJsonForm(what)
+        return json.dumps(key) if self.for_tool else key
+
+
+def _tool_result(value: Any) -> Any:
+    """A tool's result as it enters the sandbox, as DSPy's interpreters send it.
+
+    Its plain form (see :class:`_Plain`: named tuples as dicts, sets sorted, models
+    and dataclasses as dicts, dict keys as strings), with bytes and numpy arrays as
+    they are; a result with no JSON form arrives as its ``str()``.
+    """
+    try:
+        return _Plain(for_tool=True)(value)
+    except (_NoJsonForm, RecursionError):
+        return str(value)
+
+
+def _json_entry(name: str, value: Any, plain: _Plain) -> str:
+    """``"name": <value as JSON>``, for the file of JSON variables."""
+    try:
+        data = plain(value)
+    except _NoJsonForm as exc:
+        raise CodeInterpreterError(
+            f"variable {name!r} holds {exc.what}, which has no JSON form; pass JSON values "
+            "(dict keys str, int, float, bool or None), pydantic models, dataclasses or other "
+            "values pydantic can serialise"
+        ) from None
+    except RecursionError:
+        raise CodeInterpreterError(
+            f"variable {name!r} is nested too deeply, or holds itself"
+        ) from None
+    return f"{json.dumps(name)}: {json.dumps(data, ensure_ascii=False)}"
+
+
+def _redacted(redactor: Redactor, value: Any) -> Any:
+    """``value`` (as it came from the sandbox) with every secret in its text replaced.
+
+    Strings and bytes are redacted, lists and dicts walked (their keys too); a numpy
+    array of strings that held a secret comes back as a list.
+    """
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, (bytes, bytearray)):
+        return redactor.redact_bytes(bytes(value))
+    if isinstance(value, (list, tuple)):
+        return [_redacted(redactor, item) for item in value]
+    if isinstance(value, dict):
+        return {_redacted(redactor, k): _redacted(redactor, v) for k, v in value.items()}
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if isinstance(kind, str) and kind not in "biufcmM":  # an array of strings, bytes, records
+        items = value.tolist()
+        cleaned = _redacted(redactor, items)
+        return value if cleaned == items else cleaned
+    return value
 
 
 def _over(value: Any, limit: int) -> bool:
@@ -315,21 +511,28 @@ class SandlotInterpreter:
     owns one sandbox and serves one thread at a time; instances may be created
     and used on many threads at once.
 
-    Semantics, matching dspy's own interpreters:
+    Semantics, matching dspy's own interpreters (docs/rlm-dspy.md lists where
+    they differ, and why):
 
     - ``execute`` returns the value of the code's last expression when it is not
       None (as a JSON value, bytes or a numpy array; other values in their JSON
-      form, or their ``repr``), else what it printed (stdout, then stderr), else
-      None; ``FinalOutput(dict)`` when it called ``SUBMIT``.
+      form, sets as sorted lists, or their ``repr``), else what it printed
+      (stdout, then stderr), else None; ``FinalOutput(dict)`` when it called
+      ``SUBMIT``.
     - Variables are injected as globals before the code runs, every call (a
       name the code reassigned is reset). A ``str`` arrives exactly; other values
-      go through JSON, so tuples and sets become lists and dict keys strings;
-      pydantic models, dataclasses, dates and the like become their JSON form
-      (as in dspy's ``PythonInterpreter``); a value with no JSON form raises
+      go through JSON, so tuples (named ones too) become lists and sets sorted
+      lists; dict keys of None, bool, int and float stay as they are; pydantic
+      models, dataclasses, dates and the like become their JSON form (as in
+      dspy's ``PythonInterpreter``); a value with no JSON form raises
       ``CodeInterpreterError``.
     - Tools are called with the arguments the code gives; positional ones are
-      mapped to the tool's parameter names first. Coroutine tools are awaited.
-      A tool that raises shows up in the sandbox as ``ToolError``.
+      mapped to the tool's parameter names first, dict keys that are not
+      strings are sent as JSON writes them. Coroutine tools are awaited. A
+      result arrives in its JSON form (named tuples as dicts, sets as sorted
+      lists), bytes and numpy arrays as they are; a result with no JSON form
+      arrives as its ``str()``. A tool that raises shows up in the sandbox as
+      ``ToolError``, a ``RuntimeError``.
     - An exception in the code raises ``CodeExecutionError`` (its traceback,
       then any output printed before it); invalid syntax raises ``SyntaxError``;
       ``timeout`` interrupts the code and raises ``CodeExecutionError`` with
@@ -337,6 +540,9 @@ class SandlotInterpreter:
     - A sandbox that died (killed, out of memory, lifetime over, ignoring an
       interrupt) raises ``CodeInterpreterError`` naming the cause, now and on
       every later call: its state is gone and no new session starts silently.
+    - The config's secret values (its ``env_file`` entries and ``secrets``) are
+      replaced by ``[redacted NAME]`` in everything handed to DSPy: printed
+      output, error messages, returned and submitted values, tool arguments.
 
     Args:
         tools: host functions the code may call by name; the dict is ``tools``,
@@ -354,8 +560,9 @@ class SandlotInterpreter:
         "Code runs in CPython inside an isolated sandbox with no network access. State, imports "
         "and functions persist across executions. The standard library is available, plus any "
         "packages the sandbox was configured with. Host tools and SUBMIT are global functions; "
-        "their arguments and results must be JSON values, bytes or numpy arrays. Files written "
-        "under the working directory stay for the session."
+        "their arguments and results must be JSON values, bytes or numpy arrays. A failed tool "
+        "call raises RuntimeError. Files written under the working directory stay for the "
+        "session."
     )
 
     def __init__(
@@ -384,11 +591,16 @@ class SandlotInterpreter:
         self._start_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self._registered: dict[str, Callable[..., Any]] = {}
+        # Tools registered but not yet wrapped in the sandbox, and removed but not yet
+        # dropped there: kept until a preparation cell has done it.
+        self._unwrapped: list[str] = []
+        self._dropped: list[str] = []
         self._submit_installed: str | None = None
         self._texts: dict[str, str] = {}  # the str variables the sandbox holds, by name
         self._files = 0
         self._received: tuple[Any] | None = None  # the last value the sandbox sent, boxed
         self._call_context: contextvars.Context | None = None
+        self._redactor: Redactor | None = None  # the config's secrets, read once by start()
 
     @classmethod
     def factory(
@@ -421,6 +633,11 @@ class SandlotInterpreter:
             self._check_usable()
             if self._sandbox is not None:
                 return
+            if self._redactor is None:
+                try:
+                    self._redactor = Redactor.for_config(self.config)
+                except ConfigError as exc:  # names no secret value
+                    raise CodeInterpreterError(f"the sandbox did not start: {exc}") from exc
             sandbox = Sandbox(self.config, tools={RECEIVE_TOOL: self._receive})
             try:
                 sandbox.start()
@@ -428,10 +645,14 @@ class SandlotInterpreter:
             except (SandboxError, OSError) as exc:
                 with contextlib.suppress(Exception):
                     sandbox.terminate()
-                raise CodeInterpreterError(f"the sandbox did not start: {exc}") from exc
+                raise CodeInterpreterError(
+                    self._redact(f"the sandbox did not start: {exc}")
+                ) from exc
             if setup.error is not None:
                 sandbox.terminate()
-                raise CodeInterpreterError(f"the sandbox's setup failed: {setup.error.traceback}")
+                raise CodeInterpreterError(
+                    self._redact(f"the sandbox's setup failed: {setup.error.traceback}")
+                )
             self._sandbox = sandbox
 
     @_with_callbacks
@@ -466,13 +687,32 @@ class SandlotInterpreter:
         except SandboxDied as exc:
             if self._ended:
                 raise CodeInterpreterError("this SandlotInterpreter was shut down") from exc
-            self._death = (
+            self._death = self._redact(
                 f"the sandbox died ({exc.cause}): {exc.detail or 'no detail'}; its interpreter "
                 "state is lost. Create a new SandlotInterpreter for a fresh session."
             )
             raise CodeInterpreterError(self._death) from exc
         except SandboxError as exc:
-            raise CodeInterpreterError(f"the sandbox refused the request: {exc}") from exc
+            raise CodeInterpreterError(
+                self._redact(f"the sandbox refused the request: {exc}")
+            ) from exc
+
+    # -- secrets -------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the config's secret values replaced by ``[redacted NAME]``."""
+        redactor = self._redactor
+        return redactor.redact(text) if redactor else text
+
+    def _redact_value(self, value: Any) -> Any:
+        """A value from the sandbox with the secret values in its strings and bytes replaced."""
+        redactor = self._redactor
+        if not redactor:
+            return value
+        try:
+            return _redacted(redactor, value)
+        except RecursionError:
+            return WITHHELD
 
     # -- running code --------------------------------------------------------
 
@@ -524,49 +764,64 @@ class SandlotInterpreter:
                     raise ValueError(f"variable {name!r} has the name of a tool")
         except ValueError as exc:
             raise CodeInterpreterError(str(exc)) from exc
-        dropped = self._sync_tools(sandbox)
+        dropped, registered = self._sync_tools(sandbox)
+        self._unwrapped = [n for n in self._unwrapped if n not in dropped + registered]
+        self._unwrapped += registered
+        self._dropped = [n for n in self._dropped if n not in registered] + dropped
+        dropped = self._dropped
         lines = []
         if submit != self._submit_installed:
             lines.append(submit)
-        texts, json_path, sent = self._send_variables(sandbox, variables)
+        if self._unwrapped:
+            lines.append(f"_sandlot_dspy_wrap({self._unwrapped!r})")
+        texts, json_path, pairs, sent = self._send_variables(sandbox, variables)
         if dropped or texts or json_path is not None:
-            lines.append(f"_sandlot_dspy_load({dropped!r}, {texts!r}, {json_path!r})")
+            lines.append(f"_sandlot_dspy_load({dropped!r}, {texts!r}, {json_path!r}, {pairs!r})")
         if not lines:
             return
         result = self._guard(lambda: sandbox.run_code("\n".join(lines)))
         if result.error is not None:
             raise CodeInterpreterError(
-                f"binding the variables in the sandbox failed: {result.error.traceback}"
+                self._redact(
+                    f"binding the variables in the sandbox failed: {result.error.traceback}"
+                )
             )
         self._submit_installed = submit
+        self._unwrapped, self._dropped = [], []
         for name in variables:
             self._texts.pop(name, None)
         self._texts.update(sent)
 
-    def _sync_tools(self, sandbox: Sandbox) -> list[str]:
-        """Register tools that are new or changed; return the names of removed ones."""
+    def _sync_tools(self, sandbox: Sandbox) -> tuple[list[str], list[str]]:
+        """Register tools that are new or changed; return the names of removed ones and
+        of those registered now (for ``_sandlot_dspy_wrap``)."""
         current = dict(self.tools)
+        registered = []
         for name, fn in current.items():
             if self._registered.get(name) is not fn:
                 dispatch = functools.partial(self._dispatch, name)
-                sandbox.register_tool(name, dispatch, inspect.getdoc(fn) or "")
+                doc = inspect.getdoc(fn) or ""
+                self._guard(functools.partial(sandbox.register_tool, name, dispatch, doc))
                 self._registered[name] = fn
+                registered.append(name)
         dropped = [name for name in self._registered if name not in current]
         for name in dropped:
             del self._registered[name]
-        return dropped
+        return dropped, registered
 
     def _send_variables(
         self, sandbox: Sandbox, variables: dict[str, Any]
-    ) -> tuple[list[tuple[str, str | None]], str | None, dict[str, str]]:
+    ) -> tuple[list[tuple[str, str | None]], str | None, bool, dict[str, str]]:
         """Write the variables into the sandbox as files.
 
         Returns what ``_sandlot_dspy_load`` takes (text variables with their file,
         or None where the sandbox holds that very string already; the JSON file
-        of the others) and the strings sent.
+        of the others; whether that file holds dicts written as key-value pairs)
+        and the strings sent.
         """
+        plain = _Plain(for_tool=False)
         encoded = [  # first, so that a value with no JSON form fails before anything is sent
-            _json_entry(name, value)
+            _json_entry(name, value, plain)
             for name, value in variables.items()
             if not isinstance(value, str)
         ]
@@ -580,7 +835,7 @@ class SandlotInterpreter:
         json_path = (
             self._write(sandbox, "json", "{" + ", ".join(encoded) + "}") if encoded else None
         )
-        return texts, json_path, sent
+        return texts, json_path, plain.pairs, sent
 
     def _write(self, sandbox: Sandbox, suffix: str, text: str) -> str:
         self._files += 1
@@ -593,22 +848,22 @@ class SandlotInterpreter:
         error = result.error
         if error is None:
             if result.value is None:
-                return _output(result) or None
-            return self._last_value(sandbox, result.value)
+                return self._redact(_output(result)) or None
+            return self._redact_value(self._last_value(sandbox, result.value))
         if error.name == SUBMIT_SIGNAL:
             received = self._take()
             if received is None:
                 raise CodeInterpreterError("SUBMIT ended the code, but its value never arrived")
-            return FinalOutput(received[0])
+            return FinalOutput(self._redact_value(received[0]))
         if error.name in SYNTAX_ERRORS:
-            raise SyntaxError(error.traceback.rstrip() or str(error))
+            raise SyntaxError(self._redact(error.traceback.rstrip() or str(error)))
         message = error.traceback.rstrip() or str(error)
         if result.timed_out:  # the traceback shows the interrupt; say why it came
             message += f"\n{error}"
         printed = _output(result)
         if printed:
             message += f"\n\nOutput before the error:\n{printed}"
-        raise CodeExecutionError(message)
+        raise CodeExecutionError(self._redact(message))
 
     def _last_value(self, sandbox: Sandbox, shown: str) -> Any:
         """The last expression's value itself (the driver keeps it as ``_``); its
@@ -644,16 +899,25 @@ class SandlotInterpreter:
             )
         self._received = (value,)
 
-    def _dispatch(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Host end of tool ``name``, in the context (dspy settings) of the ``execute`` call."""
+    def _dispatch(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Host end of tool ``name``, in the context (dspy settings) of the ``execute`` call.
+
+        The arguments reach the tool with the config's secret values redacted, as
+        everything else the sandbox hands to DSPy (``llm_query`` sends its prompt on).
+        """
+        call_args = self._redact_value(list(args))
+        call_kwargs = self._redact_value(kwargs)
+        if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+            raise ValueError(f"{name}: its arguments are nested too deeply to check for secrets")
         context = self._call_context
         if context is None:
-            return self.invoke_tool(name, list(args), kwargs)
-        return context.copy().run(self.invoke_tool, name, list(args), kwargs)
+            return self.invoke_tool(name, call_args, call_kwargs)
+        return context.copy().run(self.invoke_tool, name, call_args, call_kwargs)
 
     @_with_callbacks
     def invoke_tool(self, tool_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Call tool ``tool_name`` from ``tools`` as the sandboxed code asked."""
+        """Call tool ``tool_name`` from ``tools`` as the sandboxed code asked; return its
+        result as it enters the sandbox (its JSON form, else its ``str()``)."""
         fn = self.tools.get(tool_name)
         if fn is None:
             raise CodeInterpreterError(f"Unknown tool: {tool_name}")
@@ -661,7 +925,7 @@ class SandlotInterpreter:
         result = fn(*call_args, **call_kwargs)
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))
-        return _crossable(result)
+        return _tool_result(result)
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
