@@ -298,6 +298,7 @@ RequirementsOpt = Annotated[
     list[Path] | None,
     typer.Option(
         "--requirements",
+        "--with-requirements",
         "-r",
         exists=True,
         dir_okay=False,

@@ -165,6 +165,7 @@ class Volume:
 
         self._must_exist()
         config = SandboxConfig(
+            isolation="bubblewrap",  # the volume must be at MOUNT, not a host path of that name
             volumes={MOUNT: VolumeMount(name=self.name, read_only=read_only)},
             disk_mb=None,  # the host writes (put) or reads; no sandboxed code runs
             max_file_bytes=None,

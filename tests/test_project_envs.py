@@ -126,7 +126,8 @@ def test_with_and_requirements_install_packages_and_a_changed_file_rebuilds(
     again = sandlot(*argv, env=cache, timeout=120)
     assert again.returncode == 0 and BUILDING not in again.stderr
     reqs.write_text("iniconfig\npackaging\n")  # same file name, new content: a new environment
-    changed = sandlot(*argv, env=cache, timeout=300)
+    uv_spelling = ["exec", "--with", "six", "--with-requirements", str(reqs), "--"]
+    changed = sandlot(*uv_spelling, "python", "-c", code, env=cache, timeout=300)
     assert changed.returncode == 0, changed.stderr
     assert BUILDING in changed.stderr
 

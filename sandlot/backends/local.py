@@ -506,10 +506,15 @@ class LocalBackend:
             if not os.path.exists(m.source):
                 raise ConfigError(f"mounts: host path {m.source!r} does not exist")
         volumes = {target: mount_source(spec) for target, spec in config.volumes.items()}
-        if not use_bwrap and (config.mounts or config.volumes or not config.network):
+        if volumes and not use_bwrap:
+            # Without a mount namespace, /data would be the host's own /data.
+            raise ConfigError(
+                "volumes need bubblewrap (without it a path such as /data would be the "
+                f"host's own): {iso.bwrap_problem or 'isolation is none'}"
+            )
+        if not use_bwrap and (config.mounts or not config.network):
             warnings.warn(
-                "sandlot: without bubblewrap, mounts and volumes are not applied and the "
-                "network is reachable",
+                "sandlot: without bubblewrap, mounts are not applied and the network is reachable",
                 IsolationWarning,
                 stacklevel=3,
             )

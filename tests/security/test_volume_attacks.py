@@ -130,3 +130,12 @@ def test_a_volume_name_cannot_leave_the_volumes_root(volumes_root: Path, tmp_pat
     volumes_root.mkdir(exist_ok=True)
     (volumes_root / "link").symlink_to(tmp_path)
     assert [v.name for v in Volume.list()] == []
+
+
+def test_a_volume_without_bubblewrap_is_refused_not_a_host_path(tmp_path: Path) -> None:
+    """Without a mount namespace, /data would be the host's own /data: refuse, never write it."""
+    Volume.create("vol")
+    config = sl.SandboxConfig(isolation="none", volumes={"/sandlot-test-data": "vol"})
+    with pytest.raises(sl.ConfigError, match="volumes need bubblewrap"):
+        sl.Sandbox(config).start()
+    assert not os.path.exists("/sandlot-test-data")
