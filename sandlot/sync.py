@@ -1,7 +1,13 @@
 """The blocking API: ``Sandbox`` runs ``AsyncSandbox`` on a shared event-loop thread.
 
 There is one implementation (the async one). Every blocking method hands its
-coroutine to the portal's loop and waits; nothing is implemented twice.
+coroutine to the portal's loop and waits; nothing is implemented twice. The
+twins are declared, not written: ``blocking(AsyncSandbox.run_code)`` makes the
+blocking method from the async one (same signature, same docstring), and
+``mirror`` reads an attribute through. Only what must differ is written out:
+start-up and context managers, streaming (``Process``), and the pool's host
+threads. ``tests/test_sync_twins.py`` fails when an async class gains a public
+member its twin lacks.
 """
 
 from __future__ import annotations
@@ -9,24 +15,25 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from .backends.base import Backend
 from .config import SandboxConfig
-from .files import DEFAULT_MAX_READ, AsyncFiles
+from .files import AsyncFiles
 from .pool import AsyncSandboxPool, Progress
-from .results import CodeResult, ExecResult, FileInfo, OutputChunk
+from .results import ExecResult, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
-from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary
-from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult
+from .tools import Router
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class Portal:
@@ -92,69 +99,98 @@ def _shutdown() -> None:
         asyncio.run_coroutine_threadsafe(end_all(), _portal.loop).result(timeout=30)
 
 
-class Files:
-    """Blocking twin of :class:`sandlot.files.AsyncFiles`."""
+class Twin:
+    """Base of the blocking twins: the async object they wrap and the portal they wait on."""
 
-    def __init__(self, inner: AsyncFiles, call: Callable[[Awaitable[Any]], Any]) -> None:
-        self._inner = inner
-        self._call = call
-
-    def write(self, path: str, data: bytes | str, *, mode: int | None = None) -> int:
-        """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
-        return int(self._call(self._inner.write(path, data, mode=mode)))
-
-    def read(self, path: str, *, max_bytes: int = DEFAULT_MAX_READ) -> bytes:
-        """Return the bytes of file ``path`` (at most ``max_bytes``; see ``AsyncFiles.read``)."""
-        return bytes(self._call(self._inner.read(path, max_bytes=max_bytes)))
-
-    def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        """Return file ``path`` decoded as text."""
-        return str(self._call(self._inner.read_text(path, encoding)))
-
-    def list(self, path: str = ".") -> list[FileInfo]:
-        """The entries of directory ``path``, sorted by name."""
-        return list(self._call(self._inner.list(path)))
-
-    def exists(self, path: str) -> bool:
-        """True if ``path`` exists in the sandbox."""
-        return bool(self._call(self._inner.exists(path)))
-
-    def remove(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory (``recursive=True`` for a non-empty one)."""
-        self._call(self._inner.remove(path, recursive=recursive))
-
-    def mkdir(self, path: str) -> None:
-        """Create directory ``path`` and its parents."""
-        self._call(self._inner.mkdir(path))
-
-    def upload(self, local: str | Path, remote: str) -> None:
-        """Copy a host file or directory tree to ``remote`` in the sandbox."""
-        self._call(self._inner.upload(local, remote))
-
-    def download(
-        self,
-        remote: str,
-        local: str | Path,
-        *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-    ) -> DownloadResult:
-        """Copy a sandbox file or directory tree to ``local`` (see ``AsyncFiles.download``)."""
-        result: DownloadResult = self._call(
-            self._inner.download(remote, local, max_bytes=max_bytes, max_members=max_members)
-        )
-        return result
+    _async: Any
+    _portal: Portal
 
 
-class Process:
+class blocking(Generic[P, R]):
+    """A blocking method made from an async one: ``run_code = blocking(AsyncSandbox.run_code)``.
+
+    Called on a twin, it calls the async method on the twin's async object with
+    the same arguments and waits for it on the portal. Its signature and
+    docstring are the async method's, so the two cannot drift.
+    """
+
+    def __init__(self, method: Callable[Concatenate[Any, P], Awaitable[R]]) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
+        self.__wrapped__ = method
+        signature = inspect.signature(method)
+        self.signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    @overload
+    def __get__(self, twin: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, twin: Twin, owner: type) -> Callable[P, R]: ...
+    def __get__(self, twin: Twin | None, owner: type) -> Self | Callable[P, R]:
+        if twin is None:
+            return self
+        method, inner, portal = self.method, twin._async, twin._portal
+
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return portal.wait(method(inner, *args, **kwargs))
+
+        call.__signature__ = self.signature  # type: ignore[attr-defined]  # without self
+        return call
+
+
+class mirror(Generic[T]):
+    """An attribute read from the async object: ``is_alive = mirror(AsyncSandbox.is_alive)``.
+
+    Takes a property of the async class (typed by its getter), or
+    ``mirror[int]("size")`` for an instance attribute.
+    """
+
+    def __init__(self, source: Callable[[Any], T] | str) -> None:
+        if isinstance(source, str):
+            self.name, self.__doc__ = source, None
+        else:
+            getter = source.fget if isinstance(source, property) else source
+            assert getter is not None
+            self.name, self.__doc__ = getter.__name__, getter.__doc__
+
+    @overload
+    def __get__(self, twin: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, twin: Twin, owner: type) -> T: ...
+    def __get__(self, twin: Twin | None, owner: type) -> Self | T:
+        if twin is None:
+            return self
+        value: T = getattr(twin._async, self.name)
+        return value
+
+
+class Files(Twin):
+    """Blocking twin of :class:`sandlot.files.AsyncFiles` (``sandbox.files``)."""
+
+    def __init__(self, inner: AsyncFiles, portal: Portal) -> None:
+        self._async = inner
+        self._portal = portal
+
+    write = blocking(AsyncFiles.write)
+    read = blocking(AsyncFiles.read)
+    read_text = blocking(AsyncFiles.read_text)
+    list = blocking(AsyncFiles.list)
+    exists = blocking(AsyncFiles.exists)
+    remove = blocking(AsyncFiles.remove)
+    mkdir = blocking(AsyncFiles.mkdir)
+    upload = blocking(AsyncFiles.upload)
+    download = blocking(AsyncFiles.download)
+
+
+class Process(Twin):
     """Blocking twin of :class:`sandlot.sandbox.AsyncProcess`: iterate, then ``result``."""
 
     def __init__(self, inner: AsyncProcess, portal: Portal) -> None:
-        self._inner = inner
+        self._async = inner
         self._portal = portal
 
     def __iter__(self) -> Iterator[OutputChunk]:
-        agen = aiter(self._inner)
+        agen = aiter(self._async)
 
         async def step() -> OutputChunk | None:
             try:
@@ -165,27 +201,18 @@ class Process:
         while (chunk := self._portal.call(step())) is not None:
             yield chunk
 
-    def wait(self) -> ExecResult:
-        """Consume the rest of the output and return the result."""
-        return self._portal.call(self._inner.wait())
-
-    @property
-    def result(self) -> ExecResult | None:
-        """The result, once the output has been consumed."""
-        return self._inner.result
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status, once the process has ended."""
-        return self._inner.returncode
+    wait = blocking(AsyncProcess.wait)
+    result = mirror[ExecResult | None]("result")
+    returncode = mirror(AsyncProcess.returncode)
 
 
-class Sandbox:
+class Sandbox(Twin):
     """An isolated sandbox with a live Python interpreter (blocking API).
 
     ``with Sandbox(config) as sb:`` starts it and terminates it on exit; or call
-    :meth:`start` and :meth:`terminate` yourself. See :class:`AsyncSandbox` for
-    the meaning of each method; this class only waits for them.
+    :meth:`start` and :meth:`terminate` yourself. Each method is
+    :class:`AsyncSandbox`'s, waited for; ``files`` is the blocking twin of its
+    ``files``.
     """
 
     def __init__(
@@ -197,7 +224,7 @@ class Sandbox:
     ) -> None:
         self._portal = portal()
         self._async = AsyncSandbox(config, backend=backend, tools=tools)
-        self.files = Files(self._async.files, self._call)
+        self.files = Files(self._async.files, self._portal)
 
     @classmethod
     def wrapping(cls, sandbox: AsyncSandbox) -> Sandbox:
@@ -205,40 +232,33 @@ class Sandbox:
         view = cls.__new__(cls)
         view._portal = portal()
         view._async = sandbox
-        view.files = Files(sandbox.files, view._call)
+        view.files = Files(sandbox.files, view._portal)
         return view
-
-    def _call(self, awaitable: Awaitable[T]) -> T:
-        return self._portal.wait(awaitable)
-
-    @property
-    def config(self) -> SandboxConfig:
-        """The sandbox's configuration."""
-        return self._async.config
-
-    @property
-    def is_alive(self) -> bool:
-        """True between a successful ``start`` and the sandbox's end."""
-        return self._async.is_alive
-
-    @property
-    def workdir(self) -> str:
-        """The sandbox's working directory as its code sees it."""
-        return self._async.workdir
 
     @property
     def async_sandbox(self) -> AsyncSandbox:
         """The async sandbox this one wraps."""
-        return self._async
+        return self._async  # type: ignore[no-any-return]
+
+    config = mirror[SandboxConfig]("config")
+    backend = mirror[Backend]("backend")
+    router = mirror[Router]("router")
+    info = mirror[dict[str, Any]]("info")
+    is_alive = mirror(AsyncSandbox.is_alive)
+    started = mirror(AsyncSandbox.started)
+    workdir = mirror(AsyncSandbox.workdir)
 
     def start(self) -> Self:
         """Start the sandbox and wait until its interpreter is ready."""
-        self._call(self._async.start())
+        self._portal.wait(self._async.start())
         return self
 
-    def terminate(self) -> None:
-        """End the sandbox and every process in it; safe to call more than once."""
-        self._call(self._async.terminate())
+    terminate = blocking(AsyncSandbox.terminate)
+    run_code = blocking(AsyncSandbox.run_code)
+    exec = blocking(AsyncSandbox.exec)
+    upload = blocking(AsyncSandbox.upload)
+    download = blocking(AsyncSandbox.download)
+    serve = blocking(AsyncSandbox.serve)
 
     def __enter__(self) -> Self:
         return self if self._async.started else self.start()
@@ -249,35 +269,12 @@ class Sandbox:
         self.terminate()
 
     def register_tool(self, name: str, fn: Callable[..., Any], doc: str | None = None) -> None:
-        """Expose host function ``fn`` to sandboxed code as ``name``."""
+        """Expose host function ``fn`` to sandboxed code as ``name`` (on the sandbox's loop)."""
 
         async def register() -> None:
             self._async.register_tool(name, fn, doc)
 
-        self._call(register())
-
-    def run_code(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        raise_on_error: bool = False,
-    ) -> CodeResult:
-        """Run ``code`` in the persistent interpreter, like a notebook cell."""
-        return self._call(
-            self._async.run_code(code, timeout=timeout, raise_on_error=raise_on_error)
-        )
-
-    def exec(
-        self,
-        *argv: str,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | str | None = None,
-    ) -> ExecResult:
-        """Run a command in the sandbox and wait for it."""
-        return self._call(self._async.exec(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin))
+        self._portal.wait(register())
 
     def exec_stream(
         self,
@@ -291,30 +288,8 @@ class Sandbox:
         inner = self._async.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
         return Process(inner, self._portal)
 
-    def upload(self, local: str | Path, remote: str) -> None:
-        """Copy a host file or directory to ``remote`` (relative to the workdir)."""
-        self._call(self._async.upload(local, remote))
 
-    def serve(
-        self,
-        path: str | Path,
-        expose_as: ExposeAs = "library",
-        name: str | None = None,
-    ) -> RemoteLibrary | McpServerSpec | str:
-        """Import interface file ``path`` here once and serve its ``@expose`` functions.
-
-        See :meth:`AsyncSandbox.serve`; a returned library's functions are plain
-        blocking calls from the host (``lib.fn(...)``).
-        """
-        return self._call(self._async.serve(path, expose_as, name))
-
-    def download(self, remote: str, local: str | Path) -> DownloadResult:
-        """Copy a sandbox file or directory to ``local`` (``files.download`` takes the caps)."""
-        result: DownloadResult = self._call(self._async.download(remote, local))
-        return result
-
-
-class SandboxPool:
+class SandboxPool(Twin):
     """Blocking twin of :class:`sandlot.pool.AsyncSandboxPool`.
 
     ``with SandboxPool(config, size=4, warm=2) as pool:`` then
@@ -355,20 +330,27 @@ class SandboxPool:
     @property
     def async_pool(self) -> AsyncSandboxPool:
         """The async pool this one wraps."""
-        return self._async
+        return self._async  # type: ignore[no-any-return]
+
+    config = mirror[SandboxConfig]("config")
+    backend = mirror[Backend | None]("backend")
+    size = mirror[int]("size")
+    warm = mirror[int]("warm")
+    reuse = mirror[bool]("reuse")
+    max_uses = mirror[int | None]("max_uses")
+    max_idle = mirror[float | None]("max_idle")
+    tools = mirror[dict[str, Callable[..., Any]]]("tools")
 
     def stats(self) -> dict[str, int]:
         """See :meth:`AsyncSandboxPool.stats`."""
-        return self._async.stats()
+        return self._async.stats()  # type: ignore[no-any-return]
 
     def start(self) -> Self:
         """Begin warming up (``warm`` sandboxes start in the background)."""
         self._call(self._async.start())
         return self
 
-    def wait_warm(self) -> None:
-        """Wait until ``warm`` sandboxes are started and idle."""
-        self._call(self._async.wait_warm())
+    wait_warm = blocking(AsyncSandboxPool.wait_warm)
 
     def close(self) -> None:
         """Terminate every sandbox of the pool."""

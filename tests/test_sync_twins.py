@@ -1,0 +1,85 @@
+"""The blocking API is generated from the async one, and cannot drift from it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+import sandlot
+from sandlot.sandbox import AsyncProcess
+from sandlot.sync import Files, Process, Sandbox, SandboxPool, blocking, mirror
+
+# Public members of an async class its blocking twin leaves out, each with why.
+NOT_MIRRORED = {
+    "loop": "the event loop the sandbox runs on: the portal's, no use to a blocking caller",
+    "loop_thread": "that loop's thread, likewise",
+    "sandbox": "AsyncFiles' own sandbox: the blocking Files belongs to a Sandbox already",
+}
+
+
+def _public(obj: Any) -> set[str]:
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+def _pairs() -> list[tuple[Any, type]]:
+    async_sandbox = sandlot.AsyncSandbox()
+    process = AsyncProcess.__new__(AsyncProcess)
+    return [
+        (async_sandbox, Sandbox),
+        (sandlot.AsyncSandboxPool(), SandboxPool),
+        (async_sandbox.files, Files),
+        (process, Process),
+    ]
+
+
+@pytest.mark.parametrize(("inner", "twin"), _pairs(), ids=lambda x: type(x).__name__)
+def test_every_public_member_of_an_async_class_has_its_blocking_twin(
+    inner: Any, twin: type
+) -> None:
+    instance_members = set(vars(inner)) if hasattr(inner, "__dict__") else set()
+    wanted = (_public(type(inner)) | {m for m in instance_members if not m.startswith("_")}) - set(
+        NOT_MIRRORED
+    )
+    missing = sorted(name for name in wanted if not hasattr(twin, name) and name != "files")
+    assert not missing, f"{twin.__name__} lacks {missing}: add blocking()/mirror() entries"
+
+
+@pytest.mark.parametrize("twin", [Sandbox, SandboxPool, Files, Process])
+def test_blocking_methods_have_the_async_signature_and_docstring(twin: type) -> None:
+    checked = 0
+    for name, member in vars(twin).items():
+        if isinstance(member, blocking):
+            source = member.method
+            assert member.__doc__ == source.__doc__ and source.__doc__, name
+            params = list(inspect.signature(source).parameters.values())[1:]
+            assert list(member.signature.parameters.values()) == params, name
+            assert inspect.iscoroutinefunction(source), name
+            checked += 1
+        elif isinstance(member, mirror) and member.__doc__ is not None:
+            checked += 1
+    assert checked >= 1
+
+
+def test_the_twins_work_on_a_real_sandbox() -> None:
+    with Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
+        assert sb.started and sb.is_alive and sb.info["pid"] == 2
+        assert sb.run_code("6 * 7").value == "42"
+        assert inspect.signature(sb.run_code) == inspect.signature(
+            sandlot.AsyncSandbox.run_code
+        ).replace(
+            parameters=list(inspect.signature(sandlot.AsyncSandbox.run_code).parameters.values())[
+                1:
+            ]
+        )
+        sb.files.write("t.txt", "x")
+        assert sb.files.exists("t.txt")
+        proc = sb.exec_stream("echo", "hi")
+        assert b"".join(c.data for c in proc) == b"hi\n"
+        assert proc.returncode == 0 and proc.result is not None
+    assert not sb.is_alive
+    with SandboxPool(sandlot.SandboxConfig(isolation="bubblewrap"), size=2, warm=1) as pool:
+        assert (pool.size, pool.warm, pool.reuse) == (2, 1, False)
+        pool.wait_warm()
+        assert pool.stats()["idle"] >= 1
