@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from . import backends
+from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxDied, SandboxError
@@ -76,7 +78,7 @@ class AsyncSandboxPool:
         max_uses: int | None = None,
         max_idle: float | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
-        backend: Backend | None = None,
+        backend: BackendSpec = None,
     ) -> None:
         if size < 1:
             raise ConfigError(f"SandboxPool.size must be at least 1 (got {size})")
@@ -98,7 +100,7 @@ class AsyncSandboxPool:
         self.max_uses = max_uses
         self.max_idle = max_idle
         self.tools = dict(tools or {})
-        self.backend = backend
+        self.backend: Backend = backends.resolve(backend)
         self._idle: collections.deque[_Slot] = collections.deque()
         self._count = 0  # sandboxes that exist or are starting
         self._starting = 0  # of which warm-ups still starting

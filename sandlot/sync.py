@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from . import backends
+from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
 from .files import AsyncFiles
@@ -219,11 +221,11 @@ class Sandbox(Twin):
         self,
         config: SandboxConfig | None = None,
         *,
-        backend: Backend | None = None,
+        backend: BackendSpec = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self._portal = portal()
-        self._async = AsyncSandbox(config, backend=backend, tools=tools)
+        self._async = AsyncSandbox(config, backend=backends.resolve(backend), tools=tools)
         self.files = Files(self._async.files, self._portal)
 
     @classmethod
@@ -309,7 +311,7 @@ class SandboxPool(Twin):
         max_uses: int | None = None,
         max_idle: float | None = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
-        backend: Backend | None = None,
+        backend: BackendSpec = None,
     ) -> None:
         self._portal = portal()
         self._async = AsyncSandboxPool(
@@ -333,7 +335,7 @@ class SandboxPool(Twin):
         return self._async  # type: ignore[no-any-return]
 
     config = mirror[SandboxConfig]("config")
-    backend = mirror[Backend | None]("backend")
+    backend = mirror[Backend]("backend")
     size = mirror[int]("size")
     warm = mirror[int]("warm")
     reuse = mirror[bool]("reuse")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend
+from .backends import BackendSpec
 from .config import SandboxConfig
 from .serving.library import Library, RemoteLibrary
 from .sync import Sandbox
@@ -49,7 +49,7 @@ class Session(Sandbox):
         workspace: Workspace,
         config: SandboxConfig | None = None,
         *,
-        backend: Backend | None = None,
+        backend: BackendSpec = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         super().__init__(config, backend=backend, tools=tools)
@@ -76,16 +76,18 @@ def create_local_session(
     config: SandboxConfig | None = None,
     *,
     tools: Mapping[str, Callable[..., Any]] | None = None,
+    backend: BackendSpec = None,
 ) -> Session:
-    """Start a session on this machine with ``workspace`` installed in its workdir.
+    """Start a session with ``workspace`` installed in its workdir.
 
     ``workspace_dir`` is the host directory behind the workdir (kept after the
-    session ends); without it the session gets a temporary one.
+    session ends); without it the session gets a temporary one. ``backend``
+    says where the session's sandbox runs (see :mod:`sandlot.backends`).
     """
     config = config if config is not None else SandboxConfig()
     if workspace_dir is not None:
         folder = Path(workspace_dir).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
         config = config.model_copy(update={"workdir": str(folder)})
-    session = Session(name, workspace or Workspace(), config, tools=tools)
+    session = Session(name, workspace or Workspace(), config, tools=tools, backend=backend)
     return session.start()

@@ -49,6 +49,8 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from .. import backends
+from ..backends import BackendSpec
 from ..config import SandboxConfig
 from ..driver import codec
 from ..errors import ConfigError, SandboxDied, SandboxError
@@ -554,6 +556,8 @@ class SandlotInterpreter:
         timeout: seconds one ``execute`` may run, tool calls included; None for
             no limit beyond the sandbox's lifetime.
         callbacks: DSPy callbacks for this instance (``on_interpreter_*``).
+        backend: where the sandbox runs: a backend, a name (``"local"``), or None
+            for ``$SANDLOT_BACKEND``, else local.
     """
 
     execution_instructions = (
@@ -573,6 +577,7 @@ class SandlotInterpreter:
         config: SandboxConfig | None = None,
         timeout: float | None = None,
         callbacks: list[BaseCallback] | None = None,
+        backend: BackendSpec = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive or None")
@@ -583,6 +588,7 @@ class SandlotInterpreter:
         )
         _submit_source(self.output_fields)  # validates the fields
         self.config = config if config is not None else SandboxConfig()
+        self.backend = backends.resolve(backend)
         self.timeout = timeout
         self.callbacks: list[BaseCallback] = list(callbacks or [])
         self._sandbox: Sandbox | None = None
@@ -609,10 +615,13 @@ class SandlotInterpreter:
         config: SandboxConfig | None = None,
         timeout: float | None = None,
         callbacks: list[BaseCallback] | None = None,
+        backend: BackendSpec = None,
     ) -> SandlotInterpreterFactory:
         """A zero-argument factory for ``interpreter_factory=`` that makes interpreters
         with these settings and tells dspy.RLM what the runtime is."""
-        return SandlotInterpreterFactory(config=config, timeout=timeout, callbacks=callbacks)
+        return SandlotInterpreterFactory(
+            config=config, timeout=timeout, callbacks=callbacks, backend=backend
+        )
 
     @property
     def sandbox(self) -> Sandbox | None:
@@ -638,7 +647,9 @@ class SandlotInterpreter:
                     self._redactor = Redactor.for_config(self.config)
                 except ConfigError as exc:  # names no secret value
                     raise CodeInterpreterError(f"the sandbox did not start: {exc}") from exc
-            sandbox = Sandbox(self.config, tools={RECEIVE_TOOL: self._receive})
+            sandbox = Sandbox(
+                self.config, backend=self.backend, tools={RECEIVE_TOOL: self._receive}
+            )
             try:
                 sandbox.start()
                 setup = sandbox.run_code(SETUP)
@@ -948,12 +959,14 @@ class SandlotInterpreterFactory:
         config: SandboxConfig | None = None,
         timeout: float | None = None,
         callbacks: list[BaseCallback] | None = None,
+        backend: BackendSpec = None,
     ) -> None:
         self.config = config
         self.timeout = timeout
         self.callbacks = callbacks
+        self.backend = backends.resolve(backend)  # an unknown name fails here, not per call
 
     def __call__(self) -> SandlotInterpreter:
         return SandlotInterpreter(
-            config=self.config, timeout=self.timeout, callbacks=self.callbacks
+            config=self.config, timeout=self.timeout, callbacks=self.callbacks, backend=self.backend
         )

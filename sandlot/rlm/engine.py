@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from .. import backends
+from ..backends import BackendSpec
 from ..config import SandboxConfig
 from ..errors import ConfigError, SandboxDied, SandboxError
 from ..pool import AsyncSandboxPool
@@ -229,7 +231,7 @@ class _Tree:
         """
         if depth not in self.pools:
             self.pools[depth] = AsyncSandboxPool(
-                self.rlm.sandbox, size=self.rlm.pool_size, reuse=False
+                self.rlm.sandbox, size=self.rlm.pool_size, reuse=False, backend=self.rlm.backend
             )
         return self.pools[depth]
 
@@ -276,6 +278,8 @@ class RLM:
             every trajectory and ``on_event`` event, and the result's answer and
             error show ``[redacted NAME]`` in place of a value; ``redactor`` is
             the ``sandlot.secrets.Redactor`` that does it.
+        backend: where the sandboxes run: a backend, a name (``"local"``), or
+            None for ``$SANDLOT_BACKEND``, else local.
 
     Raises:
         ConfigError: a limit is out of range, a tool is misnamed, or the sandbox
@@ -306,10 +310,12 @@ class RLM:
         on_event: EventHook | None = None,
         warm: int = 0,
         secrets: Mapping[str, str] | None = None,
+        backend: BackendSpec = None,
     ) -> None:
         self.root_lm = check_lm(root_lm, "RLM root_lm")
         self.sub_lm = check_lm(sub_lm, "RLM sub_lm") if sub_lm is not None else self.root_lm
         self.sandbox = sandbox if sandbox is not None else SandboxConfig()
+        self.backend = backends.resolve(backend)
         for name, value, low in (
             ("pool_size", pool_size, 1),
             ("max_iterations", max_iterations, 1),
@@ -361,7 +367,7 @@ class RLM:
             # Not a bound: completions beyond the warm ones start sandboxes of their own.
             # No reuse: completions may serve different users; each gets a fresh sandbox.
             self._warm_pool = AsyncSandboxPool(
-                self.sandbox, size=1 << 16, warm=self.warm, reuse=False
+                self.sandbox, size=1 << 16, warm=self.warm, reuse=False, backend=self.backend
             )
             self._warm_loop = loop
         return self._warm_pool if self._warm_loop is loop else None
@@ -535,7 +541,7 @@ class _Run:
         self.sandbox = sandbox
 
     async def start_own_sandbox(self, data: bytes, kind: str) -> None:
-        sandbox = AsyncSandbox(self.rlm.sandbox)
+        sandbox = AsyncSandbox(self.rlm.sandbox, backend=self.rlm.backend)
         await sandbox.start()
         try:
             await self.prepare(sandbox, data, kind)

@@ -1,0 +1,125 @@
+"""Backends by name, and ``backend=`` reaching every layer that makes sandboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import strict
+
+import sandlot
+from sandlot import backends
+from sandlot.backends.base import Launched
+from sandlot.backends.local import LocalBackend
+from sandlot.config import SandboxConfig
+from sandlot.rlm.dspy import SandlotInterpreter
+from sandlot.rlm.engine import RLM
+from sandlot.rlm.niah import ScriptedRootLM, StandInSubLM
+
+
+class CountingBackend:
+    """A real backend (the local one underneath) that counts the sandboxes it starts."""
+
+    launched = 0
+
+    def __init__(self) -> None:
+        self.inner = LocalBackend()
+
+    async def launch(self, config: SandboxConfig) -> Launched:
+        type(self).launched += 1
+        return await self.inner.launch(config)
+
+
+@pytest.fixture
+def counting() -> Iterator[type[CountingBackend]]:
+    CountingBackend.launched = 0
+    backends.register("counting", CountingBackend)
+    yield CountingBackend
+    backends._factories.pop("counting", None)
+
+
+def test_names_resolve_and_unknown_names_are_clear_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert isinstance(backends.resolve(None), LocalBackend)
+    assert isinstance(backends.resolve("local"), LocalBackend)
+    mine = LocalBackend()
+    assert backends.resolve(mine) is mine
+    with pytest.raises(
+        sandlot.ConfigError, match="unknown backend 'ray'; the backends here: local"
+    ):
+        backends.resolve("ray")
+    monkeypatch.setenv(backends.ENV_VAR, "modal")
+    with pytest.raises(
+        sandlot.ConfigError, match=r"unknown backend 'modal' \(from \$SANDLOT_BACKEND\)"
+    ):
+        backends.resolve(None)
+    with pytest.raises(sandlot.ConfigError, match="must be an identifier"):
+        backends.register("not a name", LocalBackend)
+
+
+def test_backend_reaches_every_layer(
+    counting: type[CountingBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = strict()
+    with sandlot.Sandbox(config, backend="counting") as sb:
+        assert sb.run_code("1 + 1").value == "2"
+        assert isinstance(sb.backend, CountingBackend)
+    assert counting.launched == 1
+
+    with sandlot.SandboxPool(config, size=2, backend="counting") as pool:
+        assert pool.map(lambda s, i: s.run_code(f"{i} * 2").value, [1, 2]) == ["2", "4"]
+    assert counting.launched == 3
+
+    monkeypatch.setenv(backends.ENV_VAR, "counting")  # the environment variable alone
+    with sandlot.Sandbox(config) as sb:
+        sb.run_code("pass")
+    assert counting.launched == 4
+    monkeypatch.delenv(backends.ENV_VAR)
+
+    def policy(messages: list[dict[str, str]]) -> str:
+        turns = sum(1 for m in messages if m["role"] == "assistant")
+        return "```repl\nx = len(context)\n```" if turns == 0 else "FINAL(done)"
+
+    rlm = RLM(
+        ScriptedRootLM(policy),  # type: ignore[arg-type]
+        StandInSubLM(0.0),
+        sandbox=config,
+        backend="counting",
+    )
+    result = rlm.completion("some context", "q")
+    assert result.finished, result.error
+    assert counting.launched == 5
+
+    interpreter = SandlotInterpreter(config=config, backend="counting")
+    try:
+        assert interpreter.execute("print(6 * 7)").strip() == "42"
+    finally:
+        interpreter.shutdown()
+    assert counting.launched == 6
+    factory = SandlotInterpreter.factory(config=config, backend="counting")
+    made = factory()
+    try:
+        made.execute("x = 1")
+    finally:
+        made.shutdown()
+    assert counting.launched == 7
+
+    session = sandlot.create_local_session(config=config, backend="counting")
+    try:
+        assert session.run_code("3 + 3").value == "6"
+    finally:
+        session.terminate()
+    assert counting.launched == 8
+
+
+def test_an_unknown_backend_fails_before_anything_starts() -> None:
+    with pytest.raises(sandlot.ConfigError, match="unknown backend"):
+        sandlot.SandboxPool(backend="nope")
+    with pytest.raises(sandlot.ConfigError, match="unknown backend"):
+        RLM(ScriptedRootLM(lambda m: "FINAL(x)"), backend="nope")  # type: ignore[arg-type]
+    with pytest.raises(sandlot.ConfigError, match="unknown backend"):
+        SandlotInterpreter.factory(backend="nope")
+    with pytest.raises(sandlot.ConfigError, match="unknown backend"):
+        sandlot.create_local_session(backend="nope")
