@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -66,6 +67,7 @@ class EnvSpec:
     path_entries: tuple[str, ...] = ()  # paths inside the sandbox put on sys.path (a .pth)
     cwd: str | None = None  # where relative paths in the requirements resolve
     key_text: str = ""  # what the requirements files and the project said, for the key
+    no_build: bool = False  # wheels only: nothing from a project or a file builds on the host
 
     @property
     def empty(self) -> bool:
@@ -93,10 +95,17 @@ def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
     group), else from its requirements files. Its own code is put on
     ``sys.path`` at the workdir (or the workdir's ``src`` for a src layout),
     where it is uploaded.
+
+    What a project or a requirements file asks for is installed from wheels
+    only (``--no-build``): building a source distribution, a path or a VCS
+    requirement runs its build code on the host, and a repository under test is
+    not trusted to run code there.
     """
     packages = list(config.python_packages)
     files = list(config.requirements)
-    key = [_requirements_text(f) for f in files]
+    seen: set[str] = set()
+    key = [_requirements_text(f, None, seen) for f in files]
+    key += [_local_stamp(p) for p in packages]
     entries: list[str] = []
     cwd = None
     if config.project is not None:
@@ -110,29 +119,60 @@ def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
         key += [text]
         src = project / "src"
         entries.append(f"{workdir}/src" if src.is_dir() else workdir)
-    return EnvSpec(tuple(packages), tuple(files), tuple(entries), cwd, "\n".join(key))
+    no_build = bool(files) or config.project is not None
+    return EnvSpec(
+        tuple(packages), tuple(files), tuple(entries), cwd, "\n".join(key), no_build=no_build
+    )
+
+
+def _local_stamp(requirement: str) -> str:
+    """For a requirement that is a file on this host (a wheel), its size and mtime: the key
+    changes when the file does."""
+    try:
+        st = os.stat(requirement)
+    except (OSError, ValueError):
+        return ""
+    return f"{requirement} {st.st_size} {st.st_mtime_ns}"
 
 
 _INCLUDES = ("-r", "--requirement", "-c", "--constraint")
+MAX_REQUIREMENTS_FILE = 1 << 20  # bytes: a requirements file is text a person wrote
 
 
-def _requirements_text(path: str, depth: int = 0) -> str:
-    """A requirements file's text, and that of the files it includes, for the cache key."""
+def _requirements_text(path: str, root: Path | None, seen: set[str], depth: int = 0) -> str:
+    """A requirements file's text, and that of the files it includes, for the cache key.
+
+    Each file is read once, only if it is a regular file of at most
+    ``MAX_REQUIREMENTS_FILE`` bytes; with ``root`` (a project's), an include
+    that leads outside it is refused, since uv would read it too.
+    """
+    real = os.path.realpath(path)
+    if real in seen:
+        return ""
+    seen.add(real)
+    if root is not None and not (real + "/").startswith(os.path.realpath(root) + "/"):
+        raise ConfigError(
+            f"requirements file {path!r} includes a file outside the project; "
+            "a project's requirements must stay inside it"
+        )
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        st = os.stat(real)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_REQUIREMENTS_FILE:
+            raise ConfigError(
+                f"requirements file {path!r} is not a regular file of at most "
+                f"{MAX_REQUIREMENTS_FILE} bytes"
+            )
+        text = Path(real).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"requirements file {path!r} cannot be read: {exc}") from None
     parts = [f"# {path}", text]
     for line in text.splitlines():
         words = line.split()
-        if (
-            depth < 8
-            and len(words) >= 2
-            and words[0] in ("-r", "--requirement", "-c", "--constraint")
-        ):
-            parts.append(
-                _requirements_text(os.path.join(os.path.dirname(path), words[1]), depth + 1)
-            )
+        if len(words) >= 2 and words[0] in _INCLUDES:
+            if depth >= 8:
+                raise ConfigError(f"requirements file {path!r}: includes nest deeper than 8")
+            included = os.path.join(os.path.dirname(path), words[1])
+            parts.append(_requirements_text(included, root, seen, depth + 1))
     return "\n".join(parts)
 
 
@@ -154,6 +194,7 @@ def _project_requirements(project: Path) -> tuple[EnvSpec, str]:
             [
                 find_uv(),
                 "export",
+                "--no-config",
                 "--frozen",
                 "--no-hashes",
                 "--no-header",
@@ -193,7 +234,9 @@ def _project_requirements(project: Path) -> tuple[EnvSpec, str]:
             f"project {str(project)!r} has no pyproject.toml, uv.lock or requirements.txt; "
             "name its requirements with --requirements FILE (or --with PKG) instead"
         )
-    return EnvSpec(files=tuple(files)), "\n".join(_requirements_text(f) for f in files)
+    seen: set[str] = set()
+    text = "\n".join(_requirements_text(f, project, seen) for f in files)
+    return EnvSpec(files=tuple(files)), text
 
 
 def _group(groups: dict[str, Any], name: str, seen: set[str]) -> list[str]:
@@ -256,8 +299,10 @@ def ensure_env(python: str, spec: EnvSpec, announce: Callable[[str], None] | Non
 def _build(python: str, spec: EnvSpec, target: Path) -> None:
     uv = find_uv()
     requirements = [arg for f in spec.files for arg in ("-r", f)]
+    # --no-config: a project's own uv.toml or pyproject settings (a cache directory, an
+    # index) do not steer the host's uv.
     steps = [
-        [uv, "venv", "--quiet", "--python", python, str(target)],
+        [uv, "venv", "--quiet", "--no-config", "--python", python, str(target)],
         [
             uv,
             "pip",
@@ -266,6 +311,8 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
             # The environment is read-only inside a sandbox: without bytecode compiled
             # now, every start would compile its imports from source again.
             "--compile-bytecode",
+            "--no-config",
+            *(["--no-build"] if spec.no_build else []),
             "--python",
             str(target / "bin" / "python"),
             *_find_links(),
@@ -280,6 +327,13 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
             raise ConfigError(
                 f"the sandbox's environment ({spec.describe()}) could not be installed "
                 f"(uv exited {done.returncode}):\n{done.stderr.strip()[-4000:]}"
+                + (
+                    "\n(what a project or a requirements file asks for is installed from "
+                    "wheels only: a source distribution, a path or a VCS requirement would "
+                    "run its build code on this host; build its wheel and name that instead)"
+                    if spec.no_build and "disabled" in done.stderr
+                    else ""
+                )
             )
 
 
