@@ -20,6 +20,7 @@ from .errors import ConfigError
 # Paths inside a sandbox a volume may not cover: the system, and what sandlot mounts itself.
 _RESERVED = (
     *("/usr/", "/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/etc/", "/proc/", "/dev/"),
+    "/sys/",
     "/.sandlot/",
 )
 
@@ -196,7 +197,10 @@ class SandboxConfig(_Strict):
     disk_mb: int | None = Field(
         4096,
         gt=0,
-        description="What the sandbox may add to its workdir on the host disk; None: no limit.",
+        description=(
+            "What the sandbox may add to its workdir (and to each writable volume) on the "
+            "host disk; None: no limit."
+        ),
     )
     max_cpu_seconds: int | None = Field(None, gt=0, description="CPU seconds per process.")
     max_open_files: int = Field(1024, gt=16, description="Open file descriptors per process.")
@@ -244,14 +248,17 @@ class SandboxConfig(_Strict):
     @field_validator("volumes")
     @classmethod
     def _volume_targets(cls, v: dict[str, VolumeMount]) -> dict[str, VolumeMount]:
-        out = {}
+        out: dict[str, VolumeMount] = {}
         for target, spec in v.items():
-            path = os.path.normpath(target) if target.startswith("/") else ""
+            # normpath keeps a leading '//': fold it, so '//usr' is '/usr'.
+            path = "/" + os.path.normpath(target).lstrip("/") if target.startswith("/") else ""
             if not path or path in ("/", "/workspace") or (path + "/").startswith(_RESERVED):
                 raise ValueError(
                     f"{target!r} cannot hold a volume: give an absolute path such as /data, "
                     "outside the system directories and not the workdir itself"
                 )
+            if path in out:
+                raise ValueError(f"two volumes at {path!r}")
             out[path] = spec
         return out
 

@@ -25,12 +25,15 @@ measures a volume's size (a walk that never follows a link) and deletes it
 whole (``shutil.rmtree``, which does not follow links either).
 
 **Disk.** While a sandbox lives, the growth of each volume it mounts writable
-counts against its ``disk_mb``, as its workdir's does.
+counts against its ``disk_mb``, as its workdir's does, whoever wrote it (the
+host cannot tell one sandbox's writes from another's in a shared directory),
+and each volume has an allowance of its own.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import posixpath
 import shutil
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING
 from .backends import disk
 from .backends.base import SANDBOX_UID
 from .config import SandboxConfig, VolumeMount, check_volume_name
-from .errors import ConfigError
+from .errors import ConfigError, SandboxError
 from .results import FileInfo
 from .untar import DownloadResult
 
@@ -128,9 +131,12 @@ class Volume:
             return []
         found = []
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False) and Volume._valid(entry.name):
-                volume = Volume(entry.name)
-                found.append(VolumeInfo(entry.name, volume.size(), entry.stat().st_mtime))
+            try:
+                if entry.is_dir(follow_symlinks=False) and Volume._valid(entry.name):
+                    modified = entry.stat(follow_symlinks=False).st_mtime
+                    found.append(VolumeInfo(entry.name, Volume(entry.name).size(), modified))
+            except OSError:  # gone meanwhile, or unreadable: listed without a size
+                found.append(VolumeInfo(entry.name, -1, 0.0))
         return found
 
     @staticmethod
@@ -146,13 +152,28 @@ class Volume:
         self._must_exist()
         try:
             return disk.usage(self.path)
-        except disk.Unmeasurable:
+        except (disk.Unmeasurable, OSError):  # too deep, or made unreadable from inside
             return -1
 
     def delete(self) -> None:
-        """Delete the volume and everything in it."""
+        """Delete the volume and everything in it.
+
+        Its contents are removed inside a sandbox that mounts it (``find
+        -delete`` there copes with any depth, after a ``chmod`` undoes modes its
+        code set), then the host removes what is left, never following a link.
+        """
         self._must_exist()
-        shutil.rmtree(self.path)
+        # A failure here leaves the host's own removal below to do the rest.
+        with contextlib.suppress(SandboxError), self._sandbox(read_only=False) as sb:
+            sb.exec("chmod", "-R", "u+rwx", MOUNT, timeout=600)
+            sb.exec("find", MOUNT, "-mindepth", "1", "-delete", timeout=3600)
+        try:
+            shutil.rmtree(self.path)
+        except (OSError, RecursionError) as exc:
+            raise ConfigError(
+                f"volume {self.name!r} could not be deleted entirely ({type(exc).__name__}: "
+                f"{exc}); what is left is in {self.path}"
+            ) from None
 
     def _must_exist(self) -> None:
         if not self.exists():
@@ -176,7 +197,8 @@ class Volume:
     @staticmethod
     def _inside(path: str) -> str:
         """``path`` in the volume as the helper sandbox sees it (never above the volume)."""
-        return posixpath.join(MOUNT, posixpath.normpath("/" + path).lstrip("/"))
+        inside = posixpath.normpath("/" + path).lstrip("/")
+        return posixpath.join(MOUNT, inside) if inside else MOUNT
 
     def ls(self, path: str = "/") -> builtins.list[FileInfo]:
         """The entries of directory ``path`` in the volume."""

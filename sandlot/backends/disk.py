@@ -305,7 +305,7 @@ class DiskWatcher:
                 return  # the workdir is gone: the sandbox is being cleaned up
             except (Unmeasurable, OSError) as exc:
                 if not self._stop.is_set():
-                    self._exceeded(f"its disk use cannot be measured: {exc}")
+                    self._exceeded(f"its {self.what}'s disk use cannot be measured: {exc}")
                 return
             scanned_free = free
             if grown > self.limit and not self._stop.is_set():

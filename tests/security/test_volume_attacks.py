@@ -139,3 +139,29 @@ def test_a_volume_without_bubblewrap_is_refused_not_a_host_path(tmp_path: Path) 
     with pytest.raises(sl.ConfigError, match="volumes need bubblewrap"):
         sl.Sandbox(config).start()
     assert not os.path.exists("/sandlot-test-data")
+
+
+def test_a_tree_too_deep_to_walk_can_still_be_sized_listed_and_deleted() -> None:
+    """A sandbox nests 1,100 directories and locks the top one: the host's walk (64 levels)
+    and Python's recursive rmtree (about 1,000) would both give up."""
+    volume = _plant(
+        "import os\n"
+        "os.chdir('/data')\n"
+        "for _ in range(1100):\n"
+        "    os.mkdir('d'); os.chdir('d')\n"
+        "open('f', 'w').write('x')\n"
+        "os.chmod('/data/d', 0)\n",
+        name="deep",
+    )
+    assert volume.size() == -1  # unmeasurable, said as such, not a crash
+    assert [(v.name, v.size) for v in Volume.list()] == [("deep", -1)]
+    volume.delete()
+    assert not volume.exists()
+
+
+def test_removing_the_volume_root_through_remove_is_refused() -> None:
+    volume = _plant("open('/data/keep.txt', 'w').write('k')\n", name="keep")
+    for root in ("/", "", ".", "//", "/./"):
+        with pytest.raises(sl.ConfigError, match="delete it"):
+            volume.remove(root, recursive=True)
+    assert [e.name for e in volume.ls()] == ["keep.txt"]
