@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 from .backends import disk
 from .backends.base import SANDBOX_UID
 from .config import SandboxConfig, VolumeMount, check_volume_name
-from .errors import ConfigError, SandboxError
+from .errors import ConfigError, FileOperationError, SandboxError
 from .results import FileInfo
 from .untar import DownloadResult
 
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
     from .sync import Sandbox
 
 MOUNT = "/volume"  # where the helper sandbox of Volume's methods mounts the volume
+# Remove "$1" whatever its depth and modes; exit 3 when there is nothing by that name.
+_REMOVE_TREE = (
+    '[ -e "$1" ] || [ -L "$1" ] || exit 3; chmod -R u+rwx -- "$1" 2>/dev/null; rm -rf -- "$1"'
+)
 
 
 def volumes_root() -> Path:
@@ -223,7 +227,15 @@ class Volume:
         if inside == MOUNT:
             raise ConfigError("to remove a whole volume, delete it (Volume.delete)")
         with self._sandbox(read_only=False) as sb:
-            sb.files.remove(inside, recursive=recursive)
+            if not recursive:
+                sb.files.remove(inside)
+                return
+            # rm -rf, not a walk in Python: it copes with any depth and any modes set inside.
+            done = sb.exec("sh", "-c", _REMOVE_TREE, "sh", inside, timeout=3600)
+        if done.returncode == 3:
+            raise FileOperationError(f"{self.name}:{path}: no such file or directory")
+        if done.returncode != 0:
+            raise FileOperationError(f"{self.name}:{path}: {done.stderr.strip()[-500:]}")
 
 
 def mount_source(spec: VolumeMount) -> Path:

@@ -155,6 +155,15 @@ def test_a_tree_too_deep_to_walk_can_still_be_sized_listed_and_deleted() -> None
     )
     assert volume.size() == -1  # unmeasurable, said as such, not a crash
     assert [(v.name, v.size) for v in Volume.list()] == [("deep", -1)]
+    volume.remove("/d", recursive=True)  # the repair the docs give
+    assert volume.size() >= 0 and volume.ls() == []
+    # A writable mount watches the volume: nesting it too deep ends the sandbox that does it.
+    with pytest.raises(sl.SandboxDied, match="cannot be measured"):
+        _plant(
+            "import os, time\nos.chdir('/data')\nfor _ in range(100):\n"
+            "    os.mkdir('e'); os.chdir('e')\ntime.sleep(5)\n",
+            name="deep",
+        )
     volume.delete()
     assert not volume.exists()
 
