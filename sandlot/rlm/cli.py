@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..console import fail, say
+
 rlm_app = typer.Typer(
     help="Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
     no_args_is_help=True,
@@ -43,21 +45,19 @@ def view_command(
     """Render a trajectory as one self-contained HTML page and print its path."""
     import webbrowser
 
-    from sandlot.cli import _fail, _say
-
     from .view import write_html
 
     if not file.is_file():
-        _fail(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
+        fail(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
     try:
         page = write_html(file, output)
     except UnicodeDecodeError:
-        _fail(f"{file}: not a JSONL trajectory (not UTF-8 text)")
+        fail(f"{file}: not a JSONL trajectory (not UTF-8 text)")
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(str(page))
     if open_page and not webbrowser.open(page.resolve().as_uri()):
-        _say("warning: found no web browser to open the page with")
+        say("warning: found no web browser to open the page with")
 
 
 # -- ask and niah --------------------------------------------------------------
@@ -133,7 +133,6 @@ def _settings(env_file: Path | None, api_key_env: str, base_url: str | None) -> 
     """
     import os
 
-    from sandlot.cli import _fail
     from sandlot.errors import ConfigError
     from sandlot.secrets import read_env_file
 
@@ -142,7 +141,7 @@ def _settings(env_file: Path | None, api_key_env: str, base_url: str | None) -> 
         try:
             values = read_env_file(env_file)
         except ConfigError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     key_name = api_key_env
     key = os.environ.get(api_key_env) or values.get(api_key_env) or None
     if key is None and os.environ.get("OPENAI_API_KEY"):
@@ -156,19 +155,17 @@ def _settings(env_file: Path | None, api_key_env: str, base_url: str | None) -> 
 
 def _lms(model: str, sub_model: str | None, settings: LMSettings, api_key_env: str) -> Any:
     """The root and sub LM clients for the options given."""
-    from sandlot.cli import _fail
-
     from .lm import OpenAICompatibleLM
 
     if settings.api_key is None and settings.base_url is None:
-        _fail(
+        fail(
             f"no API key: set {api_key_env} in the environment or in --env-file FILE "
             "(for a local server that needs none, give its --base-url)"
         )
     try:
         root = OpenAICompatibleLM(model, base_url=settings.base_url, api_key=settings.api_key)
     except (ImportError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return root, root.with_model(sub_model) if sub_model else root
 
 
@@ -176,8 +173,6 @@ def _run(rlm_kwargs: dict[str, Any], context: Any, query: str, quiet: bool) -> A
     """Run one completion with a live progress view on stderr; return the result."""
     from rich.console import Console
     from rich.live import Live
-
-    from sandlot.cli import _fail
 
     from .engine import RLM
     from .progress import RunProgress
@@ -192,7 +187,7 @@ def _run(rlm_kwargs: dict[str, Any], context: Any, query: str, quiet: bool) -> A
         with Live(progress, console=console, refresh_per_second=8, transient=False):
             return rlm.completion(context, query)
     except (TypeError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _report(result: Any) -> None:
@@ -255,18 +250,16 @@ def ask_command(
     """
     import json
 
-    from sandlot.cli import _fail
-
     try:
         raw = context_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read the context file {context_file}: {exc}")
+        fail(f"cannot read the context file {context_file}: {exc}")
     context: Any = raw
     if context_file.suffix == ".json":
         try:
             context = json.loads(raw)
         except json.JSONDecodeError as exc:
-            _fail(f"{context_file}: not valid JSON ({exc}); rename it to read it as text")
+            fail(f"{context_file}: not valid JSON ({exc}); rename it to read it as text")
     settings = _settings(env_file, api_key_env, base_url)
     root, sub = _lms(model, sub_model, settings, api_key_env)
     result = _run(
@@ -344,12 +337,10 @@ def niah_command(
     the LM writes (which the haystack's text can steer) runs with no key and no
     network to send one to.
     """
-    from sandlot.cli import _fail
-
     from .niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
 
     if mode.strip().lower() not in MODES:
-        _fail(
+        fail(
             f"--mode {mode!r} does not exist in sandlot; the modes that exist now: "
             f"{', '.join(MODES)} (bubblewrap sandboxes on this machine, LMs called from the host)"
         )

@@ -6,6 +6,11 @@ Its functions are callable from the host at once, and installing it in a
 workspace writes a real module, generated from the functions' signatures, whose
 every call travels session sandbox → host router → serving sandbox and back.
 The session never reaches the serving sandbox any other way.
+
+This layer sends its requests through the serving sandbox's
+:class:`~sandlot.link.Link` (``sandbox.link``), which keeps the sandbox's bounds
+on every reply, and it never imports :mod:`sandlot.sandbox` at run time (the
+sandbox imports it, for ``serve``).
 """
 
 from __future__ import annotations
@@ -115,10 +120,11 @@ class RemoteLibrary:
             )
         fields = {"library": self.name, "function": function, "value": structure}
         try:
-            async with self._sandbox._request("invoke", payload, **fields) as req:
+            link = self._sandbox.link
+            async with link.request("invoke", payload, **fields) as req:
                 header, data = await req.result()
-                header = await self._sandbox._reply(header, "invoke", where)
-                return await self._sandbox._value(header, data)
+                header = await link.reply(header, "invoke", where)
+                return await link.value(header, data)
         except SandboxDied as exc:
             raise SandboxDied(
                 exc.cause,
@@ -171,11 +177,10 @@ class RemoteLibrary:
 
     async def arestart(self) -> None:
         """Serve the library again from a new sandbox with the same configuration."""
-        from ..sandbox import AsyncSandbox
-
         old = self._sandbox
         await old.terminate()
-        fresh = AsyncSandbox(old.config, backend=old.backend)
+        # Its own class: this layer does not import sandlot.sandbox, which imports it.
+        fresh = type(old)(old.config, backend=old.backend)
         for tool in old.router.tools.values():
             fresh.router.register(tool.name, tool.fn, tool.doc)
         await fresh.start()
@@ -350,15 +355,16 @@ async def _serve_source(sandbox: AsyncSandbox, name: str, source: str) -> list[d
     remote = f"{SERVE_DIR}/{name}.py"
     await sandbox.files.write(remote, source)
     models = [m.model_dump() for m in sandbox.config.models]
-    async with sandbox._request("serve", path=remote, name=name, models=models) as req:
+    link = sandbox.link
+    async with link.request("serve", path=remote, name=name, models=models) as req:
         header, _ = await req.result()
-    header = await sandbox._reply(header, "serve", f"serving {name}")
+    header = await link.reply(header, "serve", f"serving {name}")
     functions: list[dict[str, Any]] = header["functions"]
     try:
         for spec in functions:
             _check_spec(spec)
     except ValueError as exc:
-        raise await sandbox._violation(f"serving {name}: {exc}") from None
+        raise await link.violation(f"serving {name}: {exc}") from None
     return functions
 
 
