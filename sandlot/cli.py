@@ -31,8 +31,8 @@ from . import __version__
 from .backends import envs
 from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
-from .console import EXIT_ERROR, expected_errors, fail, one_line, say
-from .errors import ConfigError
+from .console import EXIT_ERROR, Guard, expected_errors, fail, one_line, say
+from .errors import ConfigError, SandboxError
 from .results import CodeResult
 from .rlm.cli import rlm_app
 from .secrets import Redactor, read_env_file, secret_values
@@ -196,11 +196,13 @@ def _stream(sb: Sandbox, argv: Sequence[str], timeout: float | None, redactor: R
     """
     proc = sb.exec_stream(*argv, timeout=timeout)
     streams = {"stdout": (sys.stdout, redactor.stream()), "stderr": (sys.stderr, redactor.stream())}
-    for chunk in proc:
-        out, held = streams[chunk.stream]
-        _write(out, held.feed(chunk.data))
-    for out, held in streams.values():
-        _write(out, held.flush())
+    try:
+        for chunk in proc:
+            out, held = streams[chunk.stream]
+            _write(out, held.feed(chunk.data))
+    finally:  # what is held back is shown even when the sandbox dies mid-stream
+        for out, held in streams.values():
+            _write(out, held.flush())
     result = proc.result
     assert result is not None
     if result.stdout:  # what did not stream, such as a command that could not start
@@ -302,7 +304,36 @@ SecretOpt = Annotated[
 ]
 
 
+# Left out of every upload the CLI makes: history, environments, caches, and .env files
+# (pass those with --env-file: their values then enter as secrets and are redacted).
+UPLOAD_SKIPS = (
+    ".git",
+    ".hg",
+    ".venv",
+    ".env",
+    ".env.*",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+)
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        metavar="NAME",
+        help="Where the sandbox runs (default: $SANDLOT_BACKEND, else local).",
+    ),
+]
+
+
+def _upload(sb: Sandbox, directory: Path) -> None:
+    """Copy ``directory``'s entries into the workdir, leaving out ``UPLOAD_SKIPS``."""
+    sb.files.upload(directory, ".", exclude=UPLOAD_SKIPS)
+
+
 def _sandbox_config(
+    guard: Guard,
     *,
     upload: Path | None,
     with_: list[str] | None,
@@ -312,8 +343,9 @@ def _sandbox_config(
     env: list[str] | None,
     secret: list[str] | None,
     **more: Any,
-) -> tuple[SandboxConfig, Path | None]:
-    """The config for the sandbox options every command shares, and the directory to upload."""
+) -> tuple[SandboxConfig, Path | None, Redactor]:
+    """The config for the sandbox options every command shares, the directory to upload,
+    and the redactor of its secrets (set on ``guard`` too, for error messages)."""
     if project and upload is None:
         upload = Path.cwd()
     config = _config(
@@ -325,7 +357,9 @@ def _sandbox_config(
         project=upload if project else None,
         **more,
     )
-    return _prepared(config), upload
+    config = _prepared(config)
+    guard.redactor = Redactor.for_config(config)
+    return config, upload, guard.redactor
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
@@ -359,6 +393,7 @@ def exec_command(
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """Run a command in a fresh sandbox and exit with its status.
 
@@ -366,8 +401,9 @@ def exec_command(
     python -m pytest --junitxml=report.xml
     """
     targets = [_download_target(p) for p in download or []]
-    with expected_errors():
-        config, upload = _sandbox_config(
+    with expected_errors() as guard:
+        config, upload, redactor = _sandbox_config(
+            guard,
             upload=upload,
             with_=with_,
             requirements=requirements,
@@ -379,17 +415,17 @@ def exec_command(
             memory_mb=memory_mb,
             network=network,
         )
-        redactor = Redactor.for_config(config)
-        with Sandbox(config) as sb:
+        with Sandbox(config, backend=backend) as sb:
             if upload is not None:
-                sb.upload(upload, ".")  # a directory's entries land in the workdir itself
+                _upload(sb, upload)  # a directory's entries land in the workdir itself
             status = _stream(sb, command, timeout, redactor)
             failed = False
             for target in targets:
                 try:
                     sb.download(str(target), Path.cwd() / target)
                 except OSError as exc:  # FileOperationError too: it is an OSError
-                    say(f"error: cannot download {str(target)!r}: {exc}", style="bold red")
+                    problem = redactor.redact(str(exc))
+                    say(f"error: cannot download {str(target)!r}: {problem}", style="bold red")
                     failed = True
     if status == 0 and failed:
         raise typer.Exit(EXIT_ERROR)
@@ -424,10 +460,12 @@ def run_command(
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """Run one Python file in a fresh sandbox and exit with its status."""
-    with expected_errors():
-        config, upload = _sandbox_config(
+    with expected_errors() as guard:
+        config, upload, redactor = _sandbox_config(
+            guard,
             upload=upload,
             with_=with_,
             requirements=requirements,
@@ -437,15 +475,13 @@ def run_command(
             secret=secret,
             timeout=timeout,
         )
-        with Sandbox(config) as sb:
+        with Sandbox(config, backend=backend) as sb:
             if upload is not None:
-                sb.upload(upload, ".")
+                _upload(sb, upload)
             sb.upload(file, file.name)
             found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
             python = ast.literal_eval(found) if found else "python3"
-            status = _stream(
-                sb, [python, file.name, *(args or [])], timeout, Redactor.for_config(config)
-            )
+            status = _stream(sb, [python, file.name, *(args or [])], timeout, redactor)
     raise typer.Exit(status)
 
 
@@ -535,6 +571,7 @@ def repl_command(
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """An interactive Python session in a fresh sandbox; its state lasts until you leave.
 
@@ -546,8 +583,9 @@ def repl_command(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     cells: Iterator[str] | list[str]
     cells = _read_cells() if interactive else _cells_from(sys.stdin.read())
-    with expected_errors():
-        config, upload = _sandbox_config(
+    with expected_errors() as guard:
+        config, upload, redactor = _sandbox_config(
+            guard,
             upload=upload,
             with_=with_,
             requirements=requirements,
@@ -556,11 +594,10 @@ def repl_command(
             env=env,
             secret=secret,
         )
-        redactor = Redactor.for_config(config)
         failed = False
-        with Sandbox(config) as sb:
+        with Sandbox(config, backend=backend) as sb:
             if upload is not None:
-                sb.upload(upload, ".")
+                _upload(sb, upload)
             if interactive:
                 err.print(
                     f"sandlot {__version__}: Python in a sandbox (workdir {sb.workdir}). "
@@ -666,11 +703,21 @@ def volume_get(
     local: Annotated[
         Path | None, typer.Argument(help="Where on the host (default: its name, here).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace what is at the host path already.")
+    ] = False,
 ) -> None:
     """Copy a file or directory out of a volume (regular files and directories only)."""
     target = local if local is not None else Path.cwd() / (PurePosixPath(remote).name or name)
+    if os.path.lexists(target) and not force:
+        fail(f"{target} exists; add --force to replace it")
     with expected_errors():
-        result = Volume.from_name(name).get(remote, target)
+        try:
+            result = Volume.from_name(name).get(remote, target)
+        except OSError as exc:
+            if isinstance(exc, SandboxError):
+                raise
+            fail(f"cannot write {target}: {exc}")
     typer.echo(f"got {result.files} file(s), {_size(result.size)}, into {result.path}")
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .errors import SandboxError
+from .secrets import Redactor
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -48,12 +49,27 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+class Guard:
+    """What :func:`expected_errors` knows: set ``redactor`` once the secrets are read."""
+
+    redactor: Redactor | None = None
+
+    def hide(self, text: str) -> str:
+        """``text`` with the secret values redacted, once there is a redactor."""
+        return self.redactor.redact(text) if self.redactor is not None else text
+
+
 @contextlib.contextmanager
-def expected_errors() -> Iterator[None]:
-    """Turn sandlot's errors into one line and exit status 2, and Ctrl-C into 130."""
+def expected_errors() -> Iterator[Guard]:
+    """Turn sandlot's errors into one line and exit status 2, and Ctrl-C into 130.
+
+    A sandbox's death message may carry what its code wrote (the driver's last
+    words): it is redacted with the guard's redactor.
+    """
+    guard = Guard()
     try:
-        yield
+        yield guard
     except SandboxError as exc:
-        fail(str(exc) or type(exc).__name__)
+        fail(guard.hide(str(exc)) or type(exc).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)

@@ -7,9 +7,11 @@ file of any size crosses without being held twice in memory or encoded as text.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import tarfile
 import tempfile
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -95,8 +97,14 @@ class AsyncFiles:
         """Create directory ``path`` and its parents."""
         await self._simple("mkdir", path)
 
-    async def upload(self, local: str | Path, remote: str) -> None:
-        """Copy a host file or directory tree to ``remote`` in the sandbox."""
+    async def upload(
+        self, local: str | Path, remote: str, *, exclude: Collection[str] = ()
+    ) -> None:
+        """Copy a host file or directory tree to ``remote`` in the sandbox.
+
+        ``exclude``: glob patterns (``fnmatch``) for names, at any depth of the
+        tree, left out with everything below them (``[".git", ".env*"]``).
+        """
         local = Path(local)
         if local.is_file():
             data = await _to_thread(local.read_bytes)
@@ -105,7 +113,7 @@ class AsyncFiles:
         if not local.is_dir():
             raise FileNotFoundError(f"upload: {str(local)!r} is neither a file nor a directory")
         with tempfile.TemporaryFile() as spool:
-            await _to_thread(_tar_dir, local, spool)
+            await _to_thread(_tar_dir, local, spool, tuple(exclude))
             spool.seek(0)
             async with self._link.request("put_tar", path=remote) as req:
                 while chunk := await _to_thread(spool.read, CHUNK):
@@ -176,12 +184,16 @@ async def _to_thread(fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def _tar_dir(local: Path, out: IO[bytes]) -> None:
+def _tar_dir(local: Path, out: IO[bytes], exclude: tuple[str, ...] = ()) -> None:
     # tar.add does not dereference: a symlink in the tree travels as a link, so no host
     # file outside the tree the user named is read into the sandbox.
+    def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        name = member.name.rsplit("/", 1)[-1]
+        return None if any(fnmatch.fnmatchcase(name, p) for p in exclude) else member
+
     with tarfile.open(fileobj=out, mode="w") as tar:
         for entry in sorted(local.iterdir()):
-            tar.add(entry, arcname=entry.name)
+            tar.add(entry, arcname=entry.name, filter=keep)
 
 
 def _extract(

@@ -133,9 +133,14 @@ class AsyncSandbox:
             await launch.cleanup()
             raise
         if ready is None or not ready["ok"]:
+            # Ended by the host's watch (its disk, its memory) before it was ready: say that.
+            cause, why = launch.death_cause() if ready is None else ("crashed", "")
             launch.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(launch.wait(), 5)
+            if cause in ("disk", "out_of_memory"):
+                await launch.cleanup()
+                raise SandboxDied(cause, f"while starting: {why}")
             detail = problem
             if ready is not None:
                 err = ready.get("error") or {"name": "Error", "value": "no detail"}

@@ -232,3 +232,25 @@ def test_a_bogus_sandlot_bwrap_is_a_clear_error(tmp_path: Path) -> None:
     done = sandlot("exec", "--", "true", env={"SANDLOT_BWRAP": "/bin/false"})
     assert done.returncode == 2
     assert "SANDLOT_BWRAP='/bin/false' does not work" in done.stderr
+
+
+def test_uploads_leave_out_history_environments_and_env_files(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for name in (".git/config", ".venv/bin/python", "pkg/__pycache__/m.pyc", "pkg/m.py"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x")
+    (repo / ".env").write_text("OPENAI_API_KEY=sk-live-abcdef123456\n")
+    (repo / ".env.local").write_text("X=1\n")
+    (repo / "keep.txt").write_text("kept")
+    done = sandlot("exec", "--upload", str(repo), "--", "find", ".", "-not", "-name", ".")
+    assert done.returncode == 0, done.stderr
+    found = sorted(done.stdout.split())
+    assert found == ["./keep.txt", "./pkg", "./pkg/m.py"]
+
+
+def test_backend_option_names_where_the_sandbox_runs() -> None:
+    done = sandlot("exec", "--backend", "local", "--", "echo", "ok")
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+    bad = sandlot("exec", "--backend", "nowhere", "--", "echo", "ok")
+    assert bad.returncode == 2
+    assert "unknown backend 'nowhere'; the backends here: local" in bad.stderr

@@ -155,3 +155,34 @@ def test_secrets_check_says_whether_a_name_is_set_without_showing_it(
     broken = _env_file(tmp_path, f'BAD="{TOKEN}\n')
     bad = sandlot("secrets", "check", "BAD", "--env-file", str(broken))
     assert bad.returncode == 2 and ":1: " in bad.stderr and TOKEN not in bad.stderr
+
+
+def test_a_sandboxs_last_words_are_redacted_in_the_clis_error(tmp_path: Path) -> None:
+    """The death message carries what the driver wrote last, which cell code can reach."""
+    path = _env_file(tmp_path, f"API_TOKEN={TOKEN}\n")
+    cell = (
+        "import os, sys\n"
+        "fd = next(m.DIAG_FD for m in list(sys.modules.values()) if hasattr(m, 'DIAG_FD'))\n"
+        "os.write(fd, os.environ['API_TOKEN'].encode())\n"
+        "os._exit(3)\n"
+    )
+    done = sandlot("repl", "--env-file", str(path), stdin=cell)
+    assert done.returncode == 2, done.stderr
+    assert "sandbox died" in done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    assert "[redacted API_TOKEN]" in done.stderr
+
+
+def test_output_held_back_for_redaction_is_shown_when_the_sandbox_dies(tmp_path: Path) -> None:
+    path = _env_file(tmp_path, f"API_TOKEN={TOKEN}\n")
+    done = sandlot(
+        "exec",
+        "--env-file",
+        str(path),
+        "--",
+        "sh",
+        "-c",
+        'printf "last words before the end"; sleep 0.5; kill -9 -1',
+    )
+    assert done.returncode == 2
+    assert done.stdout == "last words before the end"

@@ -145,3 +145,25 @@ def test_the_volume_commands(tmp_path: Path, volumes_root: Path) -> None:
     assert not Volume("docs").exists()
     missing = sandlot("volume", "ls", "docs", env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_volume_get_does_not_replace_a_host_path_unless_forced(
+    tmp_path: Path, volumes_root: Path
+) -> None:
+    env = {"SANDLOT_VOLUMES": str(volumes_root)}
+    volume = Volume.create("v")
+    src = tmp_path / "a"
+    src.mkdir()
+    (src / "new.txt").write_text("new")
+    volume.put(src, "/a")
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "precious.txt").write_text("keep me")
+    refused = sandlot("volume", "get", "v", "/a", str(target), env=env)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert (target / "precious.txt").read_text() == "keep me"
+    forced = sandlot("volume", "get", "v", "/a", str(target), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    here = sandlot("volume", "get", "v", "/a", ".", "--force", env=env, cwd=tmp_path)
+    assert here.returncode == 2 and "Traceback" not in here.stderr
