@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .driver import protocol
 
@@ -44,6 +44,26 @@ class Closed(Exception):
 
 class Violation(Closed):
     """The sandbox broke the protocol; the channel ended and the sandbox must die."""
+
+
+class ByteSink(Protocol):
+    """The writing half of a connection to a driver (``asyncio.StreamWriter`` is one)."""
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the queue is small enough to write more."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Wait until it is closed."""
+        ...
 
 
 class Request:
@@ -101,7 +121,7 @@ class Channel:
     def __init__(
         self,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        writer: ByteSink,
         on_call: CallHandler,
         on_end: EndHandler,
     ) -> None:

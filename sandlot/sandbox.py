@@ -16,8 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from . import backends
+from .backends import BackendSpec
 from .backends.base import Backend, Launched
-from .backends.local import LocalBackend
 from .channel import Channel, Closed, Request, Violation
 from .config import SandboxConfig
 from .driver import protocol
@@ -54,11 +55,11 @@ class AsyncSandbox:
         self,
         config: SandboxConfig | None = None,
         *,
-        backend: Backend | None = None,
+        backend: BackendSpec = None,
         tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.config = config if config is not None else SandboxConfig()
-        self.backend: Backend = backend if backend is not None else LocalBackend()
+        self.backend: Backend = backends.resolve(backend)
         self.router = Router()
         for name, fn in (tools or {}).items():
             self.router.register(name, fn)
@@ -100,17 +101,13 @@ class AsyncSandbox:
             raise SandboxError("this sandbox was already started; create a new one")
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.current_thread()
-        launch = await self.backend.launch(self.config)
-        self._launch = launch
         init = {
             "t": "init",
-            "workdir": launch.workdir,
-            "limits": launch.limits,
-            "drop_to": launch.drop_to,
             "max_output_bytes": self.config.max_output_bytes,
             "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()],
         }
-        launch.writer.write(protocol.encode(init))
+        launch = await self.backend.launch(self.config, init)  # it sends init, completed
+        self._launch = launch
         channel = Channel(launch.reader, launch.writer, self.router.call, self._on_end)
         ready: protocol.Header | None = None
         problem = ""

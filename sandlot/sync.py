@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
-from . import backends
 from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
@@ -229,7 +228,7 @@ class Sandbox(Twin):
         tools: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self._portal = portal()
-        self._async = AsyncSandbox(config, backend=backends.resolve(backend), tools=tools)
+        self._async = AsyncSandbox(config, backend=backend, tools=tools)
         self.files = Files(self._async.files, self._portal)
 
     @classmethod

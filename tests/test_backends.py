@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import strict
@@ -25,9 +26,9 @@ class CountingBackend:
     def __init__(self) -> None:
         self.inner = LocalBackend()
 
-    async def launch(self, config: SandboxConfig) -> Launched:
+    async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> Launched:
         type(self).launched += 1
-        return await self.inner.launch(config)
+        return await self.inner.launch(config, init)
 
 
 @pytest.fixture
@@ -123,3 +124,29 @@ def test_an_unknown_backend_fails_before_anything_starts() -> None:
         SandlotInterpreter.factory(backend="nope")
     with pytest.raises(sandlot.ConfigError, match="unknown backend"):
         sandlot.create_local_session(backend="nope")
+
+
+def test_the_driver_speaks_over_a_pipe_pair_as_over_a_socket(tmp_path: Any) -> None:
+    """LocalBackend(stdio=True): the channel is the driver's stdin and stdout, as a remote
+    driver's would be; everything above the backend works the same."""
+    calls: list[str] = []
+
+    def note(text: str) -> str:
+        calls.append(text)
+        return text.upper()
+
+    config = strict(max_output_bytes=8 << 20)
+    with sandlot.Sandbox(config, backend=LocalBackend(stdio=True), tools={"note": note}) as sb:
+        assert sb.run_code("import os\nx = 20\nx + 22").value == "42"
+        assert sb.run_code("print('out'); note('hi')").value == "'HI'"
+        assert calls == ["hi"]
+        assert sb.run_code("os.readlink('/proc/self/fd/0')").value == "'/dev/null'"
+        chunks = list(sb.exec_stream("sh", "-c", "for i in 1 2 3; do echo $i; done"))
+        assert b"".join(c.data for c in chunks) == b"1\n2\n3\n"
+        sb.files.write("big.bin", b"x" * (3 << 20))  # several frames each way
+        assert len(sb.files.read("big.bin")) == 3 << 20
+        local = tmp_path / "back.bin"
+        sb.download("big.bin", local)
+        assert local.stat().st_size == 3 << 20
+        big = sb.run_code("print('y' * (2 << 20))")
+        assert len(big.stdout) == (2 << 20) + 1 and not big.truncated

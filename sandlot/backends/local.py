@@ -31,8 +31,10 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from ..config import SandboxConfig
+from ..driver import protocol
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
 from ..volumes import mount_source
@@ -226,11 +228,27 @@ def _driver_root_outside() -> str:
     return str(link_dir)
 
 
-def _boot(driver_root: str, fd: int) -> str:
+def _boot(driver_root: str, fd: int | None) -> str:
+    """The driver's start: on socket ``fd``, or on its stdin and stdout when None."""
+    start = "serve_stdio()" if fd is None else f"serve({fd})"
     return (
         f"import sys; sys.path.insert(0, {driver_root!r}); "
-        f"from sandlot_driver.server import serve; sys.path.pop(0); serve({fd})"
+        f"from sandlot_driver.server import serve, serve_stdio; sys.path.pop(0); {start}"
     )
+
+
+async def _pipe_streams(
+    proc: subprocess.Popen[bytes],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The driver's stdout and stdin as asyncio streams."""
+    assert proc.stdout is not None and proc.stdin is not None
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+    transport, flow = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), proc.stdin
+    )
+    return reader, asyncio.StreamWriter(transport, flow, reader, loop)
 
 
 def _prefix_of(python: str) -> str:
@@ -373,8 +391,6 @@ class LocalLaunch:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     workdir: str
-    limits: dict[str, int]
-    drop_to: tuple[int, int] | None
     proc: subprocess.Popen[bytes]
     cgroup: cgroups.SandboxCgroup | None
     host_dir: Path
@@ -492,10 +508,18 @@ class LocalLaunch:
 
 
 class LocalBackend:
-    """Runs each sandbox as a child process of this host process."""
+    """Runs each sandbox as a child process of this host process.
 
-    async def launch(self, config: SandboxConfig) -> LocalLaunch:
-        """Start a driver for ``config`` and return it connected."""
+    ``stdio=True`` carries the driver's channel over its stdin and stdout (a
+    pipe pair) instead of a socket pair: the same frames over another byte
+    stream, as a remote driver reached through a command would speak them.
+    """
+
+    def __init__(self, *, stdio: bool = False) -> None:
+        self.stdio = stdio
+
+    async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> LocalLaunch:
+        """Start a driver for ``config``, send it its init message, return it connected."""
         iso = probe()
         if config.isolation == "bubblewrap" and iso.bwrap is None:
             raise ConfigError(f"isolation='bubblewrap' was asked for, but {iso.bwrap_problem}")
@@ -534,7 +558,8 @@ class LocalBackend:
         cgroup = None
         proc: subprocess.Popen[bytes] | None = None
         passed: list[int] = []  # descriptors the child inherits and this process closes after
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent, child = (None, None) if self.stdio else socket.socketpair(socket.AF_UNIX)
+        channel = None if child is None else child.fileno()
         try:
             if own_workdir:
                 workdir_host = host_dir / "work"
@@ -571,27 +596,31 @@ class LocalBackend:
                 # user of the host, and inside the sandbox as PID 1.
                 passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
                 argv = [iso.bwrap, "--args", str(passed[-1])]
-                argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, child.fileno())]
+                argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, channel)]
             else:
                 workdir = str(workdir_host)
-                argv = [python, "-I", "-c", _boot(_driver_root_outside(), child.fileno())]
+                argv = [python, "-I", "-c", _boot(_driver_root_outside(), channel)]
                 env.update(env_vars)
             if cgroup is not None:
                 env[_JOIN_VAR] = "\n".join(cgroup.procs_files())
                 argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "sandlot-join", *argv]
             # No preexec_fn: without one CPython starts the child with vfork, whose cost
             # does not grow with the host's memory (a fork copies its page tables).
+            pipe = subprocess.PIPE if self.stdio else subprocess.DEVNULL
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdin=pipe,
+                stdout=pipe,
                 stderr=subprocess.PIPE,
-                pass_fds=(child.fileno(), *passed),
+                pass_fds=(*([] if channel is None else [channel]), *passed),
                 env=env,
                 cwd=str(workdir_host),
                 start_new_session=True,
             )
-            reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
+            if parent is None:
+                reader, writer = await _pipe_streams(proc)
+            else:
+                reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException:
             if proc is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -603,10 +632,12 @@ class LocalBackend:
                 cgroup.kill_all()
                 cgroup.remove()
             shutil.rmtree(host_dir, ignore_errors=True)
-            parent.close()
+            if parent is not None:
+                parent.close()
             raise
         finally:
-            child.close()
+            if child is not None:
+                child.close()
             for fd in passed:
                 os.close(fd)
         limits = {"nofile": config.max_open_files, **disk.disk_limits(config)}
@@ -614,12 +645,14 @@ class LocalBackend:
             limits["cpu"] = config.max_cpu_seconds
         if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
             limits["as"] = config.memory_mb << 20  # the per-process fallback
+        # The driver drops to drop_to, under bubblewrap or not.
+        writer.write(
+            protocol.encode({**init, "workdir": workdir, "limits": limits, "drop_to": drop_to})
+        )
         launch = LocalLaunch(
             reader,
             writer,
             workdir,
-            limits,
-            drop_to,  # the driver drops to it, under bubblewrap or not
             proc,
             cgroup,
             host_dir,

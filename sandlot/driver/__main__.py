@@ -1,8 +1,12 @@
-"""Start the driver on the channel file descriptor given as the first argument."""
+"""Start the driver: on the socket descriptor given as the first argument, or with
+``--stdio`` on its stdin and stdout."""
 
 import sys
 
-from .server import serve
+from .server import serve, serve_stdio
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    if sys.argv[1:] == ["--stdio"]:
+        serve_stdio()
+    else:
+        serve(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

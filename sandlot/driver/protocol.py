@@ -42,10 +42,10 @@ here, once, for both sides.
 from __future__ import annotations
 
 import json
-import socket
+import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 PREFIX = struct.Struct("!II")
 CHUNK = 1 << 20  # most payload bytes in one frame
@@ -138,7 +138,43 @@ def check_more(header: Header) -> None:
         raise ProtocolError("a continuation frame of a message is not {'t': 'more'}")
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+class ByteStream(Protocol):
+    """What the driver speaks the protocol over: a connected socket, or a :class:`PipeStream`."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int) -> int:
+        """Read at most ``nbytes`` into ``buffer``; 0 at end of stream."""
+        ...
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of ``data``."""
+        ...
+
+
+class PipeStream:
+    """A pipe pair as a byte stream: read from one descriptor, write to another.
+
+    For a driver whose channel is its stdin and stdout (a remote process, say,
+    reached through ``ssh`` or ``kubectl exec``): any byte stream carries frames.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    def recv_into(self, buffer: memoryview, nbytes: int) -> int:
+        """Read at most ``nbytes`` into ``buffer``; 0 at end of stream."""
+        data = os.read(self.read_fd, nbytes)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of ``data``."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.write_fd, view) :]
+
+
+def _recv_exact(sock: ByteStream, size: int) -> bytes | None:
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -150,7 +186,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def _read_one(sock: socket.socket) -> tuple[Header, bytes] | None:
+def _read_one(sock: ByteStream) -> tuple[Header, bytes] | None:
     prefix = _recv_exact(sock, PREFIX.size)
     if prefix is None:
         return None
@@ -163,8 +199,8 @@ def _read_one(sock: socket.socket) -> tuple[Header, bytes] | None:
     return decode_header(head), payload
 
 
-def read_frame(sock: socket.socket) -> tuple[Header, bytes] | None:
-    """Read one whole message from a blocking socket; ``None`` at end of stream."""
+def read_frame(sock: ByteStream) -> tuple[Header, bytes] | None:
+    """Read one whole message from a blocking byte stream; ``None`` at end of stream."""
     first = _read_one(sock)
     if first is None:
         return None

@@ -65,7 +65,7 @@ class _Pending:
 class Server:
     """Serves one host connection until it closes."""
 
-    def __init__(self, sock: socket.socket, init: dict[str, Any]) -> None:
+    def __init__(self, sock: protocol.ByteStream, init: dict[str, Any]) -> None:
         self.sock = sock
         self.send_lock = threading.Lock()
         self.workdir: str = init["workdir"]
@@ -411,8 +411,26 @@ def _after_stdlib(path: list[str]) -> int:
 
 
 def serve(fd: int) -> None:
-    """Entry point: take the channel on ``fd``, read the init frame, serve."""
-    sock = socket.socket(fileno=fd)
+    """Entry point: take the channel on socket ``fd``, read the init frame, serve."""
+    serve_on(socket.socket(fileno=fd))
+
+
+def serve_stdio() -> None:
+    """Entry point: take the channel on stdin and stdout (a pipe pair), serve.
+
+    The channel moves to descriptors of its own first, and 0 and 1 are pointed at
+    ``/dev/null``: the cells' output capture takes over 1 and 2.
+    """
+    read_fd, write_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    serve_on(protocol.PipeStream(read_fd, write_fd))
+
+
+def serve_on(sock: protocol.ByteStream) -> None:
+    """Read the init frame from ``sock``, set the process up as it says, serve."""
     first = protocol.read_frame(sock)
     if first is None:
         return
