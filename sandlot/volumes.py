@@ -37,6 +37,7 @@ import contextlib
 import os
 import posixpath
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,20 +205,29 @@ class Volume:
         inside = posixpath.normpath("/" + path).lstrip("/")
         return posixpath.join(MOUNT, inside) if inside else MOUNT
 
+    @contextlib.contextmanager
+    def _as_named(self) -> Iterator[None]:
+        """File errors of the helper sandbox, with paths as ``NAME:/path`` (not its mount)."""
+        try:
+            yield
+        except FileOperationError as exc:
+            shown = str(exc).replace(MOUNT + "/", f"{self.name}:/").replace(MOUNT, f"{self.name}:/")
+            raise type(exc)(shown) from None
+
     def ls(self, path: str = "/") -> builtins.list[FileInfo]:
         """The entries of directory ``path`` in the volume."""
-        with self._sandbox(read_only=True) as sb:
+        with self._as_named(), self._sandbox(read_only=True) as sb:
             entries: builtins.list[FileInfo] = sb.files.list(self._inside(path))
             return entries
 
     def put(self, local: str | Path, remote: str = "/") -> None:
         """Copy a host file or directory into the volume at ``remote``."""
-        with self._sandbox(read_only=False) as sb:
+        with self._as_named(), self._sandbox(read_only=False) as sb:
             sb.files.upload(local, self._inside(remote))
 
     def get(self, remote: str, local: str | Path) -> DownloadResult:
         """Copy ``remote`` from the volume to the host path ``local`` (a checked download)."""
-        with self._sandbox(read_only=True) as sb:
+        with self._as_named(), self._sandbox(read_only=True) as sb:
             result: DownloadResult = sb.files.download(self._inside(remote), local)
             return result
 
@@ -226,7 +236,7 @@ class Volume:
         inside = self._inside(path)
         if inside == MOUNT:
             raise ConfigError("to remove a whole volume, delete it (Volume.delete)")
-        with self._sandbox(read_only=False) as sb:
+        with self._as_named(), self._sandbox(read_only=False) as sb:
             if not recursive:
                 sb.files.remove(inside)
                 return

@@ -145,6 +145,9 @@ def test_the_volume_commands(tmp_path: Path, volumes_root: Path) -> None:
     assert not Volume("docs").exists()
     missing = sandlot("volume", "ls", "docs", env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert sandlot("volume", "create", "docs", env=env).returncode == 0
+    absent = sandlot("volume", "ls", "docs", "/nope", env=env)
+    assert absent.returncode == 2 and "'docs:/nope'" in absent.stderr  # not the helper's mount
 
 
 def test_volume_get_does_not_replace_a_host_path_unless_forced(
