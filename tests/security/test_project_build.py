@@ -9,6 +9,7 @@ one of these and checks that nothing ran or leaked on the host.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +27,20 @@ def build_wheel(directory, config_settings=None, metadata_directory=None):
 """
 
 
+def _exec_project(repo: Path, tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """``sandlot exec --upload REPO --project -- COMMAND`` with a cache of the test's own."""
+    return sandlot(
+        "exec",
+        "--upload",
+        str(repo),
+        "--project",
+        "--",
+        *(command or ("true",)),
+        env={"SANDLOT_CACHE": str(tmp_path / "cache")},
+        timeout=300,
+    )
+
+
 def _evil_package(root: Path, marker: Path) -> None:
     (root / "evil").mkdir(parents=True)
     (root / "evil" / "pyproject.toml").write_text(
@@ -40,16 +55,7 @@ def test_a_path_requirement_is_never_built_on_the_host(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     _evil_package(repo, marker)
     (repo / "requirements.txt").write_text("./evil\n")
-    done = sandlot(
-        "exec",
-        "--upload",
-        str(repo),
-        "--project",
-        "--",
-        "true",
-        env={"SANDLOT_CACHE": str(tmp_path / "cache")},
-        timeout=120,
-    )
+    done = _exec_project(repo, tmp_path)
     assert done.returncode == 2
     assert "installed from wheels only" in done.stderr
     assert not marker.exists()
@@ -63,16 +69,7 @@ def test_a_pyproject_path_dependency_is_never_built_on_the_host(tmp_path: Path) 
         '[project]\nname = "victim"\nversion = "0"\n'
         f'dependencies = ["evil @ file://{repo / "evil"}"]\n'
     )
-    done = sandlot(
-        "exec",
-        "--upload",
-        str(repo),
-        "--project",
-        "--",
-        "true",
-        env={"SANDLOT_CACHE": str(tmp_path / "cache")},
-        timeout=120,
-    )
+    done = _exec_project(repo, tmp_path)
     assert done.returncode == 2
     assert not marker.exists()
 
@@ -85,18 +82,7 @@ def test_the_projects_uv_configuration_does_not_steer_the_hosts_uv(tmp_path: Pat
         f'cache-dir = "{elsewhere}"\nindex-url = "http://127.0.0.1:9/simple"\n'
     )
     (repo / "requirements.txt").write_text("iniconfig\n")
-    done = sandlot(
-        "exec",
-        "--upload",
-        str(repo),
-        "--project",
-        "--",
-        "python",
-        "-c",
-        "import iniconfig",
-        env={"SANDLOT_CACHE": str(tmp_path / "cache")},
-        timeout=300,
-    )
+    done = _exec_project(repo, tmp_path, "python", "-c", "import iniconfig")
     assert done.returncode == 0, done.stderr
     assert not elsewhere.exists()
 
@@ -114,16 +100,7 @@ def test_requirements_includes_cannot_read_host_files_devices_or_loop(tmp_path: 
         repo.mkdir()
         (repo / "requirements.txt").write_text(text)
         started = time.monotonic()
-        done = sandlot(
-            "exec",
-            "--upload",
-            str(repo),
-            "--project",
-            "--",
-            "true",
-            env={"SANDLOT_CACHE": str(tmp_path / "cache")},
-            timeout=120,
-        )
+        done = _exec_project(repo, tmp_path)
         took = time.monotonic() - started
         assert "sk-host-secret-value" not in done.stdout + done.stderr, name
         assert took < 60, name  # no hang reading a device or following a loop
