@@ -167,7 +167,7 @@ def _prepared(config: SandboxConfig) -> SandboxConfig:
     """
     secret_values(config)
     spec = envs.spec_for(config, WORKDIR_INSIDE)
-    python = config.python or envs.base_python()
+    python = envs.base_python()
     if envs.ready_env(python, spec) is None:
         started = time.perf_counter()
         envs.ensure_env(python, spec, announce=say)

@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -145,8 +152,14 @@ class ModelConfig(_Strict):
         return v
 
 
+# Fields SandboxConfig once had that name host paths: LocalBackend's options now.
+MOVED_TO_LOCAL = ("workdir", "python")
+
+
 class SandboxConfig(_Strict):
-    """Everything that makes one sandbox: limits, environment, mounts, packages.
+    """Everything that makes one sandbox, whatever runs it: limits, environment, packages,
+    models, GPUs, mounts, volumes (what only one backend understands, such as a host
+    directory behind the workdir, is that backend's option: ``LocalBackend(workdir=...)``).
 
     Sizes are per sandbox as a whole (a cgroup), except ``max_file_bytes``,
     ``max_cpu_seconds`` and ``max_open_files``, which bind each process.
@@ -213,9 +226,6 @@ class SandboxConfig(_Strict):
             "{'/data': {'name': 'cache', 'read_only': True}}. They outlive sandboxes."
         ),
     )
-    workdir: str | None = Field(
-        None, description="Host directory behind the sandbox's workdir; a fresh one if None."
-    )
     gpu: int | str | None = Field(
         None, description="GPUs to pass through: a count, 'all', indices '0,1', or a name."
     )
@@ -226,7 +236,19 @@ class SandboxConfig(_Strict):
     interrupt_grace: float = Field(
         2.0, gt=0, description="Seconds code gets to stop after an interrupt before a kill."
     )
-    python: str | None = Field(None, description="Host interpreter to run; the base one if None.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """Fields only the local backend understands live in its options now."""
+        if isinstance(data, dict):
+            for name in MOVED_TO_LOCAL:
+                if name in data:
+                    raise ValueError(
+                        f"{name!r} is a host path only the local backend understands: pass "
+                        f"backend=LocalBackend({name}=...) (sandlot.backends.local) instead"
+                    )
+        return data
 
     @field_validator("mounts", mode="before")
     @classmethod
@@ -288,8 +310,3 @@ class SandboxConfig(_Strict):
             if not name or "=" in name:
                 raise ValueError(f"{name!r} is not an environment variable name")
         return v
-
-    @field_validator("workdir")
-    @classmethod
-    def _workdir(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendSpec
+from .backends import BackendSpec, resolve
+from .backends.local import LocalBackend
 from .config import SandboxConfig
+from .errors import ConfigError
 from .serving.library import Library, RemoteLibrary
 from .sync import Sandbox
 
@@ -30,8 +32,6 @@ class Workspace:
         names = [lib.name for lib in self.libraries]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            from .errors import ConfigError
-
             raise ConfigError(f"Workspace: more than one library named {', '.join(twice)}")
 
     def install(self, directory: Path) -> list[Path]:
@@ -86,8 +86,14 @@ def create_local_session(
     """
     config = config if config is not None else SandboxConfig()
     if workspace_dir is not None:
+        # A host directory behind the workdir: the local backend's option.
+        if not isinstance(resolve(backend), LocalBackend):
+            raise ConfigError(
+                "workspace_dir is a host directory: it needs the local backend "
+                "(leave backend unset, or give backend='local')"
+            )
         folder = Path(workspace_dir).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        config = config.model_copy(update={"workdir": str(folder)})
+        backend = LocalBackend(workdir=folder)
     session = Session(name, workspace or Workspace(), config, tools=tools, backend=backend)
     return session.start()

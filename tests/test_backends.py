@@ -150,3 +150,24 @@ def test_the_driver_speaks_over_a_pipe_pair_as_over_a_socket(tmp_path: Any) -> N
         assert local.stat().st_size == 3 << 20
         big = sb.run_code("print('y' * (2 << 20))")
         assert len(big.stdout) == (2 << 20) + 1 and not big.truncated
+
+
+def test_host_paths_are_the_local_backends_options_not_the_configs(tmp_path: Any) -> None:
+    for field in ("workdir", "python"):
+        with pytest.raises(sandlot.ConfigError, match=rf"pass backend=LocalBackend\({field}="):
+            SandboxConfig(**{field: "/somewhere"})
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "seed.txt").write_text("from the host")
+    with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)) as sb:
+        assert sb.files.read_text("seed.txt") == "from the host"
+        sb.files.write("made.txt", "in the sandbox")
+    assert (work / "made.txt").read_text() == "in the sandbox"  # kept after the sandbox
+
+
+def test_a_workspace_dir_needs_the_local_backend(
+    counting: type[CountingBackend], tmp_path: Any
+) -> None:
+    with pytest.raises(sandlot.ConfigError, match="workspace_dir is a host directory"):
+        sandlot.create_local_session(workspace_dir=tmp_path / "ws", backend="counting")
+    assert counting.launched == 0

@@ -510,12 +510,27 @@ class LocalLaunch:
 class LocalBackend:
     """Runs each sandbox as a child process of this host process.
 
-    ``stdio=True`` carries the driver's channel over its stdin and stdout (a
-    pipe pair) instead of a socket pair: the same frames over another byte
-    stream, as a remote driver reached through a command would speak them.
+    Its options are what only it understands, host paths:
+
+    - ``workdir``: the host directory behind the sandbox's workdir, kept after
+      the sandbox ends (locked while a sandbox uses it); a fresh temporary one
+      per sandbox when None;
+    - ``python``: the host interpreter the sandbox's environment is built on;
+      the host's base interpreter when None;
+    - ``stdio=True`` carries the driver's channel over its stdin and stdout (a
+      pipe pair) instead of a socket pair: the same frames over another byte
+      stream, as a remote driver reached through a command would speak them.
     """
 
-    def __init__(self, *, stdio: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+        stdio: bool = False,
+    ) -> None:
+        self.workdir = None if workdir is None else str(Path(workdir).expanduser().resolve())
+        self.python = python
         self.stdio = stdio
 
     async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> LocalLaunch:
@@ -542,7 +557,7 @@ class LocalBackend:
                 IsolationWarning,
                 stacklevel=3,
             )
-        base = config.python or envs.base_python()
+        base = self.python or envs.base_python()
         spec = envs.spec_for(config, WORKDIR_INSIDE)
         venv = envs.ready_env(base, spec)
         if venv is None:
@@ -551,7 +566,7 @@ class LocalBackend:
         env_vars = self._environment(config, python, venv)
 
         host_dir = _new_state_dir("box")
-        own_workdir = config.workdir is None
+        own_workdir = self.workdir is None
         drop_to: tuple[int, int] | None = None
         if iso.root and (use_bwrap or _reachable_by_others(python)):
             drop_to = (SANDBOX_UID, SANDBOX_UID)
@@ -567,7 +582,8 @@ class LocalBackend:
                 if drop_to is not None:
                     os.chown(workdir_host, *drop_to)  # fresh and empty: nothing below to walk
             else:
-                workdir_host, lock = _take_workdir(str(config.workdir), drop_to)
+                assert self.workdir is not None
+                workdir_host, lock = _take_workdir(self.workdir, drop_to)
                 passed.append(lock)
             if iso.cgroup is not None:
                 cgroup = cgroups.SandboxCgroup.create(

@@ -26,6 +26,7 @@ from conftest import strict
 
 import sandlot
 from sandlot.backends.disk import usage
+from sandlot.backends.local import LocalBackend
 
 MiB = 1 << 20
 ATTACK = (
@@ -48,8 +49,11 @@ def test_sixteen_files_of_16_mib_end_in_a_disk_death_with_the_usage_bounded(
     tmp_path: Path,
 ) -> None:
     work = _workdir(tmp_path)
-    config = strict(disk_mb=64, memory_mb=128, workdir=str(work))
-    with sandlot.Sandbox(config) as sb, pytest.raises(sandlot.SandboxDied) as died:
+    config = strict(disk_mb=64, memory_mb=128)
+    with (
+        sandlot.Sandbox(config, backend=LocalBackend(workdir=work)) as sb,
+        pytest.raises(sandlot.SandboxDied) as died,
+    ):
         sb.run_code(ATTACK)
     assert died.value.cause == "disk"
     assert "disk_mb=64" in died.value.detail
@@ -95,8 +99,11 @@ def test_files_held_with_no_name_end_in_a_disk_death_with_the_usage_bounded(
         "    open(f'held{i}', 'wb').close()\n"
         "time.sleep(5)\n"  # keep holding them: the watcher has time to see them all
     )
-    config = strict(disk_mb=32, memory_mb=128, workdir=str(work))
-    with sandlot.Sandbox(config) as sb, pytest.raises(sandlot.SandboxDied) as died:
+    config = strict(disk_mb=32, memory_mb=128)
+    with (
+        sandlot.Sandbox(config, backend=LocalBackend(workdir=work)) as sb,
+        pytest.raises(sandlot.SandboxDied) as died,
+    ):
         sb.run_code(code)  # before the fix: 192 MiB held, the workdir empty, the sandbox alive
     assert died.value.cause == "disk"
     assert "disk_mb=32" in died.value.detail
@@ -138,7 +145,9 @@ def test_one_file_past_the_limit_fails_with_efbig_and_the_sandbox_lives(tmp_path
         "os.remove('big')\n"
         "failed, size\n"
     )
-    with sandlot.Sandbox(strict(disk_mb=64, max_file_bytes=None, workdir=str(work))) as sb:
+    with sandlot.Sandbox(
+        strict(disk_mb=64, max_file_bytes=None), backend=LocalBackend(workdir=work)
+    ) as sb:
         r = sb.run_code(code)
         assert r.error is None, r.error
         assert r.value == f"('EFBIG', {64 * MiB})"  # the file size rlimit is disk_mb
@@ -162,7 +171,7 @@ def test_work_under_the_limit_is_unaffected(tmp_path: Path) -> None:
         "            f.write(b'z' * 40000)\n"
         "sum(os.path.getsize(f'd{d}/f{i}') for d in range(20) for i in range(50))\n"
     )
-    with sandlot.Sandbox(strict(disk_mb=64, workdir=str(work))) as sb:
+    with sandlot.Sandbox(strict(disk_mb=64), backend=LocalBackend(workdir=work)) as sb:
         assert sb.run_code(code).value == str(1000 * 40000)  # 38 MiB written, 15 MiB freed
         p = sb.exec("dd", "if=/dev/zero", "of=blob", "bs=1M", "count=20", "status=none")
         assert p.returncode == 0, p.stderr
@@ -173,7 +182,7 @@ def test_files_already_in_a_given_workdir_do_not_count(tmp_path: Path) -> None:
     work = _workdir(tmp_path)
     with open(work / "dataset", "wb") as f:
         f.write(os.urandom(MiB) * 48)
-    with sandlot.Sandbox(strict(disk_mb=32, workdir=str(work))) as sb:
+    with sandlot.Sandbox(strict(disk_mb=32), backend=LocalBackend(workdir=work)) as sb:
         p = sb.exec("dd", "if=/dev/zero", "of=more", "bs=1M", "count=24", "status=none")
         assert p.returncode == 0, p.stderr
         assert sb.run_code("import os; os.path.getsize('dataset') >> 20").value == "48"

@@ -28,6 +28,7 @@ from conftest import strict
 
 import sandlot
 from sandlot.backends import cgroups
+from sandlot.backends.local import LocalBackend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,15 +160,15 @@ def test_a_workdir_held_by_a_live_sandbox_is_refused(tmp_path: Path) -> None:
     Once the first sandbox ends, the workdir is free again.
     """
     work = tmp_path / "work"
-    with sandlot.Sandbox(strict(workdir=str(work))) as first:
+    with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)) as first:
         first.run_code("import os\nos.mkdir('sub')")
         started = time.monotonic()
         with pytest.raises(sandlot.ConfigError, match=re.escape(str(work)) + ".*in use"):
-            sandlot.Sandbox(strict(workdir=str(work))).start()
+            sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)).start()
         with pytest.raises(sandlot.ConfigError, match=r"inside .*workdir of a live sandbox"):
-            sandlot.Sandbox(strict(workdir=str(work / "sub"))).start()
+            sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work / "sub")).start()
         assert time.monotonic() - started < 10
-    with sandlot.Sandbox(strict(workdir=str(work))) as again:
+    with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)) as again:
         assert again.run_code("1 + 1").value == "2"
 
 
@@ -199,7 +200,7 @@ def test_links_planted_in_a_workdir_do_not_hand_host_files_over(tmp_path: Path) 
     """
     secret, secret_dir = _root_only(tmp_path)
     work = tmp_path / "work"
-    with sandlot.Sandbox(strict(workdir=str(work))) as box:
+    with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)) as box:
         r = box.run_code(
             "import os\n"
             f"os.symlink({str(secret)!r}, 'link')\n"
@@ -209,7 +210,7 @@ def test_links_planted_in_a_workdir_do_not_hand_host_files_over(tmp_path: Path) 
         )
         assert r.error is None, r.error
     os.link(secret, work / "hard")
-    with sandlot.Sandbox(strict(workdir=str(work))) as box:
+    with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)) as box:
         _still_root(secret, secret_dir)
         assert os.stat(work / "d").st_uid == 65534  # the sandbox's own tree was handed over
         r = box.run_code("open('hard', 'a').write('x')")
@@ -249,7 +250,7 @@ def test_a_directory_swapped_for_a_link_mid_start_is_not_followed(tmp_path: Path
         deadline = time.monotonic() + 20
         starts = 0
         while starts < 15 and time.monotonic() < deadline:
-            with sandlot.Sandbox(strict(workdir=str(work))):
+            with sandlot.Sandbox(strict(), backend=LocalBackend(workdir=work)):
                 starts += 1
     finally:
         stop.set()
