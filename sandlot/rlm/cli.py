@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .. import backends
 from ..console import fail, say
 
 rlm_app = typer.Typer(
@@ -104,9 +105,6 @@ EnvFileOpt = Annotated[
         "values are redacted from what the LMs see, the trajectory and the terminal.",
     ),
 ]
-
-MODES = ("local",)
-"""The values of ``niah --mode`` that exist now: ``local`` runs bubblewrap sandboxes here."""
 
 
 @dataclass(frozen=True)
@@ -294,8 +292,9 @@ def niah_command(
         str,
         typer.Option(
             "--mode",
-            help="Where the sandboxes run. Only 'local' exists now (bubblewrap sandboxes on "
-            "this machine, the LMs called from the host); 'modal' or 'ray' is refused.",
+            help="Where the sandboxes run: a backend's name (sandlot.backends; 'local', "
+            "bubblewrap sandboxes on this machine, is the one built in). The LMs are "
+            "called from the host whatever the mode.",
         ),
     ] = "local",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the haystack and needle.")] = 0,
@@ -339,10 +338,11 @@ def niah_command(
     """
     from .niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
 
-    if mode.strip().lower() not in MODES:
+    if mode.strip().lower() not in backends.names():
         fail(
             f"--mode {mode!r} does not exist in sandlot; the modes that exist now: "
-            f"{', '.join(MODES)} (bubblewrap sandboxes on this machine, LMs called from the host)"
+            f"{', '.join(backends.names())} (the backends registered in sandlot.backends; "
+            "the LMs are called from the host)"
         )
     settings = _settings(env_file, api_key_env, base_url)
     haystack, needle = make_haystack(lines, seed)
@@ -363,6 +363,7 @@ def niah_command(
             "max_time": max_time,
             "trajectory": trajectory,
             "secrets": settings.secrets,
+            "backend": mode.strip().lower(),
         },
         haystack,
         NIAH_QUERY,
