@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
+from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar, overload
 
 from .backends import BackendSpec
 from .backends.base import Backend
@@ -49,6 +49,8 @@ class Portal:
 
     def wait(self, awaitable: Awaitable[T]) -> T:
         """Like :meth:`call`, for any awaitable (a coroutine is wrapped in one)."""
+        if threading.current_thread() is self.thread and inspect.iscoroutine(awaitable):
+            awaitable.close()  # not left unawaited: call() below refuses to run it here
 
         async def run() -> T:
             return await awaitable
@@ -126,6 +128,24 @@ class blocking(Generic[P, R]):
         """Called on the class, as an unbound method: ``Sandbox.terminate(sb)``."""
         return twin._portal.wait(self.method(twin._async, *args, **kwargs))
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        """Put a plain function on the class (what ``help()`` and ``inspect`` read best).
+
+        The descriptor stays what the type checker sees; at run time the class
+        holds a function with the async method's signature, marked with this
+        descriptor as ``__blocking__``.
+        """
+        method = self.method
+
+        @functools.wraps(method)
+        def call(twin: Twin, *args: P.args, **kwargs: P.kwargs) -> R:
+            return twin._portal.wait(method(twin._async, *args, **kwargs))
+
+        call.__qualname__ = f"{owner.__qualname__}.{name}"
+        call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+        call.__blocking__ = self  # type: ignore[attr-defined]
+        setattr(owner, name, call)
+
     @overload
     def __get__(self, twin: None, owner: type) -> Self: ...
     @overload
@@ -167,6 +187,10 @@ class mirror(Generic[T]):
             return self
         value: T = getattr(twin._async, self.name)
         return value
+
+    def __set__(self, twin: Twin, value: NoReturn) -> None:
+        """Read-only, as the async object's attribute is to the twin."""
+        raise AttributeError(f"{self.name} is read from the async object; it cannot be set here")
 
 
 class Files(Twin):

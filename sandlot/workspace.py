@@ -87,13 +87,19 @@ def create_local_session(
     config = config if config is not None else SandboxConfig()
     if workspace_dir is not None:
         # A host directory behind the workdir: the local backend's option.
-        if not isinstance(resolve(backend), LocalBackend):
+        local = resolve(backend)
+        if not isinstance(local, LocalBackend):
             raise ConfigError(
                 "workspace_dir is a host directory: it needs the local backend "
                 "(leave backend unset, or give backend='local')"
             )
         folder = Path(workspace_dir).expanduser().resolve()
+        if local.workdir is not None and local.workdir != str(folder):
+            raise ConfigError(
+                f"workspace_dir {str(folder)!r} and the backend's workdir {local.workdir!r} "
+                "differ; give one of them"
+            )
         folder.mkdir(parents=True, exist_ok=True)
-        backend = LocalBackend(workdir=folder)
+        backend = LocalBackend(workdir=folder, python=local.python, stdio=local.stdio)
     session = Session(name, workspace or Workspace(), config, tools=tools, backend=backend)
     return session.start()

@@ -49,15 +49,17 @@ def test_every_public_member_of_an_async_class_has_its_blocking_twin(
 @pytest.mark.parametrize("twin", [Sandbox, SandboxPool, Files, Process])
 def test_blocking_methods_have_the_async_signature_and_docstring(twin: type) -> None:
     checked = 0
-    for name, member in vars(twin).items():
+    for name, function in vars(twin).items():
+        member = getattr(function, "__blocking__", None)
         if isinstance(member, blocking):
             source = member.method
             assert member.__doc__ == source.__doc__ and source.__doc__, name
             params = list(inspect.signature(source).parameters.values())[1:]
             assert list(member.signature.parameters.values()) == params, name
             assert inspect.iscoroutinefunction(source), name
+            assert inspect.signature(function) == inspect.signature(source), name
             checked += 1
-        elif isinstance(member, mirror) and member.__doc__ is not None:
+        elif isinstance(function, mirror) and function.__doc__ is not None:
             checked += 1
     assert checked >= 1
 
@@ -86,3 +88,13 @@ def test_the_twins_work_on_a_real_sandbox() -> None:
         assert (pool.size, pool.warm, pool.reuse) == (2, 1, False)
         pool.wait_warm()
         assert pool.stats()["idle"] >= 1
+
+
+def test_mirrored_attributes_are_read_only_and_help_shows_signatures() -> None:
+    import pydoc
+
+    sb = Sandbox(sandlot.SandboxConfig(isolation="bubblewrap"))
+    with pytest.raises(AttributeError, match="cannot be set"):
+        sb.config = sandlot.SandboxConfig()  # type: ignore[misc]
+    text = pydoc.render_doc(Sandbox, renderer=pydoc.plaintext)
+    assert "run_code(self, code: 'str', *, timeout: 'float | None' = None" in text

@@ -289,14 +289,14 @@ def niah_command(
         int, typer.Option("--num-lines", "--lines", min=1, help="Lines in the haystack.")
     ] = 100_000,
     mode: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--mode",
             help="Where the sandboxes run: a backend's name (sandlot.backends; 'local', "
             "bubblewrap sandboxes on this machine, is the one built in). The LMs are "
-            "called from the host whatever the mode.",
+            "called from the host whatever the mode. Default: $SANDLOT_BACKEND, else local.",
         ),
-    ] = "local",
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the haystack and needle.")] = 0,
     stand_in: Annotated[
         bool,
@@ -338,7 +338,7 @@ def niah_command(
     """
     from .niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
 
-    if mode.strip().lower() not in backends.names():
+    if mode is not None and mode not in backends.names():
         fail(
             f"--mode {mode!r} does not exist in sandlot; the modes that exist now: "
             f"{', '.join(backends.names())} (the backends registered in sandlot.backends; "
@@ -363,7 +363,7 @@ def niah_command(
             "max_time": max_time,
             "trajectory": trajectory,
             "secrets": settings.secrets,
-            "backend": mode.strip().lower(),
+            "backend": mode,
         },
         haystack,
         NIAH_QUERY,
