@@ -35,13 +35,14 @@ from functools import cache
 from typing import Any
 
 from ..config import SandboxConfig
-from ..errors import ConfigError, DeathCause
+from ..errors import ConfigError, DeathCause, SandboxDied
 
 READ_CHUNK = 1 << 20  # most bytes of driver output the actor yields at once
 SEND_CHUNK = 4 << 20  # most bytes the host sends in one actor call
 HIGH_WATER = 8 << 20  # queued bytes at which drain() waits ...
 LOW_WATER = 2 << 20  # ... until the queue is back down to this
 KILL_GRACE = 5.0  # seconds kill() gives the actor to end its sandbox before ray.kill
+PLACE_TRIES = 3  # placements of a sandbox whose node dies before it starts
 FINISH_TIMEOUT = 10.0  # seconds the host waits for the actor's account of the end
 
 
@@ -77,7 +78,12 @@ class SandboxActor:
             config = config.model_copy(update={"gpu": ",".join(str(g) for g in gpu_ids)})
         self.launch = await LocalBackend().launch(config, init)
         ctx = ray.get_runtime_context()
-        return {"workdir": self.launch.workdir, "node_id": ctx.get_node_id(), "pid": os.getpid()}
+        return {
+            "workdir": self.launch.workdir,
+            "node_id": ctx.get_node_id(),
+            "pid": os.getpid(),  # the actor's process
+            "sandbox_pid": self.launch.proc.pid,  # the sandbox's first process on its node
+        }
 
     async def send(self, data: bytes) -> None:
         """Write bytes to the driver."""
@@ -352,14 +358,28 @@ class RayBackend:
         self.ray.init(address=address, **{"include_dashboard": False, **self.init_options})
 
     async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> RayLaunch:
-        """Start a sandbox's actor, its driver on the actor's node, and connect to it."""
+        """Start a sandbox's actor, its driver on the actor's node, and connect to it.
+
+        An actor whose node dies before its sandbox started is placed again
+        (nothing was lost yet), up to :data:`PLACE_TRIES` times in all.
+        """
         options = actor_options(config, self.resources)
         self._connect()
-        actor = _actor_class().options(**options).remote()
-        try:
-            info = await actor.start.remote(config, init)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.ray.kill(actor, no_restart=True)
-            raise
-        return RayLaunch(actor, info)
+        lost: tuple[DeathCause, str] = ("node_lost", "")
+        for _ in range(PLACE_TRIES):
+            actor = _actor_class().options(**options).remote()
+            try:
+                info = await actor.start.remote(config, init)
+            except self.ray.exceptions.RayActorError as exc:
+                with contextlib.suppress(Exception):
+                    self.ray.kill(actor, no_restart=True)
+                lost = _lost(exc)
+                if lost[0] != "node_lost":
+                    break
+                continue
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.ray.kill(actor, no_restart=True)
+                raise
+            return RayLaunch(actor, info)
+        raise SandboxDied(lost[0], f"while starting: {lost[1]}")
