@@ -15,6 +15,9 @@ import time
 from typing import Any
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Under 'uv run' Ray would start every worker with 'uv run' too (and package this
+# directory for them): the workers here use this interpreter, as a cluster's nodes would.
+os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 
 import ray
 from ray.cluster_utils import Cluster
@@ -90,7 +93,7 @@ async def basics(node_a: str, node_b: str) -> None:
             "seconds": round(time.monotonic() - start, 2),
         }
         report["isolated"] = (
-            await sb.run_code("import os; (os.getuid(), os.path.exists('/root'), open('/etc/hostname').read().strip() if os.path.exists('/etc/hostname') else '')")
+            await sb.run_code("import os; (os.getuid(), os.path.exists('/work'), open('/etc/hostname').read().strip() if os.path.exists('/etc/hostname') else '')")
         ).value
         report["hostname"] = (await sb.exec("hostname")).stdout.strip()
     mark("basics")
@@ -170,6 +173,35 @@ def listening() -> list[str]:
     return sorted({line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()})
 
 
+def descendants(roots: list[int]) -> list[int]:
+    """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
 def main() -> None:
     cluster = Cluster(
         initialize_head=True,
@@ -195,15 +227,23 @@ def main() -> None:
             a["ActorID"] for a in ray._private.state.actors().values() if a["State"] != "DEAD"
         ]
         report["actors_total"] = len(ray._private.state.actors())
+        ray_pids += descendants(ray_pids)
     finally:
         ray.shutdown()
         cluster.shutdown()
         mark("shutdown")
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(p) for p in ray_pids + sandbox_pids):
+        time.sleep(0.1)
     report["ray_pids"] = len(ray_pids)
-    report["ray_pids_left"] = [p for p in ray_pids if os.path.exists(f"/proc/{p}")]
+    report["ray_pids_left"] = [
+        open(f"/proc/{p}/cmdline").read().replace("\0", " ")[:80] for p in ray_pids if alive(p)
+    ]
     report["sandbox_pids"] = len(set(sandbox_pids))
-    report["sandbox_pids_left"] = [p for p in set(sandbox_pids) if os.path.exists(f"/proc/{p}")]
+    report["sandbox_pids_left"] = [p for p in set(sandbox_pids) if alive(p)]
+    for pid in ray_pids + sandbox_pids:  # what is left is ours: end it by its PID
+        if alive(pid):
+            os.kill(pid, 9)
     print("REPORT " + json.dumps(report), flush=True)
 
 

@@ -36,19 +36,24 @@ def _can_unshare() -> bool:
 
 
 @pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if not _can_unshare():
         pytest.skip("needs 'unshare --net' (root) to fence the Ray cluster in")
+    out = tmp_path_factory.mktemp("ray") / "scenario.out"
     script = f"ip link set lo up && exec {sys.executable} {SCENARIO}"
-    done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
-    assert done.returncode == 0 and lines, done.stderr[-4000:] + done.stdout[-2000:]
+    # Files, not pipes: a process that outlived the scenario would hold a pipe open.
+    with out.open("w") as sink:
+        done = subprocess.run(
+            ["unshare", "--net", "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=100,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"},
+        )
+    text = out.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, text[-6000:]
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("REPORT "))
     return result
 
@@ -57,8 +62,8 @@ def test_a_sandbox_lands_where_its_resources_ask_and_works_there(report: dict[st
     assert report["placed_on"] == "b"  # RayBackend(resources={"on_b": 1}): only node b has it
     assert report["repl"] == "42" and report["repl_state"] == "40"
     assert report["workdir"] == "/workspace"
-    uid, root_visible, _ = eval(report["isolated"])  # a tuple repr from the sandbox
-    assert uid == 65534 and root_visible is False  # bubblewrap and the sandbox user, as locally
+    uid, host_tree_visible, _ = eval(report["isolated"])  # a tuple repr from the sandbox
+    assert uid == 65534 and host_tree_visible is False  # bubblewrap and the sandbox user, as locally
     assert report["hostname"] == "sandlot"
 
 
