@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -78,7 +79,9 @@ async def basics(node_a: str, node_b: str) -> None:
         start = time.monotonic()
         arrivals = []
         data = b""
-        async for chunk in sb.exec_stream("sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.3; done"):
+        async for chunk in sb.exec_stream(
+            "sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.3; done"
+        ):
             arrivals.append(round(time.monotonic() - start, 2))
             data += chunk.data
         report["stream"] = {"data": data.decode(), "arrivals": arrivals}
@@ -93,7 +96,7 @@ async def basics(node_a: str, node_b: str) -> None:
             "seconds": round(time.monotonic() - start, 2),
         }
         report["isolated"] = (
-            await sb.run_code("import os; (os.getuid(), os.path.exists('/work'), open('/etc/hostname').read().strip() if os.path.exists('/etc/hostname') else '')")
+            await sb.run_code("import os; (os.getuid(), os.path.exists('/work'))")
         ).value
         report["hostname"] = (await sb.exec("hostname")).stdout.strip()
     mark("basics")
@@ -179,7 +182,7 @@ def descendants(roots: list[int]) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = open(f"/proc/{entry}/stat").read()
+                stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
@@ -196,7 +199,7 @@ def descendants(roots: list[int]) -> list[int]:
 
 def alive(pid: int) -> bool:
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
@@ -237,7 +240,7 @@ def main() -> None:
         time.sleep(0.1)
     report["ray_pids"] = len(ray_pids)
     report["ray_pids_left"] = [
-        open(f"/proc/{p}/cmdline").read().replace("\0", " ")[:80] for p in ray_pids if alive(p)
+        Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:80] for p in ray_pids if alive(p)
     ]
     report["sandbox_pids"] = len(set(sandbox_pids))
     report["sandbox_pids_left"] = [p for p in set(sandbox_pids) if alive(p)]

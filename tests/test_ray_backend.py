@@ -49,7 +49,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             stdout=sink,
             stderr=subprocess.STDOUT,
             timeout=100,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"},
+            env={
+                **os.environ,
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+            },
         )
     text = out.read_text(errors="replace")
     lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
@@ -62,8 +66,10 @@ def test_a_sandbox_lands_where_its_resources_ask_and_works_there(report: dict[st
     assert report["placed_on"] == "b"  # RayBackend(resources={"on_b": 1}): only node b has it
     assert report["repl"] == "42" and report["repl_state"] == "40"
     assert report["workdir"] == "/workspace"
-    uid, host_tree_visible, _ = eval(report["isolated"])  # a tuple repr from the sandbox
-    assert uid == 65534 and host_tree_visible is False  # bubblewrap and the sandbox user, as locally
+    uid, host_tree_visible = eval(report["isolated"])  # a tuple repr from the sandbox
+    assert (
+        uid == 65534 and host_tree_visible is False
+    )  # bubblewrap and the sandbox user, as locally
     assert report["hostname"] == "sandlot"
 
 
