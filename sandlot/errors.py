@@ -16,6 +16,9 @@ DeathCause = Literal[
     "failed_to_start",  # the sandbox never came up
     "protocol",  # it sent a frame that breaks the protocol, so the host killed it
     "disk",  # its workdir grew past SandboxConfig.disk_mb, so the host killed it
+    # a remote backend lost the machine it ran on (a Ray node died or became unreachable);
+    # its state is gone with it (backends do not restart sandboxes)
+    "node_lost",
 ]
 
 

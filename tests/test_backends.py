@@ -48,9 +48,9 @@ def test_names_resolve_and_unknown_names_are_clear_errors(
     mine = LocalBackend()
     assert backends.resolve(mine) is mine
     with pytest.raises(
-        sandlot.ConfigError, match="unknown backend 'ray'; the backends here: local"
+        sandlot.ConfigError, match="unknown backend 'nope'; the backends here: local, ray"
     ):
-        backends.resolve("ray")
+        backends.resolve("nope")
     monkeypatch.setenv(backends.ENV_VAR, "modal")
     with pytest.raises(
         sandlot.ConfigError, match=r"unknown backend 'modal' \(from \$SANDLOT_BACKEND\)"

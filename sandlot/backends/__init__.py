@@ -29,7 +29,13 @@ def _local() -> Backend:
     return LocalBackend()
 
 
-_factories: dict[str, Callable[[], Backend]] = {"local": _local}
+def _ray() -> Backend:
+    from .ray import RayBackend  # imported on use: Ray is an extra (sandlot[ray])
+
+    return RayBackend()
+
+
+_factories: dict[str, Callable[[], Backend]] = {"local": _local, "ray": _ray}
 
 
 def register(name: str, factory: Callable[[], Backend]) -> None:

@@ -1,0 +1,259 @@
+"""A multi-node Ray cluster on this machine, driven through the Ray backend (run by
+tests/test_ray_backend.py inside a network namespace of its own).
+
+It prints one JSON object of what it saw; the test asserts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Under 'uv run' Ray would start every worker with 'uv run' too (and package this
+# directory for them): the workers here use this interpreter, as a cluster's nodes would.
+os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+
+import ray
+from ray.cluster_utils import Cluster
+
+import sandlot
+from sandlot.backends.ray import RayBackend, RayLaunch
+
+HEALTH = {  # short health checks, so a dead node is declared in seconds
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
+NODE = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
+report: dict[str, Any] = {"t": {}}
+t0 = time.monotonic()
+
+
+def mark(name: str) -> None:
+    report["t"][name] = round(time.monotonic() - t0, 2)
+
+
+def config() -> sandlot.SandboxConfig:
+    return sandlot.SandboxConfig(isolation="bubblewrap", memory_mb=512)
+
+
+def launch_of(sb: sandlot.AsyncSandbox) -> RayLaunch:
+    launch = sb._launch
+    assert isinstance(launch, RayLaunch)
+    return launch
+
+
+sandbox_pids: list[int] = []
+
+
+def seen(sb: sandlot.AsyncSandbox) -> str:
+    launch = launch_of(sb)
+    sandbox_pids.append(int(launch.info["sandbox_pid"]))
+    return launch.node_id
+
+
+async def basics(node_a: str, node_b: str) -> None:
+    host_calls: list[int] = []
+
+    def host_pid(text: str) -> dict[str, Any]:
+        host_calls.append(os.getpid())
+        return {"pid": os.getpid(), "echo": text.upper()}
+
+    on_b = RayBackend(resources={"on_b": 1})
+    env_file = Path(tempfile.mkdtemp()) / ".env"  # on the host only: the node never reads it
+    env_file.write_text("RAY_SECRET=from-the-host-env-file\n")
+    with_secret = config().model_copy(update={"env_file": str(env_file)})
+    async with sandlot.AsyncSandbox(with_secret, backend=on_b, tools={"host_pid": host_pid}) as sb:
+        report["secret"] = (await sb.run_code("import os\nos.environ['RAY_SECRET']")).value
+        report["placed_on"] = "b" if seen(sb) == node_b else "a" if seen(sb) == node_a else "?"
+        report["repl"] = (await sb.run_code("x = 20\nx + 22")).value
+        report["repl_state"] = (await sb.run_code("x * 2")).value
+        report["host_call"] = (await sb.run_code("host_pid('key')")).value
+        report["host_calls_in"] = host_calls
+        report["test_pid"] = os.getpid()
+        report["workdir"] = sb.workdir
+        start = time.monotonic()
+        arrivals = []
+        data = b""
+        async for chunk in sb.exec_stream(
+            "sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.3; done"
+        ):
+            arrivals.append(round(time.monotonic() - start, 2))
+            data += chunk.data
+        report["stream"] = {"data": data.decode(), "arrivals": arrivals}
+        blob = os.urandom(3 << 20) + b"end"
+        start = time.monotonic()
+        await sb.files.write("blob.bin", blob)
+        back = await sb.files.read("blob.bin", max_bytes=8 << 20)
+        report["files"] = {
+            "same": back == blob,
+            "size": len(back),
+            "inside": (await sb.exec("sh", "-c", "wc -c < blob.bin")).stdout.strip(),
+            "seconds": round(time.monotonic() - start, 2),
+        }
+        report["isolated"] = (
+            await sb.run_code("import os; (os.getuid(), os.path.exists('/work'))")
+        ).value
+        report["hostname"] = (await sb.exec("hostname")).stdout.strip()
+    mark("basics")
+    async with sandlot.AsyncSandbox(config(), backend=RayBackend()) as sb:
+        await sb.run_code("1")
+        seen(sb)
+        ray.kill(launch_of(sb).actor, no_restart=True)  # killed from outside sandlot
+        start = time.monotonic()
+        try:
+            await sb.run_code("2")
+            report["actor_killed"] = {"raised": None}
+        except sandlot.SandboxDied as exc:
+            report["actor_killed"] = {
+                "raised": "SandboxDied",
+                "cause": exc.cause,
+                "detail": exc.detail[:200],
+                "after_s": round(time.monotonic() - start, 2),
+            }
+    mark("actor_killed")
+
+
+async def spread(node_a: str, node_b: str) -> None:
+    nodes: list[str] = []
+
+    async def where(sb: sandlot.AsyncSandbox, i: int) -> str:
+        nodes.append(seen(sb))
+        return (await sb.run_code(f"import time; time.sleep(0.5); {i} * 3")).value
+
+    backend = RayBackend(resources={"sandbox": 1})
+    async with sandlot.AsyncSandboxPool(config(), size=4, backend=backend) as pool:
+        report["spread_results"] = await pool.map(where, range(4))
+    report["spread_nodes"] = sorted("a" if n == node_a else "b" for n in nodes)
+    mark("spread")
+
+
+async def node_loss(cluster: Cluster, worker_b: Any, node_a: str, node_b: str) -> None:
+    attempts: dict[int, list[str]] = {}
+
+    async def slow(sb: sandlot.AsyncSandbox, i: int) -> str:
+        attempts.setdefault(i, []).append("a" if seen(sb) == node_a else "b")
+        return (await sb.run_code(f"import time; time.sleep(3); {i}")).value
+
+    backend = RayBackend(resources={"sandbox": 1})
+    lone = sandlot.AsyncSandbox(config(), backend=RayBackend(resources={"on_b": 1}))
+    await lone.start()
+    report["lone_on"] = "b" if seen(lone) == node_b else "a"
+    async with sandlot.AsyncSandboxPool(config(), size=4, backend=backend) as pool:
+        mapping = asyncio.ensure_future(pool.map(slow, range(4)))
+        in_flight = asyncio.ensure_future(lone.run_code("import time; time.sleep(60)"))
+        while len(attempts) < 4:  # every item's sandbox has started: two of them on b
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(cluster.remove_node, worker_b, False)
+        mark("node_b_removed")
+        try:
+            await in_flight
+            report["lone"] = {"raised": None}
+        except sandlot.SandboxDied as exc:
+            report["lone"] = {
+                "raised": "SandboxDied",
+                "cause": exc.cause,
+                "detail": exc.detail[:300],
+                "after_s": round(time.monotonic() - killed_at, 2),
+            }
+        except Exception as exc:
+            report["lone"] = {"raised": type(exc).__name__, "detail": str(exc)[:300]}
+        await lone.terminate()
+        report["map_results"] = await mapping
+        report["map_attempts"] = attempts
+        report["map_seconds_after_kill"] = round(time.monotonic() - killed_at, 2)
+    mark("node_loss")
+
+
+def listening() -> list[str]:
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    return sorted({line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()})
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def main() -> None:
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "_system_config": HEALTH, **NODE},
+    )
+    ray_pids: list[int] = []
+    try:
+        worker_a = cluster.add_node(num_cpus=4, resources={"sandbox": 2, "on_a": 4}, **NODE)
+        worker_b = cluster.add_node(num_cpus=4, resources={"sandbox": 2, "on_b": 4}, **NODE)
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        cluster.wait_for_nodes()
+        mark("cluster_up")
+        for node in cluster.list_all_nodes():
+            for infos in node.all_processes.values():
+                ray_pids += [info.process.pid for info in infos]
+        node_a, node_b = worker_a.node_id, worker_b.node_id
+        asyncio.run(basics(node_a, node_b))
+        asyncio.run(spread(node_a, node_b))
+        report["listening"] = listening()
+        asyncio.run(node_loss(cluster, worker_b, node_a, node_b))
+        time.sleep(0.5)
+        report["actors_alive"] = [
+            a["ActorID"] for a in ray._private.state.actors().values() if a["State"] != "DEAD"
+        ]
+        report["actors_total"] = len(ray._private.state.actors())
+        ray_pids += descendants(ray_pids)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        mark("shutdown")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(p) for p in ray_pids + sandbox_pids):
+        time.sleep(0.1)
+    report["ray_pids"] = len(ray_pids)
+    report["ray_pids_left"] = [
+        Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:80] for p in ray_pids if alive(p)
+    ]
+    report["sandbox_pids"] = len(set(sandbox_pids))
+    report["sandbox_pids_left"] = [p for p in set(sandbox_pids) if alive(p)]
+    for pid in ray_pids + sandbox_pids:  # what is left is ours: end it by its PID
+        if alive(pid):
+            os.kill(pid, 9)
+    print("REPORT " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

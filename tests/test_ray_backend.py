@@ -1,0 +1,149 @@
+"""The Ray backend on a real multi-node Ray cluster, started on this machine.
+
+The whole cluster (a head and two worker nodes with resources of their own)
+runs in tests/ray_scenario.py, in a network namespace this test makes, so it
+reaches nothing beyond its own loopback and leaves nothing listening outside.
+The scenario reports what it saw as JSON; the tests here assert on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import strict
+
+import sandlot
+from sandlot import backends
+from sandlot.backends.ray import RayBackend, actor_options
+
+pytest.importorskip("ray")
+
+SCENARIO = Path(__file__).with_name("ray_scenario.py")
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if not _can_unshare():
+        pytest.skip("needs 'unshare --net' (root) to fence the Ray cluster in")
+    out = tmp_path_factory.mktemp("ray") / "scenario.out"
+    script = f"ip link set lo up && exec {sys.executable} {SCENARIO}"
+    # Files, not pipes: a process that outlived the scenario would hold a pipe open.
+    with out.open("w") as sink:
+        done = subprocess.run(
+            ["unshare", "--net", "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=100,
+            env={
+                **os.environ,
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+            },
+        )
+    text = out.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, text[-6000:]
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("REPORT "))
+    return result
+
+
+def test_a_sandbox_lands_where_its_resources_ask_and_works_there(report: dict[str, Any]) -> None:
+    assert report["placed_on"] == "b"  # RayBackend(resources={"on_b": 1}): only node b has it
+    assert report["repl"] == "42" and report["repl_state"] == "40"
+    assert report["secret"] == "'from-the-host-env-file'"  # read on the host, not the node
+    assert report["workdir"] == "/workspace"
+    uid, host_tree_visible = eval(report["isolated"])  # a tuple repr from the sandbox
+    assert (
+        uid == 65534 and host_tree_visible is False
+    )  # bubblewrap and the sandbox user, as locally
+    assert report["hostname"] == "sandlot"
+
+
+def test_host_calls_run_in_the_process_that_owns_the_sandbox(report: dict[str, Any]) -> None:
+    assert eval(report["host_call"]) == {"pid": report["test_pid"], "echo": "KEY"}
+    assert report["host_calls_in"] == [report["test_pid"]]
+
+
+def test_process_output_streams_and_files_travel_in_chunks(report: dict[str, Any]) -> None:
+    stream = report["stream"]
+    assert stream["data"] == "1\n2\n3\n4\n"
+    arrivals = stream["arrivals"]
+    assert len(arrivals) >= 3 and arrivals[-1] - arrivals[0] > 0.5  # as printed, not at the end
+    files = report["files"]
+    assert files["same"] and files["size"] == (3 << 20) + 3
+    assert files["inside"] == str((3 << 20) + 3)
+
+
+def test_a_pool_spreads_over_the_nodes_within_the_clusters_cap(report: dict[str, Any]) -> None:
+    assert report["spread_results"] == ["0", "3", "6", "9"]
+    # {"sandbox": 1} per sandbox, 2 per node: four at once must be two on each
+    assert report["spread_nodes"] == ["a", "a", "b", "b"]
+
+
+def test_a_lost_node_or_a_killed_actor_ends_the_sandbox_with_its_cause(
+    report: dict[str, Any],
+) -> None:
+    lone = report["lone"]
+    assert lone["raised"] == "SandboxDied" and lone["cause"] == "node_lost", lone
+    assert lone["after_s"] < 10, lone  # within Ray's detection time (short health checks)
+    killed = report["actor_killed"]
+    assert killed["raised"] == "SandboxDied" and killed["cause"] == "killed", killed
+
+
+def test_a_pool_map_recovers_from_a_lost_node(report: dict[str, Any]) -> None:
+    assert report["map_results"] == ["0", "1", "2", "3"]
+    attempts = report["map_attempts"]
+    retried = [a for a in attempts.values() if a[0] == "b"]
+    assert retried and all(a == ["b", "a"] for a in retried), attempts  # again, on node a
+    assert all(a == ["a"] for a in attempts.values() if a[0] == "a"), attempts
+
+
+def test_nothing_listens_beyond_loopback_and_nothing_is_left(report: dict[str, Any]) -> None:
+    assert report["listening"], "the cluster listens somewhere"
+    assert set(report["listening"]) <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}
+    assert report["actors_total"] >= 10 and report["actors_alive"] == []
+    assert report["ray_pids"] >= 5 and report["ray_pids_left"] == []
+    assert report["sandbox_pids"] >= 10 and report["sandbox_pids_left"] == []
+
+
+def test_actor_options_follow_the_config() -> None:
+    options = actor_options(strict(cpus=2, memory_mb=512, gpu=2), {"sandbox": 1})
+    assert options["num_cpus"] == 2 and options["num_gpus"] == 2
+    assert options["memory"] == 512 << 20
+    assert options["resources"] == {"sandbox": 1}
+    assert options["max_restarts"] == 0 and options["scheduling_strategy"] == "SPREAD"
+    assert actor_options(strict(), {})["num_cpus"] == 1
+    assert "num_gpus" not in actor_options(strict(), {})
+    assert actor_options(strict(gpu="0,1"), {})["num_gpus"] == 2
+    named = actor_options(strict(gpu="A100"), {})
+    assert named["num_gpus"] == 1 and "accelerator_type:A100" in named["resources"]
+    with pytest.raises(sandlot.ConfigError, match="give a count"):
+        actor_options(strict(gpu="all"), {})
+
+
+def test_ray_is_a_registered_name_and_an_extra() -> None:
+    assert "ray" in backends.names()
+    assert isinstance(backends.resolve("ray"), RayBackend)
+    # Without Ray installed, the name says how to get it.
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from sandlot import backends, ConfigError\n"
+        "try:\n    backends.resolve('ray')\nexcept ConfigError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'sandlot[ray]'" in out.stdout, out.stderr
