@@ -125,15 +125,25 @@ async def basics(node_a: str, node_b: str) -> None:
 
 async def spread(node_a: str, node_b: str) -> None:
     nodes: list[str] = []
+    running = 0
+    most = 0
 
     async def where(sb: sandlot.AsyncSandbox, i: int) -> str:
-        nodes.append(seen(sb))
-        return (await sb.run_code(f"import time; time.sleep(0.5); {i} * 3")).value
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            nodes.append(seen(sb))
+            return (await sb.run_code(f"import time; time.sleep(0.5); {i} * 3")).value
+        finally:
+            running -= 1
 
+    # The cluster holds {"sandbox": 4} in all: a pool of 6 runs at most 4 at once.
     backend = RayBackend(resources={"sandbox": 1})
-    async with sandlot.AsyncSandboxPool(config(), size=4, backend=backend) as pool:
-        report["spread_results"] = await pool.map(where, range(4))
+    async with sandlot.AsyncSandboxPool(config(), size=6, backend=backend) as pool:
+        report["spread_results"] = await pool.map(where, range(6))
     report["spread_nodes"] = sorted("a" if n == node_a else "b" for n in nodes)
+    report["spread_most_at_once"] = most
     mark("spread")
 
 
