@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,48 @@ async def spread(node_a: str, node_b: str) -> None:
     mark("spread")
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return -1.0
+
+
+async def flood(node_b: str) -> None:
+    """250 host calls of 1 MB each, none answered yet: the host must not hold them all.
+
+    The channel stops reading at its high-water mark; the Ray pump must stop
+    taking the actor's output then too, or the host holds every byte sent.
+    """
+    gate = threading.Event()
+
+    def hold(data: str) -> int:
+        gate.wait(60)
+        return len(data)
+
+    box = config().model_copy(update={"memory_mb": 1024, "max_processes": 512})
+    on_b = RayBackend(resources={"on_b": 1})
+    async with sandlot.AsyncSandbox(box, backend=on_b, tools={"hold": hold}) as sb:
+        await sb.run_code("x = 1")
+        before = rss_mb()
+        cell = asyncio.ensure_future(
+            sb.run_code(
+                "import threading\n"
+                "big = 'z' * 1_000_000\n"
+                "ts = [threading.Thread(target=hold, args=(big,)) for _ in range(250)]\n"
+                "for t in ts: t.start()\n"
+                "for t in ts: t.join()\n"
+                "'all answered'"
+            )
+        )
+        await asyncio.sleep(8)
+        report["flood_grown_mb"] = round(rss_mb() - before, 1)
+        gate.set()
+        done = await asyncio.wait_for(cell, 120)
+        report["flood_done"] = done.value if done.error is None else str(done.error)[:500]
+    mark("flood")
+
+
 async def node_loss(cluster: Cluster, worker_b: Any, node_a: str, node_b: str) -> None:
     attempts: dict[int, list[str]] = {}
 
@@ -238,6 +281,7 @@ def main() -> None:
         node_a, node_b = worker_a.node_id, worker_b.node_id
         asyncio.run(basics(node_a, node_b))
         asyncio.run(spread(node_a, node_b))
+        asyncio.run(flood(node_b))
         report["listening"] = listening()
         asyncio.run(node_loss(cluster, worker_b, node_a, node_b))
         time.sleep(0.5)

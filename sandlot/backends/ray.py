@@ -39,6 +39,7 @@ from ..errors import ConfigError, DeathCause, SandboxDied
 from ..secrets import secret_values
 
 READ_CHUNK = 1 << 20  # most bytes of driver output the actor yields at once
+OUTPUT_AHEAD = 8  # chunks the actor may yield before the host has taken them
 SEND_CHUNK = 4 << 20  # most bytes the host sends in one actor call
 HIGH_WATER = 8 << 20  # queued bytes at which drain() waits ...
 LOW_WATER = 2 << 20  # ... until the queue is back down to this
@@ -251,6 +252,26 @@ class _ActorSink:
             self.room.set()
 
 
+class _Valve(asyncio.ReadTransport):
+    """The reader's flow control for a pump that feeds it: the reader pauses the valve
+    when it holds more than twice its limit, and opens it once the channel has read
+    it down, so the host holds a bounded amount of what a sandbox sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.open.set()
+
+    def pause_reading(self) -> None:
+        self.open.clear()
+
+    def resume_reading(self) -> None:
+        self.open.set()
+
+    def is_reading(self) -> bool:
+        return self.open.is_set()
+
+
 class RayLaunch:
     """A sandbox's driver running in a Ray actor, as the host sees it."""
 
@@ -258,6 +279,8 @@ class RayLaunch:
         self.actor = actor
         self.info = info  # workdir, node_id and the actor's pid
         self.reader = asyncio.StreamReader(limit=1 << 20)
+        self._valve = _Valve()
+        self.reader.set_transport(self._valve)
         self.writer = _ActorSink(actor)
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._cause: tuple[DeathCause, str] = ("crashed", "the driver ended")
@@ -279,8 +302,13 @@ class RayLaunch:
     async def _read(self) -> None:
         code = -1
         try:
-            stream = self.actor.output.options(num_returns="streaming").remote()
+            # The actor produces at most OUTPUT_AHEAD chunks the host has not taken, and
+            # the host takes one only while the reader has room (the valve).
+            stream = self.actor.output.options(
+                num_returns="streaming", _generator_backpressure_num_objects=OUTPUT_AHEAD
+            ).remote()
             async for ref in stream:
+                await self._valve.open.wait()
                 self.reader.feed_data(await ref)
             cause, detail, code = await asyncio.wait_for(
                 self.actor.finish.remote(), FINISH_TIMEOUT + 5
