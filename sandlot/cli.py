@@ -826,7 +826,7 @@ def doctor_command() -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what is missing was reported above
-            with Sandbox() as sb:
+            with Sandbox(backend="local") as sb:  # this machine, whatever $SANDLOT_BACKEND says
                 up = time.perf_counter()
                 result = sb.run_code("1+1")
                 ran = time.perf_counter()

@@ -171,3 +171,10 @@ def test_a_workspace_dir_needs_the_local_backend(
     with pytest.raises(sandlot.ConfigError, match="workspace_dir is a host directory"):
         sandlot.create_local_session(workspace_dir=tmp_path / "ws", backend="counting")
     assert counting.launched == 0
+
+
+def test_ray_client_addresses_are_refused_with_the_reason() -> None:
+    from sandlot.backends.ray import RayBackend
+
+    with pytest.raises(sandlot.ConfigError, match=r"Ray Client \(ray://\) cannot stream"):
+        RayBackend(address="ray://127.0.0.1:10001")

@@ -374,9 +374,11 @@ class RayLaunch:
 class RayBackend:
     """Runs each sandbox as a Ray actor owned by this process, somewhere on a Ray cluster.
 
-    - ``address``: the cluster to join (``"ray://..."`` or ``"host:port"``);
+    - ``address``: the cluster to join (its GCS, ``"host:port"``, or ``"auto"``);
       when None, ``$RAY_ADDRESS``, else a local cluster that Ray starts. Ignored
-      when this process is already connected (``ray.init`` was called).
+      when this process is already connected (``ray.init`` was called). Ray
+      Client addresses (``"ray://..."``) are refused: Ray Client cannot carry
+      the streaming call that brings a sandbox's output back.
     - ``resources``: custom resources every sandbox's actor asks for, such as
       ``{"sandbox": 1}``: nodes that advertise them take sandboxes, and what
       they advertise caps how many run at once on the whole cluster.
@@ -390,6 +392,12 @@ class RayBackend:
         *,
         init_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if (address or "").startswith("ray://"):
+            raise ConfigError(
+                f"RayBackend(address={address!r}): Ray Client (ray://) cannot stream a "
+                "sandbox's output; run the host process on a node of the cluster and give "
+                "the cluster's GCS address (host:port) or 'auto'"
+            )
         self.ray = _ray()
         self.address = address
         self.resources = dict(resources or {})
