@@ -124,6 +124,23 @@ async def basics(node_a: str, node_b: str) -> None:
     mark("actor_killed")
 
 
+async def unplaceable() -> None:
+    """What no node has is refused at once, not left waiting forever."""
+    found = {}
+    for name, cfg, backend in (
+        ("custom", config(), RayBackend(resources={"no_such_thing": 1})),
+        ("gpu", config().model_copy(update={"gpu": 1}), RayBackend()),
+    ):
+        started = time.monotonic()
+        try:
+            async with sandlot.AsyncSandbox(cfg, backend=backend):
+                found[name] = {"raised": None}
+        except sandlot.ConfigError as exc:
+            found[name] = {"raised": "ConfigError", "detail": str(exc)[:200]}
+        found[name]["seconds"] = round(time.monotonic() - started, 2)
+    report["unplaceable"] = found
+
+
 async def spread(node_a: str, node_b: str) -> None:
     nodes: list[str] = []
     running = 0
@@ -280,6 +297,7 @@ def main() -> None:
                 ray_pids += [info.process.pid for info in infos]
         node_a, node_b = worker_a.node_id, worker_b.node_id
         asyncio.run(basics(node_a, node_b))
+        asyncio.run(unplaceable())
         asyncio.run(spread(node_a, node_b))
         asyncio.run(flood(node_b))
         report["listening"] = listening()

@@ -159,3 +159,11 @@ def test_a_sandbox_on_ray_cannot_make_the_host_hold_what_it_floods(
     flow control, 357 MB without it)."""
     assert report["flood_done"] == "'all answered'"
     assert report["flood_grown_mb"] < 220, report["flood_grown_mb"]
+
+
+def test_what_no_node_has_is_refused_at_once(report: dict[str, Any]) -> None:
+    for name in ("custom", "gpu"):
+        seen = report["unplaceable"][name]
+        assert seen["raised"] == "ConfigError", seen
+        assert "no node of the Ray cluster has" in seen["detail"]
+        assert seen["seconds"] < 10

@@ -383,6 +383,10 @@ class RayBackend:
       ``{"sandbox": 1}``: nodes that advertise them take sandboxes, and what
       they advertise caps how many run at once on the whole cluster.
     - ``init_options``: further keyword arguments for ``ray.init``.
+    - ``autoscaling``: when False (the default), a sandbox that asks for more
+      than any node of the cluster has (a GPU on a cluster without one, a
+      custom resource no node advertises) is a ConfigError at once, not an
+      actor that waits forever; True lets it wait for nodes an autoscaler adds.
     """
 
     def __init__(
@@ -391,6 +395,7 @@ class RayBackend:
         resources: Mapping[str, float] | None = None,
         *,
         init_options: Mapping[str, Any] | None = None,
+        autoscaling: bool = False,
     ) -> None:
         if (address or "").startswith("ray://"):
             raise ConfigError(
@@ -402,12 +407,28 @@ class RayBackend:
         self.address = address
         self.resources = dict(resources or {})
         self.init_options = dict(init_options or {})
+        self.autoscaling = autoscaling
 
     def _connect(self) -> None:
         if self.ray.is_initialized():
             return
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         self.ray.init(address=address, **{"include_dashboard": False, **self.init_options})
+
+    def _check_placeable(self, options: dict[str, Any]) -> None:
+        """Refuse a sandbox no node of the cluster could ever hold (it would wait forever)."""
+        wanted: dict[str, float] = dict(options.get("resources") or {})
+        for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
+            if options.get(key):
+                wanted[name] = float(options[key])
+        nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
+        if any(all(have.get(k, 0) >= v for k, v in wanted.items()) for have in nodes):
+            return
+        raise ConfigError(
+            f"no node of the Ray cluster has what this sandbox asks for ({wanted}); "
+            "ask for less, add such a node, or give RayBackend(autoscaling=True) to wait "
+            "for one"
+        )
 
     async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> RayLaunch:
         """Start a sandbox's actor, its driver on the actor's node, and connect to it.
@@ -418,6 +439,8 @@ class RayBackend:
         options = actor_options(config, self.resources)
         config = _host_resolved(config)
         await asyncio.to_thread(self._connect)  # ray.init blocks: not on the event loop
+        if not self.autoscaling:
+            self._check_placeable(options)
         lost: tuple[DeathCause, str] = ("node_lost", "")
         for _ in range(PLACE_TRIES):
             actor = _actor_class().options(**options).remote()
