@@ -280,6 +280,45 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
+OWNER = """
+import os, sandlot
+sb = sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap", memory_mb=512), backend="ray")
+sb.start()
+launch = sb.async_sandbox._launch
+print("OWNER", sb.run_code("6 * 7").value, launch.info["sandbox_pid"],
+      launch.actor._actor_id.hex(), flush=True)
+os._exit(0)  # no terminate: the owner just dies
+"""
+
+
+def owner_dies(address: str) -> None:
+    """Another process connects by $RAY_ADDRESS with backend="ray", then dies without ending
+    its sandbox: Ray ends the owned actor, and its sandbox's processes end with it."""
+    env = {**os.environ, "RAY_ADDRESS": address}
+    done = subprocess.run(
+        [sys.executable, "-c", OWNER], env=env, capture_output=True, text=True, timeout=120
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("OWNER ")), "")
+    if not line:
+        report["owner"] = {"error": (done.stdout + done.stderr)[-1500:]}
+        return
+    _, value, sandbox_pid, actor_id = line.split()
+    deadline = time.monotonic() + 30
+    state = "?"
+    while time.monotonic() < deadline:
+        info = ray._private.state.actors().get(actor_id, {})
+        state = info.get("State", "?")
+        if state == "DEAD" and not alive(int(sandbox_pid)):
+            break
+        time.sleep(0.2)
+    report["owner"] = {
+        "value": value,
+        "actor_state": state,
+        "sandbox_alive": alive(int(sandbox_pid)),
+    }
+    mark("owner_dies")
+
+
 def main() -> None:
     cluster = Cluster(
         initialize_head=True,
@@ -298,6 +337,7 @@ def main() -> None:
         node_a, node_b = worker_a.node_id, worker_b.node_id
         asyncio.run(basics(node_a, node_b))
         asyncio.run(unplaceable())
+        owner_dies(cluster.address)
         asyncio.run(spread(node_a, node_b))
         asyncio.run(flood(node_b))
         report["listening"] = listening()

@@ -167,3 +167,11 @@ def test_what_no_node_has_is_refused_at_once(report: dict[str, Any]) -> None:
         assert seen["raised"] == "ConfigError", seen
         assert "no node of the Ray cluster has" in seen["detail"]
         assert seen["seconds"] < 10
+
+
+def test_sandboxes_die_with_the_process_that_owns_them(report: dict[str, Any]) -> None:
+    """A second process (backend="ray", the cluster from $RAY_ADDRESS) dies mid-session."""
+    owner = report["owner"]
+    assert owner.get("value") == "42", owner
+    assert owner["actor_state"] == "DEAD"
+    assert owner["sandbox_alive"] is False
