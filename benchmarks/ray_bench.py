@@ -83,6 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import HOST_LOOP, console, ms, pct, table, timed  # noqa: E402
 
 import sandlot  # noqa: E402
+from sandlot.backends.disk import process_tree  # noqa: E402
 from sandlot.backends.ray import RayBackend, RayLaunch  # noqa: E402
 
 ISOLATED = sandlot.SandboxConfig(isolation="bubblewrap", max_output_bytes=4 << 20)
@@ -264,22 +265,8 @@ async def node_loss(cluster: Cluster, worker_b: Any, limit: float) -> dict[str, 
 
 
 def descendants(roots: list[int]) -> list[int]:
-    """Every process below ``roots``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found: list[int] = []
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
+    return sorted(set().union(*(process_tree(pid) for pid in roots)) - set(roots))
 
 
 def alive(pid: int) -> bool:

@@ -26,6 +26,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import sandlot
+from sandlot.backends.disk import process_tree
 from sandlot.backends.ray import RayBackend, RayLaunch
 
 HEALTH = {  # short health checks, so a dead node is declared in seconds
@@ -253,23 +254,7 @@ def listening() -> list[str]:
 
 def descendants(roots: list[int]) -> list[int]:
     """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = list(roots)
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return sorted(set().union(*(process_tree(pid) for pid in roots)) - set(roots))
 
 
 def alive(pid: int) -> bool:
