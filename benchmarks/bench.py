@@ -434,35 +434,38 @@ def bench_density(count: int, peer_count: int) -> None:
 # -- 6. creation rate -----------------------------------------------------------------
 
 
+def churn(make: Callable[[], None], seconds: float, workers: int = 2) -> tuple[float, list[float]]:
+    """``make`` over and over on ``workers`` threads for ``seconds``: rate, and each one's time."""
+    stop = time.monotonic() + seconds
+    took: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            make()
+            with lock:
+                took.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return len(took) / (time.perf_counter() - start), took
+
+
 def bench_rate(seconds: float, workers: int) -> None:
     """Sandboxes started (to a first result) and ended per second, sustained."""
     rows = []
-
-    def churn(make: Callable[[], None]) -> tuple[int, list[float]]:
-        stop = time.monotonic() + seconds
-        counts: list[float] = []
-        lock = threading.Lock()
-
-        def work() -> None:
-            while time.monotonic() < stop:
-                t = time.perf_counter()
-                make()
-                with lock:
-                    counts.append(time.perf_counter() - t)
-
-        threads = [threading.Thread(target=work) for _ in range(workers)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        return len(counts), counts
 
     def sandlot_one() -> None:
         with sandlot.Sandbox(ISOLATED) as sb:
             sb.run_code("1")
 
-    n, lat = churn(sandlot_one)
-    rows.append(["sandlot", "yes", f"{n / seconds:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95))])
+    rate, lat = churn(sandlot_one, seconds, workers)
+    rows.append(["sandlot", "yes", f"{rate:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95))])
     for cls in usable_peers():
 
         def peer_one(cls: Any = cls) -> None:
@@ -471,12 +474,12 @@ def bench_rate(seconds: float, workers: int) -> None:
             peer.run("1")
             peer.close()
 
-        n, lat = churn(peer_one)
+        rate, lat = churn(peer_one, seconds, workers)
         rows.append(
             [
                 cls.name,
                 yes(cls.isolated),
-                f"{n / seconds:.1f}",
+                f"{rate:.1f}",
                 ms(pct(lat, 0.5)),
                 ms(pct(lat, 0.95)),
             ]

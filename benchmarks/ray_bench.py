@@ -34,7 +34,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,10 +79,11 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import HOST_LOOP, console, ms, pct, table, timed  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bench import HOST_LOOP, churn, console, ms, pct, table, timed  # noqa: E402
+from ray_scenario import alive, descendants  # noqa: E402
 
 import sandlot  # noqa: E402
-from sandlot.backends.disk import process_tree  # noqa: E402
 from sandlot.backends.ray import RayBackend, RayLaunch  # noqa: E402
 
 ISOLATED = sandlot.SandboxConfig(isolation="bubblewrap", max_output_bytes=4 << 20)
@@ -149,28 +149,6 @@ def host_calls(backend: Any, calls: int) -> list[float]:
         sb.run_code("_timed_calls(20)")
         samples: list[float] = eval(sb.run_code(f"_timed_calls({calls})").value or "[]")
         return samples
-
-
-def churn(make: Callable[[], None], seconds: float, workers: int = 2) -> tuple[float, list[float]]:
-    """``make`` over and over on ``workers`` threads for ``seconds``: rate, and each one's time."""
-    stop = time.monotonic() + seconds
-    took: list[float] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        while time.monotonic() < stop:
-            t = time.perf_counter()
-            make()
-            with lock:
-                took.append(time.perf_counter() - t)
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return len(took) / (time.perf_counter() - start), took
 
 
 def sandlot_rate(backend: Any, seconds: float) -> tuple[float, list[float]]:
@@ -261,20 +239,7 @@ async def node_loss(cluster: Cluster, worker_b: Any, limit: float) -> dict[str, 
     return found
 
 
-# -- process bookkeeping (as in tests/ray_scenario.py) ---------------------------------
-
-
-def descendants(roots: list[int]) -> list[int]:
-    """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
-    return sorted(set().union(*(process_tree(pid) for pid in roots)) - set(roots))
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+# -- process bookkeeping: the Ray tests' own helpers ------------------------------------
 
 
 def cluster_pids(cluster: Cluster) -> list[int]:

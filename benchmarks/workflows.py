@@ -45,6 +45,14 @@ from bench import console, ms, pct, table
 from sandlot.backends import envs
 
 TESTS = 20
+PYTEST = [
+    "python",
+    "-m",
+    "pytest",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+]  # the suite, as each way runs it
 
 
 def make_project(root: Path) -> Path:
@@ -110,18 +118,13 @@ def suite(runs: int) -> None:
             str(project),
             "--project",
             "--",
-            "python",
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
+            *PYTEST,
         ]
         cache = {"SANDLOT_CACHE": str(work / "cache")}
         first = run(cli, work, cache)
         ways = {
             "bare pytest (prebuilt venv, not isolated)": (
-                [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                [str(venv / "bin" / "python"), *PYTEST[1:]],
                 {},
             ),
             "uv run --isolated --with (not isolated)": (
@@ -136,12 +139,7 @@ def suite(runs: int) -> None:
                     "pytest",
                     "--with-editable",
                     str(project),
-                    "python",
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
+                    *PYTEST,
                 ],
                 {},
             ),
