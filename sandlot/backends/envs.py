@@ -11,7 +11,9 @@ interpreter skips the host's ``.pth`` start-up hooks.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -113,7 +115,7 @@ def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
         if not project.is_dir():
             raise ConfigError(f"project {config.project!r} is not a directory")
         cwd = str(project)
-        found, text = _project_requirements(project)
+        found, text = _project_requirements(project, _manifest_stamp(project))
         packages += found.packages
         files += found.files
         key += [text]
@@ -187,8 +189,25 @@ _DEV_REQUIREMENTS = (
 )
 
 
-def _project_requirements(project: Path) -> tuple[EnvSpec, str]:
-    """The dependencies of ``project`` (what ``uv sync`` would install) and their key text."""
+def _manifest_stamp(project: Path) -> tuple[tuple[str, int, int], ...]:
+    """What a project's dependencies are read from, as (name, size, mtime): a cache key."""
+    stamp = []
+    for name in ("uv.lock", "pyproject.toml", *_DEV_REQUIREMENTS):
+        with contextlib.suppress(OSError):
+            st = (project / name).stat()
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _project_requirements(
+    project: Path, stamp: tuple[tuple[str, int, int], ...]
+) -> tuple[EnvSpec, str]:
+    """The dependencies of ``project`` (what ``uv sync`` would install) and their key text.
+
+    Read once per state of its manifests (``stamp``): every sandbox of a pool, and
+    the CLI before its sandbox, would otherwise run ``uv export`` again.
+    """
     if (project / "uv.lock").is_file() and (project / "pyproject.toml").is_file():
         done = subprocess.run(
             [
