@@ -252,7 +252,7 @@ ERROR: dict[str, Any] = {"name": str, "value": str, "traceback?": str}
 
 FROM_DRIVER: dict[str, dict[str, Any]] = {
     "ready": {"ok": bool, "pid?": int, "python?": str, "executable?": str, "error?": ERROR},
-    "chunk": {"id": ID, "stream?": ("stdout", "stderr")},
+    "chunk": {"id": ID, "stream?": ("stdout", "stderr", "kernel"), "last?": bool},
     "res": {"id": ID, "ok": bool, "error?": (None, ERROR)},
     "call": {"id": ID, "name": str, "value?": object, "vlen?": int},
 }
@@ -294,6 +294,7 @@ REPLIES: dict[str, dict[str, Any]] = {
     "exec": {"returncode": int, "killed?": (str, None), "dropped?": int, "spawn_error?": str},
     "invoke": {"value?": object, "vlen?": int},
     "define_tool": {},
+    "kernel": {"ended": ("shutdown", "cancelled", "died"), "returncode?": (int, None)},
     "write": {"size": int},
     "put_tar": {"members": int},
     "read": {"size": int},

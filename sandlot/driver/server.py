@@ -29,7 +29,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from . import codec, fileops, protocol
+from . import codec, fileops, kernel, protocol
 from .exposed import describe, exposed_functions, load_model
 from .procs import Process
 from .repl import Repl, user_traceback
@@ -41,10 +41,34 @@ CURRENT: Server | None = None  # the one server of this process, for call_host()
 
 
 def call_host(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call host function ``name`` (generated library modules use this)."""
-    if CURRENT is None:
+    """Call host function ``name`` (generated library modules use this).
+
+    In the driver's own process the call goes out on the channel; in another
+    process of the sandbox (a notebook's kernel) it goes through the driver's
+    host-call socket named by ``$SANDLOT_CALLS``.
+    """
+    if CURRENT is not None:
+        return CURRENT.call(name, args, kwargs)
+    gate = os.environ.get("SANDLOT_CALLS")
+    if not gate:
         raise ToolError(f"{name}: not inside a sandlot sandbox's interpreter")
-    return CURRENT.call(name, args, kwargs)
+    structure, data = codec.encode([list(args), kwargs], where=f"{name}() argument")
+    try:
+        answer, payload = kernel.call_through_gate(gate, name, structure, data)
+    except OSError as exc:
+        raise ToolError(f"{name}: the sandbox's driver cannot be reached ({exc})") from None
+    return _answer_value(name, answer, payload)
+
+
+def _answer_value(name: str, answer: dict[str, Any], payload: bytes) -> Any:
+    """The value of a host call's answer, or the ToolError it reports."""
+    if answer.get("ok"):
+        return codec.decode(*protocol.take_value(answer, payload))
+    err = answer.get("error") or {}
+    message = f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}"
+    if err.get("traceback"):
+        message += f"\n\nTraceback where it was raised:\n{err['traceback']}"
+    raise ToolError(message)
 
 
 class ToolError(RuntimeError):
@@ -84,6 +108,7 @@ class Server:
         self.closed = False
         self.libraries: dict[str, dict[str, tuple[Callable[..., Any], threading.Lock | None]]] = {}
         self.model_globals: dict[str, dict[str, Any]] = {}
+        self.gate: kernel.CallGate | None = None
         for tool in init.get("tools", []):
             self.define_tool(tool["name"], tool.get("doc") or "")
 
@@ -124,6 +149,12 @@ class Server:
         if self.closed:
             raise ToolError(f"{name}: the host connection is closed")
         structure, data = codec.encode([list(args), kwargs], where=f"{name}() argument")
+        return _answer_value(name, *self.call_raw(name, structure, data))
+
+    def call_raw(self, name: str, structure: Any, data: bytes) -> tuple[dict[str, Any], bytes]:
+        """Send a host call whose arguments are encoded; return the answer's header and payload."""
+        if self.closed:
+            return {"ok": False, "error": {"name": "ConnectionError", "value": "host gone"}}, b""
         cid = next(self.call_ids)
         pending = _Pending()
         self.calls[cid] = pending
@@ -136,14 +167,7 @@ class Server:
             pending.event.wait()
         finally:
             self.calls.pop(cid, None)
-        answer = pending.header
-        if answer.get("ok"):
-            return codec.decode(*protocol.take_value(answer, pending.payload))
-        err = answer.get("error") or {}
-        message = f"{name}: {err.get('name', 'Error')}: {err.get('value', '')}"
-        if err.get("traceback"):
-            message += f"\n\nTraceback where it was raised:\n{err['traceback']}"
-        raise ToolError(message)
+        return pending.header, pending.payload
 
     def define_tool(self, name: str, doc: str) -> None:
         """Put a stub named ``name`` in the REPL that calls the host function."""
@@ -169,7 +193,13 @@ class Server:
             return
         if op in ("write", "put_tar"):
             self.inboxes[rid] = queue.Queue()
-        handlers: dict[str, Callable[..., None]] = {"exec": self.run_process, "invoke": self.invoke}
+        elif op == "kernel":
+            self.inboxes[rid] = kernel.WakingQueue()
+        handlers: dict[str, Callable[..., None]] = {
+            "exec": self.run_process,
+            "invoke": self.invoke,
+            "kernel": self.run_kernel,
+        }
         target = handlers.get(str(op), self.run_file_op)
         try:
             threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
@@ -203,6 +233,23 @@ class Server:
         finally:
             self.processes.pop(rid, None)
         self.reply(rid, fields)
+
+    def run_kernel(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        """Run a Jupyter kernel and relay its messages until the host ends the request."""
+        inbox = self.inboxes[rid]
+        assert isinstance(inbox, kernel.WakingQueue)
+        try:
+            if self.gate is None:
+                self.gate = kernel.CallGate(self.call_raw)
+            env = {**self.env, **header.get("env", {}), "SANDLOT_CALLS": self.gate.path}
+            relay = kernel.KernelRelay(rid, self.workdir, env, self.send, inbox)
+            fields = relay.run()
+        except Exception as exc:
+            self.reply_error(rid, exc)
+        else:
+            self.reply(rid, fields)
+        finally:
+            self.inboxes.pop(rid, None)
 
     def run_file_op(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         op = header.get("op")

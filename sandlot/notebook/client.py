@@ -1,0 +1,416 @@
+"""Clients of the session server: start, attach to, list and end notebook sessions.
+
+Every handle talks to the session server over its Unix socket (one connection
+per handle), starting the server first if none runs. A handle that started a
+session owns it unless the session was started with ``persist=True``: closing
+that handle (or the process ending) ends the session. Any process of the same
+user can :func:`aattach` by ``session_id``; two handles on one session see one
+kernel, and each gets its own replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import SandboxConfig
+from ..errors import ConfigError, SandboxError
+from ..serving.library import Library, RemoteLibrary
+from ..workspace import Workspace
+from .execution import Execution
+from .server import MAX_LINE, SOCKET_NAME, sessions_dir
+from .session import Mode, SessionError, SessionInfo, SessionSpec, Variable, check_mode
+
+OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
+SERVER_START_TIMEOUT = 30.0
+
+
+class SessionServerError(SandboxError):
+    """The session server could not be started or reached; the message says why."""
+
+
+def _spawn_server(folder: Path) -> None:
+    """Start the session server in the background (its own session: it outlives us)."""
+    log = open(folder / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    with log:
+        subprocess.Popen(
+            [sys.executable, "-c", "from sandlot.notebook.server import main; main()"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "SANDLOT_SESSIONS_DIR": str(folder)},
+        )
+
+
+async def _open(folder: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_unix_connection(str(folder / SOCKET_NAME), limit=MAX_LINE)
+
+
+async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the session server, started first if none runs."""
+    folder = sessions_dir()
+    try:
+        return await _open(folder)
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
+    lock_fd = os.open(folder / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
+        try:
+            return await _open(folder)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        _spawn_server(folder)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                return await _open(folder)
+            except (FileNotFoundError, ConnectionRefusedError):
+                continue
+        tail = (folder / "server.log").read_text(errors="replace")[-2000:]
+        raise SessionServerError(
+            f"the session server did not start within {SERVER_START_TIMEOUT:g}s; its log "
+            f"({folder / 'server.log'}) ends with:\n{tail}"
+        )
+    finally:
+        os.close(lock_fd)
+
+
+class _Connection:
+    """One connection to the server: requests by id, their events and replies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ids = itertools.count(1)
+        self.pending: dict[int, tuple[asyncio.Future[Any], OnOutput | None]] = {}
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        reason: BaseException = SessionServerError("the session server closed the connection")
+        try:
+            while line := await self.reader.readline():
+                item = json.loads(line)
+                entry = self.pending.get(item.get("id"))
+                if entry is None:
+                    continue
+                future, on_output = entry
+                if "event" in item:
+                    if on_output is not None:
+                        with contextlib.suppress(Exception):
+                            pending = on_output(item["output"])
+                            if pending is not None:
+                                await pending
+                    continue
+                self.pending.pop(item["id"], None)
+                if future.done():
+                    continue
+                if item.get("ok"):
+                    future.set_result(item.get("result"))
+                else:
+                    err = item.get("error") or {}
+                    future.set_exception(_remote_error(err))
+        except (ValueError, ConnectionError) as exc:
+            reason = SessionServerError(f"the session server's connection broke: {exc}")
+        finally:
+            for future, _ in self.pending.values():
+                if not future.done():
+                    future.set_exception(reason)
+            self.pending.clear()
+
+    async def call(self, op: str, on_output: OnOutput | None = None, **fields: Any) -> Any:
+        rid = next(self.ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = (future, on_output)
+        if self.task.done():
+            raise SessionServerError("the connection to the session server is closed")
+        self.writer.write(json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n")
+        await self.writer.drain()
+        return await future
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+def _remote_error(err: dict[str, Any]) -> Exception:
+    kind, message = str(err.get("type", "Error")), str(err.get("message", ""))
+    if kind in ("ConfigError", "SkillError"):
+        return ConfigError(message)
+    if kind == "SessionError":
+        return SessionError(message)
+    return SessionError(f"{kind}: {message}")
+
+
+async def _connection() -> _Connection:
+    reader, writer = await connect()
+    return _Connection(reader, writer)
+
+
+class AsyncNotebookSession:
+    """A handle on a session held by the session server."""
+
+    def __init__(self, conn: _Connection, info: SessionInfo) -> None:
+        self._conn = conn
+        self.info = info
+
+    @property
+    def session_id(self) -> str:
+        """The id any process attaches by."""
+        return self.info.session_id
+
+    @property
+    def kernel_id(self) -> str | None:
+        return self.info.kernel_id
+
+    @property
+    def notebook_path(self) -> str | None:
+        """The ``.ipynb`` this session writes (notebook mode)."""
+        return self.info.notebook_path
+
+    @property
+    def mode(self) -> str:
+        return self.info.mode
+
+    @property
+    def prompt(self) -> str:
+        """What is loaded (models, skills, libraries), in words for an agent's prompt."""
+        return self.info.prompt
+
+    @property
+    def status(self) -> str:
+        """The status when last asked (:meth:`refresh` asks again)."""
+        return self.info.status
+
+    async def _call(self, op: str, on_output: OnOutput | None = None, **fields: Any) -> Any:
+        return await self._conn.call(op, on_output, session_id=self.session_id, **fields)
+
+    async def refresh(self) -> SessionInfo:
+        """Ask the server for the session's state now."""
+        self.info = SessionInfo(**await self._call("info"))
+        return self.info
+
+    async def execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        wait: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> Execution:
+        """Run ``code`` as a new cell of the notebook.
+
+        ``timeout`` interrupts the cell (and restarts the kernel if that does
+        not stop it). ``wait`` returns after that many seconds with what came so
+        far (``done`` False; :meth:`wait` gets the rest). ``on_output`` gets
+        each output as it comes.
+        """
+        data = await self._call(
+            "execute",
+            on_output,
+            code=code,
+            timeout=timeout,
+            wait=wait,
+            stream=on_output is not None,
+        )
+        return Execution.from_dict(data)
+
+    async def wait(self, wait: float | None = None, on_output: OnOutput | None = None) -> Execution:
+        """The latest cell: its end, or after ``wait`` seconds what it has so far."""
+        data = await self._call("wait", on_output, wait=wait, stream=on_output is not None)
+        return Execution.from_dict(data)
+
+    async def edit_cell(
+        self,
+        code: str,
+        cell_index: int = -1,
+        timeout: float | None = None,
+        wait: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> Execution:
+        """Replace code cell ``cell_index`` (negative counts from the end) and run it again."""
+        data = await self._call(
+            "edit",
+            on_output,
+            code=code,
+            cell_index=cell_index,
+            timeout=timeout,
+            wait=wait,
+            stream=on_output is not None,
+        )
+        return Execution.from_dict(data)
+
+    async def add_markdown(self, text: str) -> int:
+        """Add a markdown cell; return its position in the notebook."""
+        position: int = await self._call("markdown", text=text)
+        return position
+
+    async def variables(self) -> list[Variable]:
+        """The kernel's variables: name, type and a short repr (no cell is added)."""
+        return [Variable(**v) for v in await self._call("variables")]
+
+    async def interrupt(self) -> None:
+        """Interrupt the running cell."""
+        await self._call("interrupt")
+
+    async def restart(self) -> None:
+        """Restart the kernel and warm it up again (models, skills, init code)."""
+        await self._call("restart")
+
+    async def shutdown(self) -> None:
+        """End the session for every client; the notebook file stays."""
+        await self._call("shutdown")
+        await self.close()
+
+    async def exec(self, command: str, timeout: float | None = None) -> dict[str, Any]:
+        """Filesystem mode: run a shell command in the workspace."""
+        result: dict[str, Any] = await self._call("exec", command=command, timeout=timeout)
+        return result
+
+    async def read_file(self, path: str) -> str:
+        """Filesystem mode: a file's text."""
+        text: str = await self._call("read_file", path=path)
+        return text
+
+    async def write_file(self, path: str, content: str) -> int:
+        """Filesystem mode: write a file (its directories are made); return its size."""
+        size: int = await self._call("write_file", path=path, content=content)
+        return size
+
+    async def list_files(self, path: str = ".") -> list[dict[str, Any]]:
+        """Filesystem mode: a directory's entries (name, type, size)."""
+        entries: list[dict[str, Any]] = await self._call("list_files", path=path)
+        return entries
+
+    async def call_function(self, name: str, arguments: dict[str, Any]) -> Any:
+        """MCP mode: call a served function by its tool name."""
+        return await self._call("call", name=name, arguments=arguments)
+
+    async def close(self) -> None:
+        """Detach this handle (a session it started without ``persist`` ends with it)."""
+        await self._conn.close()
+
+    async def __aenter__(self) -> AsyncNotebookSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _local_libraries(workspace: Workspace | None) -> list[str]:
+    """The paths of a :class:`Workspace`'s local libraries (served ones cannot cross over)."""
+    local: list[str] = []
+    for lib in workspace.libraries if workspace else []:
+        if isinstance(lib, Library):
+            local.append(str(lib.path))
+        elif isinstance(lib, RemoteLibrary):
+            raise ConfigError(
+                f"library {lib.name!r} is served by this process; a session outlives it, so give "
+                "its interface file instead: start_session(..., serve=['interface.py'])"
+            )
+    return local
+
+
+async def astart_session(
+    config: SandboxConfig | None = None,
+    workspace: Workspace | None = None,
+    notebook: str | Path | None = None,
+    name: str | None = None,
+    *,
+    skills: Sequence[str | Path] = (),
+    init_code: str | Sequence[str] = (),
+    mode: Mode = "notebook",
+    persist: bool = False,
+    idle_timeout: float | None = 3600.0,
+    backend: str | None = None,
+    notebook_dir: str | Path | None = None,
+    serve: Sequence[str | Path] = (),
+    serve_config: SandboxConfig | None = None,
+    on_existing: str = "continue",
+    cell_timeout: float | None = None,
+) -> AsyncNotebookSession:
+    """Start a session and return a handle once it is warm.
+
+    In notebook mode the kernel has, before this returns, the config's models
+    (``model``, ``tokenizer``, or the names given), the ``skills`` (Markdown
+    files or directories of them), the workspace's libraries and the libraries
+    served from ``serve`` (interface files, each in a sandbox of its own)
+    importable, and ``init_code`` run. ``notebook`` is the ``.ipynb`` written
+    as cells run (an existing one is continued, or re-run with
+    ``on_existing="rerun"``); without it one is made in ``notebook_dir``
+    (default ``./notebooks``). ``persist=True`` lets the session outlive this
+    handle until it idles ``idle_timeout`` seconds or is shut down.
+    """
+    codes = [init_code] if isinstance(init_code, str) else list(init_code)
+    spec = SessionSpec(
+        config=config or SandboxConfig(),
+        mode=check_mode(mode),
+        name=name,
+        backend=backend,
+        notebook=None if notebook is None else str(notebook),
+        notebook_dir=None if notebook_dir is None else str(notebook_dir),
+        on_existing=on_existing,
+        skills=[str(s) for s in skills],
+        init_code=codes,
+        libraries=_local_libraries(workspace),
+        serve=[str(s) for s in serve],
+        serve_config=serve_config,
+        persist=persist,
+        idle_timeout=idle_timeout,
+        cell_timeout=cell_timeout,
+    )
+    conn = await _connection()
+    try:
+        info = await conn.call("start", spec=spec.model_dump(mode="json"))
+    except BaseException:
+        await conn.close()
+        raise
+    return AsyncNotebookSession(conn, SessionInfo(**info))
+
+
+async def aattach(session_id: str) -> AsyncNotebookSession:
+    """A handle on session ``session_id``, from any process of this user."""
+    conn = await _connection()
+    try:
+        info = await conn.call("attach", session_id=session_id)
+    except BaseException:
+        await conn.close()
+        raise
+    return AsyncNotebookSession(conn, SessionInfo(**info))
+
+
+async def alist_sessions() -> list[SessionInfo]:
+    """The sessions the session server holds (none, without starting one, if none runs)."""
+    try:
+        reader, writer = await _open(sessions_dir())
+    except (FileNotFoundError, ConnectionRefusedError):
+        return []
+    conn = _Connection(reader, writer)
+    try:
+        return [SessionInfo(**i) for i in await conn.call("list")]
+    finally:
+        await conn.close()
+
+
+async def ashutdown_session(session_id: str) -> None:
+    """End session ``session_id`` for every client."""
+    conn = await _connection()
+    try:
+        await conn.call("shutdown", session_id=session_id)
+    finally:
+        await conn.close()

@@ -1,0 +1,215 @@
+"""What running a cell gives back, built from a kernel's messages the host does not trust.
+
+:class:`Execution` is shaped like E2B's: ``stdout``, ``stderr``, ``results``
+(rich outputs, the cell's value among them), a structured ``error`` and the
+execution count, plus what sandlot adds: whether output was cut
+(``truncated``), and whether the cell ran out of time, was interrupted or cost
+the kernel a restart.
+
+:class:`Collector` turns the kernel's messages for one cell into that result
+and into the notebook's outputs at once. Every message comes from inside the
+sandbox and may be forged: only known output types with fields of the right
+types are kept, text is held to the cell's byte limit, rich data to its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+MAX_RICH_BYTES = 32 << 20  # rich data (images, HTML, JSON) one cell keeps
+MAX_MIME_TYPES = 16  # representations kept per output
+MAX_TRACEBACK_LINES = 500
+
+
+@dataclass
+class Result:
+    """One rich output: its representations by MIME type (images as base64 text)."""
+
+    data: dict[str, Any]
+    is_main_result: bool = False  # the cell's value, as opposed to a display() call
+
+    @property
+    def text(self) -> str | None:
+        """The ``text/plain`` form."""
+        value = self.data.get("text/plain")
+        return value if isinstance(value, str) else None
+
+    @property
+    def html(self) -> str | None:
+        value = self.data.get("text/html")
+        return value if isinstance(value, str) else None
+
+    @property
+    def png(self) -> bytes | None:
+        """The ``image/png`` form, decoded (None if absent or not base64)."""
+        value = self.data.get("image/png")
+        if not isinstance(value, str):
+            return None
+        try:
+            return base64.b64decode(value, validate=False)
+        except ValueError:
+            return None
+
+    def formats(self) -> list[str]:
+        """The MIME types this output has."""
+        return list(self.data)
+
+
+@dataclass
+class ExecutionError:
+    """An exception raised by a cell: its type name, message and traceback (plain text)."""
+
+    name: str
+    value: str
+    traceback: str
+
+
+@dataclass
+class Execution:
+    """The outcome of one cell."""
+
+    stdout: str = ""
+    stderr: str = ""
+    results: list[Result] = field(default_factory=list)
+    error: ExecutionError | None = None
+    execution_count: int | None = None
+    truncated: bool = False  # output past the limits was dropped
+    timed_out: bool = False
+    interrupted: bool = False
+    restarted: bool = False  # the interrupt did not take, so the kernel was restarted
+    done: bool = True  # False: still running (a partial result; wait for the rest)
+    cell_index: int | None = None  # the code cell's index in the session's notebook
+    duration: float = 0.0
+
+    @property
+    def text(self) -> str | None:
+        """The cell's value as text (its last expression), if it had one."""
+        for result in self.results:
+            if result.is_main_result:
+                return result.text
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Execution:
+        """The inverse of :meth:`to_dict`."""
+        fields = dict(data)
+        fields["results"] = [Result(**r) for r in fields.get("results", [])]
+        if fields.get("error") is not None:
+            fields["error"] = ExecutionError(**fields["error"])
+        return cls(**fields)
+
+
+def _str(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _mime_bundle(data: Any) -> tuple[dict[str, Any], int]:
+    """The representations worth keeping from a forged ``data`` field, and their size."""
+    if not isinstance(data, dict):
+        return {}, 0
+    kept: dict[str, Any] = {}
+    size = 0
+    for mime, value in list(data.items())[:MAX_MIME_TYPES]:
+        if not isinstance(mime, str) or len(mime) > 100 or "/" not in mime:
+            continue
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "".join(value)  # nbformat's multi-line strings
+        if isinstance(value, str):
+            size += len(value)
+        elif mime.endswith("json") and isinstance(value, dict | list):
+            size += len(repr(value))
+        else:
+            continue
+        kept[mime] = value
+    return kept, size
+
+
+class Collector:
+    """Builds an :class:`Execution` and the notebook outputs from one cell's iopub messages."""
+
+    def __init__(self, max_text_bytes: int, max_rich_bytes: int = MAX_RICH_BYTES) -> None:
+        self.execution = Execution(done=False)
+        self.outputs: list[dict[str, Any]] = []
+        self.text_room = max_text_bytes
+        self.rich_room = max_rich_bytes
+
+    def add(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
+        """Take one iopub message; return the notebook output it makes, if any."""
+        ex = self.execution
+        if msg_type == "stream":
+            name = content.get("name")
+            text = content.get("text")
+            if name not in ("stdout", "stderr") or not isinstance(text, str):
+                return None
+            raw = text.encode("utf-8", "replace")
+            if len(raw) > self.text_room:
+                text = raw[: max(self.text_room, 0)].decode("utf-8", "ignore")
+                ex.truncated = True
+            self.text_room -= len(text.encode())
+            if not text:
+                return None
+            if name == "stdout":
+                ex.stdout += text
+            else:
+                ex.stderr += text
+            return self._keep({"output_type": "stream", "name": name, "text": text})
+        if msg_type in ("execute_result", "display_data", "update_display_data"):
+            data, size = _mime_bundle(content.get("data"))
+            if not data:
+                return None
+            if size > self.rich_room:
+                ex.truncated = True
+                return None
+            self.rich_room -= size
+            metadata = content.get("metadata")
+            metadata = metadata if isinstance(metadata, dict) and len(repr(metadata)) < 4096 else {}
+            main = msg_type == "execute_result"
+            ex.results.append(Result(data, is_main_result=main))
+            output: dict[str, Any] = {
+                "output_type": "execute_result" if main else "display_data",
+                "data": data,
+                "metadata": metadata,
+            }
+            if main:
+                count = content.get("execution_count")
+                output["execution_count"] = count if type(count) is int else None
+            return self._keep(output)
+        if msg_type == "error":
+            tb = content.get("traceback")
+            lines = (
+                [line[:10_000] for line in tb if isinstance(line, str)]
+                if isinstance(tb, list)
+                else []
+            )
+            lines = lines[:MAX_TRACEBACK_LINES]
+            ename, evalue = _str(content.get("ename"), 1000), _str(content.get("evalue"), 10_000)
+            ex.error = ExecutionError(ename, evalue, ANSI.sub("", "\n".join(lines)))
+            return self._keep(
+                {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
+            )
+        if msg_type == "clear_output":
+            self.outputs.clear()
+            ex.results.clear()
+            return {"output_type": "clear_output"}
+        return None
+
+    def _keep(self, output: dict[str, Any]) -> dict[str, Any]:
+        self.outputs.append(output)
+        return output
+
+    def reply(self, content: dict[str, Any]) -> None:
+        """Take the ``execute_reply``: the count, and an error the iopub did not carry."""
+        count = content.get("execution_count")
+        if type(count) is int:
+            self.execution.execution_count = count
+        if content.get("status") == "error" and self.execution.error is None:
+            ename = _str(content.get("ename"), 1000) or "Error"
+            self.execution.error = ExecutionError(ename, _str(content.get("evalue"), 10_000), "")

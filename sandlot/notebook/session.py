@@ -1,0 +1,523 @@
+"""A session as its owner (the session server) holds it: sandbox, kernel, notebook file.
+
+:class:`SessionSpec` is everything a client asks for, as plain data (it crosses
+a socket); :class:`OwnedSession` makes it real. In notebook mode the sandbox runs
+a Jupyter kernel that is warm before the session is handed out: models loaded,
+skills defined, workspace libraries (served ones included) importable, init
+code run. Every cell an agent runs is written to the session's ``.ipynb`` as it
+runs. Filesystem mode has no kernel, only files and commands; mcp mode has only
+the served functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..config import SandboxConfig, _Strict
+from ..errors import ConfigError, SandboxError
+from ..sandbox import AsyncSandbox
+from ..serving.library import Library, RemoteLibrary, serve_interface
+from .document import NotebookFile
+from .execution import Collector, Execution
+from .kernel import KernelConnection, now_iso
+from .skills import Skill, load_skills, loader_code, skills_prompt
+
+Mode = Literal["notebook", "filesystem", "mcp"]
+MAX_VARIABLES_JSON = 1 << 20
+SAVE_INTERVAL = 0.5  # seconds between notebook writes while a cell prints
+
+
+class SessionError(SandboxError):
+    """A session operation failed; the message says why and what to do."""
+
+
+class SessionSpec(_Strict):
+    """What a notebook session is made of (sent by a client to the session server)."""
+
+    config: SandboxConfig = Field(default_factory=SandboxConfig)
+    mode: Mode = "notebook"
+    name: str | None = None
+    backend: str | None = None
+    notebook: str | None = Field(None, description="An existing or new .ipynb to write to.")
+    notebook_dir: str | None = Field(None, description="Where a new notebook goes.")
+    on_existing: Literal["continue", "rerun"] = "continue"
+    skills: list[str] = Field(default_factory=list)
+    init_code: list[str] = Field(default_factory=list)
+    libraries: list[str] = Field(
+        default_factory=list, description="Local .py files or package directories to import."
+    )
+    serve: list[str] = Field(
+        default_factory=list, description="Interface files whose @expose functions are served."
+    )
+    serve_config: SandboxConfig | None = Field(
+        None, description="The serving sandbox's config (default: the session's)."
+    )
+    persist: bool = False
+    idle_timeout: float | None = Field(3600.0, gt=0)
+    cell_timeout: float | None = Field(None, gt=0, description="Default timeout of each cell.")
+
+    @field_validator("notebook", "notebook_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+    @field_validator("skills", "libraries", "serve")
+    @classmethod
+    def _absolute_all(cls, v: list[str]) -> list[str]:
+        return [str(Path(p).expanduser().resolve()) for p in v]
+
+
+@dataclass
+class SessionInfo:
+    """A session as clients see it."""
+
+    session_id: str
+    kernel_id: str | None
+    name: str
+    mode: str
+    notebook_path: str | None
+    status: str
+    persist: bool
+    idle_timeout: float | None
+    created: float
+    last_activity: float
+    prompt: str
+    functions: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class Variable:
+    """A name in the kernel's namespace: its type and a short repr."""
+
+    name: str
+    type: str
+    repr: str
+
+
+def _default_notebook(spec: SessionSpec, name: str) -> Path:
+    folder = Path(spec.notebook_dir or Path.cwd() / "notebooks")
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60] or "session"
+    path = folder / f"{stamp}_{safe}.ipynb"
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stamp}_{safe}_{n}.ipynb"
+    return path
+
+
+VARIABLES_CODE = """
+def _sandlot_variables():
+    import json, types
+    shell = get_ipython()
+    hidden = shell.user_ns_hidden
+    found = []
+    for name, value in list(shell.user_ns.items()):
+        if name.startswith("_") or name in hidden or isinstance(value, types.ModuleType):
+            continue
+        try:
+            text = repr(value)
+        except Exception as exc:
+            text = f"<repr failed: {type(exc).__name__}>"
+        found.append({"name": name, "type": type(value).__name__, "repr": text[:200]})
+    print(json.dumps(found[:1000]))
+_sandlot_variables()
+del _sandlot_variables
+"""
+
+
+class OwnedSession:
+    """One session: its sandbox(es), its kernel and its notebook."""
+
+    def __init__(self, spec: SessionSpec) -> None:
+        self.spec = spec
+        self.session_id = uuid.uuid4().hex
+        self.name = spec.name or f"session-{self.session_id[:8]}"
+        self.created = self.last_activity = time.time()
+        self.status = "starting"
+        self.sandbox: AsyncSandbox | None = None
+        self.servers: list[AsyncSandbox] = []
+        self.libraries: list[RemoteLibrary] = []
+        self.kernel: KernelConnection | None = None
+        self.notebook: NotebookFile | None = None
+        self.skills: list[Skill] = []
+        self.prompt = ""
+        self.current: asyncio.Task[Execution] | None = None
+        self.collector: Collector | None = None
+        self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.lock = asyncio.Lock()  # one cell (or edit) at a time
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build everything; on failure end what was made and raise with the reason."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.shutdown()
+            raise
+        self.status = "idle"
+
+    async def _start(self) -> None:
+        spec = self.spec
+        self.skills = load_skills(spec.skills) if spec.skills else []
+        config = spec.config
+        if spec.mode == "notebook" and not any(
+            p.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() == "ipykernel"
+            for p in config.python_packages
+        ):
+            config = config.model_copy(
+                update={"python_packages": [*config.python_packages, "ipykernel"]}
+            )
+        self.sandbox = AsyncSandbox(config, backend=spec.backend)
+        await self.sandbox.start()
+        await self._install_libraries()
+        if spec.mode == "notebook":
+            await self._start_kernel()
+            await self._open_notebook()
+        self.prompt = self._prompt()
+
+    async def _install_libraries(self) -> None:
+        assert self.sandbox is not None
+        for path in self.spec.serve:
+            server = AsyncSandbox(
+                self.spec.serve_config or self.spec.config, backend=self.spec.backend
+            )
+            self.servers.append(server)
+            await server.start()
+            lib = await serve_interface(server, path, "library")
+            assert isinstance(lib, RemoteLibrary)
+            self.libraries.append(lib)
+            for function in lib.functions:
+                self.sandbox.router.add_route(f"{lib.name}.{function}", lib.route(function))
+        local = [
+            Library.from_directory(p) if Path(p).is_dir() else Library.from_file(p)
+            for p in self.spec.libraries
+        ]
+        if not local and not self.libraries:
+            return
+        with tempfile.TemporaryDirectory(prefix="sandlot-session-") as staging:
+            for item in local:
+                item.install(Path(staging))
+            for served in self.libraries:
+                served.install(Path(staging))
+            await self.sandbox.files.upload(staging, ".")
+
+    async def _start_kernel(self) -> None:
+        assert self.sandbox is not None
+        self.kernel = KernelConnection(self.sandbox)
+        await self.kernel.start()
+        await self._warm()
+
+    async def _warm(self) -> None:
+        """Load models and skills and run the init code, silently; any failure is raised."""
+        steps: list[tuple[str, str]] = []
+        for model in self.spec.config.models:
+            cfg = json.dumps(model.model_dump(mode="json"))
+            steps.append(
+                (
+                    f"loading model {model.name!r}",
+                    "from sandlot_driver.exposed import load_model as _sandlot_load\n"
+                    f"globals().update(_sandlot_load(__import__('json').loads({cfg!r})))\n"
+                    "del _sandlot_load",
+                )
+            )
+        steps += [
+            (f"loading skill {s.name!r} ({s.path})", loader_code(s))
+            for s in self.skills
+            if s.preload
+        ]
+        steps += [
+            (f"running init code #{i + 1}", code) for i, code in enumerate(self.spec.init_code)
+        ]
+        assert self.kernel is not None
+        for what, code in steps:
+            ex = await self.kernel.execute(code, silent=True, timeout=self.spec.cell_timeout)
+            if ex.error is not None:
+                raise SessionError(
+                    f"the session's kernel failed {what}: {ex.error.name}: {ex.error.value}\n"
+                    f"{ex.error.traceback[-3000:]}"
+                )
+
+    async def _open_notebook(self) -> None:
+        spec = self.spec
+        path = Path(spec.notebook) if spec.notebook else _default_notebook(spec, self.name)
+        if path.exists():
+            self.notebook = NotebookFile.open(path)
+            if spec.on_existing == "rerun":
+                for index, source in enumerate(self.notebook.code_sources()):
+                    self.notebook.replace_code(index, source)
+                    await self._run_cell(index, source, spec.cell_timeout, None)
+        else:
+            self.notebook = NotebookFile.create(path, name=self.name)
+            self.notebook.save()
+
+    def _prompt(self) -> str:
+        parts = []
+        names = [m.var_name for m in self.spec.config.models]
+        if names and self.spec.mode == "notebook":
+            listed = ", ".join(f"`{n}`" for n in names)
+            parts.append(
+                f"## Pre-loaded models\nThe kernel already holds {listed} (and their tokenizers "
+                "where loaded). Do not load them again."
+            )
+        if self.skills:
+            parts.append(skills_prompt(self.skills))
+        parts += [lib.prompt() for lib in self.libraries]
+        local = [Path(p).stem for p in self.spec.libraries]
+        if local:
+            parts.append("Local libraries you can import: " + ", ".join(f"`{n}`" for n in local))
+        return "\n\n".join(p.strip() for p in parts if p.strip())
+
+    # -- what clients see ------------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        """The session's description."""
+        return SessionInfo(
+            session_id=self.session_id,
+            kernel_id=self.kernel.kernel_id if self.kernel else None,
+            name=self.name,
+            mode=self.spec.mode,
+            notebook_path=str(self.notebook.path) if self.notebook else None,
+            status=self.kernel.status if self.kernel and self.status == "idle" else self.status,
+            persist=self.spec.persist,
+            idle_timeout=self.spec.idle_timeout,
+            created=self.created,
+            last_activity=self.last_activity,
+            prompt=self.prompt,
+            functions=self.functions(),
+        )
+
+    def functions(self) -> list[dict[str, Any]]:
+        """The served functions as MCP tools: name, description, input schema."""
+        tools = []
+        for lib in self.libraries:
+            tools += lib.mcp().tools
+        return tools
+
+    def touch(self) -> None:
+        self.last_activity = time.time()
+
+    def busy(self) -> bool:
+        return self.current is not None and not self.current.done()
+
+    def _require(self, mode: Mode) -> None:
+        if self.spec.mode != mode:
+            raise SessionError(
+                f"session {self.session_id} is in {self.spec.mode} mode; this needs {mode} mode"
+            )
+
+    # -- cells -----------------------------------------------------------------------
+
+    async def _run_cell(
+        self, index: int, code: str, timeout: float | None, collector: Collector | None
+    ) -> Execution:
+        assert self.kernel is not None and self.notebook is not None
+        notebook = self.notebook
+        assert self.sandbox is not None
+        collector = collector or Collector(self.sandbox.config.max_output_bytes)
+        started = now_iso()
+
+        async def on_output(output: dict[str, Any]) -> None:
+            if output["output_type"] != "clear_output":
+                notebook.add_output(index, output)
+                notebook.save_if_due(SAVE_INTERVAL)
+            for queue in list(self.listeners):
+                queue.put_nowait(output)
+
+        ex = await self.kernel.execute(
+            code,
+            timeout=timeout,
+            max_output_bytes=self.sandbox.config.max_output_bytes,
+            on_output=on_output,
+            collector=collector,
+        )
+        status = "ok"
+        if ex.timed_out:
+            status = "timeout"
+        elif ex.error is not None:
+            status = "interrupted" if ex.error.name == "KeyboardInterrupt" else "error"
+        notebook.finish(
+            index,
+            execution_count=ex.execution_count,
+            status=status,
+            started=started,
+            finished=now_iso(),
+        )
+        notebook.save()
+        ex.cell_index = index
+        return ex
+
+    async def start_cell(self, code: str, timeout: float | None, edit: int | None) -> None:
+        """Queue ``code`` (a new cell, or code cell ``edit`` replaced) and start it running."""
+        self._require("notebook")
+        assert self.notebook is not None
+        if self.busy():
+            raise SessionError(
+                "a cell is still running in this session: wait for it (wait_for_cell), or "
+                "interrupt it"
+            )
+        if edit is None:
+            index = self.notebook.append_code(code)
+        else:
+            try:
+                index = self.notebook.replace_code(edit, code)
+            except IndexError as exc:
+                raise SessionError(str(exc)) from None
+        self.notebook.save()
+        assert self.sandbox is not None
+        self.collector = Collector(self.sandbox.config.max_output_bytes)
+        self.collector.execution.cell_index = index
+        timeout = timeout if timeout is not None else self.spec.cell_timeout
+        self.current = asyncio.create_task(self._run_cell(index, code, timeout, self.collector))
+        self.touch()
+
+    async def wait(self, wait: float | None) -> Execution:
+        """The running cell's result when it ends, or what it has so far after ``wait`` s."""
+        task = self.current
+        if task is None:
+            raise SessionError("no cell has run in this session yet")
+        try:
+            ex = await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            assert self.collector is not None
+            snapshot = copy.deepcopy(self.collector.execution)
+            snapshot.done = False
+            return snapshot
+        self.touch()
+        return ex
+
+    async def add_markdown(self, text: str) -> int:
+        self._require("notebook")
+        assert self.notebook is not None
+        position = self.notebook.append_markdown(text)
+        self.notebook.save()
+        self.touch()
+        return position
+
+    async def variables(self) -> list[Variable]:
+        self._require("notebook")
+        assert self.kernel is not None
+        if self.busy():
+            raise SessionError("a cell is running; list variables when it ends, or interrupt it")
+        ex = await self.kernel.execute(
+            VARIABLES_CODE, silent=True, max_output_bytes=MAX_VARIABLES_JSON
+        )
+        if ex.error is not None:
+            raise SessionError(f"could not list the variables: {ex.error.name}: {ex.error.value}")
+        try:
+            found = json.loads(ex.stdout)
+        except ValueError:
+            raise SessionError("the kernel's list of variables was not JSON") from None
+        out = []
+        for item in found if isinstance(found, list) else []:
+            if isinstance(item, dict) and all(
+                isinstance(item.get(k), str) for k in ("name", "type", "repr")
+            ):
+                out.append(Variable(item["name"][:200], item["type"][:200], item["repr"][:200]))
+        self.touch()
+        return out
+
+    async def interrupt(self) -> None:
+        self._require("notebook")
+        assert self.kernel is not None
+        self.kernel.interrupt()
+        self.touch()
+
+    async def restart(self) -> None:
+        """A fresh kernel, warmed up again (models, skills, init code)."""
+        self._require("notebook")
+        assert self.kernel is not None
+        if self.current is not None and not self.current.done():
+            self.kernel.interrupt()
+        await self.kernel.restart()
+        await self._warm()
+        self.touch()
+
+    # -- filesystem and mcp modes ----------------------------------------------------
+
+    async def exec(self, command: str, timeout: float | None) -> dict[str, Any]:
+        self._require("filesystem")
+        assert self.sandbox is not None
+        result = await self.sandbox.exec("/bin/sh", "-c", command, timeout=timeout)
+        self.touch()
+        return asdict(result)
+
+    async def read_file(self, path: str) -> str:
+        self._require("filesystem")
+        assert self.sandbox is not None
+        data = await self.sandbox.files.read(path)
+        self.touch()
+        return data.decode("utf-8", "replace")
+
+    async def write_file(self, path: str, content: str) -> int:
+        self._require("filesystem")
+        assert self.sandbox is not None
+        parent = os.path.dirname(path)
+        if parent:
+            await self.sandbox.files.mkdir(parent)
+        size = await self.sandbox.files.write(path, content)
+        self.touch()
+        return size
+
+    async def list_files(self, path: str) -> list[dict[str, Any]]:
+        self._require("filesystem")
+        assert self.sandbox is not None
+        entries = await self.sandbox.files.list(path)
+        self.touch()
+        return [{"name": e.name, "type": e.type, "size": e.size} for e in entries]
+
+    async def call_function(self, name: str, arguments: dict[str, Any]) -> Any:
+        self._require("mcp")
+        for lib in self.libraries:
+            spec = lib.mcp()
+            if any(t["name"] == name for t in spec.tools):
+                result = await spec.acall_tool(name, arguments)
+                self.touch()
+                return result
+        known = [t["name"] for t in self.functions()]
+        raise SessionError(f"no served function {name!r} in this session; functions: {known}")
+
+    # -- end ---------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """End the kernel and every sandbox; the notebook file stays."""
+        self.status = "dead"
+        if self.current is not None and not self.current.done():
+            self.current.cancel()
+            with contextlib.suppress(BaseException):
+                await self.current
+        if self.kernel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.kernel.shutdown(), 10)
+        if self.notebook is not None:
+            with contextlib.suppress(OSError):
+                self.notebook.save()
+        for sandbox in [self.sandbox, *self.servers]:
+            if sandbox is not None:
+                with contextlib.suppress(Exception):
+                    await sandbox.terminate()
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode`` if it names an execution mode; ConfigError otherwise."""
+    if mode not in ("notebook", "filesystem", "mcp"):
+        raise ConfigError(f"unknown session mode {mode!r}: use 'notebook', 'filesystem' or 'mcp'")
+    return mode  # type: ignore[return-value]
