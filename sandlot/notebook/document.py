@@ -1,0 +1,283 @@
+"""The ``.ipynb`` file a notebook session writes as it runs, for a person to open in JupyterLab.
+
+The session appends each cell it runs and the outputs as they arrive, and
+saves the file now and then, so the notebook on disk follows the session and
+can be opened while it runs. Saving replaces the file atomically and never
+follows a link: what lands at the path is always a whole notebook, written
+where the host chose to write it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nbformat  # typed package, but its functions are unannotated: calls carry ignores
+from nbformat import NotebookNode
+
+from ..errors import ConfigError
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (sandlot)", "language": "python"}
+OUTPUT_TYPES = frozenset({"stream", "execute_result", "display_data", "error"})
+
+
+class NotebookFile:
+    """A notebook document on disk, kept in memory and saved on demand.
+
+    Code cells are addressed by their index among code cells (as a session
+    numbers what it ran), not by their position among all cells; ``dirty`` says
+    whether the document changed since it was last saved.
+    """
+
+    def __init__(self, path: Path, notebook: NotebookNode) -> None:
+        """Wrap ``notebook``, to be saved at ``path``; use :meth:`create` or :meth:`open`."""
+        self.path = path
+        self.dirty = False
+        self._notebook = notebook
+        self._code_positions = [
+            i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+        ]
+        self._last_save: float | None = None  # time.monotonic() of the last save
+
+    @classmethod
+    def create(cls, path: Path, *, name: str | None = None) -> NotebookFile:
+        """A new, empty notebook written at ``path``, which must not exist yet.
+
+        ``name`` (a session's name) is kept in the notebook's ``sandlot`` metadata.
+        The path is claimed with an exclusive create before the first save, so
+        two sessions cannot both take it and an existing file is never replaced.
+        """
+        path = Path(path)
+        notebook = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+        notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+        notebook.metadata["language_info"] = {"name": "python"}
+        if name is not None:
+            notebook.metadata["sandlot"] = {"name": name}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} already exists; NotebookFile.create does not overwrite a file "
+                "(open it with NotebookFile.open, or choose another path)"
+            ) from None
+        os.close(fd)
+        document = cls(path, notebook)
+        try:
+            document.save()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return document
+
+    @classmethod
+    def open(cls, path: Path) -> NotebookFile:
+        """The notebook at ``path``, upgraded to format 4.5 with an id on every cell.
+
+        A symbolic link at ``path`` is refused, since saving would replace the
+        link rather than write through it. A file nbformat cannot read as a
+        valid notebook raises :class:`ConfigError` naming it.
+        """
+        path = Path(path)
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symbolic link; open the notebook it points to instead "
+                "(saving replaces the file at the path, it does not write through links)"
+            )
+        try:  # O_NOFOLLOW: a link put there since the check above is refused too
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as file:
+                text = file.read()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not a notebook: it is not UTF-8 text ({exc})") from None
+        try:
+            notebook = nbformat.reader.reads(text)  # type: ignore[no-untyped-call]
+            version = nbformat.reader.get_version(notebook)  # type: ignore[no-untyped-call]
+            notebook = nbformat.convert(notebook, 4)  # type: ignore[no-untyped-call]
+            minor = notebook.nbformat_minor
+            if minor < 5:
+                notebook = nbformat.v4.upgrade(  # type: ignore[no-untyped-call]
+                    notebook, from_version=4, from_minor=minor
+                )
+            repaired = _repair_cell_ids(notebook)
+            nbformat.validate(notebook)
+        except Exception as exc:  # nbformat raises many kinds for a file it cannot read
+            said = str(exc) if len(str(exc)) <= 1000 else str(exc)[:1000] + " ..."
+            raise ConfigError(f"{path} is not a notebook nbformat can read: {said}") from None
+        document = cls(path, notebook)
+        document.dirty = repaired or version != (4, 5)
+        return document
+
+    # ---- cells ---------------------------------------------------------------------------
+
+    def code_sources(self) -> list[str]:
+        """The sources of the code cells, in order."""
+        return [self._cells[i].source for i in self._code_positions]
+
+    def append_code(self, source: str) -> int:
+        """Add a code cell marked running; return its index among code cells."""
+        cell = nbformat.v4.new_code_cell(source)  # type: ignore[no-untyped-call]
+        cell.metadata["sandlot"] = {"status": "running"}
+        self._cells.append(cell)
+        self._code_positions.append(len(self._cells) - 1)
+        self.dirty = True
+        return len(self._code_positions) - 1
+
+    def append_markdown(self, text: str) -> int:
+        """Add a markdown cell; return its position among all cells."""
+        self._cells.append(nbformat.v4.new_markdown_cell(text))  # type: ignore[no-untyped-call]
+        self.dirty = True
+        return len(self._cells) - 1
+
+    def code_position(self, code_index: int) -> int:
+        """The position among all cells of code cell ``code_index`` (negative: from the end)."""
+        count = len(self._code_positions)
+        if not -count <= code_index < count:
+            raise IndexError(
+                f"no code cell {code_index}: the notebook has {count} code cell"
+                f"{'' if count == 1 else 's'} (indexes {-count} to {count - 1})"
+                if count
+                else f"no code cell {code_index}: the notebook has no code cells"
+            )
+        return self._code_positions[code_index]
+
+    def replace_code(self, code_index: int, source: str) -> int:
+        """Give code cell ``code_index`` a new source, outputs cleared and marked running.
+
+        Returns the index made non-negative.
+        """
+        cell = self._code_cell(code_index)
+        cell.source = source
+        cell.outputs = []
+        cell.execution_count = None
+        cell.metadata.pop("execution", None)
+        cell.metadata["sandlot"] = {"status": "running"}
+        self.dirty = True
+        return code_index % len(self._code_positions)
+
+    def add_output(self, code_index: int, output: dict[str, Any]) -> None:
+        """Append one nbformat v4 output to code cell ``code_index``.
+
+        The output is checked against nbformat's schema first, so the saved
+        notebook stays valid whatever the kernel sent. A ``stream`` output
+        right after one of the same name is merged into it, as Jupyter does.
+        """
+        node = nbformat.from_dict(output)  # type: ignore[no-untyped-call]
+        if node.get("output_type") not in OUTPUT_TYPES:
+            raise ValueError(
+                f"output_type {node.get('output_type')!r} is not one of {sorted(OUTPUT_TYPES)}"
+            )
+        if node.output_type == "stream" and isinstance(node.get("text"), list):
+            node.text = "".join(node.text)
+        try:
+            nbformat.validate(node, ref=node.output_type, version=4, version_minor=5)
+        except nbformat.ValidationError as exc:
+            raise ValueError(f"not a valid {node.output_type} output: {exc.message}") from None
+        outputs = self._code_cell(code_index).outputs
+        last = outputs[-1] if outputs else None
+        if (
+            node.output_type == "stream"
+            and last is not None
+            and last.output_type == "stream"
+            and last.name == node.name
+        ):
+            last.text += node.text
+        else:
+            outputs.append(node)
+        self.dirty = True
+
+    def finish(
+        self,
+        code_index: int,
+        *,
+        execution_count: int | None,
+        status: str,
+        started: str | None = None,
+        finished: str | None = None,
+    ) -> None:
+        """Record how code cell ``code_index`` ended.
+
+        ``status`` ("ok", "error", "interrupted", "timeout") goes to the cell's
+        ``sandlot`` metadata; ``started`` and ``finished`` (ISO times), when
+        given, to the ``execution`` metadata JupyterLab shows as the cell's timing.
+        """
+        cell = self._code_cell(code_index)
+        cell.execution_count = execution_count
+        for output in cell.outputs:
+            if output.output_type == "execute_result":
+                output.execution_count = execution_count
+        ours = cell.metadata.get("sandlot")
+        cell.metadata["sandlot"] = {**(ours if isinstance(ours, dict) else {}), "status": status}
+        timing = {"iopub.execute_input": started, "shell.execute_reply": finished}
+        timing = {key: value for key, value in timing.items() if value is not None}
+        if timing:
+            cell.metadata["execution"] = timing
+        self.dirty = True
+
+    # ---- saving --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the notebook to ``path`` atomically, whether or not it changed.
+
+        The text goes to a new temporary file beside the path (exclusive create,
+        a random name, never through a link), is synced, and then renamed over
+        the path: a reader sees the old notebook or the new one, and a link
+        planted at the path is replaced, not followed.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(partial, flags, 0o644)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                nbformat.write(self._notebook, file)  # type: ignore[no-untyped-call]
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, self.path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        self.dirty = False
+        self._last_save = time.monotonic()
+
+    def save_if_due(self, min_interval: float) -> bool:
+        """Save if the notebook changed and ``min_interval`` seconds passed since the last save.
+
+        A cell printing thousands of lines then costs one write per interval,
+        not one per line. Returns whether it saved.
+        """
+        if not self.dirty:
+            return False
+        if self._last_save is not None and time.monotonic() - self._last_save < min_interval:
+            return False
+        self.save()
+        return True
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    @property
+    def _cells(self) -> list[NotebookNode]:
+        cells: list[NotebookNode] = self._notebook.cells
+        return cells
+
+    def _code_cell(self, code_index: int) -> NotebookNode:
+        return self._cells[self.code_position(code_index)]
+
+
+def _repair_cell_ids(notebook: NotebookNode) -> bool:
+    """Give each cell without an id, or with an id seen before, a new one; say if any changed."""
+    seen: set[str] = set()
+    changed = False
+    for cell in notebook.cells:
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or not cell_id or cell_id in seen:
+            cell_id = uuid.uuid4().hex[:8]
+            while cell_id in seen:
+                cell_id = uuid.uuid4().hex[:8]
+            cell["id"] = cell_id
+            changed = True
+        seen.add(cell_id)
+    return changed
