@@ -12,8 +12,6 @@ line to stderr and exit with status 2; a command's own exit status is passed on.
 from __future__ import annotations
 
 import ast
-import codeop
-import contextlib
 import os
 import sys
 import time
@@ -31,8 +29,9 @@ from . import __version__
 from .backends import envs
 from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
-from .console import EXIT_ERROR, Guard, expected_errors, fail, one_line, say
+from .console import EXIT_ERROR, Guard, cells_from, expected_errors, fail, one_line, read_cells, say
 from .errors import ConfigError, SandboxError
+from .notebook.cli import sessions_app
 from .results import CodeResult
 from .rlm.cli import rlm_app
 from .secrets import Redactor, read_env_file, secret_values
@@ -72,6 +71,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(rlm_app, name="rlm")
+app.add_typer(sessions_app, name="sessions")
 
 
 # -- output and errors ---------------------------------------------------------
@@ -488,53 +488,6 @@ def run_command(
 # -- the REPL ------------------------------------------------------------------
 
 
-def _cells_from(text: str) -> list[str]:
-    """Piped input as cells: groups of lines separated by blank lines."""
-    cells: list[list[str]] = [[]]
-    for line in text.splitlines():
-        if line.strip():
-            cells[-1].append(line)
-        elif cells[-1]:
-            cells.append([])
-    return ["\n".join(cell) for cell in cells if cell]
-
-
-def _needs_more(source: str) -> bool:
-    """True when ``source`` is an unfinished statement, as Python's own prompt judges it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return codeop.compile_command(source, "<cell>", "single") is None
-        except (SyntaxError, ValueError, OverflowError):
-            return False  # let the sandbox report it
-
-
-def _read_cells() -> Iterator[str]:
-    """Cells typed at ``>>> `` / ``... `` prompts, until end of input."""
-    with contextlib.suppress(ImportError):
-        import readline  # noqa: F401  (line editing and history for input())
-    lines: list[str] = []
-    while True:
-        try:
-            line = input("... " if lines else ">>> ")
-        except EOFError:
-            print()
-            if lines:
-                yield "\n".join(lines)
-            return
-        except KeyboardInterrupt:
-            print("\nKeyboardInterrupt")
-            lines = []
-            continue
-        lines.append(line)
-        source = "\n".join(lines)
-        if not source.strip():
-            lines = []
-        elif not _needs_more(source):
-            lines = []
-            yield source
-
-
 def _run_cell(sb: Sandbox, code: str, interruptible: bool) -> CodeResult | None:
     """Run one cell; with ``interruptible``, Ctrl-C interrupts the cell, not the REPL."""
     if not interruptible:
@@ -582,7 +535,7 @@ def repl_command(
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     cells: Iterator[str] | list[str]
-    cells = _read_cells() if interactive else _cells_from(sys.stdin.read())
+    cells = read_cells() if interactive else cells_from(sys.stdin.read())
     with expected_errors() as guard:
         config, upload, redactor = _sandbox_config(
             guard,

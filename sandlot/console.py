@@ -7,7 +7,9 @@ print one ``sandlot: error: ...`` line and exit with status 2.
 
 from __future__ import annotations
 
+import codeop
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -73,3 +75,50 @@ def expected_errors() -> Iterator[Guard]:
         fail(guard.hide(str(exc)) or type(exc).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+
+
+def cells_from(text: str) -> list[str]:
+    """Piped input as cells: groups of lines separated by blank lines."""
+    cells: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.strip():
+            cells[-1].append(line)
+        elif cells[-1]:
+            cells.append([])
+    return ["\n".join(cell) for cell in cells if cell]
+
+
+def needs_more(source: str) -> bool:
+    """True when ``source`` is an unfinished statement, as Python's own prompt judges it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return codeop.compile_command(source, "<cell>", "single") is None
+        except (SyntaxError, ValueError, OverflowError):
+            return False  # let the sandbox report it
+
+
+def read_cells() -> Iterator[str]:
+    """Cells typed at ``>>> `` / ``... `` prompts, until end of input."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    lines: list[str] = []
+    while True:
+        try:
+            line = input("... " if lines else ">>> ")
+        except EOFError:
+            print()
+            if lines:
+                yield "\n".join(lines)
+            return
+        except KeyboardInterrupt:
+            print("\nKeyboardInterrupt")
+            lines = []
+            continue
+        lines.append(line)
+        source = "\n".join(lines)
+        if not source.strip():
+            lines = []
+        elif not needs_more(source):
+            lines = []
+            yield source
