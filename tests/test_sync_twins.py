@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import sandlot
+from sandlot.notebook import AsyncNotebookSession, NotebookSession
 from sandlot.sandbox import AsyncProcess
 from sandlot.sync import Files, Process, Sandbox, SandboxPool, blocking, mirror
 
@@ -26,11 +27,13 @@ def _public(obj: Any) -> set[str]:
 def _pairs() -> list[tuple[Any, type]]:
     async_sandbox = sandlot.AsyncSandbox()
     process = AsyncProcess.__new__(AsyncProcess)
+    session = AsyncNotebookSession.__new__(AsyncNotebookSession)
     return [
         (async_sandbox, Sandbox),
         (sandlot.AsyncSandboxPool(), SandboxPool),
         (async_sandbox.files, Files),
         (process, Process),
+        (session, NotebookSession),
     ]
 
 
@@ -46,7 +49,7 @@ def test_every_public_member_of_an_async_class_has_its_blocking_twin(
     assert not missing, f"{twin.__name__} lacks {missing}: add blocking()/mirror() entries"
 
 
-@pytest.mark.parametrize("twin", [Sandbox, SandboxPool, Files, Process])
+@pytest.mark.parametrize("twin", [Sandbox, SandboxPool, Files, Process, NotebookSession])
 def test_blocking_methods_have_the_async_signature_and_docstring(twin: type) -> None:
     checked = 0
     for name, function in vars(twin).items():
