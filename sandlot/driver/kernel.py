@@ -308,7 +308,7 @@ class KernelRelay:
 class CallGate:
     """A Unix socket through which the kernel's processes call host functions.
 
-    Each connection carries frames ``{"name": ..., "value": ...}`` + payload (a
+    Each connection carries frames ``{"t": "call", "name": ..., "value": ...}`` + payload (a
     host call's arguments, encoded by the caller) and gets back the host's
     answer frame as it came.
     """
@@ -336,9 +336,10 @@ class CallGate:
             try:
                 while (frame := protocol.read_frame(conn)) is not None:
                     header, payload = frame
-                    answer, data = self.call_raw(
-                        str(header.get("name")), header.get("value"), payload
-                    )
+                    structure, data = protocol.take_value(header, payload)
+                    answer, data = self.call_raw(str(header.get("name")), structure, data)
+                    # A frame needs its kind; encode counts the parts again.
+                    answer = {k: v for k, v in answer.items() if k != "parts"} | {"t": "ret"}
                     conn.sendall(protocol.encode(answer, data))
             except (OSError, protocol.ProtocolError):
                 return
@@ -362,7 +363,7 @@ def call_through_gate(
         conn.connect(path)
         _local.conn = conn
     try:
-        conn.sendall(protocol.encode({"name": name, "value": structure}, data))
+        conn.sendall(protocol.encode({"t": "call", "name": name, "value": structure}, data))
         frame = protocol.read_frame(conn)
     except OSError:
         _local.conn = None

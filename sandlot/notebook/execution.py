@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-MAX_RICH_BYTES = 32 << 20  # rich data (images, HTML, JSON) one cell keeps
+JSON_MIME = re.compile(r"application/(.*\+)?json")  # nbformat lets only these hold JSON data
+MAX_RICH_BYTES = 32 << 20  # rich data (images, HTML, JSON) and tracebacks one cell keeps
+MAX_RICH_OUTPUTS = 1000  # rich outputs and errors one cell keeps (empty ones cost no bytes)
 MAX_MIME_TYPES = 16  # representations kept per output
 MAX_TRACEBACK_LINES = 500
 
@@ -124,7 +126,7 @@ def _mime_bundle(data: Any) -> tuple[dict[str, Any], int]:
             value = "".join(value)  # nbformat's multi-line strings
         if isinstance(value, str):
             size += len(value)
-        elif mime.endswith("json") and isinstance(value, dict | list):
+        elif JSON_MIME.fullmatch(mime) and isinstance(value, dict | list):
             size += len(repr(value))
         else:
             continue
@@ -137,9 +139,9 @@ class Collector:
 
     def __init__(self, max_text_bytes: int, max_rich_bytes: int = MAX_RICH_BYTES) -> None:
         self.execution = Execution(done=False)
-        self.outputs: list[dict[str, Any]] = []
         self.text_room = max_text_bytes
         self.rich_room = max_rich_bytes
+        self.rich_outputs = 0
 
     def add(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
         """Take one iopub message; return the notebook output it makes, if any."""
@@ -160,15 +162,13 @@ class Collector:
                 ex.stdout += text
             else:
                 ex.stderr += text
-            return self._keep({"output_type": "stream", "name": name, "text": text})
+            return {"output_type": "stream", "name": name, "text": text}
         if msg_type in ("execute_result", "display_data", "update_display_data"):
             data, size = _mime_bundle(content.get("data"))
             if not data:
                 return None
-            if size > self.rich_room:
-                ex.truncated = True
+            if not self._room_for(size):
                 return None
-            self.rich_room -= size
             metadata = content.get("metadata")
             metadata = metadata if isinstance(metadata, dict) and len(repr(metadata)) < 4096 else {}
             main = msg_type == "execute_result"
@@ -181,7 +181,7 @@ class Collector:
             if main:
                 count = content.get("execution_count")
                 output["execution_count"] = count if type(count) is int else None
-            return self._keep(output)
+            return output
         if msg_type == "error":
             tb = content.get("traceback")
             lines = (
@@ -192,18 +192,22 @@ class Collector:
             lines = lines[:MAX_TRACEBACK_LINES]
             ename, evalue = _str(content.get("ename"), 1000), _str(content.get("evalue"), 10_000)
             ex.error = ExecutionError(ename, evalue, ANSI.sub("", "\n".join(lines)))
-            return self._keep(
-                {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
-            )
+            if not self._room_for(len(ename) + len(evalue) + sum(map(len, lines))):
+                return None
+            return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
         if msg_type == "clear_output":
-            self.outputs.clear()
             ex.results.clear()
             return {"output_type": "clear_output"}
         return None
 
-    def _keep(self, output: dict[str, Any]) -> dict[str, Any]:
-        self.outputs.append(output)
-        return output
+    def _room_for(self, size: int) -> bool:
+        """Whether one more rich output or error of ``size`` fits; if so, count it."""
+        if size > self.rich_room or self.rich_outputs >= MAX_RICH_OUTPUTS:
+            self.execution.truncated = True
+            return False
+        self.rich_room -= size
+        self.rich_outputs += 1
+        return True
 
     def reply(self, content: dict[str, Any]) -> None:
         """Take the ``execute_reply``: the count, and an error the iopub did not carry."""

@@ -31,6 +31,9 @@ from .execution import Collector, Execution, ExecutionError
 
 MAX_KERNEL_MESSAGE = 64 << 20  # the largest message a kernel may send, all its chunks together
 PROTOCOL_VERSION = "5.3"
+# Seconds of quiet after a cell's reply before its outputs are taken as complete. iopub is
+# a socket of its own: a big output ahead of the idle status can arrive well after the reply.
+IDLE_GRACE = 5.0
 
 OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -260,8 +263,8 @@ class KernelConnection:
         replied = idle = False
         while not (replied and idle):
             left = None if deadline is None else deadline - loop.time()
-            if replied:  # the idle status follows the reply closely; do not wait for ever
-                left = 1.0 if left is None else min(left, 1.0)
+            if replied:  # the idle status follows the reply; do not wait for ever
+                left = IDLE_GRACE if left is None else min(left, IDLE_GRACE)
             try:
                 channel, msg = await asyncio.wait_for(queue.get(), left)
             except TimeoutError:
@@ -269,6 +272,14 @@ class KernelConnection:
             if channel == "ended":
                 collector.execution.error = ExecutionError(
                     "KernelDied", f"the kernel ended while the cell ran{self._words()}", ""
+                )
+                return True
+            if channel == "restarted":  # no reply will come from the kernel that is gone
+                collector.execution.restarted = True
+                collector.execution.error = collector.execution.error or ExecutionError(
+                    "KernelRestarted",
+                    "the kernel was restarted while the cell ran (its variables are gone)",
+                    "",
                 )
                 return True
             header = msg.get("header")
@@ -307,6 +318,8 @@ class KernelConnection:
                 event = await asyncio.wait_for(self._relay_events.get(), timeout)
                 if event["relay"] == "started":
                     break
+            for queue in self._waiters.values():  # a running cell's kernel is gone: wake it
+                queue.put_nowait(("restarted", {}))
             await self._wait_ready(timeout)
         else:
             await self._close_request()

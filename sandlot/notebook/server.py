@@ -77,8 +77,11 @@ class Server:
         tasks: set[asyncio.Task[None]] = set()
 
         async def send(item: dict[str, Any]) -> None:
+            line = _line(item)
+            if line is None:
+                return
             async with lock:
-                writer.write(json.dumps(item).encode() + b"\n")
+                writer.write(line)
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
 
@@ -164,9 +167,9 @@ class Server:
                 edit = req.get("cell_index") if op == "edit" else None
                 await session.start_cell(str(req["code"]), req.get("timeout"), edit)
             queue: asyncio.Queue[dict[str, Any]] | None = None
-            if req.get("stream"):
+            if req.get("stream") and session.current is not None:
                 queue = asyncio.Queue()
-                session.listeners.add(queue)
+                session.listeners[queue] = session.current
             try:
                 waiter = asyncio.create_task(session.wait(req.get("wait")))
                 while queue is not None and not waiter.done():
@@ -183,7 +186,7 @@ class Server:
                 ex: Execution = await waiter
             finally:
                 if queue is not None:
-                    session.listeners.discard(queue)
+                    session.listeners.pop(queue, None)
             return ex.to_dict()
         if op == "markdown":
             return await session.add_markdown(str(req["text"]))
@@ -258,6 +261,24 @@ class Server:
             for sid in list(self.sessions):
                 await self.end_session(sid)
             print("sandlot session server stopped", flush=True)
+
+
+def _line(item: dict[str, Any]) -> bytes | None:
+    """``item`` as one line for a client, within the client's line limit.
+
+    A reply too long becomes an error that says so (the cell's outputs are in
+    the notebook); a streamed output too long is left out (the reply carries it).
+    """
+    line = json.dumps(item, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+    if len(line) < MAX_LINE:
+        return line
+    if "event" in item:
+        return None
+    error = SessionError(
+        f"the reply is {len(line)} bytes, over the session socket's {MAX_LINE}-byte limit; "
+        "print less, or read the cell's outputs from the notebook file"
+    )
+    return json.dumps({"id": item.get("id"), "ok": False, "error": _error(error)}).encode() + b"\n"
 
 
 def _error(exc: BaseException) -> dict[str, str]:

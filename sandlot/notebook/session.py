@@ -31,7 +31,7 @@ from ..errors import ConfigError, SandboxError
 from ..sandbox import AsyncSandbox
 from ..serving.library import Library, RemoteLibrary, serve_interface
 from .document import NotebookFile
-from .execution import Collector, Execution
+from .execution import Collector, Execution, ExecutionError
 from .kernel import KernelConnection, now_iso
 from .skills import Skill, load_skills, loader_code, skills_prompt
 
@@ -69,7 +69,13 @@ class SessionSpec(_Strict):
     idle_timeout: float | None = Field(3600.0, gt=0)
     cell_timeout: float | None = Field(None, gt=0, description="Default timeout of each cell.")
 
-    @field_validator("notebook", "notebook_dir")
+    @field_validator("notebook")
+    @classmethod
+    def _absolute_unresolved(cls, v: str | None) -> str | None:
+        """Absolute, with a link at the path left as it is: the notebook refuses it."""
+        return None if v is None else os.path.abspath(os.path.expanduser(v))
+
+    @field_validator("notebook_dir")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         return None if v is None else str(Path(v).expanduser().resolve())
@@ -161,7 +167,8 @@ class OwnedSession:
         self.prompt = ""
         self.current: asyncio.Task[Execution] | None = None
         self.collector: Collector | None = None
-        self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        # Queues of clients streaming a cell's outputs, each with the cell (task) it follows.
+        self.listeners: dict[asyncio.Queue[dict[str, Any]], asyncio.Task[Execution]] = {}
         self.lock = asyncio.Lock()  # one cell (or edit) at a time
 
     # -- start -----------------------------------------------------------------------
@@ -337,10 +344,15 @@ class OwnedSession:
 
         async def on_output(output: dict[str, Any]) -> None:
             if output["output_type"] != "clear_output":
-                notebook.add_output(index, output)
+                try:
+                    notebook.add_output(index, output)
+                except ValueError:  # one nbformat refuses: the file stays valid without it
+                    return
                 notebook.save_if_due(SAVE_INTERVAL)
-            for queue in list(self.listeners):
-                queue.put_nowait(output)
+            cell = asyncio.current_task()
+            for queue, follows in list(self.listeners.items()):
+                if follows is cell:  # a client still draining an earlier cell gets none of this
+                    queue.put_nowait(output)
 
         ex = await self.kernel.execute(
             code,
@@ -349,6 +361,16 @@ class OwnedSession:
             on_output=on_output,
             collector=collector,
         )
+        if ex.restarted and ex.timed_out:  # the timeout cost a fresh kernel: warm it up again
+            try:
+                await self._warm()
+            except Exception as exc:
+                ex.error = ExecutionError(
+                    "SessionError",
+                    f"{ex.error.value if ex.error else ''}; warming the new kernel up failed: "
+                    f"{exc}",
+                    "",
+                )
         status = "ok"
         if ex.timed_out:
             status = "timeout"

@@ -1,0 +1,28 @@
+"""MCP servers over notebook sessions: what ``sandlot mcp`` runs.
+
+:func:`build_server` makes the server for a mode (notebook, filesystem, mcp);
+run it over stdio with ``server.run()`` or over loopback HTTP with a bearer
+token with :func:`serve_http`. :func:`render_config` prints what to paste into
+Claude Code's and Cursor's configuration. Needs the ``notebook`` extra.
+"""
+
+from .clients import find_session, render_config
+from .http import DEFAULT_PORT, check_loopback, new_token, serve_http, server_url
+from .images import ImageLimits, image_content
+from .render import RenderLimits, render_execution
+from .server import build_server
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ImageLimits",
+    "RenderLimits",
+    "build_server",
+    "check_loopback",
+    "find_session",
+    "image_content",
+    "new_token",
+    "render_config",
+    "render_execution",
+    "serve_http",
+    "server_url",
+]

@@ -1,0 +1,670 @@
+"""Notebook sessions end to end: a real session server, real sandboxes, real kernels.
+
+Every test here talks to a session server of its own (``SANDLOT_SESSIONS_DIR``
+is a temporary directory for this module), never to the user's. One warm
+session (a model, a skill and init code loaded before anyone attaches) is
+shared by the tests that only run cells; the tests about lifetimes, files and
+modes start sessions of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import strict
+
+import sandlot
+from sandlot.backends.disk import process_tree
+from sandlot.backends.local import OWNER_FILE, _start_time, _state_root
+from sandlot.notebook import (
+    NotebookSession,
+    SessionError,
+    attach,
+    list_sessions,
+    shutdown_session,
+    start_session,
+)
+from sandlot.notebook.client import _connection
+from sandlot.sync import portal
+
+LINGER = 3.0
+
+TINY_MODEL = """
+class Tiny:
+    '''A model small enough for a test: an embedding is the text's length and a checksum.'''
+
+    def embed(self, text):
+        return [len(text), sum(map(ord, text)) % 97]
+
+model = Tiny()
+"""
+
+SKILL = """\
+---
+name: embedder
+description: Embed many texts with the session's model.
+preload: true
+---
+# Embedder
+
+Use the session's `model` on a list of texts.
+
+```python
+def embed_all(texts):
+    \"\"\"Embed each text with the session's model.\"\"\"
+    return [model.embed(t) for t in texts]
+```
+"""
+
+INTERFACE = '''\
+"""Geometry, served to sessions from a sandbox of its own."""
+
+from sandlot import expose
+
+
+@expose
+def area(width: float, height: float = 1.0) -> float:
+    """The area of a rectangle."""
+    return width * height
+
+
+@expose
+def label(name: str, tags: list[str] | None = None) -> str:
+    """A name and its tags."""
+    return name + ":" + ",".join(tags or [])
+'''
+
+
+# -- the module's own session server --------------------------------------------------
+
+
+def _server_pids(folder: Path) -> set[int]:
+    """Every session server this module's directory has had (from their log lines)."""
+    try:
+        log = (folder / "server.log").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(line.split()[3]) for line in log.splitlines() if " listening on " in line}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def sessions_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session directory for this module; at the end every server it had must have exited."""
+    folder = tmp_path_factory.mktemp("notebook-sessions") / "server"
+    saved = {k: os.environ.get(k) for k in ("SANDLOT_SESSIONS_DIR", "SANDLOT_SESSIONS_LINGER")}
+    os.environ["SANDLOT_SESSIONS_DIR"] = str(folder)
+    os.environ["SANDLOT_SESSIONS_LINGER"] = str(LINGER)
+    try:
+        yield folder
+        for info in list_sessions():
+            with contextlib.suppress(SessionError):
+                shutdown_session(info.session_id)
+    finally:
+        # With no session and no client the server exits after LINGER seconds.
+        deadline = time.monotonic() + LINGER + 8
+        while time.monotonic() < deadline and any(map(_alive, _server_pids(folder))):
+            time.sleep(0.2)
+        lingering = [pid for pid in _server_pids(folder) if _alive(pid)]
+        for pid in lingering:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert not lingering, f"session servers {lingering} did not exit on their own"
+
+
+def _ping() -> int:
+    async def ping() -> int:
+        conn = await _connection()
+        try:
+            return int((await conn.call("ping"))["pid"])
+        finally:
+            await conn.close()
+
+    return portal().wait(ping())
+
+
+@pytest.fixture(scope="module")
+def skill_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("skills") / "embedder.md"
+    path.write_text(SKILL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def notebooks(sessions_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where sessions of this module write their notebooks (never ./notebooks)."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.fixture(scope="module")
+def warm(notebooks: Path, skill_file: Path) -> Iterator[NotebookSession]:
+    """A persistent session whose kernel holds ``model``, the skill and ``answer``."""
+    session = start_session(
+        strict(models=[sandlot.ModelConfig(name="tiny", load_code=TINY_MODEL)]),
+        name="warm",
+        skills=[skill_file],
+        init_code="answer = 42",
+        persist=True,
+        notebook_dir=notebooks,
+    )
+    yield session
+    with contextlib.suppress(Exception):
+        session.shutdown()
+
+
+# -- what a session leaves on the host -------------------------------------------------
+
+
+@dataclass
+class Footprint:
+    """A session server's sandbox processes, state directories and cgroups."""
+
+    pids: set[int]
+    state: set[str]
+    cgroups: set[Path]
+
+    def __sub__(self, other: Footprint) -> Footprint:
+        return Footprint(
+            self.pids - other.pids, self.state - other.state, self.cgroups - other.cgroups
+        )
+
+
+def _footprint() -> Footprint:
+    server = _ping()
+    owner = f"{server} {_start_time(server)}"
+    state: set[str] = set()
+    cgroups: set[Path] = set()
+    for path in _state_root().iterdir():
+        try:
+            lines = (path / OWNER_FILE if path.is_dir() else path).read_text().splitlines()
+        except OSError:
+            continue
+        if lines and lines[0] == owner:
+            state.add(path.name)
+            if path.name.endswith(".cgroup"):  # a ledger: the cgroups of one sandbox
+                cgroups |= {Path(line) for line in lines[1:] if line}
+    return Footprint(process_tree(server) - {server}, state, cgroups)
+
+
+def _assert_gone(made: Footprint, within: float = 10.0) -> None:
+    """None of ``made`` is left: no process, no state directory or ledger, no cgroup."""
+    root = _state_root()
+    deadline = time.monotonic() + within
+    while True:
+        left = Footprint(
+            {p for p in made.pids if _alive(p)},
+            {name for name in made.state if (root / name).exists()},
+            {path for path in made.cgroups if path.exists()},
+        )
+        if not (left.pids or left.state or left.cgroups) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert left == Footprint(set(), set(), set()), f"left behind: {left}"
+
+
+def _ids() -> set[str]:
+    return {info.session_id for info in list_sessions()}
+
+
+def _wait_until_gone(session_id: str, within: float) -> float:
+    """Seconds until ``session_id`` left the server's list (fails after ``within``)."""
+    start = time.monotonic()
+    while session_id in _ids():
+        assert time.monotonic() - start < within, f"session {session_id} still listed"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+# -- a warm kernel, many clients ----------------------------------------------------
+
+
+def test_the_warm_kernel_has_the_model_and_skills_before_a_second_process_attaches(
+    warm: NotebookSession,
+) -> None:
+    assert "`model`" in warm.prompt and "embed_all(texts)" in warm.prompt
+    other = textwrap.dedent(f"""
+        import json
+        from sandlot.notebook import attach
+        with attach({warm.session_id!r}) as session:
+            r = session.execute(
+                "import inspect\\n"
+                "print(embed_all(['ab', 'c']), model.embed('xyz'), answer)\\n"
+                "print(inspect.getsource(embed_all))\\n"
+                "from_the_other_process = 'B'"
+            )
+            print(json.dumps(r.to_dict()))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", other], capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["error"] is None, result["error"]
+    first, *source = result["stdout"].splitlines()
+    assert first == "[[2, 1], [1, 2]] [3, 72] 42"
+    assert "\n".join(source).strip() == (
+        'def embed_all(texts):\n    """Embed each text with the session\'s model."""\n'
+        "    return [model.embed(t) for t in texts]"
+    )
+    # The first handle still works, on the same kernel.
+    r = warm.execute("from_the_other_process, answer + 1")
+    assert r.error is None and r.text == "('B', 43)"
+    names = {v.name: v for v in warm.variables()}
+    assert names["model"].type == "Tiny" and names["answer"].repr == "42"
+
+
+def test_two_clients_at_once_get_only_their_own_outputs(warm: NotebookSession) -> None:
+    other = attach(warm.session_id)
+    results: dict[str, list[sandlot.notebook.Execution]] = {"alpha": [], "beta": []}
+    streamed: dict[str, list[dict[str, Any]]] = {"alpha": [], "beta": []}
+    refusals: list[str] = []
+    failures: list[BaseException] = []
+
+    def client(handle: NotebookSession, token: str) -> None:
+        code = (
+            f"import time\nfor i in range(30):\n    print('{token}', i, flush=True)\n"
+            "    time.sleep(0.003)"
+        )
+        try:
+            for _ in range(4):
+                while True:
+                    try:
+                        results[token].append(
+                            handle.execute(code, on_output=streamed[token].append)
+                        )
+                        break
+                    except SessionError as exc:  # the other client's cell is running
+                        assert "a cell is still running" in str(exc)
+                        refusals.append(token)
+                        time.sleep(0.01)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=client, args=(warm, "alpha")),
+        threading.Thread(target=client, args=(other, "beta")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.close()
+    assert not failures, failures
+    assert refusals, "the two clients never overlapped"
+    cells = set()
+    for token, mine in results.items():
+        assert len(mine) == 4
+        for r in mine:
+            assert r.error is None and r.done
+            assert r.stdout == "".join(f"{token} {i}\n" for i in range(30))
+            cells.add(r.cell_index)
+        texts = "".join(o["text"] for o in streamed[token])
+        assert texts == "".join(r.stdout for r in mine)  # its own stream, nothing else
+    assert len(cells) == 8  # every cell is a cell of its own in the notebook
+
+
+def test_a_second_cell_is_refused_while_one_runs_and_waiting_gets_the_first(
+    warm: NotebookSession,
+) -> None:
+    other = attach(warm.session_id)
+    try:
+        first = warm.execute("import time\ntime.sleep(1)\nprint('first done')", wait=0.2)
+        assert not first.done
+        with pytest.raises(SessionError, match=r"a cell is still running.*wait.*interrupt"):
+            other.execute("print('second')")
+        r = other.wait()
+        assert r.done and r.stdout == "first done\n" and r.cell_index == first.cell_index
+        assert other.execute("print('second')").stdout == "second\n"
+    finally:
+        other.close()
+
+
+def test_partial_results_and_outputs_stream_as_they_come(warm: NotebookSession) -> None:
+    code = "import time\nfor i in range(4):\n    print('step', i, flush=True)\n    time.sleep(0.5)"
+    r = warm.execute(code, wait=0.5)
+    assert not r.done and r.stdout.startswith("step 0\n") and "step 3" not in r.stdout
+    r = warm.wait()
+    assert r.done and r.stdout == "step 0\nstep 1\nstep 2\nstep 3\n"
+
+    seen: list[tuple[float, dict[str, Any]]] = []
+    r = warm.execute(code, on_output=lambda out: seen.append((time.monotonic(), out)))
+    assert [out["text"] for _, out in seen] == [f"step {i}\n" for i in range(4)]
+    assert seen[-1][0] - seen[0][0] > 1.2  # delivered as printed, not all at the end
+
+
+def test_a_timeout_interrupts_and_a_stubborn_cell_costs_a_restart_then_a_warm_kernel(
+    warm: NotebookSession,
+) -> None:
+    warm.execute("kept = 7")
+    start = time.monotonic()
+    r = warm.execute("import time; time.sleep(30)", timeout=1)
+    assert time.monotonic() - start < 5
+    assert r.timed_out and r.interrupted and not r.restarted
+    assert r.error is not None and r.error.name == "KeyboardInterrupt"
+    assert warm.execute("kept").text == "7"
+
+    stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)"
+    start = time.monotonic()
+    r = warm.execute(stubborn, timeout=1)
+    assert time.monotonic() - start < 15
+    assert r.timed_out and r.restarted and not r.interrupted
+    assert r.error is not None and "restarted" in r.error.value
+    r = warm.execute("'kept' in globals(), answer, embed_all(['a'])")
+    assert r.error is None and r.text == "(False, 42, [[1, 0]])"  # the warm-up ran again
+
+    start = time.monotonic()
+    r = warm.execute("input('name? ')")
+    assert time.monotonic() - start < 3
+    assert r.error is not None and r.error.name == "StdinNotImplementedError"
+
+
+def test_interrupt_from_another_handle_stops_a_long_cell(warm: NotebookSession) -> None:
+    other = attach(warm.session_id)
+    try:
+        timer = threading.Timer(1.0, other.interrupt)
+        timer.start()
+        start = time.monotonic()
+        r = warm.execute("import time\ntime.sleep(30)")
+        timer.join()
+        assert time.monotonic() - start < 10
+        assert r.error is not None and r.error.name == "KeyboardInterrupt"
+    finally:
+        other.close()
+
+
+def test_restart_gives_fresh_variables_and_the_warm_up_again(warm: NotebookSession) -> None:
+    warm.execute("scratch = [1, 2, 3]\nanswer = 0")
+    r = warm.execute("import time\ntime.sleep(30)", wait=0.3)  # a restart also ends a running cell
+    assert not r.done
+    warm.restart()
+    r = warm.wait(10)
+    assert r.done and r.restarted and r.error is not None
+    r = warm.execute("'scratch' in globals(), answer, type(model).__name__, embed_all(['ab'])")
+    assert r.error is None and r.text == "(False, 42, 'Tiny', [[2, 1]])"
+
+
+def test_the_kernel_reaches_no_network_no_host_file_and_no_session_socket(
+    warm: NotebookSession, sessions_dir: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-only.txt"
+    secret.write_text("not for sandboxes")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        code = textwrap.dedent(f"""
+            import os, socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=3)
+                net = "connected"
+            except OSError as exc:
+                net = type(exc).__name__
+            (net, os.path.exists({str(secret)!r}), os.path.exists({str(tmp_path)!r}),
+             os.path.exists({str(sessions_dir / "server.sock")!r}),
+             os.path.exists({str(sessions_dir)!r}))
+        """)
+        r = warm.execute(code)
+    finally:
+        listener.close()
+    assert r.error is None, r.error
+    net, *seen = eval(r.text or "")  # a tuple of a str and bools
+    assert net != "connected"
+    assert seen == [False, False, False, False]
+
+
+# -- notebook files ---------------------------------------------------------------------
+
+
+def _png() -> bytes:
+    """A valid 1x1 PNG, made by hand."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_the_notebook_file_holds_outputs_images_errors_markdown_and_edits(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "work.ipynb"
+    with start_session(strict(), notebook=path, name="files") as session:
+        assert session.notebook_path == str(path)
+        assert session.execute("import time\nprint('stamp', time.time_ns())").error is None
+        png = _png()
+        r = session.execute(
+            f"from IPython.display import Image, display\ndisplay(Image(data={png!r}))"
+        )
+        assert r.results[0].png == png and not r.results[0].is_main_result
+        r = session.execute("def f():\n    raise ValueError('bad value')\nf()")
+        assert r.error is not None and r.error.name == "ValueError"
+        assert session.add_markdown("# Findings\nThe value was bad.") == 3
+        session.execute("x = 1\nx")
+        r = session.edit_cell("x = 2\nx * 10", -1)
+        assert r.text == "20" and r.cell_index == 3
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert [c.cell_type for c in nb.cells] == ["code", "code", "code", "markdown", "code"]
+    assert all(c.get("id") for c in nb.cells)
+    stamp, image, error, markdown, edited = nb.cells
+    assert [c.execution_count for c in (stamp, image, error, edited)] == [1, 2, 3, 5]
+    assert stamp.outputs[0].output_type == "stream" and stamp.outputs[0].text.startswith("stamp")
+    assert image.outputs[0].output_type == "display_data"
+    assert (
+        image.outputs[0].data["image/png"].strip()
+        == __import__("base64").b64encode(_png()).decode()
+    )
+    (err,) = error.outputs
+    assert err.output_type == "error" and (err.ename, err.evalue) == ("ValueError", "bad value")
+    assert isinstance(err.traceback, list) and any("f()" in line for line in err.traceback)
+    assert markdown.source == "# Findings\nThe value was bad."
+    assert edited.source == "x = 2\nx * 10"
+    assert [o.data["text/plain"] for o in edited.outputs] == ["20"]  # the old output is gone
+    statuses = [c.metadata.sandlot.status for c in (stamp, image, error, edited)]
+    assert statuses == ["ok", "ok", "error", "ok"]
+
+    # Re-run: the same cells, outputs made again by a fresh kernel.
+    with start_session(strict(), notebook=path, on_existing="rerun"):
+        pass
+    rerun = nbformat.read(path, as_version=4)
+    nbformat.validate(rerun)
+    assert [c.source for c in rerun.cells] == [c.source for c in nb.cells]
+    assert rerun.cells[0].outputs[0].text != stamp.outputs[0].text  # a new time stamp
+    assert rerun.cells[2].outputs[0].ename == "ValueError"
+    assert [o.data["text/plain"] for o in rerun.cells[4].outputs] == ["20"]
+
+    # Continue: the old cells stay as they are and new ones come after them.
+    with start_session(strict(), notebook=path) as session:
+        r = session.execute("'x' in globals()")
+        assert r.text == "False" and r.cell_index == 4
+    cont = nbformat.read(path, as_version=4)
+    nbformat.validate(cont)
+    assert len(cont.cells) == 6 and cont.cells[-1].source == "'x' in globals()"
+    assert cont.cells[0].outputs == rerun.cells[0].outputs
+
+
+# -- lifetimes ---------------------------------------------------------------------------
+
+
+def test_shutdown_leaves_no_process_cgroup_or_state_directory(notebooks: Path) -> None:
+    # Another session keeps the server up, and must be untouched.
+    with start_session(strict(), persist=True, init_code="x = 1", notebook_dir=notebooks) as keep:
+        before = _footprint()
+        session = start_session(strict(), persist=True, notebook_dir=notebooks)
+        made = _footprint() - before
+        assert made.pids and made.state  # the sandbox's bwrap, driver and kernel; its directory
+        assert (
+            session.execute("import subprocess\nsubprocess.Popen(['sleep', '600'])").error is None
+        )
+        session.shutdown()
+        assert session.session_id not in _ids()
+        _assert_gone(made)
+        assert keep.execute("x").text == "1"  # the other session is untouched
+        keep.shutdown()
+
+
+def test_idle_and_owner_less_sessions_end_and_leave_nothing(notebooks: Path) -> None:
+    with start_session(strict(), persist=True, notebook_dir=notebooks) as keep:  # the server stays
+        before = _footprint()
+        idle = start_session(strict(), persist=True, idle_timeout=2, notebook_dir=notebooks)
+        made = _footprint() - before
+        idle.close()
+        assert idle.session_id in _ids()  # persistent: it outlives its handle...
+        gone_after = _wait_until_gone(idle.session_id, within=8)
+        assert gone_after < 5  # ...until it idles 2 s (the sweep runs every 0.5 s)
+        _assert_gone(made)
+
+        owned = start_session(strict(), notebook_dir=notebooks)
+        made = _footprint() - before
+        owned.close()
+        _wait_until_gone(owned.session_id, within=5)
+        _assert_gone(made)
+
+        # A process that starts a session and dies takes the session with it.
+        script = textwrap.dedent("""
+            import os
+            from sandlot import SandboxConfig
+            from sandlot.notebook import start_session
+            session = start_session(SandboxConfig(isolation="bubblewrap"), mode="filesystem")
+            print(session.session_id, flush=True)
+            os._exit(0)
+        """)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        _wait_until_gone(done.stdout.split()[-1], within=5)
+        _assert_gone(_footprint() - before)
+        keep.shutdown()
+
+
+# -- other modes -----------------------------------------------------------------------
+
+
+def test_filesystem_mode_has_files_and_commands_but_no_kernel(sessions_dir: Path) -> None:
+    with start_session(strict(), mode="filesystem") as fs:
+        assert fs.mode == "filesystem" and fs.kernel_id is None and fs.notebook_path is None
+        assert fs.write_file("notes/a.txt", "hello") == 5
+        assert fs.read_file("notes/a.txt") == "hello"
+        assert fs.list_files("notes") == [{"name": "a.txt", "type": "file", "size": 5}]
+        done = fs.exec("cat notes/a.txt && echo ' world' && pwd")
+        assert done["returncode"] == 0 and done["stdout"].startswith("hello world\n")
+        with pytest.raises(SessionError, match="filesystem mode; this needs notebook mode"):
+            fs.execute("1 + 1")
+
+
+def test_served_functions_are_tools_in_mcp_mode_and_a_library_in_the_kernel(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    interface = tmp_path / "shapes.py"
+    interface.write_text(INTERFACE)
+    with start_session(strict(), mode="mcp", serve=[interface]) as mcp:
+        tools = {t["name"]: t for t in mcp.info.functions}
+        assert set(tools) == {"shapes_area", "shapes_label"}
+        area = tools["shapes_area"]
+        assert area["description"] == "The area of a rectangle."
+        assert area["inputSchema"]["properties"] == {
+            "width": {"type": "number"},
+            "height": {"type": "number", "default": 1.0},
+        }
+        assert area["inputSchema"]["required"] == ["width"]
+        label = tools["shapes_label"]["inputSchema"]["properties"]["tags"]
+        assert {"type": "array", "items": {"type": "string"}} in label["anyOf"]
+        assert mcp.call_function("shapes_area", {"width": 2, "height": 3}) == 6
+        with pytest.raises(SessionError, match="no served function 'nope'"):
+            mcp.call_function("nope", {})
+        with pytest.raises(SessionError, match="mcp mode"):
+            mcp.execute("1")
+
+    with start_session(strict(), serve=[interface], notebook_dir=tmp_path) as nb:
+        # kernel -> the driver's call gate -> the host -> the serving sandbox, and back;
+        # a 2 MB argument travels outside the frame's header.
+        r = nb.execute(
+            "import shapes\n"
+            "big = shapes.label('t', ['x' * 1000] * 2000)\n"
+            "shapes.area(2.5, 2), shapes.label('a', ['x', 'y']), len(big)"
+        )
+        assert r.error is None, r.error
+        assert r.text == "(5.0, 'a:x,y', 2002001)"
+        assert "shapes" in nb.prompt
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_bad_ids_bad_skills_and_failing_init_code_are_clear_and_leave_nothing(
+    warm: NotebookSession, tmp_path: Path
+) -> None:
+    with pytest.raises(SessionError, match=f"no session 'no-such-id'.*{warm.session_id}"):
+        attach("no-such-id")
+
+    listed = _ids()
+    before = _footprint()
+    bad = tmp_path / "bad.md"
+    bad.write_text(
+        "---\nname: bad\ndescription: broken\npreload: true\n---\n```python\ndef f(:\n```\n"
+    )
+    with pytest.raises(sandlot.ConfigError, match=rf"{bad}:7: python syntax error"):
+        start_session(strict(), skills=[bad], notebook_dir=tmp_path)
+
+    init = "def load():\n    raise ValueError('no weights here')\nload()"
+    with pytest.raises(SessionError) as info:
+        start_session(strict(), init_code=init, notebook_dir=tmp_path)
+    message = str(info.value)
+    assert "init code #1: ValueError: no weights here" in message
+    assert "raise ValueError('no weights here')" in message  # the traceback came too
+    assert _ids() == listed
+    _assert_gone(_footprint() - before, within=5)
+
+
+def test_the_footprint_sees_a_live_session(warm: NotebookSession) -> None:
+    """The leak checks bite: a live session's kernel, directory and cgroups are found."""
+    found = _footprint()
+    assert any("ipykernel" in _cmdline(p) for p in found.pids)
+    assert any(name.startswith("box-") for name in found.state)
+    assert all(path.exists() for path in found.cgroups)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
