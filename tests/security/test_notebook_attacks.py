@@ -227,12 +227,15 @@ def test_forged_outputs_for_a_finished_cell_reach_no_other_cell(
     r = session.execute(
         "import threading, time\n"
         "_old = _kernel.get_parent('shell')\n"
+        "_sent = 0\n"
         "def _spam():\n"
+        "    global _sent\n"
         "    time.sleep(0.3)  # this cell has ended by now\n"
         "    for _ in range(200):\n"
         "        forge('stream', {'name': 'stdout', 'text': 'FORGED\\n'}, parent=_old)\n"
         "        forge('display_data', {'data': {'text/plain': 'FORGED'}, 'metadata': {}}, "
         "parent=_old)\n"
+        "        _sent += 2\n"
         "        time.sleep(0.005)\n"
         "_spammer = threading.Thread(target=_spam)\n"
         "_spammer.start()"
@@ -240,8 +243,10 @@ def test_forged_outputs_for_a_finished_cell_reach_no_other_cell(
     assert r.error is None and r.stdout == ""
     spammed = r.cell_index
     with attach(session.session_id) as other:  # another client's cells, meanwhile
-        later = [other.execute(f"print('mine {i}')") for i in range(5)]
-        other.execute("_spammer.join()")
+        later = [
+            other.execute(f"import time\ntime.sleep(0.1)\nprint('mine {i}')") for i in range(10)
+        ]
+        assert other.execute("_spammer.join()\n_sent").text == "400"
     for i, r in enumerate(later):
         assert r.stdout == f"mine {i}\n" and r.results == []
     nb = _valid_notebook(session)
