@@ -331,10 +331,10 @@ def test_a_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.M
     document = NotebookFile.create(path)
     before = path.read_bytes()
 
-    def broken_write(*args: object, **kwargs: object) -> None:
+    def broken_sync(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(nbformat, "write", broken_write)
+    monkeypatch.setattr(os, "fsync", broken_sync)
     document.append_code("x")
     with pytest.raises(RuntimeError, match="disk on fire"):
         document.save()

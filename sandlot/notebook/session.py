@@ -403,7 +403,7 @@ class OwnedSession:
                 index = self.notebook.replace_code(edit, code)
             except IndexError as exc:
                 raise SessionError(str(exc)) from None
-        self.notebook.save()
+        self.notebook.save_if_due(SAVE_INTERVAL)  # the cell is saved with its outputs at its end
         assert self.sandbox is not None
         self.collector = Collector(self.sandbox.config.max_output_bytes)
         self.collector.execution.cell_index = index
