@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import strict
+from session_servers import alive, own_session_server
 
 import sandlot
 from sandlot.backends.disk import process_tree
@@ -95,50 +95,15 @@ def label(name: str, tags: list[str] | None = None) -> str:
 # -- the module's own session server --------------------------------------------------
 
 
-def _server_pids(folder: Path) -> set[int]:
-    """Every session server this module's directory has had (from their log lines)."""
-    try:
-        log = (folder / "server.log").read_text()
-    except FileNotFoundError:
-        return set()
-    return {int(line.split()[3]) for line in log.splitlines() if " listening on " in line}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.fixture(scope="module")
 def sessions_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A session directory for this module; at the end every server it had must have exited."""
     folder = tmp_path_factory.mktemp("notebook-sessions") / "server"
-    saved = {k: os.environ.get(k) for k in ("SANDLOT_SESSIONS_DIR", "SANDLOT_SESSIONS_LINGER")}
-    os.environ["SANDLOT_SESSIONS_DIR"] = str(folder)
-    os.environ["SANDLOT_SESSIONS_LINGER"] = str(LINGER)
-    try:
+    with own_session_server(folder, LINGER):
         yield folder
         for info in list_sessions():
             with contextlib.suppress(SessionError):
                 shutdown_session(info.session_id)
-    finally:
-        # With no session and no client the server exits after LINGER seconds.
-        deadline = time.monotonic() + LINGER + 8
-        while time.monotonic() < deadline and any(map(_alive, _server_pids(folder))):
-            time.sleep(0.2)
-        lingering = [pid for pid in _server_pids(folder) if _alive(pid)]
-        for pid in lingering:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert not lingering, f"session servers {lingering} did not exit on their own"
 
 
 def _ping() -> int:
@@ -221,7 +186,7 @@ def _assert_gone(made: Footprint, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while True:
         left = Footprint(
-            {p for p in made.pids if _alive(p)},
+            {p for p in made.pids if alive(p)},
             {name for name in made.state if (root / name).exists()},
             {path for path in made.cgroups if path.exists()},
         )

@@ -11,19 +11,17 @@ that it survived.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import strict
+from session_servers import own_session_server
 
 import sandlot
 from sandlot.notebook import (
@@ -54,38 +52,8 @@ def forge(msg_type, content, parent=None):
 def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A session server of this module's own; it must be gone at the end."""
     folder = tmp_path_factory.mktemp("attack-sessions") / "server"
-    saved = {k: os.environ.get(k) for k in ("SANDLOT_SESSIONS_DIR", "SANDLOT_SESSIONS_LINGER")}
-    os.environ["SANDLOT_SESSIONS_DIR"] = str(folder)
-    os.environ["SANDLOT_SESSIONS_LINGER"] = str(LINGER)
-    pids: list[int] = []
-    lingering: list[int] = []
-    try:
+    with own_session_server(folder, LINGER):
         yield folder
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            log = (folder / "server.log").read_text().splitlines()
-            pids = [int(line.split()[3]) for line in log if " listening on " in line]
-        deadline = time.monotonic() + LINGER + 8
-        while time.monotonic() < deadline and any(map(_running, pids)):
-            time.sleep(0.2)
-        lingering = [pid for pid in pids if _running(pid)]
-        for pid in lingering:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert not lingering, f"session servers {lingering} did not exit on their own"
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a server that exited stays a zombie until its spawner reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
