@@ -182,6 +182,60 @@ def test_bad_outputs_are_refused(tmp_path: Path) -> None:
         document.add_output(index, {"output_type": "error", "ename": "E"})
     with pytest.raises(IndexError):
         document.add_output(5, {"output_type": "stream", "name": "stdout", "text": "x"})
+    extra = {"output_type": "stream", "name": "stdout", "text": "x", "evil": 1}
+    with pytest.raises(ValueError, match="not a valid stream output"):
+        document.add_output(index, extra)
+    not_text = {"output_type": "display_data", "data": {"text/plain": 2}, "metadata": {}}
+    with pytest.raises(ValueError, match="not a valid display_data output"):
+        document.add_output(index, not_text)
+
+
+def full_encoding(path: Path) -> str:
+    """The file at ``path`` encoded whole, as nbformat lays it out (indent 1, sorted keys)."""
+    return json.dumps(json.loads(path.read_text()), indent=1, sort_keys=True, ensure_ascii=False)
+
+
+def test_each_save_matches_a_whole_encoding_after_every_kind_of_change(tmp_path: Path) -> None:
+    """Cells encoded once and reused must give the same file as encoding all of it again."""
+    path = tmp_path / "cache.ipynb"
+    document = NotebookFile.create(path, name="cache")
+    steps = [
+        lambda: document.append_code("print('é')"),
+        lambda: document.add_output(0, {"output_type": "stream", "name": "stdout", "text": "é\n"}),
+        lambda: document.add_output(0, {"output_type": "stream", "name": "stdout", "text": "b\n"}),
+        lambda: document.finish(0, execution_count=1, status="ok", started="t0", finished="t1"),
+        lambda: document.append_markdown('# notes\nwith "quotes"'),
+        lambda: document.append_code("1+1"),
+        lambda: document.add_output(
+            1,
+            {
+                "output_type": "execute_result",
+                "data": {"text/plain": "2"},
+                "metadata": {},
+                "execution_count": None,
+            },
+        ),
+        lambda: document.finish(1, execution_count=2, status="ok"),
+        lambda: document.replace_code(0, "x = 1"),
+        lambda: document.finish(0, execution_count=3, status="error"),
+    ]
+    for step in steps:
+        step()
+        document.save()
+        text = path.read_text()
+        assert text == full_encoding(path) + "\n"
+        assert json.loads(text) == json.loads(json.dumps(document._notebook))
+    read_strictly(path)
+    reopened = NotebookFile.open(path)
+    reopened.append_code("y")
+    reopened.save()
+    assert path.read_text() == full_encoding(path) + "\n"
+    assert [c["source"] for c in json.loads(path.read_text())["cells"]] == [
+        "x = 1",
+        '# notes\nwith "quotes"',
+        "1+1",
+        "y",
+    ]
 
 
 def test_open_upgrades_a_v44_notebook_and_adds_ids(tmp_path: Path) -> None:
