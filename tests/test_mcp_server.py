@@ -391,7 +391,15 @@ async def test_http_needs_the_token(http_server: tuple[str, str], shared: str) -
             )
         )
         assert "stdout:\nover http" in reply
-        assert progress.messages
+        assert not progress.messages  # a quick cell: one reply, no progress
+        code = "import time\nprint('slow', flush=True)\ntime.sleep(1)"
+        reply = ok(
+            await client.call_tool(
+                "execute_code", {"session_id": shared, "code": code}, progress_callback=progress
+            )
+        )
+        assert "stdout:\nslow" in reply
+        assert any("stdout: slow" in m for m in progress.messages), progress.messages
 
 
 # -- filesystem and mcp modes ----------------------------------------------------------

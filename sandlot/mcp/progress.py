@@ -18,6 +18,8 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 
+from ..notebook import Execution
+
 MIN_GAP = 1.0  # seconds between notifications caused by output
 LAST_LINE = 160  # characters of the last printed line in a message
 
@@ -41,14 +43,18 @@ def describe(output: dict[str, Any]) -> str:
 class CellProgress:
     """Sends progress for one tool call that waits on a cell."""
 
-    def __init__(self, ctx: Context[Any, Any], interval: float) -> None:
+    def __init__(
+        self, ctx: Context[Any, Any], interval: float, started: float, so_far: Execution
+    ) -> None:
+        """Progress for a cell whose call began at ``started`` (monotonic) and gave ``so_far``."""
         self.ctx = ctx
         self.interval = interval
-        self.started = time.monotonic()
+        self.started = started
         self.last_sent = 0.0
         self.sent = 0
-        self.outputs = 0
-        self.last = ""
+        self.outputs = len(so_far.results) + bool(so_far.stdout) + bool(so_far.stderr)
+        printed = [line for line in so_far.stdout.splitlines() if line.strip()]
+        self.last = f"stdout: {printed[-1][:LAST_LINE]}" if printed else ""
 
     async def output(self, output: dict[str, Any]) -> None:
         """The ``on_output`` callback: count it, and report if the last report is a second old."""

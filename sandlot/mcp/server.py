@@ -7,8 +7,9 @@ Three modes, one per kind of session:
   its images (:mod:`sandlot.mcp.render`). A tool call waits at most
   ``tool_wait`` seconds, because clients cut long calls whatever their
   settings say: a longer cell comes back with what it printed so far and
-  ``wait_for_cell`` picks it up again. Meanwhile progress notifications keep
-  the call alive and show what the cell prints.
+  ``wait_for_cell`` picks it up again. A cell still running after half a
+  second gets progress notifications, which keep the call alive and show what
+  the cell prints; a quick one comes back in a single reply.
 - **filesystem**: a workspace with a shell and files, no kernel.
 - **mcp**: the functions an interface file serves, one tool each
   (:mod:`sandlot.mcp.served`).
@@ -42,6 +43,7 @@ from ..notebook import (
     ashutdown_session,
 )
 from . import errors
+from .images import IMAGE_MIME_TYPES
 from .progress import CellProgress
 from .render import Block, RenderLimits, render_execution
 from .served import ServedFunctionsServer
@@ -69,6 +71,7 @@ WaitArg = Annotated[
     float | None, Field(gt=0, description="Seconds to wait this time (default: the most allowed).")
 ]
 READ_ONLY = ToolAnnotations(read_only_hint=True)
+QUIET_WAIT = 0.5  # seconds a cell runs before its tool call streams outputs and reports progress
 
 
 def _text(text: str, data: dict[str, Any] | None = None) -> CallToolResult:
@@ -146,24 +149,38 @@ class _Runner:
         self,
         ctx: Context[Any, Any],
         session_id: str | None,
-        run: Callable[[AsyncNotebookSession, float, OnOutput], Awaitable[Execution]],
+        run: Callable[[AsyncNotebookSession, float, OnOutput | None], Awaitable[Execution]],
         wait: float | None = None,
     ) -> CallToolResult:
-        """Run (or wait on) a cell with progress, and render what it gave within the wait."""
+        """Run (or wait on) a cell with progress, and render what it gave within the wait.
+
+        Most cells end in milliseconds, and for them progress would be noise and
+        streaming their outputs one by one a cost: so the first ``QUIET_WAIT``
+        seconds wait for the whole result in one reply. Only a cell still
+        running then gets progress notifications and its outputs streamed.
+        """
         handle = await self.sessions.get(session_id)
         wait = self.tool_wait if wait is None else min(wait, self.tool_wait)
-        progress = CellProgress(ctx, self.interval)
-        beat = asyncio.create_task(progress.heartbeat())
-        try:
-            ex = await run(handle, wait, progress.output)
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+        started = time.monotonic()
+        ex = await run(handle, min(wait, QUIET_WAIT), None)
+        left = wait - (time.monotonic() - started)
+        if not ex.done and left > 0:
+            progress = CellProgress(ctx, self.interval, started, ex)
+            beat = asyncio.create_task(progress.heartbeat())
+            try:
+                ex = await handle.wait(left, on_output=progress.output)
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
         where = handle.notebook_path or "the session's notebook file"
-        blocks: list[Block] = await asyncio.to_thread(
-            render_execution, ex, handle.session_id, where, self.limits
-        )
+        if any(mime in result.data for result in ex.results for mime in IMAGE_MIME_TYPES):
+            # Bounding images decodes and re-encodes them: keep that off the event loop.
+            blocks: list[Block] = await asyncio.to_thread(
+                render_execution, ex, handle.session_id, where, self.limits
+            )
+        else:
+            blocks = render_execution(ex, handle.session_id, where, self.limits)
         return CallToolResult(content=list(blocks))
 
 
