@@ -950,7 +950,7 @@ def mcp_command(
             name=name,
         )
         if not http:
-            server.run()
+            mcp.serve_stdio(server)
             return
         secret = token or mcp.new_token()
 

@@ -1,7 +1,7 @@
 """MCP servers over notebook sessions: what ``sandlot mcp`` runs.
 
 :func:`build_server` makes the server for a mode (notebook, filesystem, mcp);
-run it over stdio with ``server.run()`` or over loopback HTTP with a bearer
+run it over stdio with :func:`serve_stdio` or over loopback HTTP with a bearer
 token with :func:`serve_http`. :func:`render_config` prints what to paste into
 Claude Code's and Cursor's configuration. Needs the ``notebook`` extra.
 """
@@ -11,6 +11,7 @@ from .http import DEFAULT_PORT, check_loopback, new_token, serve_http, server_ur
 from .images import ImageLimits, image_content
 from .render import RenderLimits, render_execution
 from .server import build_server
+from .stdio import serve_stdio
 
 __all__ = [
     "DEFAULT_PORT",
@@ -24,5 +25,6 @@ __all__ = [
     "render_config",
     "render_execution",
     "serve_http",
+    "serve_stdio",
     "server_url",
 ]
