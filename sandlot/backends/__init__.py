@@ -5,7 +5,8 @@ Every layer that makes sandboxes (``AsyncSandbox``, pools, ``RLM``,
 a :class:`~sandlot.backends.base.Backend` object, a registered name, or None
 for ``$SANDLOT_BACKEND``, else ``"local"`` (bubblewrap sandboxes on this
 machine). ``"ssh"`` reaches the host named by ``$SANDLOT_SSH_HOST``
-(:class:`~sandlot.backends.stream.SSHBackend`), A package adds a backend with :func:`register`.
+(:class:`~sandlot.backends.stream.SSHBackend`), ``"modal"`` runs sandboxes on
+Modal (:mod:`sandlot.backends.modal`). A package adds a backend with :func:`register`.
 """
 
 from __future__ import annotations
@@ -42,10 +43,17 @@ def _ssh() -> Backend:
     return SSHBackend.from_env()  # a host is needed: $SANDLOT_SSH_HOST, else a ConfigError
 
 
+def _modal() -> Backend:
+    from .modal import ModalBackend  # imported on use: Modal is an extra (sandlot[modal])
+
+    return ModalBackend()
+
+
 _factories: dict[str, Callable[[], Backend]] = {
     "local": _local,
     "ray": _ray,
     "ssh": _ssh,
+    "modal": _modal,
 }
 
 
