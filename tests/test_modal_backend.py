@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from modal_standin import API, StandInModalSandbox
@@ -210,3 +211,15 @@ def test_the_stand_in_keeps_modals_buffer_rule() -> None:
         await sb.terminate.aio()
 
     asyncio.run(main())
+
+
+def test_missing_modal_credentials_are_one_clear_config_error() -> None:
+    import modal.exception
+
+    async def lookup(*args: object, **kwargs: object) -> object:
+        raise modal.exception.AuthError("Token missing. Could not authenticate client.")
+
+    no_token_app = SimpleNamespace(lookup=SimpleNamespace(aio=lookup))  # as modal without a token
+    api = SimpleNamespace(**{**vars(API), "App": no_token_app})
+    with pytest.raises(ConfigError, match=r"Token missing.*modal setup"):
+        asyncio.run(ModalBackend(api=api).create(sandlot.SandboxConfig()))

@@ -261,7 +261,13 @@ class ModalBackend:
         check_config(config, "Modal", packages_ok=True)
         values = secret_values(config)
         timeout = MAX_LIFETIME if config.timeout is None else math.ceil(config.timeout) + 60
-        app = await self.App.lookup.aio(self.app_name, create_if_missing=True)
+        try:
+            app = await self.App.lookup.aio(self.app_name, create_if_missing=True)
+        except _modal().exception.AuthError as exc:
+            raise ConfigError(
+                f"backend='modal' cannot reach Modal: {str(exc).splitlines()[0]} Run 'modal "
+                "setup', or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"
+            ) from None
         return await self.Sandbox.create.aio(
             "sh",
             "-c",
