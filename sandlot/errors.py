@@ -19,6 +19,9 @@ DeathCause = Literal[
     # a remote backend lost the machine it ran on (a Ray node died or became unreachable);
     # its state is gone with it (backends do not restart sandboxes)
     "node_lost",
+    # a stream backend's connection to the far side dropped (ssh, a Modal stream); the
+    # driver there ends at once with it, and its state is gone
+    "connection_lost",
 ]
 
 

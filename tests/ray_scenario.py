@@ -23,6 +23,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 
 import ray
+from processes import alive, rss_mb
 from ray.cluster_utils import Cluster
 
 import sandlot
@@ -166,13 +167,6 @@ async def spread(node_a: str, node_b: str) -> None:
     mark("spread")
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return -1.0
-
-
 async def flood(node_b: str) -> None:
     """250 host calls of 1 MB each, none answered yet: the host must not hold them all.
 
@@ -255,14 +249,6 @@ def listening() -> list[str]:
 def descendants(roots: list[int]) -> list[int]:
     """Every process below ``roots`` (Ray's agents and workers, sandboxes), from /proc."""
     return sorted(set().union(*(process_tree(pid) for pid in roots)) - set(roots))
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
 OWNER = """

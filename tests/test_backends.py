@@ -48,12 +48,13 @@ def test_names_resolve_and_unknown_names_are_clear_errors(
     mine = LocalBackend()
     assert backends.resolve(mine) is mine
     with pytest.raises(
-        sandlot.ConfigError, match="unknown backend 'nope'; the backends here: local, ray"
+        sandlot.ConfigError,
+        match="unknown backend 'nope'; the backends here: local, modal, ray, ssh",
     ):
         backends.resolve("nope")
-    monkeypatch.setenv(backends.ENV_VAR, "modal")
+    monkeypatch.setenv(backends.ENV_VAR, "kubernetes")
     with pytest.raises(
-        sandlot.ConfigError, match=r"unknown backend 'modal' \(from \$SANDLOT_BACKEND\)"
+        sandlot.ConfigError, match=r"unknown backend 'kubernetes' \(from \$SANDLOT_BACKEND\)"
     ):
         backends.resolve(None)
     with pytest.raises(sandlot.ConfigError, match="must be an identifier"):

@@ -55,3 +55,15 @@ def test_the_test_suite_workflow_benchmark_runs_every_way_and_prints_its_table()
     assert "Seed 001: a project's test suite end to end" in done.stdout
     for way in ("bare pytest", "uv run --isolated", "sandlot exec --project"):
         assert f"│ {way}" in done.stdout
+
+
+def test_the_stream_benchmark_prints_ssh_beside_local() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("stream_bench.py")), "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sandlot through SSHBackend on loopback" in done.stdout
+    assert "host call round trip" in done.stdout

@@ -61,12 +61,13 @@ def test_the_seeds_flags_with_stand_ins(tmp_path: Path) -> None:
 
 
 def test_modes_that_do_not_exist_fail_with_one_clear_line() -> None:
-    for mode in ("modal", "kubernetes"):
+    for mode in ("kubernetes", "docker"):
         done = run_cli("rlm", "niah", "--mode", mode, "--stand-in", "--num-lines", "10")
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr
-        assert f"--mode '{mode}'" in lines[0] and "modes that exist now: local, ray" in lines[0]
+        assert f"--mode '{mode}'" in lines[0]
+        assert "modes that exist now: local, modal, ray, ssh" in lines[0]
         assert done.stdout == ""
 
 

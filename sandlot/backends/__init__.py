@@ -4,7 +4,9 @@ Every layer that makes sandboxes (``AsyncSandbox``, pools, ``RLM``,
 ``SandlotInterpreter``, sessions, the CLI's ``--backend``) takes ``backend=``:
 a :class:`~sandlot.backends.base.Backend` object, a registered name, or None
 for ``$SANDLOT_BACKEND``, else ``"local"`` (bubblewrap sandboxes on this
-machine). A package adds a backend with :func:`register`.
+machine). ``"ssh"`` reaches the host named by ``$SANDLOT_SSH_HOST``
+(:class:`~sandlot.backends.stream.SSHBackend`), ``"modal"`` runs sandboxes on
+Modal (:mod:`sandlot.backends.modal`). A package adds a backend with :func:`register`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,24 @@ def _ray() -> Backend:
     return RayBackend()
 
 
-_factories: dict[str, Callable[[], Backend]] = {"local": _local, "ray": _ray}
+def _ssh() -> Backend:
+    from .stream import SSHBackend
+
+    return SSHBackend.from_env()  # a host is needed: $SANDLOT_SSH_HOST, else a ConfigError
+
+
+def _modal() -> Backend:
+    from .modal import ModalBackend  # imported on use: Modal is an extra (sandlot[modal])
+
+    return ModalBackend()
+
+
+_factories: dict[str, Callable[[], Backend]] = {
+    "local": _local,
+    "ray": _ray,
+    "ssh": _ssh,
+    "modal": _modal,
+}
 
 
 def register(name: str, factory: Callable[[], Backend]) -> None:

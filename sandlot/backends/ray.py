@@ -27,7 +27,6 @@ bubblewrap) installed in the Python environment their workers run.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -37,12 +36,11 @@ from typing import Any
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause, SandboxDied
 from ..secrets import secret_values
+from .stream import QueuedSink, Valve
 
 READ_CHUNK = 1 << 20  # most bytes of driver output the actor yields at once
 OUTPUT_AHEAD = 8  # chunks the actor may yield before the host has taken them
 SEND_CHUNK = 4 << 20  # most bytes the host sends in one actor call
-HIGH_WATER = 8 << 20  # queued bytes at which drain() waits ...
-LOW_WATER = 2 << 20  # ... until the queue is back down to this
 KILL_GRACE = 5.0  # seconds kill() gives the actor to end its sandbox before ray.kill
 PLACE_TRIES = 3  # placements of a sandbox whose node dies before it starts
 FINISH_TIMEOUT = 10.0  # seconds the host waits for the actor's account of the end
@@ -187,91 +185,6 @@ def _lost(exc: BaseException) -> tuple[DeathCause, str]:
     return "node_lost", f"the connection to its Ray actor failed: {type(exc).__name__}: {text}"
 
 
-class _ActorSink:
-    """The writer: bytes queued here go to the actor in order, one batch per call."""
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.queued = 0
-        self.closed = False
-        self.failed: BaseException | None = None
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
-        self.task = asyncio.ensure_future(self._send())
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data``."""
-        if self.closed or self.failed is not None or not data:
-            return
-        self.queue.append(bytes(data))
-        self.queued += len(data)
-        if self.queued >= HIGH_WATER:
-            self.room.clear()
-        self.wake.set()
-
-    async def drain(self) -> None:
-        """Wait while much is queued (not at all once the actor is gone)."""
-        await self.room.wait()
-
-    def close(self) -> None:
-        """Send what is queued, then stop."""
-        self.closed = True
-        self.wake.set()
-
-    async def wait_closed(self) -> None:
-        """Wait until what was queued is sent (or the actor is gone)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(self.task)
-
-    async def _send(self) -> None:
-        try:
-            while True:
-                if not self.queue:
-                    if self.closed:
-                        return
-                    self.wake.clear()
-                    await self.wake.wait()
-                    continue
-                batch: list[bytes] = []
-                size = 0
-                while self.queue and (not batch or size + len(self.queue[0]) <= SEND_CHUNK):
-                    item = self.queue.popleft()
-                    batch.append(item)
-                    size += len(item)
-                await self.actor.send.remote(b"".join(batch))
-                self.queued -= size
-                if self.queued <= LOW_WATER:
-                    self.room.set()
-        except Exception as exc:  # the actor is gone: the reader's pump reports why
-            self.failed = exc
-            self.queue.clear()
-            self.queued = 0
-        finally:
-            self.room.set()
-
-
-class _Valve(asyncio.ReadTransport):
-    """The reader's flow control for a pump that feeds it: the reader pauses the valve
-    when it holds more than twice its limit, and opens it once the channel has read
-    it down, so the host holds a bounded amount of what a sandbox sends."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open = asyncio.Event()
-        self.open.set()
-
-    def pause_reading(self) -> None:
-        self.open.clear()
-
-    def resume_reading(self) -> None:
-        self.open.set()
-
-    def is_reading(self) -> bool:
-        return self.open.is_set()
-
-
 class RayLaunch:
     """A sandbox's driver running in a Ray actor, as the host sees it."""
 
@@ -279,9 +192,10 @@ class RayLaunch:
         self.actor = actor
         self.info = info  # workdir, node_id and the actor's pid
         self.reader = asyncio.StreamReader(limit=1 << 20)
-        self._valve = _Valve()
+        self._valve = Valve()
         self.reader.set_transport(self._valve)
-        self.writer = _ActorSink(actor)
+        # One actor call per batch of at most SEND_CHUNK bytes, in order.
+        self.writer = QueuedSink(actor.send.remote, SEND_CHUNK)
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._cause: tuple[DeathCause, str] = ("crashed", "the driver ended")
         self._log = ""

@@ -23,6 +23,7 @@ Header field ``t`` says what a message is:
 ``cancel`` host→driver cancel request ``id`` (interrupts the REPL, kills a
                        process group)
 ``ret``   host→driver  the answer to the driver's call ``id``
+``ping``  host→driver  nothing but a sign that the host lives (see ``owner_timeout``)
 ``ready`` driver→host  the driver is up (sent once)
 ``chunk`` driver→host  streamed output for request ``id``
 ``res``   driver→host  the final reply to request ``id`` (``ok`` or ``error``)

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import types
 from collections.abc import Callable
@@ -106,7 +107,9 @@ class Server:
         self.calls: dict[int, _Pending] = {}
         self.call_ids = itertools.count(1)
         self.closed = False
+        self.last_heard = time.monotonic()  # when the host last sent a frame (a ping counts)
         self.libraries: dict[str, dict[str, tuple[Callable[..., Any], threading.Lock | None]]] = {}
+        self.exit_with_host = bool(init.get("exit_with_host"))
         self.model_globals: dict[str, dict[str, Any]] = {}
         self.gate: kernel.CallGate | None = None
         for tool in init.get("tools", []):
@@ -358,6 +361,7 @@ class Server:
         """Route incoming frames until the host goes away."""
         try:
             while (frame := protocol.read_frame(self.sock)) is not None:
+                self.last_heard = time.monotonic()
                 header, payload = frame
                 kind = header.get("t")
                 if kind == "req":
@@ -385,7 +389,25 @@ class Server:
             pending.event.set()
         for proc in list(self.processes.values()):
             proc.kill("host gone")
+        if self.exit_with_host:
+            # Nobody is left to read a reply: a cell that runs on must not keep the driver
+            # (and its far side's temporary directory) alive.
+            os._exit(0)
         self.repl_queue.put(None)
+
+    def watch_owner(self, timeout: float) -> None:
+        """End the driver when the host has sent nothing, not even a ping, for ``timeout`` s.
+
+        For a driver whose machine does not end it with its owner (a Modal container
+        lives on after the client is gone): the host pings while it lives.
+        """
+        while not self.closed:
+            time.sleep(min(1.0, timeout / 4))
+            if time.monotonic() - self.last_heard > timeout:
+                os.write(DIAG_FD, b"sandlot driver: no word from the host; ending\n")
+                for proc in list(self.processes.values()):
+                    proc.kill("host gone")
+                os._exit(3)
 
     def repl_loop(self) -> None:
         """Run cells one after another on the main thread."""
@@ -520,4 +542,7 @@ def serve_on(sock: protocol.ByteStream) -> None:
         }
     )
     threading.Thread(target=server.read_loop, name="sandlot-reader", daemon=True).start()
+    if init.get("owner_timeout"):
+        args = (float(init["owner_timeout"]),)
+        threading.Thread(target=server.watch_owner, args=args, daemon=True).start()
     server.repl_loop()
