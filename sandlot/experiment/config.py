@@ -223,7 +223,7 @@ class ExperimentConfig(_Strict):
     task: str = Field(description="What the agent is asked: text, or a .md file holding it.")
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    harness: HarnessConfig = Field(default_factory=HarnessConfig)
+    harness: HarnessConfig = Field(description="Stage 3: the agent (type, lm, limits, runs).")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @field_validator("name")
@@ -340,6 +340,21 @@ def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
     return line
 
 
+_CLASS_NAMES = {
+    "ExperimentConfig",
+    "EnvironmentConfig",
+    "ExecutionConfig",
+    "HarnessConfig",
+    "LimitsConfig",
+    "OutputsConfig",
+    "LMConfig",
+    "RLMConfig",
+    "ModelConfig",
+    "SandboxConfig",
+    "VolumeMount",
+}
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and check an experiment file.
 
@@ -377,8 +392,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
         return ExperimentConfig(**_anchor(data, file.resolve().parent))
     except ConfigError as exc:
         located = []
-        for loc, message in exc.problems or [("", str(exc))]:
-            line = _line_of(root, loc.split(".") if loc and loc != "ExperimentConfig" else [])
+        for where, message in exc.problems or [("", str(exc))]:
+            # A nested model's own check is reported under its class name: not a field.
+            loc = ".".join(p for p in where.split(".") if p and p not in _CLASS_NAMES)
+            line = _line_of(root, loc.split(".") if loc else [])
             located.append((f"{file}:{line or 1}: {loc}", message))
         error = ConfigError(
             f"{file}: invalid experiment:\n  " + "\n  ".join(f"{w}: {m}" for w, m in located)
