@@ -164,6 +164,7 @@ class SingleAgent:
         self.cost: float | None = None
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.limits.max_time
+        self.result: RunResult | None = None  # how the run ended, once it has (even cancelled)
 
     # -- record --------------------------------------------------------------------
 
@@ -233,6 +234,7 @@ class SingleAgent:
         except Exception as exc:
             result = self._result("failed", "error", None, f"{type(exc).__name__}: {exc}")
         finally:
+            self.result = result
             self.emit({"type": "run_end", **result.to_dict()})
         return result
 

@@ -160,7 +160,10 @@ def _print_summary(folder: Path) -> None:
     table = Table(*SUMMARY_COLUMNS)
     for row in rows:
         table.add_row(*row)
-    Console(highlight=False, soft_wrap=True).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a log or a pipe: the whole table, not one cut to 80 columns
+        console.width = 200
+    console.print(table)
 
 
 @experiment_app.command("view")

@@ -66,6 +66,7 @@ async def arun_harness(
     folder = Path(run_dir) if run_dir is not None else None
     writer = TrajectoryWriter(folder / TRANSCRIPT if folder is not None else None)
     result = RunResult(run=run, status="failed", stop_reason="error")
+    agent: SingleAgent | None = None
     try:
         if harness.type == "single_agent":
             if execution is None:
@@ -81,6 +82,8 @@ async def arun_harness(
             raise ValueError("the external harness runs no agent: use deploy, then attach")
     finally:
         writer.close()
+        if agent is not None and agent.result is not None:  # also when cancelled
+            result = agent.result
         if folder is not None:
             result.run_dir = str(folder)
             write_json(folder / SUMMARY, result.to_dict())
@@ -195,6 +198,7 @@ async def _one_run(
         if execution is not None and execution.mode == "filesystem":
             report = await save_workspace(execution.session, folder / "workspace")
             result.extra["workspace"] = {"written": report.written, "skipped": report.skipped}
+            write_json(folder / SUMMARY, result.to_dict())
         return result
     except asyncio.CancelledError:
         raise

@@ -36,8 +36,7 @@ def make_tiny_model(out_dir: Path, *, seed: int = SEED) -> Path:
     weights = {
         "embeddings": matrix(len(vocab), HIDDEN, 1.0),
         "layers": [
-            {"w": matrix(HIDDEN, HIDDEN, HIDDEN**-0.5), "b": [0.0] * HIDDEN}
-            for _ in range(LAYERS)
+            {"w": matrix(HIDDEN, HIDDEN, HIDDEN**-0.5), "b": [0.0] * HIDDEN} for _ in range(LAYERS)
         ],
     }
     config = {
