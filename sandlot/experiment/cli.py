@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..console import EXIT_ERROR, EXIT_INTERRUPTED, err_console, fail, say
+from ..console import EXIT_ERROR, EXIT_INTERRUPTED, OpenPageOpt, err_console, fail, say, show_page
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
@@ -175,13 +175,9 @@ def view_command(
         Path | None,
         typer.Option("-o", "--output", metavar="OUT.html", help="Default: DIR/view.html."),
     ] = None,
-    open_page: Annotated[
-        bool, typer.Option("--open", help="Open the page in a web browser afterwards.")
-    ] = False,
+    open_page: OpenPageOpt = False,
 ) -> None:
     """Write the run's transcript and notebook as one self-contained HTML page; print its path."""
-    import webbrowser
-
     from .view import write_view
 
     if not folder.is_dir():
@@ -192,6 +188,4 @@ def view_command(
         fail(f"{folder}: a transcript is not UTF-8 text")
     except (OSError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(str(page))
-    if open_page and not webbrowser.open(page.resolve().as_uri()):
-        say("warning: found no web browser to open the page with")
+    show_page(page, open_page)

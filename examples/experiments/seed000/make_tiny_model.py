@@ -16,10 +16,11 @@ import random
 import sys
 from pathlib import Path
 
-WORDS = """
+_WORDS_TEXT = """
 hello world there hi the a an and or not is are was be model text word token embedding
 vector layer hidden small tiny large good bad new old one two three cat dog sun moon
-""".split()
+"""
+WORDS = _WORDS_TEXT.split()
 HIDDEN = 16
 LAYERS = 2
 SEED = 0
