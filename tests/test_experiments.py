@@ -305,6 +305,8 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_process(
         ScriptedReply.calls(("execute_code", {"code": "import time\ntime.sleep(120)"})),
         "not reached",
     )
+    # Processes the module's other sessions have (the shared one): not this run's.
+    before = {p for s in server_pids(sessions_dir) if alive(s) for p in process_tree(s)}
     with ScriptedOpenAIServer(script) as server:
         text = (example / "experiment.yaml").read_text()
         text = text.replace("http://127.0.0.1:8000/v1", server.base_url)
@@ -344,13 +346,13 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_process(
     assert run[-1]["type"] == "run_end" and run[-1]["status"] == "interrupted"
     assert "interrupted" in out  # the summary table
     assert json.loads((batch / "run-1" / "notebook.ipynb").read_text())["cells"]
-    # No session, sandbox or kernel is left: the server's process tree is only itself.
+    # No session, sandbox or kernel of this run is left under the session server.
     assert not [s for s in list_sessions() if s.name.startswith("seed000-run-")]
     deadline = time.monotonic() + 15
     left: set[int] = set()
     for server_pid in [p for p in server_pids(sessions_dir) if alive(p)]:
         while time.monotonic() < deadline:
-            left = {p for p in process_tree(server_pid) - {server_pid} if alive(p)}
+            left = {p for p in process_tree(server_pid) - before - {server_pid} if alive(p)}
             if not left:
                 break
             time.sleep(0.2)
@@ -380,3 +382,27 @@ def test_deploy_prints_the_session_the_mcp_config_and_the_prompt(
         assert session_id in {s.session_id for s in list_sessions()}  # it outlived deploy
     finally:
         shutdown_session(session_id)
+
+
+def test_the_rlm_harness_runs_the_engine_on_the_task_and_its_context(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "context.txt").write_text("alpha\nbeta\nthe needle is 42\ngamma\n")
+    script = in_order(
+        "```repl\nprint([l for l in context.splitlines() if 'needle' in l])\n```", "FINAL(42)"
+    )
+    with ScriptedOpenAIServer(script) as server:
+        path = tmp_path / "rlm.yaml"
+        path.write_text(
+            "name: rlm-run\ntask: What is the needle?\n"
+            "environment: {sandbox: {isolation: bubblewrap, memory_mb: 512}}\n"
+            f"harness: {{type: rlm, context: context.txt, lm: {{model: root, base_url: "
+            f'"{server.base_url}", max_retries: 0}}, rlm: {{max_iterations: 3}}}}\n'
+        )
+        result = run_experiment(load_config(path))
+    [run] = result.runs
+    assert (run.status, run.answer, run.turns) == ("answered", "42", 2), run
+    assert "the needle is 42" in server.requests[1].body["messages"][-1]["content"]
+    kinds = [e["type"] for e in events(Path(run.run_dir))]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "code" in kinds
+    assert not (Path(run.run_dir) / "notebook.ipynb").exists()  # no session: stage 2 skipped
