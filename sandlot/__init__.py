@@ -20,7 +20,7 @@ from .errors import (
     ServeError,
     ToolError,
 )
-from .pool import AsyncSandboxPool, PoolMapError
+from .pool import AsyncSandboxPool, PoolConfig, PoolMapError
 from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox
 from .serving.library import Library, McpServerSpec, RemoteLibrary
@@ -48,6 +48,7 @@ __all__ = [
     "ModelConfig",
     "Mount",
     "OutputChunk",
+    "PoolConfig",
     "PoolMapError",
     "Process",
     "RemoteError",

@@ -32,6 +32,7 @@ from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
 from .console import EXIT_ERROR, Guard, cells_from, expected_errors, fail, one_line, read_cells, say
 from .errors import ConfigError, SandboxError
+from .experiment.cli import experiment_app
 from .notebook.cli import sessions_app
 from .results import CodeResult
 from .rlm.cli import rlm_app
@@ -73,6 +74,7 @@ app = typer.Typer(
 )
 app.add_typer(rlm_app, name="rlm")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(experiment_app, name="experiment")
 
 
 # -- output and errors ---------------------------------------------------------

@@ -11,7 +11,8 @@ import codeop
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import NoReturn
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -75,6 +76,20 @@ def expected_errors() -> Iterator[Guard]:
         fail(guard.hide(str(exc)) or type(exc).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+
+
+def show_page(page: Path, open_page: bool) -> None:
+    """Print the path of a page just written; with ``open_page`` open it in a web browser."""
+    import webbrowser
+
+    typer.echo(str(page))
+    if open_page and not webbrowser.open(page.resolve().as_uri()):
+        say("warning: found no web browser to open the page with")
+
+
+OpenPageOpt = Annotated[
+    bool, typer.Option("--open", help="Open the page in a web browser afterwards.")
+]
 
 
 def cells_from(text: str) -> list[str]:

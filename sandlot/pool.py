@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from pydantic import Field
+
 from . import backends
 from .backends import BackendSpec
 from .backends.base import Backend
-from .config import SandboxConfig
+from .config import SandboxConfig, _Strict
 from .errors import ConfigError, SandboxDied, SandboxError
 from .sandbox import AsyncSandbox
 
@@ -48,6 +50,19 @@ class PoolMapError(SandboxError, Generic[R]):
             f"{len(errors)} of {len(results)} items failed; item {first}: "
             f"{type(errors[first]).__name__}: {errors[first]}"
         )
+
+
+class PoolConfig(_Strict):
+    """A pool's options as data: ``SandboxPool.from_config(sandbox_config, PoolConfig(...))``.
+
+    Each field is the pool's keyword argument of the same name, with the same default.
+    """
+
+    size: int = Field(4, ge=1, description="The most sandboxes at once.")
+    warm: int = Field(0, ge=0, description="Sandboxes kept started and idle (at most size).")
+    reuse: bool = Field(False, description="Lend a returned sandbox again, with its state.")
+    max_uses: int | None = Field(None, ge=1, description="Borrows of one sandbox (with reuse).")
+    max_idle: float | None = Field(None, gt=0, description="Retire an idle sandbox after this.")
 
 
 @dataclass
@@ -111,6 +126,13 @@ class AsyncSandboxPool:
         self._started = 0  # ever started by this pool
         self._retired = 0  # ever retired (returned without reuse, worn, idle too long, dead)
         self._refill_error: BaseException | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: SandboxConfig | None, options: PoolConfig, **runtime: Any
+    ) -> AsyncSandboxPool:
+        """A pool of ``config`` sandboxes with ``options``; ``runtime``: tools, backend."""
+        return cls(config, **options.model_dump(), **runtime)
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
 from .files import AsyncFiles
-from .pool import AsyncSandboxPool, Progress
+from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
 from .tools import Router
@@ -352,6 +352,13 @@ class SandboxPool(Twin):
             backend=backend,
         )
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sandlot-pool")
+
+    @classmethod
+    def from_config(
+        cls, config: SandboxConfig | None, options: PoolConfig, **runtime: Any
+    ) -> SandboxPool:
+        """A pool of ``config`` sandboxes with ``options``; ``runtime``: tools, backend."""
+        return cls(config, **options.model_dump(), **runtime)
 
     def _call(self, awaitable: Awaitable[T]) -> T:
         return self._portal.wait(awaitable)

@@ -14,7 +14,8 @@ connection pooling are exercised as they are against vLLM or OpenAI::
         server.requests[0].body["model"], server.requests[0].headers["authorization"]
 
 A reply function returns the answer's text, or a ``ScriptedReply`` for anything
-else: an HTTP error (``ScriptedReply.error(429, "slow down", retry_after=1)``), a
+else: tool calls (``ScriptedReply.calls(("execute_code", {"code": "1 + 1"}))``), an
+HTTP error (``ScriptedReply.error(429, "slow down", retry_after=1)``), a
 malformed body (``ScriptedReply.malformed(b"{not json")``), a cost, headers, a
 delay. ``in_order(...)`` scripts a sequence of replies, one per request.
 """
@@ -42,6 +43,9 @@ class ScriptedReply:
     ``error_message`` as its message; ``raw`` replaces the whole body with these bytes. ``cost`` is
     put in ``usage.cost`` (as OpenRouter does); ``headers`` are added to the
     response; ``delay`` is slept before answering, on top of the server's latency.
+    ``tool_calls`` are sent in the message as OpenAI does (each a dict with ``name``
+    and ``arguments``: a dict is sent as its JSON text, a str as it is, so a test can
+    send malformed JSON; ``id`` is made up when missing).
     """
 
     text: str | None = ""
@@ -54,12 +58,21 @@ class ScriptedReply:
     finish_reason: str = "stop"
     refusal: str | None = None
     delay: float = 0.0
+    tool_calls: list[dict[str, Any]] | None = None
 
     @classmethod
     def error(cls, status: int, message: str, *, retry_after: float | None = None) -> ScriptedReply:
         """An HTTP error with an OpenAI-style JSON body and, optionally, ``Retry-After``."""
         headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
         return cls(status=status, error_message=message, headers=headers)
+
+    @classmethod
+    def calls(
+        cls, *calls: tuple[str, dict[str, Any] | str], text: str | None = None
+    ) -> ScriptedReply:
+        """A reply asking for the tool calls ``(name, arguments)``, with optional text."""
+        made = [{"name": name, "arguments": arguments} for name, arguments in calls]
+        return cls(text=text, tool_calls=made, finish_reason="tool_calls")
 
     @classmethod
     def malformed(cls, body: bytes, content_type: str = "application/json") -> ScriptedReply:
@@ -207,6 +220,20 @@ class ScriptedOpenAIServer:
         message: dict[str, Any] = {"role": "assistant", "content": scripted.text}
         if scripted.refusal is not None:
             message["refusal"] = scripted.refusal
+        if scripted.tool_calls is not None:
+            message["tool_calls"] = [
+                {
+                    "id": call.get("id", f"call_{number}_{index}"),
+                    "type": "function",
+                    "function": {
+                        "name": call["name"],
+                        "arguments": call["arguments"]
+                        if isinstance(call["arguments"], str)
+                        else json.dumps(call["arguments"]),
+                    },
+                }
+                for index, call in enumerate(scripted.tool_calls)
+            ]
         payload = {
             "id": f"chatcmpl-{number}",
             "object": "chat.completion",

@@ -305,3 +305,81 @@ def test_without_openai_import_works_and_construction_says_what_to_install() -> 
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'sandlot[rlm]'" in done.stdout
+
+
+# -- tool calling --------------------------------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "execute_code",
+            "description": "Run Python.",
+            "parameters": {"type": "object", "properties": {"code": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_tool_calls_come_back_with_their_raw_arguments_and_usage() -> None:
+    reply = ScriptedReply.calls(
+        ("execute_code", {"code": "1 + 1"}), ("execute_code", "{not json"), text=None
+    )
+    with ScriptedOpenAIServer(in_order(reply)) as server:
+        lm = make_lm(server)
+        done = asyncio.run(lm.acomplete(HELLO, tools=TOOLS))
+    assert done.text == "" and done.finish_reason == "tool_calls"
+    assert [(c.name, c.arguments) for c in done.tool_calls] == [
+        ("execute_code", '{"code": "1 + 1"}'),
+        ("execute_code", "{not json"),  # kept as written: the caller tells the LM
+    ]
+    assert len({c.id for c in done.tool_calls}) == 2
+    assert done.prompt_tokens == 6
+    [request] = server.requests
+    assert request.body["tools"] == TOOLS
+
+
+def test_a_conversation_with_tool_results_is_sent_as_given_and_no_tools_sends_none() -> None:
+    messages: list[dict[str, Any]] = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "execute_code", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "2"},
+    ]
+    with ScriptedOpenAIServer(in_order("the answer is 2")) as server:
+        done = make_lm(server).complete(messages, tools=TOOLS)
+        make_lm(server).complete(HELLO)
+    assert done.text == "the answer is 2" and done.tool_calls == ()
+    assert server.requests[0].body["messages"] == messages
+    assert "tools" not in server.requests[1].body
+
+
+def test_a_tool_call_without_a_name_is_garbage_retried_once() -> None:
+    nameless = ScriptedReply(text=None, tool_calls=[{"name": "", "arguments": "{}"}])
+    message, requests = failure(in_order(nameless))
+    assert "no function name" in message and requests == 2
+    with ScriptedOpenAIServer(in_order(nameless, "fine")) as server:
+        assert make_lm(server).complete(HELLO, tools=TOOLS).text == "fine"
+
+
+def test_lm_config_makes_the_same_client_and_reads_the_key_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sandlot.rlm.lm import LMConfig
+
+    monkeypatch.setenv("MY_LM_KEY", KEY)
+    with ScriptedOpenAIServer() as server:
+        config = LMConfig(model="m", base_url=server.base_url, api_key_env="MY_LM_KEY", timeout=9)
+        lm = config.client()
+        assert (lm.model, lm.base_url, lm.timeout) == ("m", server.base_url, 9)
+        lm.complete(HELLO)
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"

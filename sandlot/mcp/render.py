@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from mcp.types import ImageContent, TextContent
 
@@ -126,6 +127,20 @@ class CellReply:
             self.lines.append(f"[{title} output ({kinds}) not shown as text; see {self.where}]")
             return
         self.section(title, text, self.limits.result, keep="start")
+
+
+def render_exec(result: dict[str, Any]) -> str:
+    """The text of a filesystem-mode command's result: exit status, then its output."""
+    lines = [f"exit status {result.get('returncode')}"]
+    if result.get("timed_out"):
+        lines[0] += " (timed out: the command was killed)"
+    for stream in ("stdout", "stderr"):
+        text = result.get(stream)
+        if isinstance(text, str) and text:
+            lines += [f"{stream}:", text.rstrip("\n")]
+    if result.get("truncated"):
+        lines.append("[output past the session's limit was dropped]")
+    return "\n".join(lines)
 
 
 def _status_line(ex: Execution, session_id: str) -> str:

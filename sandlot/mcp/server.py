@@ -45,7 +45,7 @@ from ..notebook import (
 from . import errors
 from .images import IMAGE_MIME_TYPES
 from .progress import CellProgress
-from .render import Block, RenderLimits, render_execution
+from .render import Block, RenderLimits, render_exec, render_execution
 from .served import ServedFunctionsServer
 from .sessions import Sessions, StartOptions
 
@@ -359,7 +359,7 @@ def _filesystem_tools(mcp: MCPServer[None], sessions: Sessions) -> None:
     ) -> CallToolResult:
         handle = await sessions.get(session_id)
         result = await handle.exec(command, timeout=timeout)
-        return _text(_exec_text(result))
+        return _text(render_exec(result))
 
     @mcp.tool(description="Read a text file from the session's workspace.", annotations=READ_ONLY)
     @reported
@@ -391,19 +391,6 @@ def _filesystem_tools(mcp: MCPServer[None], sessions: Sessions) -> None:
         lines = [f"{len(entries)} entries in {path}:"]
         lines += [f"- {e.get('name')} ({e.get('type')}, {e.get('size')} bytes)" for e in entries]
         return _text("\n".join(lines))
-
-
-def _exec_text(result: dict[str, Any]) -> str:
-    lines = [f"exit status {result.get('returncode')}"]
-    if result.get("timed_out"):
-        lines[0] += " (timed out: the command was killed)"
-    for stream in ("stdout", "stderr"):
-        text = result.get(stream)
-        if isinstance(text, str) and text:
-            lines += [f"{stream}:", text.rstrip("\n")]
-    if result.get("truncated"):
-        lines.append("[output past the session's limit was dropped]")
-    return "\n".join(lines)
 
 
 def _instructions(mode: Mode, session_id: str | None) -> str:

@@ -185,14 +185,7 @@ class OwnedSession:
     async def _start(self) -> None:
         spec = self.spec
         self.skills = load_skills(spec.skills) if spec.skills else []
-        config = spec.config
-        if spec.mode == "notebook" and not any(
-            p.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() == "ipykernel"
-            for p in config.python_packages
-        ):
-            config = config.model_copy(
-                update={"python_packages": [*config.python_packages, "ipykernel"]}
-            )
+        config = with_kernel(spec.config) if spec.mode == "notebook" else spec.config
         self.sandbox = AsyncSandbox(config, backend=spec.backend)
         await self.sandbox.start()
         await self._install_libraries()
@@ -536,6 +529,16 @@ class OwnedSession:
             if sandbox is not None:
                 with contextlib.suppress(Exception):
                     await sandbox.terminate()
+
+
+def with_kernel(config: SandboxConfig) -> SandboxConfig:
+    """``config`` with ``ipykernel`` among its packages (added when it does not name it)."""
+    if any(
+        p.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() == "ipykernel"
+        for p in config.python_packages
+    ):
+        return config
+    return config.model_copy(update={"python_packages": [*config.python_packages, "ipykernel"]})
 
 
 def check_mode(mode: str) -> Mode:

@@ -10,20 +10,33 @@ with a ``model`` name and ``acomplete(messages)`` (or ``complete``) is an LM, an
 ``OpenAICompatibleLM`` talks to any OpenAI-compatible server.
 """
 
-from .engine import RLM, RLMResult
-from .lm import OpenAICompatibleLM
-from .types import LM, AsyncLM, Completion, LMError, Message, ModelUsage, SyncLM, Usage
+from .engine import RLM, RLMConfig, RLMResult
+from .lm import LMConfig, OpenAICompatibleLM
+from .types import (
+    LM,
+    AsyncLM,
+    Completion,
+    LMError,
+    Message,
+    ModelUsage,
+    SyncLM,
+    ToolCall,
+    Usage,
+)
 
 __all__ = [
     "LM",
     "RLM",
     "AsyncLM",
     "Completion",
+    "LMConfig",
     "LMError",
     "Message",
     "ModelUsage",
     "OpenAICompatibleLM",
+    "RLMConfig",
     "RLMResult",
     "SyncLM",
+    "ToolCall",
     "Usage",
 ]

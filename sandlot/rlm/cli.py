@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import backends
-from ..console import fail, say
+from ..console import OpenPageOpt, fail, show_page
 
 rlm_app = typer.Typer(
     help="Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
@@ -39,13 +39,9 @@ def view_command(
             help="Where to write the page (default: FILE with the suffix .html).",
         ),
     ] = None,
-    open_page: Annotated[
-        bool, typer.Option("--open", help="Open the page in a web browser afterwards.")
-    ] = False,
+    open_page: OpenPageOpt = False,
 ) -> None:
     """Render a trajectory as one self-contained HTML page and print its path."""
-    import webbrowser
-
     from .view import write_html
 
     if not file.is_file():
@@ -56,9 +52,7 @@ def view_command(
         fail(f"{file}: not a JSONL trajectory (not UTF-8 text)")
     except (OSError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(str(page))
-    if open_page and not webbrowser.open(page.resolve().as_uri()):
-        say("warning: found no web browser to open the page with")
+    show_page(page, open_page)
 
 
 # -- ask and niah --------------------------------------------------------------

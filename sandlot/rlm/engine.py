@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from pydantic import Field
+
 from .. import backends
 from ..backends import BackendSpec
-from ..config import SandboxConfig
+from ..config import SandboxConfig, _Strict
 from ..errors import ConfigError, SandboxDied, SandboxError
 from ..pool import AsyncSandboxPool
 from ..results import CodeResult
@@ -236,6 +238,28 @@ class _Tree:
         return self.pools[depth]
 
 
+class RLMConfig(_Strict):
+    """The RLM's limits and settings as data: ``RLM.from_config(root, sub, RLMConfig(...))``.
+
+    Each field is the :class:`RLM` keyword argument of the same name, with the same
+    default; what cannot be data (LMs, tools, hooks, a backend object) stays a
+    keyword argument of :meth:`RLM.from_config`.
+    """
+
+    pool_size: int = Field(4, ge=1, description="Sub-LM calls at once; child sandboxes per depth.")
+    max_iterations: int = Field(30, ge=1, description="Root LM turns per run.")
+    max_llm_calls: int = Field(200, ge=0, description="Sub-LM calls for the whole tree.")
+    max_depth: int = Field(1, ge=0, description="Levels of child RLMs.")
+    max_time: float = Field(600.0, gt=0, description="Seconds for the whole completion.")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens for the whole tree.")
+    max_errors: int = Field(5, ge=1, description="Consecutive failed turns before a stop.")
+    max_output_chars: int = Field(20_000, ge=200, description="Output of a block the LM sees.")
+    sub_chars: int = Field(100_000, ge=1, description="Chunk size the prompt suggests.")
+    force_parallel: bool = Field(False, description="Make the LM chunk and batch sub-calls.")
+    system_prompt: str | None = Field(None, description="Replace the system prompt.")
+    warm: int = Field(0, ge=0, description="Sandboxes kept started for the next completions.")
+
+
 class RLM:
     """A Recursive Language Model: ``RLM(root_lm, sub_lm).completion(context, query)``.
 
@@ -355,6 +379,16 @@ class RLM:
         self.redactor = Redactor(_merge_secrets(secret_values(self.sandbox), secrets or {}))
         self._warm_pool: AsyncSandboxPool | None = None
         self._warm_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(
+        cls, root_lm: LM, sub_lm: LM | None = None, config: RLMConfig | None = None, **runtime: Any
+    ) -> RLM:
+        """An RLM with the limits of ``config``; ``runtime`` takes the other keyword arguments
+        (``sandbox``, ``tools``, ``trajectory``, ``models``, ``on_event``, ``secrets``,
+        ``backend``)."""
+        settings = (config or RLMConfig()).model_dump()
+        return cls(root_lm, sub_lm, **settings, **runtime)
 
     # -- warm sandboxes ------------------------------------------------------------
 

@@ -16,16 +16,23 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from .types import Completion, LMError, Message
+from pydantic import Field
+
+from ..config import _Strict
+from .types import Completion, LMError, ToolCall
 
 if TYPE_CHECKING:
     import openai
     from openai._legacy_response import LegacyAPIResponse
-    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat import (
+        ChatCompletion,
+        ChatCompletionMessageParam,
+        ChatCompletionToolParam,
+    )
 
 PLACEHOLDER_API_KEY = "sandlot-no-key"
 """The key sent when none is set but ``base_url`` is: local servers need none."""
@@ -47,6 +54,34 @@ _HINTS = {
     422: "the server could not process the request: check the model name and the settings "
     "this server accepts",
 }
+
+
+class LMConfig(_Strict):
+    """The settings of an :class:`OpenAICompatibleLM`, as data (YAML, JSON, an experiment file).
+
+    The fields and defaults are the client's keyword arguments; the API key is not
+    one of them: it is read from the host environment variable ``api_key_env`` when
+    the client is made (:meth:`client`), so a config file never holds it.
+    """
+
+    model: str = Field(min_length=1, description="The model name the endpoint serves.")
+    base_url: str | None = Field(
+        None, description="The endpoint, e.g. http://localhost:8000/v1 (default: OpenAI's)."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="The host environment variable that holds the API key."
+    )
+    max_retries: int = Field(6, ge=0, description="Retries of a failed call.")
+    timeout: float = Field(300.0, gt=0, description="Seconds one call may take.")
+    backoff: float = Field(0.5, ge=0, description="First wait between retries, doubled each time.")
+    max_backoff: float = Field(30.0, ge=0, description="The longest wait between retries.")
+    temperature: float | None = Field(None, description="Sent only when set.")
+    max_tokens: int | None = Field(None, gt=0, description="Sent only when set.")
+    extra_body: dict[str, Any] | None = Field(None, description="Merged into every request body.")
+
+    def client(self, api_key: str | None = None) -> OpenAICompatibleLM:
+        """The client these settings describe; the key from ``api_key`` or ``api_key_env``."""
+        return OpenAICompatibleLM.from_config(self, api_key)
 
 
 class _BadReply(Exception):
@@ -81,6 +116,14 @@ class OpenAICompatibleLM:
     cut at ``max_tokens`` (``finish_reason == "length"``) is returned as it is,
     unless it is empty: that raises ``LMError`` at once, since the same request
     would be cut again. A refusal is returned as the text.
+
+    Tool calling: pass ``tools`` (OpenAI function specs) and the reply's
+    ``tool_calls`` come back in ``Completion.tool_calls``, their arguments as the
+    raw JSON text the model wrote (a reply with tool calls and no text is a good
+    reply). ``messages`` may then hold assistant messages with ``tool_calls`` and
+    ``tool`` messages with the results, as the endpoint takes them. At most
+    ``MAX_TOOL_CALLS`` calls of one reply are kept; a call without a function
+    name is garbage, retried once like any other.
 
     ``temperature`` and ``max_tokens`` are sent only when set; ``extra_body`` is
     merged into every request body (e.g. ``{"max_completion_tokens": 4096}`` for
@@ -143,6 +186,13 @@ class OpenAICompatibleLM:
             asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, AsyncGenerator[None, None]]
         ] = {}
 
+    @classmethod
+    def from_config(cls, config: LMConfig, api_key: str | None = None) -> OpenAICompatibleLM:
+        """A client made from ``config``; the key is ``api_key``, else ``$api_key_env``."""
+        settings = config.model_dump(exclude={"model", "base_url", "api_key_env"})
+        key = api_key or os.environ.get(config.api_key_env) or None
+        return cls(config.model, config.base_url, key, **settings)
+
     def with_model(self, model: str) -> OpenAICompatibleLM:
         """A client for ``model`` on the same endpoint, key and settings."""
         return OpenAICompatibleLM(
@@ -161,11 +211,19 @@ class OpenAICompatibleLM:
     def __repr__(self) -> str:
         return f"OpenAICompatibleLM(model={self.model!r}, base_url={self.base_url!r})"
 
-    async def acomplete(self, messages: Sequence[Message]) -> Completion:
-        """Answer ``messages`` without blocking the event loop; ``LMError`` if it cannot."""
+    async def acomplete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Completion:
+        """Answer ``messages`` without blocking the event loop; ``LMError`` if it cannot.
+
+        With ``tools`` the model may answer with calls to them (``Completion.tool_calls``).
+        """
         import openai
 
-        request = self._request(messages)
+        request = self._request(messages, tools)
         client = await self._async_client()
         retry = _Retry(self)
         while True:
@@ -176,11 +234,19 @@ class OpenAICompatibleLM:
                 delay = retry.delay_after(exc)
             await asyncio.sleep(delay)
 
-    def complete(self, messages: Sequence[Message]) -> Completion:
-        """Answer ``messages``, blocking; safe from several threads. ``LMError`` if it cannot."""
+    def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Completion:
+        """Answer ``messages``, blocking; safe from several threads. ``LMError`` if it cannot.
+
+        With ``tools`` the model may answer with calls to them (``Completion.tool_calls``).
+        """
         import openai
 
-        request = self._request(messages)
+        request = self._request(messages, tools)
         client = self._client()
         retry = _Retry(self)
         while True:
@@ -206,7 +272,9 @@ class OpenAICompatibleLM:
         if entry is not None:
             await entry[1].aclose()
 
-    def _request(self, messages: Sequence[Message]) -> dict[str, Any]:
+    def _request(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None
+    ) -> dict[str, Any]:
         """The arguments of one chat-completions request, for either client."""
         import openai
 
@@ -214,7 +282,10 @@ class OpenAICompatibleLM:
             raise ValueError(f"{self.model}: messages is empty; pass at least one message")
         return {
             "model": self.model,
-            "messages": cast("list[ChatCompletionMessageParam]", list(messages)),
+            "messages": cast("list[ChatCompletionMessageParam]", [dict(m) for m in messages]),
+            "tools": cast("list[ChatCompletionToolParam]", [dict(t) for t in tools])
+            if tools
+            else openai.omit,
             "temperature": openai.omit if self.temperature is None else self.temperature,
             "max_tokens": openai.omit if self.max_tokens is None else self.max_tokens,
             "extra_body": self.extra_body,
@@ -276,7 +347,8 @@ class OpenAICompatibleLM:
         choice = choices[0]
         message = getattr(choice, "message", None)
         text = getattr(message, "content", None) or getattr(message, "refusal", None)
-        if not text:
+        calls = _tool_calls(message, raw.http_response.text)
+        if not text and not calls:
             if getattr(choice, "finish_reason", None) == "length":
                 raise LMError(
                     f"{self.model} at {self.base_url}: the model hit its token limit before "
@@ -287,13 +359,41 @@ class OpenAICompatibleLM:
                 f"the reply's message has no content: {_snippet(raw.http_response.text)}"
             )
         usage = getattr(response, "usage", None)
+        finish = getattr(choice, "finish_reason", None)
         return Completion(
-            text=str(text),
+            text=str(text or ""),
             model=self.model,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             cost=_cost(usage, raw.headers.get("x-litellm-response-cost")),
+            tool_calls=calls,
+            finish_reason=str(finish) if finish is not None else None,
         )
+
+
+MAX_TOOL_CALLS = 64
+"""Tool calls of one reply that are kept; the rest are dropped."""
+
+
+def _tool_calls(message: object, body: str) -> tuple[ToolCall, ...]:
+    """The function calls of a reply's message; ``_BadReply`` for a call with no name."""
+    found = []
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        if index >= MAX_TOOL_CALLS:
+            break
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        if not isinstance(name, str) or not name:
+            raise _BadReply(f"a tool call of the reply has no function name: {_snippet(body)}")
+        arguments = getattr(function, "arguments", None)
+        found.append(
+            ToolCall(
+                id=str(getattr(call, "id", None) or f"call_{index}"),
+                name=name,
+                arguments=arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return tuple(found)
 
 
 async def _close_at_loop_end(client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:

@@ -22,11 +22,25 @@ class Message(TypedDict):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call an LM asked for.
+
+    ``arguments`` is the JSON text the LM wrote, as it wrote it: it may be
+    malformed, and the caller decides what to tell the LM about that.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
     """One LM answer and what it cost.
 
     ``cost`` is in the provider's currency (usually USD) and is ``None`` where the
-    provider does not report it.
+    provider does not report it. ``tool_calls`` holds the calls the LM asked for
+    when it was offered tools (its ``text`` may then be empty).
     """
 
     text: str
@@ -34,6 +48,8 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
 
 
 class LMError(Exception):

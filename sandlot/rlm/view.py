@@ -23,7 +23,7 @@ from typing import Any
 
 from .trajectory import read_trajectory
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["JS_HELPERS", "page_script", "render_html", "render_page", "write_html"]
 
 _CSS = """
 :root {
@@ -132,20 +132,7 @@ details.raw > summary, details.children > summary { cursor: pointer; color: var(
 noscript p { color: var(--bad); }
 """
 
-_JS = r"""
-"use strict";
-(function () {
-  const source = document.getElementById("trajectory-data");
-  let data;
-  try {
-    data = JSON.parse(source.textContent);
-  } catch (err) {
-    data = [];
-  }
-  const events = (Array.isArray(data) ? data : []).filter(
-    (e) => e !== null && typeof e === "object" && !Array.isArray(e));
-  const root = document.getElementById("app");
-
+JS_HELPERS = r"""
   // -- building blocks: every piece of trajectory text goes in as a text node
   function h(tag, props, ...kids) {
     const el = document.createElement(tag);
@@ -204,6 +191,20 @@ _JS = r"""
   const fact = (term, ...value) => [h("dt", null, term), h("dd", null, ...value)];
   const chips = (obj) => h("div", {class: "chips"}, Object.entries(obj).map(
     ([k, v]) => h("span", {class: "chip mono"}, k + " = " + (v === null ? "none" : text(v)))));
+
+"""
+
+_JS_TRAJECTORY = r"""
+  const source = document.getElementById("trajectory-data");
+  let data;
+  try {
+    data = JSON.parse(source.textContent);
+  } catch (err) {
+    data = [];
+  }
+  const events = (Array.isArray(data) ? data : []).filter(
+    (e) => e !== null && typeof e === "object" && !Array.isArray(e));
+  const root = document.getElementById("app");
 
   // -- runs: one per id, in order of first appearance
   const runs = new Map();
@@ -535,8 +536,15 @@ _JS = r"""
         (children === 1 ? "" : "s") : "")), tops.length > 1 ? index : null),
     ...body);
   document.body.dataset.rendered = String(all.length);
-})();
 """
+
+
+def page_script(body: str) -> str:
+    """``body`` (JavaScript) after :data:`JS_HELPERS`, in one strict-mode function."""
+    return '"use strict";\n(function () {\n' + JS_HELPERS + body + "})();\n"
+
+
+_JS = page_script(_JS_TRAJECTORY)
 
 
 def _finite(value: Any) -> Any:
@@ -550,8 +558,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _embedded_json(events: list[dict[str, Any]]) -> str:
-    """The events as JSON safe inside a ``<script>`` element.
+def _embedded_json(events: Any) -> str:
+    """The data as JSON safe inside a ``<script>`` element.
 
     ``<``, ``>`` and ``&`` can only occur inside JSON strings, where their
     ``\\u`` escapes mean the same, so no ``</script>`` or ``<!--`` survives.
@@ -570,15 +578,25 @@ def _title(events: list[dict[str, Any]], source: str | None) -> str:
     return f"RLM trajectory {source}" if source else "RLM trajectory"
 
 
-def render_html(events: Iterable[dict[str, Any]], source: str | None = None) -> str:
-    """One self-contained HTML page showing the trajectory ``events`` (of any number of runs).
+def render_page(
+    title: str,
+    data: Any,
+    script: str,
+    *,
+    data_id: str,
+    generator: str,
+    what: str,
+    css: str = "",
+) -> str:
+    """One self-contained HTML page: ``data`` as JSON in element ``data_id``, shown by ``script``.
 
-    ``source`` (the file's name, say) is only used in the page's title when no run
-    has a query. The page needs no network: CSS and JS are inline, and the
-    Content-Security-Policy lets nothing but its own script run.
+    ``script`` (made with :func:`page_script`) reads the data and builds the DOM
+    with text nodes only. The page needs no network: CSS and JS are inline, and
+    the Content-Security-Policy lets nothing but that script (named by its hash)
+    run. ``css`` is added to the viewer's own styles; ``what`` names the data in
+    the note shown without JavaScript.
     """
-    items = [dict(event) for event in events]
-    script_hash = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
+    script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = (
         "default-src 'none'; style-src 'unsafe-inline'; "
         f"script-src 'sha256-{script_hash}'; base-uri 'none'; form-action 'none'"
@@ -588,14 +606,32 @@ def render_html(events: Iterable[dict[str, Any]], source: str | None = None) -> 
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="generator" content="sandlot rlm view">\n'
-        f"<title>{html.escape(_title(items, source))}</title>\n"
-        f"<style>{_CSS}</style>\n</head>\n<body>\n"
-        '<main id="app"><noscript><p>This page needs JavaScript to show the trajectory; '
-        "the events are in the trajectory-data element of its source.</p></noscript></main>\n"
-        f'<script type="application/json" id="trajectory-data">{_embedded_json(items)}</script>\n'
-        f"<script>{_JS}</script>\n"
+        f'<meta name="generator" content="{html.escape(generator)}">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        f"<style>{_CSS}{css}</style>\n</head>\n<body>\n"
+        f'<main id="app"><noscript><p>This page needs JavaScript to show the {html.escape(what)}; '
+        f"the data is in the {data_id} element of its source.</p></noscript></main>\n"
+        f'<script type="application/json" id="{data_id}">{_embedded_json(data)}</script>\n'
+        f"<script>{script}</script>\n"
         "</body>\n</html>\n"
+    )
+
+
+def render_html(events: Iterable[dict[str, Any]], source: str | None = None) -> str:
+    """One self-contained HTML page showing the trajectory ``events`` (of any number of runs).
+
+    ``source`` (the file's name, say) is only used in the page's title when no run
+    has a query. The page needs no network: CSS and JS are inline, and the
+    Content-Security-Policy lets nothing but its own script run.
+    """
+    items = [dict(event) for event in events]
+    return render_page(
+        _title(items, source),
+        items,
+        _JS,
+        data_id="trajectory-data",
+        generator="sandlot rlm view",
+        what="trajectory",
     )
 
 
