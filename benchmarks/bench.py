@@ -254,6 +254,37 @@ def _threaded(threads, n):
 """
 
 
+# -- one backend's latencies (ray_bench.py and stream_bench.py set backends side by side) --
+
+
+def first_results(backend: Any, runs: int) -> list[float]:
+    """Create, ``1+1``, terminate; all three timed."""
+
+    def once() -> None:
+        sb = sandlot.Sandbox(ISOLATED, backend=backend).start()
+        assert sb.run_code("1+1").value == "2"
+        sb.terminate()
+
+    once()  # warm-up (the backend's probes, a Ray backend's first worker)
+    return timed(once, runs)
+
+
+def repl_roundtrips(backend: Any, runs: int) -> list[float]:
+    """``run_code("1")`` on a started sandbox."""
+    with sandlot.Sandbox(ISOLATED, backend=backend) as sb:
+        timed(lambda: sb.run_code("1"), 20)
+        return timed(lambda: sb.run_code("1"), runs)
+
+
+def host_calls(backend: Any, calls: int) -> list[float]:
+    """A loop of host calls timed inside the sandbox."""
+    with sandlot.Sandbox(ISOLATED, backend=backend, tools={"host_fn": lambda: 1}) as sb:
+        sb.run_code(HOST_LOOP)
+        sb.run_code("_timed_calls(20)")
+        samples: list[float] = eval(sb.run_code(f"_timed_calls({calls})").value or "[]")
+        return samples
+
+
 def bench_hostcall(runs: int) -> None:
     """Sandboxed code calls a host function that returns at once: alone, and 16 threads."""
     rows = []

@@ -80,13 +80,23 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bench import HOST_LOOP, churn, console, ms, pct, table, timed  # noqa: E402
+from bench import (  # noqa: E402
+    ISOLATED,
+    churn,
+    console,
+    first_results,
+    host_calls,
+    ms,
+    pct,
+    repl_roundtrips,
+    table,
+    timed,
+)
 from ray_scenario import alive, descendants  # noqa: E402
 
 import sandlot  # noqa: E402
 from sandlot.backends.ray import RayBackend, RayLaunch  # noqa: E402
 
-ISOLATED = sandlot.SandboxConfig(isolation="bubblewrap", max_output_bytes=4 << 20)
 NODE = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
 WORKER_CPUS = 8  # logical CPUs each worker node advertises (sandboxes ask for 1 each)
 
@@ -121,34 +131,6 @@ def ratio(a: float, b: float) -> str:
 
 
 # -- measurements ---------------------------------------------------------------------
-
-
-def first_results(backend: Any, runs: int) -> list[float]:
-    """Create, ``1+1``, terminate; all three timed."""
-
-    def once() -> None:
-        sb = sandlot.Sandbox(ISOLATED, backend=backend).start()
-        assert sb.run_code("1+1").value == "2"
-        sb.terminate()
-
-    once()  # warm-up (probes, the first Ray worker)
-    return timed(once, runs)
-
-
-def repl_roundtrips(backend: Any, runs: int) -> list[float]:
-    """``run_code("1")`` on a started sandbox."""
-    with sandlot.Sandbox(ISOLATED, backend=backend) as sb:
-        timed(lambda: sb.run_code("1"), 20)
-        return timed(lambda: sb.run_code("1"), runs)
-
-
-def host_calls(backend: Any, calls: int) -> list[float]:
-    """A loop of host calls timed inside the sandbox."""
-    with sandlot.Sandbox(ISOLATED, backend=backend, tools={"host_fn": lambda: 1}) as sb:
-        sb.run_code(HOST_LOOP)
-        sb.run_code("_timed_calls(20)")
-        samples: list[float] = eval(sb.run_code(f"_timed_calls({calls})").value or "[]")
-        return samples
 
 
 def sandlot_rate(backend: Any, seconds: float) -> tuple[float, list[float]]:

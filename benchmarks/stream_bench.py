@@ -24,43 +24,13 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bench import HOST_LOOP, ISOLATED, console, ms, pct, table, timed
+from bench import console, first_results, host_calls, ms, pct, repl_roundtrips, table
 from sshd import running_sshd
 
-import sandlot
 from sandlot.backends.local import IsolationWarning, LocalBackend
-
-
-def first_results(backend: Any, runs: int) -> list[float]:
-    """Create, ``1+1``, terminate; all three timed."""
-
-    def once() -> None:
-        sb = sandlot.Sandbox(ISOLATED, backend=backend).start()
-        assert sb.run_code("1+1").value == "2"
-        sb.terminate()
-
-    once()  # warm-up
-    return timed(once, runs)
-
-
-def repl_roundtrips(backend: Any, runs: int) -> list[float]:
-    """``run_code("1")`` on a started sandbox."""
-    with sandlot.Sandbox(ISOLATED, backend=backend) as sb:
-        timed(lambda: sb.run_code("1"), 20)
-        return timed(lambda: sb.run_code("1"), runs)
-
-
-def host_calls(backend: Any, calls: int) -> list[float]:
-    """A loop of host calls timed inside the sandbox."""
-    with sandlot.Sandbox(ISOLATED, backend=backend, tools={"host_fn": lambda: 1}) as sb:
-        sb.run_code(HOST_LOOP)
-        sb.run_code("_timed_calls(20)")
-        samples: list[float] = eval(sb.run_code(f"_timed_calls({calls})").value or "[]")
-        return samples
 
 
 def main() -> None:
