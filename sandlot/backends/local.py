@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import SandboxConfig
 from ..driver import protocol
+from ..driver.farside import SYSTEM_DIRS, system_binds
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
 from ..volumes import mount_source
@@ -44,7 +45,6 @@ from .base import SANDBOX_UID
 DRIVER_SRC = Path(__file__).resolve().parent.parent / "driver"
 DRIVER_ROOT_INSIDE = "/.sandlot"
 WORKDIR_INSIDE = "/workspace"
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
 class IsolationWarning(UserWarning):
@@ -721,11 +721,7 @@ class LocalBackend:
             argv.append("--unshare-user")
         if not config.network:
             argv.append("--unshare-net")
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                argv += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                argv += ["--ro-bind", path, path]
+        argv += system_binds()
         argv += [
             "--proc",
             "/proc",

@@ -36,6 +36,19 @@ PREFIX = "sandlot-stream-"
 OWNER_FILE = ".owner"
 SANDBOX_UID = 65534  # nobody, as on the host's local backend
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def system_binds() -> list[str]:
+    """bubblewrap arguments showing the system's directories read-only, links kept as links."""
+    argv: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
 DRIVER_INSIDE = "/.sandlot"
 WORKDIR_INSIDE = "/workspace"
 BOOT = (
@@ -117,11 +130,7 @@ def bwrap_argv(bwrap: str, root: str, network: bool, drop: bool) -> list[str]:
         argv.append("--unshare-user")
     if not network:
         argv.append("--unshare-net")
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
+    argv += system_binds()
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for tmp in ("/dev/shm", "/tmp", "/var/tmp"):
         argv += ["--perms", "1777", "--tmpfs", tmp]
