@@ -105,6 +105,12 @@ def test_the_seed000_example_runs_end_to_end_with_a_scripted_agent(
         # Garbage a real LM sends: arguments that are not JSON, a tool that does not exist.
         ScriptedReply.calls(("execute_code", "{not json"), ("delete_everything", {})),
         ScriptedReply.calls(("add_markdown", {"text": "## Findings\nTwo layers, width 16."})),
+        # Files in the kernel's workspace: written by the tool, read back by the tool and a cell.
+        ScriptedReply.calls(
+            ("write_file", {"path": "notes/found.txt", "content": "width 16"}),
+            ("read_file", {"path": "notes/found.txt"}),
+            ("execute_code", {"code": "print(open('notes/found.txt').read().upper())"}),
+        ),
         ScriptedReply("2 layers, hidden size 16", cost=0.01),
     )
     with ScriptedOpenAIServer(script) as server:
@@ -113,12 +119,17 @@ def test_the_seed000_example_runs_end_to_end_with_a_scripted_agent(
     [run] = result.runs
     assert result.ok and run.status == "answered", run
     assert run.answer == "2 layers, hidden size 16"
-    assert (run.turns, run.tool_calls, run.cost) == (4, 4, 0.01)
+    assert (run.turns, run.tool_calls, run.cost) == (5, 7, 0.01)
     assert run.prompt_tokens > 0
 
     # The LM saw the tools, the task with the session's prompt, and each result.
     first = server.requests[0].body
-    assert [t["function"]["name"] for t in first["tools"]] == ["execute_code", "add_markdown"]
+    assert [t["function"]["name"] for t in first["tools"]] == [
+        "execute_code",
+        "add_markdown",
+        "read_file",
+        "write_file",
+    ]
     assert "embedding_stats" in first["messages"][1]["content"]  # the skill, in the prompt
     assert "model_tools" in first["messages"][1]["content"]
     tool_results = [m for m in server.requests[-1].body["messages"] if m["role"] == "tool"]
@@ -127,13 +138,16 @@ def test_the_seed000_example_runs_end_to_end_with_a_scripted_agent(
     assert "**dims**: 16" in tool_results[0]["content"]
     assert "not valid JSON" in tool_results[1]["content"]
     assert "no tool 'delete_everything'" in tool_results[2]["content"]
+    assert tool_results[4]["content"] == "wrote 8 bytes"
+    assert tool_results[5]["content"] == "width 16"
+    assert "WIDTH 16" in tool_results[6]["content"]
 
     # The records: transcript, notebook, summary, the config and the file it came from.
     folder = Path(run.run_dir)
     assert folder.parent == result.directory and folder.name == "run-1"
     kinds = [e["type"] for e in events(folder)]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
-    assert kinds.count("lm_call") == 4 and kinds.count("tool_call") == 4
+    assert kinds.count("lm_call") == 5 and kinds.count("tool_call") == 7
     notebook = json.loads((folder / "notebook.ipynb").read_text())
     code, markdown = notebook["cells"][0], notebook["cells"][1]
     assert "model_tools.get_embedding" in "".join(code["source"])
@@ -141,7 +155,7 @@ def test_the_seed000_example_runs_end_to_end_with_a_scripted_agent(
     assert "## Model info" in printed and "tiny-residual-mlp" in printed
     assert markdown["cell_type"] == "markdown" and "Findings" in "".join(markdown["source"])
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["status"] == "answered" and summary["tool_calls"] == 4
+    assert summary["status"] == "answered" and summary["tool_calls"] == 7
     assert (result.directory / "experiment.yaml").read_text() == (
         example / "experiment.yaml"
     ).read_text()

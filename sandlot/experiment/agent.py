@@ -1,9 +1,10 @@
 """The single-agent harness: an LM with tools drives a session until it answers or a limit stops it.
 
 The LM is any OpenAI-compatible endpoint that calls tools. Its tools follow the
-session's mode: ``execute_code`` and ``add_markdown`` in a notebook; ``exec``,
-``read_file``, ``write_file`` and ``list_files`` in a filesystem; the served
-functions themselves in mcp mode. A reply with no tool call is the answer.
+session's mode: ``execute_code``, ``add_markdown``, ``read_file`` and
+``write_file`` in a notebook; ``exec``, ``read_file``, ``write_file`` and
+``list_files`` in a filesystem; the served functions themselves in mcp mode. A
+reply with no tool call is the answer.
 
 Everything the LM sees of the session is data from a sandbox: each tool result
 is cut to ``harness.tool_output_chars`` (head and tail kept). A bad tool call
@@ -50,6 +51,13 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 _STR = {"type": "string"}
 _NUM = {"type": "number"}
+_FILES: dict[str, tuple[str, dict[str, Any]]] = {
+    "read_file": ("Read a text file of the workspace.", _schema({"path": _STR}, ["path"])),
+    "write_file": (
+        "Write a text file in the workspace (its directories are made).",
+        _schema({"path": _STR, "content": _STR}, ["path", "content"]),
+    ),
+}
 BUILTIN_TOOLS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "notebook": {
         "execute_code": (
@@ -62,17 +70,14 @@ BUILTIN_TOOLS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
             "Add a markdown cell (a plan, notes, findings) to the notebook.",
             _schema({"text": _STR}, ["text"]),
         ),
+        **_FILES,  # the kernel's workspace: the directory its cells run in
     },
     "filesystem": {
         "exec": (
             "Run a shell command in the workspace; returns exit status, stdout and stderr.",
             _schema({"command": _STR, "timeout": _NUM}, ["command"]),
         ),
-        "read_file": ("Read a text file of the workspace.", _schema({"path": _STR}, ["path"])),
-        "write_file": (
-            "Write a text file in the workspace (its directories are made).",
-            _schema({"path": _STR, "content": _STR}, ["path", "content"]),
-        ),
+        **_FILES,
         "list_files": ("List a directory of the workspace.", _schema({"path": _STR}, [])),
     },
     "mcp": {},

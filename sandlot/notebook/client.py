@@ -283,17 +283,17 @@ class AsyncNotebookSession:
         return result
 
     async def read_file(self, path: str) -> str:
-        """Filesystem mode: a file's text."""
+        """Filesystem and notebook modes: a file's text, from the session's workspace."""
         text: str = await self._call("read_file", path=path)
         return text
 
     async def write_file(self, path: str, content: str) -> int:
-        """Filesystem mode: write a file (its directories are made); return its size."""
+        """Filesystem and notebook modes: write a file (its directories are made); its size."""
         size: int = await self._call("write_file", path=path, content=content)
         return size
 
     async def list_files(self, path: str = ".") -> list[dict[str, Any]]:
-        """Filesystem mode: a directory's entries (name, type, size)."""
+        """Filesystem and notebook modes: a directory's entries (name, type, size)."""
         entries: list[dict[str, Any]] = await self._call("list_files", path=path)
         return entries
 

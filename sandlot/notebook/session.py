@@ -318,10 +318,11 @@ class OwnedSession:
     def busy(self) -> bool:
         return self.current is not None and not self.current.done()
 
-    def _require(self, mode: Mode) -> None:
-        if self.spec.mode != mode:
+    def _require(self, *modes: Mode) -> None:
+        if self.spec.mode not in modes:
             raise SessionError(
-                f"session {self.session_id} is in {self.spec.mode} mode; this needs {mode} mode"
+                f"session {self.session_id} is in {self.spec.mode} mode; this needs "
+                f"{' or '.join(modes)} mode"
             )
 
     # -- cells -----------------------------------------------------------------------
@@ -476,14 +477,14 @@ class OwnedSession:
         return asdict(result)
 
     async def read_file(self, path: str) -> str:
-        self._require("filesystem")
+        self._require("filesystem", "notebook")  # a notebook's kernel has a workspace too
         assert self.sandbox is not None
         data = await self.sandbox.files.read(path)
         self.touch()
         return data.decode("utf-8", "replace")
 
     async def write_file(self, path: str, content: str) -> int:
-        self._require("filesystem")
+        self._require("filesystem", "notebook")
         assert self.sandbox is not None
         parent = os.path.dirname(path)
         if parent:
@@ -493,7 +494,7 @@ class OwnedSession:
         return size
 
     async def list_files(self, path: str) -> list[dict[str, Any]]:
-        self._require("filesystem")
+        self._require("filesystem", "notebook")
         assert self.sandbox is not None
         entries = await self.sandbox.files.list(path)
         self.touch()
