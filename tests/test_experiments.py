@@ -7,6 +7,7 @@ the one a real endpoint takes. The module has a session server of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -420,3 +421,49 @@ def test_the_rlm_harness_runs_the_engine_on_the_task_and_its_context(
     kinds = [e["type"] for e in events(Path(run.run_dir))]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "code" in kinds
     assert not (Path(run.run_dir) / "notebook.ipynb").exists()  # no session: stage 2 skipped
+
+
+def test_an_mcp_client_attaches_to_a_deployed_notebook_with_the_printed_config(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    """The seed's workflow: deploy, paste the printed block into the agent, and work."""
+    from mcp import Client, StdioServerParameters
+    from mcp.types import TextContent
+
+    path = tmp_path / "notebook.yaml"
+    path.write_text(
+        "name: outside-nb\ntask: Say what answer holds.\nharness: {type: external}\n"
+        "execution: {type: notebook, init_code: 'answer = 6 * 7'}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", "experiment", "deploy", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    session_id = done.stdout.split("# Session ", 1)[1].split()[0]
+    block = done.stdout.split("# Claude Code:", 1)[1].split("\n", 1)[1].split("\n\n# ", 1)[0]
+    entry = json.loads(block)["mcpServers"]["sandlot"]
+    notebook = Path(done.stdout.split("# Notebook: ", 1)[1].split("\n", 1)[0])
+
+    async def work() -> str:
+        params = StdioServerParameters(
+            command=entry["command"], args=entry["args"], env={**os.environ, **entry["env"]}
+        )
+        async with Client(params) as client:
+            await client.call_tool("attach_to_session", {"session_id": session_id})
+            result = await client.call_tool(
+                "execute_code", {"session_id": session_id, "code": "answer"}
+            )
+            assert not result.is_error
+            block = result.content[0]
+            assert isinstance(block, TextContent)
+            return block.text
+
+    try:
+        assert "value:\n42" in asyncio.run(work())
+        cells = json.loads(notebook.read_text())["cells"]
+        assert [c["source"] for c in cells if c["cell_type"] == "code"][-1] == "answer"
+    finally:
+        shutdown_session(session_id)
