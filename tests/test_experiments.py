@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -467,3 +469,77 @@ def test_an_mcp_client_attaches_to_a_deployed_notebook_with_the_printed_config(
         assert [c["source"] for c in cells if c["cell_type"] == "code"][-1] == "answer"
     finally:
         shutdown_session(session_id)
+
+
+def test_at_a_terminal_the_live_view_shows_the_run_and_a_second_ctrl_c_kills(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    """The live table on a terminal; two Ctrl-Cs kill at once, and still nothing is left."""
+    script = in_order(
+        ScriptedReply.calls(("execute_code", {"code": "import time\ntime.sleep(120)"})),
+        "not reached",
+    )
+    before = {p for s in server_pids(sessions_dir) if alive(s) for p in process_tree(s)}
+    with ScriptedOpenAIServer(script) as server:
+        path = tmp_path / "live.yaml"
+        path.write_text(
+            f"name: live\ntask: Wait.\nexecution: {{type: notebook}}\noutputs: {{dir: out}}\n"
+            f"harness: {{type: single_agent, lm: {{model: m, base_url: '{server.base_url}'}}}}\n"
+        )
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandlot.cli", "experiment", "run", str(path)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+        )
+        os.close(slave)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                b"tool calls" in seen and any(s.status == "busy" for s in list_sessions())
+            ):
+                if select.select([master], [], [], 0.2)[0]:
+                    with contextlib.suppress(OSError):
+                        seen += os.read(master, 65536)
+            assert b"tool calls" in seen and b"run-1" in seen, seen.decode(errors="replace")
+            assert b"live: " in seen  # the table's title: the experiment and its stage
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)  # the first is still stopping the runs
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+            with contextlib.suppress(OSError):
+                while select.select([master], [], [], 0.5)[0]:
+                    chunk = os.read(master, 65536)
+                    if not chunk:
+                        break
+                    seen += chunk
+            # 130 from the kill, or death by the signal itself when the first Ctrl-C had
+            # already stopped everything and the process was exiting.
+            assert code in (130, -signal.SIGINT), seen.decode(errors="replace")[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+    assert b"sandlot: stopping the runs" in seen
+    if code == 130:
+        assert b"sandlot: killed" in seen, seen.decode(errors="replace")[-2000:]
+    # The session belonged to the killed process's connection: the server ends it.
+    deadline = time.monotonic() + 20
+    left: set[int] = set()
+    while time.monotonic() < deadline:
+        left = {
+            p
+            for s in server_pids(sessions_dir)
+            if alive(s)
+            for p in process_tree(s) - before - {s}
+            if alive(p)
+        }
+        if not left and not [s for s in list_sessions() if s.name.startswith("live-run-")]:
+            break
+        time.sleep(0.2)
+    assert not left, f"left running: {left}"
+    assert not [s for s in list_sessions() if s.name.startswith("live-run-")]

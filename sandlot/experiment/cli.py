@@ -97,6 +97,10 @@ def run_command(
     where: list[Path] = []
     presses = 0
 
+    def kill_now() -> None:
+        os.write(2, b"\nsandlot: killed\n")
+        os._exit(EXIT_INTERRUPTED)
+
     async def main() -> ExperimentResult | None:
         task = asyncio.current_task()
         assert task is not None
@@ -106,8 +110,7 @@ def run_command(
             nonlocal presses
             presses += 1
             if presses > 1:
-                os.write(2, b"\nsandlot: killed\n")
-                os._exit(EXIT_INTERRUPTED)
+                kill_now()
             os.write(2, b"\nsandlot: stopping the runs (Ctrl-C again to kill)...\n")
             task.cancel()
 
@@ -120,6 +123,8 @@ def run_command(
             return None
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            if presses:  # what is left (the summary) is cut short by another Ctrl-C too
+                signal.signal(signal.SIGINT, lambda _signum, _frame: kill_now())
 
     result: ExperimentResult | None = None
     with expected_errors():
