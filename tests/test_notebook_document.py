@@ -218,6 +218,10 @@ def test_each_save_matches_a_whole_encoding_after_every_kind_of_change(tmp_path:
         lambda: document.finish(1, execution_count=2, status="ok"),
         lambda: document.replace_code(0, "x = 1"),
         lambda: document.finish(0, execution_count=3, status="error"),
+        lambda: document.clear_outputs(1),
+        lambda: document.add_output(1, {"output_type": "stream", "name": "stdout", "text": "1"}),
+        lambda: document.clear_outputs(1, wait=True),  # nothing goes until the next output
+        lambda: document.add_output(1, {"output_type": "stream", "name": "stderr", "text": "2"}),
     ]
     for step in steps:
         step()
@@ -225,6 +229,7 @@ def test_each_save_matches_a_whole_encoding_after_every_kind_of_change(tmp_path:
         text = path.read_text()
         assert text == full_encoding(path) + "\n"
         assert json.loads(text) == json.loads(json.dumps(document._notebook))
+    assert [o["text"] for o in json.loads(path.read_text())["cells"][2]["outputs"]] == ["2"]
     read_strictly(path)
     reopened = NotebookFile.open(path)
     reopened.append_code("y")

@@ -42,6 +42,7 @@ from sandlot.notebook import (
     start_session,
 )
 from sandlot.notebook.client import _connection
+from sandlot.notebook.execution import MAX_RICH_OUTPUTS
 from sandlot.sync import portal
 
 LINGER = 3.0
@@ -488,6 +489,33 @@ def test_the_notebook_file_holds_outputs_images_errors_markdown_and_edits(
     nbformat.validate(cont)
     assert len(cont.cells) == 6 and cont.cells[-1].source == "'x' in globals()"
     assert cont.cells[0].outputs == rerun.cells[0].outputs
+
+
+def test_clear_output_keeps_one_frame_of_an_animation_in_the_reply_and_the_file(
+    sessions_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "frames.ipynb"
+    frames = MAX_RICH_OUTPUTS + 50  # more frames than a cell may hold at once
+    code = (
+        "from IPython.display import clear_output, display\n"
+        "print('start')\n"
+        f"for i in range({frames}):\n"
+        "    clear_output(wait=True)\n"
+        "    display(f'frame {i}')\n"
+    )
+    with start_session(strict(), notebook=path, name="frames") as session:
+        r = session.execute(code)
+        assert r.error is None and not r.truncated
+        assert [x.text for x in r.results] == [f"'frame {frames - 1}'"]
+        assert r.stdout == "start\n"  # what the cell printed stays in the reply's log
+        # Without wait the outputs go at once; a pending clear with no output after it stays.
+        r = session.execute("display('a')\nclear_output()\ndisplay('b')\nclear_output(wait=True)")
+        assert [x.text for x in r.results] == ["'b'"]
+    cells = nbformat.read(path, as_version=4).cells
+    assert [o.get("data", {}).get("text/plain") for o in cells[0].outputs] == [
+        f"'frame {frames - 1}'"
+    ]
+    assert [o.data["text/plain"] for o in cells[1].outputs] == ["'b'"]
 
 
 # -- lifetimes ---------------------------------------------------------------------------

@@ -74,6 +74,7 @@ class NotebookFile:
         # Each cell's JSON as it stands in the file, by position, until the cell changes:
         # a save encodes only the cells that changed, not the whole notebook.
         self._encoded: dict[int, str] = {}
+        self._clear_pending: set[int] = set()  # cells whose outputs go at their next output
 
     @classmethod
     def create(cls, path: Path, *, name: str | None = None) -> NotebookFile:
@@ -182,6 +183,7 @@ class NotebookFile:
         Returns the index made non-negative.
         """
         cell = self._edit(code_index)
+        self._clear_pending.discard(self.code_position(code_index))
         cell.source = source
         cell.outputs = []
         cell.execution_count = None
@@ -205,7 +207,11 @@ class NotebookFile:
         if node.output_type == "stream" and isinstance(node.get("text"), list):
             node.text = "".join(node.text)
         _check_output(node)
-        outputs = self._edit(code_index).outputs
+        cell = self._edit(code_index)
+        if self.code_position(code_index) in self._clear_pending:
+            self._clear_pending.discard(self.code_position(code_index))
+            cell.outputs = []
+        outputs = cell.outputs
         last = outputs[-1] if outputs else None
         if (
             node.output_type == "stream"
@@ -216,6 +222,20 @@ class NotebookFile:
             last.text += node.text
         else:
             outputs.append(node)
+        self.dirty = True
+
+    def clear_outputs(self, code_index: int, *, wait: bool = False) -> None:
+        """Clear code cell ``code_index``'s outputs, as ``IPython.display.clear_output`` asks.
+
+        With ``wait`` the outputs go when the next one arrives, so an animation
+        replaces its frame instead of flickering (and the file keeps one frame).
+        """
+        position = self.code_position(code_index)
+        if wait:
+            self._clear_pending.add(position)
+            return
+        self._clear_pending.discard(position)
+        self._edit(code_index).outputs = []
         self.dirty = True
 
     def finish(

@@ -140,8 +140,10 @@ class Collector:
     def __init__(self, max_text_bytes: int, max_rich_bytes: int = MAX_RICH_BYTES) -> None:
         self.execution = Execution(done=False)
         self.text_room = max_text_bytes
+        self.max_rich_bytes = max_rich_bytes
         self.rich_room = max_rich_bytes
         self.rich_outputs = 0
+        self.clear_pending = False  # clear_output(wait=True): clear at the next rich output
 
     def add(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
         """Take one iopub message; return the notebook output it makes, if any."""
@@ -167,6 +169,8 @@ class Collector:
             data, size = _mime_bundle(content.get("data"))
             if not data:
                 return None
+            if self.clear_pending:
+                self._clear_results()
             if not self._room_for(size):
                 return None
             metadata = content.get("metadata")
@@ -196,9 +200,22 @@ class Collector:
                 return None
             return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
         if msg_type == "clear_output":
-            ex.results.clear()
-            return {"output_type": "clear_output"}
+            # The rich results go, as in the notebook; stdout and stderr stay whole (they are
+            # what the cell printed, and an agent reads them as a log).
+            wait = content.get("wait") is True
+            if wait:
+                self.clear_pending = True
+            else:
+                self._clear_results()
+            return {"output_type": "clear_output", "wait": wait}
         return None
+
+    def _clear_results(self) -> None:
+        """Drop the rich results, and the room they took: an animation holds one frame."""
+        self.execution.results.clear()
+        self.rich_room = self.max_rich_bytes
+        self.rich_outputs = 0
+        self.clear_pending = False
 
     def _room_for(self, size: int) -> bool:
         """Whether one more rich output or error of ``size`` fits; if so, count it."""

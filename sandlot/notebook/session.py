@@ -337,12 +337,14 @@ class OwnedSession:
         started = now_iso()
 
         async def on_output(output: dict[str, Any]) -> None:
-            if output["output_type"] != "clear_output":
+            if output["output_type"] == "clear_output":
+                notebook.clear_outputs(index, wait=output.get("wait") is True)
+            else:
                 try:
                     notebook.add_output(index, output)
                 except ValueError:  # one nbformat refuses: the file stays valid without it
                     return
-                notebook.save_if_due(SAVE_INTERVAL)
+            notebook.save_if_due(SAVE_INTERVAL)
             cell = asyncio.current_task()
             for queue, follows in list(self.listeners.items()):
                 if follows is cell:  # a client still draining an earlier cell gets none of this
