@@ -90,6 +90,12 @@ def area(width: float, height: float = 1.0) -> float:
 def label(name: str, tags: list[str] | None = None) -> str:
     """A name and its tags."""
     return name + ":" + ",".join(tags or [])
+
+
+@expose
+def raw(n: int) -> dict[str, object]:
+    """Bytes, which JSON has no form for."""
+    return {"data": bytes(range(n)), "pair": (n, n)}
 '''
 
 
@@ -595,7 +601,7 @@ def test_served_functions_are_tools_in_mcp_mode_and_a_library_in_the_kernel(
     interface.write_text(INTERFACE)
     with start_session(strict(), mode="mcp", serve=[interface]) as mcp:
         tools = {t["name"]: t for t in mcp.info.functions}
-        assert set(tools) == {"shapes_area", "shapes_label"}
+        assert set(tools) == {"shapes_area", "shapes_label", "shapes_raw"}
         area = tools["shapes_area"]
         assert area["description"] == "The area of a rectangle."
         assert area["inputSchema"]["properties"] == {
@@ -606,6 +612,10 @@ def test_served_functions_are_tools_in_mcp_mode_and_a_library_in_the_kernel(
         label = tools["shapes_label"]["inputSchema"]["properties"]["tags"]
         assert {"type": "array", "items": {"type": "string"}} in label["anyOf"]
         assert mcp.call_function("shapes_area", {"width": 2, "height": 3}) == 6
+        assert mcp.call_function("shapes_raw", {"n": 4}) == {
+            "data": {"type": "bytes", "size": 4, "base64": "AAECAw=="},
+            "pair": [4, 4],
+        }
         with pytest.raises(SessionError, match="no served function 'nope'"):
             mcp.call_function("nope", {})
         with pytest.raises(SessionError, match="mcp mode"):

@@ -12,6 +12,7 @@ the served functions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import datetime
@@ -509,7 +510,7 @@ class OwnedSession:
             if any(t["name"] == name for t in spec.tools):
                 result = await spec.acall_tool(name, arguments)
                 self.touch()
-                return result
+                return json_safe(result)
         known = [t["name"] for t in self.functions()]
         raise SessionError(f"no served function {name!r} in this session; functions: {known}")
 
@@ -542,6 +543,27 @@ def with_kernel(config: SandboxConfig) -> SandboxConfig:
     ):
         return config
     return config.model_copy(update={"python_packages": [*config.python_packages, "ipykernel"]})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON can carry it over the session socket.
+
+    Bytes become ``{"type": "bytes", "size": n, "base64": ...}`` (nothing lost);
+    arrays and tensors their ``tolist()``; tuples lists; anything else its repr.
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return {"type": "bytes", "size": len(raw), "base64": base64.b64encode(raw).decode()}
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy arrays, torch tensors
+    if callable(tolist):
+        return json_safe(tolist())
+    return repr(value)
 
 
 def check_mode(mode: str) -> Mode:
