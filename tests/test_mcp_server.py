@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import nbformat
 import pytest
@@ -32,7 +33,7 @@ from PIL import Image
 
 from sandlot.errors import ConfigError
 from sandlot.mcp import build_server
-from sandlot.notebook import list_sessions, shutdown_session, start_session
+from sandlot.notebook import alist_sessions, list_sessions, shutdown_session, start_session
 
 pytestmark = pytest.mark.anyio
 CALC = Path(__file__).parent / "interfaces" / "calc.py"
@@ -219,6 +220,33 @@ async def test_cells_give_text_values_errors_and_images(shared: str) -> None:
     cells = nbformat.read(path, as_version=4).cells
     assert cells[0].source == "print('edited')\nanswer = 43"
     assert any(c.cell_type == "markdown" and "Findings" in c.source for c in cells)
+
+
+async def status(session_id: str) -> str:
+    return next(i.status for i in await alist_sessions() if i.session_id == session_id)
+
+
+async def test_cancelling_a_call_interrupts_its_cell(shared: str) -> None:
+    """A client that cancels execute_code (Esc in Claude Code) stops the cell, not only the wait."""
+    server = build_server(tool_wait=30)
+    code = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
+    async with Client(server) as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(client.call_tool, "execute_code", {"session_id": shared, "code": code})
+            while await status(shared) != "busy":
+                await anyio.sleep(0.1)
+            await anyio.sleep(0.5)
+            group.cancel_scope.cancel()
+        # Cancelling is a notification without a reply: the interrupt lands soon after.
+        with anyio.fail_after(15):  # the cell would sleep 60 s if nothing stopped it
+            while await status(shared) == "busy":
+                await anyio.sleep(0.1)
+        reply = ok(await client.call_tool("execute_code", {"session_id": shared, "code": "6 * 7"}))
+        assert "value:\n42" in reply
+    [info] = [i for i in await alist_sessions() if i.session_id == shared]
+    cells = nbformat.read(info.notebook_path, as_version=4).cells
+    stopped = [c for c in cells if c.cell_type == "code" and "time.sleep(60)" in c.source][-1]
+    assert stopped.metadata.sandlot.status == "interrupted"
 
 
 async def test_long_cell_returns_early_with_progress_then_waits(shared: str) -> None:

@@ -9,7 +9,8 @@ Three modes, one per kind of session:
   settings say: a longer cell comes back with what it printed so far and
   ``wait_for_cell`` picks it up again. A cell still running after half a
   second gets progress notifications, which keep the call alive and show what
-  the cell prints; a quick one comes back in a single reply.
+  the cell prints; a quick one comes back in a single reply. Cancelling a
+  call (a person pressing Esc in the client) interrupts its cell.
 - **filesystem**: a workspace with a shell and files, no kernel.
 - **mcp**: the functions an interface file serves, one tool each
   (:mod:`sandlot.mcp.served`).
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
@@ -72,6 +74,7 @@ WaitArg = Annotated[
 ]
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 QUIET_WAIT = 0.5  # seconds a cell runs before its tool call streams outputs and reports progress
+INTERRUPT_WAIT = 10.0  # seconds an interrupt may take when a client cancels a cell's call
 
 
 def _text(text: str, data: dict[str, Any] | None = None) -> CallToolResult:
@@ -162,17 +165,24 @@ class _Runner:
         handle = await self.sessions.get(session_id)
         wait = self.tool_wait if wait is None else min(wait, self.tool_wait)
         started = time.monotonic()
-        ex = await run(handle, min(wait, QUIET_WAIT), None)
-        left = wait - (time.monotonic() - started)
-        if not ex.done and left > 0:
-            progress = CellProgress(ctx, self.interval, started, ex)
-            beat = asyncio.create_task(progress.heartbeat())
-            try:
-                ex = await handle.wait(left, on_output=progress.output)
-            finally:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
+        try:
+            ex = await run(handle, min(wait, QUIET_WAIT), None)
+            left = wait - (time.monotonic() - started)
+            if not ex.done and left > 0:
+                progress = CellProgress(ctx, self.interval, started, ex)
+                beat = asyncio.create_task(progress.heartbeat())
+                try:
+                    ex = await handle.wait(left, on_output=progress.output)
+                finally:
+                    beat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await beat
+        except asyncio.CancelledError:
+            # The client cancelled the call (a person pressed Esc): stop the cell too, as
+            # Jupyter's stop button does, so the session is free for the next one.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await asyncio.wait_for(handle.interrupt(), INTERRUPT_WAIT)
+            raise
         where = handle.notebook_path or "the session's notebook file"
         if any(mime in result.data for result in ex.results for mime in IMAGE_MIME_TYPES):
             # Bounding images decodes and re-encodes them: keep that off the event loop.
