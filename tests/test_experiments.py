@@ -246,6 +246,45 @@ def test_stage_three_alone_stops_at_a_limit_and_keeps_transcript_and_notebook(
     assert json.loads((tmp_path / "run-1" / "summary.json").read_text())["turns"] == 3
 
 
+# A 2x2 red PNG, as a cell displays it.
+PLOT = (
+    "import base64\nfrom IPython.display import Image, display\n"
+    "display(Image(data=base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklE"
+    "QVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==')))\nprint('plotted')"
+)
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_images_a_cell_displays_reach_the_lm_only_when_asked(
+    example: Path, stages: tuple[Any, Any], tmp_path: Path, images: bool
+) -> None:
+    env, execution = stages
+    script = in_order(ScriptedReply.calls(("execute_code", {"code": PLOT})), "seen")
+    with ScriptedOpenAIServer(script) as server:
+        config = configured(example / "experiment.yaml", server.base_url, images=images)
+        result = run_harness(env, execution, config, tmp_path / "run-1")
+    assert result.status == "answered"
+    messages = server.requests[1].body["messages"]
+    tool = next(m for m in messages if m["role"] == "tool")
+    assert "plotted" in tool["content"]
+    shown = [
+        part
+        for m in messages
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for part in m["content"]
+        if part["type"] == "image_url"
+    ]
+    if images:
+        assert messages[-1]["role"] == "user"  # after the tool results
+        [part] = shown
+        assert part["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+        assert "shown to you after the tool results" in tool["content"]
+        [seen] = [e for e in events(tmp_path / "run-1") if e["type"] == "images"]
+        assert seen["count"] == 1 and seen["mime_types"] == ["image/png"]
+    else:
+        assert shown == [] and "1 image(s) are in the notebook" in tool["content"]
+
+
 def test_an_lm_endpoint_that_is_down_fails_clearly_and_keeps_the_transcript(
     example: Path, stages: tuple[Any, Any], tmp_path: Path
 ) -> None:

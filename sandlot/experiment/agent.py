@@ -170,6 +170,7 @@ class SingleAgent:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.limits.max_time
         self.result: RunResult | None = None  # how the run ended, once it has (even cancelled)
+        self.images: list[tuple[str, str]] = []  # (MIME type, base64) the last cells displayed
 
     # -- record --------------------------------------------------------------------
 
@@ -289,6 +290,27 @@ class SingleAgent:
             for call in completion.tool_calls:
                 content = await self._tool(call.id, call.name, call.arguments)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+            if self.images:
+                messages.append(self._images_message())
+
+    def _images_message(self) -> dict[str, Any]:
+        """The images the turn's cells displayed, as a user message (tool results hold text)."""
+        shown = [
+            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+            for mime, data in self.images
+        ]
+        self.emit(
+            {
+                "type": "images",
+                "turn": self.turns,
+                "count": len(shown),
+                "mime_types": [mime for mime, _ in self.images],
+                "base64_chars": sum(len(data) for _, data in self.images),
+            }
+        )
+        self.images = []
+        text = f"The {len(shown)} image(s) the cells above displayed, in order:"
+        return {"role": "user", "content": [{"type": "text", "text": text}, *shown]}
 
     async def _turn(self, messages: list[dict[str, Any]]) -> Completion | str | None:
         """One LM call: its completion, the error's text, or None when the time ran out."""
@@ -380,8 +402,13 @@ class SingleAgent:
             where = session.notebook_path or "the notebook"
             blocks = self.renderer.render_execution(ex, session.session_id, where, self.render)
             text = "\n".join(b.text for b in blocks if b.type == "text")
-            images = sum(1 for b in blocks if b.type == "image")
-            return text + (f"\n[{images} image(s) are in the notebook]" if images else "")
+            images = [(b.mime_type, b.data) for b in blocks if b.type == "image"]
+            if not images:
+                return text
+            if self.config.harness.images:
+                self.images += images
+                return text + f"\n[{len(images)} image(s): shown to you after the tool results]"
+            return text + f"\n[{len(images)} image(s) are in the notebook]"
         if name == "add_markdown":
             position = await session.add_markdown(_text_arg(args, "text"))
             return f"markdown cell added at position {position}"

@@ -192,6 +192,11 @@ class HarnessConfig(_Strict):
     tool_output_chars: int = Field(
         12_000, ge=500, description="single_agent: the most of one tool result the LM sees."
     )
+    images: bool = Field(
+        False,
+        description="single_agent: show the LM the images its cells display (bounded in bytes "
+        "and pixels, in a message after the tool results); needs a model that reads images.",
+    )
 
     @model_validator(mode="after")
     def _needs_lm(self) -> HarnessConfig:
