@@ -25,6 +25,7 @@ _CSS = """
 .event { border-top: 1px solid var(--line); padding: 8px 0; }
 .event .label { font-size: 13px; font-weight: 600; display: flex; gap: 10px; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
+.cell img.plot { display: block; max-width: 100%; margin: 6px 0; }
 @media (max-width: 900px) { .cols { grid-template-columns: 1fr; } }
 """
 
@@ -47,6 +48,22 @@ _JS_EXPERIMENT = r"""
     if (has(d["text/plain"])) return text(d["text/plain"]);
     return "[" + Object.keys(d).join(", ") + " output]";
   }
+  // A PNG or JPEG output as an image: only those two types (never SVG, which is a
+  // document), and only data that is base64 and nothing else.
+  const BASE64 = /^[A-Za-z0-9+\/]+={0,2}$/;
+  function image(o) {
+    const d = obj(obj(o).data);
+    for (const mime of ["image/png", "image/jpeg"]) {
+      const raw = Array.isArray(d[mime]) ? d[mime].map(text).join("") : d[mime];
+      if (typeof raw !== "string") continue;
+      const b64 = raw.replace(/\s+/g, "");
+      if (b64.length > 0 && BASE64.test(b64)) {
+        const src = "data:" + mime + ";base64," + b64;
+        return h("img", {class: "plot", alt: mime + " output", src: src});
+      }
+    }
+    return null;
+  }
   function cell(c, i) {
     c = obj(c);
     const src = Array.isArray(c.source) ? c.source.map(text).join("") : text(c.source);
@@ -56,8 +73,10 @@ _JS_EXPERIMENT = r"""
         "In [" + (has(c.execution_count) ? text(c.execution_count) : " ") + "]" : kind),
       block(src, kind === "code" ? "code" : "markdown"));
     const outs = Array.isArray(c.outputs) ? c.outputs : [];
-    outs.forEach((o) => box.append(block(outputText(o),
-      obj(o).output_type === "error" ? "error" : "output")));
+    outs.forEach((o) => {
+      const img = image(o);
+      box.append(img || block(outputText(o), obj(o).output_type === "error" ? "error" : "output"));
+    });
     return box;
   }
   function event(e) {
@@ -178,6 +197,7 @@ def render_experiment(data: dict[str, Any]) -> str:
         generator="sandlot experiment view",
         what="experiment",
         css=_CSS,
+        data_images=True,
     )
 
 

@@ -587,6 +587,7 @@ def render_page(
     generator: str,
     what: str,
     css: str = "",
+    data_images: bool = False,
 ) -> str:
     """One self-contained HTML page: ``data`` as JSON in element ``data_id``, shown by ``script``.
 
@@ -594,13 +595,16 @@ def render_page(
     with text nodes only. The page needs no network: CSS and JS are inline, and
     the Content-Security-Policy lets nothing but that script (named by its hash)
     run. ``css`` is added to the viewer's own styles; ``what`` names the data in
-    the note shown without JavaScript.
+    the note shown without JavaScript. ``data_images`` lets the page show images
+    from ``data:`` URLs (the script must make them only from checked base64).
     """
     script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = (
         "default-src 'none'; style-src 'unsafe-inline'; "
         f"script-src 'sha256-{script_hash}'; base-uri 'none'; form-action 'none'"
     )
+    if data_images:  # images from data: URLs the script made, and nothing from anywhere else
+        csp += "; img-src data:"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
