@@ -491,15 +491,25 @@ def run_command(
 # -- the REPL ------------------------------------------------------------------
 
 
-def _run_cell(sb: Sandbox, code: str, interruptible: bool) -> CodeResult | None:
-    """Run one cell; with ``interruptible``, Ctrl-C interrupts the cell, not the REPL."""
-    if not interruptible:
-        return sb.run_code(code)
+def _run_cell(
+    sb: Sandbox, code: str, interactive: bool, out: Console, err: Console, redactor: Redactor
+) -> bool:
+    """Run one cell and show what it gave; False when it raised.
+
+    At a terminal, Ctrl-C while the cell runs (or its output prints) interrupts
+    the cell, not the REPL, as Python's prompt does.
+    """
+    if not interactive:
+        result = sb.run_code(code)
+        _show(result, out, err, redactor)
+        return result.ok
     try:
-        return sb.run_code(code)  # Ctrl-C cancels the call, which interrupts the cell
+        result = sb.run_code(code)  # Ctrl-C cancels the call, which interrupts the cell
+        _show(result, out, err, redactor)
+        return result.ok
     except KeyboardInterrupt:
         print("\nKeyboardInterrupt", file=sys.stderr)
-        return None
+        return True
 
 
 def _show(result: CodeResult, out: Console, err: Console, redactor: Redactor) -> None:
@@ -561,10 +571,8 @@ def repl_command(
                     markup=False,
                 )
             for cell in cells:
-                result = _run_cell(sb, cell, interruptible=interactive)
-                if result is not None:
-                    _show(result, out, err, redactor)
-                    failed = failed or not result.ok
+                ok = _run_cell(sb, cell, interactive, out, err, redactor)
+                failed = failed or not ok
     raise typer.Exit(1 if failed and not interactive else 0)
 
 

@@ -119,8 +119,11 @@ def read_cells() -> Iterator[str]:
         import readline  # noqa: F401  (line editing and history for input())
     lines: list[str] = []
     while True:
-        try:
-            line = input("... " if lines else ">>> ")
+        try:  # Ctrl-C anywhere here drops the lines typed so far, as Python's prompt does
+            lines.append(input("... " if lines else ">>> "))
+            source = "\n".join(lines)
+            if source.strip() and needs_more(source):
+                continue
         except EOFError:
             print()
             if lines:
@@ -130,10 +133,6 @@ def read_cells() -> Iterator[str]:
             print("\nKeyboardInterrupt")
             lines = []
             continue
-        lines.append(line)
-        source = "\n".join(lines)
-        if not source.strip():
-            lines = []
-        elif not needs_more(source):
-            lines = []
+        lines = []
+        if source.strip():
             yield source

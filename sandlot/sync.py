@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -65,14 +66,42 @@ class Portal:
                 "a blocking sandlot call was made on sandlot's own event loop; "
                 "use the async API (AsyncSandbox) there"
             )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        # The future exists before the work is handed over, so that a Ctrl-C landing at
+        # any point from here on cancels the work. With run_coroutine_threadsafe, one
+        # landing inside it after the hand-over loses the future and leaves the work
+        # running: a cell sleeping on while the REPL that started it has moved on.
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
+            self.loop.call_soon_threadsafe(self._start, coro, future)
             return future.result()
         except BaseException:
             # Ctrl-C (or any error) in the waiting thread cancels the work on the loop,
             # which tells the sandbox to interrupt the cell or kill the process.
             future.cancel()
             raise
+
+    def _start(self, coro: Coroutine[Any, Any, T], future: concurrent.futures.Future[T]) -> None:
+        """On the loop: run ``coro`` as a task whose outcome settles ``future``, both ways."""
+        if future.cancelled():  # the caller gave up before the loop got here
+            coro.close()
+            return
+        task = self.loop.create_task(coro)
+
+        def settle(done: asyncio.Task[T]) -> None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+                if done.cancelled():
+                    future.cancel()
+                elif (exc := done.exception()) is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(done.result())
+
+        def abandon(given_up: concurrent.futures.Future[T]) -> None:
+            if given_up.cancelled():
+                self.loop.call_soon_threadsafe(task.cancel)
+
+        task.add_done_callback(settle)
+        future.add_done_callback(abandon)
 
 
 _portal: Portal | None = None

@@ -192,6 +192,10 @@ def test_repl_at_a_terminal_prompts_and_survives_ctrl_c() -> None:
         expect(b">>> ")
         os.write(master, b"f(50)\n")  # the interpreter and its state survived
         expect(b"100")
+        # Ctrl-D at the prompt, as a person would: one typed before readline takes the
+        # terminal (between prompts) can be lost in the switch of modes, and the REPL
+        # would wait on (bare Python's prompt does the same).
+        expect(b">>> ")
         os.write(master, b"\x04")
         assert proc.wait(timeout=30) == 0  # ending the sandbox may take a while on a loaded host
     finally:
