@@ -158,6 +158,9 @@ def test_repl_at_a_terminal_prompts_and_survives_ctrl_c() -> None:
         stderr=slave,
         start_new_session=True,
         env={**os.environ, "TERM": "dumb"},
+        # As from a terminal: a suite started in the background inherits SIGINT ignored,
+        # and Python keeps it so, where a person's Ctrl-C must reach the REPL.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(slave)
     seen = b""

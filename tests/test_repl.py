@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import resource
+import signal
+import subprocess
+import sys
 
 import pytest
 from conftest import strict
@@ -67,6 +70,33 @@ def test_infinite_loop_is_interrupted_and_the_sandbox_stays_usable(sb: sandlot.S
     assert sb.run_code("kept").value == "'state'"
     with pytest.raises(sandlot.CallTimeout):
         sb.run_code("while True: pass", timeout=0.5, raise_on_error=True)
+
+
+IGNORING_HOST = """
+import signal, sandlot
+assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as this process was started
+with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
+    sb.run_code("kept = 'state'")
+    r = sb.run_code("import time\\ntime.sleep(30)", timeout=1)
+    print(r.timed_out, r.error.name if r.error else None, sb.run_code("kept").value)
+    print(sb.exec("sh", "-c", "grep SigIgn /proc/self/status").stdout.strip())
+"""
+
+
+def test_a_host_started_with_sigint_ignored_still_interrupts_cells() -> None:
+    """A background job of a script, nohup, some CI runners: SIGINT ignored, passed on by exec."""
+    done = subprocess.run(
+        [sys.executable, "-c", IGNORING_HOST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "True TimeoutError 'state'"  # interrupted, not killed: the state is kept
+    ignored = int(second.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1))  # the sandbox's processes start default
 
 
 def test_code_that_ignores_the_interrupt_is_killed() -> None:

@@ -506,6 +506,10 @@ def serve_on(sock: protocol.ByteStream) -> None:
     init = first[0]
     global DIAG_FD
     DIAG_FD = os.dup(2)  # fd 2 itself is about to be captured for the cells
+    # A host started with SIGINT ignored (a background job of a script, nohup, some CI
+    # runners) hands that on through every exec. Cells are interrupted with SIGINT, so
+    # the driver takes Python's own handler back; its children then start with the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if init.get("drop_to"):
             uid, gid = init["drop_to"]
