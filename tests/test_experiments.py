@@ -97,6 +97,34 @@ def events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def deploy(path: Path) -> tuple[str, str]:
+    """``sandlot experiment deploy path``: what it printed, and the session it left running."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", "experiment", "deploy", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stdout.split("# Session ", 1)[1].split()[0]
+
+
+def processes_left(sessions_dir: Path, before: set[int], within: float = 20) -> set[int]:
+    """Processes under the session server not in ``before``, once they had ``within`` s to end."""
+    deadline = time.monotonic() + within
+    while True:
+        left = {
+            p
+            for s in server_pids(sessions_dir)
+            if alive(s)
+            for p in process_tree(s) - before - {s}
+            if alive(p)
+        }
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 # -- the example, end to end --------------------------------------------------------
 
 
@@ -404,14 +432,7 @@ def test_ctrl_c_stops_the_run_cleanly_and_leaves_no_process(
     assert json.loads((batch / "run-1" / "notebook.ipynb").read_text())["cells"]
     # No session, sandbox or kernel of this run is left under the session server.
     assert not [s for s in list_sessions() if s.name.startswith("seed000-run-")]
-    deadline = time.monotonic() + 15
-    left: set[int] = set()
-    for server_pid in [p for p in server_pids(sessions_dir) if alive(p)]:
-        while time.monotonic() < deadline:
-            left = {p for p in process_tree(server_pid) - before - {server_pid} if alive(p)}
-            if not left:
-                break
-            time.sleep(0.2)
+    left = processes_left(sessions_dir, before)
     assert not left, f"left running: {left}"
 
 
@@ -423,18 +444,10 @@ def test_deploy_prints_the_session_the_mcp_config_and_the_prompt(
         "name: outside\ntask: Count the files.\nharness: {type: external}\n"
         "environment: {sandbox: {isolation: bubblewrap}}\nexecution: {type: filesystem}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "sandlot.cli", "experiment", "deploy", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ},
-    )
-    assert done.returncode == 0, done.stderr
-    session_id = done.stdout.split("# Session ", 1)[1].split()[0]
+    printed, session_id = deploy(path)
     try:
-        assert '"mcpServers"' in done.stdout and "--session" in done.stdout
-        assert "Count the files." in done.stdout
+        assert '"mcpServers"' in printed and "--session" in printed
+        assert "Count the files." in printed
         assert session_id in {s.session_id for s in list_sessions()}  # it outlived deploy
     finally:
         shutdown_session(session_id)
@@ -476,17 +489,10 @@ def test_an_mcp_client_attaches_to_a_deployed_notebook_with_the_printed_config(
         "name: outside-nb\ntask: Say what answer holds.\nharness: {type: external}\n"
         "execution: {type: notebook, init_code: 'answer = 6 * 7'}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "sandlot.cli", "experiment", "deploy", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    session_id = done.stdout.split("# Session ", 1)[1].split()[0]
-    block = done.stdout.split("# Claude Code:", 1)[1].split("\n", 1)[1].split("\n\n# ", 1)[0]
+    printed, session_id = deploy(path)
+    block = printed.split("# Claude Code:", 1)[1].split("\n", 1)[1].split("\n\n# ", 1)[0]
     entry = json.loads(block)["mcpServers"]["sandlot"]
-    notebook = Path(done.stdout.split("# Notebook: ", 1)[1].split("\n", 1)[0])
+    notebook = Path(printed.split("# Notebook: ", 1)[1].split("\n", 1)[0])
 
     async def work() -> str:
         params = StdioServerParameters(
@@ -567,18 +573,6 @@ def test_at_a_terminal_the_live_view_shows_the_run_and_a_second_ctrl_c_kills(
     if code == 130:
         assert b"sandlot: killed" in seen, seen.decode(errors="replace")[-2000:]
     # The session belonged to the killed process's connection: the server ends it.
-    deadline = time.monotonic() + 20
-    left: set[int] = set()
-    while time.monotonic() < deadline:
-        left = {
-            p
-            for s in server_pids(sessions_dir)
-            if alive(s)
-            for p in process_tree(s) - before - {s}
-            if alive(p)
-        }
-        if not left and not [s for s in list_sessions() if s.name.startswith("live-run-")]:
-            break
-        time.sleep(0.2)
+    left = processes_left(sessions_dir, before)
     assert not left, f"left running: {left}"
     assert not [s for s in list_sessions() if s.name.startswith("live-run-")]
