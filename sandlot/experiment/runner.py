@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ async def arun_experiment(
     *,
     source: str | Path | None = None,
     on_event: EventHook | None = None,
-    on_directory: Any = None,
+    on_directory: Callable[[Path], None] | None = None,
 ) -> ExperimentResult:
     """All three stages, for each of ``harness.runs`` runs (``harness.max_parallel`` at once).
 
@@ -279,10 +280,16 @@ def _finished(folder: Path, run: str) -> RunResult:
 
 
 def run_experiment(
-    config: ExperimentConfig, *, source: str | Path | None = None
+    config: ExperimentConfig,
+    *,
+    source: str | Path | None = None,
+    on_event: EventHook | None = None,
+    on_directory: Callable[[Path], None] | None = None,
 ) -> ExperimentResult:
     """Blocking :func:`arun_experiment`."""
-    return portal().wait(arun_experiment(config, source=source))
+    return portal().wait(
+        arun_experiment(config, source=source, on_event=on_event, on_directory=on_directory)
+    )
 
 
 async def adeploy_experiment(config: ExperimentConfig) -> tuple[EnvironmentHandle, ExecutionHandle]:
