@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -186,6 +187,10 @@ class SandboxConfig(_Strict):
         default_factory=list,
         description="Names of host environment variables passed in; nothing else leaks.",
     )
+    # The named secrets' values when they come from elsewhere than this process's
+    # environment: a session server gets them from the client that starts a session.
+    # Never serialized, never shown.
+    _secret_values: dict[str, str] | None = PrivateAttr(default=None)
     env_file: str | None = Field(
         None,
         description=(

@@ -105,14 +105,29 @@ def secret_values(config: SandboxConfig) -> dict[str, str]:
     file cannot be read. A name in both takes the host environment's value.
     """
     values = read_env_file(config.env_file) if config.env_file is not None else {}
-    missing = [name for name in config.secrets if name not in os.environ]
+    source = config._secret_values if config._secret_values is not None else os.environ
+    values.update(named_secrets(config.secrets, source))
+    return values
+
+
+def named_secrets(names: list[str], source: Mapping[str, str]) -> dict[str, str]:
+    """The values of ``names`` in ``source`` (the environment); ConfigError for any not set."""
+    missing = [name for name in names if name not in source]
     if missing:
         raise ConfigError(
             f"secrets: {', '.join(missing)} not set in the host environment; "
             "set them, or remove them from SandboxConfig.secrets (or --secret)"
         )
-    values.update({name: os.environ[name] for name in config.secrets})
-    return values
+    return {name: source[name] for name in names}
+
+
+def carry_secrets(config: SandboxConfig, values: Mapping[str, str]) -> None:
+    """Give ``config`` its named secrets' values from ``values``, not this process's environment.
+
+    A session server starts sandboxes for clients whose environment it does not
+    share: the client reads the values and sends them along.
+    """
+    config._secret_values = named_secrets(config.secrets, values)
 
 
 class Redactor:

@@ -637,6 +637,21 @@ def test_served_functions_are_tools_in_mcp_mode_and_a_library_in_the_kernel(
 # -- errors ------------------------------------------------------------------------------
 
 
+def test_secrets_come_from_the_client_that_starts_the_session(
+    sessions_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session server was started before the secret was set: the client's value is used."""
+    server = _ping()  # the server runs now, with this environment as it was
+    name = "SANDLOT_TEST_TOKEN"
+    assert name not in Path(f"/proc/{server}/environ").read_bytes().decode(errors="replace")
+    with pytest.raises(sandlot.ConfigError, match=f"secrets: {name} not set"):
+        start_session(strict(secrets=[name]), notebook_dir=tmp_path)
+    monkeypatch.setenv(name, "tok-from-the-client")
+    with start_session(strict(secrets=[name]), notebook_dir=tmp_path) as session:
+        r = session.execute(f"import os\nos.environ[{name!r}]")
+        assert r.text == "'tok-from-the-client'"
+
+
 def test_bad_ids_bad_skills_and_failing_init_code_are_clear_and_leave_nothing(
     warm: NotebookSession, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, SandboxError
+from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
 from ..workspace import Workspace
 from .execution import Execution
@@ -374,9 +375,14 @@ async def astart_session(
         idle_timeout=idle_timeout,
         cell_timeout=cell_timeout,
     )
+    # The session server may have been started from another environment: the named
+    # secrets' values are read here, where the caller set them, and go along (over the
+    # user-only socket) with the start.
+    names = [*spec.config.secrets, *(spec.serve_config.secrets if spec.serve_config else [])]
+    secrets = named_secrets(names, os.environ)
     conn = await _connection()
     try:
-        info = await conn.call("start", spec=spec.model_dump(mode="json"))
+        info = await conn.call("start", spec=spec.model_dump(mode="json"), secrets=secrets)
     except BaseException:
         await conn.close()
         raise

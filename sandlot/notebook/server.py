@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..secrets import carry_secrets
 from .execution import Execution
 from .session import OwnedSession, SessionError, SessionSpec
 
@@ -142,6 +143,14 @@ class Server:
             return {"pid": os.getpid()}
         if op == "start":
             spec = SessionSpec(**req["spec"])
+            given = req.get("secrets") or {}
+            if not isinstance(given, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in given.items()
+            ):
+                raise SessionError("'secrets' must map names to string values")
+            for config in (spec.config, spec.serve_config):
+                if config is not None:
+                    carry_secrets(config, given)
             session = OwnedSession(spec)
             self.sessions[session.session_id] = session
             if not spec.persist:
