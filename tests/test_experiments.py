@@ -244,7 +244,9 @@ def test_stage_two_alone_gives_a_warm_session_another_process_can_attach_to(
 ) -> None:
     _, execution = stages
     assert execution.mode == "notebook" and execution.notebook_path.endswith("shared.ipynb")
+    assert execution.status == "idle" and execution.kernel_id  # the seed's NotebookHandle
     with attach(execution.session_id) as other:
+        assert other.kernel_id == execution.kernel_id
         ex = other.execute("import model_tools\nmodel_tools.get_model_info()['num_layers']")
     assert ex.error is None and ex.text == "2"
 

@@ -84,6 +84,16 @@ class ExecutionHandle:
         return self.session.notebook_path
 
     @property
+    def kernel_id(self) -> str | None:
+        """The kernel's id (notebook mode)."""
+        return self.session.info.kernel_id
+
+    @property
+    def status(self) -> str:
+        """The session's status when it was started or last refreshed (``idle``, ``busy``...)."""
+        return self.session.info.status
+
+    @property
     def prompt(self) -> str:
         """What the session holds (models, skills, libraries), in words for an agent."""
         return self.session.prompt
