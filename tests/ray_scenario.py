@@ -290,6 +290,49 @@ def owner_dies(address: str) -> None:
     mark("owner_dies")
 
 
+def notebook_session(address: str) -> None:
+    """A notebook session whose sandbox is a Ray actor: the kernel's traffic rides its channel.
+
+    The session server is started as any client starts it, with this process's
+    environment, so it reaches the cluster by $RAY_ADDRESS.
+    """
+    from sandlot.notebook import list_sessions, start_session
+
+    folder = Path(tempfile.mkdtemp(prefix="sandlot-ray-sessions-"))
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "SANDLOT_SESSIONS_DIR")}
+    os.environ.update(
+        RAY_ADDRESS=address, SANDLOT_SESSIONS_DIR=str(folder), SANDLOT_SESSIONS_LINGER="1"
+    )
+
+    def alive_actors() -> int:
+        return sum(a["State"] == "ALIVE" for a in ray._private.state.actors().values())
+
+    try:
+        before = alive_actors()
+        with start_session(config(), backend="ray", notebook_dir=str(folder)) as session:
+            first = session.execute("import os, sys\nanswer = 6 * 7\nanswer")
+            second = session.execute("print('from the kernel', answer)")
+            report["notebook_on_ray"] = {
+                "value": first.text,
+                "stdout": second.stdout,
+                "actors_added": alive_actors() - before,
+                "listed": [i.session_id for i in list_sessions()] == [session.session_id],
+            }
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and alive_actors() > before:
+            time.sleep(0.2)
+        report["notebook_on_ray"]["actors_left"] = alive_actors() - before
+    except Exception as exc:  # the test shows what went wrong
+        report["notebook_on_ray"] = {"error": f"{type(exc).__name__}: {exc}"[:1500]}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    mark("notebook_on_ray")
+
+
 def main() -> None:
     cluster = Cluster(
         initialize_head=True,
@@ -309,6 +352,7 @@ def main() -> None:
         asyncio.run(basics(node_a, node_b))
         asyncio.run(unplaceable())
         owner_dies(cluster.address)
+        notebook_session(cluster.address)
         asyncio.run(spread(node_a, node_b))
         asyncio.run(flood(node_b))
         report["listening"] = listening()

@@ -123,6 +123,14 @@ def test_nothing_listens_beyond_loopback_and_nothing_is_left(report: dict[str, A
     assert report["sandbox_pids"] >= 10 and report["sandbox_pids_left"] == []
 
 
+def test_a_notebook_session_runs_its_kernel_in_a_ray_actor(report: dict[str, Any]) -> None:
+    seen = report["notebook_on_ray"]
+    assert "error" not in seen, seen
+    assert seen["value"] == "42" and seen["stdout"] == "from the kernel 42\n"
+    assert seen["actors_added"] == 1 and seen["listed"]  # the session's sandbox, an actor
+    assert seen["actors_left"] == 0  # ending the session ended its actor
+
+
 def test_actor_options_follow_the_config() -> None:
     options = actor_options(strict(cpus=2, memory_mb=512, gpu=2), {"sandbox": 1})
     assert options["num_cpus"] == 2 and options["num_gpus"] == 2
