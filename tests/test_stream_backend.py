@@ -9,9 +9,11 @@ with cause ``connection_lost`` and leave nothing running and nothing on disk.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -177,3 +179,48 @@ def test_a_far_side_that_cannot_be_reached_fails_to_start_with_sshs_words() -> N
         sandlot.Sandbox(strict(), backend=backend).start()
     assert info.value.cause == "failed_to_start"
     assert "refused" in str(info.value).lower(), info.value
+
+
+def test_a_notebook_session_runs_its_kernel_on_the_far_side(
+    sshd: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backend="ssh" by name, from the session server: the kernel's traffic rides the stream."""
+    from session_servers import own_session_server
+
+    from sandlot.notebook import start_session
+
+    known = sshd.dir / "known_hosts"
+    monkeypatch.setenv("SANDLOT_SSH_HOST", "127.0.0.1")
+    monkeypatch.setenv("SANDLOT_SSH_PORT", str(sshd.port))
+    monkeypatch.setenv("SANDLOT_SSH_IDENTITY", str(sshd.dir / "client_key"))
+    monkeypatch.setenv("SANDLOT_SSH_PYTHON", sys.executable)  # a Python with ipykernel
+    options = f"UserKnownHostsFile={known};GlobalKnownHostsFile=/dev/null;StrictHostKeyChecking=yes"
+    monkeypatch.setenv("SANDLOT_SSH_OPTIONS", options)
+
+    def ssh_clients(server: int) -> list[int]:
+        return [
+            p
+            for p in process_tree(server)
+            if alive(p) and Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ssh")
+        ]
+
+    with own_session_server(tmp_path / "sessions", 1.0) as folder:
+        # memory_mb is an address-space rlimit over a stream: the kernel's threads need room.
+        config = strict(memory_mb=4096)
+        with start_session(config, backend="ssh", notebook_dir=tmp_path) as session:
+            r = session.execute("answer = 6 * 7\nprint('far', answer)\nanswer")
+            assert (r.error, r.text, r.stdout) == (None, "42", "far 42\n")
+            assert session.execute("answer + 1").text == "43"  # the kernel keeps its state
+            log = (folder / "server.log").read_text()
+            server = int(next(x for x in log.splitlines() if " listening on " in x).split()[3])
+            assert ssh_clients(server), "the session's sandbox is not behind an ssh client"
+            notebook = Path(session.notebook_path or "")
+        cells = json.loads(notebook.read_text())["cells"]
+        assert [c["source"] for c in cells] == [
+            "answer = 6 * 7\nprint('far', answer)\nanswer",
+            "answer + 1",
+        ]
+        deadline = time.monotonic() + 10
+        while ssh_clients(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not ssh_clients(server)  # the session's end closed its connection

@@ -624,6 +624,9 @@ class StreamBackend:
     - ``start_timeout``: seconds the far side has to answer.
     """
 
+    # The far side's Python is used as it is: sandlot installs nothing there.
+    installs_packages = False
+
     def __init__(
         self,
         command: Sequence[str],
@@ -716,7 +719,8 @@ class SSHBackend(StreamBackend):
     @classmethod
     def from_env(cls) -> SSHBackend:
         """``backend="ssh"``: the host from ``$SANDLOT_SSH_HOST`` (``[user@]host``), and
-        ``$SANDLOT_SSH_PORT``, ``$SANDLOT_SSH_IDENTITY``, ``$SANDLOT_SSH_PYTHON`` if set."""
+        ``$SANDLOT_SSH_PORT``, ``$SANDLOT_SSH_IDENTITY``, ``$SANDLOT_SSH_PYTHON`` and
+        ``$SANDLOT_SSH_OPTIONS`` (``-o`` options, separated by ``;``) if set."""
         host = os.environ.get("SANDLOT_SSH_HOST", "")
         if not host:
             raise ConfigError(
@@ -732,4 +736,7 @@ class SSHBackend(StreamBackend):
             port=int(port) if port else None,
             identity_file=os.environ.get("SANDLOT_SSH_IDENTITY") or None,
             python=os.environ.get("SANDLOT_SSH_PYTHON") or "python3",
+            ssh_options=[
+                o.strip() for o in os.environ.get("SANDLOT_SSH_OPTIONS", "").split(";") if o.strip()
+            ],
         )

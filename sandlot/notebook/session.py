@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from .. import backends
 from ..config import SandboxConfig, _Strict
 from ..errors import ConfigError, SandboxError
 from ..sandbox import AsyncSandbox
@@ -186,8 +187,13 @@ class OwnedSession:
     async def _start(self) -> None:
         spec = self.spec
         self.skills = load_skills(spec.skills) if spec.skills else []
-        config = with_kernel(spec.config) if spec.mode == "notebook" else spec.config
-        self.sandbox = AsyncSandbox(config, backend=spec.backend)
+        backend = backends.resolve(spec.backend)
+        config = spec.config
+        # A backend that installs nothing (SSH) runs the kernel with the far side's own
+        # ipykernel; the kernel's start says so when that Python has none.
+        if spec.mode == "notebook" and getattr(backend, "installs_packages", True):
+            config = with_kernel(config)
+        self.sandbox = AsyncSandbox(config, backend=backend)
         await self.sandbox.start()
         await self._install_libraries()
         if spec.mode == "notebook":
