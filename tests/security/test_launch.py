@@ -373,7 +373,7 @@ def start_times(n):
 
 start_times(2)
 bare = start_times(7)
-ballast = bytearray(2 << 30)
+ballast = bytearray(4 << 30)
 for i in range(0, len(ballast), 4096):
     ballast[i] = 1
 loaded = start_times(7)
@@ -382,14 +382,16 @@ print(f"{bare * 1000:.1f} {loaded * 1000:.1f}")
 
 
 def test_start_up_does_not_grow_with_the_hosts_memory() -> None:
-    """A host holding 2 GiB more starts a sandbox about as fast: the host is never forked.
+    """A host holding 4 GiB more starts a sandbox about as fast: the host is never forked.
 
-    Forking copies the host's page tables (about +70 ms at 2 GiB here before);
-    the launch spawns with vfork instead. Fastest of 7 starts each, same process.
+    Forking copies the host's page tables (about +70 ms a start at 2 GiB here
+    before, so about +140 ms at 4 GiB); the launch spawns with vfork instead.
+    Fastest of 7 starts each, same process; the margin (50 ms) is wide enough for
+    a loaded 2-core machine and still far below what a fork would cost.
     """
     done = subprocess.run(
         [sys.executable, "-c", START_PROBE], capture_output=True, text=True, timeout=110
     )
     assert done.returncode == 0, done.stderr
     bare, loaded = map(float, done.stdout.split())
-    assert loaded - bare < 30, f"start-up took {bare:.1f} ms bare, {loaded:.1f} ms with 2 GiB"
+    assert loaded - bare < 50, f"start-up took {bare:.1f} ms bare, {loaded:.1f} ms with 4 GiB"
