@@ -10,7 +10,7 @@ from __future__ import annotations
 import codeop
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -76,6 +76,18 @@ def expected_errors() -> Iterator[Guard]:
         fail(guard.hide(str(exc)) or type(exc).__name__)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+
+
+def write_page(write: Callable[[], Path], not_text: str, open_page: bool) -> None:
+    """Write a page with ``write`` and show it; a source that is not UTF-8 fails with
+    ``not_text``, one that cannot be read or rendered with its own message."""
+    try:
+        page = write()
+    except UnicodeDecodeError:
+        fail(not_text)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    show_page(page, open_page)
 
 
 def show_page(page: Path, open_page: bool) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..console import EXIT_ERROR, EXIT_INTERRUPTED, OpenPageOpt, err_console, fail, say, show_page
+from ..console import EXIT_ERROR, EXIT_INTERRUPTED, OpenPageOpt, err_console, fail, say, write_page
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
@@ -187,10 +187,6 @@ def view_command(
 
     if not folder.is_dir():
         fail(f"{folder}: not a directory")
-    try:
-        page = write_view(folder, output)
-    except UnicodeDecodeError:
-        fail(f"{folder}: a transcript is not UTF-8 text")
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
-    show_page(page, open_page)
+    write_page(
+        lambda: write_view(folder, output), f"{folder}: a transcript is not UTF-8 text", open_page
+    )

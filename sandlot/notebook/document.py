@@ -183,7 +183,7 @@ class NotebookFile:
         Returns the index made non-negative.
         """
         cell = self._edit(code_index)
-        self._clear_pending.discard(self.code_position(code_index))
+        self._clear_pending.discard(self._code_positions[code_index])
         cell.source = source
         cell.outputs = []
         cell.execution_count = None
@@ -208,8 +208,9 @@ class NotebookFile:
             node.text = "".join(node.text)
         _check_output(node)
         cell = self._edit(code_index)
-        if self.code_position(code_index) in self._clear_pending:
-            self._clear_pending.discard(self.code_position(code_index))
+        position = self._code_positions[code_index]  # in range: _edit checked it
+        if position in self._clear_pending:
+            self._clear_pending.discard(position)
             cell.outputs = []
         outputs = cell.outputs
         last = outputs[-1] if outputs else None

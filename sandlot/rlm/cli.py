@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import backends
-from ..console import OpenPageOpt, fail, show_page
+from ..console import OpenPageOpt, fail, write_page
 
 rlm_app = typer.Typer(
     help="Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
@@ -46,13 +46,11 @@ def view_command(
 
     if not file.is_file():
         fail(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
-    try:
-        page = write_html(file, output)
-    except UnicodeDecodeError:
-        fail(f"{file}: not a JSONL trajectory (not UTF-8 text)")
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
-    show_page(page, open_page)
+    write_page(
+        lambda: write_html(file, output),
+        f"{file}: not a JSONL trajectory (not UTF-8 text)",
+        open_page,
+    )
 
 
 # -- ask and niah --------------------------------------------------------------
