@@ -12,14 +12,12 @@ and checks that nothing ran or leaked on the host.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_wheel
 from test_cli import sandlot
 
 import sandlot as sl
@@ -136,28 +134,6 @@ elif {loud!r}:
 """
 
 
-def _wheel(directory: Path, name: str, files: dict[str, str]) -> Path:
-    """A wheel of ``name`` 1.0 holding ``files``, with its METADATA, WHEEL and RECORD."""
-    info = f"{name}-1.0.dist-info"
-    files = {
-        **files,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    record = []
-    path = directory / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as whl:
-        for member, text in files.items():
-            data = text.encode()
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append(f"{member},sha256={digest.decode()},{len(data)}")
-            whl.writestr(member, data)
-        record.append(f"{info}/RECORD,,")
-        whl.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """(the directory the markers would appear in, one wheel per kind of hook)."""
@@ -168,7 +144,7 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
         return PAYLOAD.format(marker=str(markers / kind), loud=loud)
 
     made = [
-        _wheel(
+        make_wheel(
             wheels,
             "hook_pth",
             {
@@ -177,17 +153,17 @@ def hooks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
                 "zz_hook.pth": "import hook_pth_payload\n",
             },
         ),
-        _wheel(
+        make_wheel(
             wheels,
             "hook_site",
             {"hook_site/__init__.py": "", "sitecustomize.py": payload("sitecustomize")},
         ),
-        _wheel(
+        make_wheel(
             wheels,
             "hook_user",
             {"hook_user/__init__.py": "", "usercustomize.py": payload("usercustomize")},
         ),
-        _wheel(
+        make_wheel(
             wheels,
             "hook_script",
             {
