@@ -141,6 +141,8 @@ def _config(
     packages: Sequence[str] = (),
     requirements: Sequence[Path] = (),
     project: Path | None = None,
+    index_url: str | None = None,
+    find_links: Sequence[str] = (),
 ) -> SandboxConfig:
     """The sandbox configuration for the CLI's options (library defaults elsewhere)."""
     fields: dict[str, Any] = {
@@ -150,6 +152,8 @@ def _config(
         "max_output_bytes": STREAM_OUTPUT_LIMIT,
         "python_packages": list(packages),
         "requirements": [str(r) for r in requirements],
+        "index_url": index_url,
+        "find_links": list(find_links),
     }
     if env_file is not None:
         fields["env_file"] = str(env_file)
@@ -273,6 +277,23 @@ RequirementsOpt = Annotated[
         help="Install the packages a requirements file lists. Repeatable.",
     ),
 ]
+IndexUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index-url",
+        metavar="URL",
+        help="Install packages from this index instead of uv's default (a requirements "
+        "file or a project may not name one).",
+    ),
+]
+FindLinksOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--find-links",
+        metavar="LOC",
+        help="Also install wheels found in LOC (a directory or a page of links). Repeatable.",
+    ),
+]
 ProjectOpt = Annotated[
     bool,
     typer.Option(
@@ -342,6 +363,8 @@ def _sandbox_config(
     with_: list[str] | None,
     requirements: list[Path] | None,
     project: bool,
+    index_url: str | None,
+    find_links: list[str] | None,
     env_file: Path | None,
     env: list[str] | None,
     secret: list[str] | None,
@@ -358,6 +381,8 @@ def _sandbox_config(
         packages=with_ or [],
         requirements=requirements or [],
         project=upload if project else None,
+        index_url=index_url,
+        find_links=find_links or [],
         **more,
     )
     config = _prepared(config)
@@ -393,6 +418,8 @@ def exec_command(
     with_: WithOpt = None,
     requirements: RequirementsOpt = None,
     project: ProjectOpt = False,
+    index_url: IndexUrlOpt = None,
+    find_links: FindLinksOpt = None,
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
@@ -411,6 +438,8 @@ def exec_command(
             with_=with_,
             requirements=requirements,
             project=project,
+            index_url=index_url,
+            find_links=find_links,
             env_file=env_file,
             env=env,
             secret=secret,
@@ -460,6 +489,8 @@ def run_command(
     with_: WithOpt = None,
     requirements: RequirementsOpt = None,
     project: ProjectOpt = False,
+    index_url: IndexUrlOpt = None,
+    find_links: FindLinksOpt = None,
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
@@ -473,6 +504,8 @@ def run_command(
             with_=with_,
             requirements=requirements,
             project=project,
+            index_url=index_url,
+            find_links=find_links,
             env_file=env_file,
             env=env,
             secret=secret,
@@ -534,6 +567,8 @@ def repl_command(
     with_: WithOpt = None,
     requirements: RequirementsOpt = None,
     project: ProjectOpt = False,
+    index_url: IndexUrlOpt = None,
+    find_links: FindLinksOpt = None,
     env_file: EnvFileOpt = None,
     env: EnvOpt = None,
     secret: SecretOpt = None,
@@ -556,6 +591,8 @@ def repl_command(
             with_=with_,
             requirements=requirements,
             project=project,
+            index_url=index_url,
+            find_links=find_links,
             env_file=env_file,
             env=env,
             secret=secret,

@@ -174,6 +174,18 @@ class SandboxConfig(_Strict):
         default_factory=list,
         description="Requirements files (pip's format) whose packages are installed too.",
     )
+    index_url: str | None = Field(
+        None,
+        description=(
+            "The package index uv installs from instead of its default. A requirements "
+            "file or a project may not name one: only the user chooses where packages "
+            "come from."
+        ),
+    )
+    find_links: list[str] = Field(
+        default_factory=list,
+        description="Directories or pages of wheels uv may install from too (as for index_url).",
+    )
     project: str | None = Field(
         None,
         description=(
@@ -298,6 +310,12 @@ class SandboxConfig(_Strict):
     @classmethod
     def _host_paths(cls, v: list[str]) -> list[str]:
         return [str(Path(p).expanduser().resolve()) for p in v]
+
+    @field_validator("find_links")
+    @classmethod
+    def _links(cls, v: list[str]) -> list[str]:
+        """Local directories made absolute (uv runs in a project's directory); URLs as given."""
+        return [loc if "://" in loc else str(Path(loc).expanduser().resolve()) for loc in v]
 
     @field_validator("gpu")
     @classmethod

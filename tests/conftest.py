@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +23,26 @@ def sb() -> Iterator[sandlot.Sandbox]:
     """A started sandbox, terminated after the test."""
     with sandlot.Sandbox(strict(memory_mb=1024)) as box:
         yield box
+
+
+def make_wheel(directory: Path, name: str, files: dict[str, str]) -> Path:
+    """A wheel of ``name`` 1.0 holding ``files``, with its METADATA, WHEEL and RECORD:
+    built by hand (no network, no build backend), installable by uv and pip."""
+    info = f"{name}-1.0.dist-info"
+    files = {
+        **files,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    path = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for member, text in files.items():
+            data = text.encode()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{member},sha256={digest.decode()},{len(data)}")
+            whl.writestr(member, data)
+        record.append(f"{info}/RECORD,,")
+        whl.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path

@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import strict
+from conftest import make_wheel, strict
 
 import sandlot
 from sandlot.backends import bwrap
@@ -114,29 +113,11 @@ def test_terminate_fails_calls_in_flight_and_is_idempotent() -> None:
         box.start()
 
 
-def _tiny_wheel(where: Path) -> Path:
-    """A real wheel of a one-module package, built by hand (no network, no build backend)."""
-    name, version = "sandlot_tiny_pkg", "1.0"
-    wheel = where / f"{name}-{version}-py3-none-any.whl"
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}.py": "ANSWER = 42\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-        zf.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n")
-    return wheel
-
-
 def test_python_packages_build_once_and_are_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
-    wheel = _tiny_wheel(tmp_path)
+    wheel = make_wheel(tmp_path, "sandlot_tiny_pkg", {"sandlot_tiny_pkg.py": "ANSWER = 42\n"})
     cfg = strict(python_packages=[str(wheel)])
     with sandlot.Sandbox(cfg) as box:
         assert box.run_code("import sandlot_tiny_pkg\nsandlot_tiny_pkg.ANSWER").value == "42"

@@ -7,6 +7,11 @@ as any other. Builds take a file lock, so concurrent starts build once.
 A sandbox without ``python_packages`` runs in an empty environment too: it sees
 the standard library and nothing the host happens to have installed, and its
 interpreter skips the host's ``.pth`` start-up hooks.
+
+No interpreter of a built environment runs on the host: what a package brings
+(a ``.pth`` hook, ``sitecustomize``, a console script) runs only in a sandbox.
+On the host, uv resolves and unpacks wheels, and the base interpreter compiles
+the bytecode with ``-I -S`` (no ``site``, so nothing in the environment starts).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +77,8 @@ class EnvSpec:
     cwd: str | None = None  # where relative paths in the requirements resolve
     key_text: str = ""  # what the requirements files and the project said, for the key
     no_build: bool = False  # wheels only: nothing from a project or a file builds on the host
+    index_url: str | None = None  # the user's index, given on the command line or in the config
+    find_links: tuple[str, ...] = ()  # the user's wheel locations, likewise
 
     @property
     def empty(self) -> bool:
@@ -101,12 +110,14 @@ def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
     What a project or a requirements file asks for is installed from wheels
     only (``--no-build``): building a source distribution, a path or a VCS
     requirement runs its build code on the host, and a repository under test is
-    not trusted to run code there.
+    not trusted to run code there. Nor may it choose where packages come from:
+    see :func:`check_requirement`.
     """
     packages = list(config.python_packages)
     files = list(config.requirements)
     seen: set[str] = set()
-    key = [_requirements_text(f, None, seen) for f in files]
+    here = Path.cwd()  # where uv resolves the relative paths of the files named here
+    key = [_requirements_text(f, here, None, seen) for f in files]
     key += [_local_stamp(p) for p in packages]
     entries: list[str] = []
     cwd = None
@@ -122,8 +133,17 @@ def spec_for(config: SandboxConfig, workdir: str) -> EnvSpec:
         src = project / "src"
         entries.append(f"{workdir}/src" if src.is_dir() else workdir)
     no_build = bool(files) or config.project is not None
+    links = tuple(config.find_links)
+    key += [f"--index-url {config.index_url}", *(f"--find-links {loc}" for loc in links)]
     return EnvSpec(
-        tuple(packages), tuple(files), tuple(entries), cwd, "\n".join(key), no_build=no_build
+        tuple(packages),
+        tuple(files),
+        tuple(entries),
+        cwd,
+        "\n".join(key),
+        no_build=no_build,
+        index_url=config.index_url,
+        find_links=links,
     )
 
 
@@ -138,15 +158,120 @@ def _local_stamp(requirement: str) -> str:
 
 
 _INCLUDES = ("-r", "--requirement", "-c", "--constraint")
+# Options a requirements file may hold: none changes where packages come from or what runs.
+_SAFE_OPTIONS = frozenset(
+    (*_INCLUDES, "--no-index", "--only-binary", "--no-binary", "--prefer-binary", "--pre")
+)
+_SOURCE_OPTIONS = frozenset(
+    ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--index", "--default-index")
+)
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|(?:git|hg|svn|bzr)\+)")
+_DIRECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?\s*@\s*(\S+)")
+_ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 MAX_REQUIREMENTS_FILE = 1 << 20  # bytes: a requirements file is text a person wrote
 
 
-def _requirements_text(path: str, root: Path | None, seen: set[str], depth: int = 0) -> str:
+def check_requirement(where: str, line: str, root: Path) -> None:
+    """Refuse a requirements line (or a project's dependency) that changes where packages
+    come from or what gets built on this host.
+
+    ``where`` names the file and line for the error; relative paths resolve
+    against ``root`` and must stay inside it. Refused: options other than
+    ``_SAFE_OPTIONS`` (an index, find-links, ``-e``), direct URLs and VCS
+    requirements, paths outside ``root``, and ``${VAR}`` (uv would expand the
+    host's environment variables into it). The user gives an index or wheel
+    locations on the command line (``--index-url``, ``--find-links``) or a URL
+    with ``--with``.
+    """
+    if "${" in line:
+        raise ConfigError(
+            f"{where}: '${{...}}' is not accepted: uv would fill in this host's "
+            "environment variables there"
+        )
+    # A requirement, then options of its own (--hash); or an option line.
+    head, *options = re.split(r"\s+(?=-)", line.strip())
+    if head.startswith("-"):
+        options, head = [head, *options], ""
+    for option in options:
+        name, _ = _option(option)
+        if name in _SAFE_OPTIONS or (head and name == "--hash"):
+            continue
+        if name in _SOURCE_OPTIONS:
+            why = (
+                "it changes where packages come from; give an index or wheel locations "
+                "on the command line instead (--index-url, --find-links)"
+            )
+        elif name in ("-e", "--editable"):
+            why = "an editable install builds on this host; name a wheel instead"
+        else:
+            why = f"a requirements file here may hold only {', '.join(sorted(_SAFE_OPTIONS))}"
+        raise ConfigError(f"{where}: option {name} is not accepted: {why}")
+    if not head:
+        return
+    target = head.split(";", 1)[0].strip()
+    if direct := _DIRECT.match(target):
+        target = direct.group(1)
+    elif not (
+        _URL.match(target)
+        or target.startswith((".", "/", "~"))
+        or "/" in target
+        or target.lower().endswith(_ARCHIVES)
+    ):
+        return  # a name, with versions and markers: from the index the user chose
+    if target.startswith("file:"):
+        target = urllib.parse.unquote(urllib.parse.urlparse(target).path)
+    elif _URL.match(target):
+        raise ConfigError(
+            f"{where}: the direct URL {target!r} is not accepted: it changes where a package "
+            "comes from; if you mean it, give it on the command line with --with"
+        )
+    real = os.path.realpath(root / os.path.expanduser(target))
+    if not (real + "/").startswith(os.path.realpath(root) + "/"):
+        raise ConfigError(
+            f"{where}: the path {target!r} leads outside {root}; requirements may "
+            "name files inside it only (give another with --with if you mean it)"
+        )
+
+
+def _option(text: str) -> tuple[str, str]:
+    """An option and its value, however written: ``-r f``, ``-rf``, ``--requirement=f``."""
+    first, *more = text.split(None, 1)
+    rest = more[0] if more else ""
+    if first.startswith("--"):
+        name, equals, value = first.partition("=")
+        return name, value if equals else rest.strip()
+    return first[:2], first[2:] or rest.strip()
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """A requirements file's lines as pip reads them: continuations joined, comments gone;
+    each with the number of the line it starts on."""
+    lines: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        start, before = pending or (number, "")
+        joined = before + raw
+        if joined.endswith("\\"):
+            pending = (start, joined[:-1])
+            continue
+        pending = None
+        line = re.sub(r"(^|\s)#.*$", "", joined).strip()
+        if line:
+            lines.append((start, line))
+    if pending and pending[1].strip():
+        lines.append(pending)
+    return lines
+
+
+def _requirements_text(
+    path: str, here: Path, root: Path | None, seen: set[str], depth: int = 0
+) -> str:
     """A requirements file's text, and that of the files it includes, for the cache key.
 
     Each file is read once, only if it is a regular file of at most
-    ``MAX_REQUIREMENTS_FILE`` bytes; with ``root`` (a project's), an include
-    that leads outside it is refused, since uv would read it too.
+    ``MAX_REQUIREMENTS_FILE`` bytes, and each line passes :func:`check_requirement`
+    (relative paths resolve against ``here``); with ``root`` (a project's), an
+    include that leads outside it is refused, since uv would read it too.
     """
     real = os.path.realpath(path)
     if real in seen:
@@ -168,13 +293,14 @@ def _requirements_text(path: str, root: Path | None, seen: set[str], depth: int 
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"requirements file {path!r} cannot be read: {exc}") from None
     parts = [f"# {path}", text]
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] in _INCLUDES:
+    for number, line in _logical_lines(text):
+        check_requirement(f"{path}, line {number}", line, here)
+        name, value = _option(line) if line.startswith("-") else ("", "")
+        if name in _INCLUDES and value:
             if depth >= 8:
                 raise ConfigError(f"requirements file {path!r}: includes nest deeper than 8")
-            included = os.path.join(os.path.dirname(path), words[1])
-            parts.append(_requirements_text(included, root, seen, depth + 1))
+            included = os.path.join(os.path.dirname(path), value)
+            parts.append(_requirements_text(included, here, root, seen, depth + 1))
     return "\n".join(parts)
 
 
@@ -237,6 +363,8 @@ def _project_requirements(
             for line in done.stdout.splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
+        for line in lines:
+            check_requirement(f"{project / 'uv.lock'}: {line!r}", line, project)
         return EnvSpec(packages=tuple(lines)), "uv.lock\n" + "\n".join(lines)
     if (project / "pyproject.toml").is_file():
         try:
@@ -246,6 +374,8 @@ def _project_requirements(
         deps = [str(d) for d in data.get("project", {}).get("dependencies", [])]
         deps += _group(data.get("dependency-groups", {}), "dev", set())
         deps += [str(d) for d in data.get("tool", {}).get("uv", {}).get("dev-dependencies", [])]
+        for dep in deps:
+            check_requirement(f"{project / 'pyproject.toml'}: {dep!r}", dep, project)
         return EnvSpec(packages=tuple(deps)), "pyproject.toml\n" + "\n".join(deps)
     files = [str(project / name) for name in _DEV_REQUIREMENTS if (project / name).is_file()]
     if not files:
@@ -254,7 +384,7 @@ def _project_requirements(
             "name its requirements with --requirements FILE (or --with PKG) instead"
         )
     seen: set[str] = set()
-    text = "\n".join(_requirements_text(f, project, seen) for f in files)
+    text = "\n".join(_requirements_text(f, project, project, seen) for f in files)
     return EnvSpec(files=tuple(files)), text
 
 
@@ -316,8 +446,16 @@ def ensure_env(python: str, spec: EnvSpec, announce: Callable[[str], None] | Non
 
 
 def _build(python: str, spec: EnvSpec, target: Path) -> None:
+    """Install ``spec`` into a fresh environment at ``target`` with uv, then compile it.
+
+    uv starts the environment's interpreter once, to learn what it is, before it
+    installs anything: the environment holds only what ``uv venv`` put there then.
+    Nothing starts it afterwards (no ``--compile-bytecode``, whose compile step runs
+    that interpreter with ``site`` on, and so every ``.pth`` hook just installed).
+    """
     uv = find_uv()
     requirements = [arg for f in spec.files for arg in ("-r", f)]
+    index = ["--index-url", spec.index_url] if spec.index_url else []
     # --no-config: a project's own uv.toml or pyproject settings (a cache directory, an
     # index) do not steer the host's uv.
     steps = [
@@ -327,13 +465,12 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
             "pip",
             "install",
             "--quiet",
-            # The environment is read-only inside a sandbox: without bytecode compiled
-            # now, every start would compile its imports from source again.
-            "--compile-bytecode",
             "--no-config",
             *(["--no-build"] if spec.no_build else []),
             "--python",
             str(target / "bin" / "python"),
+            *index,
+            *[arg for loc in spec.find_links for arg in ("--find-links", loc)],
             *_find_links(),
             *spec.packages,
             *requirements,
@@ -354,6 +491,37 @@ def _build(python: str, spec: EnvSpec, target: Path) -> None:
                     else ""
                 )
             )
+    _compile(python, target)
+
+
+_TIMESTAMPED = ("--invalidation-mode", "timestamp")
+
+
+def _compile(python: str, target: Path) -> None:
+    """Compile the bytecode of ``target``'s packages with the base interpreter ``python``.
+
+    The environment is read-only inside a sandbox: without bytecode compiled now,
+    every start would compile its imports from source again. ``-I -S``: no
+    ``site``, so no ``.pth`` file, ``sitecustomize`` or ``usercustomize`` runs,
+    and nothing from the environment is on ``sys.path``; ``compileall`` reads
+    the sources and imports none of them. Timestamp-checked ``.pyc``, as
+    ``--compile-bytecode`` made them: the files keep their paths and times in
+    the sandbox, where the environment is mounted at the same place.
+    """
+    sites = [str(p) for p in target.glob("lib/python*/site-packages")]
+    done = subprocess.run(
+        [python, "-I", "-S", "-m", "compileall", "-q", "-j", "0", *_TIMESTAMPED, *sites],
+        capture_output=True,
+        text=True,
+        cwd=target,
+    )
+    # 1: a file did not compile (a template, another Python's syntax), as pip allows.
+    if done.returncode not in (0, 1):
+        shutil.rmtree(target, ignore_errors=True)
+        raise ConfigError(
+            f"the sandbox's environment could not be compiled ({python} -m compileall "
+            f"exited {done.returncode}):\n{done.stderr.strip()[-2000:]}"
+        )
 
 
 def _add_path_entries(target: Path, entries: tuple[str, ...]) -> None:
