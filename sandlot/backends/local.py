@@ -541,6 +541,7 @@ class LocalBackend:
         use_bwrap = iso.bwrap is not None and config.isolation != "none"
         if config.isolation == "auto":
             _warn_missing(iso)
+        self._check_mount_points(config)
         for m in config.mounts:
             if not os.path.exists(m.source):
                 raise ConfigError(f"mounts: host path {m.source!r} does not exist")
@@ -680,6 +681,27 @@ class LocalBackend:
         launch._watch()
         return launch
 
+    def _check_mount_points(self, config: SandboxConfig) -> None:
+        """Refuse mount points bubblewrap would make through a directory a sandbox wrote.
+
+        The config's own rule again (a list or dict changed in place was never
+        validated), and no mount or volume inside a workdir that outlives its
+        sandbox: an earlier sandbox there may have left a link where bubblewrap,
+        as root, makes the mount point. A fresh workdir is empty when bubblewrap
+        starts, so a point inside it is safe.
+        """
+        config.check_mount_points()
+        if self.workdir is None:
+            return
+        for path, what in config.mount_points():
+            if path.startswith(WORKDIR_INSIDE + "/"):
+                raise ConfigError(
+                    f"{what} lies inside the workdir {WORKDIR_INSIDE}, whose host directory "
+                    f"{self.workdir!r} outlives the sandboxes that write it: bubblewrap would "
+                    "make the mount point through any link an earlier one left there; mount "
+                    f"it outside {WORKDIR_INSIDE} (such as /data)"
+                )
+
     @staticmethod
     def _environment(config: SandboxConfig, python: str, venv: Path) -> dict[str, str]:
         env = {
@@ -762,6 +784,9 @@ class LocalBackend:
             for local in (model.name, model.adapter):
                 if local and os.path.isabs(local) and os.path.exists(local):
                     argv += [*_parents(local), "--ro-bind", local, local]
+        argv += gpus.bwrap_args(config.gpu)
+        # The config's mounts and volumes come last, none inside another (SandboxConfig
+        # refuses that): no path bubblewrap makes or binds after one resolves through it.
         for m in config.mounts:
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
@@ -772,7 +797,6 @@ class LocalBackend:
                 str(source),
                 target,
             ]
-        argv += gpus.bwrap_args(config.gpu)
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         argv.append("--clearenv")
