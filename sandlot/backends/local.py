@@ -352,6 +352,42 @@ def _take_workdir(path: str, chown_to: tuple[int, int] | None) -> tuple[Path, in
             os.close(fd)
 
 
+def _open_source(path: str) -> int:
+    """An ``O_PATH`` descriptor of host path ``path``, no component opened through a link.
+
+    ``path`` is a mount's source or a model's path, its links resolved when the
+    config was made; a link on the way now was put there since, perhaps by a
+    sandbox that writes that directory. bubblewrap binds ``/proc/self/fd/N``,
+    the object opened here, so a directory swapped for a link afterwards
+    changes nothing either.
+    """
+    parts = Path(path).parts
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth in range(1, len(parts)):
+            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            if depth < len(parts) - 1:
+                flags |= os.O_DIRECTORY
+            try:
+                below = os.open(parts[depth], flags, dir_fd=fd)
+            except OSError as exc:
+                why = exc.strerror
+            else:
+                os.close(fd)
+                fd = below
+                why = "a link" if stat.S_ISLNK(os.fstat(fd).st_mode) else ""
+            if why:
+                raise ConfigError(
+                    f"{path!r} changed since the config named it: {Path(*parts[: depth + 1])} "
+                    f"is {why} now (a sandbox that writes there may have put a link in its "
+                    "place); name the path it should be"
+                )
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _chown_tree(top: int, uid: int, gid: int) -> None:
     """Give the directories and files below ``top`` (a descriptor) to ``uid``, never through a link.
 
@@ -366,6 +402,13 @@ def _chown_tree(top: int, uid: int, gid: int) -> None:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _bound_host_paths(config: SandboxConfig) -> list[str]:
+    """The host paths of ``config`` bound into its sandbox: mount sources, local model paths."""
+    models = [p for m in config.models for p in (m.name, m.adapter)]
+    local = [p for p in models if p and os.path.isabs(p) and os.path.exists(p)]
+    return list(dict.fromkeys([m.source for m in config.mounts] + local))
 
 
 def _site_packages(prefix: str, keep: str) -> list[str]:
@@ -600,8 +643,21 @@ class LocalBackend:
             if use_bwrap:
                 assert iso.bwrap is not None
                 workdir = WORKDIR_INSIDE
+                # Host paths bound in by descriptor, opened without following a link.
+                sources: dict[str, str] = {}
+                for path in _bound_host_paths(config):
+                    passed.append(_open_source(path))
+                    sources[path] = f"/proc/self/fd/{passed[-1]}"
                 options = self._bwrap_argv(
-                    iso, config, python, venv, workdir_host, volumes, env_vars, drop_to is not None
+                    iso,
+                    config,
+                    python,
+                    venv,
+                    workdir_host,
+                    volumes,
+                    sources,
+                    env_vars,
+                    drop_to is not None,
                 )
                 if not own_workdir:  # bubblewrap holds the workdir's lock while the sandbox lives
                     options += ["--sync-fd", str(passed[0])]
@@ -725,10 +781,14 @@ class LocalBackend:
         venv: Path,
         workdir_host: Path,
         volumes: dict[str, Path],
+        sources: dict[str, str],
         env: dict[str, str],
         drop: bool,
     ) -> list[str]:
-        """bubblewrap's options for this sandbox (the command comes after them)."""
+        """bubblewrap's options for this sandbox (the command comes after them).
+
+        ``sources`` maps each of :func:`_bound_host_paths` to what bubblewrap binds for it.
+        """
         argv = [
             "--die-with-parent",
             "--new-session",
@@ -782,14 +842,14 @@ class LocalBackend:
             argv += ["--tmpfs", path, "--remount-ro", path]
         for model in config.models:  # local model and adapter paths, read-only, where they are
             for local in (model.name, model.adapter):
-                if local and os.path.isabs(local) and os.path.exists(local):
-                    argv += [*_parents(local), "--ro-bind", local, local]
+                if local in sources:
+                    argv += [*_parents(local), "--ro-bind", sources[local], local]
         argv += gpus.bwrap_args(config.gpu)
         # The config's mounts and volumes come last, none inside another (SandboxConfig
         # refuses that): no path bubblewrap makes or binds after one resolves through it.
         for m in config.mounts:
             argv += _parents(m.target)
-            argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
+            argv += ["--bind" if m.writable else "--ro-bind", sources[m.source], m.target]
         for target, source in volumes.items():
             argv += _parents(target)
             argv += [

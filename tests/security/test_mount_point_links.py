@@ -7,7 +7,8 @@ directory there with a link to ``/oldroot/...`` (the host's root as bubblewrap
 sees it while it builds the next sandbox); when sandbox B starts, bubblewrap
 creates B's mount point through that link, on the host. Each test plants the
 link for real from sandbox A, starts B, and checks that nothing appeared at the
-attacker's host path and that B was refused with both places named.
+attacker's host path and that B was refused with both places named. The last
+attack swaps a mount's source (a directory in a volume) for a link instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import sandlot as sl
 from sandlot.backends.local import LocalBackend
 from sandlot.config import VolumeMount
 from sandlot.volumes import Volume
+
+HOST_SECRET = "host-only-secret-contents"
 
 
 class Host:
@@ -237,3 +240,28 @@ def test_an_experiment_refuses_a_nested_volume_when_read() -> None:
 
     with pytest.raises(sl.ConfigError, match="volume 'b' at '/data/b' lies inside"):
         EnvironmentConfig(volumes={"/data": "a", "/data/b": "b"})
+
+
+def test_a_mount_source_swapped_for_a_link_is_not_bound(host: Host) -> None:
+    """The config names a directory in a volume; a sandbox then swaps it for a relative link
+    (the same on the host and as bubblewrap sees it) to a host directory of its choice."""
+    private = host.evil.parent / "private"
+    private.mkdir()
+    (private / "secret.txt").write_text(HOST_SECRET)
+    sub = Volume("outer").path / "sub"
+    sub.mkdir()
+    config = strict(mounts=[sl.Mount(source=str(sub), target="/x")])  # sub is a directory now
+    with sl.Sandbox(strict(volumes={"/vol": "outer"})) as a:
+        link = os.path.relpath(private, sub.parent)
+        a.run_code(
+            f"import os\nos.rmdir('/vol/sub')\nos.symlink({link!r}, '/vol/sub')\n",
+            raise_on_error=True,
+        )
+    seen, refused = "", ""
+    try:
+        with sl.Sandbox(config) as b:
+            seen = b.run_code("print(open('/x/secret.txt').read())").stdout
+    except sl.ConfigError as exc:
+        refused = str(exc)
+    assert HOST_SECRET not in seen
+    assert f"{str(sub)!r} changed since the config named it: {sub} is a link now" in refused
