@@ -33,6 +33,20 @@ _RESERVED = (
 )
 
 
+def sandbox_path(path: str) -> str:
+    """``path`` inside the sandbox in one spelling: ``.``, ``..``, repeated and trailing ``/`` gone.
+
+    ``os.path.normpath`` keeps a leading ``//`` (POSIX leaves its meaning open); it
+    is folded too, so ``//data/./x/`` and ``/data/x`` are one path.
+    """
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def path_within(path: str, parent: str) -> bool:
+    """True when sandbox path ``path`` is ``parent`` or lies below it (both in one spelling)."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
 def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
     """(field path, message) for each error, nested configs' errors flattened."""
     known = list(model.model_fields)
@@ -51,7 +65,8 @@ def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
                 f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
             )
             msg = f"unknown field{hint}"
-        elif "input" in err and err["type"] != "missing":
+        elif "input" in err and err["type"] != "missing" and err["loc"]:
+            # (not for the whole config: it would show env values)
             msg += f" (got {err['input']!r})"
         found.append((where, msg))
     return found
@@ -80,6 +95,18 @@ class _Strict(BaseModel):
         except ValidationError as exc:
             raise _config_error(type(self), exc) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assign with validation; a refused value leaves the config as it was.
+
+        (pydantic keeps the new value in place when a model validator refuses it.)
+        """
+        before = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            object.__setattr__(self, "__dict__", before)
+            raise _config_error(type(self), exc) from None
+
 
 class Mount(_Strict):
     """A host path visible inside the sandbox, read-only unless ``writable``."""
@@ -98,7 +125,7 @@ class Mount(_Strict):
     def _absolute_target(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError("must be an absolute path inside the sandbox, such as /data")
-        return os.path.normpath(v)
+        return sandbox_path(v)
 
 
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -289,8 +316,7 @@ class SandboxConfig(_Strict):
     def _volume_targets(cls, v: dict[str, VolumeMount]) -> dict[str, VolumeMount]:
         out: dict[str, VolumeMount] = {}
         for target, spec in v.items():
-            # normpath keeps a leading '//': fold it, so '//usr' is '/usr'.
-            path = "/" + os.path.normpath(target).lstrip("/") if target.startswith("/") else ""
+            path = sandbox_path(target) if target.startswith("/") else ""
             if not path or path in ("/", "/workspace") or (path + "/").startswith(_RESERVED):
                 raise ValueError(
                     f"{target!r} cannot hold a volume: give an absolute path such as /data, "
@@ -300,6 +326,56 @@ class SandboxConfig(_Strict):
                 raise ValueError(f"two volumes at {path!r}")
             out[path] = spec
         return out
+
+    @model_validator(mode="after")
+    def _mount_points_apart(self) -> SandboxConfig:
+        self.check_mount_points()
+        return self
+
+    def mount_points(self) -> list[tuple[str, str]]:
+        """(path inside the sandbox, what is mounted there in words) for each mount and volume."""
+        places = [
+            (
+                sandbox_path(m.target),
+                f"the {'writable' if m.writable else 'read-only'} mount of {m.source!r} "
+                f"at {m.target!r}",
+            )
+            for m in self.mounts
+        ]
+        places += [
+            (
+                sandbox_path(path),
+                f"the {'read-only' if v.read_only else 'writable'} volume {v.name!r} at {path!r}",
+            )
+            for path, v in self.volumes.items()
+        ]
+        return places
+
+    def check_mount_points(self) -> None:
+        """Raise :class:`ConfigError` if a mount or volume lies at, or inside, another's path.
+
+        bubblewrap runs as root and makes each mount point by path, following
+        links. A point inside another mount or volume would be made in a host
+        directory a sandbox can write (this one, or any other that mounts it
+        writable: a volume is shared, a host directory may be mounted writable
+        elsewhere), where a link planted earlier steers it onto the host.
+        Backends call this again at start: a list or dict changed in place was
+        never validated.
+        """
+        places = self.mount_points()
+        for i, (inner, inner_what) in enumerate(places):
+            for outer, outer_what in places[:i] + places[i + 1 :]:
+                if inner == outer:
+                    raise ConfigError(
+                        f"{outer_what} and {inner_what} are at the same path: give each its own"
+                    )
+                if path_within(inner, outer):
+                    raise ConfigError(
+                        f"{inner_what} lies inside {outer_what}: bubblewrap would make its "
+                        "mount point in a directory a sandbox can write, where a planted link "
+                        "steers it onto the host; put the two side by side (such as /data "
+                        "and /cache)"
+                    )
 
     @field_validator("env_file", "project")
     @classmethod

@@ -352,6 +352,42 @@ def _take_workdir(path: str, chown_to: tuple[int, int] | None) -> tuple[Path, in
             os.close(fd)
 
 
+def _open_source(path: str) -> int:
+    """An ``O_PATH`` descriptor of host path ``path``, no component opened through a link.
+
+    ``path`` is a mount's source or a model's path, its links resolved when the
+    config was made; a link on the way now was put there since, perhaps by a
+    sandbox that writes that directory. bubblewrap binds ``/proc/self/fd/N``,
+    the object opened here, so a directory swapped for a link afterwards
+    changes nothing either.
+    """
+    parts = Path(path).parts
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth in range(1, len(parts)):
+            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            if depth < len(parts) - 1:
+                flags |= os.O_DIRECTORY
+            try:
+                below = os.open(parts[depth], flags, dir_fd=fd)
+            except OSError as exc:
+                why = exc.strerror
+            else:
+                os.close(fd)
+                fd = below
+                why = "a link" if stat.S_ISLNK(os.fstat(fd).st_mode) else ""
+            if why:
+                raise ConfigError(
+                    f"{path!r} changed since the config named it: {Path(*parts[: depth + 1])} "
+                    f"is {why} now (a sandbox that writes there may have put a link in its "
+                    "place); name the path it should be"
+                )
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _chown_tree(top: int, uid: int, gid: int) -> None:
     """Give the directories and files below ``top`` (a descriptor) to ``uid``, never through a link.
 
@@ -366,6 +402,13 @@ def _chown_tree(top: int, uid: int, gid: int) -> None:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _bound_host_paths(config: SandboxConfig) -> list[str]:
+    """The host paths of ``config`` bound into its sandbox: mount sources, local model paths."""
+    models = [p for m in config.models for p in (m.name, m.adapter)]
+    local = [p for p in models if p and os.path.isabs(p) and os.path.exists(p)]
+    return list(dict.fromkeys([m.source for m in config.mounts] + local))
 
 
 def _site_packages(prefix: str, keep: str) -> list[str]:
@@ -541,6 +584,7 @@ class LocalBackend:
         use_bwrap = iso.bwrap is not None and config.isolation != "none"
         if config.isolation == "auto":
             _warn_missing(iso)
+        self._check_mount_points(config)
         for m in config.mounts:
             if not os.path.exists(m.source):
                 raise ConfigError(f"mounts: host path {m.source!r} does not exist")
@@ -599,8 +643,21 @@ class LocalBackend:
             if use_bwrap:
                 assert iso.bwrap is not None
                 workdir = WORKDIR_INSIDE
+                # Host paths bound in by descriptor, opened without following a link.
+                sources: dict[str, str] = {}
+                for path in _bound_host_paths(config):
+                    passed.append(_open_source(path))
+                    sources[path] = f"/proc/self/fd/{passed[-1]}"
                 options = self._bwrap_argv(
-                    iso, config, python, venv, workdir_host, volumes, env_vars, drop_to is not None
+                    iso,
+                    config,
+                    python,
+                    venv,
+                    workdir_host,
+                    volumes,
+                    sources,
+                    env_vars,
+                    drop_to is not None,
                 )
                 if not own_workdir:  # bubblewrap holds the workdir's lock while the sandbox lives
                     options += ["--sync-fd", str(passed[0])]
@@ -680,6 +737,27 @@ class LocalBackend:
         launch._watch()
         return launch
 
+    def _check_mount_points(self, config: SandboxConfig) -> None:
+        """Refuse mount points bubblewrap would make through a directory a sandbox wrote.
+
+        The config's own rule again (a list or dict changed in place was never
+        validated), and no mount or volume inside a workdir that outlives its
+        sandbox: an earlier sandbox there may have left a link where bubblewrap,
+        as root, makes the mount point. A fresh workdir is empty when bubblewrap
+        starts, so a point inside it is safe.
+        """
+        config.check_mount_points()
+        if self.workdir is None:
+            return
+        for path, what in config.mount_points():
+            if path.startswith(WORKDIR_INSIDE + "/"):
+                raise ConfigError(
+                    f"{what} lies inside the workdir {WORKDIR_INSIDE}, whose host directory "
+                    f"{self.workdir!r} outlives the sandboxes that write it: bubblewrap would "
+                    "make the mount point through any link an earlier one left there; mount "
+                    f"it outside {WORKDIR_INSIDE} (such as /data)"
+                )
+
     @staticmethod
     def _environment(config: SandboxConfig, python: str, venv: Path) -> dict[str, str]:
         env = {
@@ -703,10 +781,14 @@ class LocalBackend:
         venv: Path,
         workdir_host: Path,
         volumes: dict[str, Path],
+        sources: dict[str, str],
         env: dict[str, str],
         drop: bool,
     ) -> list[str]:
-        """bubblewrap's options for this sandbox (the command comes after them)."""
+        """bubblewrap's options for this sandbox (the command comes after them).
+
+        ``sources`` maps each of :func:`_bound_host_paths` to what bubblewrap binds for it.
+        """
         argv = [
             "--die-with-parent",
             "--new-session",
@@ -760,11 +842,14 @@ class LocalBackend:
             argv += ["--tmpfs", path, "--remount-ro", path]
         for model in config.models:  # local model and adapter paths, read-only, where they are
             for local in (model.name, model.adapter):
-                if local and os.path.isabs(local) and os.path.exists(local):
-                    argv += [*_parents(local), "--ro-bind", local, local]
+                if local in sources:
+                    argv += [*_parents(local), "--ro-bind", sources[local], local]
+        argv += gpus.bwrap_args(config.gpu)
+        # The config's mounts and volumes come last, none inside another (SandboxConfig
+        # refuses that): no path bubblewrap makes or binds after one resolves through it.
         for m in config.mounts:
             argv += _parents(m.target)
-            argv += ["--bind" if m.writable else "--ro-bind", m.source, m.target]
+            argv += ["--bind" if m.writable else "--ro-bind", sources[m.source], m.target]
         for target, source in volumes.items():
             argv += _parents(target)
             argv += [
@@ -772,7 +857,6 @@ class LocalBackend:
                 str(source),
                 target,
             ]
-        argv += gpus.bwrap_args(config.gpu)
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         argv.append("--clearenv")
