@@ -127,26 +127,17 @@ def _looks_local(name: str) -> bool:
 
 def _check_paths(config: ExperimentConfig) -> None:
     env, execution = config.environment, config.execution
-    problems = [
-        f"environment.local_files: {p} is not a file"
-        for p in env.local_files
-        if not Path(p).is_file()
-    ]
-    problems += [
-        f"environment.local_dirs: {p} is not a directory"
-        for p in env.local_dirs
-        if not Path(p).is_dir()
-    ]
-    problems += [
-        f"execution.interfaces: {p} {'is not a file' if Path(p).exists() else 'does not exist'}"
-        for p in execution.interfaces
-        if not Path(p).is_file()
-    ]
-    problems += [
-        f"execution.libraries: {p} does not exist"
-        for p in execution.libraries
-        if not Path(p).exists()
-    ]
+    problems: list[str] = []
+    for where, paths, fits, kind in (
+        ("environment.local_files", env.local_files, Path.is_file, "a file"),
+        ("environment.local_dirs", env.local_dirs, Path.is_dir, "a directory"),
+        ("execution.interfaces", execution.interfaces, Path.is_file, "a file"),
+        ("execution.libraries", execution.libraries, Path.exists, "a file or directory"),
+    ):
+        for p in paths:
+            if not fits(Path(p)):
+                wrong = f"is not {kind}" if Path(p).exists() else "does not exist"
+                problems.append(f"{where}: {p} {wrong}")
     # A local model's files are read in stage 2, by the sandbox (its load_code too, through
     # config["name"]): a path that is missing here fails there, so it fails now.
     for i, model in enumerate(env.models):
