@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,11 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+
+# True while a config written by another process (a session server's client) is
+# validated: its host paths were made absolute there, against that process's working
+# directory, and one that is still relative is refused, never read against this one's.
+_written_elsewhere: ContextVar[bool] = ContextVar("sandlot_written_elsewhere", default=False)
 
 # Paths inside a sandbox a volume may not cover: the system, and what sandlot mounts itself.
 _RESERVED = (
@@ -84,6 +90,30 @@ def _config_error(model: type[BaseModel], exc: ValidationError) -> ConfigError:
     return error
 
 
+def is_written_elsewhere() -> bool:
+    """Whether the config being validated now came from another process (``from_elsewhere``)."""
+    return _written_elsewhere.get()
+
+
+def host_path(value: str, *, follow_links: bool = True) -> str:
+    """``value`` as an absolute host path, made so where the config is written.
+
+    A relative path is read against this process's working directory (links
+    resolved unless ``follow_links`` is False). In a config another process
+    wrote (:meth:`_Strict.from_elsewhere`) it is refused instead: the working
+    directory that gives it a meaning is the writer's, not this process's.
+    """
+    if is_written_elsewhere():
+        if not os.path.isabs(value):
+            raise ValueError(
+                f"{value!r} is a relative path; a config sent from another process carries "
+                "absolute host paths, made so where it was written"
+            )
+        return value
+    expanded = os.path.expanduser(value)
+    return str(Path(expanded).resolve()) if follow_links else os.path.abspath(expanded)
+
+
 class _Strict(BaseModel):
     """Base for configs: unknown fields are errors, and errors are ConfigError."""
 
@@ -107,6 +137,17 @@ class _Strict(BaseModel):
             object.__setattr__(self, "__dict__", before)
             raise _config_error(type(self), exc) from None
 
+    @classmethod
+    def from_elsewhere(cls, data: Any) -> Self:
+        """``data`` (a config another process wrote and sent) validated; relative paths refused."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        token = _written_elsewhere.set(True)
+        try:
+            return cls(**data)
+        finally:
+            _written_elsewhere.reset(token)
+
 
 class Mount(_Strict):
     """A host path visible inside the sandbox, read-only unless ``writable``."""
@@ -118,7 +159,7 @@ class Mount(_Strict):
     @field_validator("source")
     @classmethod
     def _absolute_source(cls, v: str) -> str:
-        return str(Path(v).expanduser().resolve())
+        return host_path(v)
 
     @field_validator("target")
     @classmethod
@@ -169,8 +210,13 @@ class ModelConfig(_Strict):
     @field_validator("name", "adapter")
     @classmethod
     def _local_path(cls, v: str | None) -> str | None:
-        """A name that is a path on this host becomes absolute (the sandbox mounts it there)."""
-        return str(Path(v).resolve()) if v and os.path.exists(v) else v
+        """A name that is a path on this host becomes absolute (the sandbox mounts it there).
+
+        Only where the config is written: elsewhere a relative name is a hub id.
+        """
+        if v and not is_written_elsewhere() and os.path.exists(v):
+            return host_path(v)
+        return v
 
     @field_validator("var_name")
     @classmethod
@@ -380,18 +426,18 @@ class SandboxConfig(_Strict):
     @field_validator("env_file", "project")
     @classmethod
     def _host_path(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())
+        return None if v is None else host_path(v)
 
     @field_validator("requirements")
     @classmethod
     def _host_paths(cls, v: list[str]) -> list[str]:
-        return [str(Path(p).expanduser().resolve()) for p in v]
+        return [host_path(p) for p in v]
 
     @field_validator("find_links")
     @classmethod
     def _links(cls, v: list[str]) -> list[str]:
         """Local directories made absolute (uv runs in a project's directory); URLs as given."""
-        return [loc if "://" in loc else str(Path(loc).expanduser().resolve()) for loc in v]
+        return [loc if "://" in loc else host_path(loc) for loc in v]
 
     @field_validator("gpu")
     @classmethod

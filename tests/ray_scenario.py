@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from processes import alive, rss_mb
 from ray.cluster_utils import Cluster
 
 import sandlot
+from sandlot.backends import ray as ray_backend
 from sandlot.backends.disk import process_tree
 from sandlot.backends.ray import RayBackend, RayLaunch
 
@@ -141,6 +143,42 @@ async def unplaceable() -> None:
             found[name] = {"raised": "ConfigError", "detail": str(exc)[:200]}
         found[name]["seconds"] = round(time.monotonic() - started, 2)
     report["unplaceable"] = found
+
+
+def actors_not_dead() -> int:
+    return sum(a["State"] != "DEAD" for a in ray._private.state.actors().values())
+
+
+async def waits_for_a_place() -> None:
+    """One sandbox more than node a holds: its start says what it waits for, then times out
+    naming the resource and the holders, and leaves no actor behind."""
+    notices: list[str] = []
+    catcher = logging.Handler()
+    catcher.emit = lambda record: notices.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("sandlot.backends.ray").addHandler(catcher)
+    found: dict[str, Any] = {}
+    try:
+        async with sandlot.AsyncSandbox(config(), backend=RayBackend(resources={"on_a": 4})):
+            ray_backend.PLACE_NOTICE = 0.5  # the first notice, before the timeout
+            before = actors_not_dead()
+            started = time.monotonic()
+            late = RayBackend(resources={"on_a": 4}, start_timeout=2)
+            try:
+                async with sandlot.AsyncSandbox(config(), backend=late):
+                    found["raised"] = None
+            except sandlot.SandboxDied as exc:
+                found.update(raised="SandboxDied", cause=exc.cause, detail=exc.detail)
+            found["seconds"] = round(time.monotonic() - started, 2)
+            deadline = time.monotonic() + 10
+            while actors_not_dead() > before and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            found["actors_added"] = actors_not_dead() - before
+    finally:
+        logging.getLogger("sandlot.backends.ray").removeHandler(catcher)
+        ray_backend.PLACE_NOTICE = 5.0
+    found["notices"] = notices
+    report["waits"] = found
+    mark("waits")
 
 
 async def spread(node_a: str, node_b: str) -> None:
@@ -351,6 +389,7 @@ def main() -> None:
         node_a, node_b = worker_a.node_id, worker_b.node_id
         asyncio.run(basics(node_a, node_b))
         asyncio.run(unplaceable())
+        asyncio.run(waits_for_a_place())
         owner_dies(cluster.address)
         notebook_session(cluster.address)
         asyncio.run(spread(node_a, node_b))

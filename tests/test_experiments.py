@@ -239,6 +239,23 @@ def test_stage_one_checks_the_host_and_puts_the_models_where_they_are_served(
         setup_environment(config)
 
 
+def test_stage_one_names_a_model_path_and_an_interface_that_are_missing(
+    example: Path, tmp_path: Path
+) -> None:
+    """The example before its model is made: stage 1 fails, not stage 2's serving sandbox."""
+    unmade = tmp_path / "seed000"
+    shutil.copytree(example, unmade, ignore=shutil.ignore_patterns("tiny-model", "*.ipynb"))
+    config = load_config(unmade / "experiment.yaml")
+    assert config.environment.models[0].load_code  # its own loader reads config["name"]
+    (unmade / "model_tools.py").unlink()
+    (unmade / "model_tools.py").mkdir()
+    with pytest.raises(ConfigError) as missing:
+        setup_environment(config)
+    message = str(missing.value)
+    assert "environment.models.0.name: ./tiny-model does not exist" in message
+    assert f"execution.interfaces: {unmade / 'model_tools.py'} is not a file" in message
+
+
 def test_stage_two_alone_gives_a_warm_session_another_process_can_attach_to(
     stages: tuple[Any, Any],
 ) -> None:

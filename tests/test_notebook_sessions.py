@@ -579,6 +579,65 @@ def test_idle_and_owner_less_sessions_end_and_leave_nothing(notebooks: Path) -> 
         keep.shutdown()
 
 
+# -- whose directory ----------------------------------------------------------------------
+
+
+def test_paths_are_the_client_s_and_the_server_refuses_relative_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server started from one directory, a client in another: ./notebooks is the client's."""
+    owner_cwd, client_cwd, folder = tmp_path / "owner", tmp_path / "client", tmp_path / "server"
+    owner_cwd.mkdir()
+    client_cwd.mkdir()
+    folder.mkdir(mode=0o700)
+    with own_session_server(folder, LINGER):
+        with open(folder / "server.log", "ab") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "sandlot.notebook.server"],
+                cwd=owner_cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while not (folder / "server.sock").exists():
+                assert time.monotonic() < deadline, "the session server did not start"
+                time.sleep(0.05)
+            monkeypatch.chdir(client_cwd)
+            with start_session(strict(), name="here") as session:
+                assert session.notebook_path is not None
+                assert Path(session.notebook_path).parent == client_cwd / "notebooks"
+            assert not (owner_cwd / "notebooks").exists()
+
+            async def raw_start(spec: dict[str, Any]) -> Any:
+                conn = await _connection()
+                try:
+                    return await conn.call("start", spec=spec)
+                finally:
+                    await conn.close()
+
+            (owner_cwd / "skill.md").write_text(SKILL)
+            relative = {
+                "config": {"isolation": "bubblewrap", "env_file": ".env", "mounts": {"data": "/d"}},
+                "notebook_dir": "notebooks",
+                "skills": ["skill.md"],
+            }
+            with pytest.raises(sandlot.ConfigError) as refused:
+                portal().wait(raw_start(relative))
+            for field, path in [
+                ("SessionSpec.notebook_dir", "notebooks"),
+                ("SessionSpec.skills", "skill.md"),
+                ("SessionSpec.config.env_file", ".env"),
+                ("SessionSpec.config.mounts.0.source", "data"),
+            ]:
+                assert f"{field}: {path!r} is a relative path" in str(refused.value)
+            with pytest.raises(sandlot.ConfigError, match="give notebook_dir or notebook"):
+                portal().wait(raw_start({"config": {"isolation": "bubblewrap"}}))
+            assert not (owner_cwd / "notebooks").exists()
+        finally:
+            server.wait(timeout=LINGER + 10)
+
+
 # -- other modes -----------------------------------------------------------------------
 
 

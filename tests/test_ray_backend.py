@@ -137,13 +137,39 @@ def test_actor_options_follow_the_config() -> None:
     assert options["memory"] == 512 << 20
     assert options["resources"] == {"sandbox": 1}
     assert options["max_restarts"] == 0 and options["scheduling_strategy"] == "SPREAD"
-    assert actor_options(strict(), {})["num_cpus"] == 1
+    # Sandboxes mostly wait on LMs: by default four share a CPU; the backend reserves more.
+    assert actor_options(strict(), {})["num_cpus"] == 0.25
+    assert actor_options(strict(), {}, num_cpus=1)["num_cpus"] == 1
+    assert actor_options(strict(cpus=2), {}, num_cpus=1)["num_cpus"] == 2
     assert "num_gpus" not in actor_options(strict(), {})
     assert actor_options(strict(gpu="0,1"), {})["num_gpus"] == 2
     named = actor_options(strict(gpu="A100"), {})
     assert named["num_gpus"] == 1 and "accelerator_type:A100" in named["resources"]
     with pytest.raises(sandlot.ConfigError, match="give a count"):
         actor_options(strict(gpu="all"), {})
+
+
+def test_a_start_that_cannot_be_placed_says_why_then_times_out_and_leaves_no_actor(
+    report: dict[str, Any],
+) -> None:
+    seen = report["waits"]
+    assert seen["raised"] == "SandboxDied" and seen["cause"] == "failed_to_start", seen
+    assert 2 <= seen["seconds"] < 8, seen
+    detail = seen["detail"]
+    assert "start_timeout=2" in detail and "short of on_a" in detail, detail
+    assert "free now on the cluster: on_a 0, CPU" in detail, detail
+    assert "1 SandboxActor" in detail, detail  # the holder of node a's on_a
+    assert seen["actors_added"] == 0, seen  # the waiting actor was removed
+    notices = seen["notices"]
+    assert len(notices) == 1 and "has waited" in notices[0], notices
+    assert "short of on_a" in notices[0] and "RayBackend(start_timeout=...)" in notices[0]
+
+
+def test_bad_reservations_are_refused() -> None:
+    with pytest.raises(sandlot.ConfigError, match="give 0 or more CPUs"):
+        RayBackend(num_cpus=-1)
+    with pytest.raises(sandlot.ConfigError, match="seconds above 0"):
+        RayBackend(start_timeout=0)
 
 
 def test_ray_is_a_registered_name_and_an_extra() -> None:

@@ -11,9 +11,13 @@ byte stream stays on the host, so host functions called from a sandbox on
 another node run in the host process that owns it (an API key never leaves it).
 
 The actor asks Ray for the config's resources: ``num_cpus`` (``cpus``, else
-1), ``memory`` (``memory_mb``), ``num_gpus`` (``gpu``), plus the backend's own
+the backend's ``num_cpus``, a quarter of a CPU: a sandbox mostly waits on LMs),
+``memory`` (``memory_mb``), ``num_gpus`` (``gpu``), plus the backend's own
 ``resources`` (a custom resource such as ``{"sandbox": 1}`` caps the sandboxes
-of the whole cluster at what its nodes advertise). Actors are spread over the
+of the whole cluster at what its nodes advertise). A start that Ray cannot
+place yet says what it waits for (what it asks, what is free, which actors
+hold the rest) after a few seconds and then every half minute, and gives up
+at the backend's ``start_timeout``. Actors are spread over the
 nodes (``scheduling_strategy="SPREAD"``) and never restarted (``max_restarts=0``):
 a restarted sandbox would have lost its state, so a lost node or a killed
 actor ends the sandbox with :class:`~sandlot.errors.SandboxDied`, cause
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from typing import Any
@@ -44,6 +50,11 @@ SEND_CHUNK = 4 << 20  # most bytes the host sends in one actor call
 KILL_GRACE = 5.0  # seconds kill() gives the actor to end its sandbox before ray.kill
 PLACE_TRIES = 3  # placements of a sandbox whose node dies before it starts
 FINISH_TIMEOUT = 10.0  # seconds the host waits for the actor's account of the end
+DEFAULT_NUM_CPUS = 0.25  # Ray CPUs a sandbox reserves when its config sets no cpus
+PLACE_NOTICE = 5.0  # seconds a start waits for Ray to place its actor before it says why
+PLACE_NOTICE_EVERY = 30.0  # seconds between further notices while it still waits
+
+log = logging.getLogger("sandlot.backends.ray")
 
 
 def _ray() -> Any:
@@ -66,6 +77,9 @@ class SandboxActor:
 
     def __init__(self) -> None:
         self.launch: Any = None
+
+    async def ready(self) -> None:
+        """Answers once Ray has placed the actor on a node and made it."""
 
     async def start(self, config: SandboxConfig, init: dict[str, Any]) -> dict[str, Any]:
         """Start the driver on this node under the local backend's isolation."""
@@ -143,10 +157,15 @@ def _host_resolved(config: SandboxConfig) -> SandboxConfig:
     )
 
 
-def actor_options(config: SandboxConfig, resources: Mapping[str, float]) -> dict[str, Any]:
-    """The Ray options of a sandbox's actor: what it asks of a node, and how it lives."""
+def actor_options(
+    config: SandboxConfig, resources: Mapping[str, float], num_cpus: float = DEFAULT_NUM_CPUS
+) -> dict[str, Any]:
+    """The Ray options of a sandbox's actor: what it asks of a node, and how it lives.
+
+    ``num_cpus`` is the reservation when the config sets no ``cpus``.
+    """
     options: dict[str, Any] = {
-        "num_cpus": config.cpus if config.cpus is not None else 1,
+        "num_cpus": config.cpus if config.cpus is not None else num_cpus,
         "max_restarts": 0,
         "max_task_retries": 0,
         "scheduling_strategy": "SPREAD",
@@ -169,6 +188,44 @@ def actor_options(config: SandboxConfig, resources: Mapping[str, float]) -> dict
     if custom:
         options["resources"] = custom
     return options
+
+
+def _wanted(options: Mapping[str, Any]) -> dict[str, float]:
+    """What an actor with ``options`` asks of one node, by Ray's resource names."""
+    wanted: dict[str, float] = dict(options.get("resources") or {})
+    for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
+        if options.get(key):
+            wanted[name] = float(options[key])
+    return wanted
+
+
+def _amounts(resources: Mapping[str, float]) -> str:
+    """Resources in words: ``CPU 0.25, memory 2 GiB``."""
+    return ", ".join(
+        f"{name} {amount / (1 << 30):.3g} GiB" if name == "memory" else f"{name} {amount:g}"
+        for name, amount in resources.items()
+    )
+
+
+def _holders(ray: Any) -> str:
+    """The cluster's live and waiting actors by class (from the GCS: no dashboard needed)."""
+    try:
+        actors = ray._private.state.actors().values()
+    except Exception:  # a private API: without it the notice says less
+        return "the cluster's actors could not be listed"
+    live: dict[str, int] = {}
+    waiting = 0
+    for actor in actors:
+        if actor.get("State") == "ALIVE":
+            name = str(actor.get("ActorClassName", "?"))
+            live[name] = live.get(name, 0) + 1
+        elif actor.get("State") == "PENDING_CREATION":
+            waiting += 1
+    held = ", ".join(f"{n} {name}" for name, n in sorted(live.items(), key=lambda x: -x[1]))
+    return (
+        f"held by {sum(live.values())} live actor(s) ({held or 'none'}; a SandboxActor is a "
+        f"sandbox); {waiting} actor(s) waiting to be placed or started, this one included"
+    )
 
 
 def _lost(exc: BaseException) -> tuple[DeathCause, str]:
@@ -301,6 +358,15 @@ class RayBackend:
       than any node of the cluster has (a GPU on a cluster without one, a
       custom resource no node advertises) is a ConfigError at once, not an
       actor that waits forever; True lets it wait for nodes an autoscaler adds.
+    - ``num_cpus``: the Ray CPUs a sandbox reserves when its config sets no
+      ``cpus`` (default 0.25: four sandboxes per CPU, for sandboxes that mostly
+      wait on LMs). ``SandboxConfig(cpus=...)`` reserves and caps instead.
+    - ``start_timeout``: seconds a start may wait for Ray to place the sandbox
+      (None: as long as it takes). When it passes, the start raises
+      ``SandboxDied("failed_to_start")`` naming what the sandbox asks, what is
+      free and what holds the rest, and the waiting actor is removed. Either
+      way, a start that waits says so in the ``sandlot.backends.ray`` log
+      after :data:`PLACE_NOTICE` seconds, then every :data:`PLACE_NOTICE_EVERY`.
     """
 
     def __init__(
@@ -310,6 +376,8 @@ class RayBackend:
         *,
         init_options: Mapping[str, Any] | None = None,
         autoscaling: bool = False,
+        num_cpus: float = DEFAULT_NUM_CPUS,
+        start_timeout: float | None = None,
     ) -> None:
         if (address or "").startswith("ray://"):
             raise ConfigError(
@@ -317,11 +385,19 @@ class RayBackend:
                 "sandbox's output; run the host process on a node of the cluster and give "
                 "the cluster's GCS address (host:port) or 'auto'"
             )
+        if num_cpus < 0:
+            raise ConfigError(f"RayBackend(num_cpus={num_cpus!r}): give 0 or more CPUs")
+        if start_timeout is not None and start_timeout <= 0:
+            raise ConfigError(
+                f"RayBackend(start_timeout={start_timeout!r}): give seconds above 0, or None"
+            )
         self.ray = _ray()
         self.address = address
         self.resources = dict(resources or {})
         self.init_options = dict(init_options or {})
         self.autoscaling = autoscaling
+        self.num_cpus = num_cpus
+        self.start_timeout = start_timeout
 
     def _connect(self) -> None:
         if self.ray.is_initialized():
@@ -331,10 +407,7 @@ class RayBackend:
 
     def _check_placeable(self, options: dict[str, Any]) -> None:
         """Refuse a sandbox no node of the cluster could ever hold (it would wait forever)."""
-        wanted: dict[str, float] = dict(options.get("resources") or {})
-        for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
-            if options.get(key):
-                wanted[name] = float(options[key])
+        wanted = _wanted(options)
         nodes = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
         if any(all(have.get(k, 0) >= v for k, v in wanted.items()) for have in nodes):
             return
@@ -344,13 +417,69 @@ class RayBackend:
             "for one"
         )
 
+    def _waiting_for(self, wanted: dict[str, float]) -> str:
+        """What a start that Ray has not placed yet waits for, in words."""
+        free = self.ray.available_resources()
+        total = self.ray.cluster_resources()
+        short = [name for name, amount in wanted.items() if free.get(name, 0) < amount]
+        why = (
+            f"short of {', '.join(short)}"
+            if short
+            else "all of it is free on the cluster, but perhaps not on one node, or Ray is "
+            "still starting the actor's worker"
+        )
+        return (
+            f"it asks for {_amounts(wanted)}; free now on the cluster: "
+            f"{_amounts({n: free.get(n, 0.0) for n in wanted})} "
+            f"(of {_amounts({n: total.get(n, 0.0) for n in wanted})}): {why}; "
+            f"{_holders(self.ray)}"
+        )
+
+    async def _placed(self, actor: Any, wanted: dict[str, float]) -> None:
+        """Wait until Ray has placed ``actor``, saying what it waits for; honour start_timeout."""
+        ready = asyncio.ensure_future(actor.ready.remote())
+        began = time.monotonic()
+        notice = PLACE_NOTICE
+        try:
+            while True:
+                waited = time.monotonic() - began
+                pause = notice - waited
+                if self.start_timeout is not None:
+                    pause = min(pause, self.start_timeout - waited)
+                done, _ = await asyncio.wait({ready}, timeout=max(pause, 0))
+                if done:
+                    ready.result()
+                    return
+                waited = time.monotonic() - began
+                what = await asyncio.to_thread(self._waiting_for, wanted)
+                if self.start_timeout is not None and waited >= self.start_timeout:
+                    raise SandboxDied(
+                        "failed_to_start",
+                        f"Ray did not place the sandbox within RayBackend(start_timeout="
+                        f"{self.start_timeout:g}) seconds: {what}",
+                    )
+                if waited >= notice:
+                    log.warning(
+                        "a Ray sandbox has waited %.1f s for a place: %s. It starts when "
+                        "enough is free; reserve less (SandboxConfig(cpus=...) or memory_mb, "
+                        "RayBackend(num_cpus=...)), add a node, or bound the wait with "
+                        "RayBackend(start_timeout=...)",
+                        waited,
+                        what,
+                    )
+                    notice += PLACE_NOTICE_EVERY
+        finally:
+            ready.cancel()
+
     async def launch(self, config: SandboxConfig, init: dict[str, Any]) -> RayLaunch:
         """Start a sandbox's actor, its driver on the actor's node, and connect to it.
 
-        An actor whose node dies before its sandbox started is placed again
-        (nothing was lost yet), up to :data:`PLACE_TRIES` times in all.
+        A start that Ray cannot place yet waits, saying what for, until
+        ``start_timeout``. An actor whose node dies before its sandbox started
+        is placed again (nothing was lost yet), up to :data:`PLACE_TRIES` times
+        in all.
         """
-        options = actor_options(config, self.resources)
+        options = actor_options(config, self.resources, self.num_cpus)
         config = _host_resolved(config)
         await asyncio.to_thread(self._connect)  # ray.init blocks: not on the event loop
         if not self.autoscaling:
@@ -359,6 +488,7 @@ class RayBackend:
         for _ in range(PLACE_TRIES):
             actor = _actor_class().options(**options).remote()
             try:
+                await self._placed(actor, _wanted(options))
                 info = await actor.start.remote(config, init)
             except self.ray.exceptions.RayActorError as exc:
                 with contextlib.suppress(Exception):

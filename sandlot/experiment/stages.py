@@ -120,21 +120,36 @@ NotebookHandle = ExecutionHandle
 """The seed's name for stage 2's result (in notebook mode, as in every mode)."""
 
 
+def _looks_local(name: str) -> bool:
+    """Whether a model's name is a host path rather than a hub id (``org/name`` at most)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
 def _check_paths(config: ExperimentConfig) -> None:
     env, execution = config.environment, config.execution
-    problems = [f"local_files: {p} is not a file" for p in env.local_files if not Path(p).is_file()]
-    problems += [
-        f"local_dirs: {p} is not a directory" for p in env.local_dirs if not Path(p).is_dir()
-    ]
-    for what, paths in (("interfaces", execution.interfaces), ("libraries", execution.libraries)):
-        problems += [f"execution.{what}: {p} does not exist" for p in paths if not Path(p).exists()]
-    for model in env.models:
-        looks_local = model.name.startswith(("/", ".", "~"))
-        if looks_local and model.load_code is None and not Path(model.name).exists():
-            problems.append(f"models: {model.name} does not exist")
+    problems: list[str] = []
+    for where, paths, fits, kind in (
+        ("environment.local_files", env.local_files, Path.is_file, "a file"),
+        ("environment.local_dirs", env.local_dirs, Path.is_dir, "a directory"),
+        ("execution.interfaces", execution.interfaces, Path.is_file, "a file"),
+        ("execution.libraries", execution.libraries, Path.exists, "a file or directory"),
+    ):
+        for p in paths:
+            if not fits(Path(p)):
+                wrong = f"is not {kind}" if Path(p).exists() else "does not exist"
+                problems.append(f"{where}: {p} {wrong}")
+    # A local model's files are read in stage 2, by the sandbox (its load_code too, through
+    # config["name"]): a path that is missing here fails there, so it fails now.
+    for i, model in enumerate(env.models):
+        for field_name, value in (("name", model.name), ("adapter", model.adapter)):
+            if value and _looks_local(value) and not Path(value).expanduser().exists():
+                problems.append(
+                    f"environment.models.{i}.{field_name}: {value} does not exist on this "
+                    "host; make it first, or name a hub id"
+                )
     missing = [name for name in env.secrets if name not in os.environ]
     if missing:
-        problems.append(f"secrets {missing} are not set in this environment")
+        problems.append(f"environment.secrets {missing} are not set in this environment")
     if problems:
         raise ConfigError("the environment is not ready:\n  " + "\n  ".join(problems))
 

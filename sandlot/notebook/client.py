@@ -41,7 +41,11 @@ class SessionServerError(SandboxError):
 
 
 def _spawn_server(folder: Path) -> None:
-    """Start the session server in the background (its own session: it outlives us)."""
+    """Start the session server in the background (its own session: it outlives us).
+
+    It runs in ``folder``, not in our working directory: it serves every client of
+    this user, so no client's directory may give its paths a meaning.
+    """
     log = open(folder / "server.log", "ab")  # noqa: SIM115 - handed to the child
     with log:
         subprocess.Popen(
@@ -50,6 +54,7 @@ def _spawn_server(folder: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=folder,
             env={**os.environ, "SANDLOT_SESSIONS_DIR": str(folder)},
         )
 

@@ -40,7 +40,7 @@ def sessions_dir() -> Path:
     """This user's session directory: the socket, the lock and the server's log."""
     configured = os.environ.get("SANDLOT_SESSIONS_DIR")
     if configured:
-        folder = Path(configured).expanduser()
+        folder = Path(configured).expanduser().absolute()
     else:
         from ..backends.local import _state_root
 
@@ -142,7 +142,7 @@ class Server:
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "start":
-            spec = SessionSpec(**req["spec"])
+            spec = SessionSpec.from_elsewhere(req["spec"])
             given = req.get("secrets") or {}
             if not isinstance(given, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in given.items()

@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .. import backends
-from ..config import SandboxConfig, _Strict
+from ..config import SandboxConfig, _Strict, host_path, is_written_elsewhere
 from ..errors import ConfigError, SandboxError
 from ..sandbox import AsyncSandbox
 from ..serving.library import Library, RemoteLibrary, serve_interface
@@ -54,7 +54,12 @@ class SessionSpec(_Strict):
     name: str | None = None
     backend: str | None = None
     notebook: str | None = Field(None, description="An existing or new .ipynb to write to.")
-    notebook_dir: str | None = Field(None, description="Where a new notebook goes.")
+    notebook_dir: str | None = Field(
+        None,
+        validate_default=True,
+        description="Where a new notebook goes (default: ./notebooks of the process that writes "
+        "the spec).",
+    )
     on_existing: Literal["continue", "rerun"] = "continue"
     skills: list[str] = Field(default_factory=list)
     init_code: list[str] = Field(default_factory=list)
@@ -71,21 +76,39 @@ class SessionSpec(_Strict):
     idle_timeout: float | None = Field(3600.0, gt=0)
     cell_timeout: float | None = Field(None, gt=0, description="Default timeout of each cell.")
 
+    # Host paths are made absolute by the client, against its own working directory: the
+    # session server is shared by every client of the user and its own directory is that
+    # of whichever process started it. It validates with from_elsewhere, refusing any path
+    # still relative.
+
     @field_validator("notebook")
     @classmethod
     def _absolute_unresolved(cls, v: str | None) -> str | None:
         """Absolute, with a link at the path left as it is: the notebook refuses it."""
-        return None if v is None else os.path.abspath(os.path.expanduser(v))
+        return None if v is None else host_path(v, follow_links=False)
 
     @field_validator("notebook_dir")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
-        return None if v is None else str(Path(v).expanduser().resolve())
+        if v is None:
+            if is_written_elsewhere():
+                return None  # needed only for a new notebook: see the model validator
+            v = "notebooks"
+        return host_path(v)
 
     @field_validator("skills", "libraries", "serve")
     @classmethod
     def _absolute_all(cls, v: list[str]) -> list[str]:
-        return [str(Path(p).expanduser().resolve()) for p in v]
+        return [host_path(p) for p in v]
+
+    @model_validator(mode="after")
+    def _says_where_a_new_notebook_goes(self) -> SessionSpec:
+        if self.mode == "notebook" and self.notebook is None and self.notebook_dir is None:
+            raise ValueError(
+                "give notebook_dir or notebook (absolute): the session server has no directory "
+                "of its own to put a new notebook in"
+            )
+        return self
 
 
 @dataclass
@@ -120,7 +143,8 @@ class Variable:
 
 
 def _default_notebook(spec: SessionSpec, name: str) -> Path:
-    folder = Path(spec.notebook_dir or Path.cwd() / "notebooks")
+    assert spec.notebook_dir is not None  # SessionSpec makes sure
+    folder = Path(spec.notebook_dir)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:60] or "session"
     path = folder / f"{stamp}_{safe}.ipynb"
