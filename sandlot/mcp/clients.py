@@ -116,16 +116,18 @@ def render_config(
     ]
     if url is not None:
         start = ["sandlot", "mcp", *server_args]
-        own = token or token_file is not None  # the start line carries its token
-        how = shlex.join(start) if own else f"{TOKEN_ENV}=<token> {shlex.join(start)}"
+        # The token reaches the server from its file or the variable, never from argv.
+        how = shlex.join(start) if token_file else f"{TOKEN_ENV}=<token> {shlex.join(start)}"
         parts += [
             "",
             "# Start the server first (the clients connect to it):",
             how,
         ]
-        if token_file is not None and not token:
+        if token:
+            pass  # the blocks hold it
+        elif token_file is not None:
             parts.append(f"# and set {TOKEN_ENV} to the token in {token_file} where clients run.")
-        elif not token:
+        else:
             parts.append(
                 f"# and set {TOKEN_ENV} to the same token where the client runs "
                 "('python -c \"import secrets; print(secrets.token_urlsafe(32))\"' makes one)."
