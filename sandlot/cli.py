@@ -968,15 +968,22 @@ def mcp_command(
         int,
         typer.Option("--port", metavar="N", help="With --http: the port (0 picks a free one)."),
     ] = 8765,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="With --http: a file holding the bearer token every request must carry "
+            "(or set $SANDLOT_MCP_TOKEN; default: a random one, printed once on stderr).",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
             "--token",
-            envvar="SANDLOT_MCP_TOKEN",
             metavar="TOKEN",
-            show_envvar=True,
-            help="With --http: the bearer token every request must carry (default: a random "
-            "one, printed once on stderr).",
+            help="With --http: the token itself, on the command line, where every local user "
+            "can read it; prefer --token-file or $SANDLOT_MCP_TOKEN.",
         ),
     ] = None,
     print_config: Annotated[
@@ -1013,6 +1020,12 @@ def mcp_command(
             raise ConfigError(f"unknown --mode {mode!r}: use notebook, filesystem or mcp")
         if http:
             mcp.check_loopback(host)
+        chosen, source = mcp.given_token(token, token_file)
+        if source == "--token":
+            say(
+                "warning: --token puts the token on this command line, which every local user "
+                "can read (/proc/PID/cmdline); use --token-file FILE or $SANDLOT_MCP_TOKEN"
+            )
         if print_config:
             args = [] if mode == "notebook" else ["--mode", mode]
             args += ["--session", session] if session else []
@@ -1025,9 +1038,18 @@ def mcp_command(
             args += ["--backend", backend] if backend else []
             if http:
                 args += ["--http", "--host", host, "--port", str(port)]
+                if token_file is not None:
+                    token_file = token_file.resolve()
+                    args += ["--token-file", str(token_file)]
             url = mcp.server_url(host, port) if http else None
             text = mcp.render_config(
-                name, args, session_id=session, info=info, url=url, token=token
+                name,
+                args,
+                session_id=session,
+                info=info,
+                url=url,
+                token=token,
+                token_file=token_file,
             )
             typer.echo(text, nl=False)
             return
@@ -1043,11 +1065,11 @@ def mcp_command(
         if not http:
             mcp.serve_stdio(server)
             return
-        secret = token or mcp.new_token()
+        secret = chosen or mcp.new_token()
 
         def ready(url: str) -> None:
-            if token:
-                say(f"MCP server at {url} (bearer token from --token/$SANDLOT_MCP_TOKEN)")
+            if chosen:
+                say(f"MCP server at {url} (bearer token from {source})")
             else:
                 say(f"MCP server at {url}; send the header 'Authorization: Bearer {secret}'")
 

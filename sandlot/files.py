@@ -7,6 +7,7 @@ file of any size crosses without being held twice in memory or encoded as text.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import tarfile
 import tempfile
@@ -19,7 +20,13 @@ from .driver.protocol import CHUNK
 from .errors import DownloadRefused, FileOperationError
 from .link import Link
 from .results import FileInfo
-from .untar import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, DownloadResult, extract
+from .untar import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MEMBERS,
+    DownloadResult,
+    SkippedMember,
+    extract,
+)
 
 DEFAULT_MAX_READ = 1 << 30  # what read() holds in the host's memory
 
@@ -53,7 +60,11 @@ class AsyncFiles:
         return int((await self._link.reply(header, "write", f"write {path!r}"))["size"])
 
     async def read(self, path: str, *, max_bytes: int = DEFAULT_MAX_READ) -> bytes:
-        """Return the bytes of file ``path``.
+        """Return the bytes of regular file ``path``.
+
+        Anything else (a directory, a link, a fifo, a socket, a device) is
+        refused at once with :class:`FileOperationError` naming its kind: the
+        sandbox opens without following a link or waiting on a fifo.
 
         The host holds at most ``max_bytes`` of it in memory (whatever the
         sandbox sends): past that, the read stops and raises
@@ -81,7 +92,11 @@ class AsyncFiles:
         return (await self.read(path)).decode(encoding)
 
     async def list(self, path: str = ".") -> list[FileInfo]:
-        """The entries of directory ``path``, sorted by name."""
+        """The entries of directory ``path``, sorted by name.
+
+        Each entry's ``type`` is what it is itself (a link is ``"link"``, not its
+        target): ``file``, ``dir``, ``link``, ``fifo``, ``socket`` or ``device``.
+        """
         header = await self._simple("list", path)
         return [FileInfo(e["name"], e["type"], e["size"]) for e in header["entries"]]
 
@@ -135,8 +150,8 @@ class AsyncFiles:
 
         The sandbox sends a tar stream, which the host reads as hostile: at most
         ``max_bytes`` of it and ``max_members`` members, regular files and
-        directories only (links, devices and fifos are skipped, reported in
-        ``result.skipped`` and warned about), no name outside its one root. What
+        directories only (links, devices, fifos and sockets are skipped, reported
+        in ``result.skipped`` and warned about), no name outside its one root. What
         ``local`` becomes (file or directory) is what ``remote`` is; an existing
         ``local`` is replaced (a symlink itself, never its target), and only once
         the whole stream is out. Anything else raises :class:`DownloadRefused`
@@ -160,7 +175,7 @@ class AsyncFiles:
                             f"{what}: the stream is larger than max_bytes={max_bytes}"
                         )
                     spool.write(payload)  # in the loop's thread: no other thread holds the file
-            await self._link.reply(header, "get_tar", what)
+            reply = await self._link.reply(header, "get_tar", what)
             spool.flush()
         except BaseException:
             spool.close()
@@ -169,6 +184,10 @@ class AsyncFiles:
         result: DownloadResult = await _to_thread(
             _extract, spool, received, local, max_members, what
         )
+        # What the stream could not carry (sockets), as the sandbox names it: only reported.
+        unsent = [SkippedMember(e["name"], e["type"]) for e in reply.get("skipped", [])]
+        if unsent:
+            result = dataclasses.replace(result, skipped=(*result.skipped, *unsent))
         if result.skipped:
             shown = ", ".join(f"{s.name!r} ({s.kind})" for s in result.skipped[:10])
             more = len(result.skipped) - 10

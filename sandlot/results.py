@@ -73,5 +73,5 @@ class FileInfo:
     """One entry of a directory listing."""
 
     name: str
-    type: str  # "file", "dir" or "link"
+    type: str  # what the entry is itself: "file", "dir", "link", "fifo", "socket", "device"
     size: int

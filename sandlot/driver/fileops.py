@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import shutil
@@ -14,6 +16,58 @@ from typing import IO, Any
 from .protocol import CHUNK
 
 Send = Callable[[dict[str, Any], bytes], None]
+
+# Opening never waits (a fifo without a writer) and never follows a link at the last step.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_SKIPPED = 1000  # entries a get_tar reply names at most (its header stays small)
+
+
+def kind_of(mode: int) -> str:
+    """What an ``lstat`` mode says an entry is: one of :data:`protocol.FILE_KINDS`."""
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"  # character or block: Linux has no other kind
+
+
+class NotRegularFile(OSError):
+    """A read met something that is not a regular file; ``kind`` says what it is."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        self.kind = kind
+        how = "a directory" if kind == "dir" else f"a {kind}"
+        super().__init__(f"{path!r} is {how}, not a regular file; only regular files are read")
+
+
+def open_regular(path: str) -> int:
+    """Open ``path`` for reading if it is a regular file; raise :class:`NotRegularFile` if not.
+
+    A fifo, a socket or a device could block the read forever or never end, and a
+    link's target is whatever the link says: anything ``lstat`` does not call a
+    regular file is refused unopened, and the open itself neither waits nor
+    follows the last component, with ``fstat`` on what it opened deciding (the
+    entry may have been replaced in between).
+    """
+    mode = os.lstat(path).st_mode
+    if stat.S_ISREG(mode):
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # replaced by a link since the lstat
+                raise NotRegularFile(path, "link") from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        os.close(fd)
+    raise NotRegularFile(path, kind_of(mode))
 
 
 def resolve(workdir: str, path: str) -> str:
@@ -108,9 +162,9 @@ def write_file(path: str, mode: int | None, chunks: Iterator[bytes]) -> dict[str
 
 
 def read_file(rid: int, path: str, send: Send) -> dict[str, Any]:
-    """Send a file's bytes as chunks; reply with its size."""
+    """Send a regular file's bytes as chunks; reply with its size."""
     size = 0
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(path), "rb") as fh:
         while chunk := fh.read(CHUNK):
             send({"t": "chunk", "id": rid}, chunk)
             size += len(chunk)
@@ -123,8 +177,7 @@ def list_dir(path: str) -> dict[str, Any]:
     with os.scandir(path) as it:
         for entry in it:
             st = entry.stat(follow_symlinks=False)
-            kind = "dir" if stat.S_ISDIR(st.st_mode) else "link" if entry.is_symlink() else "file"
-            entries.append({"name": entry.name, "type": kind, "size": st.st_size})
+            entries.append({"name": entry.name, "type": kind_of(st.st_mode), "size": st.st_size})
     entries.sort(key=lambda e: str(e["name"]))
     return {"entries": entries}
 
@@ -142,13 +195,20 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
 
 
 def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
-    """Unpack an incoming tar stream under ``dest`` (no paths outside it)."""
+    """Unpack an incoming tar stream under ``dest`` (no paths outside it).
+
+    A file replaces what is at its name (as :func:`write_file` does): an old fifo
+    or link there is removed first, never opened or followed.
+    """
 
     os.makedirs(dest, exist_ok=True)
     count = 0
     src: IO[bytes] = _InboxReader(chunks)  # type: ignore[assignment]
+    root = os.path.realpath(dest)
     with tarfile.open(fileobj=src, mode="r|") as tar:
         for member in tar:
+            if not member.isdir():
+                _clear(root, member.name)
             tar.extract(member, dest, filter="data")
             count += 1
     for _ in chunks:  # the tar end may come before the last frame
@@ -156,12 +216,52 @@ def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
     return {"members": count}
 
 
+def _clear(root: str, name: str) -> None:
+    """Remove the entry at ``name`` under directory ``root`` unless it is a directory.
+
+    Only inside ``root``: a name the ``data`` filter will refuse is left to it.
+    """
+    target = os.path.join(root, name)
+    parent = os.path.realpath(os.path.dirname(target))
+    if os.path.isabs(name) or not (parent == root or parent.startswith(root + os.sep)):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(target).st_mode):
+            os.unlink(target)
+
+
 def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
-    """Send ``path`` (file or directory) as a tar stream of chunks."""
+    """Send ``path`` (file or directory) as a tar stream of chunks.
+
+    Links, fifos and devices travel as their own headers (the host skips them);
+    file contents are read through :func:`open_regular`, so nothing blocks the
+    stream. What a tar cannot hold (a socket) is left out and named in the
+    reply's ``skipped``.
+    """
 
     out = _ChunkWriter(rid, send)
+    skipped: list[dict[str, str]] = []
     with tarfile.open(fileobj=out, mode="w") as tar:  # type: ignore[call-overload]
         tar.copybufsize = CHUNK  # file contents go out in whole chunks
-        tar.add(path, arcname=os.path.basename(path.rstrip("/")) or ".")
+        _add(tar, path, os.path.basename(path.rstrip("/")) or ".", skipped)
     out.flush()
-    return {}
+    return {"skipped": skipped[:MAX_SKIPPED]} if skipped else {}
+
+
+def _add(tar: tarfile.TarFile, path: str, arcname: str, skipped: list[dict[str, str]]) -> None:
+    """Add ``path`` to ``tar`` as ``tarfile.add`` would, opening files with :func:`open_regular`."""
+    try:
+        fh = os.fdopen(open_regular(path), "rb")
+    except NotRegularFile:
+        info = tar.gettarinfo(path, arcname)  # lstat: a link is a link, a fifo is not opened
+    else:
+        with fh:  # the header from the open file: its size is the one read
+            tar.addfile(tar.gettarinfo(arcname=arcname, fileobj=fh), fh)
+        return
+    if info is None:  # a socket: no tar member type holds one
+        skipped.append({"name": arcname, "type": "socket"})
+        return
+    tar.addfile(info)
+    if info.isdir():
+        for name in sorted(os.listdir(path)):
+            _add(tar, os.path.join(path, name), f"{arcname}/{name}", skipped)

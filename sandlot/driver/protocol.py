@@ -258,6 +258,9 @@ FROM_DRIVER: dict[str, dict[str, Any]] = {
     "call": {"id": ID, "name": str, "value?": object, "vlen?": int},
 }
 
+# What a listing says an entry is: what ``lstat`` found, the link itself, not its target.
+FILE_KINDS = ("file", "dir", "link", "fifo", "socket", "device")
+
 KINDS = (
     "POSITIONAL_ONLY",
     "POSITIONAL_OR_KEYWORD",
@@ -299,8 +302,9 @@ REPLIES: dict[str, dict[str, Any]] = {
     "write": {"size": int},
     "put_tar": {"members": int},
     "read": {"size": int},
-    "get_tar": {},
-    "list": {"entries": [{"name": str, "type": ("file", "dir", "link"), "size": int}]},
+    # What the tar stream cannot carry (sockets) or what stopped being a file while read.
+    "get_tar": {"skipped?": [{"name": str, "type": FILE_KINDS}]},
+    "list": {"entries": [{"name": str, "type": FILE_KINDS, "size": int}]},
     "exists": {"exists": bool, "is_dir": bool},
     "remove": {},
     "mkdir": {},

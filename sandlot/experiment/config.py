@@ -25,6 +25,7 @@ from ..config import ModelConfig, SandboxConfig, VolumeMount, _Strict
 from ..errors import ConfigError
 from ..rlm.engine import RLMConfig
 from ..rlm.lm import LMConfig
+from ..yamlfile import YAMLProblem, load_yaml
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")
 MAX_FILE_BYTES = 1 << 20  # an experiment file, a task file, a context file is read whole
@@ -375,19 +376,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the experiment file: {exc}") from None
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
-        error = ConfigError(f"{where}: not valid YAML: {problem}")
-        error.problems = [(where, f"not valid YAML: {problem}")]
+        root, data = load_yaml(text)
+    except YAMLProblem as exc:
+        where = f"{file}:{exc.line}" if exc.line is not None else str(file)
+        error = ConfigError(f"{where}: not valid YAML: {exc.problem}")
+        error.problems = [(where, f"not valid YAML: {exc.problem}")]
         raise error from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(

@@ -7,7 +7,7 @@ Claude Code's and Cursor's configuration. Needs the ``notebook`` extra.
 """
 
 from .clients import find_session, render_config
-from .http import DEFAULT_PORT, check_loopback, new_token, serve_http, server_url
+from .http import DEFAULT_PORT, check_loopback, given_token, new_token, serve_http, server_url
 from .images import ImageLimits, image_content
 from .render import RenderLimits, render_execution
 from .server import build_server
@@ -20,6 +20,7 @@ __all__ = [
     "build_server",
     "check_loopback",
     "find_session",
+    "given_token",
     "image_content",
     "new_token",
     "render_config",

@@ -9,7 +9,8 @@ server finds the same session server as the shell that printed the config.
 
 For HTTP, the token is not written into the file (project files get
 committed): the blocks refer to ``SANDLOT_MCP_TOKEN``, which both clients expand
-from their environment, unless a token was given on the command line.
+from their environment, unless a token was given on the command line with
+``--token`` (which the server warns about: a command line is public).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..notebook import SessionInfo, alist_sessions
+from .http import TOKEN_ENV
 
-TOKEN_ENV = "SANDLOT_MCP_TOKEN"
 PASSED_ENV = ("SANDLOT_SESSIONS_DIR",)
 
 
@@ -93,10 +94,14 @@ def render_config(
     info: SessionInfo | None = None,
     url: str | None = None,
     token: str | None = None,
+    token_file: Path | None = None,
 ) -> str:
     """The text ``--print-config`` prints: both clients' JSON, and the agent's instruction.
 
-    ``info`` describes session ``session_id`` when it was found.
+    ``info`` describes session ``session_id`` when it was found. For HTTP, a
+    ``token`` is written into the blocks; without one they name
+    ``$SANDLOT_MCP_TOKEN``, and the server is started with ``token_file`` (which
+    ``server_args`` then name) or that variable.
     """
     if url is None:
         claude, cursor = stdio_entries(server_args)
@@ -111,13 +116,18 @@ def render_config(
     ]
     if url is not None:
         start = ["sandlot", "mcp", *server_args]
-        how = shlex.join(start) if token else f"{TOKEN_ENV}=<token> {shlex.join(start)}"
+        # The token reaches the server from its file or the variable, never from argv.
+        how = shlex.join(start) if token_file else f"{TOKEN_ENV}=<token> {shlex.join(start)}"
         parts += [
             "",
             "# Start the server first (the clients connect to it):",
             how,
         ]
-        if not token:
+        if token:
+            pass  # the blocks hold it
+        elif token_file is not None:
+            parts.append(f"# and set {TOKEN_ENV} to the token in {token_file} where clients run.")
+        else:
             parts.append(
                 f"# and set {TOKEN_ENV} to the same token where the client runs "
                 "('python -c \"import secrets; print(secrets.token_urlsafe(32))\"' makes one)."

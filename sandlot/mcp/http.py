@@ -16,9 +16,11 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import os
 import secrets
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 from mcp.server import MCPServer
@@ -30,11 +32,49 @@ from ..errors import ConfigError
 PATH = "/mcp"
 DEFAULT_PORT = 8765
 LOOPBACK_NAMES = ("localhost",)
+TOKEN_ENV = "SANDLOT_MCP_TOKEN"
+MAX_TOKEN = 1024  # characters
 
 
 def new_token() -> str:
     """A fresh random token (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)
+
+
+def given_token(argument: str | None, file: Path | None) -> tuple[str | None, str]:
+    """The token the user chose, and how it came: ``--token-file``, ``--token`` or the variable.
+
+    ``(None, "")`` when there is none. A command line is readable by every
+    local user (``/proc/PID/cmdline``), so a file or ``$SANDLOT_MCP_TOKEN`` is
+    the way to give one; ``--token`` still works, and the caller warns.
+    """
+    if argument is not None and file is not None:
+        raise ConfigError("give the token one way: --token-file FILE, not also --token")
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                raw = fh.read(MAX_TOKEN + 2)  # a token and its newline; more is not a token file
+            token = raw.decode().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file {str(file)!r}: cannot read it ({exc})") from None
+        return _checked(token, f"--token-file {str(file)!r}"), "--token-file"
+    if argument is not None:
+        return _checked(argument, "--token"), "--token"
+    env = os.environ.get(TOKEN_ENV)
+    if env is not None:
+        return _checked(env.strip(), f"${TOKEN_ENV}"), f"${TOKEN_ENV}"
+    return None, ""
+
+
+def _checked(token: str, where: str) -> str:
+    if not 0 < len(token) <= MAX_TOKEN or not (token.isascii() and token.isprintable()):
+        raise ConfigError(
+            f"{where}: a token is one line of 1 to {MAX_TOKEN} printable ASCII characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)"
+        )
+    if " " in token:
+        raise ConfigError(f"{where}: a token holds no spaces")
+    return token
 
 
 def check_loopback(host: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from ..errors import ConfigError
+from ..yamlfile import YAMLProblem, load_yaml
 
 MAX_SKILL_BYTES = 1 << 20  # a skill is a page of helpers; a bigger file is a mistake
 MAX_NAME_LENGTH = 100  # the name becomes a file name in the kernel
@@ -298,19 +299,13 @@ def _parse(path: Path) -> _Parsed:
 def _front_matter(path: Path, lines: list[str]) -> tuple[dict[str, Any], int]:
     """The checked front matter (its lines start on .md line 2) and the line of ``name``."""
     first = 2  # .md line of the front matter's first line
-    loader = yaml.SafeLoader("\n".join(lines))
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = first + mark.line if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
+        node, data = load_yaml("\n".join(lines))
+    except YAMLProblem as exc:
+        line = first - 1 + exc.line if exc.line is not None else 1
         raise SkillError(
-            path, line, f"front matter is not valid YAML: {problem}", "fix the YAML"
+            path, line, f"front matter is not valid YAML: {exc.problem}", "fix the YAML"
         ) from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         got = "empty" if data is None else f"a {type(data).__name__}"
         raise SkillError(

@@ -2,9 +2,9 @@
 
 A filesystem-mode run copies the agent's workspace into ``run-<k>/workspace``
 on the host. Everything about that workspace comes from the sandbox: links the
-code planted (to a host directory, to a host file), names and sizes. The host
-must write only regular files, only below the run's directory, never through a
-link, and say what it left out.
+code planted (to a host directory, to a host file), fifos and sockets, names
+and sizes. The host must write only regular files, only below the run's
+directory, never through a link, never wait on a fifo, and say what it left out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from sandlot.experiment.outputs import _create, safe_name
 
 PLANT = """\
 mkdir -p sub && echo inside > sub/inner.txt && echo fine > ok.txt &&
-ln -s {outside} escape && ln -s {outside}/victim.txt pw && ln -s ../../.. up
+ln -s {outside} escape && ln -s {outside}/victim.txt pw && ln -s ../../.. up &&
+mkfifo pipe && python -c "import socket; socket.socket(socket.AF_UNIX).bind('sock')"
 """
 
 
@@ -35,7 +36,8 @@ def sessions_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
-def test_links_in_the_workspace_never_make_the_host_write_outside_the_run(
+@pytest.mark.timeout(60)  # a read of the fifo used to wait 120 s, then end the session
+def test_links_fifos_and_sockets_in_the_workspace_are_skipped_and_reported(
     sessions_dir: Path, tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
@@ -67,7 +69,13 @@ def test_links_in_the_workspace_never_make_the_host_write_outside_the_run(
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert (outside / "victim.txt").read_text() == "host data"
     skipped = json.loads((Path(run.run_dir) / "summary.json").read_text())["extra"]
-    assert {s.split(":")[0] for s in skipped["workspace"]["skipped"]} == {"escape", "pw", "up"}
+    assert sorted(skipped["workspace"]["skipped"]) == [
+        "escape: a link, not a file or directory",
+        "pipe: a fifo, not a file or directory",
+        "pw: a link, not a file or directory",
+        "sock: a socket, not a file or directory",
+        "up: a link, not a file or directory",
+    ]
     # Everything the run wrote is below the outputs directory.
     assert {p.name for p in tmp_path.iterdir()} == {"outside", "out", "attack.yaml"}
 
