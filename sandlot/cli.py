@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Annotated, Any, TextIO
+from typing import IO, Annotated, Any, NamedTuple, TextIO
 
 import typer
 from rich.console import Console
@@ -30,13 +30,24 @@ from . import __version__
 from .backends import envs
 from .backends.local import WORKDIR_INSIDE, probe
 from .config import SandboxConfig
-from .console import EXIT_ERROR, Guard, cells_from, expected_errors, fail, one_line, read_cells, say
+from .console import (
+    EXIT_ERROR,
+    Guard,
+    RawOpt,
+    cells_from,
+    expected_errors,
+    fail,
+    one_line,
+    read_cells,
+    say,
+)
 from .errors import ConfigError, SandboxError
 from .experiment.cli import experiment_app
 from .notebook.cli import sessions_app
 from .results import CodeResult
 from .rlm.cli import rlm_app
 from .secrets import Redactor, read_env_file, secret_values
+from .sink import Sink
 from .sync import Sandbox
 from .volumes import Volume
 
@@ -196,26 +207,30 @@ def _download_target(path: str) -> PurePosixPath:
 # -- running -------------------------------------------------------------------
 
 
-def _stream(sb: Sandbox, argv: Sequence[str], timeout: float | None, redactor: Redactor) -> int:
+def _stream(
+    sb: Sandbox, argv: Sequence[str], timeout: float | None, redactor: Redactor, raw: bool
+) -> int:
     """Run ``argv`` in ``sb``, copying its output to ours as it comes; return an exit status.
 
-    Secret values in the output are shown as ``[redacted NAME]``.
+    The output passes a :class:`Sink` per stream: secret values are shown as
+    ``[redacted NAME]``, and on a terminal control characters as escapes unless ``raw``.
     """
     proc = sb.exec_stream(*argv, timeout=timeout)
-    streams = {"stdout": (sys.stdout, redactor.stream()), "stderr": (sys.stderr, redactor.stream())}
+    outputs = {"stdout": sys.stdout, "stderr": sys.stderr}
+    sinks = {name: Sink.to(out, redactor, raw=raw) for name, out in outputs.items()}
+    streams = {name: sink.stream() for name, sink in sinks.items()}
     try:
         for chunk in proc:
-            out, held = streams[chunk.stream]
-            _write(out, held.feed(chunk.data))
+            _write(outputs[chunk.stream], streams[chunk.stream].feed(chunk.data))
     finally:  # what is held back is shown even when the sandbox dies mid-stream
-        for out, held in streams.values():
-            _write(out, held.flush())
+        for name, held in streams.items():
+            _write(outputs[name], held.flush())
     result = proc.result
     assert result is not None
     if result.stdout:  # what did not stream, such as a command that could not start
-        _write(sys.stdout, redactor.redact(result.stdout).encode())
+        _write(sys.stdout, sinks["stdout"].text(result.stdout).encode())
     if result.stderr:
-        _write(sys.stderr, redactor.redact(result.stderr).encode())
+        _write(sys.stderr, sinks["stderr"].text(result.stderr).encode())
     if result.truncated:
         say(f"warning: output beyond {STREAM_OUTPUT_LIMIT} bytes was dropped")
     if result.timed_out:
@@ -424,6 +439,7 @@ def exec_command(
     env: EnvOpt = None,
     secret: SecretOpt = None,
     backend: BackendOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """Run a command in a fresh sandbox and exit with its status.
 
@@ -450,7 +466,7 @@ def exec_command(
         with Sandbox(config, backend=backend) as sb:
             if upload is not None:
                 _upload(sb, upload)  # a directory's entries land in the workdir itself
-            status = _stream(sb, command, timeout, redactor)
+            status = _stream(sb, command, timeout, redactor, raw)
             failed = False
             for target in targets:
                 try:
@@ -495,6 +511,7 @@ def run_command(
     env: EnvOpt = None,
     secret: SecretOpt = None,
     backend: BackendOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """Run one Python file in a fresh sandbox and exit with its status."""
     with expected_errors() as guard:
@@ -517,7 +534,7 @@ def run_command(
             sb.upload(file, file.name)
             found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
             python = ast.literal_eval(found) if found else "python3"
-            status = _stream(sb, [python, file.name, *(args or [])], timeout, redactor)
+            status = _stream(sb, [python, file.name, *(args or [])], timeout, redactor, raw)
     raise typer.Exit(status)
 
 
@@ -525,7 +542,7 @@ def run_command(
 
 
 def _run_cell(
-    sb: Sandbox, code: str, interactive: bool, out: Console, err: Console, redactor: Redactor
+    sb: Sandbox, code: str, interactive: bool, out: Console, err: Console, shown: _Shown
 ) -> bool:
     """Run one cell and show what it gave; False when it raised.
 
@@ -534,29 +551,36 @@ def _run_cell(
     """
     if not interactive:
         result = sb.run_code(code)
-        _show(result, out, err, redactor)
+        _show(result, out, err, shown)
         return result.ok
     try:
         result = sb.run_code(code)  # Ctrl-C cancels the call, which interrupts the cell
-        _show(result, out, err, redactor)
+        _show(result, out, err, shown)
         return result.ok
     except KeyboardInterrupt:
         print("\nKeyboardInterrupt", file=sys.stderr)
         return True
 
 
-def _show(result: CodeResult, out: Console, err: Console, redactor: Redactor) -> None:
-    """Print a cell's stdout, stderr, value and error as Python's prompt does, secrets hidden."""
-    hide = redactor.redact
+class _Shown(NamedTuple):
+    """The sinks of a REPL's stdout and stderr."""
+
+    out: Sink
+    err: Sink
+
+
+def _show(result: CodeResult, out: Console, err: Console, shown: _Shown) -> None:
+    """Print a cell's stdout, stderr, value and error as Python's prompt does, through
+    the sinks (secrets hidden, control characters escaped on a terminal)."""
     if result.stdout:
-        _write(sys.stdout, hide(result.stdout).encode())
+        _write(sys.stdout, shown.out.text(result.stdout).encode())
     if result.stderr:
-        _write(sys.stderr, hide(result.stderr).encode())
+        _write(sys.stderr, shown.err.text(result.stderr).encode())
     if result.value is not None:
-        out.print(hide(result.value), markup=False, highlight=out.is_terminal)
+        out.print(shown.out.text(result.value), markup=False, highlight=out.is_terminal)
     if result.error is not None:
-        shown = result.error.traceback.rstrip() or str(result.error)
-        err.print(Text(hide(shown), style="red"))
+        error = result.error.traceback.rstrip() or str(result.error)
+        err.print(Text(shown.err.text(error), style="red"))
     if result.truncated:
         say("warning: output was truncated (SandboxConfig.max_output_bytes)")
 
@@ -573,6 +597,7 @@ def repl_command(
     env: EnvOpt = None,
     secret: SecretOpt = None,
     backend: BackendOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """An interactive Python session in a fresh sandbox; its state lasts until you leave.
 
@@ -607,8 +632,11 @@ def repl_command(
                     "Ctrl-D leaves.",
                     markup=False,
                 )
+            shown = _Shown(
+                Sink.to(sys.stdout, redactor, raw=raw), Sink.to(sys.stderr, redactor, raw=raw)
+            )
             for cell in cells:
-                ok = _run_cell(sb, cell, interactive, out, err, redactor)
+                ok = _run_cell(sb, cell, interactive, out, err, shown)
                 failed = failed or not ok
     raise typer.Exit(1 if failed and not interactive else 0)
 

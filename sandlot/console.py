@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codeop
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from .errors import SandboxError
 from .secrets import Redactor
+from .sink import Sink
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -42,8 +44,12 @@ def one_line(message: str, limit: int = 1000) -> str:
 
 
 def say(message: str, style: str = "yellow") -> None:
-    """Print ``message`` as one ``sandlot:`` line on stderr (coloured on a terminal)."""
-    err_console().print(Text(f"sandlot: {one_line(message)}", style=style))
+    """Print ``message`` as one ``sandlot:`` line on stderr (coloured on a terminal).
+
+    A message may quote a sandbox: on a terminal its control characters show as escapes.
+    """
+    line = Sink.to(sys.stderr).text(f"sandlot: {one_line(message)}")
+    err_console().print(Text(line, style=style))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -98,6 +104,16 @@ def show_page(page: Path, open_page: bool) -> None:
     if open_page and not webbrowser.open(page.resolve().as_uri()):
         say("warning: found no web browser to open the page with")
 
+
+RawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="Print the sandbox's output as it is, terminal control sequences included "
+        "(secrets are still redacted). Without it a terminal shows control characters "
+        "other than newline and tab as escapes such as \\x1b.",
+    ),
+]
 
 OpenPageOpt = Annotated[
     bool, typer.Option("--open", help="Open the page in a web browser afterwards.")

@@ -6,9 +6,11 @@ whose every entry is a secret. The values are read when a sandbox starts and go
 into its environment through a descriptor, never a command line; they are never
 stored in the config, so printing a config shows none of them.
 
-Where sandlot shows a sandbox's output to an LM or saves it (RLM turns and
-trajectories, DSPy's interpreter, the CLI's terminal), a :class:`Redactor`
-replaces every secret value with ``[redacted NAME]``. Values shorter than
+Where sandlot shows a sandbox's output to an LM or a person, or saves it (RLM
+turns and trajectories, DSPy's interpreter, notebook sessions and their files,
+MCP replies, experiment transcripts, the CLI's terminal), a :class:`Redactor`
+replaces every secret value with ``[redacted NAME]``; :mod:`sandlot.sink` is
+where output meets it. Values shorter than
 ``MIN_REDACTED`` characters are not redacted: they would match everywhere and
 carry little; do not keep a secret that short.
 
@@ -107,6 +109,15 @@ def secret_values(config: SandboxConfig) -> dict[str, str]:
     values = read_env_file(config.env_file) if config.env_file is not None else {}
     source = config._secret_values if config._secret_values is not None else os.environ
     values.update(named_secrets(config.secrets, source))
+    return values
+
+
+def all_secret_values(*configs: SandboxConfig | None) -> dict[str, str]:
+    """The secrets the sandboxes with ``configs`` get, together (None entries are skipped)."""
+    values: dict[str, str] = {}
+    for config in configs:
+        if config is not None:
+            values.update(secret_values(config))
     return values
 
 

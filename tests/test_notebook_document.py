@@ -403,13 +403,14 @@ def test_a_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_saved_file_mode(tmp_path: Path) -> None:
+    """A notebook holds a sandbox's output: its user's alone, whatever the umask."""
     old = os.umask(0o022)
     try:
         path = tmp_path / "mode.ipynb"
         NotebookFile.create(path).save()
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 # ---- throttling ------------------------------------------------------------------------------

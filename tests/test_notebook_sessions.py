@@ -707,8 +707,10 @@ def test_secrets_come_from_the_client_that_starts_the_session(
         start_session(strict(secrets=[name]), notebook_dir=tmp_path)
     monkeypatch.setenv(name, "tok-from-the-client")
     with start_session(strict(secrets=[name]), notebook_dir=tmp_path) as session:
-        r = session.execute(f"import os\nos.environ[{name!r}]")
-        assert r.text == "'tok-from-the-client'"
+        r = session.execute(
+            f"import os\nos.environ[{name!r}] == 'tok-from-the-client', os.environ[{name!r}]"
+        )
+        assert r.text == f"(True, '[redacted {name}]')"  # the value arrived, and is never shown
 
 
 def test_bad_ids_bad_skills_and_failing_init_code_are_clear_and_leave_nothing(

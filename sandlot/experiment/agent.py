@@ -177,7 +177,7 @@ class SingleAgent:
     def emit(self, event: dict[str, Any]) -> None:
         """Append ``event`` to the transcript (flushed) and pass it on to ``on_event``."""
         event = {"run": self.run, "t": round(time.monotonic() - self.t0, 6), **event}
-        self.writer.write(event)
+        event = self.writer.write(event)  # as recorded: through the run's sink
         if self.on_event is not None:
             self.on_event(event)
 

@@ -149,7 +149,9 @@ def _print_summary(folder: Path) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    from ..sink import Sink
     from .outputs import SUMMARY_COLUMNS, RunResult
 
     rows: list[Any] = []
@@ -163,8 +165,9 @@ def _print_summary(folder: Path) -> None:
     if not rows:
         return
     table = Table(*SUMMARY_COLUMNS)
+    shown = Sink.to(sys.stdout)  # an answer or an error may quote a sandbox
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(shown.text(cell)) for cell in row))  # Text: no markup
     console = Console(highlight=False)
     if not console.is_terminal:  # a log or a pipe: the whole table, not one cut to 80 columns
         console.width = 200

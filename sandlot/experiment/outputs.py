@@ -5,7 +5,9 @@ Each ``run``/``deploy`` of an experiment gets a new directory,
 when it exists, so a second run of the same file (even in the same second, even
 at the same time) never writes into the first's. Each run of it has
 ``run-<k>/`` with ``transcript.jsonl``, ``notebook.ipynb``, ``run.log`` and
-``summary.json``.
+``summary.json``. What may hold a sandbox's output (the transcript, the notebook,
+the log, the summaries, the workspace copied back) is created with mode 0600
+and passes the run's :class:`~sandlot.sink.Sink` (its secrets redacted).
 
 A sandbox's workspace copied out (filesystem mode) is untrusted data: its
 names never choose where the host writes (one plain name per level, no ``..``,
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..notebook import AsyncNotebookSession
+from ..sink import PRIVATE, Sink, private_opener
 
 MAX_WORKSPACE_FILES = 200
 MAX_WORKSPACE_BYTES = 16 << 20
@@ -76,6 +79,13 @@ class RunResult:
         """Plain JSON data (``summary.json``)."""
         return {**asdict(self), "tokens": self.tokens}
 
+    def redacted(self, sink: Sink) -> RunResult:
+        """This result with its answer, error and extras passed through ``sink``."""
+        if sink:
+            self.answer, self.error = sink.data([self.answer, self.error])
+            self.extra = sink.data(self.extra)
+        return self
+
     def row(self) -> list[str]:
         """The run's row of the summary table."""
         answer = " ".join((self.answer or self.error or "").split())
@@ -97,9 +107,10 @@ SUMMARY_COLUMNS = ["run", "status", "turns", "tool calls", "tokens", "cost", "wa
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a new file renamed over it)."""
+    """Write ``data`` as JSON to ``path`` atomically (a new file, mode 0600, renamed over it)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=repr) + "\n")
+    with open(tmp, "w", encoding="utf-8", opener=private_opener) as out:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False, default=repr) + "\n")
     os.replace(tmp, path)
 
 
@@ -178,7 +189,7 @@ async def save_workspace(session: AsyncNotebookSession, target: Path) -> CopyRep
 def _create(path: Path, data: bytes) -> None:
     """Write a new file at ``path``: never through a link, never over an existing file."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o644)
+    fd = os.open(path, flags, PRIVATE)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 

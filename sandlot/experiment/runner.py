@@ -20,6 +20,8 @@ from typing import Any
 
 from ..rlm.engine import RLM
 from ..rlm.trajectory import TrajectoryWriter
+from ..secrets import Redactor, all_secret_values
+from ..sink import Sink, private_opener
 from ..sync import portal
 from .agent import EventHook, SingleAgent
 from .config import ExperimentConfig
@@ -65,7 +67,8 @@ async def arun_harness(
     config = config or env.config
     harness = config.harness
     folder = Path(run_dir) if run_dir is not None else None
-    writer = TrajectoryWriter(folder / TRANSCRIPT if folder is not None else None)
+    sink = env_sink(env)
+    writer = TrajectoryWriter(folder / TRANSCRIPT if folder is not None else None, sink)
     result = RunResult(run=run, status="failed", stop_reason="error")
     agent: SingleAgent | None = None
     try:
@@ -85,10 +88,16 @@ async def arun_harness(
         writer.close()
         if agent is not None and agent.result is not None:  # also when cancelled
             result = agent.result
+        result.redacted(sink)
         if folder is not None:
             result.run_dir = str(folder)
             write_json(folder / SUMMARY, result.to_dict())
     return result
+
+
+def env_sink(env: EnvironmentHandle) -> Sink:
+    """The sink for what an experiment's runs keep: the secrets its sandboxes get, redacted."""
+    return Sink(Redactor(all_secret_values(env.session_config, env.serve_config)))
 
 
 def run_harness(
@@ -161,14 +170,15 @@ async def _one_run(
     """Stages 2 and 3 for one run, in ``folder``; the session ends with it, however it ends."""
     folder.mkdir()
     execution: ExecutionHandle | None = None
-    log = (folder / "run.log").open("a", encoding="utf-8")
+    sink = env_sink(env)
+    log = open(folder / "run.log", "a", encoding="utf-8", opener=private_opener)  # noqa: SIM115
 
     def note(event: dict[str, Any]) -> None:
         line = f"{time.strftime('%H:%M:%S')} {event.get('type')}"
         for key in ("stage", "turn", "name", "stop_reason", "status", "error"):
             if event.get(key) not in (None, False, ""):
                 line += f" {key}={str(event[key])[:200]!r}"
-        log.write(line + "\n")
+        log.write(sink.text(line) + "\n")
         log.flush()
         if on_event is not None:
             on_event(event)
@@ -199,7 +209,7 @@ async def _one_run(
         if execution is not None and execution.mode == "filesystem":
             report = await save_workspace(execution.session, folder / "workspace")
             result.extra["workspace"] = {"written": report.written, "skipped": report.skipped}
-            write_json(folder / SUMMARY, result.to_dict())
+            write_json(folder / SUMMARY, result.redacted(sink).to_dict())
         return result
     except asyncio.CancelledError:
         raise
@@ -207,7 +217,7 @@ async def _one_run(
         result = RunResult(
             run=run, status="failed", stop_reason="error", error=f"{type(exc).__name__}: {exc}"
         )
-        return result
+        return result.redacted(sink)
     finally:
         if execution is not None:
             await asyncio.shield(execution.aclose())

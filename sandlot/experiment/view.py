@@ -15,6 +15,7 @@ from typing import Any
 
 from ..rlm.trajectory import read_trajectory
 from ..rlm.view import page_script, render_page
+from ..sink import private_opener
 from .outputs import read_notebook_cells
 
 MAX_EVENTS = 20_000
@@ -206,5 +207,6 @@ def write_view(folder: str | Path, html_path: str | Path | None = None) -> Path:
     target = Path(html_path) if html_path is not None else Path(folder) / "view.html"
     page = render_experiment(collect(folder))
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
+    with open(target, "w", encoding="utf-8", opener=private_opener) as out:  # it quotes sandboxes
+        out.write(page)
     return target

@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import SandboxConfig
-from ..console import cells_from, expected_errors, read_cells, say
+from ..console import RawOpt, cells_from, expected_errors, read_cells, say
+from ..sink import Sink
 from . import NotebookSession, attach, list_sessions, shutdown_session, start_session
 from .execution import Execution
 
@@ -27,23 +28,28 @@ sessions_app = typer.Typer(
 SessionArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.")]
 
 
-def show_execution(ex: Execution, out: Console, err: Console) -> None:
-    """Print a cell's outputs as a terminal can show them (images named, not drawn)."""
+def show_execution(ex: Execution, out: Console, err: Console, raw: bool = False) -> None:
+    """Print a cell's outputs as a terminal can show them (images named, not drawn).
+
+    The session server redacted them; here they pass a :class:`Sink` that, on a
+    terminal and unless ``raw``, shows control characters as escapes.
+    """
+    shown, shown_err = Sink.to(sys.stdout, raw=raw), Sink.to(sys.stderr, raw=raw)
     if ex.stdout:
-        sys.stdout.write(ex.stdout)
+        sys.stdout.write(shown.text(ex.stdout))
     if ex.stderr:
-        sys.stderr.write(ex.stderr)
+        sys.stderr.write(shown_err.text(ex.stderr))
     for result in ex.results:
         text = result.text
         rich = [m for m in result.formats() if m != "text/plain"]
         if text is not None and (result.is_main_result or not rich):
-            out.print(text, markup=False, highlight=False)
+            out.print(shown.text(text), markup=False, highlight=False)
         elif rich:
-            out.print(f"[{', '.join(rich)}: see the notebook]", markup=False, style="dim")
+            listed = shown.text(", ".join(rich))
+            out.print(f"[{listed}: see the notebook]", markup=False, style="dim")
     if ex.error is not None:
-        err.print(
-            Text(ex.error.traceback.rstrip() or f"{ex.error.name}: {ex.error.value}", style="red")
-        )
+        error = ex.error.traceback.rstrip() or f"{ex.error.name}: {ex.error.value}"
+        err.print(Text(shown_err.text(error), style="red"))
     if ex.truncated:
         say("warning: output was truncated (SandboxConfig.max_output_bytes)")
     if ex.timed_out:
@@ -136,6 +142,7 @@ def sessions_attach(
         list[str] | None, typer.Option("-c", "--code", help="Run this cell and leave.")
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Each cell's timeout.")] = None,
+    raw: RawOpt = False,
 ) -> None:
     """Work in a session's kernel cell by cell (the cells go into its notebook).
 
@@ -160,7 +167,7 @@ def sessions_attach(
                 except KeyboardInterrupt:
                     session.interrupt()
                     ex = session.wait()
-                show_execution(ex, out, err)
+                show_execution(ex, out, err, raw)
                 failed = failed or ex.error is not None
     raise typer.Exit(1 if failed else 0)
 

@@ -27,6 +27,7 @@ from ..config import SandboxConfig
 from ..errors import ConfigError, SandboxError
 from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
+from ..sink import private_opener
 from ..workspace import Workspace
 from .execution import Execution
 from .server import MAX_LINE, SOCKET_NAME, sessions_dir
@@ -46,7 +47,8 @@ def _spawn_server(folder: Path) -> None:
     It runs in ``folder``, not in our working directory: it serves every client of
     this user, so no client's directory may give its paths a meaning.
     """
-    log = open(folder / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    # The log may quote a sandbox (a kernel's last words): readable by this user only.
+    log = open(folder / "server.log", "ab", opener=private_opener)  # noqa: SIM115 - to the child
     with log:
         subprocess.Popen(
             [sys.executable, "-c", "from sandlot.notebook.server import main; main()"],

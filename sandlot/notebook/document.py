@@ -4,7 +4,8 @@ The session appends each cell it runs and the outputs as they arrive, and
 saves the file now and then, so the notebook on disk follows the session and
 can be opened while it runs. Saving replaces the file atomically and never
 follows a link: what lands at the path is always a whole notebook, written
-where the host chose to write it.
+where the host chose to write it. The file is created with mode 0600: it
+holds a sandbox's output, which only its user may read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nbformat import NotebookNode
 from nbformat.validator import get_validator
 
 from ..errors import ConfigError
+from ..sink import PRIVATE
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (sandlot)", "language": "python"}
 OUTPUT_TYPES = frozenset({"stream", "execute_result", "display_data", "error"})
@@ -92,7 +94,7 @@ class NotebookFile:
             notebook.metadata["sandlot"] = {"name": name}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE)
         except FileExistsError:
             raise FileExistsError(
                 f"{path} already exists; NotebookFile.create does not overwrite a file "
@@ -280,7 +282,7 @@ class NotebookFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(partial, flags, 0o644)
+        fd = os.open(partial, flags, PRIVATE)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 # Every output was checked by add_output and every cell made by nbformat,

@@ -10,6 +10,8 @@ the kernel a restart.
 and into the notebook's outputs at once. Every message comes from inside the
 sandbox and may be forged: only known output types with fields of the right
 types are kept, text is held to the cell's byte limit, rich data to its own.
+Everything kept passes the session's :class:`~sandlot.sink.Sink` first, so the
+result and the notebook hold ``[redacted NAME]`` where a cell printed a secret.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import base64
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..sink import Sink, TextStream
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 JSON_MIME = re.compile(r"application/(.*\+)?json")  # nbformat lets only these hold JSON data
@@ -135,9 +139,19 @@ def _mime_bundle(data: Any) -> tuple[dict[str, Any], int]:
 
 
 class Collector:
-    """Builds an :class:`Execution` and the notebook outputs from one cell's iopub messages."""
+    """Builds an :class:`Execution` and the notebook outputs from one cell's iopub messages.
 
-    def __init__(self, max_text_bytes: int, max_rich_bytes: int = MAX_RICH_BYTES) -> None:
+    With a ``sink`` that redacts, stdout and stderr are redacted as streams: the
+    last characters of each that could begin a secret are held until more comes,
+    another kind of output comes, or :meth:`finish`.
+    """
+
+    def __init__(
+        self, max_text_bytes: int, max_rich_bytes: int = MAX_RICH_BYTES, sink: Sink | None = None
+    ) -> None:
+        self.sink = sink if sink is not None else Sink()
+        # Per stream name, while redacting: what a secret split across messages needs.
+        self.streams: dict[str, TextStream] | None = {} if self.sink.redactor else None
         self.execution = Execution(done=False)
         self.text_room = max_text_bytes
         self.max_rich_bytes = max_rich_bytes
@@ -145,8 +159,40 @@ class Collector:
         self.rich_outputs = 0
         self.clear_pending = False  # clear_output(wait=True): clear at the next rich output
 
-    def add(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
-        """Take one iopub message; return the notebook output it makes, if any."""
+    def add(self, msg_type: str, content: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take one iopub message; return the notebook outputs it makes (often one).
+
+        Stream text held back for redaction comes first, unless this message
+        continues that stream.
+        """
+        name = content.get("name") if msg_type == "stream" else None
+        outputs = self._release(keep=name) if self.streams else []
+        output = self._add(msg_type, content)
+        if output is not None:
+            outputs.append(output)
+        return outputs
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The stream text still held back, as outputs: call once the cell has ended."""
+        return self._release(keep=None) if self.streams else []
+
+    def _release(self, keep: object) -> list[dict[str, Any]]:
+        assert self.streams is not None
+        outputs = []
+        for name in [n for n in self.streams if n != keep]:
+            text = self.streams.pop(name).flush()
+            if text:
+                outputs.append(self._stream_output(name, text))
+        return outputs
+
+    def _stream_output(self, name: str, text: str) -> dict[str, Any]:
+        if name == "stdout":
+            self.execution.stdout += text
+        else:
+            self.execution.stderr += text
+        return {"output_type": "stream", "name": name, "text": text}
+
+    def _add(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
         ex = self.execution
         if msg_type == "stream":
             name = content.get("name")
@@ -158,13 +204,11 @@ class Collector:
                 text = raw[: max(self.text_room, 0)].decode("utf-8", "ignore")
                 ex.truncated = True
             self.text_room -= len(text.encode())
+            if self.streams is not None:
+                text = self.streams.setdefault(name, self.sink.text_stream()).feed(text)
             if not text:
                 return None
-            if name == "stdout":
-                ex.stdout += text
-            else:
-                ex.stderr += text
-            return {"output_type": "stream", "name": name, "text": text}
+            return self._stream_output(name, text)
         if msg_type in ("execute_result", "display_data", "update_display_data"):
             data, size = _mime_bundle(content.get("data"))
             if not data:
@@ -173,8 +217,10 @@ class Collector:
                 self._clear_results()
             if not self._room_for(size):
                 return None
+            data = self._clean(data)
             metadata = content.get("metadata")
             metadata = metadata if isinstance(metadata, dict) and len(repr(metadata)) < 4096 else {}
+            metadata = self.sink.data(metadata)
             main = msg_type == "execute_result"
             ex.results.append(Result(data, is_main_result=main))
             output: dict[str, Any] = {
@@ -195,6 +241,8 @@ class Collector:
             )
             lines = lines[:MAX_TRACEBACK_LINES]
             ename, evalue = _str(content.get("ename"), 1000), _str(content.get("evalue"), 10_000)
+            if self.sink:
+                ename, evalue, lines = self.sink.data([ename, evalue, lines])
             ex.error = ExecutionError(ename, evalue, ANSI.sub("", "\n".join(lines)))
             if not self._room_for(len(ename) + len(evalue) + sum(map(len, lines))):
                 return None
@@ -209,6 +257,15 @@ class Collector:
                 self._clear_results()
             return {"output_type": "clear_output", "wait": wait}
         return None
+
+    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A MIME bundle through the sink: text and JSON are, images (base64) are not."""
+        if not self.sink:
+            return data
+        return {
+            mime: value if mime.startswith("image/") else self.sink.data(value)
+            for mime, value in data.items()
+        }
 
     def _clear_results(self) -> None:
         """Drop the rich results, and the room they took: an animation holds one frame."""
@@ -233,4 +290,5 @@ class Collector:
             self.execution.execution_count = count
         if content.get("status") == "error" and self.execution.error is None:
             ename = _str(content.get("ename"), 1000) or "Error"
-            self.execution.error = ExecutionError(ename, _str(content.get("evalue"), 10_000), "")
+            evalue = self.sink.text(_str(content.get("evalue"), 10_000))
+            self.execution.error = ExecutionError(self.sink.text(ename), evalue, "")

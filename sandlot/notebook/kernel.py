@@ -246,6 +246,7 @@ class KernelConnection:
             self._waiters.pop(msg_id, None)
             if self.status == "busy":
                 self.status = "idle" if not self._ended.is_set() else "dead"
+        await _emit(collector.finish(), on_output)
         ex.done = True
         ex.duration = time.monotonic() - started
         return ex
@@ -294,11 +295,7 @@ class KernelConnection:
                 if msg_type == "status":
                     idle |= content.get("execution_state") == "idle"
                     continue
-                output = collector.add(msg_type, content)
-                if output is not None and on_output is not None:
-                    pending = on_output(output)
-                    if pending is not None:
-                        await pending
+                await _emit(collector.add(msg_type, content), on_output)
         return True
 
     # -- control -----------------------------------------------------------------------
@@ -343,3 +340,13 @@ class KernelConnection:
             await asyncio.wait_for(self._ended.wait(), 5)
         await self._close_request()
         self.status = "dead"
+
+
+async def _emit(outputs: list[dict[str, Any]], on_output: OnOutput | None) -> None:
+    """Hand ``outputs`` to ``on_output``, awaiting it where it returns an awaitable."""
+    if on_output is None:
+        return
+    for output in outputs:
+        pending = on_output(output)
+        if pending is not None:
+            await pending

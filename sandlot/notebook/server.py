@@ -124,7 +124,12 @@ class Server:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await send({"id": rid, "ok": False, "error": _error(exc)})
+            error = _error(exc)
+            sid = request.get("session_id")
+            session = self.sessions.get(sid) if isinstance(sid, str) else None
+            if session is not None:  # an error may quote the sandbox: through its sink
+                error = session.sink.data(error)
+            await send({"id": rid, "ok": False, "error": error})
 
     # -- operations ----------------------------------------------------------------
 

@@ -7,6 +7,11 @@ skills defined, workspace libraries (served ones included) importable, init
 code run. Every cell an agent runs is written to the session's ``.ipynb`` as it
 runs. Filesystem mode has no kernel, only files and commands; mcp mode has only
 the served functions.
+
+What a session gives back (a cell's outputs, in the reply and in the notebook
+file; a command's output; a file read; a variable's repr; a served function's
+result; an error) passes the session's :class:`~sandlot.sink.Sink`, made with
+the secrets its sandboxes get: a secret value shows as ``[redacted NAME]``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from .. import backends
 from ..config import SandboxConfig, _Strict, host_path, is_written_elsewhere
 from ..errors import ConfigError, SandboxError
 from ..sandbox import AsyncSandbox
+from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library, RemoteLibrary, serve_interface
+from ..sink import Sink
 from .document import NotebookFile
 from .execution import Collector, Execution, ExecutionError
 from .kernel import KernelConnection, now_iso
@@ -196,6 +203,7 @@ class OwnedSession:
         # Queues of clients streaming a cell's outputs, each with the cell (task) it follows.
         self.listeners: dict[asyncio.Queue[dict[str, Any]], asyncio.Task[Execution]] = {}
         self.lock = asyncio.Lock()  # one cell (or edit) at a time
+        self.sink = Sink(Redactor(all_secret_values(spec.config, spec.serve_config)))
 
     # -- start -----------------------------------------------------------------------
 
@@ -283,8 +291,10 @@ class OwnedSession:
             ex = await self.kernel.execute(code, silent=True, timeout=self.spec.cell_timeout)
             if ex.error is not None:
                 raise SessionError(
-                    f"the session's kernel failed {what}: {ex.error.name}: {ex.error.value}\n"
-                    f"{ex.error.traceback[-3000:]}"
+                    self.sink.text(
+                        f"the session's kernel failed {what}: {ex.error.name}: {ex.error.value}\n"
+                        f"{ex.error.traceback[-3000:]}"
+                    )
                 )
 
     async def _open_notebook(self) -> None:
@@ -364,7 +374,7 @@ class OwnedSession:
         assert self.kernel is not None and self.notebook is not None
         notebook = self.notebook
         assert self.sandbox is not None
-        collector = collector or Collector(self.sandbox.config.max_output_bytes)
+        collector = collector or Collector(self.sandbox.config.max_output_bytes, sink=self.sink)
         started = now_iso()
 
         async def on_output(output: dict[str, Any]) -> None:
@@ -432,7 +442,7 @@ class OwnedSession:
                 raise SessionError(str(exc)) from None
         self.notebook.save_if_due(SAVE_INTERVAL)  # the cell is saved with its outputs at its end
         assert self.sandbox is not None
-        self.collector = Collector(self.sandbox.config.max_output_bytes)
+        self.collector = Collector(self.sandbox.config.max_output_bytes, sink=self.sink)
         self.collector.execution.cell_index = index
         timeout = timeout if timeout is not None else self.spec.cell_timeout
         self.current = asyncio.create_task(self._run_cell(index, code, timeout, self.collector))
@@ -480,7 +490,8 @@ class OwnedSession:
             if isinstance(item, dict) and all(
                 isinstance(item.get(k), str) for k in ("name", "type", "repr")
             ):
-                out.append(Variable(item["name"][:200], item["type"][:200], item["repr"][:200]))
+                fields = [item[k][:200] for k in ("name", "type", "repr")]
+                out.append(Variable(*self.sink.data(fields)))
         self.touch()
         return out
 
@@ -507,14 +518,15 @@ class OwnedSession:
         assert self.sandbox is not None
         result = await self.sandbox.exec("/bin/sh", "-c", command, timeout=timeout)
         self.touch()
-        return asdict(result)
+        shown: dict[str, Any] = self.sink.data(asdict(result))
+        return shown
 
     async def read_file(self, path: str) -> str:
         self._require("filesystem", "notebook")  # a notebook's kernel has a workspace too
         assert self.sandbox is not None
         data = await self.sandbox.files.read(path)
         self.touch()
-        return data.decode("utf-8", "replace")
+        return self.sink.text(data.decode("utf-8", "replace"))
 
     async def write_file(self, path: str, content: str) -> int:
         self._require("filesystem", "notebook")
@@ -531,7 +543,7 @@ class OwnedSession:
         assert self.sandbox is not None
         entries = await self.sandbox.files.list(path)
         self.touch()
-        return [{"name": e.name, "type": e.type, "size": e.size} for e in entries]
+        return [{"name": self.sink.text(e.name), "type": e.type, "size": e.size} for e in entries]
 
     async def call_function(self, name: str, arguments: dict[str, Any]) -> Any:
         self._require("mcp")
@@ -540,7 +552,7 @@ class OwnedSession:
             if any(t["name"] == name for t in spec.tools):
                 result = await spec.acall_tool(name, arguments)
                 self.touch()
-                return json_safe(result)
+                return self.sink.data(json_safe(result))
         known = [t["name"] for t in self.functions()]
         raise SessionError(f"no served function {name!r} in this session; functions: {known}")
 

@@ -11,6 +11,7 @@ the run shows or saves.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,8 @@ from typing import Annotated, Any
 import typer
 
 from .. import backends
-from ..console import OpenPageOpt, fail, write_page
+from ..console import OpenPageOpt, RawOpt, fail, write_page
+from ..sink import Sink
 
 rlm_app = typer.Typer(
     help="Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
@@ -189,9 +191,10 @@ def _report(result: Any) -> None:
     console = Console(stderr=True, highlight=False)
     how = "finished" if result.finished else f"stopped ({result.stop_reason})"
     # Escaped: an error is text from the LM or the sandbox (a "[redacted NAME]" is no markup).
+    error = Sink.to(sys.stderr).text(result.error) if result.error else None
     console.print(
         f"[bold]{how}[/] after {result.iterations} turns in {result.seconds:.1f} s"
-        + (f": {escape(result.error)}" if result.error else "")
+        + (f": {escape(error)}" if error else "")
     )
     table = Table("model", "calls", "errors", "prompt tokens", "completion tokens", "cost")
     for name, m in result.usage.models.items():
@@ -231,6 +234,7 @@ def ask_command(
     trajectory: TrajOpt = None,
     quiet: QuietOpt = False,
     env_file: EnvFileOpt = None,
+    raw_output: RawOpt = False,
 ) -> None:
     """Ask a Recursive Language Model about a long context; the answer goes to stdout.
 
@@ -270,8 +274,9 @@ def ask_command(
         quiet,
     )
     _report(result)
-    answer = result.answer
-    typer.echo(answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False))
+    answer = result.answer  # made in the sandbox: redacted by the engine, escaped here
+    text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+    typer.echo(Sink.to(sys.stdout, raw=raw_output).text(text))
     raise typer.Exit(0 if result.finished else 1)
 
 

@@ -39,6 +39,7 @@ from ..pool import AsyncSandboxPool
 from ..results import CodeResult
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, secret_values
+from ..sink import Sink
 from ..sync import portal
 from . import prompts
 from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
@@ -115,22 +116,6 @@ def truncate_middle(text: str, limit: int) -> tuple[str, int]:
     tail = limit - head
     marker = f"\n[... {dropped:,} characters cut from the middle of this output ...]\n"
     return text[:head] + marker + text[len(text) - tail :], dropped
-
-
-def redact_data(value: Any, redactor: Redactor) -> Any:
-    """``value`` (a str, or JSON-like data of dicts, lists and tuples) with secrets redacted.
-
-    Strings are redacted wherever they are, dict keys included; other leaves are kept.
-    """
-    if not redactor:
-        return value
-    if isinstance(value, str):
-        return redactor.redact(value)
-    if isinstance(value, dict):
-        return {redact_data(k, redactor): redact_data(v, redactor) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_data(item, redactor) for item in value]
-    return value
 
 
 def _merge_secrets(found: dict[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -377,6 +362,7 @@ class RLM:
         self.warm = warm
         # One redactor for all a completion shows or keeps; see the module's docstring.
         self.redactor = Redactor(_merge_secrets(secret_values(self.sandbox), secrets or {}))
+        self.sink = Sink(self.redactor)  # the same, for events and answers
         self._warm_pool: AsyncSandboxPool | None = None
         self._warm_loop: asyncio.AbstractEventLoop | None = None
 
@@ -542,7 +528,7 @@ class _Run:
         event = {
             "run": self.run_id,
             "t": round(time.monotonic() - self.t0, 6),
-            **redact_data(event, self.rlm.redactor),
+            **self.rlm.sink.data(event),
         }
         if persist:
             self.tree.writer.write(event)
@@ -805,7 +791,7 @@ class _Run:
 
     def end(self, reason: str, detail: str | None, answer: Any) -> RLMResult:
         seconds = time.monotonic() - self.t0
-        answer = redact_data(answer, self.rlm.redactor)
+        answer = self.rlm.sink.data(answer)
         if detail is not None:
             detail = self.rlm.redactor.redact(detail)
         finished = reason == "final"

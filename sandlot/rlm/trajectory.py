@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..sink import Sink, private_opener
+
 PREVIEW_CHARS = 2000
 
 
@@ -43,26 +45,33 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 class TrajectoryWriter:
     """Appends events to a JSONL file (and keeps them in memory); thread-safe.
 
-    With ``path=None`` events are only kept in memory.
+    With ``path=None`` events are only kept in memory. The file is created with
+    mode 0600 (it holds what sandboxes printed); with a ``sink``, every event
+    passes it first (secrets redacted).
     """
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, sink: Sink | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self.sink = sink if sink is not None else Sink()
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._file = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = open(  # noqa: SIM115 - open until close()
+                self.path, "a", encoding="utf-8", opener=private_opener
+            )
 
-    def write(self, event: dict[str, Any]) -> None:
-        """Record ``event``; it is on disk when this returns."""
+    def write(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Record ``event``; it is on disk when this returns. Returns it as recorded."""
+        event = self.sink.data(event)
         line = json.dumps(event, ensure_ascii=False, default=repr)
         with self._lock:
             self.events.append(event)
             if self._file is not None:
                 self._file.write(line + "\n")
                 self._file.flush()
+        return event
 
     def close(self) -> None:
         """Close the file; the events stay readable in ``events``."""

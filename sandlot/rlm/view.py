@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..sink import private_opener
 from .trajectory import read_trajectory
 
 __all__ = ["JS_HELPERS", "page_script", "render_html", "render_page", "write_html"]
@@ -655,5 +656,6 @@ def write_html(jsonl_path: str | Path, html_path: str | Path | None = None) -> P
     if target.exists() and target.resolve() == source.resolve():
         raise ValueError(f"{target}: the page would overwrite the trajectory itself")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(events, source=source.name), encoding="utf-8")
+    with open(target, "w", encoding="utf-8", opener=private_opener) as out:  # it quotes sandboxes
+        out.write(render_html(events, source=source.name))
     return target
