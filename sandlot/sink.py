@@ -96,16 +96,27 @@ class Sink:
         return stream.feed(data) + stream.flush()
 
     def data(self, value: Any) -> Any:
-        """``value`` (JSON-like: dicts, lists, tuples, strings) with every string,
-        dict keys included, made fit to show; other leaves are kept."""
+        """``value`` (JSON-like: dicts, lists, tuples, strings, bytes) with every string
+        and bytes, dict keys included, made fit to show; other leaves are kept.
+
+        A numpy array of strings, bytes or records that held something to change
+        comes back as a list.
+        """
         if not self:
             return value
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, bytes | bytearray):
+            return self.bytes(bytes(value))
         if isinstance(value, dict):
             return {self.data(k): self.data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.data(item) for item in value]
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if isinstance(kind, str) and kind not in "biufcmM":  # not a plain numeric array
+            items = value.tolist()
+            cleaned = self.data(items)
+            return value if cleaned == items else cleaned
         return value
 
     def stream(self) -> ByteStream:

@@ -56,6 +56,7 @@ from ..driver import codec
 from ..errors import ConfigError, SandboxDied, SandboxError
 from ..results import CodeResult
 from ..secrets import Redactor
+from ..sink import Sink
 from ..sync import Sandbox
 
 try:
@@ -436,28 +437,6 @@ def _json_entry(name: str, value: Any, plain: _Plain) -> str:
     return f"{json.dumps(name)}: {json.dumps(data, ensure_ascii=False)}"
 
 
-def _redacted(redactor: Redactor, value: Any) -> Any:
-    """``value`` (as it came from the sandbox) with every secret in its text replaced.
-
-    Strings and bytes are redacted, lists and dicts walked (their keys too); a numpy
-    array of strings that held a secret comes back as a list.
-    """
-    if isinstance(value, str):
-        return redactor.redact(value)
-    if isinstance(value, (bytes, bytearray)):
-        return redactor.redact_bytes(bytes(value))
-    if isinstance(value, (list, tuple)):
-        return [_redacted(redactor, item) for item in value]
-    if isinstance(value, dict):
-        return {_redacted(redactor, k): _redacted(redactor, v) for k, v in value.items()}
-    kind = getattr(getattr(value, "dtype", None), "kind", None)
-    if isinstance(kind, str) and kind not in "biufcmM":  # an array of strings, bytes, records
-        items = value.tolist()
-        cleaned = _redacted(redactor, items)
-        return value if cleaned == items else cleaned
-    return value
-
-
 def _over(value: Any, limit: int) -> bool:
     """Whether ``value`` (as sent from the sandbox: JSON values, bytes, numpy arrays)
     holds more than ``limit`` bytes; stops counting once it does.
@@ -721,7 +700,7 @@ class SandlotInterpreter:
         if not redactor:
             return value
         try:
-            return _redacted(redactor, value)
+            return Sink(redactor).data(value)
         except RecursionError:
             return WITHHELD
 
