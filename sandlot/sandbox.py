@@ -121,6 +121,7 @@ class AsyncSandbox:
                     )
         except TimeoutError:
             ready = None
+            problem = f"the driver sent nothing within {STARTUP_TIMEOUT:g} s of its start"
         except protocol.ProtocolError as exc:
             ready, problem = None, f"the driver broke the protocol at start-up: {exc}"
         except BaseException:  # cancelled while it started: it must not outlive the caller
@@ -143,9 +144,10 @@ class AsyncSandbox:
                 err = ready.get("error") or {"name": "Error", "value": "no detail"}
                 detail = f"{err['name']}: {err['value']}\n{err.get('traceback', '')}"
             await launch.cleanup()
+            said = "\n".join(p for p in (detail.strip(), launch.log_tail().strip()) if p)
             raise SandboxDied(
                 "failed_to_start",
-                (detail or launch.log_tail()).strip() or "the driver exited before it was ready",
+                said or f"the driver ended before it was ready: {why or 'no detail'}",
             )
         self.info = {k: ready[k] for k in ("pid", "python", "executable") if k in ready}
         self._channel = channel
