@@ -8,6 +8,7 @@ import importlib
 import re
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +301,16 @@ def test_start_and_shutdown_are_idempotent() -> None:
         interp.start()
 
 
+def stuck_stacks(threads: list[threading.Thread]) -> list[str]:
+    """Where each thread still running is, for the failure message of a test that joined them."""
+    frames = sys._current_frames()
+    return [
+        "".join(traceback.format_stack(frames[t.ident]))
+        for t in threads
+        if t.is_alive() and t.ident in frames
+    ]
+
+
 def test_concurrent_factory_use_from_four_threads() -> None:
     factory = SandlotInterpreter.factory(config=CONFIG)
     barrier = threading.Barrier(4)
@@ -326,6 +337,7 @@ def test_concurrent_factory_use_from_four_threads() -> None:
         t.start()
     for t in threads:
         t.join(60)
+    assert not stuck_stacks(threads), "\n\n".join(stuck_stacks(threads))
     assert errors == []
     assert results == {k: FinalOutput({"answer": 2 * k + 1}) for k in range(4)}
 
