@@ -20,8 +20,7 @@ from typing import Any
 
 from ..rlm.engine import RLM
 from ..rlm.trajectory import TrajectoryWriter
-from ..secrets import Redactor, all_secret_values
-from ..sink import Sink, private_opener
+from ..sink import private_opener
 from ..sync import portal
 from .agent import EventHook, SingleAgent
 from .config import ExperimentConfig
@@ -67,7 +66,7 @@ async def arun_harness(
     config = config or env.config
     harness = config.harness
     folder = Path(run_dir) if run_dir is not None else None
-    sink = env_sink(env)
+    sink = env.sink
     writer = TrajectoryWriter(folder / TRANSCRIPT if folder is not None else None, sink)
     result = RunResult(run=run, status="failed", stop_reason="error")
     agent: SingleAgent | None = None
@@ -93,11 +92,6 @@ async def arun_harness(
             result.run_dir = str(folder)
             write_json(folder / SUMMARY, result.to_dict())
     return result
-
-
-def env_sink(env: EnvironmentHandle) -> Sink:
-    """The sink for what an experiment's runs keep: the secrets its sandboxes get, redacted."""
-    return Sink(Redactor(all_secret_values(env.session_config, env.serve_config)))
 
 
 def run_harness(
@@ -170,7 +164,7 @@ async def _one_run(
     """Stages 2 and 3 for one run, in ``folder``; the session ends with it, however it ends."""
     folder.mkdir()
     execution: ExecutionHandle | None = None
-    sink = env_sink(env)
+    sink = env.sink
     log = open(folder / "run.log", "a", encoding="utf-8", opener=private_opener)  # noqa: SIM115
 
     def note(event: dict[str, Any]) -> None:

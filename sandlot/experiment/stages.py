@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from ..config import SandboxConfig
 from ..errors import ConfigError
 from ..notebook import AsyncNotebookSession, astart_session, load_skills
 from ..notebook.session import with_kernel
+from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library
+from ..sink import Sink
 from ..sync import portal
 from ..workspace import Workspace
 from .config import ExperimentConfig
@@ -47,6 +50,14 @@ class EnvironmentHandle:
     serve_config: SandboxConfig | None
     gpus: list[int] = field(default_factory=list)
     seconds: float = 0.0
+
+    @functools.cached_property
+    def sink(self) -> Sink:
+        """What the runs keep passes this: the secrets the sandboxes get, redacted.
+
+        Made once: every run of the experiment reads the same secrets.
+        """
+        return Sink(Redactor(all_secret_values(self.session_config, self.serve_config)))
 
     def describe(self) -> str:
         """One line on what was set up."""
