@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench import console, first_results, host_calls, ms, pct, repl_roundtrips, table
 from sshd import running_sshd
 
-from sandlot.backends.local import IsolationWarning, LocalBackend
+from sandlot.backends.kit.bootstrap import IsolationWarning
+from sandlot.backends.local import LocalBackend
 
 
 def main() -> None:

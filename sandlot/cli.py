@@ -28,7 +28,7 @@ from rich.text import Text
 
 from . import __version__
 from .backends import envs
-from .backends.local import WORKDIR_INSIDE, probe
+from .backends.local import probe
 from .config import SandboxConfig
 from .console import (
     EXIT_ERROR,
@@ -41,6 +41,7 @@ from .console import (
     read_cells,
     say,
 )
+from .driver.farside import WORKDIR_INSIDE
 from .errors import ConfigError, SandboxError
 from .experiment.cli import experiment_app
 from .notebook.cli import sessions_app

@@ -3,8 +3,9 @@
 >>> cache = Volume.from_name("rlm-cache", create_if_missing=True)
 >>> config = SandboxConfig(volumes={"/data": "rlm-cache"})    # or {"name": ..., "read_only": True}
 
-A volume is a directory under :func:`volumes_root` on this host. What one
-sandbox writes at its mount point is there for the next sandbox that mounts it.
+A volume is a directory under :func:`~sandlot.backends.kit.store.volumes_root`
+on this host. What one sandbox writes at its mount point is there for the next
+sandbox that mounts it.
 
 **Several sandboxes at once.** A volume is one shared directory: every sandbox
 that mounts it sees the others' writes as they happen, as processes on one
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .backends import disk
-from .backends.base import SANDBOX_UID
+from .backends.kit.store import checked_name, missing, volumes_root
 from .config import SandboxConfig, VolumeMount, check_volume_name
+from .driver.farside import SANDBOX_UID
 from .errors import ConfigError, FileOperationError, SandboxError
 from .results import FileInfo
 from .untar import DownloadResult
@@ -57,16 +59,6 @@ MOUNT = "/volume"  # where the helper sandbox of Volume's methods mounts the vol
 _REMOVE_TREE = (
     '[ -e "$1" ] || [ -L "$1" ] || exit 3; chmod -R u+rwx -- "$1" 2>/dev/null; rm -rf -- "$1"'
 )
-
-
-def volumes_root() -> Path:
-    """``$SANDLOT_VOLUMES``, else ``$XDG_DATA_HOME/sandlot/volumes`` (``~/.local/share``)."""
-    if env := os.environ.get("SANDLOT_VOLUMES"):
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(base) / "sandlot" / "volumes"
 
 
 @dataclass(frozen=True)
@@ -82,10 +74,7 @@ class Volume:
     """A named volume on this host (see the module's docstring for the rules)."""
 
     def __init__(self, name: str) -> None:
-        try:
-            self.name = check_volume_name(name)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.name = checked_name(name)
 
     def __repr__(self) -> str:
         return f"Volume({self.name!r})"
@@ -123,10 +112,7 @@ class Volume:
             return volume
         if create_if_missing:
             return cls.create(name, exist_ok=True)
-        raise ConfigError(
-            f"volume {name!r} does not exist; create it with 'sandlot volume create {name}' "
-            "or Volume.create(name)"
-        )
+        raise missing(name)
 
     @staticmethod
     def list() -> list[VolumeInfo]:
@@ -246,8 +232,3 @@ class Volume:
             raise FileOperationError(f"{self.name}:{path}: no such file or directory")
         if done.returncode != 0:
             raise FileOperationError(f"{self.name}:{path}: {done.stderr.strip()[-500:]}")
-
-
-def mount_source(spec: VolumeMount) -> Path:
-    """The host directory behind a volume mount, checked to exist (for backends)."""
-    return Volume.from_name(spec.name).path

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from processes import ancestors, parent
 
-from sandlot.backends.stream import SSHBackend
+from sandlot.backends.ssh import SSHBackend
 
 SSHD = "/usr/sbin/sshd"
 

@@ -32,8 +32,8 @@ from typer.testing import CliRunner
 import sandlot
 from sandlot import cli
 from sandlot.backends import modal as modal_backend
+from sandlot.backends.kit.remote import StreamLaunch
 from sandlot.backends.modal import MAX_WRITE, ModalBackend, ModalProcess
-from sandlot.backends.stream import StreamLaunch
 from sandlot.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

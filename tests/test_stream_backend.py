@@ -27,7 +27,8 @@ from sshd import SSHServer, running_sshd
 import sandlot
 from sandlot import backends
 from sandlot.backends.disk import process_tree
-from sandlot.backends.stream import SSHBackend, StreamLaunch
+from sandlot.backends.kit.remote import StreamLaunch
+from sandlot.backends.ssh import SSHBackend
 from sandlot.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,7 @@ Every layer that makes sandboxes (``AsyncSandbox``, pools, ``RLM``,
 a :class:`~sandlot.backends.base.Backend` object, a registered name, or None
 for ``$SANDLOT_BACKEND``, else ``"local"`` (bubblewrap sandboxes on this
 machine). ``"ssh"`` reaches the host named by ``$SANDLOT_SSH_HOST``
-(:class:`~sandlot.backends.stream.SSHBackend`), ``"modal"`` runs sandboxes on
+(:class:`~sandlot.backends.ssh.SSHBackend`), ``"modal"`` runs sandboxes on
 Modal (:mod:`sandlot.backends.modal`). A package adds a backend with :func:`register`.
 """
 
@@ -38,7 +38,7 @@ def _ray() -> Backend:
 
 
 def _ssh() -> Backend:
-    from .stream import SSHBackend
+    from .ssh import SSHBackend
 
     return SSHBackend.from_env()  # a host is needed: $SANDLOT_SSH_HOST, else a ConfigError
 

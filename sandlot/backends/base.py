@@ -23,8 +23,6 @@ from ..channel import ByteSink
 from ..config import SandboxConfig
 from ..errors import DeathCause
 
-SANDBOX_UID = 65534  # the user (nobody) a sandbox runs as when the host runs as root
-
 
 class Launched(Protocol):
     """A running driver as its backend sees it: its frame connection, and its end."""

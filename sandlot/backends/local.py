@@ -35,20 +35,12 @@ from typing import Any
 
 from ..config import SandboxConfig
 from ..driver import protocol
-from ..driver.farside import SYSTEM_DIRS, system_binds
+from ..driver.farside import DRIVER_INSIDE, SANDBOX_UID, SYSTEM_DIRS, WORKDIR_INSIDE, system_binds
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
-from ..volumes import mount_source
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
-from .base import SANDBOX_UID
-
-DRIVER_SRC = Path(__file__).resolve().parent.parent / "driver"
-DRIVER_ROOT_INSIDE = "/.sandlot"
-WORKDIR_INSIDE = "/workspace"
-
-
-class IsolationWarning(UserWarning):
-    """Sandboxes on this machine run with fewer protections than asked for."""
+from .kit.bootstrap import DRIVER_SRC, IsolationWarning
+from .kit.store import mount_source
 
 
 @dataclass(frozen=True)
@@ -669,7 +661,7 @@ class LocalBackend:
                 # user of the host, and inside the sandbox as PID 1.
                 passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
                 argv = [iso.bwrap, "--args", str(passed[-1])]
-                argv += [python, "-I", "-c", _boot(DRIVER_ROOT_INSIDE, channel)]
+                argv += [python, "-I", "-c", _boot(DRIVER_INSIDE, channel)]
             else:
                 workdir = str(workdir_host)
                 argv = [python, "-I", "-c", _boot(_driver_root_outside(), channel)]
@@ -824,10 +816,10 @@ class LocalBackend:
             "--perms",
             "0755",
             "--dir",
-            DRIVER_ROOT_INSIDE,
+            DRIVER_INSIDE,
             "--ro-bind",
             str(DRIVER_SRC),
-            f"{DRIVER_ROOT_INSIDE}/sandlot_driver",
+            f"{DRIVER_INSIDE}/sandlot_driver",
             "--bind",
             str(workdir_host),
             WORKDIR_INSIDE,

@@ -1,7 +1,7 @@
 """The Modal backend: each sandbox a ``modal.Sandbox``, its driver on one exec stream.
 
 ``backend="modal"`` (or ``ModalBackend(app_name=..., owner=...)``) creates a
-Modal Sandbox from the config and runs the stream backend's bootstrap in it
+Modal Sandbox from the config and runs the driver's bootstrap in it
 with ``sb.exec("python3", "-I", "-c", BOOTSTRAP, text=False)``: frames travel
 as bytes over the process's stdin and stdout (Modal's stdout arrives in chunks
 of any size; the host parses frames across them), and host calls come back on
@@ -49,15 +49,8 @@ from typing import TYPE_CHECKING, Any
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
-from .stream import (
-    BOOTSTRAP,
-    FINISH_TIMEOUT,
-    OWNER_TIMEOUT,
-    SEND_CHUNK,
-    StreamLaunch,
-    check_config,
-    start_over,
-)
+from .kit.bootstrap import BOOTSTRAP, OWNER_TIMEOUT
+from .kit.remote import FINISH_TIMEOUT, SEND_CHUNK, StreamLaunch, check_config, start_over
 
 if TYPE_CHECKING:
     import modal

@@ -42,7 +42,7 @@ from typing import Any
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause, SandboxDied
 from ..secrets import secret_values
-from .stream import QueuedSink, Valve
+from .kit.flow import QueuedSink, Valve
 
 READ_CHUNK = 1 << 20  # most bytes of driver output the actor yields at once
 OUTPUT_AHEAD = 8  # chunks the actor may yield before the host has taken them

@@ -1,10 +1,10 @@
 """The far side of a stream backend: starts the driver where a command's stdin and stdout lead.
 
-A stream backend (``sandlot.backends.stream``: ``ssh HOST ...``, ``docker exec
--i ...``, a Modal container) runs a small bootstrap with ``python3 -I -c``. The
-bootstrap reads this package from stdin as a length-prefixed zip, unpacks it
-into a fresh private temporary directory (``sandlot-stream-*``, mode 0700) and
-calls :func:`main`, which speaks on the same stdin and stdout:
+A backend over a remote process (``sandlot.backends.kit.remote``: ``ssh HOST
+...``, ``docker exec -i ...``, a Modal container) runs a small bootstrap with
+``python3 -I -c``. The bootstrap reads this package from stdin as a
+length-prefixed zip, unpacks it into a fresh private temporary directory
+(``sandlot-stream-*``, mode 0700) and calls :func:`main`, which speaks on the same stdin and stdout:
 
 1. it says ``hello`` (one frame): whether a working bubblewrap is here, whether
    it runs as root, its Python, and the workdir it would use without bubblewrap;
@@ -34,7 +34,10 @@ from . import protocol
 
 PREFIX = "sandlot-stream-"
 OWNER_FILE = ".owner"
-SANDBOX_UID = 65534  # nobody, as on the host's local backend
+# Where things are inside every sandbox, on the host's local backend and here alike.
+SANDBOX_UID = 65534  # the user (nobody) the code runs as when the driver starts as root
+DRIVER_INSIDE = "/.sandlot"  # the driver's directory (holding sandlot_driver)
+WORKDIR_INSIDE = "/workspace"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
@@ -49,8 +52,6 @@ def system_binds() -> list[str]:
     return argv
 
 
-DRIVER_INSIDE = "/.sandlot"
-WORKDIR_INSIDE = "/workspace"
 BOOT = (
     "import sys; sys.path.insert(0, {root!r}); "
     "from sandlot_driver.server import serve_stdio; sys.path.pop(0); serve_stdio()"

@@ -19,7 +19,7 @@ import pytest
 from processes import alive, rss_mb
 
 import sandlot
-from sandlot.backends.stream import StreamBackend
+from sandlot.backends.ssh import StreamBackend
 
 pytestmark = pytest.mark.timeout(60)
 
