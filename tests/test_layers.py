@@ -18,6 +18,14 @@ import sandlot
 PACKAGE = Path(sandlot.__file__).parent
 # The layers above the sandbox: they talk to it only through sandlot.link.
 ABOVE_SANDBOX = ("sandlot.files", "sandlot.serving.library", "sandlot.link")
+# The backends, side by side over the kit (sandlot.backends.kit) and the helpers beside it.
+BACKENDS = {f"sandlot.backends.{name}" for name in ("local", "ssh", "stream", "modal", "ray")}
+# The only imports from one backend to another: Ray's actors run the local backend on
+# their nodes, and the SSH backend's former module re-exports it.
+BUILT_ON = {
+    ("sandlot.backends.ray", "sandlot.backends.local"),
+    ("sandlot.backends.stream", "sandlot.backends.ssh"),
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -137,6 +145,41 @@ def test_the_layers_above_the_sandbox_never_import_it() -> None:
     # Not even for the type checker: files and the link know nothing of AsyncSandbox.
     for layer in ("sandlot.files", "sandlot.link"):
         assert "sandlot.sandbox" not in RUNTIME[layer] | TYPING[layer]
+
+
+def _a_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """One chain of imports round ``component`` (a strongly connected one), for a message."""
+    first = min(component)
+    step = min(n for n in graph[first] if n in component)
+    inside = {m: graph[m] & component for m in component}
+    return [first, *_path(inside, step, first)] if step != first else [first, first]
+
+
+def test_no_import_cycle_anywhere() -> None:
+    """No module of sandlot imports, at run time, one that imports it back (lazy imports count)."""
+    cycles = [" -> ".join(_a_cycle(RUNTIME, c)) for c in _cycles(RUNTIME)]
+    assert not cycles, "import cycles in sandlot:\n" + "\n".join(sorted(cycles))
+
+
+def test_the_backends_are_siblings_over_their_kit() -> None:
+    """A backend imports the kit and helpers below it, never another backend or a layer above.
+
+    The kit and the helpers (``sandlot.backends.*`` but the backends) reach no backend,
+    nor anything above the config, the channel and the driver, through any chain of imports.
+    """
+    below = {m for m in MODULES if m.startswith("sandlot.backends.")} - BACKENDS
+    base = below | {m for m in MODULES if m.startswith("sandlot.driver.")}
+    base |= {"sandlot.config", "sandlot.errors", "sandlot.secrets", "sandlot.channel"}
+    wrong = [
+        f"{backend} imports {imported}"
+        for backend in sorted(BACKENDS)
+        for imported in sorted(RUNTIME[backend] - base)
+        if (backend, imported) not in BUILT_ON
+    ]
+    assert not wrong, "\n".join(wrong)
+    for module in sorted(below):
+        beyond = _reachable(RUNTIME, module) - base
+        assert not beyond, f"{module} reaches {sorted(beyond)}"
 
 
 def test_no_cycle_runs_through_the_named_layers() -> None:
