@@ -330,6 +330,24 @@ async def test_tool_errors_are_results_and_the_server_goes_on(shared: str) -> No
         assert shared in listing
 
 
+async def test_a_dead_sandbox_is_named_by_its_cause_with_what_to_do() -> None:
+    async with Client(build_server("filesystem", config=strict(timeout=3))) as client:
+        started = await client.call_tool("start_new_session", {"name": "short-lived"})
+        ok(started)
+        assert started.structured_content is not None
+        sid = started.structured_content["session_id"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the sandbox's lifetime runs out
+            result = await client.call_tool("exec", {"session_id": sid, "command": "true"})
+            if result.is_error:
+                break
+            await anyio.sleep(0.2)
+        died = failed(result)
+        assert died.startswith("sandbox died (lifetime): ")
+        assert "(cause: lifetime)" in died and "start_new_session()" in died
+        ok(await client.call_tool("shutdown_session", {"session_id": sid}))
+
+
 # -- across processes ---------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from sandlot.notebook import (
     list_sessions,
     shutdown_session,
     start_session,
+    wire,
 )
 from sandlot.notebook.client import _connection
 from sandlot.notebook.execution import MAX_RICH_OUTPUTS
@@ -117,7 +118,7 @@ def _ping() -> int:
     async def ping() -> int:
         conn = await _connection()
         try:
-            return int((await conn.call("ping"))["pid"])
+            return await conn.call(wire.Ping())
         finally:
             await conn.close()
 
@@ -612,7 +613,7 @@ def test_paths_are_the_client_s_and_the_server_refuses_relative_ones(
             async def raw_start(spec: dict[str, Any]) -> Any:
                 conn = await _connection()
                 try:
-                    return await conn.call("start", spec=spec)
+                    return await conn.call(wire.Start(spec=spec))
                 finally:
                     await conn.close()
 
@@ -651,6 +652,21 @@ def test_filesystem_mode_has_files_and_commands_but_no_kernel(sessions_dir: Path
         assert done["returncode"] == 0 and done["stdout"].startswith("hello world\n")
         with pytest.raises(SessionError, match="filesystem mode; this needs notebook mode"):
             fs.execute("1 + 1")
+
+
+def test_a_dead_sandbox_reaches_the_client_as_sandbox_died_with_its_cause(
+    sessions_dir: Path,
+) -> None:
+    """The error crosses the session socket as type, message and cause, not as text."""
+    with start_session(strict(timeout=3), mode="filesystem") as fs:
+        deadline = time.monotonic() + 20
+        with pytest.raises(sandlot.SandboxDied) as died:
+            while time.monotonic() < deadline:  # until the sandbox's lifetime runs out
+                fs.exec("true")
+                time.sleep(0.2)
+        assert died.value.cause == "lifetime"
+        assert "SandboxConfig.timeout" in died.value.detail
+        assert str(died.value) == f"sandbox died (lifetime): {died.value.detail}"
 
 
 def test_served_functions_are_tools_in_mcp_mode_and_a_library_in_the_kernel(

@@ -4,8 +4,9 @@ A tool that fails must not take the server down, and the SDK's own handling
 hides an unexpected exception's text from the client. So every tool catches
 what it raises and answers with what happened and what to call next: a
 session that is gone points at ``list_sessions``, a dead kernel at
-``restart``, a lost session server at starting the session again. The hint
-comes after the (bounded) message, so a long message never cuts it off.
+``restart``, a dead sandbox (named by its cause, as the session server sent
+it) at a new session, a lost session server at starting the session again.
+The hint comes after the (bounded) message, so a long message never cuts it off.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import ParamSpec
 
 from mcp.types import CallToolResult, TextContent
 
-from ..errors import ConfigError, SandboxError
+from ..errors import ConfigError, SandboxDied, SandboxError
 from ..notebook import SessionServerError
+from ..notebook.wire import KernelDied
 from .sessions import Sessions, ToolFailure
 
 MAX_ERROR_CHARS = 4_000
@@ -35,14 +37,19 @@ def failure(text: str, hint: str = "") -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-def _hint(message: str, session_id: str | None) -> str:
-    """What to do next, judged from the error's text."""
+def _hint(exc: BaseException, message: str, session_id: str | None) -> str:
+    """What to do next: from the error's class, and for a session's own errors its text."""
     sid = f"session_id='{session_id}'" if session_id else "session_id=..."
+    if isinstance(exc, KernelDied):
+        return f"The kernel is gone: call restart({sid}) for a fresh one (its variables are lost)."
+    if isinstance(exc, SandboxDied):
+        return (
+            f"The session's sandbox is gone (cause: {exc.cause}), its kernel and files with it: "
+            f"call shutdown_session({sid}), then start_new_session() for a new one."
+        )
     lowered = message.lower()
     if "no session" in lowered:
         return "Call list_sessions() to see the sessions, or start_new_session() for a new one."
-    if "kerneldied" in lowered or "sandboxdied" in lowered or "sandbox died" in lowered:
-        return f"The kernel is gone: call restart({sid}) for a fresh one (its variables are lost)."
     if "still running" in lowered or "a cell is running" in lowered:
         return f"Call wait_for_cell({sid}) for its end, or interrupt({sid}) to stop it."
     return ""
@@ -64,7 +71,7 @@ def error_result(exc: BaseException, session_id: str | None) -> CallToolResult:
     if not isinstance(exc, SandboxError):
         log.exception("unexpected error in a sandlot MCP tool")
         message = f"internal error in the sandlot MCP server: {type(exc).__name__}: {message}"
-    return failure(message, _hint(message, session_id))
+    return failure(message, _hint(exc, message, session_id))
 
 
 def reported(

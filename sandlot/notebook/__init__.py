@@ -9,91 +9,22 @@ with ``execute`` and are written to a real ``.ipynb`` as they run. See
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from ..config import SandboxConfig
-from ..sync import Portal, Twin, blocking, mirror, portal
-from ..workspace import Workspace
 from .client import (
     AsyncNotebookSession,
+    NotebookSession,
     SessionServerError,
     aattach,
     alist_sessions,
     ashutdown_session,
     astart_session,
+    attach,
+    list_sessions,
+    shutdown_session,
+    start_session,
 )
 from .execution import Execution, ExecutionError, Result
-from .session import Mode, SessionError, SessionInfo, Variable
 from .skills import Skill, SkillError, load_skills, skills_prompt
-
-
-class NotebookSession(Twin):
-    """Blocking twin of :class:`AsyncNotebookSession`."""
-
-    def __init__(self, inner: AsyncNotebookSession, portal: Portal) -> None:
-        self._async = inner
-        self._portal = portal
-
-    info = mirror[SessionInfo]("info")
-    session_id = mirror(AsyncNotebookSession.session_id)
-    kernel_id = mirror(AsyncNotebookSession.kernel_id)
-    notebook_path = mirror(AsyncNotebookSession.notebook_path)
-    mode = mirror(AsyncNotebookSession.mode)
-    prompt = mirror(AsyncNotebookSession.prompt)
-    status = mirror(AsyncNotebookSession.status)
-    refresh = blocking(AsyncNotebookSession.refresh)
-    execute = blocking(AsyncNotebookSession.execute)
-    wait = blocking(AsyncNotebookSession.wait)
-    edit_cell = blocking(AsyncNotebookSession.edit_cell)
-    add_markdown = blocking(AsyncNotebookSession.add_markdown)
-    variables = blocking(AsyncNotebookSession.variables)
-    interrupt = blocking(AsyncNotebookSession.interrupt)
-    restart = blocking(AsyncNotebookSession.restart)
-    shutdown = blocking(AsyncNotebookSession.shutdown)
-    exec = blocking(AsyncNotebookSession.exec)
-    read_file = blocking(AsyncNotebookSession.read_file)
-    write_file = blocking(AsyncNotebookSession.write_file)
-    list_files = blocking(AsyncNotebookSession.list_files)
-    call_function = blocking(AsyncNotebookSession.call_function)
-    close = blocking(AsyncNotebookSession.close)
-
-    def __enter__(self) -> NotebookSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def start_session(
-    config: SandboxConfig | None = None,
-    workspace: Workspace | None = None,
-    notebook: str | Path | None = None,
-    name: str | None = None,
-    **options: Any,
-) -> NotebookSession:
-    """Blocking :func:`astart_session` (same options)."""
-    shared = portal()
-    return NotebookSession(
-        shared.wait(astart_session(config, workspace, notebook, name, **options)), shared
-    )
-
-
-def attach(session_id: str) -> NotebookSession:
-    """Blocking :func:`aattach`: a handle on a session from any process of this user."""
-    shared = portal()
-    return NotebookSession(shared.wait(aattach(session_id)), shared)
-
-
-def list_sessions() -> list[SessionInfo]:
-    """Blocking :func:`alist_sessions`."""
-    return portal().wait(alist_sessions())
-
-
-def shutdown_session(session_id: str) -> None:
-    """Blocking :func:`ashutdown_session`."""
-    portal().wait(ashutdown_session(session_id))
-
+from .wire import Mode, SessionError, SessionInfo, Variable
 
 __all__ = [
     "AsyncNotebookSession",

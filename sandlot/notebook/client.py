@@ -1,5 +1,9 @@
 """Clients of the session server: start, attach to, list and end notebook sessions.
 
+The handle (:class:`AsyncNotebookSession`) and its blocking twin
+(:class:`NotebookSession`) live here together: a method added to one is declared
+on the other beside it.
+
 Every handle talks to the session server over its Unix socket (one connection
 per handle), starting the server first if none runs. A handle that started a
 session owns it unless the session was started with ``persist=True``: closing
@@ -14,26 +18,36 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
-import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, SandboxError
 from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
 from ..sink import private_opener
+from ..sync import Portal, Twin, blocking, mirror, portal
 from ..workspace import Workspace
+from . import wire
 from .execution import Execution
-from .server import MAX_LINE, SOCKET_NAME, sessions_dir
-from .session import Mode, SessionError, SessionInfo, SessionSpec, Variable, check_mode
+from .wire import (
+    MAX_LINE,
+    SOCKET_NAME,
+    Mode,
+    SessionInfo,
+    SessionSpec,
+    Variable,
+    check_mode,
+    sessions_dir,
+)
 
 OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
+R = TypeVar("R")
 SERVER_START_TIMEOUT = 30.0
 
 
@@ -103,50 +117,62 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.ids = itertools.count(1)
-        self.pending: dict[int, tuple[asyncio.Future[Any], OnOutput | None]] = {}
+        # Each request waiting: its future, where its outputs go, and what it asked.
+        self.pending: dict[
+            int, tuple[asyncio.Future[Any], OnOutput | None, type[wire.Request[Any]]]
+        ] = {}
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         reason: BaseException = SessionServerError("the session server closed the connection")
         try:
             while line := await self.reader.readline():
-                item = json.loads(line)
-                entry = self.pending.get(item.get("id"))
-                if entry is None:
+                item = wire.decode_reply(line)
+                rid = item.id
+                entry = self.pending.get(rid) if rid is not None else None
+                if rid is None or entry is None:
                     continue
-                future, on_output = entry
-                if "event" in item:
+                future, on_output, operation = entry
+                if isinstance(item, wire.Output):
                     if on_output is not None:
                         with contextlib.suppress(Exception):
-                            pending = on_output(item["output"])
+                            pending = on_output(item.output)
                             if pending is not None:
                                 await pending
                     continue
-                self.pending.pop(item["id"], None)
+                del self.pending[rid]
                 if future.done():
                     continue
-                if item.get("ok"):
-                    future.set_result(item.get("result"))
-                else:
-                    err = item.get("error") or {}
-                    future.set_exception(_remote_error(err))
+                if isinstance(item, wire.Failure):
+                    future.set_exception(wire.rebuild(item.error))
+                    continue
+                try:
+                    future.set_result(operation.reply.validate_python(item.result))
+                except ValueError as exc:  # pydantic's ValidationError among them
+                    future.set_exception(
+                        SessionServerError(
+                            f"the session server's reply to {operation.op!r} is malformed: {exc}"
+                        )
+                    )
         except (ValueError, ConnectionError) as exc:
             reason = SessionServerError(f"the session server's connection broke: {exc}")
         finally:
-            for future, _ in self.pending.values():
+            for future, _, _ in self.pending.values():
                 if not future.done():
                     future.set_exception(reason)
             self.pending.clear()
 
-    async def call(self, op: str, on_output: OnOutput | None = None, **fields: Any) -> Any:
+    async def call(self, request: wire.Request[R], on_output: OnOutput | None = None) -> R:
+        """Send ``request`` and wait for its reply (``on_output`` gets a cell's outputs)."""
         rid = next(self.ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[rid] = (future, on_output)
+        self.pending[rid] = (future, on_output, type(request))
         if self.task.done():
             raise SessionServerError("the connection to the session server is closed")
-        self.writer.write(json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n")
+        self.writer.write(wire.encode_request(rid, request))
         await self.writer.drain()
-        return await future
+        result: R = await future
+        return result
 
     async def close(self) -> None:
         self.writer.close()
@@ -155,15 +181,6 @@ class _Connection:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-
-
-def _remote_error(err: dict[str, Any]) -> Exception:
-    kind, message = str(err.get("type", "Error")), str(err.get("message", ""))
-    if kind in ("ConfigError", "SkillError"):
-        return ConfigError(message)
-    if kind == "SessionError":
-        return SessionError(message)
-    return SessionError(f"{kind}: {message}")
 
 
 async def _connection() -> _Connection:
@@ -206,12 +223,9 @@ class AsyncNotebookSession:
         """The status when last asked (:meth:`refresh` asks again)."""
         return self.info.status
 
-    async def _call(self, op: str, on_output: OnOutput | None = None, **fields: Any) -> Any:
-        return await self._conn.call(op, on_output, session_id=self.session_id, **fields)
-
     async def refresh(self) -> SessionInfo:
         """Ask the server for the session's state now."""
-        self.info = SessionInfo(**await self._call("info"))
+        self.info = await self._conn.call(wire.Info(session_id=self.session_id))
         return self.info
 
     async def execute(
@@ -228,20 +242,19 @@ class AsyncNotebookSession:
         far (``done`` False; :meth:`wait` gets the rest). ``on_output`` gets
         each output as it comes.
         """
-        data = await self._call(
-            "execute",
-            on_output,
+        request = wire.Execute(
+            session_id=self.session_id,
             code=code,
             timeout=timeout,
             wait=wait,
             stream=on_output is not None,
         )
-        return Execution.from_dict(data)
+        return await self._conn.call(request, on_output)
 
     async def wait(self, wait: float | None = None, on_output: OnOutput | None = None) -> Execution:
         """The latest cell: its end, or after ``wait`` seconds what it has so far."""
-        data = await self._call("wait", on_output, wait=wait, stream=on_output is not None)
-        return Execution.from_dict(data)
+        request = wire.Wait(session_id=self.session_id, wait=wait, stream=on_output is not None)
+        return await self._conn.call(request, on_output)
 
     async def edit_cell(
         self,
@@ -252,62 +265,59 @@ class AsyncNotebookSession:
         on_output: OnOutput | None = None,
     ) -> Execution:
         """Replace code cell ``cell_index`` (negative counts from the end) and run it again."""
-        data = await self._call(
-            "edit",
-            on_output,
+        request = wire.Execute(
+            session_id=self.session_id,
             code=code,
             cell_index=cell_index,
             timeout=timeout,
             wait=wait,
             stream=on_output is not None,
         )
-        return Execution.from_dict(data)
+        return await self._conn.call(request, on_output)
 
     async def add_markdown(self, text: str) -> int:
         """Add a markdown cell; return its position in the notebook."""
-        position: int = await self._call("markdown", text=text)
-        return position
+        return await self._conn.call(wire.AddMarkdown(session_id=self.session_id, text=text))
 
     async def variables(self) -> list[Variable]:
         """The kernel's variables: name, type and a short repr (no cell is added)."""
-        return [Variable(**v) for v in await self._call("variables")]
+        return await self._conn.call(wire.Variables(session_id=self.session_id))
 
     async def interrupt(self) -> None:
         """Interrupt the running cell."""
-        await self._call("interrupt")
+        await self._conn.call(wire.Interrupt(session_id=self.session_id))
 
     async def restart(self) -> None:
         """Restart the kernel and warm it up again (models, skills, init code)."""
-        await self._call("restart")
+        await self._conn.call(wire.Restart(session_id=self.session_id))
 
     async def shutdown(self) -> None:
         """End the session for every client; the notebook file stays."""
-        await self._call("shutdown")
+        await self._conn.call(wire.Shutdown(session_id=self.session_id))
         await self.close()
 
     async def exec(self, command: str, timeout: float | None = None) -> dict[str, Any]:
         """Filesystem mode: run a shell command in the workspace."""
-        result: dict[str, Any] = await self._call("exec", command=command, timeout=timeout)
-        return result
+        request = wire.Exec(session_id=self.session_id, command=command, timeout=timeout)
+        return await self._conn.call(request)
 
     async def read_file(self, path: str) -> str:
         """Filesystem and notebook modes: a file's text, from the session's workspace."""
-        text: str = await self._call("read_file", path=path)
-        return text
+        return await self._conn.call(wire.ReadFile(session_id=self.session_id, path=path))
 
     async def write_file(self, path: str, content: str) -> int:
         """Filesystem and notebook modes: write a file (its directories are made); its size."""
-        size: int = await self._call("write_file", path=path, content=content)
-        return size
+        request = wire.WriteFile(session_id=self.session_id, path=path, content=content)
+        return await self._conn.call(request)
 
     async def list_files(self, path: str = ".") -> list[dict[str, Any]]:
         """Filesystem and notebook modes: a directory's entries (name, type, size)."""
-        entries: list[dict[str, Any]] = await self._call("list_files", path=path)
-        return entries
+        return await self._conn.call(wire.ListFiles(session_id=self.session_id, path=path))
 
     async def call_function(self, name: str, arguments: dict[str, Any]) -> Any:
         """MCP mode: call a served function by its tool name."""
-        return await self._call("call", name=name, arguments=arguments)
+        request = wire.CallFunction(session_id=self.session_id, name=name, arguments=arguments)
+        return await self._conn.call(request)
 
     async def close(self) -> None:
         """Detach this handle (a session it started without ``persist`` ends with it)."""
@@ -389,22 +399,22 @@ async def astart_session(
     secrets = named_secrets(names, os.environ)
     conn = await _connection()
     try:
-        info = await conn.call("start", spec=spec.model_dump(mode="json"), secrets=secrets)
+        info = await conn.call(wire.Start(spec=spec.model_dump(mode="json"), secrets=secrets))
     except BaseException:
         await conn.close()
         raise
-    return AsyncNotebookSession(conn, SessionInfo(**info))
+    return AsyncNotebookSession(conn, info)
 
 
 async def aattach(session_id: str) -> AsyncNotebookSession:
     """A handle on session ``session_id``, from any process of this user."""
     conn = await _connection()
     try:
-        info = await conn.call("attach", session_id=session_id)
+        info = await conn.call(wire.Info(session_id=session_id))
     except BaseException:
         await conn.close()
         raise
-    return AsyncNotebookSession(conn, SessionInfo(**info))
+    return AsyncNotebookSession(conn, info)
 
 
 async def alist_sessions() -> list[SessionInfo]:
@@ -415,7 +425,7 @@ async def alist_sessions() -> list[SessionInfo]:
         return []
     conn = _Connection(reader, writer)
     try:
-        return [SessionInfo(**i) for i in await conn.call("list")]
+        return await conn.call(wire.ListSessions())
     finally:
         await conn.close()
 
@@ -424,6 +434,73 @@ async def ashutdown_session(session_id: str) -> None:
     """End session ``session_id`` for every client."""
     conn = await _connection()
     try:
-        await conn.call("shutdown", session_id=session_id)
+        await conn.call(wire.Shutdown(session_id=session_id))
     finally:
         await conn.close()
+
+
+class NotebookSession(Twin):
+    """Blocking twin of :class:`AsyncNotebookSession`."""
+
+    def __init__(self, inner: AsyncNotebookSession, portal: Portal) -> None:
+        self._async = inner
+        self._portal = portal
+
+    info = mirror[SessionInfo]("info")
+    session_id = mirror(AsyncNotebookSession.session_id)
+    kernel_id = mirror(AsyncNotebookSession.kernel_id)
+    notebook_path = mirror(AsyncNotebookSession.notebook_path)
+    mode = mirror(AsyncNotebookSession.mode)
+    prompt = mirror(AsyncNotebookSession.prompt)
+    status = mirror(AsyncNotebookSession.status)
+    refresh = blocking(AsyncNotebookSession.refresh)
+    execute = blocking(AsyncNotebookSession.execute)
+    wait = blocking(AsyncNotebookSession.wait)
+    edit_cell = blocking(AsyncNotebookSession.edit_cell)
+    add_markdown = blocking(AsyncNotebookSession.add_markdown)
+    variables = blocking(AsyncNotebookSession.variables)
+    interrupt = blocking(AsyncNotebookSession.interrupt)
+    restart = blocking(AsyncNotebookSession.restart)
+    shutdown = blocking(AsyncNotebookSession.shutdown)
+    exec = blocking(AsyncNotebookSession.exec)
+    read_file = blocking(AsyncNotebookSession.read_file)
+    write_file = blocking(AsyncNotebookSession.write_file)
+    list_files = blocking(AsyncNotebookSession.list_files)
+    call_function = blocking(AsyncNotebookSession.call_function)
+    close = blocking(AsyncNotebookSession.close)
+
+    def __enter__(self) -> NotebookSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_session(
+    config: SandboxConfig | None = None,
+    workspace: Workspace | None = None,
+    notebook: str | Path | None = None,
+    name: str | None = None,
+    **options: Any,
+) -> NotebookSession:
+    """Blocking :func:`astart_session` (same options)."""
+    shared = portal()
+    return NotebookSession(
+        shared.wait(astart_session(config, workspace, notebook, name, **options)), shared
+    )
+
+
+def attach(session_id: str) -> NotebookSession:
+    """Blocking :func:`aattach`: a handle on a session from any process of this user."""
+    shared = portal()
+    return NotebookSession(shared.wait(aattach(session_id)), shared)
+
+
+def list_sessions() -> list[SessionInfo]:
+    """Blocking :func:`alist_sessions`."""
+    return portal().wait(alist_sessions())
+
+
+def shutdown_session(session_id: str) -> None:
+    """Blocking :func:`ashutdown_session`."""
+    portal().wait(ashutdown_session(session_id))

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..channel import Request
-from ..errors import SandboxError
 from ..sandbox import AsyncSandbox
 from .execution import Collector, Execution, ExecutionError
+from .wire import KernelDied
 
 MAX_KERNEL_MESSAGE = 64 << 20  # the largest message a kernel may send, all its chunks together
 PROTOCOL_VERSION = "5.3"
@@ -36,10 +36,6 @@ PROTOCOL_VERSION = "5.3"
 IDLE_GRACE = 5.0
 
 OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
-
-
-class KernelDied(SandboxError):
-    """The kernel process ended; the message holds its last words."""
 
 
 def now_iso() -> str:

@@ -3,9 +3,10 @@
 It listens on a Unix socket in a directory only its user can enter
 (``$SANDLOT_SESSIONS_DIR``, default ``$TMPDIR/sandlot-UID/sessions``) and is
 started on demand by the first client (:func:`sandlot.notebook.client.connect`).
-Clients speak JSON lines: ``{"id", "op", ...}`` in; ``{"id", "ok", "result"}``
-or ``{"id", "ok": false, "error"}`` back, and ``{"id", "event": "output"}``
-while a cell the client waits on prints.
+Clients speak the session wire (:mod:`sandlot.notebook.wire`): JSON lines, each
+request checked against its operation's model and answered by the handler
+:attr:`Server.handlers` names for it, or by the session's method of the
+operation's name (:class:`~sandlot.notebook.wire.SessionMethod`).
 
 Lifetimes nest: a session belongs to the connection that started it unless it
 was started with ``persist``; a persistent one ends at its idle timeout or on
@@ -24,35 +25,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from ..secrets import carry_secrets
+from . import wire
 from .execution import Execution
-from .session import OwnedSession, SessionError, SessionSpec
+from .session import OwnedSession
+from .wire import MAX_LINE, SOCKET_NAME, SessionError, SessionSpec, sessions_dir
 
-MAX_LINE = 64 << 20
-SOCKET_NAME = "server.sock"
-
-
-def sessions_dir() -> Path:
-    """This user's session directory: the socket, the lock and the server's log."""
-    configured = os.environ.get("SANDLOT_SESSIONS_DIR")
-    if configured:
-        folder = Path(configured).expanduser().absolute()
-    else:
-        from ..backends.local import _state_root
-
-        folder = _state_root() / "sessions"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = folder.lstat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ConfigError(
-            f"{folder} must be a directory of yours closed to others (mode 0700): it holds the "
-            "socket that controls your sessions"
-        )
-    return folder
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[int, Any, Emit], Awaitable[Any]]
 
 
 class Server:
@@ -66,6 +50,16 @@ class Server:
         self.connections = 0
         self.quiet_since = time.monotonic()
         self.stopping = asyncio.Event()
+        # The operations this server answers itself; every other one is a SessionMethod.
+        self.handlers: dict[type[wire.Request[Any]], Handler] = {
+            wire.Ping: self.ping,
+            wire.Start: self.start,
+            wire.ListSessions: self.list_sessions,
+            wire.Info: self.info,
+            wire.Shutdown: self.shutdown,
+            wire.Execute: self.execute,
+            wire.Wait: self.wait,
+        }
 
     # -- connections ---------------------------------------------------------------
 
@@ -95,12 +89,9 @@ class Server:
                 if not line:
                     break
                 try:
-                    request = json.loads(line)
-                    rid = request["id"]
-                except (ValueError, KeyError, TypeError):
-                    await send(
-                        {"id": None, "ok": False, "error": _error(ValueError("bad request"))}
-                    )
+                    rid, request = wire.decode_request(line)
+                except wire.BadRequest as bad:
+                    await send(wire.failure(bad.request_id, bad))
                     continue
                 task = asyncio.create_task(self.answer(conn, rid, request, send))
                 tasks.add(task)
@@ -115,26 +106,24 @@ class Server:
                     await self.end_session(sid)
             self.quiet_since = time.monotonic()
 
-    async def answer(self, conn: int, rid: Any, request: dict[str, Any], send: Any) -> None:
+    async def answer(self, conn: int, rid: int, request: wire.Request[Any], send: Emit) -> None:
         try:
-            result = await self.dispatch(
-                conn, request, lambda out: send({"id": rid, "event": "output", "output": out})
-            )
-            await send({"id": rid, "ok": True, "result": result})
+            result = await self.dispatch(conn, request, lambda out: send(wire.output(rid, out)))
+            reply = wire.done(rid, request, result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = _error(exc)
-            sid = request.get("session_id")
+            reply = wire.failure(rid, exc)
+            sid = getattr(request, "session_id", None)
             session = self.sessions.get(sid) if isinstance(sid, str) else None
             if session is not None:  # an error may quote the sandbox: through its sink
-                error = session.sink.data(error)
-            await send({"id": rid, "ok": False, "error": error})
+                reply["error"] = session.sink.data(reply["error"])
+        await send(reply)
 
     # -- operations ----------------------------------------------------------------
 
-    def session(self, sid: Any) -> OwnedSession:
-        found = self.sessions.get(sid) if isinstance(sid, str) else None
+    def session(self, sid: str) -> OwnedSession:
+        found = self.sessions.get(sid)
         if found is None:
             known = ", ".join(self.sessions) or "none"
             raise SessionError(
@@ -142,87 +131,83 @@ class Server:
             )
         return found
 
-    async def dispatch(self, conn: int, req: dict[str, Any], emit: Any) -> Any:
-        op = req.get("op")
-        if op == "ping":
-            return {"pid": os.getpid()}
-        if op == "start":
-            spec = SessionSpec.from_elsewhere(req["spec"])
-            given = req.get("secrets") or {}
-            if not isinstance(given, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in given.items()
-            ):
-                raise SessionError("'secrets' must map names to string values")
-            for config in (spec.config, spec.serve_config):
-                if config is not None:
-                    carry_secrets(config, given)
-            session = OwnedSession(spec)
-            self.sessions[session.session_id] = session
-            if not spec.persist:
-                self.owned_by[session.session_id] = conn
-            try:
-                await session.start()
-            except BaseException:
-                self.sessions.pop(session.session_id, None)
-                self.owned_by.pop(session.session_id, None)
-                raise
-            return session.info().to_dict()
-        if op == "list":
-            return [s.info().to_dict() for s in self.sessions.values()]
-        session = self.session(req.get("session_id"))
-        if op == "attach" or op == "info":
-            session.touch()
-            return session.info().to_dict()
-        if op == "shutdown":
-            await self.end_session(session.session_id)
-            return None
-        if op in ("execute", "edit", "wait"):
-            if op != "wait":
-                edit = req.get("cell_index") if op == "edit" else None
-                await session.start_cell(str(req["code"]), req.get("timeout"), edit)
-            queue: asyncio.Queue[dict[str, Any]] | None = None
-            if req.get("stream") and session.current is not None:
-                queue = asyncio.Queue()
-                session.listeners[queue] = session.current
-            try:
-                waiter = asyncio.create_task(session.wait(req.get("wait")))
-                while queue is not None and not waiter.done():
-                    getter = asyncio.create_task(queue.get())
-                    done, _ = await asyncio.wait(
-                        {waiter, getter}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if getter in done:
-                        await emit(getter.result())
-                    else:
-                        getter.cancel()
-                while queue is not None and not queue.empty():
-                    await emit(queue.get_nowait())
-                ex: Execution = await waiter
-            finally:
-                if queue is not None:
-                    session.listeners.pop(queue, None)
-            return ex.to_dict()
-        if op == "markdown":
-            return await session.add_markdown(str(req["text"]))
-        if op == "variables":
-            return [v.__dict__ for v in await session.variables()]
-        if op == "interrupt":
-            await session.interrupt()
-            return None
-        if op == "restart":
-            await session.restart()
-            return None
-        if op == "exec":
-            return await session.exec(str(req["command"]), req.get("timeout"))
-        if op == "read_file":
-            return await session.read_file(str(req["path"]))
-        if op == "write_file":
-            return await session.write_file(str(req["path"]), str(req["content"]))
-        if op == "list_files":
-            return await session.list_files(str(req.get("path") or "."))
-        if op == "call":
-            return await session.call_function(str(req["name"]), dict(req.get("arguments") or {}))
-        raise SessionError(f"unknown operation {op!r}")
+    async def dispatch(self, conn: int, request: wire.Request[Any], emit: Emit) -> Any:
+        """Answer ``request`` (checked already) for connection ``conn``."""
+        handler = self.handlers.get(type(request))
+        if handler is not None:
+            return await handler(conn, request, emit)
+        if not isinstance(request, wire.SessionMethod):
+            raise SessionError(f"this server has no handler for {request.op!r}")
+        session = self.session(request.session_id)
+        fields = {name: getattr(request, name) for name in type(request).model_fields}
+        del fields["session_id"]
+        return await getattr(session, request.op)(**fields)
+
+    async def ping(self, conn: int, request: wire.Ping, emit: Emit) -> int:
+        return os.getpid()
+
+    async def start(self, conn: int, request: wire.Start, emit: Emit) -> wire.SessionInfo:
+        spec = SessionSpec.from_elsewhere(request.spec)
+        for config in (spec.config, spec.serve_config):
+            if config is not None:
+                carry_secrets(config, request.secrets)
+        session = OwnedSession(spec)
+        self.sessions[session.session_id] = session
+        if not spec.persist:
+            self.owned_by[session.session_id] = conn
+        try:
+            await session.start()
+        except BaseException:
+            self.sessions.pop(session.session_id, None)
+            self.owned_by.pop(session.session_id, None)
+            raise
+        return session.info()
+
+    async def list_sessions(
+        self, conn: int, request: wire.ListSessions, emit: Emit
+    ) -> list[wire.SessionInfo]:
+        return [s.info() for s in self.sessions.values()]
+
+    async def info(self, conn: int, request: wire.Info, emit: Emit) -> wire.SessionInfo:
+        session = self.session(request.session_id)
+        session.touch()
+        return session.info()
+
+    async def shutdown(self, conn: int, request: wire.Shutdown, emit: Emit) -> None:
+        await self.end_session(self.session(request.session_id).session_id)
+
+    async def execute(self, conn: int, request: wire.Execute, emit: Emit) -> Execution:
+        session = self.session(request.session_id)
+        await session.start_cell(request.code, request.timeout, request.cell_index)
+        return await self.follow(session, request.wait, request.stream, emit)
+
+    async def wait(self, conn: int, request: wire.Wait, emit: Emit) -> Execution:
+        session = self.session(request.session_id)
+        return await self.follow(session, request.wait, request.stream, emit)
+
+    async def follow(
+        self, session: OwnedSession, wait: float | None, stream: bool, emit: Emit
+    ) -> Execution:
+        """The session's latest cell (see :class:`~sandlot.notebook.wire.Execute`)."""
+        queue: asyncio.Queue[dict[str, Any]] | None = None
+        if stream and session.current is not None:
+            queue = asyncio.Queue()
+            session.listeners[queue] = session.current
+        try:
+            waiter = asyncio.create_task(session.wait(wait))
+            while queue is not None and not waiter.done():
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await emit(getter.result())
+                else:
+                    getter.cancel()
+            while queue is not None and not queue.empty():
+                await emit(queue.get_nowait())
+            return await waiter
+        finally:
+            if queue is not None:
+                session.listeners.pop(queue, None)
 
     async def end_session(self, sid: str) -> None:
         session = self.sessions.pop(sid, None)
@@ -292,11 +277,7 @@ def _line(item: dict[str, Any]) -> bytes | None:
         f"the reply is {len(line)} bytes, over the session socket's {MAX_LINE}-byte limit; "
         "print less, or read the cell's outputs from the notebook file"
     )
-    return json.dumps({"id": item.get("id"), "ok": False, "error": _error(error)}).encode() + b"\n"
-
-
-def _error(exc: BaseException) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    return json.dumps(wire.failure(item.get("id"), error)).encode() + b"\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,12 @@
 """A session as its owner (the session server) holds it: sandbox, kernel, notebook file.
 
-:class:`SessionSpec` is everything a client asks for, as plain data (it crosses
-a socket); :class:`OwnedSession` makes it real. In notebook mode the sandbox runs
-a Jupyter kernel that is warm before the session is handed out: models loaded,
-skills defined, workspace libraries (served ones included) importable, init
-code run. Every cell an agent runs is written to the session's ``.ipynb`` as it
-runs. Filesystem mode has no kernel, only files and commands; mcp mode has only
-the served functions.
+:class:`~sandlot.notebook.wire.SessionSpec` is everything a client asks for, as
+plain data (it crosses a socket); :class:`OwnedSession` makes it real. In
+notebook mode the sandbox runs a Jupyter kernel that is warm before the session
+is handed out: models loaded, skills defined, workspace libraries (served ones
+included) importable, init code run. Every cell an agent runs is written to
+the session's ``.ipynb`` as it runs. Filesystem mode has no kernel, only files
+and commands; mcp mode has only the served functions.
 
 What a session gives back (a cell's outputs, in the reply and in the notebook
 file; a command's output; a file read; a variable's repr; a served function's
@@ -26,15 +26,12 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, field_validator, model_validator
+from typing import Any
 
 from .. import backends
-from ..config import SandboxConfig, _Strict, host_path, is_written_elsewhere
-from ..errors import ConfigError, SandboxError
+from ..config import SandboxConfig
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library, RemoteLibrary, serve_interface
@@ -43,110 +40,10 @@ from .document import NotebookFile
 from .execution import Collector, Execution, ExecutionError
 from .kernel import KernelConnection, now_iso
 from .skills import Skill, load_skills, loader_code, skills_prompt
+from .wire import Mode, SessionError, SessionInfo, SessionSpec, Variable
 
-Mode = Literal["notebook", "filesystem", "mcp"]
 MAX_VARIABLES_JSON = 1 << 20
 SAVE_INTERVAL = 0.5  # seconds between notebook writes while a cell prints
-
-
-class SessionError(SandboxError):
-    """A session operation failed; the message says why and what to do."""
-
-
-class SessionSpec(_Strict):
-    """What a notebook session is made of (sent by a client to the session server)."""
-
-    config: SandboxConfig = Field(default_factory=SandboxConfig)
-    mode: Mode = "notebook"
-    name: str | None = None
-    backend: str | None = None
-    notebook: str | None = Field(None, description="An existing or new .ipynb to write to.")
-    notebook_dir: str | None = Field(
-        None,
-        validate_default=True,
-        description="Where a new notebook goes (default: ./notebooks of the process that writes "
-        "the spec).",
-    )
-    on_existing: Literal["continue", "rerun"] = "continue"
-    skills: list[str] = Field(default_factory=list)
-    init_code: list[str] = Field(default_factory=list)
-    libraries: list[str] = Field(
-        default_factory=list, description="Local .py files or package directories to import."
-    )
-    serve: list[str] = Field(
-        default_factory=list, description="Interface files whose @expose functions are served."
-    )
-    serve_config: SandboxConfig | None = Field(
-        None, description="The serving sandbox's config (default: the session's)."
-    )
-    persist: bool = False
-    idle_timeout: float | None = Field(3600.0, gt=0)
-    cell_timeout: float | None = Field(None, gt=0, description="Default timeout of each cell.")
-
-    # Host paths are made absolute by the client, against its own working directory: the
-    # session server is shared by every client of the user and its own directory is that
-    # of whichever process started it. It validates with from_elsewhere, refusing any path
-    # still relative.
-
-    @field_validator("notebook")
-    @classmethod
-    def _absolute_unresolved(cls, v: str | None) -> str | None:
-        """Absolute, with a link at the path left as it is: the notebook refuses it."""
-        return None if v is None else host_path(v, follow_links=False)
-
-    @field_validator("notebook_dir")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        if v is None:
-            if is_written_elsewhere():
-                return None  # needed only for a new notebook: see the model validator
-            v = "notebooks"
-        return host_path(v)
-
-    @field_validator("skills", "libraries", "serve")
-    @classmethod
-    def _absolute_all(cls, v: list[str]) -> list[str]:
-        return [host_path(p) for p in v]
-
-    @model_validator(mode="after")
-    def _says_where_a_new_notebook_goes(self) -> SessionSpec:
-        if self.mode == "notebook" and self.notebook is None and self.notebook_dir is None:
-            raise ValueError(
-                "give notebook_dir or notebook (absolute): the session server has no directory "
-                "of its own to put a new notebook in"
-            )
-        return self
-
-
-@dataclass
-class SessionInfo:
-    """A session as clients see it."""
-
-    session_id: str
-    kernel_id: str | None
-    name: str
-    mode: str
-    notebook_path: str | None
-    status: str
-    persist: bool
-    idle_timeout: float | None
-    created: float
-    last_activity: float
-    prompt: str
-    functions: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form."""
-        return asdict(self)
-
-
-@dataclass
-class Variable:
-    """A name in the kernel's namespace: its type and a short repr."""
-
-    name: str
-    type: str
-    repr: str
 
 
 def _default_notebook(spec: SessionSpec, name: str) -> Path:
@@ -606,10 +503,3 @@ def json_safe(value: Any) -> Any:
     if callable(tolist):
         return json_safe(tolist())
     return repr(value)
-
-
-def check_mode(mode: str) -> Mode:
-    """``mode`` if it names an execution mode; ConfigError otherwise."""
-    if mode not in ("notebook", "filesystem", "mcp"):
-        raise ConfigError(f"unknown session mode {mode!r}: use 'notebook', 'filesystem' or 'mcp'")
-    return mode  # type: ignore[return-value]

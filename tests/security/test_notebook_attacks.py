@@ -33,7 +33,7 @@ from sandlot.notebook import (
 )
 from sandlot.notebook.execution import MAX_RICH_OUTPUTS
 from sandlot.notebook.kernel import MAX_KERNEL_MESSAGE
-from sandlot.notebook.server import MAX_LINE, sessions_dir
+from sandlot.notebook.wire import MAX_LINE, sessions_dir
 
 LINGER = 3.0
 
