@@ -9,12 +9,7 @@ with ``execute`` and are written to a real ``.ipynb`` as they run. See
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from ..config import SandboxConfig
-from ..sync import Portal, Twin, blocking, mirror, portal
-from ..workspace import Workspace
+from ..sync import Portal, Twin, blocking, blocking_twin, mirror
 from .client import (
     AsyncNotebookSession,
     SessionServerError,
@@ -65,34 +60,10 @@ class NotebookSession(Twin):
         self.close()
 
 
-def start_session(
-    config: SandboxConfig | None = None,
-    workspace: Workspace | None = None,
-    notebook: str | Path | None = None,
-    name: str | None = None,
-    **options: Any,
-) -> NotebookSession:
-    """Blocking :func:`astart_session` (same options)."""
-    shared = portal()
-    return NotebookSession(
-        shared.wait(astart_session(config, workspace, notebook, name, **options)), shared
-    )
-
-
-def attach(session_id: str) -> NotebookSession:
-    """Blocking :func:`aattach`: a handle on a session from any process of this user."""
-    shared = portal()
-    return NotebookSession(shared.wait(aattach(session_id)), shared)
-
-
-def list_sessions() -> list[SessionInfo]:
-    """Blocking :func:`alist_sessions`."""
-    return portal().wait(alist_sessions())
-
-
-def shutdown_session(session_id: str) -> None:
-    """Blocking :func:`ashutdown_session`."""
-    portal().wait(ashutdown_session(session_id))
+start_session = blocking_twin(astart_session, into=NotebookSession)
+attach = blocking_twin(aattach, into=NotebookSession)
+list_sessions = blocking_twin(alist_sessions)
+shutdown_session = blocking_twin(ashutdown_session)
 
 
 __all__ = [
