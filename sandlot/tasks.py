@@ -100,10 +100,12 @@ class TaskScope:
     async def _end(self, *, cancel: bool) -> None:
         me = asyncio.current_task()
         interrupted: asyncio.CancelledError | None = None
+        told: set[asyncio.Future[Any]] = set()  # each child is cancelled once, not in its cleanup
         while pending := [t for t in self._tasks if t is not me and not t.done()]:
             if cancel:
-                for task in pending:
+                for task in set(pending) - told:
                     task.cancel()
+                told.update(pending)
             try:
                 await asyncio.wait(pending)
             except asyncio.CancelledError as exc:

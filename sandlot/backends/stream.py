@@ -55,6 +55,7 @@ from ..config import SandboxConfig
 from ..driver import protocol
 from ..errors import ConfigError, DeathCause, SandboxDied
 from ..secrets import secret_values
+from ..tasks import TaskScope
 from . import disk
 from .base import SANDBOX_UID
 from .local import DRIVER_SRC, WORKDIR_INSIDE, IsolationWarning
@@ -162,7 +163,8 @@ class QueuedSink:
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
-        self.task = asyncio.ensure_future(self._send())
+        self.tasks = TaskScope("a queued sink")
+        self.task = self.tasks.spawn(self._send())
 
     def write(self, data: bytes) -> None:
         """Queue ``data``."""
@@ -185,8 +187,7 @@ class QueuedSink:
 
     async def wait_closed(self) -> None:
         """Wait until what was queued is sent (or the far side is gone)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(self.task)
+        await asyncio.wait({self.task})  # its end, not its error; a cancellation of ours goes on
 
     def _batch(self) -> bytes:
         batch: list[bytes] = []
@@ -289,8 +290,9 @@ class StreamLaunch:
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._cause: tuple[DeathCause, str] = ("crashed", "the driver ended")
         self._log: collections.deque[bytes] = collections.deque(maxlen=LOG_CHUNKS)
-        self._errors = asyncio.ensure_future(self._read_errors())
-        self._pump = asyncio.ensure_future(self._read())
+        self.tasks = TaskScope("a stream sandbox")
+        self._errors = self.tasks.spawn(self._read_errors())
+        self._pump = self.tasks.spawn(self._read())
         self._pings: asyncio.Task[None] | None = None
 
     async def _read_errors(self) -> None:
@@ -353,7 +355,7 @@ class StreamLaunch:
                 await asyncio.sleep(every)
                 self.writer.write(PING)
 
-        self._pings = asyncio.ensure_future(ping())
+        self._pings = self.tasks.spawn(ping())
 
     async def wait(self) -> int:
         """Wait until the driver has ended and its end is known; return the exit status."""
@@ -378,11 +380,8 @@ class StreamLaunch:
         self.writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait(), FINISH_TIMEOUT + 5)
-        for task in (self._pings, self._pump, self._errors, self.writer.task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await self.tasks.close()
+        await self.writer.tasks.close()
         await self.process.release()
 
 

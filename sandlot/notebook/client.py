@@ -28,6 +28,7 @@ from ..errors import ConfigError, SandboxError
 from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
 from ..sink import private_opener
+from ..tasks import TaskScope
 from ..workspace import Workspace
 from .execution import Execution
 from .server import MAX_LINE, SOCKET_NAME, sessions_dir
@@ -104,7 +105,8 @@ class _Connection:
         self.writer = writer
         self.ids = itertools.count(1)
         self.pending: dict[int, tuple[asyncio.Future[Any], OnOutput | None]] = {}
-        self.task = asyncio.create_task(self._read())
+        self.tasks = TaskScope("a session server connection")
+        self.task = self.tasks.spawn(self._read())
 
     async def _read(self) -> None:
         reason: BaseException = SessionServerError("the session server closed the connection")
@@ -152,9 +154,7 @@ class _Connection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        await self.tasks.close()
 
 
 def _remote_error(err: dict[str, Any]) -> Exception:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..secrets import carry_secrets
+from ..tasks import TaskScope
 from .execution import Execution
 from .session import OwnedSession, SessionError, SessionSpec
 
@@ -75,7 +76,7 @@ class Server:
         self.connections += 1
         conn = id(writer)
         lock = asyncio.Lock()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = TaskScope("a session server connection")  # its requests' answers
 
         async def send(item: dict[str, Any]) -> None:
             line = _line(item)
@@ -102,13 +103,10 @@ class Server:
                         {"id": None, "ok": False, "error": _error(ValueError("bad request"))}
                     )
                     continue
-                task = asyncio.create_task(self.answer(conn, rid, request, send))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.spawn(self.answer(conn, rid, request, send))
         finally:
             self.connections -= 1
-            for task in list(tasks):
-                task.cancel()
+            tasks.cancel()
             writer.close()
             for sid, owner in list(self.owned_by.items()):
                 if owner == conn:
@@ -184,10 +182,11 @@ class Server:
             if req.get("stream") and session.current is not None:
                 queue = asyncio.Queue()
                 session.listeners[queue] = session.current
+            scope = TaskScope("a streamed wait")
             try:
-                waiter = asyncio.create_task(session.wait(req.get("wait")))
+                waiter = scope.spawn(session.wait(req.get("wait")), awaited=True)
                 while queue is not None and not waiter.done():
-                    getter = asyncio.create_task(queue.get())
+                    getter = scope.spawn(queue.get(), awaited=True)
                     done, _ = await asyncio.wait(
                         {waiter, getter}, return_when=asyncio.FIRST_COMPLETED
                     )
@@ -199,6 +198,7 @@ class Server:
                     await emit(queue.get_nowait())
                 ex: Execution = await waiter
             finally:
+                await scope.close()
                 if queue is not None:
                     session.listeners.pop(queue, None)
             return ex.to_dict()
@@ -264,7 +264,8 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self.stopping.set)
         print(f"sandlot session server {os.getpid()} listening on {path}", flush=True)
-        sweeper = asyncio.create_task(self.sweep())
+        sweeper = TaskScope("the session server")
+        sweeper.spawn(self.sweep())
         try:
             await self.stopping.wait()
         finally:
