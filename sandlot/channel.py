@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .driver import protocol
+from .tasks import TaskScope
 
 Frame = tuple[protocol.Header, bytes]
 CallHandler = Callable[[str, Any, bytes], Awaitable[tuple[Any, bytes]]]
@@ -132,9 +133,8 @@ class Channel:
         self.requests: dict[int, Request] = {}
         self.ids = itertools.count(1)
         self.closed_by: BaseException | None = None
-        self.calls: set[asyncio.Task[None]] = set()
         self.call_slots = asyncio.Semaphore(MAX_CALLS)
-        self.read_task: asyncio.Task[None] | None = None
+        self.tasks = TaskScope("a sandbox's channel")  # the reader and the calls it answers
         self.buffered = 0  # bytes read from the sandbox and not yet consumed
         self.room = asyncio.Event()
         self.room.set()
@@ -197,7 +197,7 @@ class Channel:
 
     def start(self) -> None:
         """Start routing messages."""
-        self.read_task = asyncio.create_task(self._read_loop())
+        self.tasks.spawn(self._read_loop())
 
     async def _read_loop(self) -> None:
         reason: BaseException = Closed("the sandbox closed the connection")
@@ -239,9 +239,7 @@ class Channel:
             )
         cost += TASK_COST + JSON_WEIGHT * vlen
         self.buffered += cost
-        task = asyncio.create_task(self._answer(header, payload, cost))
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
+        self.tasks.spawn(self._answer(header, payload, cost))
 
     async def _answer(self, header: protocol.Header, payload: bytes, cost: int) -> None:
         """Run the call when one of the sandbox's call slots is free, and send its answer."""
@@ -306,12 +304,15 @@ class Channel:
         return req
 
     def close(self, reason: BaseException) -> None:
-        """Fail every request in flight with ``reason``; later writes raise it."""
+        """Fail every request in flight with ``reason``; later writes raise it.
+
+        The reader and the calls in flight are cancelled (not the one calling
+        this); ``await channel.tasks.close()`` waits for their end.
+        """
         if self.closed_by is None:
             self.closed_by = reason
         for req in list(self.requests.values()):
             req.frames.put_nowait(self.closed_by)
         self.requests.clear()
-        for task in self.calls:
-            task.cancel()
+        self.tasks.cancel()
         self.room.set()

@@ -29,6 +29,7 @@ from .backends.base import Backend
 from .config import SandboxConfig, _Strict
 from .errors import ConfigError, SandboxDied, SandboxError
 from .sandbox import AsyncSandbox
+from .tasks import TaskScope
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -120,7 +121,7 @@ class AsyncSandboxPool:
         self._count = 0  # sandboxes that exist or are starting
         self._starting = 0  # of which warm-ups still starting
         self._cond: asyncio.Condition | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskScope("a sandbox pool")  # warm-ups and retirements
         self._lent: set[AsyncSandbox] = set()
         self._closed = False
         self._started = 0  # ever started by this pool
@@ -153,11 +154,6 @@ class AsyncSandboxPool:
             "retired": self._retired,
         }
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _new(self) -> AsyncSandbox:
         sb = AsyncSandbox(self.config, backend=self.backend, tools=self.tools)
         await sb.start()
@@ -172,7 +168,7 @@ class AsyncSandboxPool:
     def _retire(self, slot: _Slot) -> None:
         self._count -= 1
         self._retired += 1
-        self._spawn(slot.sandbox.terminate())
+        self._tasks.spawn(slot.sandbox.terminate())
 
     def _refill(self) -> None:
         """Start sandboxes in the background until ``warm`` are idle or starting."""
@@ -183,7 +179,7 @@ class AsyncSandboxPool:
         ):
             self._count += 1
             self._starting += 1
-            self._spawn(self._warm_one())
+            self._tasks.spawn(self._warm_one())
 
     async def _warm_one(self) -> None:
         try:
@@ -199,7 +195,7 @@ class AsyncSandboxPool:
             self._starting -= 1
             if self._closed:
                 self._count -= 1
-                self._spawn(sb.terminate())
+                self._tasks.spawn(sb.terminate())
             else:
                 self._idle.append(_Slot(sb))
             self._condition.notify_all()  # borrowers and wait_warm() both watch this
@@ -231,8 +227,7 @@ class AsyncSandboxPool:
         ends = [slot.sandbox.terminate() for slot in idle]
         ends += [sb.terminate() for sb in list(self._lent)]
         await asyncio.gather(*ends, return_exceptions=True)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()
 
     async def __aenter__(self) -> Self:
         return await self.start()

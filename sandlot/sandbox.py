@@ -35,6 +35,7 @@ from .files import AsyncFiles
 from .link import Link
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
+from .tasks import TaskScope
 from .tools import Router
 from .untar import DownloadResult
 
@@ -72,7 +73,7 @@ class AsyncSandbox:
         self._ended_by: tuple[DeathCause, str] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._busy = 0
-        self._exit_watch: asyncio.Task[None] | None = None
+        self._tasks = TaskScope("a sandbox")  # its exit watch and what its timers start
         self._death_lock = asyncio.Lock()
         self.info: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
@@ -152,7 +153,7 @@ class AsyncSandbox:
         self.info = {k: ready[k] for k in ("pid", "python", "executable") if k in ready}
         self._channel = channel
         channel.start()
-        self._exit_watch = asyncio.create_task(self._watch_exit())
+        self._tasks.spawn(self._watch_exit())
         if self.config.timeout is not None:
             self._set_timer("lifetime", self.config.timeout)
         self._touch()
@@ -189,7 +190,7 @@ class AsyncSandbox:
             else f"no call for {delay:g}s (SandboxConfig.idle_timeout)"
         )
         self._timers[name] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._end(cause, detail))
+            delay, lambda: self._tasks.spawn(self._end(cause, detail))
         )
 
     def _touch(self) -> None:
@@ -280,13 +281,16 @@ class AsyncSandbox:
             self._timers.clear()
             if channel is not None:
                 channel.close(dead)
-                if channel.read_task is not None:
-                    channel.read_task.cancel()
             self._channel = None
             _live.discard(self)
-            await launch.cleanup()
-            if self._exit_watch is not None and self._exit_watch is not asyncio.current_task():
-                self._exit_watch.cancel()
+            try:
+                await launch.cleanup()
+            finally:
+                try:
+                    if channel is not None:
+                        await channel.tasks.close()
+                finally:
+                    await self._tasks.close()  # the exit watch, the timers' ends
 
     # -- plumbing --------------------------------------------------------------
 

@@ -4,10 +4,12 @@ There is one implementation (the async one). Every blocking method hands its
 coroutine to the portal's loop and waits; nothing is implemented twice. The
 twins are declared, not written: ``blocking(AsyncSandbox.run_code)`` makes the
 blocking method from the async one (same signature, same docstring), and
-``mirror`` reads an attribute through. Only what must differ is written out:
-start-up and context managers, streaming (``Process``), and the pool's host
-threads. ``tests/test_sync_twins.py`` fails when an async class gains a public
-member its twin lacks.
+``mirror`` reads an attribute through; ``blocking_twin(arun_harness)`` does
+the same for a function, or a method of the same object, outside the twin
+classes (the experiment stages, the notebook functions, the RLM). Only what
+must differ is written out: start-up and context managers, streaming
+(``Process``), and the pool's host threads. ``tests/test_sync_twins.py``
+fails when an async class gains a public member its twin lacks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .files import AsyncFiles
 from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
+from .tasks import TaskScope
 from .tools import Router
 
 T = TypeVar("T")
@@ -47,6 +50,7 @@ class Portal:
             target=self.loop.run_forever, name="sandlot-loop", daemon=True
         )
         self.thread.start()
+        self.tasks = TaskScope("the blocking portal")  # the calls of blocking callers
 
     def wait(self, awaitable: Awaitable[T]) -> T:
         """Like :meth:`call`, for any awaitable (a coroutine is wrapped in one)."""
@@ -85,7 +89,7 @@ class Portal:
         if future.cancelled():  # the caller gave up before the loop got here
             coro.close()
             return
-        task = self.loop.create_task(coro)
+        task = self.tasks.spawn(coro, awaited=True)  # settle() hands its outcome over
 
         def settle(done: asyncio.Task[T]) -> None:
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
@@ -190,6 +194,45 @@ class blocking(Generic[P, R]):
 
         call.__signature__ = self.signature  # type: ignore[attr-defined]  # without self
         return call
+
+
+@overload
+def blocking_twin(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]: ...
+@overload
+def blocking_twin(
+    function: Callable[P, Coroutine[Any, Any, T]], into: Callable[[T, Portal], R]
+) -> Callable[P, R]: ...
+def blocking_twin(
+    function: Callable[P, Coroutine[Any, Any, Any]],
+    into: Callable[[Any, Portal], Any] | None = None,
+) -> Callable[P, Any]:
+    """A blocking function made from an async one: ``run_harness = blocking_twin(arun_harness)``.
+
+    The twin calls ``function`` with the same arguments and waits for it on the
+    shared portal. Its name is the async one's without the leading ``a``; its
+    signature and docstring are the async one's. In a class body it makes a
+    method of the same object (``completion = blocking_twin(acompletion)``).
+    ``into(result, portal)`` turns what the async one returns into what the
+    blocking one does (``into=NotebookSession``: the blocking twin of the handle);
+    the signature then says ``into``'s name as the return type.
+    """
+    name = function.__name__
+    if not name.startswith("a"):
+        raise ValueError(f"{name}: an async twin's name starts with 'a' (acomplete, complete)")
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+        shared = portal()
+        result = shared.wait(function(*args, **kwargs))
+        return result if into is None else into(result, shared)
+
+    call.__name__ = name[1:]
+    call.__qualname__ = function.__qualname__.removesuffix(name) + name[1:]
+    signature = inspect.signature(function)
+    if into is not None:
+        signature = signature.replace(return_annotation=into.__name__)
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    return call
 
 
 class mirror(Generic[T]):

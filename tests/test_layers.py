@@ -234,3 +234,42 @@ def test_no_module_but_sandbox_touches_private_members_of_async_sandbox() -> Non
             ):
                 touched.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.attr}")
     assert not touched, "\n".join(touched)
+
+
+def _task_groups(tree: ast.AST) -> set[str]:
+    """The names bound by ``async with asyncio.TaskGroup() as name``."""
+    return {
+        item.optional_vars.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncWith)
+        for item in node.items
+        if ast.unparse(item.context_expr) in ("asyncio.TaskGroup()", "TaskGroup()")
+        and isinstance(item.optional_vars, ast.Name)
+    }
+
+
+def test_every_task_is_started_by_its_owner() -> None:
+    """Only sandlot.tasks (TaskScope) and a TaskGroup's block start tasks: none is unowned."""
+    starts = ("create_task", "ensure_future")
+    unowned = []
+    for module, path in MODULES.items():
+        if module == "sandlot.tasks":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        groups = _task_groups(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in starts:
+                if isinstance(node.value, ast.Name) and node.value.id in groups:
+                    continue
+            elif not (isinstance(node, ast.Name) and node.id in starts):
+                continue
+            unowned.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not unowned, "start these tasks on a TaskScope (sandlot/tasks.py):\n" + "\n".join(
+        unowned
+    )
+    # The check sees what it must: the one place left that starts tasks, and a group's.
+    tasks_tree = ast.parse(MODULES["sandlot.tasks"].read_text(encoding="utf-8"))
+    assert "ensure_future" in ast.unparse(tasks_tree)
+    assert "group" in _task_groups(
+        ast.parse(MODULES["sandlot.experiment.runner"].read_text(encoding="utf-8"))
+    )

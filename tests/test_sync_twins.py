@@ -10,7 +10,7 @@ import pytest
 import sandlot
 from sandlot.notebook import AsyncNotebookSession, NotebookSession
 from sandlot.sandbox import AsyncProcess
-from sandlot.sync import Files, Process, Sandbox, SandboxPool, blocking, mirror
+from sandlot.sync import Files, Process, Sandbox, SandboxPool, blocking, blocking_twin, mirror
 
 # Public members of an async class its blocking twin leaves out, each with why.
 NOT_MIRRORED = {
@@ -101,3 +101,49 @@ def test_mirrored_attributes_are_read_only_and_help_shows_signatures() -> None:
         sb.config = sandlot.SandboxConfig()  # type: ignore[misc]
     text = pydoc.render_doc(Sandbox, renderer=pydoc.plaintext)
     assert "run_code(self, code: 'str', *, timeout: 'float | None' = None" in text
+
+
+def _generated_twins() -> list[tuple[Any, Any]]:
+    from sandlot import notebook
+    from sandlot.experiment import runner, stages
+    from sandlot.rlm.engine import RLM
+
+    return [
+        (runner.run_harness, runner.arun_harness),
+        (runner.run_experiment, runner.arun_experiment),
+        (stages.setup_execution, stages.asetup_execution),
+        (stages.ExecutionHandle.close, stages.ExecutionHandle.aclose),
+        (notebook.start_session, notebook.astart_session),
+        (notebook.attach, notebook.aattach),
+        (notebook.list_sessions, notebook.alist_sessions),
+        (notebook.shutdown_session, notebook.ashutdown_session),
+        (RLM.start, RLM.astart),
+        (RLM.close, RLM.aclose),
+        (RLM.completion, RLM.acompletion),
+    ]
+
+
+@pytest.mark.parametrize(("twin", "source"), _generated_twins(), ids=lambda f: f.__qualname__)
+def test_blocking_functions_are_generated_from_the_async_ones(twin: Any, source: Any) -> None:
+    """blocking_twin: the async one's signature (return type aside) and docstring, its name."""
+    assert inspect.iscoroutinefunction(source) and not inspect.iscoroutinefunction(twin)
+    assert twin.__wrapped__ is source and twin.__doc__ == source.__doc__ and source.__doc__
+    assert "a" + twin.__name__ == source.__name__
+    assert twin.__qualname__.rpartition(".")[0] == source.__qualname__.rpartition(".")[0]
+    mine, theirs = inspect.signature(twin), inspect.signature(source)
+    assert mine.parameters == theirs.parameters
+    wraps = {"start_session", "attach"}  # the async handle becomes its blocking twin
+    assert mine.return_annotation == (
+        "NotebookSession" if twin.__name__ in wraps else theirs.return_annotation
+    )
+
+
+def test_a_generated_method_binds_its_object() -> None:
+    from sandlot.rlm.engine import RLM
+    from sandlot.rlm.niah import ScriptedRootLM, StandInSubLM
+
+    rlm = RLM(ScriptedRootLM(lambda _: "FINAL(x)"), StandInSubLM(0.0))
+    assert rlm.start() is rlm  # astart returns the RLM itself, waited on the portal
+    rlm.close()
+    with pytest.raises(ValueError, match="starts with 'a'"):
+        blocking_twin(Sandbox.start)  # type: ignore[arg-type]

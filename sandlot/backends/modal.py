@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
+from ..tasks import TaskScope
 from .kit.bootstrap import BOOTSTRAP, OWNER_TIMEOUT
 from .kit.remote import FINISH_TIMEOUT, SEND_CHUNK, StreamLaunch, check_config, start_over
 
@@ -115,6 +116,7 @@ class ModalProcess:
         self.sandbox = sandbox
         self.proc = proc
         self.ending: asyncio.Task[None] | None = None
+        self.tasks = TaskScope("a Modal sandbox")
 
     async def send(self, data: bytes) -> None:
         """Buffer ``data`` (at most the cap) in Modal's stdin and drain it."""
@@ -143,7 +145,7 @@ class ModalProcess:
     def kill(self) -> None:
         """Terminate the whole sandbox (it ends every process in it)."""
         if self.ending is None:
-            self.ending = asyncio.ensure_future(self._terminate())
+            self.ending = self.tasks.spawn(self._terminate(), awaited=True)  # by release()
 
     async def _terminate(self) -> None:
         with contextlib.suppress(Exception):

@@ -42,6 +42,7 @@ from typing import Any
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause, SandboxDied
 from ..secrets import secret_values
+from ..tasks import TaskScope
 from .kit.flow import QueuedSink, Valve
 
 READ_CHUNK = 1 << 20  # most bytes of driver output the actor yields at once
@@ -257,7 +258,8 @@ class RayLaunch:
         self._cause: tuple[DeathCause, str] = ("crashed", "the driver ended")
         self._log = ""
         self._actor_killed = False
-        self._pump = asyncio.ensure_future(self._read())
+        self._tasks = TaskScope("a Ray sandbox")
+        self._pump = self._tasks.spawn(self._read())
         self._reaper: asyncio.TimerHandle | None = None
 
     @property
@@ -334,10 +336,7 @@ class RayLaunch:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.actor.cleanup.remote(), FINISH_TIMEOUT + 5)
         self._kill_actor()
-        if not self._pump.done():
-            self._pump.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pump
+        await self._tasks.close()
         if self._reaper is not None:
             self._reaper.cancel()
 
@@ -437,7 +436,7 @@ class RayBackend:
 
     async def _placed(self, actor: Any, wanted: dict[str, float]) -> None:
         """Wait until Ray has placed ``actor``, saying what it waits for; honour start_timeout."""
-        ready = asyncio.ensure_future(actor.ready.remote())
+        ready = asyncio.wrap_future(actor.ready.remote().future())  # a future, not a task
         began = time.monotonic()
         notice = PLACE_NOTICE
         try:

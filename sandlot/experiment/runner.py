@@ -21,7 +21,7 @@ from typing import Any
 from ..rlm.engine import RLM
 from ..rlm.trajectory import TrajectoryWriter
 from ..sink import private_opener
-from ..sync import portal
+from ..sync import blocking_twin
 from .agent import EventHook, SingleAgent
 from .config import ExperimentConfig
 from .outputs import RunResult, new_batch_dir, save_workspace, write_json
@@ -94,17 +94,7 @@ async def arun_harness(
     return result
 
 
-def run_harness(
-    env: EnvironmentHandle,
-    execution: ExecutionHandle | None,
-    config: ExperimentConfig | None = None,
-    run_dir: str | Path | None = None,
-    *,
-    run: str = "run-1",
-    on_event: EventHook | None = None,
-) -> RunResult:
-    """Blocking :func:`arun_harness` (use it with handles from the blocking stages)."""
-    return portal().wait(arun_harness(env, execution, config, run_dir, run=run, on_event=on_event))
+run_harness = blocking_twin(arun_harness)
 
 
 async def _run_rlm(
@@ -257,17 +247,16 @@ async def arun_experiment(
         async with slots:
             return await _one_run(env, config, batch / run, run, on_event)
 
-    tasks = [asyncio.ensure_future(limited(run)) for run in names]
     try:
-        result.runs = list(await asyncio.gather(*tasks))
+        # Cancelled, the group cancels every run and waits for each to write its end.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(limited(run)) for run in names]
     except asyncio.CancelledError:
         result.interrupted = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         result.runs = [_finished(batch / run, run) for run in names]
         write_json(batch / SUMMARY, [r.to_dict() for r in result.runs])
         raise
+    result.runs = [task.result() for task in tasks]
     write_json(batch / SUMMARY, [r.to_dict() for r in result.runs])
     return result
 
@@ -283,17 +272,7 @@ def _finished(folder: Path, run: str) -> RunResult:
     return RunResult(run=run, status="interrupted", stop_reason="interrupted", run_dir=str(folder))
 
 
-def run_experiment(
-    config: ExperimentConfig,
-    *,
-    source: str | Path | None = None,
-    on_event: EventHook | None = None,
-    on_directory: Callable[[Path], None] | None = None,
-) -> ExperimentResult:
-    """Blocking :func:`arun_experiment`."""
-    return portal().wait(
-        arun_experiment(config, source=source, on_event=on_event, on_directory=on_directory)
-    )
+run_experiment = blocking_twin(arun_experiment)
 
 
 async def adeploy_experiment(config: ExperimentConfig) -> tuple[EnvironmentHandle, ExecutionHandle]:

@@ -29,7 +29,7 @@ from ..notebook.session import with_kernel
 from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library
 from ..sink import Sink
-from ..sync import portal
+from ..sync import blocking_twin
 from ..workspace import Workspace
 from .config import ExperimentConfig
 
@@ -122,9 +122,7 @@ class ExecutionHandle:
             else:
                 await self.session.close()
 
-    def close(self, *, shutdown: bool = True) -> None:
-        """Blocking :meth:`aclose`."""
-        portal().wait(self.aclose(shutdown=shutdown))
+    close = blocking_twin(aclose)
 
 
 NotebookHandle = ExecutionHandle
@@ -240,18 +238,7 @@ async def asetup_execution(
     return ExecutionHandle(session, execution.type, time.monotonic() - started)
 
 
-def setup_execution(
-    env: EnvironmentHandle,
-    config: ExperimentConfig | None = None,
-    *,
-    notebook: str | Path | None = None,
-    name: str | None = None,
-    persist: bool = False,
-) -> ExecutionHandle:
-    """Blocking :func:`asetup_execution`."""
-    return portal().wait(
-        asetup_execution(env, config, notebook=notebook, name=name, persist=persist)
-    )
+setup_execution = blocking_twin(asetup_execution)
 
 
 async def asetup_environment(config: ExperimentConfig) -> EnvironmentHandle:

@@ -28,6 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ConfigError
+from ..tasks import TaskScope
 
 PATH = "/mcp"
 DEFAULT_PORT = 8765
@@ -189,10 +190,11 @@ async def serve_http(
     if on_ready is not None:
         on_ready(server_url(host, bound_port))
     with sock:
-        serving = asyncio.ensure_future(web.serve(sockets=[sock]))
-        try:
-            await asyncio.shield(serving)
-        except asyncio.CancelledError:
-            web.should_exit = True
-            await serving
-            raise
+        async with TaskScope("serving MCP over HTTP") as scope:  # a second cancel ends it hard
+            serving = scope.spawn(web.serve(sockets=[sock]), awaited=True)
+            try:
+                await asyncio.shield(serving)
+            except asyncio.CancelledError:
+                web.should_exit = True
+                await serving
+                raise

@@ -44,6 +44,7 @@ from ..notebook import (
     alist_sessions,
     ashutdown_session,
 )
+from ..tasks import TaskScope
 from . import errors
 from .images import IMAGE_MIME_TYPES
 from .progress import CellProgress
@@ -170,13 +171,9 @@ class _Runner:
             left = wait - (time.monotonic() - started)
             if not ex.done and left > 0:
                 progress = CellProgress(ctx, self.interval, started, ex)
-                beat = asyncio.create_task(progress.heartbeat())
-                try:
+                async with TaskScope("a cell's progress notifications") as beat:
+                    beat.spawn(progress.heartbeat())
                     ex = await handle.wait(left, on_output=progress.output)
-                finally:
-                    beat.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await beat
         except asyncio.CancelledError:
             # The client cancelled the call (a person pressed Esc): stop the cell too, as
             # Jupyter's stop button does, so the session is free for the next one.

@@ -18,6 +18,7 @@ from ..console import RawOpt, cells_from, expected_errors, read_cells, say
 from ..sink import Sink
 from . import NotebookSession, attach, list_sessions, shutdown_session, start_session
 from .execution import Execution
+from .wire import check_mode
 
 sessions_app = typer.Typer(
     help="Notebook sessions: warm Jupyter kernels in sandboxes that agents attach to by id.",
@@ -86,7 +87,7 @@ def sessions_start(
             None,
             notebook,
             name,
-            mode=mode,
+            mode=check_mode(mode),
             skills=skill or [],
             init_code=init or [],
             serve=serve or [],

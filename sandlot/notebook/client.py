@@ -31,7 +31,8 @@ from ..errors import ConfigError, SandboxError
 from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
 from ..sink import private_opener
-from ..sync import Portal, Twin, blocking, mirror, portal
+from ..sync import Portal, Twin, blocking, blocking_twin, mirror
+from ..tasks import TaskScope
 from ..workspace import Workspace
 from . import wire
 from .execution import Execution
@@ -121,7 +122,8 @@ class _Connection:
         self.pending: dict[
             int, tuple[asyncio.Future[Any], OnOutput | None, type[wire.Request[Any]]]
         ] = {}
-        self.task = asyncio.create_task(self._read())
+        self.tasks = TaskScope("a session server connection")
+        self.task = self.tasks.spawn(self._read())
 
     async def _read(self) -> None:
         reason: BaseException = SessionServerError("the session server closed the connection")
@@ -178,9 +180,7 @@ class _Connection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        await self.tasks.close()
 
 
 async def _connection() -> _Connection:
@@ -476,31 +476,7 @@ class NotebookSession(Twin):
         self.close()
 
 
-def start_session(
-    config: SandboxConfig | None = None,
-    workspace: Workspace | None = None,
-    notebook: str | Path | None = None,
-    name: str | None = None,
-    **options: Any,
-) -> NotebookSession:
-    """Blocking :func:`astart_session` (same options)."""
-    shared = portal()
-    return NotebookSession(
-        shared.wait(astart_session(config, workspace, notebook, name, **options)), shared
-    )
-
-
-def attach(session_id: str) -> NotebookSession:
-    """Blocking :func:`aattach`: a handle on a session from any process of this user."""
-    shared = portal()
-    return NotebookSession(shared.wait(aattach(session_id)), shared)
-
-
-def list_sessions() -> list[SessionInfo]:
-    """Blocking :func:`alist_sessions`."""
-    return portal().wait(alist_sessions())
-
-
-def shutdown_session(session_id: str) -> None:
-    """Blocking :func:`ashutdown_session`."""
-    portal().wait(ashutdown_session(session_id))
+start_session = blocking_twin(astart_session, into=NotebookSession)
+attach = blocking_twin(aattach, into=NotebookSession)
+list_sessions = blocking_twin(alist_sessions)
+shutdown_session = blocking_twin(ashutdown_session)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..channel import Request
 from ..sandbox import AsyncSandbox
+from ..tasks import TaskScope
 from .execution import Collector, Execution, ExecutionError
 from .wire import KernelDied
 
@@ -56,7 +57,7 @@ class KernelConnection:
         self.dropped = 0  # kernel messages over MAX_KERNEL_MESSAGE, not delivered
         self._request_cm: contextlib.AbstractAsyncContextManager[Request] | None = None
         self._request: Request | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reader = TaskScope("a notebook kernel")  # the request's reader
         self._waiters: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
         self._relay_events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lock = asyncio.Lock()  # one cell at a time, in order of arrival
@@ -69,7 +70,7 @@ class KernelConnection:
         self._ended = asyncio.Event()
         self._request_cm = self.sandbox.link.request("kernel", env=self.env)
         self._request = await self._request_cm.__aenter__()
-        self._reader = asyncio.create_task(self._read_loop(self._request))
+        self._reader.spawn(self._read_loop(self._request))
         await self._wait_ready(timeout)
         self.status = "idle"
 
@@ -320,14 +321,11 @@ class KernelConnection:
         self.status = "idle"
 
     async def _close_request(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await self._reader.close()
         if self._request_cm is not None:
             with contextlib.suppress(Exception):
                 await self._request_cm.__aexit__(None, None, None)
-        self._request_cm = self._request = self._reader = None
+        self._request_cm = self._request = None
 
     async def shutdown(self) -> None:
         """End the kernel (the sandbox lives on)."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..secrets import carry_secrets
+from ..tasks import TaskScope
 from . import wire
 from .execution import Execution
 from .session import OwnedSession
@@ -69,7 +70,7 @@ class Server:
         self.connections += 1
         conn = id(writer)
         lock = asyncio.Lock()
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = TaskScope("a session server connection")  # its requests' answers
 
         async def send(item: dict[str, Any]) -> None:
             line = _line(item)
@@ -93,13 +94,10 @@ class Server:
                 except wire.BadRequest as bad:
                     await send(wire.failure(bad.request_id, bad))
                     continue
-                task = asyncio.create_task(self.answer(conn, rid, request, send))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.spawn(self.answer(conn, rid, request, send))
         finally:
             self.connections -= 1
-            for task in list(tasks):
-                task.cancel()
+            tasks.cancel()
             writer.close()
             for sid, owner in list(self.owned_by.items()):
                 if owner == conn:
@@ -193,10 +191,11 @@ class Server:
         if stream and session.current is not None:
             queue = asyncio.Queue()
             session.listeners[queue] = session.current
+        scope = TaskScope("a streamed wait")
         try:
-            waiter = asyncio.create_task(session.wait(wait))
+            waiter = scope.spawn(session.wait(wait), awaited=True)
             while queue is not None and not waiter.done():
-                getter = asyncio.create_task(queue.get())
+                getter = scope.spawn(queue.get(), awaited=True)
                 done, _ = await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     await emit(getter.result())
@@ -206,6 +205,7 @@ class Server:
                 await emit(queue.get_nowait())
             return await waiter
         finally:
+            await scope.close()
             if queue is not None:
                 session.listeners.pop(queue, None)
 
@@ -249,7 +249,8 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self.stopping.set)
         print(f"sandlot session server {os.getpid()} listening on {path}", flush=True)
-        sweeper = asyncio.create_task(self.sweep())
+        sweeper = TaskScope("the session server")
+        sweeper.spawn(self.sweep())
         try:
             await self.stopping.wait()
         finally:

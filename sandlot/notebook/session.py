@@ -36,6 +36,7 @@ from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library, RemoteLibrary, serve_interface
 from ..sink import Sink
+from ..tasks import TaskScope
 from .document import NotebookFile
 from .execution import Collector, Execution, ExecutionError
 from .kernel import KernelConnection, now_iso
@@ -96,6 +97,7 @@ class OwnedSession:
         self.skills: list[Skill] = []
         self.prompt = ""
         self.current: asyncio.Task[Execution] | None = None
+        self.cells = TaskScope("a notebook session")  # the running cell
         self.collector: Collector | None = None
         # Queues of clients streaming a cell's outputs, each with the cell (task) it follows.
         self.listeners: dict[asyncio.Queue[dict[str, Any]], asyncio.Task[Execution]] = {}
@@ -342,7 +344,9 @@ class OwnedSession:
         self.collector = Collector(self.sandbox.config.max_output_bytes, sink=self.sink)
         self.collector.execution.cell_index = index
         timeout = timeout if timeout is not None else self.spec.cell_timeout
-        self.current = asyncio.create_task(self._run_cell(index, code, timeout, self.collector))
+        self.current = self.cells.spawn(
+            self._run_cell(index, code, timeout, self.collector), awaited=True
+        )
         self.touch()
 
     async def wait(self, wait: float | None) -> Execution:
@@ -458,10 +462,7 @@ class OwnedSession:
     async def shutdown(self) -> None:
         """End the kernel and every sandbox; the notebook file stays."""
         self.status = "dead"
-        if self.current is not None and not self.current.done():
-            self.current.cancel()
-            with contextlib.suppress(BaseException):
-                await self.current
+        await self.cells.close()
         if self.kernel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.kernel.shutdown(), 10)

@@ -40,7 +40,8 @@ from ..results import CodeResult
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, secret_values
 from ..sink import Sink
-from ..sync import portal
+from ..sync import blocking_twin
+from ..tasks import TaskScope
 from . import prompts
 from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
 from .trajectory import TrajectoryWriter, preview
@@ -406,14 +407,8 @@ class RLM:
         if pool is not None:
             await pool.close()
 
-    def start(self) -> Self:
-        """Blocking :meth:`astart`."""
-        return portal().call(self.astart())
-
-    def close(self) -> None:
-        """Blocking :meth:`aclose`."""
-        if self._warm_pool is not None:
-            portal().call(self.aclose())
+    start = blocking_twin(astart)
+    close = blocking_twin(aclose)
 
     def __enter__(self) -> Self:
         return self
@@ -429,15 +424,12 @@ class RLM:
 
     # -- completions -----------------------------------------------------------------
 
-    def completion(self, context: Any, query: str) -> RLMResult:
+    async def acompletion(self, context: Any, query: str) -> RLMResult:
         """Answer ``query`` about ``context`` (a str, or JSON data: dict, list, ...).
 
-        Blocking; safe to call from any thread that is not sandlot's own loop.
+        ``completion`` is its blocking twin, safe to call from any thread that is
+        not sandlot's own loop.
         """
-        return portal().call(self.acompletion(context, query))
-
-    async def acompletion(self, context: Any, query: str) -> RLMResult:
-        """The async twin of :meth:`completion`."""
         data, kind, chars = _encode_context(context)
         tree = _Tree(
             rlm=self,
@@ -456,6 +448,8 @@ class RLM:
             for pool in tree.pools.values():
                 await pool.close()
             tree.writer.close()
+
+    completion = blocking_twin(acompletion)
 
 
 def _tool_map(
@@ -759,23 +753,23 @@ class _Run:
                 },
             }
         )
-        # The sandbox starts while the root LM thinks about its first turn.
-        if sandbox is None:
-            self.preparing = asyncio.create_task(self.start_own_sandbox(data, kind))
-        else:
-            self.preparing = asyncio.create_task(self.prepare(sandbox, data, kind))
         try:
-            reason, detail, answer = await self.loop(desc, query, data, kind)
+            # The sandbox starts while the root LM thinks about its first turn; the scope
+            # ends it with the loop (an outer cancellation meanwhile is raised after that).
+            async with TaskScope("an RLM run") as scope:
+                self.preparing = scope.spawn(
+                    self.start_own_sandbox(data, kind)
+                    if sandbox is None
+                    else self.prepare(sandbox, data, kind),
+                    awaited=True,  # by ready()
+                )
+                reason, detail, answer = await self.loop(desc, query, data, kind)
         except (SandboxError, OSError) as exc:
             reason, detail, answer = "sandbox_failed", f"{exc}", self.best_partial()
         except asyncio.CancelledError:
             self.end("cancelled", "the run was cancelled", self.best_partial())
             raise
         finally:
-            if not self.preparing.done():
-                self.preparing.cancel()
-            with contextlib.suppress(BaseException):
-                await self.preparing
             if self.owns_sandbox and self.sandbox is not None:
                 await self.sandbox.terminate()
         return self.end(reason, detail, answer)

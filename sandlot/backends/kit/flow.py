@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from ...tasks import TaskScope
 
 HIGH_WATER = 8 << 20  # bytes queued for the far side at which drain() waits ...
 LOW_WATER = 2 << 20  # ... until the queue is back down to this
@@ -63,7 +64,8 @@ class QueuedSink:
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
-        self.task = asyncio.ensure_future(self._send())
+        self.tasks = TaskScope("a queued sink")
+        self.task = self.tasks.spawn(self._send())
 
     def write(self, data: bytes) -> None:
         """Queue ``data``."""
@@ -86,8 +88,7 @@ class QueuedSink:
 
     async def wait_closed(self) -> None:
         """Wait until what was queued is sent (or the far side is gone)."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(self.task)
+        await asyncio.wait({self.task})  # its end, not its error; a cancellation of ours goes on
 
     def _batch(self) -> bytes:
         batch: list[bytes] = []

@@ -53,6 +53,7 @@ from ...driver import protocol
 from ...driver.farside import SANDBOX_UID, WORKDIR_INSIDE
 from ...errors import ConfigError, DeathCause, SandboxDied
 from ...secrets import secret_values
+from ...tasks import TaskScope
 from .. import disk
 from .bootstrap import OWNER_TIMEOUT, START_TIMEOUT, IsolationWarning, driver_bundle
 from .flow import QueuedSink, Valve
@@ -140,8 +141,9 @@ class StreamLaunch:
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._cause: tuple[DeathCause, str] = ("crashed", "the driver ended")
         self._log: collections.deque[bytes] = collections.deque(maxlen=LOG_CHUNKS)
-        self._errors = asyncio.ensure_future(self._read_errors())
-        self._pump = asyncio.ensure_future(self._read())
+        self.tasks = TaskScope("a stream sandbox")
+        self._errors = self.tasks.spawn(self._read_errors())
+        self._pump = self.tasks.spawn(self._read())
         self._pings: asyncio.Task[None] | None = None
 
     async def _read_errors(self) -> None:
@@ -204,7 +206,7 @@ class StreamLaunch:
                 await asyncio.sleep(every)
                 self.writer.write(PING)
 
-        self._pings = asyncio.ensure_future(ping())
+        self._pings = self.tasks.spawn(ping())
 
     async def wait(self) -> int:
         """Wait until the driver has ended and its end is known; return the exit status."""
@@ -229,11 +231,8 @@ class StreamLaunch:
         self.writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait(), FINISH_TIMEOUT + 5)
-        for task in (self._pings, self._pump, self._errors, self.writer.task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await self.tasks.close()
+        await self.writer.tasks.close()
         await self.process.release()
 
 
