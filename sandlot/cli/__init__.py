@@ -6,8 +6,9 @@
 ``sandlot doctor``  show the isolation in force here and check that a sandbox starts.
 
 Each subcommand lives in a module of this package (``run``: exec, run and repl;
-``doctor``, ``mcp``, ``volume``, ``secrets``, ``modal``); ``rlm``, ``sessions`` and
-``experiment`` live beside the layers they drive.
+``doctor``, ``mcp``, ``volume``, ``secrets``, ``modal``), or beside the layer it
+drives (``rlm``, ``sessions``, ``experiment``), and is imported only when it
+runs: ``SUBCOMMANDS`` names each one, its help line and how to load it.
 
 Expected failures (a bad option, a sandbox that dies, a missing file) print one
 line to stderr and exit with status 2; a command's own exit status is passed on.
@@ -21,27 +22,133 @@ from typing import TextIO
 import typer
 
 from ..console import say
-from ..experiment.cli import experiment_app
-from ..notebook.cli import sessions_app
-from ..rlm.cli import rlm_app
-from . import doctor, mcp, modal, run, secrets, volume
+from .lazy import LazyGroup, Subcommand
+
+
+def _run() -> typer.Typer:
+    from .run import app
+
+    return app
+
+
+def _doctor() -> typer.Typer:
+    from .doctor import app
+
+    return app
+
+
+def _mcp() -> typer.Typer:
+    from .mcp import app
+
+    return app
+
+
+def _rlm() -> typer.Typer:
+    from ..rlm.cli import rlm_app
+
+    return rlm_app
+
+
+def _sessions() -> typer.Typer:
+    from ..notebook.cli import sessions_app
+
+    return sessions_app
+
+
+def _experiment() -> typer.Typer:
+    from ..experiment.cli import experiment_app
+
+    return experiment_app
+
+
+def _volume() -> typer.Typer:
+    from .volume import volume_app
+
+    return volume_app
+
+
+def _secrets() -> typer.Typer:
+    from .secrets import secrets_app
+
+    return secrets_app
+
+
+def _modal() -> typer.Typer:
+    from .modal import modal_app
+
+    return modal_app
+
+
+# In the order `sandlot --help` lists them.
+SUBCOMMANDS = (
+    Subcommand("exec", "Run a command in a fresh sandbox and exit with its status.", _run),
+    Subcommand("run", "Run one Python file in a fresh sandbox and exit with its status.", _run),
+    Subcommand(
+        "repl",
+        "An interactive Python session in a fresh sandbox; its state lasts until you leave.",
+        _run,
+    ),
+    Subcommand(
+        "doctor",
+        "Show the isolation sandboxes get on this machine and check that one starts.",
+        _doctor,
+    ),
+    Subcommand(
+        "mcp",
+        "Run an MCP server for notebook sessions (stdio, or loopback HTTP with --http).",
+        _mcp,
+    ),
+    Subcommand(
+        "rlm",
+        "Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
+        _rlm,
+        group=True,
+    ),
+    Subcommand(
+        "sessions",
+        "Notebook sessions: warm Jupyter kernels in sandboxes that agents attach to by id.",
+        _sessions,
+        group=True,
+    ),
+    Subcommand(
+        "experiment",
+        "Experiments from one YAML file: deploy for an outside agent, run, view.",
+        _experiment,
+        group=True,
+    ),
+    Subcommand(
+        "volume",
+        "Named volumes: directories that outlive sandboxes (SandboxConfig(volumes=...)).",
+        _volume,
+        group=True,
+    ),
+    Subcommand("secrets", "Check secrets without showing them.", _secrets, group=True),
+    Subcommand(
+        "modal",
+        "Sandboxes on Modal (backend='modal'; pip install 'sandlot[modal]').",
+        _modal,
+        group=True,
+    ),
+)
+
+
+class _Sandlot(LazyGroup):
+    subcommands = SUBCOMMANDS
+
 
 app = typer.Typer(
     name="sandlot",
     help="Run commands, Python files and a Python REPL in isolated sandboxes.",
+    cls=_Sandlot,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-app.add_typer(run.app)
-app.add_typer(doctor.app)
-app.add_typer(mcp.app)
-app.add_typer(rlm_app, name="rlm")
-app.add_typer(sessions_app, name="sessions")
-app.add_typer(experiment_app, name="experiment")
-app.add_typer(volume.volume_app, name="volume")
-app.add_typer(secrets.secrets_app, name="secrets")
-app.add_typer(modal.modal_app, name="modal")
+
+
+@app.callback()
+def _root() -> None:
+    """Nothing to do before a subcommand; Typer builds a group only for an app with one."""
 
 
 def _show_warning(
