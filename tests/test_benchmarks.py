@@ -67,3 +67,16 @@ def test_the_stream_benchmark_prints_ssh_beside_local() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sandlot through SSHBackend on loopback" in done.stdout
     assert "host call round trip" in done.stdout
+
+
+def test_the_start_up_benchmark_prints_its_rows_beside_the_floors() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("startup_bench.py")), "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("python -c pass", "Typer app --help", "import sandlot", "sandlot --help"):
+        assert f"│ {row}" in done.stdout
+    assert "target 1.5x" in done.stdout

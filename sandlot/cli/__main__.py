@@ -1,0 +1,5 @@
+"""``python -m sandlot.cli``: the ``sandlot`` command."""
+
+from . import main
+
+main()

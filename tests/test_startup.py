@@ -1,0 +1,104 @@
+"""``import sandlot`` and ``sandlot --help`` import only what they use.
+
+Claude Code starts ``sandlot mcp`` for every conversation and a program may
+import sandlot for one name: neither should pay for notebooks, YAML or the
+command line's other subcommands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import sandlot
+from sandlot.cli import SUBCOMMANDS
+
+# Extras and layers that a bare import, or the listing of the commands, must not load.
+HEAVY = (
+    "nbformat",
+    "nbclient",
+    "jsonschema",
+    "jupyter_client",
+    "yaml",
+    "mcp",
+    "dspy",
+    "openai",
+    "ray",
+    "modal",
+    "sandlot.notebook",
+    "sandlot.experiment",
+    "sandlot.rlm",
+    "sandlot.mcp",
+)
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    report = "import json, sys; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{report}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_import_sandlot_loads_no_module_of_its_own_nor_any_dependency() -> None:
+    loaded = _modules_after("import sandlot")
+    assert {m for m in loaded if m.startswith("sandlot")} == {"sandlot"}
+    for heavy in (*HEAVY, "pydantic", "typer", "rich"):
+        assert heavy not in loaded
+
+
+def test_a_public_name_loads_its_own_layer_and_no_extra() -> None:
+    loaded = _modules_after("from sandlot import Sandbox, SandboxConfig")
+    assert {"sandlot.sync", "sandlot.config", "pydantic"} <= loaded
+    for heavy in (*HEAVY, "typer", "rich"):
+        assert heavy not in loaded
+
+
+def test_every_public_name_resolves_to_its_module_s_object() -> None:
+    for name in sandlot.__all__:
+        value = getattr(sandlot, name)
+        home = importlib.import_module(value.__module__)
+        assert getattr(home, name) is value, name
+    assert set(sandlot.__all__) <= set(dir(sandlot))
+    assert sandlot.backends is importlib.import_module("sandlot.backends")  # submodules too
+
+
+def test_sandlot_help_lists_every_command_and_imports_none() -> None:
+    code = (
+        "import sys\n"
+        "from sandlot.cli import main\n"
+        "sys.argv = ['sandlot', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    loaded = _modules_after(code)
+    done = subprocess.run(
+        [sys.executable, "-m", "sandlot.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    for subcommand in SUBCOMMANDS:
+        assert f"│ {subcommand.name} " in done.stdout
+        assert subcommand.help.replace("[modal]", "") in done.stdout  # rich reads [..] as style
+    for heavy in (*HEAVY, "pydantic", "sandlot.config", "sandlot.sync", "sandlot.sandbox"):
+        assert heavy not in loaded
+    assert not {m for m in loaded if m.startswith("sandlot.cli.")} - {"sandlot.cli.lazy"}
+
+
+def test_each_stub_s_help_line_is_its_command_s() -> None:
+    """The line ``sandlot --help`` shows for a command is what the command's help begins with."""
+    for subcommand in SUBCOMMANDS:
+        command = subcommand.command()
+        first = inspect.cleandoc(command.short_help or command.help or "").split("\n\n")[0]
+        assert subcommand.help == first.strip(), subcommand.name
