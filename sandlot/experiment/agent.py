@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import ToolFailure
 from ..notebook import AsyncNotebookSession
 from ..rlm.lm import OpenAICompatibleLM
 from ..rlm.trajectory import TrajectoryWriter
@@ -103,10 +104,6 @@ def tool_specs(mode: str, functions: list[dict[str, Any]]) -> list[dict[str, Any
                 }
             )
     return specs
-
-
-class ToolFailure(Exception):
-    """A tool call that cannot run as asked; its message goes back to the LM."""
 
 
 def _arguments(raw: str) -> dict[str, Any]:

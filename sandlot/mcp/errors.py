@@ -17,9 +17,9 @@ from typing import ParamSpec
 
 from mcp.types import CallToolResult, TextContent
 
-from ..errors import ConfigError, SandboxError
+from ..errors import ConfigError, SandboxError, ToolFailure
 from ..notebook import SessionServerError
-from .sessions import Sessions, ToolFailure
+from .sessions import Sessions
 
 MAX_ERROR_CHARS = 4_000
 P = ParamSpec("P")

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,10 @@ from ..secrets import named_secrets
 from ..serving.library import Library, RemoteLibrary
 from ..sink import private_opener
 from ..workspace import Workspace
-from .execution import Execution
+from .execution import Execution, OnOutput
 from .server import MAX_LINE, SOCKET_NAME, sessions_dir
 from .session import Mode, SessionError, SessionInfo, SessionSpec, Variable, check_mode
 
-OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
 SERVER_START_TIMEOUT = 30.0
 
 
