@@ -186,3 +186,14 @@ def test_no_module_but_sandbox_touches_private_members_of_async_sandbox() -> Non
             ):
                 touched.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.attr}")
     assert not touched, "\n".join(touched)
+
+
+def test_framework_adapters_are_leaves() -> None:
+    """Nothing in sandlot imports an adapter, but the DSPy one's first import path."""
+    importers = {
+        module
+        for module, imported in RUNTIME.items()
+        if not module.startswith("sandlot.integrations")
+        and any(name.startswith("sandlot.integrations") for name in imported)
+    }
+    assert importers == {"sandlot.rlm.dspy"}
