@@ -29,16 +29,15 @@ from rich.text import Text
 from . import __version__
 from .backends import envs
 from .backends.local import WORKDIR_INSIDE, probe
+from .cell_input import cells_from, read_cells
 from .config import SandboxConfig
 from .console import (
     EXIT_ERROR,
     Guard,
     RawOpt,
-    cells_from,
     expected_errors,
     fail,
     one_line,
-    read_cells,
     say,
 )
 from .errors import ConfigError, SandboxError

@@ -30,8 +30,8 @@ from .config import SandboxConfig
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
+from .router import Router
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
-from .tools import Router
 
 T = TypeVar("T")
 R = TypeVar("R")

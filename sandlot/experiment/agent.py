@@ -25,8 +25,8 @@ from typing import Any
 from ..errors import ToolFailure
 from ..notebook import AsyncNotebookSession
 from ..rlm.lm import OpenAICompatibleLM
+from ..rlm.lm_protocol import Completion, LMError
 from ..rlm.trajectory import TrajectoryWriter
-from ..rlm.types import Completion, LMError
 from .config import ExperimentConfig, LimitsConfig
 from .outputs import RunResult
 

@@ -42,9 +42,9 @@ from ..secrets import Redactor, secret_values
 from ..sink import Sink
 from ..sync import portal
 from . import prompts
+from .lm_protocol import LM, Completion, LMError, Message, Usage, acomplete, check_lm
 from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
 from .trajectory import TrajectoryWriter, preview
-from .types import LM, Completion, LMError, Message, Usage, acomplete, check_lm
 
 StopReason = Literal[
     "final",
