@@ -26,7 +26,7 @@ def _modules() -> dict[str, Path]:
         parts = ("sandlot", *path.relative_to(PACKAGE).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if "shim" not in parts:  # files for the sandbox's own interpreter, not modules
+        if "shim" not in parts and "in_sandbox" not in parts:  # the sandbox's code, not modules
             found[".".join(parts)] = path
     return found
 

@@ -7,8 +7,10 @@ wrote (markup included) shows as text and never becomes an element.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -534,3 +536,12 @@ def test_view_rejects_bad_input_in_one_line(
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert lines[0].startswith("sandlot: error: ")
     assert not path.with_suffix(".html").exists()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to parse JavaScript")
+@pytest.mark.parametrize("module", ["sandlot.rlm.view", "sandlot.experiment.view"])
+def test_the_page_scripts_parse_as_javascript(module: str, tmp_path: Path) -> None:
+    """The viewers' .js files, put together as a page runs them, are valid JavaScript."""
+    script = tmp_path / "page.js"
+    script.write_text(importlib.import_module(module)._JS, encoding="utf-8")
+    subprocess.run(["node", "--check", str(script)], check=True, timeout=60)
