@@ -543,6 +543,35 @@ class _Run:
         if self.rlm.on_event is not None:
             self.rlm.on_event(record)
 
+    def sub_call_ended(
+        self,
+        kind: Literal["llm", "rlm"],
+        lm: LM,
+        batch: int | None,
+        started: float,
+        prompt: str,
+        response: str,
+        tokens: int,
+        error: str | None,
+        child: str | None,
+    ) -> None:
+        """Record a sub-LM call or child RLM that began at ``started`` (prompt and reply cut)."""
+        self.emit(
+            SubCall(
+                iteration=self.iteration,
+                kind=kind,
+                model=lm.model,
+                batch=batch,
+                seconds=round(time.monotonic() - started, 6),
+                prompt_chars=len(prompt),
+                prompt=preview(prompt),
+                response=preview(response),
+                tokens=tokens,
+                error=error,
+                child=child,
+            )
+        )
+
     # -- the sandbox -------------------------------------------------------------
 
     def tools(self) -> dict[str, Callable[..., Any]]:
@@ -642,21 +671,7 @@ class _Run:
                 error = str(exc)
                 raise
             finally:
-                self.emit(
-                    SubCall(
-                        iteration=self.iteration,
-                        kind="llm",
-                        model=lm.model,
-                        batch=batch,
-                        seconds=round(time.monotonic() - started, 6),
-                        prompt_chars=len(prompt),
-                        prompt=preview(prompt),
-                        response=preview(text),
-                        tokens=tokens,
-                        error=error,
-                        child=None,
-                    )
-                )
+                self.sub_call_ended("llm", lm, batch, started, prompt, text, tokens, error, None)
         return text
 
     async def llm_query(self, prompt: str, model: str | None = None) -> str:
@@ -709,21 +724,8 @@ class _Run:
             result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
         self.usage.merge(result.usage)
         error = None if result.finished else (result.error or result.stop_reason)
-        self.emit(
-            SubCall(
-                iteration=self.iteration,
-                kind="rlm",
-                model=lm.model,
-                batch=batch,
-                seconds=round(time.monotonic() - started, 6),
-                prompt_chars=len(prompt),
-                prompt=preview(prompt),
-                response=preview(str(result.answer)),
-                tokens=result.usage.total_tokens,
-                error=error,
-                child=child.run_id,
-            )
-        )
+        reply, tokens = str(result.answer), result.usage.total_tokens
+        self.sub_call_ended("rlm", lm, batch, started, prompt, reply, tokens, error, child.run_id)
         if result.answer is None:
             raise LMError(f"the child RLM gave no answer: {error}")
         return result.answer if isinstance(result.answer, str) else json.dumps(result.answer)

@@ -55,11 +55,17 @@ class CallUsage(TypedDict):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunStart:
+class _Recorded:
+    """What every event carries, stamped by the run that records it."""
+
+    run: str = ""  # the run's id
+    t: float = 0.0  # seconds since the run started
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStart(_Recorded):
     """A run began: a root run (``depth`` 0) or a child RLM started by ``parent``."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["run_start"] = "run_start"
     depth: int
     parent: str | None
@@ -71,11 +77,9 @@ class RunStart:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LMCall:
+class LMCall(_Recorded):
     """One root LM turn; ``error`` (and no ``usage``) when the call failed."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["lm_call"] = "lm_call"
     iteration: int
     prompt_chars: int
@@ -88,11 +92,9 @@ class LMCall:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CodeRun:
+class CodeRun(_Recorded):
     """One code block run in the REPL: what the LM was shown, and its error if any."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["code"] = "code"
     iteration: int
     block: int
@@ -104,11 +106,9 @@ class CodeRun:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubCallBegin:
+class SubCallBegin(_Recorded):
     """A sub-LM call or child RLM began (handed to ``on_event`` only, never written)."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["sub_call_begin"] = "sub_call_begin"
     kind: Literal["llm", "rlm"]
     batch: int | None  # the index in its batch, or None for a single call
@@ -116,11 +116,9 @@ class SubCallBegin:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubCall:
+class SubCall(_Recorded):
     """A sub-LM call or child RLM made from the REPL ended; prompt and response cut short."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["sub_call"] = "sub_call"
     iteration: int
     kind: Literal["llm", "rlm"]
@@ -136,11 +134,9 @@ class SubCall:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunEnd:
+class RunEnd(_Recorded):
     """A run ended: its answer (None if it gave none) and why it stopped."""
 
-    run: str = ""
-    t: float = 0.0
     type: Literal["run_end"] = "run_end"
     answer: Any
     finished: bool
