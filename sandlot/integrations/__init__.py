@@ -1,7 +1,7 @@
 """Adapters that let other agent frameworks run their code in sandlot sandboxes.
 
-One module per framework, each behind its own extra, each using only sandlot's
-public API (so nothing below imports from here):
+One module per framework, each behind its own extra, each built on the sandbox
+API; nothing else in sandlot imports from here:
 
 - :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
