@@ -184,7 +184,7 @@ def dspy_rlm(runs: int) -> None:
     from rlm_dspy_standin import scripted_stand_in_lm
 
     from sandlot import SandboxConfig
-    from sandlot.rlm.dspy import SandlotInterpreter
+    from sandlot.integrations.dspy import SandlotInterpreter
 
     class Fibonacci(dspy.Signature):
         """Compute the first n Fibonacci numbers, starting 0, 1."""

@@ -64,6 +64,11 @@ def _problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, s
             found += [(f"{where}.{loc}", msg) for loc, msg in inner.problems]
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        tag = err.get("ctx", {}).get("field")
+        if tag is not None:  # a union's kind is unknown: the error is its tag field's
+            given = err["input"].get(tag) if isinstance(err["input"], dict) else err["input"]
+            found.append((f"{where}.{tag}", f"{msg} (got {given!r})"))
+            continue
         if err["type"] == "extra_forbidden":
             field = str(err["loc"][-1])
             close = difflib.get_close_matches(field, known, n=1)

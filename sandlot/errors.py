@@ -58,6 +58,14 @@ class CodeError(SandboxError):
         super().__init__(f"{name}: {value}\n{traceback}".rstrip())
 
 
+class ToolFailure(Exception):
+    """A tool call that cannot run as asked: an MCP tool's or an experiment harness's.
+
+    Its message goes back to the agent or LM that made the call, saying why and
+    what to call instead; it never reaches sandlot's own callers.
+    """
+
+
 class ToolError(SandboxError):
     """A host function called from the sandbox raised (seen by the host's own callers)."""
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ExecutionError:
-    """An exception raised by code in the sandbox, as data."""
+    """An exception raised by code in the sandbox, as data: its type name, message and traceback.
+
+    One type for ``run_code`` (:class:`CodeResult`) and a notebook cell
+    (:class:`sandlot.notebook.Execution`); ``sandlot.notebook.ExecutionError`` is
+    this class.
+    """
 
     name: str
     value: str

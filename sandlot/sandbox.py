@@ -34,9 +34,9 @@ from .errors import (
 from .files import AsyncFiles
 from .link import Link
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
+from .router import Router
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .tasks import TaskScope
-from .tools import Router
 from .untar import DownloadResult
 
 STARTUP_TIMEOUT = 60.0

@@ -32,9 +32,9 @@ from .config import SandboxConfig
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
+from .router import Router
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
 from .tasks import TaskScope
-from .tools import Router
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -13,7 +13,7 @@ from sandlot import backends
 from sandlot.backends.base import Launched
 from sandlot.backends.local import LocalBackend
 from sandlot.config import SandboxConfig
-from sandlot.rlm.dspy import SandlotInterpreter
+from sandlot.integrations.dspy import SandlotInterpreter
 from sandlot.rlm.engine import RLM
 from sandlot.rlm.niah import ScriptedRootLM, StandInSubLM
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import strict
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 
-from sandlot.rlm.dspy import PAIRS, SandlotInterpreter
+from sandlot.integrations.dspy import PAIRS, SandlotInterpreter
 
 CONFIG = strict(memory_mb=1024)
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from sandlot import AsyncSandboxPool, ConfigError, PoolConfig, SandboxPool
-from sandlot.experiment import load_config
+from sandlot.experiment import (
+    ExternalHarness,
+    HarnessConfig,
+    RLMHarness,
+    SingleAgentHarness,
+    load_config,
+)
 from sandlot.rlm import RLM, LMConfig, OpenAICompatibleLM, RLMConfig
 
 GOOD = """\
@@ -95,6 +101,26 @@ def test_unknown_harness_type_and_missing_fields_point_at_their_lines(tmp_path: 
     path = write(tmp_path, "name: p\ntask: t\nharness:\n  type: rlm\n", "no-lm.yaml")
     [(where, message)] = problems(path)
     assert where == f"{path}:3: harness" and "needs an lm" in message
+
+
+def test_each_harness_kind_is_its_own_type_with_only_its_fields(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: p\ntask: t\nharness:\n  lm: {model: m}\n")
+    assert type(load_config(path).harness) is SingleAgentHarness  # the default kind
+    text = "name: p\ntask: t\nharness:\n  type: rlm\n  lm: {model: m}\n  context: hi\n"
+    harness = load_config(write(tmp_path, text, "rlm.yaml")).harness
+    assert isinstance(harness, RLMHarness) and harness.context == "hi"
+    path = write(tmp_path, "name: p\ntask: t\nharness: {type: external}\n", "ext.yaml")
+    assert isinstance(load_config(path).harness, ExternalHarness)
+    kinds = (SingleAgentHarness, RLMHarness, ExternalHarness)
+    assert all(issubclass(kind, HarnessConfig) for kind in kinds)
+    # A field of another kind is an unknown field, at its own line.
+    text = "name: p\ntask: t\nharness:\n  lm: {model: m}\n  context: hi\n"
+    [(where, message)] = problems(write(tmp_path, text, "mixed.yaml"))
+    assert where == f"{tmp_path / 'mixed.yaml'}:5: harness.context"
+    assert message.startswith("unknown field")
+    text = "name: p\ntask: t\nharness:\n  type: external\n  runs: 2\n"
+    [(where, message)] = problems(write(tmp_path, text, "ext-runs.yaml"))
+    assert where == f"{tmp_path / 'ext-runs.yaml'}:5: harness.runs" and "runs > 1" in message
 
 
 def test_malformed_yaml_and_other_files_are_clear_errors(tmp_path: Path) -> None:

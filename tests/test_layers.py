@@ -32,7 +32,7 @@ def _modules() -> dict[str, Path]:
         parts = ("sandlot", *path.relative_to(PACKAGE).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if "shim" not in parts:  # files for the sandbox's own interpreter, not modules
+        if "shim" not in parts and "in_sandbox" not in parts:  # the sandbox's code, not modules
             found[".".join(parts)] = path
     return found
 
@@ -273,3 +273,14 @@ def test_every_task_is_started_by_its_owner() -> None:
     assert "group" in _task_groups(
         ast.parse(MODULES["sandlot.experiment.runner"].read_text(encoding="utf-8"))
     )
+
+
+def test_framework_adapters_are_leaves() -> None:
+    """Nothing in sandlot imports an adapter, but the DSPy one's first import path."""
+    importers = {
+        module
+        for module, imported in RUNTIME.items()
+        if not module.startswith("sandlot.integrations")
+        and any(name.startswith("sandlot.integrations") for name in imported)
+    }
+    assert importers == {"sandlot.rlm.dspy"}

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 from conftest import strict
+from pydantic import TypeAdapter
 
 from sandlot.errors import ConfigError
 from sandlot.rlm import Completion, LMError, Message
 from sandlot.rlm.engine import RLM, find_code_blocks, find_final, truncate_middle
+from sandlot.rlm.events import RLMEvent, event_dict
 from sandlot.rlm.niah import NIAH_QUERY, ScriptedRootLM, StandInSubLM, make_haystack, niah_policy
 from sandlot.rlm.trajectory import read_trajectory
 
@@ -78,6 +80,8 @@ def test_niah_end_to_end_with_trajectory(tmp_path: Path) -> None:
     code = [e for e in events if e["type"] == "code"]
     assert "llm_query_batched" in code[0]["code"] and "candidates" in code[0]["output"]
     assert "sub_call_begin" in seen and "sub_call_begin" not in {e["type"] for e in events}
+    typed = TypeAdapter(RLMEvent)  # every event written is one of the declared types, as declared
+    assert [event_dict(typed.validate_python(e)) for e in events] == events
 
 
 def test_finishing_conventions() -> None:

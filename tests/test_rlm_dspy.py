@@ -24,7 +24,7 @@ from dspy.primitives.code_interpreter import (
 )
 
 import sandlot
-from sandlot.rlm.dspy import SandlotInterpreter
+from sandlot.integrations.dspy import SandlotInterpreter
 
 CONFIG = strict(memory_mb=1024)
 
@@ -369,9 +369,17 @@ def test_dspy_context_of_the_execute_call_reaches_the_tools() -> None:
 def test_without_dspy_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [m for m in sys.modules if m == "dspy" or m.startswith("dspy.")]:
         monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
-    monkeypatch.delitem(sys.modules, "sandlot.rlm.dspy")
+    monkeypatch.delitem(sys.modules, "sandlot.integrations.dspy")
     with pytest.raises(ImportError, match=re.escape("pip install 'sandlot[dspy]'")):
-        importlib.import_module("sandlot.rlm.dspy")
+        importlib.import_module("sandlot.integrations.dspy")
+
+
+def test_the_first_import_path_gives_the_same_class() -> None:
+    from sandlot.rlm.dspy import SandlotInterpreter as Old
+    from sandlot.rlm.dspy import SandlotInterpreterFactory as OldFactory
+
+    assert Old is SandlotInterpreter
+    assert OldFactory is type(SandlotInterpreter.factory())
 
 
 def test_secret_values_never_reach_dspy(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from openai_server import Reply, ScriptedOpenAIServer, ScriptedReply, in_order
 
 from sandlot.rlm.lm import PLACEHOLDER_API_KEY, OpenAICompatibleLM
-from sandlot.rlm.types import AsyncLM, LMError, Message, SyncLM
+from sandlot.rlm.lm_protocol import AsyncLM, LMError, Message, SyncLM
 
 KEY = "sk-test-secret-123"
 HELLO: list[Message] = [

@@ -7,8 +7,10 @@ wrote (markup included) shows as text and never becomes an element.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 from browser import dump_dom
+from pydantic import TypeAdapter
 
-from sandlot.rlm.trajectory import TrajectoryWriter
+from sandlot.rlm.events import RLMEvent, RunStart, event_dict
+from sandlot.rlm.trajectory import TrajectoryWriter, read_trajectory
 
 INJECTION = (
     "I will look at the context.\n"
@@ -534,3 +538,34 @@ def test_view_rejects_bad_input_in_one_line(
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert lines[0].startswith("sandlot: error: ")
     assert not path.with_suffix(".html").exists()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to parse JavaScript")
+@pytest.mark.parametrize("module", ["sandlot.rlm.view", "sandlot.experiment.view"])
+def test_the_page_scripts_parse_as_javascript(module: str, tmp_path: Path) -> None:
+    """The viewers' .js files, put together as a page runs them, are valid JavaScript."""
+    script = tmp_path / "page.js"
+    script.write_text(importlib.import_module(module)._JS, encoding="utf-8")
+    subprocess.run(["node", "--check", str(script)], check=True, timeout=60)
+
+
+OLD_TRAJECTORY = Path(__file__).parent / "data" / "rlm_trajectory_before_typed_events.jsonl"
+
+
+def test_a_trajectory_written_before_typed_events_loads_and_renders(tmp_path: Path) -> None:
+    """A file the engine wrote from dict literals parses as typed events, lays out as the same
+    JSON again, and the viewer renders both of its runs."""
+    events = list(read_trajectory(OLD_TRAJECTORY))
+    adapter: TypeAdapter[RLMEvent] = TypeAdapter(RLMEvent)
+    typed = [adapter.validate_python(event) for event in events]
+    assert [event_dict(event) for event in typed] == events
+    assert {type(event).__name__ for event in typed} == {
+        "RunStart", "LMCall", "CodeRun", "SubCall", "RunEnd"
+    }  # fmt: skip
+    page = tmp_path / "old.html"
+    done = sandlot("rlm", "view", str(OLD_TRAJECTORY), "--output", str(page))
+    assert done.returncode == 0, done.stderr
+    dom = parse(dump_dom(page, tmp_path / "chromium-profile"))
+    assert dom.one("body", deep=True).attrs.get("data-rendered") == "2"
+    parent = next(e for e in typed if isinstance(e, RunStart) and e.parent is None)
+    assert run_of(dom, parent.run).attrs["data-status"] == "finished"

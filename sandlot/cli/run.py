@@ -17,16 +17,9 @@ from rich.text import Text
 
 from .. import __version__
 from ..backends import envs
+from ..cell_input import cells_from, read_cells
 from ..config import SandboxConfig
-from ..console import (
-    EXIT_ERROR,
-    Guard,
-    RawOpt,
-    cells_from,
-    expected_errors,
-    read_cells,
-    say,
-)
+from ..console import EXIT_ERROR, Guard, RawOpt, expected_errors, say
 from ..driver.farside import WORKDIR_INSIDE
 from ..errors import ConfigError
 from ..results import CodeResult

@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import ToolFailure
 from ..notebook import AsyncNotebookSession
 from ..rlm.lm import OpenAICompatibleLM
+from ..rlm.lm_protocol import Completion, LMError
 from ..rlm.trajectory import TrajectoryWriter
-from ..rlm.types import Completion, LMError
-from .config import ExperimentConfig, LimitsConfig
+from .config import ExperimentConfig, LimitsConfig, SingleAgentHarness
 from .outputs import RunResult
 
 EventHook = Callable[[dict[str, Any]], None]
@@ -105,10 +106,6 @@ def tool_specs(mode: str, functions: list[dict[str, Any]]) -> list[dict[str, Any
     return specs
 
 
-class ToolFailure(Exception):
-    """A tool call that cannot run as asked; its message goes back to the LM."""
-
-
 def _arguments(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw or "{}")
@@ -148,10 +145,13 @@ class SingleAgent:
         run: str = "run-1",
         on_event: EventHook | None = None,
     ) -> None:
+        if not isinstance(config.harness, SingleAgentHarness):
+            raise ValueError(f"SingleAgent runs a single_agent harness, not {config.harness.type}")
         self.lm = lm
         self.session = session
         self.config = config
-        self.limits: LimitsConfig = config.harness.limits
+        self.harness = config.harness
+        self.limits: LimitsConfig = self.harness.limits
         self.writer = writer
         self.run = run
         self.on_event = on_event
@@ -161,7 +161,7 @@ class SingleAgent:
         from ..mcp import render  # the notebook extra: imported when a harness runs
 
         self.renderer = render
-        self.render = render.RenderLimits(stdout=config.harness.tool_output_chars // 2)
+        self.render = render.RenderLimits(stdout=self.harness.tool_output_chars // 2)
         self.turns = 0
         self.calls = 0
         self.prompt_tokens = 0
@@ -185,8 +185,7 @@ class SingleAgent:
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation's start: the system prompt and the task with the session's prompt."""
-        harness = self.config.harness
-        system = (harness.system_prompt or SYSTEM_PROMPT).format(
+        system = (self.harness.system_prompt or SYSTEM_PROMPT).format(
             mode=self.mode,
             session_id=self.session.session_id,
             tools=", ".join(self.tool_names) or "(none)",
@@ -376,7 +375,7 @@ class SingleAgent:
         except Exception as exc:  # the session said no: the LM gets to read why
             text = f"error: {type(exc).__name__}: {exc}"
         shown, _ = self.renderer.clip(
-            text, self.config.harness.tool_output_chars, "the notebook or workspace"
+            text, self.harness.tool_output_chars, "the notebook or workspace"
         )
         self.emit(
             {
@@ -405,7 +404,7 @@ class SingleAgent:
             images = [(b.mime_type, b.data) for b in blocks if b.type == "image"]
             if not images:
                 return text
-            if self.config.harness.images:
+            if self.harness.images:
                 self.images += images
                 return text + f"\n[{len(images)} image(s): shown to you after the tool results]"
             return text + f"\n[{len(images)} image(s) are in the notebook]"

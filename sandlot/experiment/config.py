@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..config import ModelConfig, SandboxConfig, VolumeMount, _Strict
 from ..errors import ConfigError
@@ -172,42 +172,108 @@ class LimitsConfig(_Strict):
     max_time: float = Field(1800.0, gt=0, description="Wall-clock seconds of the harness.")
 
 
-class HarnessConfig(_Strict):
-    """Stage 3: the agent that works on the task."""
+HarnessType = Literal["single_agent", "rlm", "external"]
 
-    type: Literal["single_agent", "rlm", "external"] = Field(
-        "single_agent",
-        description="single_agent (an LM with tools), rlm (the RLM engine) or external "
-        "(stages 1-2 only; an agent attaches from outside).",
-    )
-    lm: LMConfig | None = Field(None, description="The LM (the root LM for rlm).")
-    sub_lm: LMConfig | None = Field(None, description="rlm: the sub-LM (default: lm).")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    system_prompt: str | None = Field(None, description="single_agent: replaces the default.")
-    rlm: RLMConfig = Field(default_factory=RLMConfig, description="rlm: the engine's limits.")
-    context: str | None = Field(
-        None, description="rlm: the context, or a file (a .txt, .md or .json) holding it."
-    )
+
+class HarnessConfig(_Strict):
+    """Stage 3: the agent that works on the task; one subclass per ``type``.
+
+    ``harness:`` in a file is one of :class:`SingleAgentHarness` (the default),
+    :class:`RLMHarness` or :class:`ExternalHarness`, told apart by ``type``;
+    each holds only the fields its kind reads.
+    """
+
+    type: HarnessType = Field(description="single_agent, rlm or external.")
     runs: int = Field(1, ge=1, le=1000, description="Runs of the experiment, side by side.")
     max_parallel: int = Field(1, ge=1, description="Runs at once.")
+
+    # Whether its runs need stage 2 (an execution session made for each run).
+    needs_session: ClassVar[bool] = False
+
+
+class _AgentHarness(HarnessConfig):
+    """A harness whose agent sandlot runs: it needs an LM."""
+
+    lm: LMConfig = Field(description="The LM (the root LM for rlm).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_lm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lm") is None:
+            kind = data.get("type", "single_agent")
+            raise ValueError(f"harness type {kind!r} needs an lm: {{model: ..., base_url: ...}}")
+        return data
+
+
+class SingleAgentHarness(_AgentHarness):
+    """An LM with tools on the execution session (``type: single_agent``)."""
+
+    type: Literal["single_agent"] = "single_agent"
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    system_prompt: str | None = Field(None, description="Replaces the default system prompt.")
     tool_output_chars: int = Field(
-        12_000, ge=500, description="single_agent: the most of one tool result the LM sees."
+        12_000, ge=500, description="The most of one tool result the LM sees."
     )
     images: bool = Field(
         False,
-        description="single_agent: show the LM the images its cells display (bounded in bytes "
-        "and pixels, in a message after the tool results); needs a model that reads images.",
+        description="Show the LM the images its cells display (bounded in bytes and pixels, in "
+        "a message after the tool results); needs a model that reads images.",
     )
 
-    @model_validator(mode="after")
-    def _needs_lm(self) -> HarnessConfig:
-        if self.type != "external" and self.lm is None:
-            raise ValueError(
-                f"harness type {self.type!r} needs an lm: {{model: ..., base_url: ...}}"
-            )
-        if self.type == "external" and self.runs > 1:
+    needs_session: ClassVar[bool] = True
+
+
+class RLMHarness(_AgentHarness):
+    """The RLM engine, in sandboxes of the environment's config (``type: rlm``)."""
+
+    type: Literal["rlm"] = "rlm"
+    sub_lm: LMConfig | None = Field(None, description="The sub-LM (default: lm).")
+    rlm: RLMConfig = Field(default_factory=RLMConfig, description="The engine's limits.")
+    context: str | None = Field(
+        None, description="The context, or a file (a .txt, .md or .json) holding it."
+    )
+
+
+class ExternalHarness(HarnessConfig):
+    """Stages 1-2 only: an agent attaches from outside (``type: external``)."""
+
+    type: Literal["external"] = "external"
+
+    @field_validator("runs")
+    @classmethod
+    def _one_run(cls, v: int) -> int:
+        if v > 1:
             raise ValueError("runs > 1 needs a harness that runs (single_agent or rlm)")
-        return self
+        return v
+
+
+HARNESS_KINDS: dict[str, type[HarnessConfig]] = {
+    "single_agent": SingleAgentHarness,
+    "rlm": RLMHarness,
+    "external": ExternalHarness,
+}
+
+
+def _harness_kind(value: Any) -> str | None:
+    """The class name of the harness ``value`` is (None for an unknown ``type``)."""
+    if isinstance(value, HarnessConfig):
+        return type(value).__name__
+    kind = value.get("type", "single_agent") if isinstance(value, dict) else "single_agent"
+    cls = HARNESS_KINDS.get(kind) if isinstance(kind, str) else None
+    return cls.__name__ if cls is not None else None
+
+
+Harness = Annotated[
+    Annotated[SingleAgentHarness, Tag("SingleAgentHarness")]
+    | Annotated[RLMHarness, Tag("RLMHarness")]
+    | Annotated[ExternalHarness, Tag("ExternalHarness")],
+    Discriminator(
+        _harness_kind,
+        custom_error_type="harness_type",
+        custom_error_message="Input should be 'single_agent', 'rlm' or 'external'",
+        custom_error_context={"field": "type"},
+    ),
+]
 
 
 class OutputsConfig(_Strict):
@@ -229,7 +295,7 @@ class ExperimentConfig(_Strict):
     task: str = Field(description="What the agent is asked: text, or a .md file holding it.")
     environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    harness: HarnessConfig = Field(description="Stage 3: the agent (type, lm, limits, runs).")
+    harness: Harness = Field(description="Stage 3: the agent (type, lm, limits, runs).")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @field_validator("name")
@@ -251,7 +317,7 @@ class ExperimentConfig(_Strict):
     @field_validator("harness")
     @classmethod
     def _context(cls, v: HarnessConfig) -> HarnessConfig:
-        ctx = v.context
+        ctx = v.context if isinstance(v, RLMHarness) else None
         if ctx is not None and "\n" not in ctx and ctx.endswith((".txt", ".md", ".json")):
             v.context = _read_text(ctx, "context")
         return v
@@ -351,6 +417,9 @@ _CLASS_NAMES = {
     "EnvironmentConfig",
     "ExecutionConfig",
     "HarnessConfig",
+    "SingleAgentHarness",
+    "RLMHarness",
+    "ExternalHarness",
     "LimitsConfig",
     "OutputsConfig",
     "LMConfig",

@@ -23,7 +23,7 @@ from ..rlm.trajectory import TrajectoryWriter
 from ..sink import private_opener
 from ..sync import blocking_twin
 from .agent import EventHook, SingleAgent
-from .config import ExperimentConfig
+from .config import ExperimentConfig, ExternalHarness, RLMHarness, SingleAgentHarness
 from .outputs import RunResult, new_batch_dir, save_workspace, write_json
 from .stages import EnvironmentHandle, ExecutionHandle, asetup_environment, asetup_execution
 
@@ -71,17 +71,16 @@ async def arun_harness(
     result = RunResult(run=run, status="failed", stop_reason="error")
     agent: SingleAgent | None = None
     try:
-        if harness.type == "single_agent":
+        if isinstance(harness, SingleAgentHarness):
             if execution is None:
                 raise ValueError("the single_agent harness needs a session: run setup_execution")
-            assert harness.lm is not None  # the config requires it
             agent = SingleAgent(
                 harness.lm.client(), execution.session, config, writer, run=run, on_event=on_event
             )
             result = await agent.arun()
-        elif harness.type == "rlm":
-            result = await _run_rlm(env, config, writer, run, on_event)
-        else:
+        elif isinstance(harness, RLMHarness):
+            result = await _run_rlm(env, config, harness, writer, run, on_event)
+        else:  # ExternalHarness
             raise ValueError("the external harness runs no agent: use deploy, then attach")
     finally:
         writer.close()
@@ -100,12 +99,11 @@ run_harness = blocking_twin(arun_harness)
 async def _run_rlm(
     env: EnvironmentHandle,
     config: ExperimentConfig,
+    harness: RLMHarness,
     writer: TrajectoryWriter,
     run: str,
     on_event: EventHook | None,
 ) -> RunResult:
-    harness = config.harness
-    assert harness.lm is not None
     root = harness.lm.client()
     sub = harness.sub_lm.client() if harness.sub_lm is not None else None
     started = time.monotonic()
@@ -168,7 +166,7 @@ async def _one_run(
             on_event(event)
 
     try:
-        if config.harness.type == "single_agent":
+        if config.harness.needs_session:
             note({"type": "stage", "run": run, "stage": "execution"})
             execution = await asetup_execution(
                 env, config, notebook=folder / NOTEBOOK, name=f"{config.name}-{run}"
@@ -224,7 +222,7 @@ async def arun_experiment(
     after or inside its current step, ends every session, and writes each
     run's transcript end and summary before the cancellation goes on.
     """
-    if config.harness.type == "external":
+    if isinstance(config.harness, ExternalHarness):
         raise ValueError("the external harness runs no agent: use deploy_experiment")
     batch = new_batch_dir(config.outputs.dir, config.name)
     if on_directory is not None:

@@ -18,10 +18,10 @@ from typing import ParamSpec
 
 from mcp.types import CallToolResult, TextContent
 
-from ..errors import ConfigError, SandboxDied, SandboxError
+from ..errors import ConfigError, SandboxDied, SandboxError, ToolFailure
 from ..notebook import SessionServerError
 from ..notebook.wire import KernelDied
-from .sessions import Sessions, ToolFailure
+from .sessions import Sessions
 
 MAX_ERROR_CHARS = 4_000
 P = ParamSpec("P")

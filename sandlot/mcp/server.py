@@ -44,6 +44,7 @@ from ..notebook import (
     alist_sessions,
     ashutdown_session,
 )
+from ..notebook.execution import OnOutput
 from ..tasks import TaskScope
 from . import errors
 from .images import IMAGE_MIME_TYPES
@@ -51,8 +52,6 @@ from .progress import CellProgress
 from .render import Block, RenderLimits, render_exec, render_execution
 from .served import ServedFunctionsServer
 from .sessions import Sessions, StartOptions
-
-OnOutput = Callable[[dict[str, Any]], Awaitable[None]]
 
 SessionArg = Annotated[
     str | None,

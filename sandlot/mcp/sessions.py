@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SandboxConfig
+from ..errors import ToolFailure
 from ..notebook import AsyncNotebookSession, Mode, aattach, astart_session
-
-
-class ToolFailure(Exception):
-    """A tool cannot do what was asked; the message says why and what to call instead."""
 
 
 @dataclass

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..cell_input import cells_from, read_cells
 from ..config import SandboxConfig
-from ..console import RawOpt, cells_from, expected_errors, read_cells, say
+from ..console import RawOpt, expected_errors, say
 from ..sink import Sink
 from . import NotebookSession, attach, list_sessions, shutdown_session, start_session
 from .execution import Execution

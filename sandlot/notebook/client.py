@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from ..sync import Portal, Twin, blocking, blocking_twin, mirror
 from ..tasks import TaskScope
 from ..workspace import Workspace
 from . import wire
-from .execution import Execution
+from .execution import Execution, OnOutput
 from .wire import (
     MAX_LINE,
     SOCKET_NAME,
@@ -47,7 +47,6 @@ from .wire import (
     sessions_dir,
 )
 
-OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
 R = TypeVar("R")
 SERVER_START_TIMEOUT = 30.0
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..results import ExecutionError as ExecutionError  # the one class, re-exported
 from ..sink import Sink, TextStream
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
@@ -29,6 +31,9 @@ MAX_RICH_BYTES = 32 << 20  # rich data (images, HTML, JSON) and tracebacks one c
 MAX_RICH_OUTPUTS = 1000  # rich outputs and errors one cell keeps (empty ones cost no bytes)
 MAX_MIME_TYPES = 16  # representations kept per output
 MAX_TRACEBACK_LINES = 500
+
+# Called with each output message of a cell (a notebook output dict) as it arrives.
+OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 @dataclass
@@ -66,17 +71,15 @@ class Result:
 
 
 @dataclass
-class ExecutionError:
-    """An exception raised by a cell: its type name, message and traceback (plain text)."""
-
-    name: str
-    value: str
-    traceback: str
-
-
-@dataclass
 class Execution:
-    """The outcome of one cell."""
+    """The outcome of one cell.
+
+    It shares its error type and its ``stdout``/``stderr``/``truncated``/
+    ``timed_out`` fields with :class:`~sandlot.results.CodeResult` but is a type
+    of its own: a Jupyter cell gives rich outputs by MIME type (the value among
+    them) rather than one ``repr``, is read while it still runs (``done``), and
+    can cost the kernel a restart; ``run_code``'s REPL has none of these.
+    """
 
     stdout: str = ""
     stderr: str = ""

@@ -21,13 +21,12 @@ import datetime
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..channel import Request
 from ..sandbox import AsyncSandbox
 from ..tasks import TaskScope
-from .execution import Collector, Execution, ExecutionError
+from .execution import Collector, Execution, ExecutionError, OnOutput
 from .wire import KernelDied
 
 MAX_KERNEL_MESSAGE = 64 << 20  # the largest message a kernel may send, all its chunks together
@@ -35,8 +34,6 @@ PROTOCOL_VERSION = "5.3"
 # Seconds of quiet after a cell's reply before its outputs are taken as complete. iopub is
 # a socket of its own: a big output ahead of the idle status can arrive well after the reply.
 IDLE_GRACE = 5.0
-
-OnOutput = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 def now_iso() -> str:

@@ -12,7 +12,7 @@ with a ``model`` name and ``acomplete(messages)`` (or ``complete``) is an LM, an
 
 from .engine import RLM, RLMConfig, RLMResult
 from .lm import LMConfig, OpenAICompatibleLM
-from .types import (
+from .lm_protocol import (
     LM,
     AsyncLM,
     Completion,

@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -43,9 +43,20 @@ from ..sink import Sink
 from ..sync import blocking_twin
 from ..tasks import TaskScope
 from . import prompts
+from .events import (
+    CallUsage,
+    CodeRun,
+    LMCall,
+    RLMEvent,
+    RunEnd,
+    RunStart,
+    SubCall,
+    SubCallBegin,
+    event_dict,
+)
+from .lm_protocol import LM, Completion, LMError, Message, Usage, acomplete, check_lm
 from .prelude import PRELUDE, SUBMITTED, final_var_code, load_context_code
 from .trajectory import TrajectoryWriter, preview
-from .types import LM, Completion, LMError, Message, Usage, acomplete, check_lm
 
 StopReason = Literal[
     "final",
@@ -517,17 +528,43 @@ class _Run:
 
     # -- events ------------------------------------------------------------------
 
-    def emit(self, event: dict[str, Any], *, persist: bool = True) -> None:
+    def emit(self, event: RLMEvent, *, persist: bool = True) -> None:
         """Record ``event`` (unless transient) and pass it to ``on_event``, secrets redacted."""
-        event = {
-            "run": self.run_id,
-            "t": round(time.monotonic() - self.t0, 6),
-            **self.rlm.sink.data(event),
-        }
+        stamped = replace(event, run=self.run_id, t=round(time.monotonic() - self.t0, 6))
+        record = self.rlm.sink.data(event_dict(stamped))
         if persist:
-            self.tree.writer.write(event)
+            self.tree.writer.write(record)
         if self.rlm.on_event is not None:
-            self.rlm.on_event(event)
+            self.rlm.on_event(record)
+
+    def sub_call_ended(
+        self,
+        kind: Literal["llm", "rlm"],
+        lm: LM,
+        batch: int | None,
+        started: float,
+        prompt: str,
+        response: str,
+        tokens: int,
+        error: str | None,
+        child: str | None,
+    ) -> None:
+        """Record a sub-LM call or child RLM that began at ``started`` (prompt and reply cut)."""
+        self.emit(
+            SubCall(
+                iteration=self.iteration,
+                kind=kind,
+                model=lm.model,
+                batch=batch,
+                seconds=round(time.monotonic() - started, 6),
+                prompt_chars=len(prompt),
+                prompt=preview(prompt),
+                response=preview(response),
+                tokens=tokens,
+                error=error,
+                child=child,
+            )
+        )
 
     # -- the sandbox -------------------------------------------------------------
 
@@ -616,7 +653,7 @@ class _Run:
             raise
         async with self.tree.llm_slots:
             started = time.monotonic()
-            self.emit({"type": "sub_call_begin", "kind": "llm", "batch": batch}, persist=False)
+            self.emit(SubCallBegin(kind="llm", batch=batch), persist=False)
             error = None
             text = ""
             tokens = 0
@@ -628,22 +665,7 @@ class _Run:
                 error = str(exc)
                 raise
             finally:
-                self.emit(
-                    {
-                        "type": "sub_call",
-                        "iteration": self.iteration,
-                        "kind": "llm",
-                        "model": lm.model,
-                        "batch": batch,
-                        "seconds": round(time.monotonic() - started, 6),
-                        "prompt_chars": len(prompt),
-                        "prompt": preview(prompt),
-                        "response": preview(text),
-                        "tokens": tokens,
-                        "error": error,
-                        "child": None,
-                    }
-                )
+                self.sub_call_ended("llm", lm, batch, started, prompt, text, tokens, error, None)
         return text
 
     async def llm_query(self, prompt: str, model: str | None = None) -> str:
@@ -691,30 +713,13 @@ class _Run:
         started = time.monotonic()
         data, kind, chars = _encode_context(prompt)
         child = _Run(self.tree, depth=self.depth + 1, parent=self.run_id, root_lm=lm)
-        self.emit(
-            {"type": "sub_call_begin", "kind": "rlm", "batch": batch, "child": child.run_id},
-            persist=False,
-        )
+        self.emit(SubCallBegin(kind="rlm", batch=batch, child=child.run_id), persist=False)
         async with self.tree.pool(self.depth + 1).sandbox() as sandbox:
             result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
         self.usage.merge(result.usage)
         error = None if result.finished else (result.error or result.stop_reason)
-        self.emit(
-            {
-                "type": "sub_call",
-                "iteration": self.iteration,
-                "kind": "rlm",
-                "model": lm.model,
-                "batch": batch,
-                "seconds": round(time.monotonic() - started, 6),
-                "prompt_chars": len(prompt),
-                "prompt": preview(prompt),
-                "response": preview(str(result.answer)),
-                "tokens": result.usage.total_tokens,
-                "error": error,
-                "child": child.run_id,
-            }
-        )
+        reply, tokens = str(result.answer), result.usage.total_tokens
+        self.sub_call_ended("rlm", lm, batch, started, prompt, reply, tokens, error, child.run_id)
         if result.answer is None:
             raise LMError(f"the child RLM gave no answer: {error}")
         return result.answer if isinstance(result.answer, str) else json.dumps(result.answer)
@@ -734,15 +739,14 @@ class _Run:
         rlm = self.rlm
         desc = prompts.describe_context(context, chars)
         self.emit(
-            {
-                "type": "run_start",
-                "depth": self.depth,
-                "parent": self.parent,
-                "started_at": time.time(),
-                "query": query,
-                "context": {"type": type(context).__name__, "size": chars},
-                "models": {"root": self.root_lm.model, "sub": rlm.sub_lm.model},
-                "limits": {
+            RunStart(
+                depth=self.depth,
+                parent=self.parent,
+                started_at=time.time(),
+                query=query,
+                context={"type": type(context).__name__, "size": chars},
+                models={"root": self.root_lm.model, "sub": rlm.sub_lm.model},
+                limits={
                     "max_iterations": rlm.max_iterations,
                     "max_llm_calls": rlm.max_llm_calls,
                     "max_depth": rlm.max_depth,
@@ -751,7 +755,7 @@ class _Run:
                     "max_errors": rlm.max_errors,
                     "pool_size": rlm.pool_size,
                 },
-            }
+            )
         )
         try:
             # The sandbox starts while the root LM thinks about its first turn; the scope
@@ -790,16 +794,15 @@ class _Run:
             detail = self.rlm.redactor.redact(detail)
         finished = reason == "final"
         self.emit(
-            {
-                "type": "run_end",
-                "answer": answer,
-                "finished": finished,
-                "stop_reason": reason,
-                "error": detail,
-                "iterations": self.iteration,
-                "usage": self.usage.to_dict(),
-                "seconds": round(seconds, 6),
-            }
+            RunEnd(
+                answer=answer,
+                finished=finished,
+                stop_reason=reason,
+                error=detail,
+                iterations=self.iteration,
+                usage=self.usage.to_dict(),
+                seconds=round(seconds, 6),
+            )
         )
         return RLMResult(
             answer=answer,
@@ -882,29 +885,29 @@ class _Run:
                 raise LMError(str(exc)) from None
         prompt_chars = sum(len(m["content"]) for m in messages)
         started = time.monotonic()
-        event: dict[str, Any] = {
-            "type": "lm_call",
-            "iteration": self.iteration,
-            "prompt_chars": prompt_chars,
-            "messages": len(messages),
-            "last": last,
-        }
+        turn = LMCall(
+            iteration=self.iteration,
+            prompt_chars=prompt_chars,
+            messages=len(messages),
+            last=last,
+            seconds=0.0,
+            reply="",
+            usage=None,
+            error=None,
+        )
         try:
             completion, seconds = await self.lm_call(self.root_lm, messages)
         except LMError as exc:
-            event.update(seconds=round(time.monotonic() - started, 6), reply="", usage=None)
-            self.emit({**event, "error": str(exc)})
+            self.emit(replace(turn, seconds=round(time.monotonic() - started, 6), error=str(exc)))
             raise
-        usage = {
+        usage: CallUsage = {
             "model": completion.model,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
             "cost": completion.cost,
         }
         reply = completion.text
-        self.emit(
-            {**event, "seconds": round(seconds, 6), "reply": reply, "usage": usage, "error": None}
-        )
+        self.emit(replace(turn, seconds=round(seconds, 6), reply=reply, usage=usage))
         return reply
 
     async def act(self, reply: str, data: bytes, kind: str) -> tuple[list[str], bool]:
@@ -958,16 +961,15 @@ class _Run:
         shown = self.rlm.redactor.redact(shown)
         shown, dropped = truncate_middle(shown, self.rlm.max_output_chars)
         self.emit(
-            {
-                "type": "code",
-                "iteration": self.iteration,
-                "block": index,
-                "seconds": round(time.monotonic() - started, 6),
-                "code": code,
-                "output": shown,
-                "error": error,
-                "truncated": dropped,
-            }
+            CodeRun(
+                iteration=self.iteration,
+                block=index,
+                seconds=round(time.monotonic() - started, 6),
+                code=code,
+                output=shown,
+                error=error,
+                truncated=dropped,
+            )
         )
         return shown, error is None
 

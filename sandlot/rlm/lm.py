@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import Field
 
 from ..config import _Strict
-from .types import Completion, LMError, ToolCall
+from .lm_protocol import Completion, LMError, ToolCall
 
 if TYPE_CHECKING:
     import openai

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .types import Completion, Message
+from .lm_protocol import Completion, Message
 
 NIAH_QUERY = (
     "Somewhere in the context is a line that says 'The magic number is N'. What is N? "

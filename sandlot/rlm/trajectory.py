@@ -1,24 +1,8 @@
 """A run's trajectory: one JSON object per line, appended and flushed as things happen.
 
-A crash loses nothing already written. Every event has ``type``, ``run`` (the
-run's id; a child RLM has its own, and names its ``parent``) and ``t`` (seconds
-since the run started). The types and their fields:
-
-- ``run_start``: ``depth``, ``parent``, ``started_at`` (epoch seconds), ``query``,
-  ``context`` (``{"type", "size"}``), ``models`` (``{"root", "sub"}``), ``limits``.
-- ``lm_call``: a root LM turn. ``iteration``, ``seconds``, ``prompt_chars``,
-  ``messages`` (how many), ``reply``, ``usage`` (``{"model", "prompt_tokens",
-  "completion_tokens", "cost"}``), ``error`` (``None`` unless the call failed).
-- ``code``: one code block run. ``iteration``, ``block``, ``seconds``, ``code``,
-  ``output`` (what the LM was shown), ``error`` (``"Name: message"`` or ``None``),
-  ``truncated`` (chars dropped from the middle, 0 if none).
-- ``sub_call``: one sub-LM or child-RLM call made from the REPL. ``iteration``,
-  ``kind`` (``"llm"`` or ``"rlm"``), ``model``, ``batch`` (index in its batch or
-  ``None``), ``seconds``, ``prompt_chars``, ``prompt`` and ``response`` (both cut
-  to ``PREVIEW_CHARS``), ``tokens`` (all the call used, a child run's included),
-  ``error``, ``child`` (the child run's id, for ``"rlm"``).
-- ``run_end``: ``answer``, ``finished`` (bool), ``stop_reason``, ``error``,
-  ``iterations``, ``usage`` (``Usage.to_dict()``), ``seconds``.
+A crash loses nothing already written. The RLM engine's events are declared in
+:mod:`sandlot.rlm.events`, one data class per ``type``; an experiment's
+transcript is written through the same writer with events of its own.
 """
 
 from __future__ import annotations

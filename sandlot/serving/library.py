@@ -29,8 +29,8 @@ from ..driver import codec
 from ..errors import ConfigError, SandboxDied, SandboxError
 
 if TYPE_CHECKING:
+    from ..router import Route
     from ..sandbox import AsyncSandbox
-    from ..tools import Route
 
 T = TypeVar("T")
 ExposeAs = Literal["library", "mcp", "prompt"]

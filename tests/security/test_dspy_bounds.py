@@ -15,7 +15,7 @@ import pytest
 from conftest import strict
 from dspy.primitives.code_interpreter import CodeExecutionError, FinalOutput
 
-from sandlot.rlm.dspy import SandlotInterpreter
+from sandlot.integrations.dspy import SandlotInterpreter
 
 MIB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""The shapes the RLM engine trades in: messages, completions, the LM protocol, usage.
+"""What an LM is to sandlot, and what it trades in: messages, completions, usage.
 
 Any object with a ``model`` name and an ``acomplete(messages)`` coroutine is an
 LM to sandlot (``AsyncLM``); one with a blocking ``complete(messages)`` works too

@@ -1,0 +1,11 @@
+"""Adapters that let other agent frameworks run their code in sandlot sandboxes.
+
+One module per framework, each behind its own extra, each built on the sandbox
+API; nothing else in sandlot imports from here:
+
+- :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
+  ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
+
+A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
+``docs/architecture.md``.
+"""
