@@ -1,7 +1,8 @@
+/* global h, text, has, secs, block, fact, chips -- from sandlot/rlm/viewer/helpers.js */
 
   const source = document.getElementById("experiment-data");
   let data;
-  try { data = JSON.parse(source.textContent); } catch (err) { data = {}; }
+  try { data = JSON.parse(source.textContent); } catch { data = {}; }
   const runsData = Array.isArray(data.runs) ? data.runs : [];
   const root = document.getElementById("app");
   const obj = (v) => (v !== null && typeof v === "object" && !Array.isArray(v) ? v : {});
@@ -19,7 +20,7 @@
   }
   // A PNG or JPEG output as an image: only those two types (never SVG, which is a
   // document), and only data that is base64 and nothing else.
-  const BASE64 = /^[A-Za-z0-9+\/]+={0,2}$/;
+  const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
   function image(o) {
     const d = obj(obj(o).data);
     for (const mime of ["image/png", "image/jpeg"]) {
@@ -33,7 +34,7 @@
     }
     return null;
   }
-  function cell(c, i) {
+  function cell(c) {
     c = obj(c);
     const src = Array.isArray(c.source) ? c.source.map(text).join("") : text(c.source);
     const kind = text(c.cell_type) || "?";

@@ -1,3 +1,5 @@
+/* exported has, secs, cost, oneLine, block, fact, chips -- for the page's own script,
+   which page_script() puts after this file */
 
   // -- building blocks: every piece of trajectory text goes in as a text node
   function h(tag, props, ...kids) {

@@ -1,9 +1,10 @@
+/* global h, num, text, has, secs, int, cost, oneLine, block, fact, chips -- from helpers.js */
 
   const source = document.getElementById("trajectory-data");
   let data;
   try {
     data = JSON.parse(source.textContent);
-  } catch (err) {
+  } catch {
     data = [];
   }
   const events = (Array.isArray(data) ? data : []).filter(
