@@ -125,7 +125,7 @@ SUBCOMMANDS = (
     Subcommand("secrets", "Check secrets without showing them.", _secrets, group=True),
     Subcommand(
         "modal",
-        "Sandboxes on Modal (backend='modal'; pip install 'sandlot[modal]').",
+        "Sandboxes on Modal (backend='modal'; pip install 'sandlot\\[modal]').",
         _modal,
         group=True,
     ),

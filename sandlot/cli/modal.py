@@ -13,7 +13,7 @@ from rich.table import Table
 from ..console import expected_errors, fail
 
 modal_app = typer.Typer(
-    help="Sandboxes on Modal (backend='modal'; pip install 'sandlot[modal]').",
+    help="Sandboxes on Modal (backend='modal'; pip install 'sandlot\\[modal]').",
     no_args_is_help=True,
     add_completion=False,
 )
