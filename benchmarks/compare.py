@@ -131,6 +131,61 @@ def new_tree() -> Tree:
     return Tree("new", REPO, f"{commit[:12]}{dirty} (working tree {REPO})")
 
 
+def alternate(
+    script: Path, argv: list[str], ref: str, rounds: int
+) -> tuple[list[Tree], dict[str, dict[str, list[float]]]]:
+    """Run ``script argv --json FILE`` in a fresh process per tree and round, sides alternating.
+
+    The script writes its samples to FILE as ``{series: [seconds, ...]}`` and runs
+    with ``PYTHONPATH`` set to the tree it measures (the base worktree of ``ref`` or
+    this one). Returns both trees (base first) and each side's samples, every
+    round's joined.
+    """
+    with base_worktree(ref) as base:
+        trees = [base, new_tree()]
+        got: dict[str, dict[str, list[float]]] = {t.side: {} for t in trees}
+        for turn in range(rounds):
+            for tree in trees if turn % 2 else trees[::-1]:
+                with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                    subprocess.run(
+                        [sys.executable, str(script), *argv, "--json", out.name],
+                        env={**os.environ, "PYTHONPATH": str(tree.path)},
+                        check=True,
+                    )
+                    for series, samples in json.loads(Path(out.name).read_text()).items():
+                        got[tree.side].setdefault(series, []).extend(samples)
+    return trees, got
+
+
+def side_by_side(
+    title: str, rows: dict[str, str], trees: list[Tree], got: dict[str, dict[str, list[float]]]
+) -> None:
+    """The commits and one table: per series (labelled by ``rows``) both p50s and the ratios."""
+    for tree in trees:
+        console.print(f"{tree.side}: {tree.commit}", highlight=False)
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "measurement",
+        "n a side",
+        "base p50",
+        "new p50",
+        "new/base p50",
+        "new/base p95",
+    ):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for series, label in rows.items():
+        old, new = got["base"][series], got["new"][series]
+        table.add_row(
+            label,
+            str(len(new)),
+            fmt(pct(old, 0.5), "ms"),
+            fmt(pct(new, 0.5), "ms"),
+            ratio(pct(new, 0.5), pct(old, 0.5), higher_is_better=False),
+            ratio(pct(new, 0.95), pct(old, 0.95), higher_is_better=False),
+        )
+    console.print(table)
+
+
 def digest(tree: Path) -> str:
     """A short hash of the ``sandlot`` package's source in ``tree``: did it change mid-run?"""
     h = hashlib.sha256()

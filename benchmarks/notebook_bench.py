@@ -1,6 +1,6 @@
 """Notebook sessions beside a bare Jupyter kernel, in one run.
 
-    uv run python benchmarks/notebook_bench.py [--runs N] [--cells N]
+    uv run python benchmarks/notebook_bench.py [--runs N] [--cells N] [--base REF [--rounds N]]
 
 Measured on this machine, side by side:
 
@@ -17,12 +17,20 @@ Measured on this machine, side by side:
 
 The issue's goals: attach <= 10 ms, ``execute_code`` through MCP <= 10 ms p50,
 kernel start within 1.5x of a bare ipykernel's.
+
+With ``--base REF``, sandlot's rows are measured against commit REF as well,
+side by side: REF is checked out into a temporary worktree (as ``compare.py``
+does) and each round runs this script once per tree, in a fresh process with
+``PYTHONPATH`` set to that tree (its own session server and sessions folder),
+the order turning each round; the table gives both sides' p50 over all
+rounds and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -31,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import console, ms, pct, table
+from compare import alternate, side_by_side
 
 from sandlot.notebook import aattach, astart_session
 
@@ -106,16 +115,43 @@ async def through_mcp(session_id: str, cells: int) -> list[float]:
     return trips
 
 
+SANDLOT_ROWS = {
+    "start": "start_session",
+    "attach": "aattach(session_id)",
+    "api": "session.execute of '1+1'",
+    "mcp": "mcp execute_code (stdio)",
+}
+
+
+async def measure(runs: int, cells: int) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Every series, in a sessions folder of this process's own."""
+    with tempfile.TemporaryDirectory(prefix="sandlot-nb-bench-") as tmp:
+        os.environ["SANDLOT_SESSIONS_DIR"] = str(Path(tmp) / "sessions")
+        os.environ.setdefault("SANDLOT_SESSIONS_LINGER", "2")
+        bare_start, bare_trip = await bare_kernel(runs, cells)
+        ours = await sessions(runs, cells, str(Path(tmp) / "notebooks"))
+    return bare_start, bare_trip, ours
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="kernel starts of each kind")
     parser.add_argument("--cells", type=int, default=100, help="round trips of each kind")
+    parser.add_argument("--base", help="also measure this commit (git ref), side by side")
+    parser.add_argument("--rounds", type=int, default=4, help="with --base: rounds a side")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # one side's samples, for --base
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sandlot-nb-bench-") as tmp:
-        os.environ["SANDLOT_SESSIONS_DIR"] = str(Path(tmp) / "sessions")
-        os.environ.setdefault("SANDLOT_SESSIONS_LINGER", "2")
-        bare_start, bare_trip = await bare_kernel(args.runs, args.cells)
-        ours = await sessions(args.runs, args.cells, str(Path(tmp) / "notebooks"))
+    if args.base:
+        argv = ["--runs", str(args.runs), "--cells", str(args.cells)]
+        trees, got = alternate(Path(__file__), argv, args.base, args.rounds)
+        side_by_side(
+            f"Notebook sessions, {args.rounds} rounds a side (ms)", SANDLOT_ROWS, trees, got
+        )
+        return
+    bare_start, bare_trip, ours = await measure(args.runs, args.cells)
+    if args.json:
+        Path(args.json).write_text(json.dumps(ours))
+        return
     base_start = pct(bare_start, 0.5)
     table(
         f"Kernel start (p50 / p95 ms over {args.runs})",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from processes import ancestors, parent
 
-from sandlot.backends.ssh import SSHBackend
+from sandlot.backends.stream import SSHBackend  # the path every version has (benchmarks --base)
 
 SSHD = "/usr/sbin/sshd"
 
