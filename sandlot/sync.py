@@ -8,9 +8,10 @@ blocking method from the async one (same signature, same docstring), and
 the same for a function, or a method of the same object, outside the twin
 classes (the experiment stages, the notebook functions, the RLM). Only what
 must differ is written out: start-up and context managers, streaming
-(``Process``), and the pool's host threads; ``same_parameters`` gives such a
-method the async one's parameters. ``tests/test_sync_twins.py`` fails when an
-async class gains a public member its twin lacks.
+(``Process``), and the pool's host threads; ``same_parameters``
+(:mod:`sandlot.signatures`) gives such a method the async one's parameters.
+``tests/test_sync_twins.py`` fails when an async class gains a public member
+its twin lacks.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
 from .router import Router
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
+from .signatures import same_parameters
 from .tasks import TaskScope
 
 T = TypeVar("T")
 R = TypeVar("R")
-S = TypeVar("S")
 P = ParamSpec("P")
 
 
@@ -234,28 +235,6 @@ def blocking_twin(
         signature = signature.replace(return_annotation=into.__name__)
     call.__signature__ = signature  # type: ignore[attr-defined]
     return call
-
-
-def same_parameters(
-    source: Callable[Concatenate[Any, P], Any],
-) -> Callable[[Callable[Concatenate[S, ...], R]], Callable[Concatenate[S, P], R]]:
-    """A method written out by hand, with the parameters of the async class's method.
-
-    ``@same_parameters(AsyncSandboxPool.__init__)`` over ``def __init__(self,
-    *args, **kwargs)``: the type checker, ``inspect`` and ``help()`` see the
-    async method's parameters (the method keeps its own return type and
-    docstring), so the blocking twin cannot drift from them; the body passes the
-    arguments on.
-    """
-
-    def take(method: Callable[Concatenate[S, ...], R]) -> Callable[Concatenate[S, P], R]:
-        own = inspect.signature(method).return_annotation
-        method.__signature__ = inspect.signature(source).replace(  # type: ignore[attr-defined]
-            return_annotation=own
-        )
-        return method
-
-    return take
 
 
 class mirror(Generic[T]):

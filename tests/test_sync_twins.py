@@ -73,6 +73,7 @@ def test_blocking_methods_have_the_async_signature_and_docstring(twin: type) -> 
         (Sandbox.__init__, sandlot.AsyncSandbox.__init__),
         (Sandbox.exec_stream, sandlot.AsyncSandbox.exec_stream),
         (SandboxPool.__init__, sandlot.AsyncSandboxPool.__init__),
+        (sandlot.AsyncSandbox.exec, sandlot.AsyncSandbox.exec_stream),
     ],
     ids=lambda f: f.__qualname__,
 )
