@@ -1,8 +1,9 @@
-"""What the command lines print on stderr, and how they fail.
+"""What the command lines print on stderr, how they fail, and how a group is made.
 
 Shared by ``sandlot`` (:mod:`sandlot.cli`) and ``sandlot rlm``
 (:mod:`sandlot.rlm.cli`), so that neither imports the other: expected failures
-print one ``sandlot: error: ...`` line and exit with status 2.
+print one ``sandlot: error: ...`` line and exit with status 2; every subcommand
+group is made by :func:`group`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def show_page(page: Path, open_page: bool) -> None:
     typer.echo(str(page))
     if open_page and not webbrowser.open(page.resolve().as_uri()):
         say("warning: found no web browser to open the page with")
+
+
+def group(help: str) -> typer.Typer:
+    """A subcommand group of ``sandlot`` (``sandlot rlm``, ``sandlot volume``, ...) saying
+    ``help``: called bare it shows that help; like the root, it offers no shell completion."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False)
 
 
 RawOpt = Annotated[

@@ -36,6 +36,7 @@ from .link import Link
 from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
 from .router import Router
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
+from .signatures import same_parameters
 from .tasks import TaskScope
 from .untar import DownloadResult
 
@@ -482,28 +483,6 @@ class AsyncSandbox:
             "limit": self.config.max_output_bytes,
         }
 
-    async def exec(
-        self,
-        *argv: str,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | str | None = None,
-    ) -> ExecResult:
-        """Run a command in the sandbox and wait for it; its process group dies on timeout."""
-        proc = self.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
-        kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-        async for chunk in proc:
-            kept[chunk.stream].append(chunk.data)
-        assert proc.result is not None
-        return ExecResult(
-            returncode=proc.result.returncode,
-            stdout=b"".join(kept["stdout"]).decode("utf-8", "replace"),
-            stderr=b"".join(kept["stderr"]).decode("utf-8", "replace"),
-            timed_out=proc.result.timed_out,
-            truncated=proc.result.truncated,
-        )
-
     def exec_stream(
         self,
         *argv: str,
@@ -522,6 +501,22 @@ class AsyncSandbox:
         fields = self._exec_fields(argv, timeout, cwd, env)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         return AsyncProcess(self, fields, data)
+
+    @same_parameters(exec_stream)
+    async def exec(self, *args: Any, **kwargs: Any) -> ExecResult:
+        """Run a command in the sandbox and wait for it; its process group dies on timeout."""
+        proc = self.exec_stream(*args, **kwargs)
+        kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        async for chunk in proc:
+            kept[chunk.stream].append(chunk.data)
+        assert proc.result is not None
+        return ExecResult(
+            returncode=proc.result.returncode,
+            stdout=b"".join(kept["stdout"]).decode("utf-8", "replace"),
+            stderr=b"".join(kept["stderr"]).decode("utf-8", "replace"),
+            timed_out=proc.result.timed_out,
+            truncated=proc.result.truncated,
+        )
 
 
 class _SandboxLink:

@@ -8,8 +8,10 @@ blocking method from the async one (same signature, same docstring), and
 the same for a function, or a method of the same object, outside the twin
 classes (the experiment stages, the notebook functions, the RLM). Only what
 must differ is written out: start-up and context managers, streaming
-(``Process``), and the pool's host threads. ``tests/test_sync_twins.py``
-fails when an async class gains a public member its twin lacks.
+(``Process``), and the pool's host threads; ``same_parameters``
+(:mod:`sandlot.signatures`) gives such a method the async one's parameters.
+``tests/test_sync_twins.py`` fails when an async class gains a public member
+its twin lacks.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar, overload
 
-from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
 from .files import AsyncFiles
@@ -34,6 +35,7 @@ from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk
 from .router import Router
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
+from .signatures import same_parameters
 from .tasks import TaskScope
 
 T = TypeVar("T")
@@ -316,15 +318,10 @@ class Sandbox(Twin):
     ``files``.
     """
 
-    def __init__(
-        self,
-        config: SandboxConfig | None = None,
-        *,
-        backend: BackendSpec = None,
-        tools: Mapping[str, Callable[..., Any]] | None = None,
-    ) -> None:
+    @same_parameters(AsyncSandbox.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._portal = portal()
-        self._async = AsyncSandbox(config, backend=backend, tools=tools)
+        self._async = AsyncSandbox(*args, **kwargs)
         self.files = Files(self._async.files, self._portal)
 
     @classmethod
@@ -377,17 +374,10 @@ class Sandbox(Twin):
 
         self._portal.wait(register())
 
-    def exec_stream(
-        self,
-        *argv: str,
-        timeout: float | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | str | None = None,
-    ) -> Process:
+    @same_parameters(AsyncSandbox.exec_stream)
+    def exec_stream(self, *args: Any, **kwargs: Any) -> Process:
         """Start a command; iterate the returned process for its output as it comes."""
-        inner = self._async.exec_stream(*argv, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
-        return Process(inner, self._portal)
+        return Process(self._async.exec_stream(*args, **kwargs), self._portal)
 
 
 class SandboxPool(Twin):
@@ -400,30 +390,13 @@ class SandboxPool(Twin):
     shares between borrowers).
     """
 
-    def __init__(
-        self,
-        config: SandboxConfig | None = None,
-        *,
-        size: int = 4,
-        warm: int = 0,
-        reuse: bool = False,
-        max_uses: int | None = None,
-        max_idle: float | None = None,
-        tools: Mapping[str, Callable[..., Any]] | None = None,
-        backend: BackendSpec = None,
-    ) -> None:
+    @same_parameters(AsyncSandboxPool.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._portal = portal()
-        self._async = AsyncSandboxPool(
-            config,
-            size=size,
-            warm=warm,
-            reuse=reuse,
-            max_uses=max_uses,
-            max_idle=max_idle,
-            tools=tools,
-            backend=backend,
+        self._async = AsyncSandboxPool(*args, **kwargs)
+        self._threads = ThreadPoolExecutor(
+            max_workers=self._async.size, thread_name_prefix="sandlot-pool"
         )
-        self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sandlot-pool")
 
     @classmethod
     def from_config(

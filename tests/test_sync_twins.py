@@ -67,6 +67,21 @@ def test_blocking_methods_have_the_async_signature_and_docstring(twin: type) -> 
     assert checked >= 1
 
 
+@pytest.mark.parametrize(
+    ("written", "source"),
+    [
+        (Sandbox.__init__, sandlot.AsyncSandbox.__init__),
+        (Sandbox.exec_stream, sandlot.AsyncSandbox.exec_stream),
+        (SandboxPool.__init__, sandlot.AsyncSandboxPool.__init__),
+        (sandlot.AsyncSandbox.exec, sandlot.AsyncSandbox.exec_stream),
+    ],
+    ids=lambda f: f.__qualname__,
+)
+def test_hand_written_members_take_the_async_parameters(written: Any, source: Any) -> None:
+    """same_parameters: a method written out by hand shows the async one's parameters."""
+    assert inspect.signature(written).parameters == inspect.signature(source).parameters
+
+
 def test_the_twins_work_on_a_real_sandbox() -> None:
     with Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
         assert sb.started and sb.is_alive and sb.info["pid"] == 2

@@ -41,7 +41,6 @@ import contextlib
 import getpass
 import math
 import os
-import signal
 import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
 from ..tasks import TaskScope
+from .kit import remote
 from .kit.bootstrap import BOOTSTRAP, OWNER_TIMEOUT
 from .kit.remote import FINISH_TIMEOUT, SEND_CHUNK, StreamLaunch, check_config, start_over
 
@@ -161,10 +161,7 @@ class ModalProcess:
             return "connection_lost", f"the stream to {where} failed: {error!r}. {tail}".strip()
         if code is None or code < 0:
             return "connection_lost", f"the stream to {where} ended without an exit status"
-        if code > 128 and code - 128 in signal.valid_signals():
-            name = signal.Signals(code - 128).name
-            return "killed", f"the driver in {where} was killed by {name}. {tail}".strip()
-        return "crashed", f"the driver in {where} exited with status {code}. {tail}".strip()
+        return remote.driver_exit(f"the driver in {where}", code, tail)
 
     async def release(self) -> None:
         """Terminate the sandbox if that has not happened yet, and wait for it."""

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
+from .kit import remote
 from .kit.bootstrap import BOOTSTRAP, OWNER_TIMEOUT, START_TIMEOUT
 from .kit.remote import FINISH_TIMEOUT, SEND_CHUNK, StreamLaunch, check_config, start_over
 
@@ -108,10 +109,7 @@ class CommandProcess:
                 f"the connection to {self.where} was lost ({command} exited with status "
                 f"{code}). {tail}".strip(),
             )
-        if code > 128 and code - 128 in signal.valid_signals():
-            name = signal.Signals(code - 128).name
-            return "killed", f"the driver on {self.where} was killed by {name}. {tail}".strip()
-        return "crashed", f"the driver on {self.where} exited with status {code}. {tail}".strip()
+        return remote.driver_exit(f"the driver on {self.where}", code, tail)
 
     async def release(self) -> None:
         """Nothing beyond the pipes, which end with the process."""

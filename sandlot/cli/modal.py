@@ -10,13 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..console import expected_errors, fail
+from ..console import expected_errors, fail, group
 
-modal_app = typer.Typer(
-    help="Sandboxes on Modal (backend='modal'; pip install 'sandlot\\[modal]').",
-    no_args_is_help=True,
-    add_completion=False,
-)
+modal_app = group("Sandboxes on Modal (backend='modal'; pip install 'sandlot\\[modal]').")
 
 
 @modal_app.command("cleanup")

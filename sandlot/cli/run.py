@@ -5,9 +5,13 @@ in a fresh sandbox, with the sandbox options the three share.
 from __future__ import annotations
 
 import ast
+import functools
+import inspect
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Annotated, Any, NamedTuple, TextIO
 
@@ -291,41 +295,72 @@ def _upload(sb: Sandbox, directory: Path) -> None:
     sb.files.upload(directory, ".", exclude=UPLOAD_SKIPS)
 
 
-def _sandbox_config(
-    guard: Guard,
-    *,
-    upload: Path | None,
-    with_: list[str] | None,
-    requirements: list[Path] | None,
-    project: bool,
-    index_url: str | None,
-    find_links: list[str] | None,
-    env_file: Path | None,
-    env: list[str] | None,
-    secret: list[str] | None,
-    **more: Any,
-) -> tuple[SandboxConfig, Path | None, Redactor]:
-    """The config for the sandbox options every command shares, the directory to upload,
-    and the redactor of its secrets (set on ``guard`` too, for error messages)."""
-    if project and upload is None:
+@dataclass(frozen=True)
+class SandboxOptions:
+    """The options exec, run and repl share: what the sandbox holds, where it runs, how
+    its output shows. Declared once; :func:`_with_sandbox_options` gives them to each."""
+
+    with_: WithOpt = None
+    requirements: RequirementsOpt = None
+    project: ProjectOpt = False
+    index_url: IndexUrlOpt = None
+    find_links: FindLinksOpt = None
+    env_file: EnvFileOpt = None
+    env: EnvOpt = None
+    secret: SecretOpt = None
+    backend: BackendOpt = None
+    raw: RawOpt = False
+
+
+def _with_sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``, whose last parameter is ``options: SandboxOptions``, with that parameter
+    spread into the options themselves (where Typer reads them) and gathered back for it."""
+    signature = inspect.signature(command, eval_str=True)
+    *own, last = signature.parameters.values()
+    assert last.name == "options" and last.kind is last.KEYWORD_ONLY, command
+    shared = inspect.signature(SandboxOptions, eval_str=True).parameters.values()
+
+    @functools.wraps(command)
+    def run(**given: Any) -> None:
+        options = SandboxOptions(**{p.name: given.pop(p.name) for p in shared})
+        command(**given, options=options)
+
+    spread = [p.replace(kind=p.KEYWORD_ONLY) for p in shared]
+    run.__signature__ = signature.replace(parameters=[*own, *spread])  # type: ignore[attr-defined]
+    return run
+
+
+@contextmanager
+def _sandbox(
+    guard: Guard, upload: Path | None, options: SandboxOptions, **more: Any
+) -> Iterator[tuple[Sandbox, Redactor]]:
+    """A started sandbox of the options, with ``upload``'s entries in its workdir (with
+    --project and no --upload, the current directory's), and the redactor of its
+    secrets (set on ``guard`` too, for error messages). ``more``: ``_config``'s other
+    options."""
+    if options.project and upload is None:
         upload = Path.cwd()
     config = _config(
-        env=env or [],
-        secrets=secret or [],
-        env_file=env_file,
-        packages=with_ or [],
-        requirements=requirements or [],
-        project=upload if project else None,
-        index_url=index_url,
-        find_links=find_links or [],
+        env=options.env or [],
+        secrets=options.secret or [],
+        env_file=options.env_file,
+        packages=options.with_ or [],
+        requirements=options.requirements or [],
+        project=upload if options.project else None,
+        index_url=options.index_url,
+        find_links=options.find_links or [],
         **more,
     )
     config = _prepared(config)
     guard.redactor = Redactor.for_config(config)
-    return config, upload, guard.redactor
+    with Sandbox(config, backend=options.backend) as sb:
+        if upload is not None:
+            _upload(sb, upload)  # a directory's entries land in the workdir itself
+        yield sb, guard.redactor
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
+@_with_sandbox_options
 def exec_command(
     command: CommandArg,
     upload: UploadOpt = None,
@@ -350,16 +385,8 @@ def exec_command(
         bool,
         typer.Option("--network", help="Allow network access (off by default)."),
     ] = False,
-    with_: WithOpt = None,
-    requirements: RequirementsOpt = None,
-    project: ProjectOpt = False,
-    index_url: IndexUrlOpt = None,
-    find_links: FindLinksOpt = None,
-    env_file: EnvFileOpt = None,
-    env: EnvOpt = None,
-    secret: SecretOpt = None,
-    backend: BackendOpt = None,
-    raw: RawOpt = False,
+    *,
+    options: SandboxOptions,
 ) -> None:
     """Run a command in a fresh sandbox and exit with its status.
 
@@ -367,40 +394,24 @@ def exec_command(
     python -m pytest --junitxml=report.xml
     """
     targets = [_download_target(p) for p in download or []]
-    with expected_errors() as guard:
-        config, upload, redactor = _sandbox_config(
-            guard,
-            upload=upload,
-            with_=with_,
-            requirements=requirements,
-            project=project,
-            index_url=index_url,
-            find_links=find_links,
-            env_file=env_file,
-            env=env,
-            secret=secret,
-            timeout=timeout,
-            memory_mb=memory_mb,
-            network=network,
-        )
-        with Sandbox(config, backend=backend) as sb:
-            if upload is not None:
-                _upload(sb, upload)  # a directory's entries land in the workdir itself
-            status = _stream(sb, command, timeout, redactor, raw)
-            failed = False
-            for target in targets:
-                try:
-                    sb.download(str(target), Path.cwd() / target)
-                except OSError as exc:  # FileOperationError too: it is an OSError
-                    problem = redactor.redact(str(exc))
-                    say(f"error: cannot download {str(target)!r}: {problem}", style="bold red")
-                    failed = True
+    more = {"timeout": timeout, "memory_mb": memory_mb, "network": network}
+    with expected_errors() as guard, _sandbox(guard, upload, options, **more) as (sb, redactor):
+        status = _stream(sb, command, timeout, redactor, options.raw)
+        failed = False
+        for target in targets:
+            try:
+                sb.download(str(target), Path.cwd() / target)
+            except OSError as exc:  # FileOperationError too: it is an OSError
+                problem = redactor.redact(str(exc))
+                say(f"error: cannot download {str(target)!r}: {problem}", style="bold red")
+                failed = True
     if status == 0 and failed:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(status)
 
 
 @app.command("run", context_settings={"ignore_unknown_options": True})
+@_with_sandbox_options
 def run_command(
     file: Annotated[
         Path,
@@ -422,39 +433,16 @@ def run_command(
     ] = None,
     timeout: TimeoutOpt = None,
     upload: UploadOpt = None,
-    with_: WithOpt = None,
-    requirements: RequirementsOpt = None,
-    project: ProjectOpt = False,
-    index_url: IndexUrlOpt = None,
-    find_links: FindLinksOpt = None,
-    env_file: EnvFileOpt = None,
-    env: EnvOpt = None,
-    secret: SecretOpt = None,
-    backend: BackendOpt = None,
-    raw: RawOpt = False,
+    *,
+    options: SandboxOptions,
 ) -> None:
     """Run one Python file in a fresh sandbox and exit with its status."""
-    with expected_errors() as guard:
-        config, upload, redactor = _sandbox_config(
-            guard,
-            upload=upload,
-            with_=with_,
-            requirements=requirements,
-            project=project,
-            index_url=index_url,
-            find_links=find_links,
-            env_file=env_file,
-            env=env,
-            secret=secret,
-            timeout=timeout,
-        )
-        with Sandbox(config, backend=backend) as sb:
-            if upload is not None:
-                _upload(sb, upload)
-            sb.upload(file, file.name)
-            found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
-            python = ast.literal_eval(found) if found else "python3"
-            status = _stream(sb, [python, file.name, *(args or [])], timeout, redactor, raw)
+    with expected_errors() as guard, _sandbox(guard, upload, options, timeout=timeout) as opened:
+        sb, redactor = opened
+        sb.upload(file, file.name)
+        found = sb.run_code("import sys; sys.executable", raise_on_error=True).value
+        python = ast.literal_eval(found) if found else "python3"
+        status = _stream(sb, [python, file.name, *(args or [])], timeout, redactor, options.raw)
     raise typer.Exit(status)
 
 
@@ -506,18 +494,11 @@ def _show(result: CodeResult, out: Console, err: Console, shown: _Shown) -> None
 
 
 @app.command("repl")
+@_with_sandbox_options
 def repl_command(
     upload: UploadOpt = None,
-    with_: WithOpt = None,
-    requirements: RequirementsOpt = None,
-    project: ProjectOpt = False,
-    index_url: IndexUrlOpt = None,
-    find_links: FindLinksOpt = None,
-    env_file: EnvFileOpt = None,
-    env: EnvOpt = None,
-    secret: SecretOpt = None,
-    backend: BackendOpt = None,
-    raw: RawOpt = False,
+    *,
+    options: SandboxOptions,
 ) -> None:
     """An interactive Python session in a fresh sandbox; its state lasts until you leave.
 
@@ -529,33 +510,19 @@ def repl_command(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     cells: Iterator[str] | list[str]
     cells = read_cells() if interactive else cells_from(sys.stdin.read())
-    with expected_errors() as guard:
-        config, upload, redactor = _sandbox_config(
-            guard,
-            upload=upload,
-            with_=with_,
-            requirements=requirements,
-            project=project,
-            index_url=index_url,
-            find_links=find_links,
-            env_file=env_file,
-            env=env,
-            secret=secret,
-        )
-        failed = False
-        with Sandbox(config, backend=backend) as sb:
-            if upload is not None:
-                _upload(sb, upload)
-            if interactive:
-                err.print(
-                    f"sandlot {__version__}: Python in a sandbox (workdir {sb.workdir}). "
-                    "Ctrl-D leaves.",
-                    markup=False,
-                )
-            shown = _Shown(
-                Sink.to(sys.stdout, redactor, raw=raw), Sink.to(sys.stderr, redactor, raw=raw)
+    failed = False
+    with expected_errors() as guard, _sandbox(guard, upload, options) as (sb, redactor):
+        if interactive:
+            err.print(
+                f"sandlot {__version__}: Python in a sandbox (workdir {sb.workdir}). "
+                "Ctrl-D leaves.",
+                markup=False,
             )
-            for cell in cells:
-                ok = _run_cell(sb, cell, interactive, out, err, shown)
-                failed = failed or not ok
+        raw = options.raw
+        shown = _Shown(
+            Sink.to(sys.stdout, redactor, raw=raw), Sink.to(sys.stderr, redactor, raw=raw)
+        )
+        for cell in cells:
+            ok = _run_cell(sb, cell, interactive, out, err, shown)
+            failed = failed or not ok
     raise typer.Exit(1 if failed and not interactive else 0)

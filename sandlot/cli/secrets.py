@@ -8,12 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ..console import expected_errors
+from ..console import expected_errors, group
 from ..secrets import read_env_file
 
-secrets_app = typer.Typer(
-    help="Check secrets without showing them.", no_args_is_help=True, add_completion=False
-)
+secrets_app = group("Check secrets without showing them.")
 
 
 @secrets_app.command("check")

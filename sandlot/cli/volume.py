@@ -12,14 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..console import expected_errors, fail
+from ..console import expected_errors, fail, group
 from ..errors import SandboxError
 from ..volumes import Volume
 
-volume_app = typer.Typer(
-    help="Named volumes: directories that outlive sandboxes (SandboxConfig(volumes=...)).",
-    no_args_is_help=True,
-    add_completion=False,
+volume_app = group(
+    "Named volumes: directories that outlive sandboxes (SandboxConfig(volumes=...))."
 )
 
 

@@ -15,6 +15,7 @@ each waits for its own answer.
 from __future__ import annotations
 
 import ctypes
+import functools
 import inspect
 import itertools
 import os
@@ -85,6 +86,29 @@ class _Pending:
         self.event = threading.Event()
         self.header: dict[str, Any] = {}
         self.payload = b""
+
+
+def _replying(
+    handler: Callable[[Server, int, dict[str, Any], bytes], dict[str, Any]],
+) -> Callable[[Server, int, dict[str, Any], bytes], None]:
+    """A request handler that returns its reply's fields, made one that sends the reply.
+
+    What ``handler`` returns goes back as the reply to request ``rid``, what it
+    raises as the failed reply; either way the request's inbox is dropped then.
+    """
+
+    @functools.wraps(handler)
+    def run(self: Server, rid: int, header: dict[str, Any], payload: bytes) -> None:
+        try:
+            fields = handler(self, rid, header, payload)
+        except Exception as exc:
+            self.reply_error(rid, exc)
+        else:
+            self.reply(rid, fields)
+        finally:
+            self.inboxes.pop(rid, None)
+
+    return run
 
 
 class Server:
@@ -237,54 +261,38 @@ class Server:
             self.processes.pop(rid, None)
         self.reply(rid, fields)
 
-    def run_kernel(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+    @_replying
+    def run_kernel(self, rid: int, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
         """Run a Jupyter kernel and relay its messages until the host ends the request."""
         inbox = self.inboxes[rid]
         assert isinstance(inbox, kernel.WakingQueue)
-        try:
-            if self.gate is None:
-                self.gate = kernel.CallGate(self.call_raw)
-            env = {**self.env, **header.get("env", {}), "SANDLOT_CALLS": self.gate.path}
-            relay = kernel.KernelRelay(rid, self.workdir, env, self.send, inbox)
-            fields = relay.run()
-        except Exception as exc:
-            self.reply_error(rid, exc)
-        else:
-            self.reply(rid, fields)
-        finally:
-            self.inboxes.pop(rid, None)
+        if self.gate is None:
+            self.gate = kernel.CallGate(self.call_raw)
+        env = {**self.env, **header.get("env", {}), "SANDLOT_CALLS": self.gate.path}
+        return kernel.KernelRelay(rid, self.workdir, env, self.send, inbox).run()
 
-    def run_file_op(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
+    @_replying
+    def run_file_op(self, rid: int, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
         op = header.get("op")
-        try:
-            path = fileops.resolve(self.workdir, header.get("path", "."))
-            if op == "write":
-                fields = fileops.write_file(
-                    path, header.get("mode"), fileops.incoming(self.inboxes[rid])
-                )
-            elif op == "put_tar":
-                fields = fileops.put_tar(path, fileops.incoming(self.inboxes[rid]))
-            elif op == "read":
-                fields = fileops.read_file(rid, path, self.send)
-            elif op == "get_tar":
-                fields = fileops.get_tar(rid, path, self.send)
-            elif op == "list":
-                fields = fileops.list_dir(path)
-            elif op == "exists":
-                fields = {"exists": os.path.lexists(path), "is_dir": os.path.isdir(path)}
-            elif op == "remove":
-                fields = fileops.remove(path, bool(header.get("recursive")))
-            elif op == "mkdir":
-                os.makedirs(path, exist_ok=True)
-                fields = {}
-            else:
-                raise ValueError(f"unknown operation {op!r}")
-        except Exception as exc:
-            self.reply_error(rid, exc)
-        else:
-            self.reply(rid, fields)
-        finally:
-            self.inboxes.pop(rid, None)
+        path = fileops.resolve(self.workdir, header.get("path", "."))
+        if op == "write":
+            return fileops.write_file(path, header.get("mode"), fileops.incoming(self.inboxes[rid]))
+        if op == "put_tar":
+            return fileops.put_tar(path, fileops.incoming(self.inboxes[rid]))
+        if op == "read":
+            return fileops.read_file(rid, path, self.send)
+        if op == "get_tar":
+            return fileops.get_tar(rid, path, self.send)
+        if op == "list":
+            return fileops.list_dir(path)
+        if op == "exists":
+            return {"exists": os.path.lexists(path), "is_dir": os.path.isdir(path)}
+        if op == "remove":
+            return fileops.remove(path, bool(header.get("recursive")))
+        if op == "mkdir":
+            os.makedirs(path, exist_ok=True)
+            return {}
+        raise ValueError(f"unknown operation {op!r}")
 
     def serve(self, rid: int, header: dict[str, Any]) -> None:
         """Load the models, import an interface file once, and list its exposed functions."""

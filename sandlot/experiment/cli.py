@@ -17,16 +17,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..console import EXIT_ERROR, EXIT_INTERRUPTED, OpenPageOpt, err_console, fail, say, write_page
+from ..console import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    OpenPageOpt,
+    err_console,
+    fail,
+    group,
+    say,
+    write_page,
+)
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
 
-experiment_app = typer.Typer(
-    help="Experiments from one YAML file: deploy for an outside agent, run, view.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+experiment_app = group("Experiments from one YAML file: deploy for an outside agent, run, view.")
 
 FileArg = Annotated[Path, typer.Argument(help="The experiment's YAML file.", metavar="FILE")]
 

@@ -15,16 +15,14 @@ from rich.text import Text
 
 from ..cell_input import cells_from, read_cells
 from ..config import SandboxConfig
-from ..console import RawOpt, expected_errors, say
+from ..console import RawOpt, expected_errors, group, say
 from ..sink import Sink
 from . import NotebookSession, attach, list_sessions, shutdown_session, start_session
 from .execution import Execution
 from .wire import check_mode
 
-sessions_app = typer.Typer(
-    help="Notebook sessions: warm Jupyter kernels in sandboxes that agents attach to by id.",
-    no_args_is_help=True,
-    add_completion=False,
+sessions_app = group(
+    "Notebook sessions: warm Jupyter kernels in sandboxes that agents attach to by id."
 )
 
 SessionArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.")]

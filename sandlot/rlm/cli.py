@@ -19,14 +19,10 @@ from typing import Annotated, Any
 import typer
 
 from .. import backends
-from ..console import OpenPageOpt, RawOpt, fail, write_page
+from ..console import OpenPageOpt, RawOpt, fail, group, write_page
 from ..sink import Sink
 
-rlm_app = typer.Typer(
-    help="Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.",
-    no_args_is_help=True,
-    add_completion=False,
-)
+rlm_app = group("Recursive Language Models: ask, needle-in-a-haystack, view a trajectory.")
 
 
 @rlm_app.command("view")

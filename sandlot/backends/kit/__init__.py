@@ -6,8 +6,9 @@
 - :mod:`.flow`: the flow valve and the queued sink that bound the bytes a pump
   holds between the host and a driver;
 - :mod:`.remote`: a driver at the far end of any process's stdin and stdout
-  (:class:`~.remote.RemoteProcess`, :func:`~.remote.start_over`), shared by the
-  SSH and Modal backends;
+  (:class:`~.remote.RemoteProcess`, :func:`~.remote.start_over`, and
+  :func:`~.remote.driver_exit`, its exit status read as a cause of death),
+  shared by the SSH and Modal backends;
 - :mod:`.store`: the host side of named volumes (where they live, a mount's
   source directory), for backends that mount them.
 

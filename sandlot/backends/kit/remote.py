@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import signal
 import struct
 import warnings
 from collections.abc import AsyncIterator
@@ -124,6 +125,15 @@ class RemoteProcess(Protocol):
     async def release(self) -> None:
         """Let go of what the process held, once it has ended."""
         ...
+
+
+def driver_exit(driver: str, code: int, tail: str) -> tuple[DeathCause, str]:
+    """Why ``driver`` (in words: "the driver on ssh gpu-box") ended with exit status ``code``:
+    killed by signal N for a status of 128 + N, as a shell reports it, else crashed."""
+    if code > 128 and code - 128 in signal.valid_signals():
+        name = signal.Signals(code - 128).name
+        return "killed", f"{driver} was killed by {name}. {tail}".strip()
+    return "crashed", f"{driver} exited with status {code}. {tail}".strip()
 
 
 class StreamLaunch:
