@@ -530,8 +530,8 @@ class _Run:
 
     def emit(self, event: RLMEvent, *, persist: bool = True) -> None:
         """Record ``event`` (unless transient) and pass it to ``on_event``, secrets redacted."""
-        stamped = replace(event, run=self.run_id, t=round(time.monotonic() - self.t0, 6))
-        record = self.rlm.sink.data(event_dict(stamped))
+        t = round(time.monotonic() - self.t0, 6)
+        record = self.rlm.sink.data(event_dict(event, run=self.run_id, t=t))
         if persist:
             self.tree.writer.write(record)
         if self.rlm.on_event is not None:

@@ -152,6 +152,18 @@ RLMEvent = Annotated[
 ]
 
 
-def event_dict(event: RLMEvent) -> dict[str, Any]:
-    """``event`` as the JSON object the trajectory holds (its values are not copied)."""
-    return {f.name: getattr(event, f.name) for f in fields(event)}
+def event_dict(event: RLMEvent, **stamp: Any) -> dict[str, Any]:
+    """``event`` as the JSON object the trajectory holds (its values are not copied).
+
+    ``stamp`` sets fields in the object without making another event: the run
+    stamps ``run`` and ``t`` as it records it.
+    """
+    names = _NAMES.get(type(event))
+    if names is None:
+        names = _NAMES[type(event)] = tuple(f.name for f in fields(event))
+    laid_out = {name: getattr(event, name) for name in names}
+    laid_out.update(stamp)
+    return laid_out
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}  # each event class's fields, in order
