@@ -537,6 +537,13 @@ class _Run:
         if self.rlm.on_event is not None:
             self.rlm.on_event(record)
 
+    def sub_call_began(
+        self, kind: Literal["llm", "rlm"], batch: int | None, child: str | None
+    ) -> None:
+        """Tell ``on_event`` a sub-call began (transient: the trajectory records its end only)."""
+        if self.rlm.on_event is not None:  # nobody else would see it: not even built
+            self.emit(SubCallBegin(kind=kind, batch=batch, child=child), persist=False)
+
     def sub_call_ended(
         self,
         kind: Literal["llm", "rlm"],
@@ -653,7 +660,7 @@ class _Run:
             raise
         async with self.tree.llm_slots:
             started = time.monotonic()
-            self.emit(SubCallBegin(kind="llm", batch=batch), persist=False)
+            self.sub_call_began("llm", batch, None)
             error = None
             text = ""
             tokens = 0
@@ -713,7 +720,7 @@ class _Run:
         started = time.monotonic()
         data, kind, chars = _encode_context(prompt)
         child = _Run(self.tree, depth=self.depth + 1, parent=self.run_id, root_lm=lm)
-        self.emit(SubCallBegin(kind="rlm", batch=batch, child=child.run_id), persist=False)
+        self.sub_call_began("rlm", batch, child.run_id)
         async with self.tree.pool(self.depth + 1).sandbox() as sandbox:
             result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
         self.usage.merge(result.usage)
