@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -60,9 +63,12 @@ def sessions_dir() -> Path:
         from ..backends.local import _state_root
 
         folder = _state_root() / "sessions"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = folder.lstat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+    try:
+        st = folder.lstat()  # every connection asks: made once, checked each time
+    except FileNotFoundError:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise ConfigError(
             f"{folder} must be a directory of yours closed to others (mode 0700): it holds the "
             "socket that controls your sessions"
@@ -407,9 +413,10 @@ def _is_id(value: Any) -> bool:
 
 
 def encode_request(request_id: int, request: Request[Any]) -> bytes:
-    """The line that sends ``request``."""
-    body = request.model_dump(mode="json")
-    return json.dumps({"id": request_id, "op": request.op, **body}).encode() + b"\n"
+    """The line that sends ``request``: its id and operation, then its fields."""
+    fields = request.model_dump_json().encode()  # pydantic writes it in one pass
+    head = b'{"id":%d,"op":%s' % (request_id, json.dumps(request.op).encode())
+    return head + (b"}" if fields == b"{}" else b"," + fields[1:]) + b"\n"
 
 
 def decode_request(line: bytes) -> tuple[int, Request[Any]]:
@@ -472,7 +479,23 @@ class Output(_Message):
     output: dict[str, Any]
 
 
-_REPLY: TypeAdapter[Done | Failure | Output] = TypeAdapter(Done | Failure | Output)
+def _reply_kind(line: Any) -> str | None:
+    """Which of the three a line says it is, so that only that model checks it."""
+    if not isinstance(line, dict):
+        return None
+    if "event" in line:
+        return "output"
+    return "done" if line.get("ok") is True else "failure"
+
+
+_REPLY: TypeAdapter[Done | Failure | Output] = TypeAdapter(
+    Annotated[
+        Annotated[Done, Tag("done")]
+        | Annotated[Failure, Tag("failure")]
+        | Annotated[Output, Tag("output")],
+        Discriminator(_reply_kind),
+    ]
+)
 
 
 def decode_reply(line: bytes) -> Done | Failure | Output:

@@ -273,6 +273,16 @@ def test_the_session_directory_and_socket_are_closed_to_others(
     try:
         with pytest.raises(sandlot.ConfigError, match="mode 0700"):
             sessions_dir()
+        # Nor a file of the user's, nor a link to a closed directory (it may be swapped).
+        closed = tmp_path / "closed"
+        closed.mkdir(mode=0o700)
+        (tmp_path / "file").write_text("")
+        (tmp_path / "file").chmod(0o600)
+        (tmp_path / "link").symlink_to(closed)
+        for planted in ("file", "link"):
+            os.environ["SANDLOT_SESSIONS_DIR"] = str(tmp_path / planted)
+            with pytest.raises(sandlot.ConfigError, match="must be a directory of yours"):
+                sessions_dir()
     finally:
         os.environ["SANDLOT_SESSIONS_DIR"] = saved
     done = subprocess.run(
