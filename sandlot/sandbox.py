@@ -7,8 +7,11 @@ only starts the driver and reports how it ended. ``Sandbox`` in
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
+import termios
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -41,6 +44,30 @@ from .untar import DownloadResult
 STARTUP_TIMEOUT = 60.0
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
+
+
+def _unread_note(writer: object) -> str:
+    """What waits unread on the host's end of a channel that is a local socket, in words.
+
+    Bytes there at the start-up timeout were sent by the driver and never seen by
+    this process's event loop (it was not woken for the socket); none means the
+    driver did not send. Empty for a channel that is not a local socket.
+    """
+    transport = getattr(writer, "transport", None)
+    end = None if transport is None else transport.get_extra_info("socket")
+    if end is None:
+        return ""
+    try:
+        waiting = array.array("i", [0])
+        fcntl.ioctl(end.fileno(), termios.FIONREAD, waiting)
+    except OSError:
+        return ""
+    if waiting[0] == 0:
+        return " (nothing from it waits unread on the channel)"
+    return (
+        f" ({waiting[0]} bytes from it wait unread on the channel: this process's "
+        "event loop was not woken for them)"
+    )
 
 
 def live_sandboxes() -> list[AsyncSandbox]:
@@ -121,7 +148,10 @@ class AsyncSandbox:
                     )
         except TimeoutError:
             ready = None
-            problem = f"the driver sent nothing within {STARTUP_TIMEOUT:g} s of its start"
+            problem = (
+                f"the driver sent nothing within {STARTUP_TIMEOUT:g} s of its start"
+                f"{_unread_note(launch.writer)}"
+            )
         except protocol.ProtocolError as exc:
             ready, problem = None, f"the driver broke the protocol at start-up: {exc}"
         except BaseException:  # cancelled while it started: it must not outlive the caller
