@@ -7,8 +7,12 @@ only starts the driver and reports how it ended. ``Sandbox`` in
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
+import os
+import termios
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -43,6 +47,48 @@ from .untar import DownloadResult
 STARTUP_TIMEOUT = 60.0
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
+
+
+class _ChannelEnd:
+    """The host's end of a channel that is a local socket, for the start-up timeout to describe.
+
+    Bytes waiting there at the timeout were sent by the driver and never seen by
+    this process's event loop (it was not woken for the socket); none means the
+    driver did not send. A descriptor that is no longer the socket it was made as
+    was closed or replaced by something else in this process, behind the loop's back.
+    """
+
+    def __init__(self, writer: object) -> None:
+        transport = getattr(writer, "transport", None)
+        self.socket = None if transport is None else transport.get_extra_info("socket")
+        self.inode = self._inode()
+
+    def _inode(self) -> int | None:
+        try:
+            return None if self.socket is None else os.fstat(self.socket.fileno()).st_ino
+        except OSError:
+            return None
+
+    def note(self) -> str:
+        """What became of the channel, in words after a space ('' where it cannot be told)."""
+        if self.socket is None or self.inode is None or (fd := self.socket.fileno()) < 0:
+            return ""
+        if self._inode() != self.inode:
+            return (
+                f" (its channel's descriptor {fd} is no longer the socket it was: something "
+                "else in this process closed or replaced it, unknown to the event loop)"
+            )
+        waiting = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, waiting)
+        except OSError:
+            return ""
+        if waiting[0] == 0:
+            return " (nothing from it waits unread on the channel)"
+        return (
+            f" ({waiting[0]} bytes from it wait unread on the channel: this process's "
+            "event loop was not woken for them)"
+        )
 
 
 def live_sandboxes() -> list[AsyncSandbox]:
@@ -111,6 +157,7 @@ class AsyncSandbox:
         launch = await self.backend.launch(self.config, init)  # it sends init, completed
         self._launch = launch
         channel = Channel(launch.reader, launch.writer, self.router.call, self._on_end)
+        channel_end = _ChannelEnd(launch.writer)
         ready: protocol.Header | None = None
         problem = ""
         try:
@@ -124,6 +171,7 @@ class AsyncSandbox:
         except TimeoutError:
             ready = None
             problem = f"the driver sent nothing within {STARTUP_TIMEOUT:g} s of its start"
+            problem += channel_end.note()
         except protocol.ProtocolError as exc:
             ready, problem = None, f"the driver broke the protocol at start-up: {exc}"
         except BaseException:  # cancelled while it started: it must not outlive the caller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import zipfile
@@ -9,13 +10,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selector_check import unwatched
 
 import sandlot
+import sandlot.sync
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:
     """A config that refuses to run without bubblewrap, so no test passes unisolated."""
     return sandlot.SandboxConfig(isolation="bubblewrap", **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _portal_loop_watches_what_it_registered() -> Iterator[None]:
+    """After each module, every descriptor the portal's loop has registered is one its epoll
+    watches (tests/selector_check.py): a stale entry would hang a later sandbox's start."""
+    yield
+    shared = sandlot.sync._portal
+    if shared is None:
+        return
+
+    async def look() -> list[str]:
+        return unwatched(asyncio.get_running_loop())
+
+    problems = shared.call(look())
+    assert not problems, "the portal's event loop after this module:\n" + "\n".join(problems)
 
 
 @pytest.fixture

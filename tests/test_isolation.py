@@ -300,3 +300,34 @@ def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
     assert sum(cancelled) >= 3
     assert _children() == []
     assert _mine() == before
+
+
+def test_the_suites_loop_check_sees_a_descriptor_closed_while_registered() -> None:
+    """tests/selector_check.py, run on the portal's loop after every module (conftest),
+    catches the stale entry that would hang a later start: a registered descriptor whose
+    file went (here replaced at its number, as when a new socket reuses it) without
+    remove_reader. epoll forgets the old file; the selector keeps the number, and
+    add_reader on it afterwards only modifies the entry, so epoll never watches the new one."""
+    import asyncio
+
+    from selector_check import unwatched
+
+    loop = asyncio.new_event_loop()
+    old, old_peer = socket.socketpair()
+    new, new_peer = socket.socketpair()
+    try:
+        number = old.fileno()
+        loop.add_reader(number, lambda: None)
+        assert unwatched(loop) == []
+        os.dup2(new.fileno(), number)  # the old file goes, a new one takes its number
+        loop.add_reader(number, lambda: None)  # a modify: epoll is not told
+        problems = unwatched(loop)
+        assert len(problems) == 1, problems
+        assert f"descriptor {number} (socket:[" in problems[0]
+        assert "epoll does not watch it" in problems[0]
+        loop.remove_reader(number)
+        assert unwatched(loop) == []
+    finally:
+        loop.close()
+        for end in (old, old_peer, new, new_peer):
+            end.close()

@@ -219,3 +219,82 @@ def test_limits_reach_the_cgroup_and_the_rlimits() -> None:
         assert r.error is not None and "File too large" in r.error.value
         p = box.exec("bash", "-c", "head -c 2000000 /dev/zero > big2.bin")
         assert p.returncode != 0
+
+
+def test_a_start_whose_ready_the_loop_never_sees_says_it_waits_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver that answered, and a host event loop not woken for it (as with a stale
+    selector entry): the start-up timeout says the bytes wait unread, not only that
+    nothing came."""
+    import array
+    import asyncio
+    import fcntl
+    import termios
+
+    from sandlot import sandbox as module
+    from sandlot.backends.local import LocalBackend, LocalLaunch
+
+    def unread(launched: LocalLaunch) -> int:
+        waiting = array.array("i", [0])
+        fcntl.ioctl(launched.writer.transport.get_extra_info("socket"), termios.FIONREAD, waiting)
+        return waiting[0]
+
+    class Deaf(LocalBackend):
+        """Stops reading the channel, then returns once the driver's ready waits there."""
+
+        async def launch(
+            self, config: sandlot.SandboxConfig, init: dict[str, object]
+        ) -> LocalLaunch:
+            launched = await super().launch(config, init)
+            launched.writer.transport.pause_reading()
+            for _ in range(600):
+                if unread(launched):
+                    break
+                await asyncio.sleep(0.05)
+            return launched
+
+    monkeypatch.setattr(module, "STARTUP_TIMEOUT", 0.5)
+    with pytest.raises(sandlot.SandboxDied) as info:
+        sandlot.Sandbox(strict(), backend=Deaf()).start()
+    assert info.value.cause == "failed_to_start"
+    message = str(info.value)
+    assert "the driver sent nothing within 0.5 s of its start (" in message, message
+    assert "bytes from it wait unread on the channel" in message, message
+
+
+def test_a_start_whose_channel_was_replaced_behind_the_loop_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hang a stray close makes: while the start waits, the host's end of the channel
+    is replaced at its number (as when something else closes it and a new file takes the
+    number) with the loop's registration left as it was. epoll forgets the old file, the
+    loop is never woken, and the start waits out its timeout, which says the descriptor is
+    no longer the socket it was."""
+    import asyncio
+    import socket
+
+    from sandlot import sandbox as module
+    from sandlot.backends.local import LocalBackend, LocalLaunch
+
+    spare, spare_peer = socket.socketpair()
+
+    class Stray(LocalBackend):
+        async def launch(
+            self, config: sandlot.SandboxConfig, init: dict[str, object]
+        ) -> LocalLaunch:
+            launched = await super().launch(config, init)
+            end = launched.writer.transport.get_extra_info("socket")
+            # Once the start waits for the driver's ready, before the loop reads it.
+            asyncio.get_running_loop().call_soon(os.dup2, spare.fileno(), end.fileno())
+            return launched
+
+    monkeypatch.setattr(module, "STARTUP_TIMEOUT", 0.5)
+    try:
+        with pytest.raises(sandlot.SandboxDied) as info:
+            sandlot.Sandbox(strict(), backend=Stray()).start()
+    finally:
+        spare.close()
+        spare_peer.close()
+    assert info.value.cause == "failed_to_start"
+    assert "is no longer the socket it was" in str(info.value), str(info.value)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import gc
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -383,3 +388,64 @@ def test_lm_config_makes_the_same_client_and_reads_the_key_from_its_variable(
         assert (lm.model, lm.base_url, lm.timeout) == ("m", server.base_url, 9)
         lm.complete(HELLO)
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_an_lm_collected_with_its_client_open_leaves_the_loops_other_descriptors_watched() -> None:
+    """An LM dropped with its async client open on a loop that lives on (the portal), freed
+    by the cycle collector: the collector closes the client's sockets, and the client is not
+    closed again afterwards. It was, on the loop, by the generator meant to close it at the
+    loop's end, and its transports unregistered by number whatever had taken a socket's
+    number meanwhile: in the full suite, the channel of a sandbox starting then, whose
+    start waited out its timeout with the driver's ready unread."""
+    from sandlot.sync import portal
+
+    shared = portal()
+    loop = shared.loop
+    hold = threading.Event()
+    gc.disable()  # the collection below is the one that frees the LM, at a known point
+    try:
+        with ScriptedOpenAIServer() as server:
+            lm = make_lm(server)
+            shared.call(lm.acomplete(HELLO))
+            (number,) = _connections_to(urllib.parse.urlsplit(server.base_url).port or 0)
+            lm.itself = lm  # type: ignore[attr-defined]  # garbage only the collector frees
+            del lm
+            loop.call_soon_threadsafe(hold.wait)  # what the collection hands the loop waits
+            gc.collect()  # closes the connection's socket: its number is free
+            channel, peer = socket.socketpair()  # as a sandbox's channel would, it takes the number
+            if channel.fileno() != number:  # unless a lower one was free
+                moved = socket.socket(fileno=fcntl.fcntl(channel, fcntl.F_DUPFD_CLOEXEC, number))
+                channel.close()
+                channel = moved
+            assert channel.fileno() == number, "another thread took the freed number meanwhile"
+            woken = threading.Event()
+            loop.call_soon_threadsafe(loop.add_reader, number, woken.set)
+            hold.set()
+            time.sleep(0.5)  # the loop closes what the collection left it, if anything
+            peer.send(b"x")
+            try:
+                assert woken.wait(5), "the loop no longer watches a descriptor it registered"
+            finally:
+                loop.call_soon_threadsafe(loop.remove_reader, number)
+                shared.call(asyncio.sleep(0))
+                channel.close()
+                peer.close()
+    finally:
+        hold.set()
+        gc.enable()
+
+
+def _connections_to(port: int) -> list[int]:
+    """This process's descriptors that are TCP connections to ``port`` on loopback."""
+    found = []
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as copy:
+                peer = copy.getpeername()
+        except OSError:
+            continue
+        if peer == ("127.0.0.1", port):
+            found.append(fd)
+    return found

@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -327,7 +328,7 @@ class OpenAICompatibleLM:
                     )
                 ),
             )
-            keeper = _close_at_loop_end(client)
+            keeper = _close_at_loop_end(weakref.ref(client))
             self._async_clients[loop] = (client, keeper)
         # Starting the generator registers it with the loop; it runs to its yield at once,
         # so no other task can see the entry before this.
@@ -396,18 +397,29 @@ def _tool_calls(message: object, body: str) -> tuple[ToolCall, ...]:
     return tuple(found)
 
 
-async def _close_at_loop_end(client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
+async def _close_at_loop_end(
+    client: weakref.ref[openai.AsyncOpenAI],
+) -> AsyncGenerator[None, None]:
     """Close ``client`` when its event loop shuts down.
 
     ``asyncio.run`` (and every loop runner that calls ``shutdown_asyncgens``) closes
     the async generators started on the loop before closing it, so the client's
     kept-alive connections are closed on the loop they belong to instead of leaking
     with it. ``aclose()`` closes it sooner.
+
+    The client is held weakly. One dropped with its LM on a loop that lives on (the
+    blocking API's portal) is freed by the garbage collector, which closes its
+    sockets itself, and finalizes this generator, whose loop runs this ``finally``
+    later. Closing the client then would close its transports a second time, and a
+    transport unregisters from its loop by descriptor number: whatever took one of
+    those numbers since (a sandbox's channel) would never be polled again.
     """
     try:
         yield
     finally:
-        await client.close()
+        alive = client()
+        if alive is not None:
+            await alive.close()
 
 
 class _Retry:
