@@ -193,3 +193,24 @@ def test_a_line_that_is_no_reply_breaks_the_connection_with_a_clear_error(
             await call(wire.Ping())
 
     asyncio.run(main())
+
+
+def test_clients_that_find_no_server_start_one_between_them(tmp_path: Path) -> None:
+    """Six clients at once, no server yet: one starts it (the others wait on its lock)."""
+    from session_servers import own_session_server, server_pids
+
+    from sandlot.notebook.client import _connection
+
+    async def ping() -> int:
+        conn = await _connection()
+        try:
+            return await conn.call(wire.Ping())
+        finally:
+            await conn.close()
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(ping() for _ in range(6))))
+
+    with own_session_server(tmp_path / "sessions", linger=0.5) as folder:
+        pids = asyncio.run(main())
+        assert len(set(pids)) == 1 and server_pids(folder) == set(pids)

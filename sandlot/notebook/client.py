@@ -88,7 +88,14 @@ async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         pass
     lock_fd = os.open(folder / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
+        # Polled on the loop, not waited for on a thread: a thread still queued when the
+        # caller is cancelled would lock the number after the close below, maybe reused.
+        while True:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
         try:
             return await _open(folder)
         except (FileNotFoundError, ConnectionRefusedError):
