@@ -9,6 +9,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandlot.notebook import wire
+from sandlot.notebook.client import _connection
+
 
 def server_pids(folder: Path) -> set[int]:
     """Every session server ``folder`` has had (from their log lines)."""
@@ -26,6 +29,15 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def ping() -> int:
+    """The process id of the session server this process reaches (started if none runs)."""
+    conn = await _connection()
+    try:
+        return await conn.call(wire.Ping())
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager

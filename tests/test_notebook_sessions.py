@@ -28,7 +28,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import strict
-from session_servers import alive, own_session_server
+from session_servers import alive, own_session_server, ping
 
 import sandlot
 from sandlot.backends.disk import process_tree
@@ -115,13 +115,6 @@ def sessions_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _ping() -> int:
-    async def ping() -> int:
-        conn = await _connection()
-        try:
-            return await conn.call(wire.Ping())
-        finally:
-            await conn.close()
-
     return portal().wait(ping())
 
 

@@ -197,16 +197,7 @@ def test_a_line_that_is_no_reply_breaks_the_connection_with_a_clear_error(
 
 def test_clients_that_find_no_server_start_one_between_them(tmp_path: Path) -> None:
     """Six clients at once, no server yet: one starts it (the others wait on its lock)."""
-    from session_servers import own_session_server, server_pids
-
-    from sandlot.notebook.client import _connection
-
-    async def ping() -> int:
-        conn = await _connection()
-        try:
-            return await conn.call(wire.Ping())
-        finally:
-            await conn.close()
+    from session_servers import own_session_server, ping, server_pids
 
     async def main() -> list[int]:
         return list(await asyncio.gather(*(ping() for _ in range(6))))
