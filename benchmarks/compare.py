@@ -160,7 +160,8 @@ def alternate(
 def side_by_side(
     title: str, rows: dict[str, str], trees: list[Tree], got: dict[str, dict[str, list[float]]]
 ) -> None:
-    """The commits and one table: per series (labelled by ``rows``) both p50s and the ratios."""
+    """The machine, the commits, and per series (named by ``rows``) both p50s and their ratios."""
+    header(title.split(",")[0])
     for tree in trees:
         console.print(f"{tree.side}: {tree.commit}", highlight=False)
     table = Table(title=title, title_justify="left")
@@ -394,16 +395,21 @@ def ratio(new: float, base: float, higher_is_better: bool) -> str:
     return f"[red]{r:.2f} ![/]" if worse else f"{r:.2f}"
 
 
-def report(plan: list[Measure], trees: list[Tree], results: dict[tuple[int, str], Outcome]) -> None:
-    """The header (machine, commits, command) and the table."""
+def header(title: str) -> None:
+    """The machine a run measures and the command that ran it."""
     uname = platform.uname()
     console.print(
-        f"[bold]sandlot compare[/] on {uname.node}: {os.cpu_count()} cores, "
+        f"[bold]{title}[/] on {uname.node}: {os.cpu_count()} cores, "
         f"Python {platform.python_version()} ({sys.executable}), "
         f"{uname.system} {uname.release} ({uname.machine})",
         highlight=False,
     )
     console.print(f"command: {shlex.join(['python', *sys.argv])}", highlight=False)
+
+
+def report(plan: list[Measure], trees: list[Tree], results: dict[tuple[int, str], Outcome]) -> None:
+    """The header (machine, commits, command) and the table."""
+    header("sandlot compare")
     for tree in trees:
         said = [results[(i, tree.side)].isolation for i in range(len(plan))]
         isolation = next((s for s in said if s), "?")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import Tree, base_worktree, fmt, new_tree, pct
+from compare import Tree, base_worktree, fmt, header, new_tree, pct
 
 console = Console(width=160)
 
@@ -114,14 +113,7 @@ def measure(trees: list[Tree], runs: int) -> dict[tuple[str, str], list[float]]:
 
 def report(trees: list[Tree], samples: dict[tuple[str, str], list[float]], runs: int) -> None:
     """The header (machine, command, trees) and the table."""
-    uname = platform.uname()
-    console.print(
-        f"[bold]sandlot start-up[/] on {uname.node}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()} ({sys.executable}), "
-        f"{uname.system} {uname.release} ({uname.machine})",
-        highlight=False,
-    )
-    console.print(f"command: {shlex.join(['python', *sys.argv])}", highlight=False)
+    header("sandlot start-up")
     for tree in trees:
         console.print(f"{tree.side}: {tree.commit}", highlight=False, markup=False)
     floor = pct(samples[("python -c pass", "floor")], 0.5)
