@@ -306,7 +306,7 @@ class OpenAICompatibleLM:
             return self._sync_client
 
     async def _async_client(self) -> openai.AsyncOpenAI:
-        import httpx
+        import httpx2
         import openai
 
         loop = asyncio.get_running_loop()
@@ -323,7 +323,7 @@ class OpenAICompatibleLM:
                 timeout=self.timeout,
                 max_retries=0,
                 http_client=openai.DefaultAsyncHttpxClient(
-                    limits=httpx.Limits(
+                    limits=httpx2.Limits(
                         max_connections=MAX_CONNECTIONS, max_keepalive_connections=64
                     )
                 ),
