@@ -73,7 +73,8 @@ def main() -> None:
         "default p95",
         "sandlot/default p95",
     ):
-        table.add_column(column, justify="left" if column.endswith(("work", "executor")) else "right")
+        left = column in ("framework", "default executor")
+        table.add_column(column, justify="left" if left else "right")
     for name in args.only or ADAPTERS:
         adapter: Adapter = importlib.import_module(f"integrations.{ADAPTERS[name]}")  # type: ignore[assignment]
         got = measure(adapter, args.rounds, args.steps)
