@@ -103,6 +103,18 @@ class Request:
         """Send a piece of this request's input."""
         self.channel.write({"t": "data", "id": self.id, "eof": eof}, payload)
 
+    async def send_all(self, data: bytes) -> None:
+        """Send ``data`` as this request's input in frames of at most a chunk, then its end.
+
+        It waits for the channel to drain after each frame, so input of any size
+        crosses without piling up in the host's memory.
+        """
+        view = memoryview(data)
+        for start in range(0, len(view), protocol.CHUNK):
+            self.send_data(bytes(view[start : start + protocol.CHUNK]))
+            await self.channel.drain()
+        self.send_data(b"", eof=True)
+
     def cancel(self) -> None:
         """Ask the driver to interrupt or kill what this request started."""
         self.channel.write({"t": "cancel", "id": self.id})

@@ -50,12 +50,8 @@ class AsyncFiles:
         """Write ``data`` to ``path`` (parents created, replaced atomically); return its size."""
         if isinstance(data, str):
             data = data.encode()
-        view = memoryview(data)
         async with self._link.request("write", path=path, mode=mode) as req:
-            for start in range(0, len(view), CHUNK):
-                req.send_data(bytes(view[start : start + CHUNK]))
-                await req.channel.drain()
-            req.send_data(b"", eof=True)
+            await req.send_all(data)
             header, _ = await req.result()
         return int((await self._link.reply(header, "write", f"write {path!r}"))["size"])
 

@@ -53,6 +53,9 @@ class ExecResult:
     stderr: str
     timed_out: bool = False
     truncated: bool = False
+    #: Why the command could not start (``"PermissionError: ..."``, the sandbox's words,
+    #: clipped), or None when it started; its ``returncode`` is then 127.
+    spawn_error: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import os
 import termios
@@ -45,6 +46,7 @@ from .tasks import TaskScope
 from .untar import DownloadResult
 
 STARTUP_TIMEOUT = 60.0
+ARGV_INLINE = 64 << 10  # argv bytes that travel in the request's header; more go as its input
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
 
@@ -547,8 +549,8 @@ class AsyncSandbox:
         could not start, its stderr says why, as the last chunk did).
         """
         fields = self._exec_fields(argv, timeout, cwd, env)
-        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
-        return AsyncProcess(self, fields, data)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        return AsyncProcess(self, fields, data or None)
 
     @same_parameters(exec_stream)
     async def exec(self, *args: Any, **kwargs: Any) -> ExecResult:
@@ -558,12 +560,10 @@ class AsyncSandbox:
         async for chunk in proc:
             kept[chunk.stream].append(chunk.data)
         assert proc.result is not None
-        return ExecResult(
-            returncode=proc.result.returncode,
+        return dataclasses.replace(
+            proc.result,
             stdout=b"".join(kept["stdout"]).decode("utf-8", "replace"),
             stderr=b"".join(kept["stderr"]).decode("utf-8", "replace"),
-            timed_out=proc.result.timed_out,
-            truncated=proc.result.truncated,
         )
 
 
@@ -593,7 +593,7 @@ class _SandboxLink:
 class AsyncProcess:
     """A streaming process; iterate it for output, then read ``result``."""
 
-    def __init__(self, sandbox: AsyncSandbox, fields: dict[str, Any], stdin: bytes) -> None:
+    def __init__(self, sandbox: AsyncSandbox, fields: dict[str, Any], stdin: bytes | None) -> None:
         self.sandbox = sandbox
         self.fields = fields
         self.stdin = stdin
@@ -611,7 +611,22 @@ class AsyncProcess:
         deadline = (
             None if timeout is None else loop.time() + timeout + sandbox.config.interrupt_grace
         )
-        async with sandbox._request("exec", self.stdin, **self.fields) as req:
+        argv: list[str] = self.fields["argv"]
+        # Input of any size crosses as the request's data frames: a long command line
+        # (joined by NULs, which no argument can hold) first, then stdin.
+        spilled = "\0".join(argv).encode("utf-8", "surrogateescape")
+        inline = len(spilled) <= ARGV_INLINE
+        fields = {
+            **self.fields,
+            "argv": argv if inline else [],
+            "argv_frames": not inline,
+            "stdin_frames": self.stdin is not None,
+        }
+        async with sandbox._request("exec", **fields) as req:
+            if not inline:
+                await req.send_all(spilled)
+            if self.stdin is not None:
+                await req.send_all(self.stdin)
             while True:
                 try:
                     left = None if deadline is None else max(0.0, deadline - loop.time()) + 1.0
@@ -630,10 +645,12 @@ class AsyncProcess:
                 dropped += len(payload) - len(part)
                 if part:
                     yield OutputChunk(header.get("stream", "stdout"), part)
-            header = await self.sandbox._reply(header, "exec", f"exec {self.fields['argv'][0]!r}")
+            header = await self.sandbox._reply(header, "exec", f"exec {argv[0]!r}")
         if "spawn_error" in header:
             error = protocol.clip(header["spawn_error"], 2000)
-            self.result = ExecResult(127, "", f"sandlot: cannot start the command: {error}\n")
+            self.result = ExecResult(
+                127, "", f"sandlot: cannot start the command: {error}\n", spawn_error=error
+            )
             yield OutputChunk("stderr", self.result.stderr.encode())
             return
         self.result = ExecResult(

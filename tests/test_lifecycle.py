@@ -47,9 +47,29 @@ def test_exec_returncodes_timeouts_and_missing_commands(sb: sandlot.Sandbox) -> 
     assert sb.exec("pgrep", "-x", "sleep").returncode == 1  # the whole group died
     p = sb.exec("no-such-command")
     assert p.returncode == 127 and "no-such-command" in p.stderr
+    assert p.spawn_error is not None and p.spawn_error.startswith("FileNotFoundError")
+    p = sb.exec("/etc/passwd")
+    assert p.spawn_error is not None and p.spawn_error.startswith("PermissionError")
+    assert sb.exec("true").spawn_error is None
     assert sb.exec("pwd").stdout.strip() == sb.workdir
     assert sb.exec("pwd", cwd="/tmp").stdout.strip() == "/tmp"
     assert sb.exec("printenv", "X", env={"X": "1"}).stdout == "1\n"
+
+
+def test_exec_input_and_command_lines_of_any_size_cross_whole(sb: sandlot.Sandbox) -> None:
+    # Both travel as the request's data frames once over a frame's bounds (1 MiB).
+    size = 24 << 20
+    assert sb.exec("wc", "-c", stdin=b"a" * size).stdout.split()[0] == str(size)
+    payload = b"\xc3\x28\x00\xff\x01bytes"
+    assert sb.exec("sh", "-c", "cat > in.bin", stdin=payload).ok
+    assert sb.files.read("in.bin") == payload
+    assert sb.exec("cat", stdin="").stdout == ""
+    # A process that never reads its input still ends, and so does the rest of it.
+    assert sb.exec("true", stdin=b"b" * size).ok
+    args = ["x" * (64 << 10)] * 16  # 1 MiB of arguments: over a header's bound
+    done = sb.exec("printf", "%s", *args)
+    assert done.ok and done.stdout == "".join(args)
+    assert sb.exec("printf", "%s|", "a b", "", "ü").stdout == "a b||ü|"
 
 
 def test_exec_stream_yields_output_as_it_is_produced(sb: sandlot.Sandbox) -> None:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Send = Callable[[dict[str, Any], bytes], None]
@@ -25,12 +25,14 @@ Send = Callable[[dict[str, Any], bytes], None]
 class Process:
     """One running command and what it has printed so far."""
 
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], stdin: bytes | None) -> None:
+    def __init__(
+        self, argv: list[str], cwd: str, env: dict[str, str], stdin: Iterator[bytes] | None
+    ) -> None:
         self.popen = subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -54,10 +56,8 @@ class Process:
     ) -> dict[str, Any]:
         """Read output until the process exits (or ``timeout`` kills it); return the reply."""
         p = self.popen
-        if self.stdin and p.stdin is not None:
+        if self.stdin is not None and p.stdin is not None:
             threading.Thread(target=_feed, args=(p.stdin, self.stdin), daemon=True).start()
-        elif p.stdin is not None:
-            p.stdin.close()
         assert p.stdout is not None and p.stderr is not None
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ, "stdout")
@@ -95,9 +95,17 @@ class Process:
         return {"returncode": returncode, "killed": self.killed_reason, "dropped": dropped}
 
 
-def _feed(pipe: Any, data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except OSError:
-        pass
+def _feed(pipe: Any, chunks: Iterator[bytes]) -> None:
+    """Write the host's input to the process as it arrives, then close its stdin.
+
+    A process that exits or closes its stdin early leaves the rest unread; a
+    cancelled request ends the input where it stands.
+    """
+    with contextlib.suppress(OSError):
+        try:
+            for chunk in chunks:
+                pipe.write(chunk)
+        except ConnectionAbortedError:
+            pass
+        finally:
+            pipe.close()

@@ -218,7 +218,7 @@ class Server:
             self.define_tool(header["name"], header.get("doc") or "")
             self.reply(rid, {})
             return
-        if op in ("write", "put_tar"):
+        if op in ("write", "put_tar") or header.get("argv_frames") or header.get("stdin_frames"):
             self.inboxes[rid] = queue.Queue()
         elif op == "kernel":
             self.inboxes[rid] = kernel.WakingQueue()
@@ -243,8 +243,18 @@ class Server:
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         env = {**self.env, **header.get("env", {})}
         cwd = fileops.resolve(self.workdir, header.get("cwd") or ".")
+        inbox = self.inboxes.get(rid)
+        argv = header["argv"]
+        if header.get("argv_frames") and inbox is not None:  # a long command line, NUL-joined
+            try:
+                joined = b"".join(fileops.incoming(inbox))
+            except ConnectionAbortedError as exc:
+                self.reply_error(rid, exc)
+                return
+            argv = [a.decode("utf-8", "surrogateescape") for a in joined.split(b"\0")]
+        stdin = fileops.incoming(inbox) if header.get("stdin_frames") and inbox else None
         try:
-            proc = Process(header["argv"], cwd, env, payload or None)
+            proc = Process(argv, cwd, env, stdin)
         except OSError as exc:
             self.reply(rid, {"returncode": 127, "spawn_error": f"{type(exc).__name__}: {exc}"})
             return
