@@ -74,6 +74,10 @@ class FileOperationError(SandboxError, OSError):
     """A file operation in the sandbox failed (missing path, permission, ...)."""
 
 
+class FileTooLarge(FileOperationError):
+    """``files.read`` met more bytes than its ``max_bytes``; nothing of the file was kept."""
+
+
 class DownloadRefused(FileOperationError):
     """``download()`` refused what the sandbox sent, and the host destination is as it was.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .driver.protocol import CHUNK
-from .errors import DownloadRefused, FileOperationError
+from .errors import DownloadRefused, FileTooLarge
 from .link import Link
 from .results import FileInfo
 from .untar import (
@@ -64,7 +64,8 @@ class AsyncFiles:
 
         The host holds at most ``max_bytes`` of it in memory (whatever the
         sandbox sends): past that, the read stops and raises
-        :class:`FileOperationError`; use :meth:`download` for larger files.
+        :class:`~sandlot.errors.FileTooLarge` (a :class:`FileOperationError`);
+        use :meth:`download` for larger files.
         """
         parts: list[bytes] = []
         size = 0
@@ -75,7 +76,7 @@ class AsyncFiles:
                     break
                 size += len(payload)
                 if size > max_bytes:
-                    raise FileOperationError(
+                    raise FileTooLarge(
                         f"read {path!r}: more than max_bytes={max_bytes} bytes arrived; "
                         "raise max_bytes, or download() the file to disk"
                     )

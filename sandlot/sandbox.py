@@ -16,7 +16,7 @@ import os
 import termios
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -598,9 +598,9 @@ class AsyncProcess:
         self.fields = fields
         self.stdin = stdin
         self.result: ExecResult | None = None
-        self._gen: AsyncIterator[OutputChunk] | None = None
+        self._gen: AsyncGenerator[OutputChunk] | None = None
 
-    async def _chunks(self) -> AsyncIterator[OutputChunk]:
+    async def _chunks(self) -> AsyncGenerator[OutputChunk]:
         # The driver keeps to the output limit; the host holds it to the limit as well.
         sandbox = self.sandbox
         room = sandbox.config.max_output_bytes
@@ -661,7 +661,7 @@ class AsyncProcess:
             truncated=dropped > 0 or header.get("dropped", 0) > 0,
         )
 
-    def __aiter__(self) -> AsyncIterator[OutputChunk]:
+    def __aiter__(self) -> AsyncGenerator[OutputChunk]:
         if self._gen is None:
             self._gen = self._chunks()
         return self._gen
@@ -672,6 +672,14 @@ class AsyncProcess:
             pass
         assert self.result is not None
         return self.result
+
+    async def aclose(self) -> None:
+        """Stop reading: a command still running is killed with its process group.
+
+        ``result`` stays None if it had not ended. Closing an ended process does nothing.
+        """
+        if self._gen is not None:
+            await self._gen.aclose()
 
     @property
     def returncode(self) -> int | None:

@@ -305,6 +305,7 @@ class Process(Twin):
             yield chunk
 
     wait = blocking(AsyncProcess.wait)
+    close = blocking(AsyncProcess.aclose)
     result = mirror[ExecResult | None]("result")
     returncode = mirror(AsyncProcess.returncode)
 

@@ -55,3 +55,28 @@ def load_yaml(text: str) -> tuple[yaml.Node | None, Any]:
         raise YAMLProblem(problem, mark.line + 1 if mark is not None else None) from None
     finally:
         loader.dispose()
+
+
+def line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent that exists).
+
+    For an unknown field the line is its key's; for a missing one, its parent's.
+    """
+    line = node.start_mark.line + 1 if node is not None else None
+    for step in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == step:
+                    line = key.start_mark.line + 1
+                    node = value
+                    if not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
+                        line = value.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and step.isdigit() and int(step) < len(node.value):
+            node = node.value[int(step)]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -99,6 +99,20 @@ class Isolation:
         }
 
 
+def sweep_leftovers() -> cgroups.Layout | None:
+    """Remove what host processes that died left: their state directories and cgroups.
+
+    Anything still running in those cgroups is killed first. Returns the cgroup
+    layout found (None without cgroups). Every first start in a process does
+    this; ``inspect sandbox cleanup sandlot`` does it on demand.
+    """
+    _sweep_state(_state_root())
+    layout = cgroups.discover()
+    if layout is not None:
+        cgroups.sweep(layout)
+    return layout
+
+
 @cache
 def probe() -> Isolation:
     """Find out once per process what isolation works here.
@@ -109,10 +123,7 @@ def probe() -> Isolation:
         chosen = bwrap.find()
     except bwrap.BwrapChoiceError as exc:
         raise ConfigError(str(exc)) from None
-    _sweep_state(_state_root())
-    layout = cgroups.discover()
-    if layout is not None:
-        cgroups.sweep(layout)
+    layout = sweep_leftovers()
     return Isolation(
         chosen.path,
         "" if chosen.path else chosen.reason,

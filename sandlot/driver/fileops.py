@@ -67,6 +67,8 @@ def open_regular(path: str) -> int:
         if stat.S_ISREG(mode):
             return fd
         os.close(fd)
+    if stat.S_ISDIR(mode):  # the builtin error, so the host raises IsADirectoryError
+        raise IsADirectoryError(errno.EISDIR, str(NotRegularFile(path, "dir")))
     raise NotRegularFile(path, kind_of(mode))
 
 
@@ -252,7 +254,7 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, skipped: list[dict[str, 
     """Add ``path`` to ``tar`` as ``tarfile.add`` would, opening files with :func:`open_regular`."""
     try:
         fh = os.fdopen(open_regular(path), "rb")
-    except NotRegularFile:
+    except (NotRegularFile, IsADirectoryError):
         info = tar.gettarinfo(path, arcname)  # lstat: a link is a link, a fifo is not opened
     else:
         with fh:  # the header from the open file: its size is the one read

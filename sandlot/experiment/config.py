@@ -18,14 +18,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml  # type: ignore[import-untyped,unused-ignore]
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..config import ModelConfig, SandboxConfig, VolumeMount, _Strict
 from ..errors import ConfigError
 from ..rlm.engine import RLMConfig
 from ..rlm.lm import LMConfig
-from ..yamlfile import YAMLProblem, load_yaml
+from ..yamlfile import YAMLProblem, line_of, load_yaml
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")
 MAX_FILE_BYTES = 1 << 20  # an experiment file, a task file, a context file is read whole
@@ -387,31 +386,6 @@ def _anchor(data: Any, base: Path) -> Any:
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent that exists).
-
-    For an unknown field the line is its key's; for a missing one, its parent's.
-    """
-    line = node.start_mark.line + 1 if node is not None else None
-    for step in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == step:
-                    line = key.start_mark.line + 1
-                    node = value
-                    if not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
-                        line = value.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and step.isdigit() and int(step) < len(node.value):
-            node = node.value[int(step)]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
 _CLASS_NAMES = {
     "ExperimentConfig",
     "EnvironmentConfig",
@@ -464,7 +438,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
         for where, message in exc.problems or [("", str(exc))]:
             # A nested model's own check is reported under its class name: not a field.
             loc = ".".join(p for p in where.split(".") if p and p not in _CLASS_NAMES)
-            line = _line_of(root, loc.split(".") if loc else [])
+            line = line_of(root, loc.split(".") if loc else [])
             located.append((f"{file}:{line or 1}: {loc}", message))
         error = ConfigError(
             f"{file}: invalid experiment:\n  " + "\n  ".join(f"{w}: {m}" for w, m in located)
