@@ -289,8 +289,14 @@ class Channel:
         self.writer.write(protocol.encode(header, payload))
 
     async def drain(self) -> None:
-        """Wait until the written messages are handed to the kernel (flow control)."""
-        await self.writer.drain()
+        """Wait until the written messages are handed to the kernel (flow control).
+
+        Raises :class:`Closed` when the connection is lost meanwhile (the sandbox died).
+        """
+        try:
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise Closed(f"the connection to the sandbox was lost: {exc}") from None
 
     def request(
         self,

@@ -72,6 +72,15 @@ def test_exec_input_and_command_lines_of_any_size_cross_whole(sb: sandlot.Sandbo
     assert sb.exec("printf", "%s|", "a b", "", "ü").stdout == "a b||ü|"
 
 
+def test_a_sandbox_that_dies_while_it_is_sent_input_is_named() -> None:
+    # The driver holds unread input; 512 MiB of it is past the sandbox's memory, so the
+    # kernel ends it while the host still sends: the host says so, not "connection reset".
+    with sandlot.Sandbox(sandlot.SandboxConfig(memory_mb=64)) as sb:
+        with pytest.raises(sandlot.SandboxDied) as died:
+            sb.exec("sleep", "30", stdin=b"x" * (512 << 20))
+    assert died.value.cause == "out_of_memory"
+
+
 def test_exec_stream_yields_output_as_it_is_produced(sb: sandlot.Sandbox) -> None:
     proc = sb.exec_stream("bash", "-c", "for i in 1 2 3; do echo $i; echo e$i >&2; sleep 0.1; done")
     chunks = [(c.stream, c.text) for c in proc]
