@@ -75,9 +75,11 @@ def test_exec_input_and_command_lines_of_any_size_cross_whole(sb: sandlot.Sandbo
 def test_a_sandbox_that_dies_while_it_is_sent_input_is_named() -> None:
     # The driver holds unread input; 512 MiB of it is past the sandbox's memory, so the
     # kernel ends it while the host still sends: the host says so, not "connection reset".
-    with sandlot.Sandbox(sandlot.SandboxConfig(memory_mb=64)) as sb:
-        with pytest.raises(sandlot.SandboxDied) as died:
-            sb.exec("sleep", "30", stdin=b"x" * (512 << 20))
+    with (
+        sandlot.Sandbox(sandlot.SandboxConfig(memory_mb=64)) as sb,
+        pytest.raises(sandlot.SandboxDied) as died,
+    ):
+        sb.exec("sleep", "30", stdin=b"x" * (512 << 20))
     assert died.value.cause == "out_of_memory"
 
 
