@@ -8,13 +8,21 @@ fail the way docs/inspect.md says (see ``EXPECTED_TO_FAIL``).
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from inspect_ai.event import SandboxEvent
+from inspect_ai.log import read_eval_log
 from inspect_ai.util import SandboxEnvironment, SandboxUserUnsupportedError
 from inspect_ai.util._sandbox import self_check
 
-from sandlot.integrations.inspect_ai import SandlotSandboxEnvironment
+from sandlot import ConfigError
+from sandlot.integrations.inspect_ai import SandlotSandboxEnvironment, load_config
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +62,93 @@ async def test_inspect_self_check(check: object, one_sample: dict[str, SandboxEn
             await check(one_sample["default"])  # type: ignore[operator]
         return
     await check(one_sample["default"])  # type: ignore[operator]
+
+
+TASK_DIR = Path(__file__).parent / "data" / "inspect"
+MISBEHAVIOURS = "fork_bomb,memory_bomb,endless_loop,big_write"
+
+
+def test_inspect_eval_runs_every_sample_in_its_own_sandbox_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """``inspect eval task.py --sandbox sandlot``: tools, scorer, misbehaving samples, cleanup."""
+    work = tmp_path / "task"
+    shutil.copytree(TASK_DIR, work)
+    state = tmp_path / "tmp"
+    state.mkdir()
+    logs = tmp_path / "logs"
+    env = {**os.environ, "TMPDIR": str(state), "SAMPLES": "6"}
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "inspect"),
+            "eval",
+            "task.py",
+            "--sandbox",
+            "sandlot",  # sandlot.yaml beside task.py is found
+            "--max-sandboxes",
+            "4",
+            "--no-fail-on-error",
+            "--display",
+            "none",
+            "--log-dir",
+            str(logs),
+            "-T",
+            f"misbehave={MISBEHAVIOURS}",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (log_file,) = logs.glob("*.eval")
+    log = read_eval_log(str(log_file))
+    assert log.status == "success"
+    samples = {str(s.id): s for s in log.samples or []}
+    assert len(samples) == 10
+    for n in range(2, 8):
+        sample = samples[f"square-{n}"]
+        score = sample.scores["square_in_sandbox"]  # type: ignore[index]
+        # The scorer read the sandbox's own result.txt, and the config file was in force.
+        assert (score.value, score.answer, score.metadata) == ("C", str(n * n), {"config": "found"})
+        actions = [e.action for e in sample.events if isinstance(e, SandboxEvent)]
+        assert actions.count("exec") >= 3 and "read_file" in actions, actions
+    # Each misbehaving sample ends as its tool's error or its sample's, and the others went on.
+    loop = samples["misbehave-endless_loop"]
+    assert any(
+        getattr(m, "error", None) is not None and m.error.type == "timeout"  # type: ignore[union-attr]
+        for m in loop.messages
+    )
+    assert loop.scores["square_in_sandbox"].value == "C"  # type: ignore[index]
+    memory = samples["misbehave-memory_bomb"]
+    assert memory.error is None, memory.error
+    big = samples["misbehave-big_write"]
+    assert big.error is not None and "disk_mb=256" in big.error.message, big.error
+    fork = samples["misbehave-fork_bomb"]
+    # The bomb runs on in the background at the sandbox's process limit: that sample only.
+    assert fork.error is None or "process limit" in fork.error.message, fork.error
+    # Nothing of the eval's sandboxes is left: no state directory, no cgroup ledger.
+    assert list((state / f"sandlot-{os.getuid()}").iterdir()) == []
+
+
+def test_a_config_file_error_names_its_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "sandlot.yaml"
+    bad.write_text("memory_mb: 512\nwarm: 2\nmemroy_mb: 5\n")
+    with pytest.raises(ConfigError, match=r"sandlot.yaml:3: memroy_mb: "):
+        load_config(bad)
+    bad.write_text("memory_mb: lots\n")
+    with pytest.raises(ConfigError, match=r"sandlot.yaml:1: memory_mb: "):
+        load_config(bad)
+    bad.write_text("services:\n  default: {}\n  db: {}\n")
+    with pytest.raises(ConfigError, match=r"multi-service samples \(default, db\) are not"):
+        load_config(bad)
+    compose = tmp_path / "compose.yaml"
+    compose.write_text("services: {}\n")
+    with pytest.raises(ConfigError, match="not Docker's compose.yaml"):
+        load_config(compose)
+    good = tmp_path / "ok.yaml"
+    good.write_text("backend: ray\nray: {num_cpus: 0.5}\nrequirements: [reqs.txt]\n")
+    loaded = load_config(good)
+    assert loaded.backend == "ray" and loaded.ray.num_cpus == 0.5
+    assert loaded.requirements == [str(tmp_path / "reqs.txt")]  # beside the file

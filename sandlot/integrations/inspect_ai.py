@@ -191,8 +191,14 @@ def resolve_config(config: SandboxEnvironmentConfigType | None) -> InspectConfig
     )
 
 
-def _pool_key(task_name: str, config: SandboxEnvironmentConfigType | None) -> str:
-    return f"{task_name}\0{config.model_dump_json() if isinstance(config, BaseModel) else config}"
+def _pool_key(config: SandboxEnvironmentConfigType | None) -> str:
+    """Which pool serves ``config``: one per config in an eval process.
+
+    Not per task name: Inspect starts and shuts down each sandbox config once
+    per eval batch, calling ``task_init`` with ``"startup"`` and
+    ``task_cleanup`` with ``"shutdown"``, while samples name their task.
+    """
+    return config.model_dump_json() if isinstance(config, BaseModel) else str(config)
 
 
 @sandboxenv(name="sandlot")
@@ -233,7 +239,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
     async def _pool(
         cls, task_name: str, config: SandboxEnvironmentConfigType | None
     ) -> AsyncSandboxPool:
-        key = _pool_key(task_name, config)
+        key = _pool_key(config)
         pool = cls._pools.get(key)
         if pool is None:
             settings = resolve_config(config)
@@ -278,7 +284,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         cls, task_name: str, config: SandboxEnvironmentConfigType | None, cleanup: bool
     ) -> None:
         """Close the task's pool (its warm sandboxes end; lent ones end as samples finish)."""
-        pool = cls._pools.pop(_pool_key(task_name, config), None)
+        pool = cls._pools.pop(_pool_key(config), None)
         if pool is not None:
             await pool.close()
 
