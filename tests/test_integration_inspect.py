@@ -145,7 +145,7 @@ def test_a_config_file_error_names_its_file_line_and_field(tmp_path: Path) -> No
         load_config(bad)
     compose = tmp_path / "compose.yaml"
     compose.write_text("services: {}\n")
-    with pytest.raises(ConfigError, match="not Docker's compose.yaml"):
+    with pytest.raises(ConfigError, match=r"not Docker's compose\.yaml"):
         load_config(compose)
     good = tmp_path / "ok.yaml"
     good.write_text("backend: ray\nray: {num_cpus: 0.5}\nrequirements: [reqs.txt]\n")
