@@ -326,3 +326,20 @@ def test_a_session_object_is_what_the_sdk_wraps() -> None:
 
     asyncio.run(scenario())
     assert not live_sandboxes()
+
+
+def test_the_example_runs_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/integrations/openai_agents.py, with the SDK's ScriptedModel (no API key)."""
+    import importlib.util
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = Path(__file__).parents[1] / "examples" / "integrations" / "openai_agents.py"
+    spec = importlib.util.spec_from_file_location("openai_agents_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    asyncio.run(example.main(1))
+    assert capsys.readouterr().out == "Mumbai is the wettest, with 2400 mm a year.\n"
+    assert not live_sandboxes()
