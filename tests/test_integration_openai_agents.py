@@ -21,7 +21,7 @@ import pytest
 from agents import RunConfig, Runner, function_tool
 from agents.items import RunItem, ToolCallOutputItem
 from agents.run_state import RunState
-from agents.sandbox import LocalSnapshotSpec, Manifest, SandboxAgent, SandboxRunConfig
+from agents.sandbox import LocalSnapshotSpec, Manifest, SandboxAgent, SandboxRunConfig, User
 from agents.sandbox.entries import File
 from agents.sandbox.errors import (
     ExecNonZeroError,
@@ -275,6 +275,8 @@ def test_what_a_sandbox_cannot_honour_is_refused_before_it_starts() -> None:
                     extra_path_grants=(SandboxPathGrant(path="/data", host_path="/srv/data"),)
                 )
             )
+        with pytest.raises(ValueError, match="users and groups"):
+            await client.create(manifest=Manifest(users=[User(name="dev")]))
         with pytest.raises(TypeError, match="takes no options"):
             await client.create(options=object())  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="either pool"):
