@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from agents import RunConfig, Runner, function_tool
+from agents.exceptions import UserError
 from agents.items import RunItem, ToolCallOutputItem
 from agents.run_state import RunState
 from agents.sandbox import LocalSnapshotSpec, Manifest, SandboxAgent, SandboxRunConfig, User
@@ -113,6 +114,26 @@ def test_a_sandbox_agent_runs_its_tools_in_sandlot_and_goes_on_after_bad_steps(
     assert shown(said[5]) == "still here\none\n"
     assert result.final_output == "done"
     model.assert_complete()
+    assert not live_sandboxes()
+
+
+def test_a_sandbox_that_dies_ends_the_run_as_the_sdks_error_and_the_next_run_starts_fresh(
+    tmp_path: Path,
+) -> None:
+    """Killing the sandbox's driver loses the sandbox: as with the SDK's Docker client, the
+    run ends with the SDK's UserError naming the cause; nothing is left running, and the
+    next run gets a fresh sandbox."""
+    client = SandlotSandboxClient(CONFIG)
+    model = ScriptedModel([shell("kill -9 $PPID; sleep 5", "c1"), [assistant_message("never")]])
+    agent = SandboxAgent(name="victim", model=model, instructions="Use the shell.")
+    with pytest.raises(UserError, match="sandbox died"):
+        asyncio.run(Runner.run(agent, "go", run_config=run_config(client, tmp_path)))
+    assert not live_sandboxes()
+
+    model = ScriptedModel([shell("echo fresh", "c2"), [assistant_message("done")]])
+    agent = SandboxAgent(name="next", model=model, instructions="Use the shell.")
+    result = asyncio.run(Runner.run(agent, "go", run_config=run_config(client, tmp_path)))
+    assert shown(outputs(result.new_items)[0]) == "fresh\n"
     assert not live_sandboxes()
 
 
