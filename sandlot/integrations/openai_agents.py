@@ -9,11 +9,12 @@ sandbox instead: a separate process tree under bubblewrap, with its own
 ``/workspace`` and ``/tmp``, no network unless the config grants it, and the
 memory, process, CPU and disk ceilings of its :class:`~sandlot.SandboxConfig`::
 
+    import sandlot
     from agents import Runner, RunConfig
     from agents.sandbox import SandboxAgent, SandboxRunConfig
     from sandlot.integrations.openai_agents import SandlotSandboxClient
 
-    client = SandlotSandboxClient(SandboxConfig(memory_mb=1024))
+    client = SandlotSandboxClient(sandlot.SandboxConfig(memory_mb=1024))
     agent = SandboxAgent(name="coder", model=..., instructions="...")
     result = await Runner.run(agent, "task", run_config=RunConfig(
         sandbox=SandboxRunConfig(client=client)))
