@@ -5,6 +5,8 @@ API; nothing else in sandlot imports from here:
 
 - :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
+- :mod:`sandlot.integrations.openai_agents`: ``SandlotSandboxClient``, the OpenAI
+  Agents SDK's sandbox client (``pip install 'sandlot[openai-agents]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
