@@ -5,6 +5,9 @@ API; nothing else in sandlot imports from here:
 
 - :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
+- :mod:`sandlot.integrations.smolagents`: ``SandlotExecutor``, smolagents'
+  ``PythonExecutor`` for ``CodeAgent(..., executor=...)``
+  (``pip install 'sandlot[smolagents]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
