@@ -307,7 +307,8 @@ class SandlotExecutor(PythonExecutor):  # type: ignore[misc]
     def send_tools(self, tools: dict[str, Any]) -> None:
         """Make ``tools`` (smolagents ``Tool``s, managed agents, any callables, by name)
         the host functions the code may call; tools sent before and missing here are
-        removed."""
+        removed. Starts the sandbox (``agent.run`` sends the tools before its first
+        step), so that its start is not part of a step."""
         for name, tool in tools.items():
             _check_name(name, "tool name")
             if not callable(tool):
@@ -315,12 +316,15 @@ class SandlotExecutor(PythonExecutor):  # type: ignore[misc]
         with self._lock:
             dropped = [name for name in self._tools if name not in tools]
             self._tools = dict(tools)
-            if self._sandbox is not None:
+            if self._sandbox is None:
+                self.start()
+            else:
                 self._guard(lambda: self._install(self._tools, dropped))
 
     def send_variables(self, variables: dict[str, Any]) -> None:
         """Bind ``variables`` as globals in the sandbox (JSON values, bytes and numpy
-        arrays as they are; other values in their JSON form)."""
+        arrays as they are; other values in their JSON form): now if it is running,
+        else when it starts."""
         plain = {}
         for name, value in variables.items():
             _check_name(name, "variable name")
