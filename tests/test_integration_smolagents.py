@@ -189,14 +189,18 @@ def test_the_agent_context_manager_ends_the_sandbox() -> None:
     assert sandbox is not None and not sandbox.is_alive
 
 
-def test_agents_share_a_pool() -> None:
+def test_agents_share_a_pool_and_a_dead_sandbox_goes_back_to_it() -> None:
     with sandlot.SandboxPool(CONFIG, size=1) as pool:
-        answers = []
-        for word in ("a", "b"):
-            with SandlotExecutor(pool=pool) as executor:
-                answers.append(run(executor, [f"final_answer(lookup({word!r}))"])[0])
-            assert pool.stats()["lent"] == 0
-        assert answers == ["value-of-a", "value-of-b"]
+        with SandlotExecutor(pool=pool) as executor:
+            first = run(executor, ["final_answer(lookup('a'))"])[0]
+        assert pool.stats()["lent"] == 0
+        with SandlotExecutor(pool=pool) as executor:
+            steps = ["hog = bytearray(2 * 1024 ** 3)", "final_answer(lookup('b'))"]
+            second, agent = run(executor, steps)
+        assert isinstance(actions(agent)[0].error, AgentExecutionError)
+        assert (first, second) == ("value-of-a", "value-of-b")
+        stats = pool.stats()
+        assert stats["lent"] == 0 and stats["started"] == 3  # the dead one was replaced
 
 
 def test_logs_are_cut_as_smolagents_cuts_them(executor: SandlotExecutor) -> None:
