@@ -203,6 +203,27 @@ def test_agents_share_a_pool_and_a_dead_sandbox_goes_back_to_it() -> None:
         assert stats["lent"] == 0 and stats["started"] == 3  # the dead one was replaced
 
 
+def test_a_managed_agent_runs_on_the_host(executor: SandlotExecutor) -> None:
+    # smolagents' remote executors refuse managed agents; here they are host calls too.
+    helper = CodeAgent(
+        tools=[lookup],
+        model=ScriptedModel([code("final_answer(lookup('inner'))")]),
+        name="helper",
+        description="Looks things up.",
+        verbosity_level=LogLevel.OFF,
+    )
+    model = ScriptedModel([code("final_answer(helper(task='look up inner'))")])
+    agent = CodeAgent(
+        tools=[],
+        model=model,
+        managed_agents=[helper],
+        executor=executor,
+        verbosity_level=LogLevel.OFF,
+    )
+    answer = agent.run("delegate")
+    assert "value-of-inner" in answer and "helper" in answer
+
+
 def test_logs_are_cut_as_smolagents_cuts_them(executor: SandlotExecutor) -> None:
     executor.max_print_outputs_length = 1000
     try:

@@ -92,10 +92,11 @@ def _check_name(name: object, what: str) -> str:
         or not name.isidentifier()
         or keyword.iskeyword(name)
         or name.startswith(RESERVED_PREFIX)
+        or name == "ToolError"
     ):
         raise ValueError(
             f"{what} {name!r} is not usable: it must be a Python identifier, not a keyword, "
-            f"and not start with {RESERVED_PREFIX!r}"
+            f"not ToolError, and not start with {RESERVED_PREFIX!r}"
         )
     return name
 
