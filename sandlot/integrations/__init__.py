@@ -7,6 +7,9 @@ API; nothing else in sandlot imports from here:
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
 - :mod:`sandlot.integrations.openai_agents`: ``SandlotSandboxClient``, the OpenAI
   Agents SDK's sandbox client (``pip install 'sandlot[openai-agents]'``).
+- :mod:`sandlot.integrations.smolagents`: ``SandlotExecutor``, smolagents'
+  ``PythonExecutor`` for ``CodeAgent(..., executor=...)``
+  (``pip install 'sandlot[smolagents]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
