@@ -371,6 +371,48 @@ def notebook_session(address: str) -> None:
     mark("notebook_on_ray")
 
 
+def inspect_eval(address: str) -> None:
+    """``inspect eval`` of the squares task with ``backend: ray``: each sample's sandbox an actor.
+
+    It runs as a user would run it, in its own process, reaching the cluster by $RAY_ADDRESS.
+    """
+    task_dir = Path(__file__).parent / "data" / "inspect"
+    before = set(ray._private.state.actors())
+    logs = Path(tempfile.mkdtemp(prefix="sandlot-ray-inspect-"))
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "inspect"),
+            *("eval", "task.py", "--sandbox", "sandlot:ray.yaml"),
+            *("--display", "none", "--log-dir", str(logs)),
+        ],
+        cwd=task_dir,
+        env={**os.environ, "RAY_ADDRESS": address, "SAMPLES": "4"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    from inspect_ai.log import read_eval_log
+
+    found = list(logs.glob("*.eval"))
+    log = read_eval_log(str(found[0])) if found else None
+    added = [a for i, a in ray._private.state.actors().items() if i not in before]
+    report["inspect_on_ray"] = {
+        "returncode": done.returncode,
+        "output": (done.stdout + done.stderr)[-1500:],
+        "status": log.status if log else None,
+        "scores": {
+            str(s.id): [s.scores[k].value, s.scores[k].metadata]
+            for s in log.samples or []
+            for k in s.scores or {}
+        }
+        if log
+        else {},
+        "actor_nodes": sorted({a["Address"]["NodeID"] for a in added}),
+        "actors_alive": sum(a["State"] != "DEAD" for a in added),
+    }
+    mark("inspect_on_ray")
+
+
 def main() -> None:
     cluster = Cluster(
         initialize_head=True,
@@ -387,11 +429,13 @@ def main() -> None:
             for infos in node.all_processes.values():
                 ray_pids += [info.process.pid for info in infos]
         node_a, node_b = worker_a.node_id, worker_b.node_id
+        report["worker_nodes"] = [node_a, node_b]
         asyncio.run(basics(node_a, node_b))
         asyncio.run(unplaceable())
         asyncio.run(waits_for_a_place())
         owner_dies(cluster.address)
         notebook_session(cluster.address)
+        inspect_eval(cluster.address)
         asyncio.run(spread(node_a, node_b))
         asyncio.run(flood(node_b))
         report["listening"] = listening()

@@ -48,7 +48,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            timeout=100,
+            timeout=200,
             env={
                 **os.environ,
                 "RAY_USAGE_STATS_ENABLED": "0",
@@ -129,6 +129,16 @@ def test_a_notebook_session_runs_its_kernel_in_a_ray_actor(report: dict[str, Any
     assert seen["value"] == "42" and seen["stdout"] == "from the kernel 42\n"
     assert seen["actors_added"] == 1 and seen["listed"]  # the session's sandbox, an actor
     assert seen["actors_left"] == 0  # ending the session ended its actor
+
+
+def test_an_inspect_eval_runs_each_samples_sandbox_as_a_ray_actor(report: dict[str, Any]) -> None:
+    seen = report["inspect_on_ray"]
+    assert seen["returncode"] == 0 and seen["status"] == "success", seen["output"]
+    # Every sample scored on its sandbox's state, under the ray.yaml config.
+    assert seen["scores"] == {f"square-{n}": ["C", {"config": "ray"}] for n in range(2, 6)}, seen
+    # Only the nodes that advertise "sandbox" took the samples' sandboxes, and none is left.
+    assert seen["actor_nodes"] and set(seen["actor_nodes"]) <= set(report["worker_nodes"])
+    assert seen["actors_alive"] == 0
 
 
 def test_actor_options_follow_the_config() -> None:
