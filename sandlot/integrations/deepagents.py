@@ -37,6 +37,7 @@ import base64
 import contextlib
 import json
 import posixpath
+import re
 import uuid
 from collections.abc import Coroutine
 from typing import Any, Final, Literal, TypeVar
@@ -104,6 +105,7 @@ MAX_LINE_CHARS: Final = 5000  # a grep match's text is cut here (deepagents' MAX
 OPS: Final = package_text("sandlot.integrations", "in_sandbox/deepagents_ops.py")
 # Where grep's list of files to search (its glob filter, applied on the host) is written.
 CHOSEN_DIR: Final = "/tmp/.sandlot-deepagents"
+_NAME_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline too), DEL, C1
 
 
 class _Reply(BaseModel):
@@ -119,11 +121,9 @@ class _Reply(BaseModel):
 
 
 def _shown(name: str) -> str:
-    """A name from the sandbox as it may be shown: bytes that are not UTF-8 and
-    control characters (a newline, an escape) written as ``\\xNN``."""
-    if any("\ud800" <= ch <= "\udfff" for ch in name):
-        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return escape_controls(name)
+    """A name from the sandbox as it may be shown: bytes that are not UTF-8 and every
+    control character (newline and tab too: a name is one line) written as ``\\xNN``."""
+    return _NAME_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", _text(name))
 
 
 def _text(text: str) -> str:
@@ -267,7 +267,6 @@ class SandlotBackend(BaseSandbox):
             self._sandbox = None
             self._loop = portal().loop
         self._redactor = Redactor.for_config(self.config)
-        self._death: str | None = None  # why a sandbox that is not ours is gone
         self._starting: asyncio.Lock | None = None
         if self._owned:
             self._blocking(self._live())
@@ -318,14 +317,12 @@ class SandlotBackend(BaseSandbox):
         if self._closed:
             raise SandboxError("this SandlotBackend was closed")
         sandbox = self._sandbox
-        if sandbox is not None and sandbox.is_alive:
-            return sandbox
-        if not self._owned:
-            raise SandboxError(self._death or "the sandbox handed to this SandlotBackend ended")
-        if self._starting is None:
+        if sandbox is not None:
+            return sandbox  # one that died raises SandboxDied when used, saying why
+        if self._starting is None:  # only an owned sandbox is ever dropped
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._sandbox is None or not self._sandbox.is_alive:
+            if self._sandbox is None:
                 fresh = AsyncSandbox(self.config, backend=self._backend)
                 await fresh.start()
                 self._sandbox, self._helpers = fresh, False
@@ -337,8 +334,7 @@ class SandlotBackend(BaseSandbox):
         if self._owned:
             self._sandbox = None
             return self._redact(f"{what}. Its files are lost; the next call starts a fresh one.")
-        self._death = self._redact(f"{what}. Its owner must give this backend a new one.")
-        return self._death
+        return self._redact(f"{what}. Its owner must give this backend a new one.")
 
     # -- running on the sandbox's loop ------------------------------------------
 
@@ -393,7 +389,9 @@ class SandlotBackend(BaseSandbox):
             )
         try:
             sandbox = await self._live()
-            proc = sandbox.exec_stream("sh", "-c", command, timeout=limit or None, stdin=b"")
+            # stderr joins stdout in the shell, so the output keeps the order it was written in.
+            script = f"exec 2>&1\n{command}"
+            proc = sandbox.exec_stream("sh", "-c", script, timeout=limit or None, stdin=b"")
             parts = [chunk.data async for chunk in proc]
         except SandboxDied as exc:
             return ExecuteResponse(output=f"Error: {self._died(exc)}", exit_code=None)
