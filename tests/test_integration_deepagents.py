@@ -4,6 +4,8 @@ on real sandlot sandboxes."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_tests.integration_tests import SandboxIntegrationTests
 
+from sandlot import AsyncSandboxPool
 from sandlot.integrations.deepagents import SandlotBackend
 from sandlot.sync import portal
 
@@ -225,3 +228,44 @@ def test_a_runaway_step_ends_as_the_tools_error_and_the_agent_goes_on(
     assert "timed out after 1 seconds" in got["c1"] and "exit code 124" in got["c1"]
     assert "failed with exit code" in got["c2"] and "exit code 0" not in got["c2"]
     assert "still here" in got["c3"] and "succeeded with exit code 0" in got["c3"]
+
+
+def test_agents_on_a_pool_each_work_in_their_own_sandbox() -> None:
+    """Two agents at once, async, each on a sandbox borrowed from an AsyncSandboxPool on the
+    caller's own event loop; the pool, not the backend, ends the sandboxes."""
+
+    async def one(pool: AsyncSandboxPool, n: int) -> tuple[str, str]:
+        async with pool.sandbox() as sandbox:
+            backend = SandlotBackend(sandbox=sandbox)
+            model = ScriptedModel(
+                messages=iter(
+                    [
+                        call("write_file", 1, file_path="/workspace/n.txt", content=f"agent {n}"),
+                        call("execute", 2, command="sleep 0.2; cat /workspace/n.txt"),
+                        AIMessage(content="done"),
+                    ]
+                )
+            )
+            agent = create_deep_agent(model=model, backend=backend)
+            state = await agent.ainvoke({"messages": [HumanMessage(content="go")]})
+            backend.close()  # not its sandbox: left to the pool
+            assert sandbox.is_alive
+            return backend.id, str(state["messages"][-2].content)
+
+    async def both() -> list[tuple[str, str]]:
+        async with AsyncSandboxPool(CONFIG, size=2) as pool:
+            return await asyncio.gather(one(pool, 0), one(pool, 1))
+
+    (id0, out0), (id1, out1) = asyncio.run(both())
+    assert id0 != id1
+    assert out0.startswith("agent 0") and out1.startswith("agent 1")
+
+
+def test_the_example_runs_as_written() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples/integrations/deepagents.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 3 5 7 11 13 17 19 23 29 31 37 41 43 47" in done.stdout
+    assert done.stdout.rstrip().endswith("The largest prime below 50 is 47.")

@@ -5,6 +5,8 @@ API; nothing else in sandlot imports from here:
 
 - :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
+- :mod:`sandlot.integrations.deepagents`: ``SandlotBackend``, a LangChain Deep Agents
+  sandbox backend (``pip install 'sandlot[deepagents]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
