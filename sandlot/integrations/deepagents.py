@@ -105,6 +105,10 @@ MAX_LINE_CHARS: Final = 5000  # a grep match's text is cut here (deepagents' MAX
 OPS: Final = package_text("sandlot.integrations", "in_sandbox/deepagents_ops.py")
 # Where grep's list of files to search (its glob filter, applied on the host) is written.
 CHOSEN_DIR: Final = "/tmp/.sandlot-deepagents"
+# What travels in a request's header (1 MiB at most) is bounded well below that.
+MAX_PATH_BYTES: Final = 4096  # PATH_MAX
+MAX_PATTERN_BYTES: Final = 64 << 10
+MAX_COMMAND_BYTES: Final = 256 << 10
 _NAME_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (newline too), DEL, C1
 
 
@@ -131,6 +135,11 @@ def _text(text: str) -> str:
     if any("\ud800" <= ch <= "\udfff" for ch in text):
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return text
+
+
+def _bad_path(path: str) -> bool:
+    """Whether ``path`` cannot name a file: it holds NUL or is longer than ``PATH_MAX``."""
+    return "\0" in path or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES
 
 
 def _relative(rel: str) -> bool:
@@ -387,6 +396,13 @@ class SandlotBackend(BaseSandbox):
             return ExecuteResponse(
                 output=f"Error: timeout must be 0 or more, not {limit}", exit_code=1
             )
+        size = len(command.encode("utf-8", "surrogatepass"))
+        if size > MAX_COMMAND_BYTES:
+            return ExecuteResponse(
+                output=f"Error: the command is {size} bytes, over the {MAX_COMMAND_BYTES} a "
+                "command may have; write the script to a file with write_file and run that",
+                exit_code=1,
+            )
         try:
             sandbox = await self._live()
             # stderr joins stdout in the shell, so the output keeps the order it was written in.
@@ -417,6 +433,8 @@ class SandlotBackend(BaseSandbox):
     # -- files: read, write, edit, delete ------------------------------------------
 
     async def _fetch(self, path: str) -> bytes:
+        if _bad_path(path):
+            raise FileOperationError(f"{path[:100]!r}...: not a usable path (NUL, or too long)")
         sandbox = await self._live()
         return await sandbox.files.read(path, max_bytes=self.max_file_bytes)
 
@@ -533,6 +551,8 @@ class SandlotBackend(BaseSandbox):
         return await self._async(self._delete(file_path))
 
     async def _delete(self, file_path: str) -> DeleteResult:
+        if _bad_path(file_path):
+            return DeleteResult(error=f"Error deleting file '{file_path[:100]}': invalid_path")
         try:
             sandbox = await self._live()
             await sandbox.files.remove(file_path, recursive=True)
@@ -558,7 +578,7 @@ class SandlotBackend(BaseSandbox):
         responses = []
         for path, data in files:
             error: str | None = None
-            if not path.startswith("/") or "\0" in path:
+            if not path.startswith("/") or _bad_path(path):
                 error = "invalid_path"
             else:
                 try:
@@ -583,7 +603,7 @@ class SandlotBackend(BaseSandbox):
     async def _download(self, paths: list[str]) -> list[FileDownloadResponse]:
         responses = []
         for path in paths:
-            if not path.startswith("/") or "\0" in path:
+            if not path.startswith("/") or _bad_path(path):
                 responses.append(FileDownloadResponse(path=path, error="invalid_path"))
                 continue
             try:
@@ -607,6 +627,8 @@ class SandlotBackend(BaseSandbox):
         return await self._async(self._ls(path))
 
     async def _ls(self, path: str) -> LsResult:
+        if _bad_path(path):
+            return LsResult(error=f"Path '{path[:100]}': invalid_path")
         try:
             sandbox = await self._live()
             listed = await sandbox.files.list(path)
@@ -670,6 +692,8 @@ class SandlotBackend(BaseSandbox):
 
     async def _glob(self, pattern: str, path: str | None) -> GlobResult:
         root = path if path and path.startswith("/") else f"/{path or ''}"
+        if _bad_path(root) or len(pattern.encode("utf-8", "surrogatepass")) > MAX_PATTERN_BYTES:
+            return GlobResult(error=f"Path '{root[:100]}': the path or the pattern is too long")
         try:
             matcher = compile_grep_include_glob(pattern)
         except InvalidGlobPatternError as exc:
@@ -719,6 +743,11 @@ class SandlotBackend(BaseSandbox):
     async def _grep(
         self, pattern: str, path: str | None, glob: str | None, max_count: int | None
     ) -> GrepResult:
+        if _bad_path(path or "") or any(
+            len(text.encode("utf-8", "surrogatepass")) > MAX_PATTERN_BYTES
+            for text in (pattern, glob or "")
+        ):
+            return GrepResult(error="Error: the path, the pattern or the glob is too long")
         try:
             matcher = compile_grep_include_glob(glob) if glob else None
         except InvalidGlobPatternError as exc:

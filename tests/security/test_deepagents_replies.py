@@ -145,3 +145,16 @@ def test_a_forged_listing_is_checked(backend: SandlotBackend) -> None:
     finally:
         in_repl(backend, "ops.list_dir = real\n")
     assert [e["path"] for e in entries or []] == ["/tmp/ls/ok", "/tmp/ls/tab\\x09line\\x0a"]
+
+
+def test_oversized_arguments_are_refused_and_the_sandbox_goes_on(backend: SandlotBackend) -> None:
+    huge = "x" * 2_000_000  # over the 1 MiB a request header may hold
+    assert "too long" in (backend.grep(huge, path="/tmp").error or "")
+    assert "too long" in (backend.glob(huge, path="/tmp").error or "")
+    assert backend.execute(f"echo {huge}").exit_code == 1
+    assert backend.upload_files([("/tmp/" + huge, b"")])[0].error == "invalid_path"
+    assert backend.download_files(["/tmp/a\0b"])[0].error == "invalid_path"
+    assert backend.read("/" + huge).error is not None
+    assert backend.ls("/" + huge).error is not None
+    assert backend.delete("/" + huge).error is not None
+    assert backend.execute("echo alive").output == "alive\n"
