@@ -14,6 +14,7 @@ import pytest
 from conftest import strict
 from deepagents import create_deep_agent
 from deepagents.backends.protocol import SandboxBackendProtocol
+from deepagents.backends.sandbox import TRUNCATION_MSG
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_tests.integration_tests import SandboxIntegrationTests
@@ -120,6 +121,20 @@ def test_write_replaces_an_existing_file(backend: SandlotBackend) -> None:
     assert backend.write("/tmp/w.txt", "first").error is None
     assert backend.write("/tmp/w.txt", "second").path == "/tmp/w.txt"
     assert backend.execute("cat /tmp/w.txt").output == "second"
+
+
+def test_read_pages_like_base_sandbox(backend: SandlotBackend) -> None:
+    backend.upload_files([("/tmp/crlf.txt", b"a\r\nb\rc\n")])
+    page = backend.read("/tmp/crlf.txt")
+    assert page.file_data is not None and page.file_data["content"] == "a\nb\nc"
+    assert (page.total_lines, page.start_line, page.end_line, page.next_offset) == (3, 1, 3, None)
+    backend.write("/tmp/wide.txt", "x" * 600_000 + "\nnext\n")
+    wide = backend.read("/tmp/wide.txt")
+    assert wide.file_data is not None and wide.file_data["content"].endswith(TRUNCATION_MSG)
+    assert len(wide.file_data["content"].encode()) <= 500 * 1024
+    assert (wide.end_line, wide.next_offset) == (1, 1)
+    rest = backend.read("/tmp/wide.txt", offset=1)
+    assert rest.file_data is not None and rest.file_data["content"] == "next"
 
 
 def test_execute_keeps_the_order_of_stdout_and_stderr(backend: SandlotBackend) -> None:

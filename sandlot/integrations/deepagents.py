@@ -167,8 +167,11 @@ def _error_code(exc: FileOperationError) -> str:
 
 def _page(content: str, offset: int, limit: int) -> ReadResult:
     """Lines ``offset`` to ``offset + limit`` of ``content``, as deepagents' ``read`` gives
-    them: line endings made ``\\n``, at most ``MAX_OUTPUT_BYTES`` of text."""
-    lines = content.splitlines()
+    them: lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (as Python's universal newlines,
+    and ``BaseSandbox``) and are joined with ``\\n``; at most ``MAX_OUTPUT_BYTES`` of text."""
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":  # the end of the last line, not a line of its own
+        lines.pop()
     total = len(lines)
     if offset >= total:
         return ReadResult(error=f"Line offset {offset} exceeds file length ({total} lines)")
