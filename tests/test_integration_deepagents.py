@@ -55,7 +55,8 @@ class TestSandlotBackendStandard(SandboxIntegrationTests):
     ]
 
     @pytest.fixture(scope="class")
-    def sandbox(self) -> Iterator[SandboxBackendProtocol]:
+    @classmethod
+    def sandbox(cls) -> Iterator[SandboxBackendProtocol]:
         with SandlotBackend(CONFIG) as backend:
             yield backend
 
