@@ -29,6 +29,7 @@ from compare import console, fmt, header, pct, ratio
 ADAPTERS: dict[str, str] = {
     "openai-agents": "openai_agents",
     "smolagents": "smolagents",
+    "deepagents": "deepagents",
 }
 
 

@@ -10,6 +10,8 @@ API; nothing else in sandlot imports from here:
 - :mod:`sandlot.integrations.smolagents`: ``SandlotExecutor``, smolagents'
   ``PythonExecutor`` for ``CodeAgent(..., executor=...)``
   (``pip install 'sandlot[smolagents]'``).
+- :mod:`sandlot.integrations.deepagents`: ``SandlotBackend``, a LangChain Deep Agents
+  sandbox backend (``pip install 'sandlot[deepagents]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
