@@ -228,10 +228,14 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
         self._final: str | None = None
         self._shown: dict[str, str] = {}
         self.setup()
-        if context_payload is not None:
-            self.load_context(context_payload)
-        if setup_code:
-            self.execute_code(setup_code)
+        try:
+            if context_payload is not None:
+                self.load_context(context_payload)
+            if setup_code:
+                self.execute_code(setup_code)
+        except BaseException:
+            self.cleanup()
+            raise
 
     # -- lifetime ----------------------------------------------------------------
 
