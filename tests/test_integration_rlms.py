@@ -278,6 +278,7 @@ def test_bad_settings_fail_at_once() -> None:
     pool = sandlot.SandboxPool(CONFIG, size=1)  # lazy: nothing starts
     with pytest.raises(sandlot.ConfigError, match="either pool or config"):
         SandlotREPL(pool=pool, config=CONFIG)
+    pool.close()
     with pytest.raises(sandlot.ConfigError, match="timeout"):
         SandlotREPL(timeout=0)
     with pytest.raises(TypeError, match="JSON value"):
