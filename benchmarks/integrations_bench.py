@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import console, fmt, header, pct, ratio
 
 #: The adapters, in the order the table lists them: name -> module in benchmarks/integrations/.
-ADAPTERS: dict[str, str] = {}
+ADAPTERS: dict[str, str] = {
+    "rlms": "rlms",
+}
 
 
 class Adapter(Protocol):
