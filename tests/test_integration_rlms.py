@@ -3,8 +3,10 @@ rlms's own LocalREPL, and rlms's whole RLM loop with a scripted LM on loopback."
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -290,3 +292,26 @@ def test_bad_settings_fail_at_once() -> None:
     )
     with pytest.raises(TypeError, match="unexpected keyword"):
         rlm.completion("c")
+
+
+@pytest.mark.parametrize("questions", [1, 2])
+def test_the_example_runs_as_written(
+    lm: Scripted, questions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "any value for a local server")
+    path = Path(__file__).resolve().parent.parent / "examples" / "integrations" / "rlms.py"
+    spec = importlib.util.spec_from_file_location("example_rlms", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    # The same turn for every run (two run at once): find the memos, ask the sub-LM.
+    lm.root += questions * [
+        repl(
+            "memos = [line for line in context.splitlines() if line.startswith('Memo')]\n"
+            "answer['content'] = llm_query('Answer from: ' + ' | '.join(memos))\n"
+            "answer['ready'] = True"
+        )
+    ]
+    answers = example.main("scripted", lm.base_url, questions)
+    assert len(answers) == questions
+    assert all("vault code is 4471" in answer for answer in answers), answers
