@@ -58,10 +58,11 @@ def main(model: str, base_url: str | None = None, questions: int = 1) -> list[st
         rlm = make_rlm(model, base_url, {"config": config, "timeout": 120})
         return [rlm.completion(context, root_prompt=QUESTIONS[0]).response]
     # Many RLMs at once: each completion borrows a started sandbox from the pool.
+    # An RLM keeps per-run state, so each thread makes its own.
     with sandlot.SandboxPool(config, size=questions, warm=questions) as pool:
-        rlm = make_rlm(model, base_url, {"pool": pool, "timeout": 120})
 
         def ask(question: str) -> str:
+            rlm = make_rlm(model, base_url, {"pool": pool, "timeout": 120})
             return str(rlm.completion(context, root_prompt=question).response)
 
         with ThreadPoolExecutor(questions) as threads:

@@ -5,6 +5,8 @@ API; nothing else in sandlot imports from here:
 
 - :mod:`sandlot.integrations.dspy`: ``SandlotInterpreter``, DSPy's
   ``CodeInterpreter`` (``pip install 'sandlot[dspy]'``).
+- :mod:`sandlot.integrations.rlms`: ``SandlotREPL``, the RLM library's environment
+  ``RLM(environment="sandlot")`` (``pip install 'sandlot[rlms]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
