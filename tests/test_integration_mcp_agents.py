@@ -10,6 +10,7 @@ sessions on a session server of this module's own (``SANDLOT_SESSIONS_DIR``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -153,3 +154,18 @@ def test_a_pydantic_ai_agent_works_in_a_sandlot_session(mcp_json: Path) -> None:
     cells = nbformat.read(session["notebook_path"], as_version=4).cells
     assert any("made_by_agent.txt" in cell.source for cell in cells)
     assert session["session_id"] not in {info.session_id for info in list_sessions()}
+
+
+def test_the_example_runs_as_written(
+    sessions_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "integrations"
+    monkeypatch.chdir(tmp_path)  # its notebooks go to ./notebooks
+    spec = importlib.util.spec_from_file_location("example_mcp", path / "mcp_pydantic_ai.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    before = {info.session_id for info in list_sessions()}
+    assert example.main() == "The 30th Fibonacci number is 832040."
+    assert {info.session_id for info in list_sessions()} <= before  # it shut its session down
+    assert len(list((tmp_path / "notebooks").glob("*.ipynb"))) == 1
