@@ -28,6 +28,7 @@ from compare import console, fmt, header, pct, ratio
 #: The adapters, in the order the table lists them: name -> module in benchmarks/integrations/.
 ADAPTERS: dict[str, str] = {
     "rlms": "rlms",
+    "mcp": "mcp_pydantic_ai",
 }
 
 
