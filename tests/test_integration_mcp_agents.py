@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from pydantic_ai.messages import (
     ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from session_servers import own_session_server
 
 from sandlot.notebook import list_sessions, shutdown_session
 
@@ -41,22 +41,16 @@ Step = Callable[[Any], ModelResponse]
 
 @pytest.fixture(scope="module")
 def sessions_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A session server of this module's own, ended (with its sessions) afterwards."""
+    """A session server of this module's own: its sessions shut down afterwards, and the
+    server must then exit by itself (a short linger)."""
     folder = tmp_path_factory.mktemp("agent-sessions")
     folder.chmod(0o700)
-    saved = {k: os.environ.get(k) for k in ("SANDLOT_SESSIONS_DIR", "SANDLOT_SESSIONS_LINGER")}
-    os.environ["SANDLOT_SESSIONS_DIR"] = str(folder)
-    os.environ["SANDLOT_SESSIONS_LINGER"] = "2"
-    try:
-        yield folder
-    finally:
-        for info in list_sessions():
-            shutdown_session(info.session_id)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with own_session_server(folder, linger=2):
+        try:
+            yield folder
+        finally:
+            for info in list_sessions():
+                shutdown_session(info.session_id)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +69,7 @@ def mcp_json(sessions_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     claude_code = json.loads(blocks[0].split("\n", 1)[1])
     entry = claude_code["mcpServers"]["sandlot"]
     assert entry["type"] == "stdio" and entry["env"] == {"SANDLOT_SESSIONS_DIR": str(sessions_dir)}
+    entry["env"]["SANDLOT_SESSIONS_LINGER"] = "2"  # this module's server ends soon after
     path = tmp_path_factory.mktemp("project") / ".mcp.json"
     path.write_text(json.dumps(claude_code))
     return path

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -51,7 +52,8 @@ def _sandlot_agent(count: int, turns: list[float], notebooks: str) -> Agent[None
         return ModelResponse(parts=[TextPart("done")])
 
     args = ["-m", "sandlot.cli", "mcp", "--notebook-dir", notebooks]
-    transport = StdioTransport(command=sys.executable, args=args)
+    settings = {name: value for name, value in os.environ.items() if name.startswith("SANDLOT_")}
+    transport = StdioTransport(command=sys.executable, args=args, env=settings)
     toolset = MCPToolset(transport, id="sandlot").prefixed("sandlot")
     return Agent(FunctionModel(model), toolsets=[toolset])
 

@@ -19,6 +19,7 @@ example runs on a machine with no LM at hand.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -44,8 +45,13 @@ FIBONACCI = "a, b = 0, 1\nfor _ in range(30):\n    a, b = b, a + b\na"
 
 
 def sandlot_mcp() -> AbstractToolset[None]:
-    """``sandlot mcp`` (notebook mode) over stdio, as this Python runs it."""
-    transport = StdioTransport(command=sys.executable, args=["-m", "sandlot.cli", "mcp"])
+    """``sandlot mcp`` (notebook mode) over stdio, as this Python runs it.
+
+    An MCP client starts its servers with a bare environment; the ``SANDLOT_*``
+    settings of this one (the session directory, the backend) are passed on."""
+    settings = {name: value for name, value in os.environ.items() if name.startswith("SANDLOT_")}
+    args = ["-m", "sandlot.cli", "mcp"]
+    transport = StdioTransport(command=sys.executable, args=args, env=settings)
     return MCPToolset(transport, id="sandlot").prefixed("sandlot")
 
 
