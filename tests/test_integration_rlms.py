@@ -141,6 +141,9 @@ def test_state_persists_and_output_is_captured(make_env: Any) -> None:
     assert result.stderr == "warn\n"
     assert "x" in result.locals
     assert result.final_answer is None and result.rlm_calls == []
+    fresh = make_env().execute_code("import math\nprint(round(math.pi, 2))\nprint(x)")
+    assert fresh.stdout == "3.14\n"  # imports work; another completion's variables are not there
+    assert "NameError" in fresh.stderr and "'x'" in fresh.stderr
 
 
 def test_the_context_is_loaded_as_the_library_does(make_env: Any) -> None:
@@ -149,6 +152,8 @@ def test_the_context_is_loaded_as_the_library_does(make_env: Any) -> None:
     assert printed.stdout == "True 1 <class 'str'>\n"
     data = make_env(context_payload={"docs": ["a", "b"], "n": 2})
     assert data.execute_code("print(context['docs'][context['n'] - 1])").stdout == "b\n"
+    listed = make_env(context_payload=[1, 2, 3, "four"])
+    assert listed.execute_code("print(context[3], context_0[:3])").stdout == "four [1, 2, 3]\n"
     rebound = data.execute_code("context = 'gone'")
     assert rebound.stderr == ""
     assert data.execute_code("print(context['n'])").stdout == "2\n"  # the alias comes back
@@ -173,6 +178,7 @@ def test_errors_go_to_stderr_and_the_repl_goes_on(make_env: Any) -> None:
     assert failed.stdout == "before\n"
     assert "ZeroDivisionError: division by zero" in failed.stderr
     assert env.execute_code("print(kept)").stdout == "yes\n"
+    assert "SyntaxError" in env.execute_code("def broken(").stderr
 
 
 def test_answer_ready_is_the_final_answer(make_env: Any) -> None:
@@ -184,6 +190,10 @@ def test_answer_ready_is_the_final_answer(make_env: Any) -> None:
     rebound = env.execute_code("answer = {'content': 7, 'ready': True}")
     assert rebound.final_answer == "7"
     assert env.execute_code("print(answer)").stdout == "{'content': 7, 'ready': True}\n"
+    unready = env.execute_code("answer = {'content': 'partial', 'ready': False}")
+    assert unready.final_answer is None
+    # The rebound dict is wrapped again, so flipping ready in a later block still counts.
+    assert env.execute_code("answer['ready'] = True").final_answer == "partial"
 
 
 def test_helpers_are_restored_and_show_vars_lists_the_code_variables(make_env: Any) -> None:
