@@ -219,9 +219,8 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
         self._borrowed = contextlib.ExitStack()
         self._ended = False
         self._files = 0
-        self._contexts: dict[
-            int, dict[str, Any] | list[Any] | str
-        ] = {}  # loaded contexts, to load again after a death
+        # The contexts loaded, by index, to load again into a sandbox that replaces a dead one.
+        self._contexts: dict[int, dict[str, Any] | list[Any] | str] = {}
         self._cell_lock = threading.Lock()
         self._calls_lock = threading.Lock()
         self._calls: list[RLMChatCompletion] = []  # sub-LM calls of the running block
