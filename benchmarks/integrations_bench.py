@@ -30,6 +30,8 @@ ADAPTERS: dict[str, str] = {
     "openai-agents": "openai_agents",
     "smolagents": "smolagents",
     "deepagents": "deepagents",
+    "rlms": "rlms",
+    "mcp": "mcp_pydantic_ai",
 }
 
 

@@ -752,17 +752,32 @@ class RlmsLoop:
     ``batch_max_concurrent`` (the bound on concurrent prompts of one ``llm_query_batched``; 16
     as shipped, with no ``RLM`` argument to set it) is ``concurrency``. Every sub-call's start
     and end (``time.perf_counter``) is appended to :attr:`calls`.
+
+    ``environment`` and ``environment_kwargs`` go to ``RLM`` as they are: ``"sandlot"`` (with
+    ``sandlot.integrations.rlms`` imported) runs the same loop with its code in a sandbox.
     """
 
     name: str = "rlms LocalREPL"
     SHIPPED_BATCH_CONCURRENCY = 16
     """``LMHandler``'s default ``batch_max_concurrent`` in ``rlms`` 0.1.3."""
 
-    def __init__(self, root_policy: Any, sub_lm: Any, concurrency: int) -> None:
+    def __init__(
+        self,
+        root_policy: Any,
+        sub_lm: Any,
+        concurrency: int,
+        *,
+        environment: str = "local",
+        environment_kwargs: dict[str, Any] | None = None,
+        max_iterations: int = 10,
+    ) -> None:
         self._rlm = _untyped("rlm.core.rlm")
         self.root_policy = root_policy
         self.sub_lm = sub_lm
         self.concurrency = concurrency
+        self.environment = environment
+        self.environment_kwargs = environment_kwargs
+        self.max_iterations = max_iterations
         self.calls: list[tuple[float, float]] = []
 
     @staticmethod
@@ -827,11 +842,12 @@ class RlmsLoop:
             engine = rlm.RLM(
                 backend="openai",
                 backend_kwargs={"model_name": root.model_name},
-                environment="local",
+                environment=self.environment,
+                environment_kwargs=self.environment_kwargs,
                 other_backends=["openai"],
                 other_backend_kwargs=[{"model_name": sub.model_name}],
                 max_depth=1,
-                max_iterations=10,
+                max_iterations=self.max_iterations,
                 max_concurrent_subcalls=bound,
             )
             result = engine.completion(context, root_prompt=query)

@@ -12,6 +12,8 @@ API; nothing else in sandlot imports from here:
   (``pip install 'sandlot[smolagents]'``).
 - :mod:`sandlot.integrations.deepagents`: ``SandlotBackend``, a LangChain Deep Agents
   sandbox backend (``pip install 'sandlot[deepagents]'``).
+- :mod:`sandlot.integrations.rlms`: ``SandlotREPL``, the RLM library's environment
+  ``RLM(environment="sandlot")`` (``pip install 'sandlot[rlms]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
