@@ -14,6 +14,8 @@ API; nothing else in sandlot imports from here:
   sandbox backend (``pip install 'sandlot[deepagents]'``).
 - :mod:`sandlot.integrations.rlms`: ``SandlotREPL``, the RLM library's environment
   ``RLM(environment="sandlot")`` (``pip install 'sandlot[rlms]'``).
+- :mod:`sandlot.integrations.inspect_ai`: the ``sandlot`` sandbox type for Inspect AI,
+  found through Inspect's entry point (``pip install 'sandlot[inspect]'``).
 
 A new adapter goes here as ``sandlot/integrations/<framework>.py``; see
 ``docs/architecture.md``.
