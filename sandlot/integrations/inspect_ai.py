@@ -52,6 +52,7 @@ from ..config import SandboxConfig, _Strict
 from ..errors import ConfigError, FileTooLarge, SandboxDied
 from ..pool import AsyncSandboxPool
 from ..sandbox import AsyncSandbox
+from ..secrets import Redactor
 from ..yamlfile import YAMLProblem, line_of, load_yaml
 
 #: Config files Inspect finds on its own next to a task (``sandbox="sandlot"``).
@@ -212,6 +213,8 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         self.sandbox = sandbox
         self._lease = lease
         self._user: tuple[str, str] | None = None  # the sandbox's user: name and uid
+        # The config's secret values never reach the eval log through a command's output.
+        self._redactor = Redactor.for_config(sandbox.config)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -331,8 +334,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
                 into += chunk.data
                 if len(into) > limit:
                     raise OutputLimitExceededError(
-                        SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE_STR,
-                        bytes(into[:limit]).decode("utf-8", "replace"),
+                        SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE_STR, self._text(into[:limit])
                     )
         except SandboxDied as exc:
             raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
@@ -347,15 +349,20 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         returncode = result.returncode
         if returncode < 0:  # killed by a signal: the shell's convention, as Docker reports it
             returncode = 128 - returncode
-        stderr = bytes(kept["stderr"]).decode("utf-8", "replace")
+        stderr = self._text(kept["stderr"])
         if result.spawn_error is not None:
             stderr = f"{cmd[0]}: {result.spawn_error}\n"
         return ExecResult(
             success=returncode == 0,
             returncode=returncode,
-            stdout=bytes(kept["stdout"]).decode("utf-8", "replace"),
+            stdout=self._text(kept["stdout"]),
             stderr=stderr,
         )
+
+    def _text(self, data: bytearray) -> str:
+        """Output as Inspect shows it: UTF-8 (bad bytes replaced), the config's secrets redacted."""
+        text = bytes(data).decode("utf-8", "replace")
+        return self._redactor.redact(text) if self._redactor else text
 
     async def write_file(self, file: str, contents: str | bytes) -> None:
         """Write ``file`` (parents made), refusing a file its user may not write, as ``open``."""
