@@ -9,9 +9,12 @@ holds proportional to its size. An anchor alone repeats nothing and is allowed.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped,unused-ignore]
+
+from .errors import ConfigError
 
 
 class YAMLProblem(ValueError):
@@ -80,3 +83,24 @@ def line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
         else:
             return line
     return line
+
+
+def read_yaml_file(file: Path, max_bytes: int, what: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree and value of YAML file ``file`` (``what`` names its kind in errors).
+
+    Raises ``ConfigError`` for a file over ``max_bytes``, one that cannot be read,
+    or malformed YAML; for the last, ``problems`` holds its ``(FILE:LINE, problem)``.
+    """
+    try:
+        if file.stat().st_size > max_bytes:
+            raise ConfigError(f"{file}: over {max_bytes} bytes, too large for {what}")
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read {what}: {exc}") from None
+    try:
+        return load_yaml(text)
+    except YAMLProblem as exc:
+        where = f"{file}:{exc.line}" if exc.line is not None else str(file)
+        error = ConfigError(f"{where}: not valid YAML: {exc.problem}")
+        error.problems = [(where, f"not valid YAML: {exc.problem}")]
+        raise error from None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rlms_echo import echo, handler  # noqa: F401  (fixtures of the rlms tests)
 from selector_check import unwatched
 
 import sandlot

@@ -13,10 +13,8 @@ import pytest
 from conftest import strict
 from openai_server import ScriptedOpenAIServer
 from rlm import RLM
-from rlm.clients.base_lm import BaseLM
-from rlm.core.lm_handler import LMHandler
-from rlm.core.types import ModelUsageSummary, UsageSummary
 from rlm.environments import LocalREPL
+from rlms_echo import EchoLM
 
 import sandlot
 from sandlot.integrations.rlms import ENVIRONMENT, SandlotREPL
@@ -70,45 +68,6 @@ def lm(script: Scripted) -> Scripted:
 
 def backend_kwargs(script: Scripted, model: str = "scripted") -> dict[str, Any]:
     return {"model_name": model, "base_url": script.base_url, "api_key": "k"}
-
-
-class EchoLM(BaseLM):  # type: ignore[misc]
-    """The sub-LM behind the environment tests' LMHandler: answers ``SUB:<prompt>``.
-
-    (rlms's own OpenAI client cannot serve two ``llm_query_batched`` calls on one
-    handler: its async client stays bound to the event loop of the first batch.)
-    """
-
-    def __init__(self) -> None:
-        super().__init__(model_name="echo")
-        self.prompts: list[str] = []
-
-    def completion(self, prompt: Any) -> str:
-        self.prompts.append(prompt)
-        return f"SUB:{prompt}"
-
-    async def acompletion(self, prompt: Any) -> str:
-        return self.completion(prompt)
-
-    def get_usage_summary(self) -> UsageSummary:
-        return UsageSummary(model_usage_summaries={})
-
-    def get_last_usage(self) -> ModelUsageSummary:
-        return ModelUsageSummary(total_calls=1, total_input_tokens=0, total_output_tokens=0)
-
-
-@pytest.fixture(scope="module")
-def echo() -> EchoLM:
-    return EchoLM()
-
-
-@pytest.fixture(scope="module")
-def handler(echo: EchoLM) -> Iterator[tuple[str, int]]:
-    """rlms's LMHandler (its socket server), answering with ``echo``."""
-    lm_handler = LMHandler(echo)
-    address = lm_handler.start()
-    yield address
-    lm_handler.stop()
 
 
 @pytest.fixture(params=["local", "sandlot"])

@@ -24,7 +24,7 @@ from ..config import ModelConfig, SandboxConfig, VolumeMount, _Strict
 from ..errors import ConfigError
 from ..rlm.engine import RLMConfig
 from ..rlm.lm import LMConfig
-from ..yamlfile import YAMLProblem, line_of, load_yaml
+from ..yamlfile import line_of, read_yaml_file
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")
 MAX_FILE_BYTES = 1 << 20  # an experiment file, a task file, a context file is read whole
@@ -413,19 +413,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     field, a file it names that cannot be read.
     """
     file = Path(path)
-    try:
-        if file.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{file}: over {MAX_FILE_BYTES} bytes; is it an experiment file?")
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot read the experiment file: {exc}") from None
-    try:
-        root, data = load_yaml(text)
-    except YAMLProblem as exc:
-        where = f"{file}:{exc.line}" if exc.line is not None else str(file)
-        error = ConfigError(f"{where}: not valid YAML: {exc.problem}")
-        error.problems = [(where, f"not valid YAML: {exc.problem}")]
-        raise error from None
+    root, data = read_yaml_file(file, MAX_FILE_BYTES, "the experiment file")
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(

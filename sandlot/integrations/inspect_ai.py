@@ -53,7 +53,7 @@ from ..errors import ConfigError, FileTooLarge, SandboxDied
 from ..pool import AsyncSandboxPool
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor
-from ..yamlfile import YAMLProblem, line_of, load_yaml
+from ..yamlfile import line_of, read_yaml_file
 
 #: Config files Inspect finds on its own next to a task (``sandbox="sandlot"``).
 CONFIG_FILES = ("sandlot.yaml", "sandlot.yml")
@@ -118,16 +118,7 @@ def load_config(path: str | Path) -> InspectConfig:
             f"{file}: the sandlot sandbox reads its own config (sandlot.yaml), not Docker's "
             f"{file.name}; write the packages and limits the task needs there (docs/inspect.md)"
         )
-    try:
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{file}: over {MAX_CONFIG_BYTES} bytes; is it a sandlot config?")
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: cannot read the sandlot config: {exc}") from None
-    try:
-        root, data = load_yaml(text)
-    except YAMLProblem as exc:
-        raise ConfigError(f"{file}:{exc.line or 1}: not valid YAML: {exc.problem}") from None
+    root, data = read_yaml_file(file, MAX_CONFIG_BYTES, "the sandlot config")
     if data is None:
         return InspectConfig()
     if not isinstance(data, dict):

@@ -14,25 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import strict
-from rlm.core.lm_handler import LMHandler
-from test_integration_rlms import EchoLM
+from rlms_echo import EchoLM
 
 from sandlot.integrations.rlms import SandlotREPL
 
 LIMIT = 4096  # max_output_bytes of these sandboxes
-
-
-@pytest.fixture(scope="module")
-def echo() -> EchoLM:
-    return EchoLM()
-
-
-@pytest.fixture(scope="module")
-def handler(echo: EchoLM) -> Iterator[tuple[str, int]]:
-    lm_handler = LMHandler(echo)
-    address = lm_handler.start()
-    yield address
-    lm_handler.stop()
 
 
 @pytest.fixture
