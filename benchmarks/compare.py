@@ -395,6 +395,32 @@ def ratio(new: float, base: float, higher_is_better: bool) -> str:
     return f"[red]{r:.2f} ![/]" if worse else f"{r:.2f}"
 
 
+def versus(new: list[float], base: list[float]) -> list[str]:
+    """Cells of a row of timings, side by side: count, p50s and ratio, p95s and ratio."""
+    return [
+        str(len(new)),
+        fmt(pct(new, 0.5), "s"),
+        fmt(pct(base, 0.5), "s"),
+        ratio(pct(new, 0.5), pct(base, 0.5), higher_is_better=False),
+        fmt(pct(new, 0.95), "s"),
+        fmt(pct(base, 0.95), "s"),
+        ratio(pct(new, 0.95), pct(base, 0.95), higher_is_better=False),
+    ]
+
+
+def versus_columns(new: str, base: str) -> list[str]:
+    """The headers of :func:`versus`'s cells, naming the two sides."""
+    return [
+        "n a side",
+        f"{new} p50",
+        f"{base} p50",
+        f"{new}/{base} p50",
+        f"{new} p95",
+        f"{base} p95",
+        f"{new}/{base} p95",
+    ]
+
+
 def header(title: str) -> None:
     """The machine a run measures and the command that ran it."""
     uname = platform.uname()

@@ -33,7 +33,7 @@ from inspect_ai.util._sandbox.local import LocalSandboxEnvironment
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import console, fmt, header, pct, ratio
+from compare import console, header, versus, versus_columns
 
 from sandlot.integrations.inspect_ai import SandlotSandboxEnvironment
 
@@ -124,26 +124,16 @@ def main() -> None:
             took = whole_eval(side, args.samples, args.max_sandboxes)
             got[side].setdefault("eval", []).append(took)
     table = Table(title="Inspect AI (ms; local is unisolated: the floor)", title_justify="left")
-    for column in ("measurement", "n a side", "sandlot p50", "local p50", "sandlot/local p50"):
-        table.add_column(column, justify="left" if column == "measurement" else "right")
-    table.add_column("sandlot p95", justify="right")
-    table.add_column("local p95", justify="right")
+    table.add_column("measurement")
+    for column in versus_columns("sandlot", "local"):
+        table.add_column(column, justify="right")
     rows = {
         "ready": "sample_init to first exec result",
         "cleanup": "sample_cleanup",
         "eval": f"whole eval, {args.samples} samples, {args.max_sandboxes} at once",
     }
     for series, label in rows.items():
-        new, base = got["sandlot"][series], got["local"][series]
-        table.add_row(
-            label,
-            str(len(new)),
-            fmt(pct(new, 0.5), "s"),
-            fmt(pct(base, 0.5), "s"),
-            ratio(pct(new, 0.5), pct(base, 0.5), higher_is_better=False),
-            fmt(pct(new, 0.95), "s"),
-            fmt(pct(base, 0.95), "s"),
-        )
+        table.add_row(label, *versus(got["sandlot"][series], got["local"][series]))
     console.print(table)
 
 

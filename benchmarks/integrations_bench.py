@@ -23,7 +23,7 @@ from typing import Protocol
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import console, fmt, header, pct, ratio
+from compare import console, header, versus, versus_columns
 
 #: The adapters, in the order the table lists them: name -> module in benchmarks/integrations/.
 ADAPTERS: dict[str, str] = {
@@ -68,34 +68,14 @@ def main() -> None:
         parser.error(f"unknown adapters {unknown}; choose from {list(ADAPTERS)}")
     header("time per agent step, sandlot beside each framework's default executor")
     table = Table(title="time per agent step (ms)", title_justify="left")
-    for column in (
-        "framework",
-        "default executor",
-        "n a side",
-        "sandlot p50",
-        "default p50",
-        "sandlot/default p50",
-        "sandlot p95",
-        "default p95",
-        "sandlot/default p95",
-    ):
-        left = column in ("framework", "default executor")
-        table.add_column(column, justify="left" if left else "right")
+    table.add_column("framework")
+    table.add_column("default executor")
+    for column in versus_columns("sandlot", "default"):
+        table.add_column(column, justify="right")
     for name in args.only or ADAPTERS:
         adapter: Adapter = importlib.import_module(f"integrations.{ADAPTERS[name]}")  # type: ignore[assignment]
         got = measure(adapter, args.rounds, args.steps)
-        new, base = got["sandlot"], got["default"]
-        table.add_row(
-            adapter.FRAMEWORK,
-            adapter.DEFAULT,
-            str(len(new)),
-            fmt(pct(new, 0.5), "s"),
-            fmt(pct(base, 0.5), "s"),
-            ratio(pct(new, 0.5), pct(base, 0.5), higher_is_better=False),
-            fmt(pct(new, 0.95), "s"),
-            fmt(pct(base, 0.95), "s"),
-            ratio(pct(new, 0.95), pct(base, 0.95), higher_is_better=False),
-        )
+        table.add_row(adapter.FRAMEWORK, adapter.DEFAULT, *versus(got["sandlot"], got["default"]))
     console.print(table)
 
 

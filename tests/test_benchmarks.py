@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,36 @@ def test_the_start_up_benchmark_prints_its_rows_beside_the_floors() -> None:
     for row in ("python -c pass", "Typer app --help", "import sandlot", "sandlot --help"):
         assert f"│ {row}" in done.stdout
     assert "target 1.5x" in done.stdout
+
+
+def test_the_integrations_benchmark_prints_a_row_per_adapter() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT.with_name("integrations_bench.py")),
+            *("--rounds", "1", "--steps", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for framework in ("OpenAI Agents SDK", "smolagents", "Deep Agents", "rlms", "MCP"):
+        assert framework in done.stdout, done.stdout
+
+
+def test_the_inspect_benchmark_prints_sandlot_beside_local() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT.with_name("inspect_bench.py")),
+            *("--samples", "4", "--rounds", "1", "--overhead", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("sample_init to first exec result", "sample_cleanup", "whole eval, 4 samples"):
+        assert f"│ {row}" in done.stdout
