@@ -152,3 +152,33 @@ def test_a_config_file_error_names_its_file_line_and_field(tmp_path: Path) -> No
     loaded = load_config(good)
     assert loaded.backend == "ray" and loaded.ray.num_cpus == 0.5
     assert loaded.requirements == [str(tmp_path / "reqs.txt")]  # beside the file
+
+
+def test_inspect_sandbox_cleanup_removes_what_a_killed_eval_left(tmp_path: Path) -> None:
+    """``inspect sandbox cleanup sandlot``: a killed process's sandbox dirs and cgroups go."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sandlot, time\nsandlot.Sandbox().start()\nprint(1, flush=True)\ntime.sleep(60)",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "1\n"
+    holder.kill()  # as a crashed eval: no cleanup of its own
+    holder.wait()
+    root = tmp_path / f"sandlot-{os.getuid()}"
+    left = sorted(p.name for p in root.iterdir())
+    assert any(name.startswith("box-") for name in left), left
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "inspect"), "sandbox", "cleanup", "sandlot"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(root.iterdir()) == []
