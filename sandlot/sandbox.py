@@ -673,10 +673,10 @@ class AsyncProcess:
         assert self.result is not None
         return self.result
 
-    async def aclose(self) -> None:
+    async def kill(self) -> None:
         """Stop reading: a command still running is killed with its process group.
 
-        ``result`` stays None if it had not ended. Closing an ended process does nothing.
+        ``result`` stays None if it had not ended. Killing an ended process does nothing.
         """
         if self._gen is not None:
             await self._gen.aclose()

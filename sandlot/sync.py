@@ -305,7 +305,7 @@ class Process(Twin):
             yield chunk
 
     wait = blocking(AsyncProcess.wait)
-    close = blocking(AsyncProcess.aclose)
+    kill = blocking(AsyncProcess.kill)
     result = mirror[ExecResult | None]("result")
     returncode = mirror(AsyncProcess.returncode)
 

@@ -330,7 +330,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         except SandboxDied as exc:
             raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
         finally:
-            await proc.aclose()
+            await proc.kill()
         result = proc.result
         assert result is not None
         if result.timed_out:
