@@ -640,11 +640,14 @@ class AsyncProcess:
                     raise sandbox._death() from None
                 if header["t"] == "res":
                     break
+                stream = header.get("stream", "stdout")
+                if stream not in ("stdout", "stderr"):  # the protocol's other stream is a kernel's
+                    raise await sandbox._violation(f"a process's output on stream {stream!r}")
                 part = payload[: max(room, 0)]
                 room -= len(part)
                 dropped += len(payload) - len(part)
                 if part:
-                    yield OutputChunk(header.get("stream", "stdout"), part)
+                    yield OutputChunk(stream, part)
             header = await self.sandbox._reply(header, "exec", f"exec {argv[0]!r}")
         if "spawn_error" in header:
             error = protocol.clip(header["spawn_error"], 2000)

@@ -376,6 +376,10 @@ class SandlotBackend(BaseSandbox):
     def _redact(self, text: str) -> str:
         return self._redactor.redact(text) if self._redactor else text
 
+    def _shown(self, name: str) -> str:
+        """A name from the sandbox as it may be shown (see :func:`_shown`), secrets redacted."""
+        return self._redact(_shown(name))
+
     # -- execute -----------------------------------------------------------------
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
@@ -651,7 +655,7 @@ class SandlotBackend(BaseSandbox):
                 continue
             entries.append(
                 FileInfo(
-                    path=_shown(_under(root, item.name)),
+                    path=self._shown(_under(root, item.name)),
                     is_dir=item.type == "dir",
                     size=max(int(item.size), 0),
                 )
@@ -663,13 +667,13 @@ class SandlotBackend(BaseSandbox):
         if not self._helpers:
             setup = await sandbox.run_code(OPS)
             if setup.error is not None:
-                return f"the sandbox's helpers did not load: {setup.error}"
+                return self._redact(escape_controls(f"the helpers did not load: {setup.error}"))
             self._helpers = True
         result = await sandbox.run_code(call, timeout=timeout)
         if result.timed_out:
             return f"timed out after {timeout:g}s. Try a more specific pattern or a narrower path."
         if result.error is not None:
-            return f"the search failed: {result.error}"
+            return self._redact(escape_controls(f"the search failed: {result.error}"))
         if result.truncated:
             return "the sandbox's answer was larger than max_output_bytes; narrow the search"
         try:
@@ -708,9 +712,9 @@ class SandlotBackend(BaseSandbox):
         if isinstance(reply, str):
             return GlobResult(error=f"Path '{root}': {reply}")
         if reply.error is not None:
-            return GlobResult(error=f"Path '{root}': {_shown(reply.error[:200])}")
+            return GlobResult(error=f"Path '{root}': {self._shown(reply.error)[:200]}")
         matches = [
-            FileInfo(path=_shown(_under(root, rel)), is_dir=False)
+            FileInfo(path=self._shown(_under(root, rel)), is_dir=False)
             for rel in reply.files
             if rel and _relative(rel) and matcher(rel)
         ]
@@ -789,12 +793,12 @@ class SandlotBackend(BaseSandbox):
         if isinstance(reply, str):
             return GrepResult(error=f"Path '{root}': {reply}")
         if reply.error is not None:
-            return GrepResult(error=f"Path '{root}': {_shown(reply.error[:200])}")
+            return GrepResult(error=f"Path '{root}': {self._shown(reply.error)[:200]}")
         matches = [
             GrepMatch(
-                path=_shown(_under(root, rel)),
+                path=self._shown(_under(root, rel)),
                 line=line,
-                text=self._redact(_text(text[:MAX_LINE_CHARS])),
+                text=self._redact(_text(text))[:MAX_LINE_CHARS],
             )
             for rel, line, text in reply.matches
             if _relative(rel) and line >= 1 and pattern in text

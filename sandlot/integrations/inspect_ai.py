@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -183,6 +184,15 @@ def resolve_config(config: SandboxEnvironmentConfigType | None) -> InspectConfig
     )
 
 
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """A sandbox that ended under a call is Inspect's ``SandboxUnavailableError``, with why."""
+    try:
+        yield
+    except SandboxDied as exc:
+        raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
+
+
 def _pool_key(config: SandboxEnvironmentConfigType | None) -> str:
     """Which pool serves ``config``: one per config in an eval process.
 
@@ -244,7 +254,11 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
                 backend=settings.make_backend(),
             )
             cls._pools[key] = pool
-            await pool.start()
+            try:
+                await pool.start()
+            except BaseException:
+                del cls._pools[key]  # the next sample tries again, and says why again
+                raise
         return pool
 
     @classmethod
@@ -257,7 +271,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         """A fresh sandbox for the sample, its one (``default``) environment."""
         pool = await cls._pool(task_name, config)
         lease = contextlib.AsyncExitStack()
-        sandbox = await lease.enter_async_context(pool.sandbox())
+        sandbox = await lease.enter_async_context(pool.sandbox(clean=True))
         return {"default": cls(sandbox, lease)}
 
     @classmethod
@@ -315,22 +329,22 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         timeout was killed, with its process group; sandboxes are not
         throttled beyond ``--max-sandboxes``).
         """
-        await self._check_user(user)
         limit = SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE
         kept: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-        proc = self.sandbox.exec_stream(*cmd, stdin=input, cwd=cwd, env=env, timeout=timeout)
-        try:
-            async for chunk in proc:
-                into = kept[chunk.stream]
-                into += chunk.data
-                if len(into) > limit:
-                    raise OutputLimitExceededError(
-                        SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE_STR, self._text(into[:limit])
-                    )
-        except SandboxDied as exc:
-            raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
-        finally:
-            await proc.kill()
+        with _unavailable():
+            await self._check_user(user)
+            proc = self.sandbox.exec_stream(*cmd, stdin=input, cwd=cwd, env=env, timeout=timeout)
+            try:
+                async for chunk in proc:
+                    into = kept[chunk.stream]
+                    into += chunk.data
+                    if len(into) > limit:
+                        raise OutputLimitExceededError(
+                            SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE_STR,
+                            self._text(into)[:limit],  # redacted first: no secret's first half
+                        )
+            finally:
+                await proc.kill()
         result = proc.result
         assert result is not None
         if result.timed_out:
@@ -342,7 +356,7 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
             returncode = 128 - returncode
         stderr = self._text(kept["stderr"])
         if result.spawn_error is not None:
-            stderr = f"{cmd[0]}: {result.spawn_error}\n"
+            stderr = self._text(bytearray(f"{cmd[0]}: {result.spawn_error}\n".encode()))
         return ExecResult(
             success=returncode == 0,
             returncode=returncode,
@@ -357,15 +371,13 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
 
     async def write_file(self, file: str, contents: str | bytes) -> None:
         """Write ``file`` (parents made), refusing a file its user may not write, as ``open``."""
-        check = await self.sandbox.exec(
-            "/bin/sh", "-c", 'test ! -e "$1" || test -d "$1" || test -w "$1"', "sh", file
-        )
-        if check.returncode == 1:
-            raise PermissionError(f"write {file!r}: the file is not writable")
-        try:
+        with _unavailable():
+            check = await self.sandbox.exec(
+                "/bin/sh", "-c", 'test ! -e "$1" || test -d "$1" || test -w "$1"', "sh", file
+            )
+            if check.returncode == 1:
+                raise PermissionError(f"write {file!r}: the file is not writable")
             await self.sandbox.files.write(file, contents)
-        except SandboxDied as exc:
-            raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
 
     @overload
     async def read_file(self, file: str, text: Literal[True] = True) -> str: ...
@@ -374,18 +386,24 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
     async def read_file(self, file: str, text: Literal[False]) -> bytes: ...
 
     async def read_file(self, file: str, text: bool = True) -> str | bytes:
-        """The file's bytes, or its UTF-8 text with line endings as they are."""
+        """The file's bytes, or its UTF-8 text with line endings as they are.
+
+        Text has the config's secrets redacted, as command output has (scorers and
+        tools copy it into the eval log); bytes come back as they are.
+        """
         try:
-            data = await self.sandbox.files.read(
-                file, max_bytes=SandboxEnvironmentLimits.MAX_READ_FILE_SIZE
-            )
+            with _unavailable():
+                data = await self.sandbox.files.read(
+                    file, max_bytes=SandboxEnvironmentLimits.MAX_READ_FILE_SIZE
+                )
         except FileTooLarge:
             raise OutputLimitExceededError(
                 SandboxEnvironmentLimits.MAX_READ_FILE_SIZE_STR, None
             ) from None
-        except SandboxDied as exc:
-            raise SandboxUnavailableError(f"the sample's sandlot sandbox ended: {exc}") from exc
-        return data.decode("utf-8") if text else data
+        if not text:
+            return data
+        decoded = data.decode("utf-8")
+        return self._redactor.redact(decoded) if self._redactor else decoded
 
     async def connection(self, *, user: str | None = None) -> SandboxConnection:
         """Not offered: a sandlot sandbox has no port another process could attach a shell to."""

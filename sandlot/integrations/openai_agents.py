@@ -453,7 +453,7 @@ class SandlotSandboxClient(BaseSandboxClient[None]):
     async def _open_sandbox(self, lease: contextlib.AsyncExitStack) -> AsyncSandbox:
         """A started sandbox whose end (or return to the pool) ``lease`` holds."""
         if self.pool is not None:
-            return await lease.enter_async_context(self.pool.sandbox())
+            return await lease.enter_async_context(self.pool.sandbox(clean=True))
         return await lease.enter_async_context(AsyncSandbox(self.config, backend=self.backend))
 
     def _session(self, state: SandlotSandboxSessionState) -> SandboxSession:

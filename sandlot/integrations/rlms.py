@@ -223,6 +223,9 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
         self._contexts: dict[int, dict[str, Any] | list[Any] | str] = {}
         self._cell_lock = threading.Lock()
         self._calls_lock = threading.Lock()
+        # Sub-LM calls are answered only while a code block runs: a thread the code left
+        # behind cannot spend on the LM between blocks.
+        self._running = False
         self._calls: list[RLMChatCompletion] = []  # sub-LM calls of the running block
         self._final: str | None = None
         self._shown: dict[str, str] = {}
@@ -244,7 +247,7 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
             raise SandboxError("this SandlotREPL was cleaned up; make a new one")
         tools = self._tools()
         if self.pool is not None:
-            sandbox = self._borrowed.enter_context(self.pool.sandbox())
+            sandbox = self._borrowed.enter_context(self.pool.sandbox(clean=True))
             for name, fn in tools.items():
                 sandbox.register_tool(name, fn)
         else:
@@ -300,7 +303,11 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
         return tools
 
     def _run_setup(self, sandbox: Sandbox, code: str) -> None:
-        result = sandbox.run_code(code)
+        self._running = True  # the setup code may ask the LM, as a block may
+        try:
+            result = sandbox.run_code(code)
+        finally:
+            self._running = False
         if result.error is not None:
             raise SandboxError(
                 self._redactor.redact(f"setting up the sandbox failed: {result.error.traceback}")
@@ -362,7 +369,9 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
                 self._calls = []
             self._final, self._shown = None, {}
             try:
+                self._running = True
                 result = sandbox.run_code(code, timeout=self.timeout)
+                self._running = False
                 after = sandbox.run_code(AFTER, timeout=self.timeout)
                 stdout, stderr = result.stdout, _stderr(result)
                 if after.error is not None:  # e.g. an answer too large for the host to take
@@ -371,6 +380,8 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
                 stdout, stderr = "", self._revive(exc)
             except SandboxError as exc:
                 stdout, stderr = "", f"SandboxError: {exc}"
+            finally:
+                self._running = False
             with self._calls_lock:
                 calls = list(self._calls)
             redact = self._redactor.redact
@@ -378,7 +389,7 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
             return REPLResult(
                 stdout=redact(stdout),
                 stderr=redact(stderr),
-                locals={name: redact(shown) for name, shown in self._shown.items()},
+                locals={redact(name): redact(shown) for name, shown in self._shown.items()},
                 execution_time=time.perf_counter() - started,
                 rlm_calls=calls,
                 final_answer=final,
@@ -401,8 +412,13 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
         with self._calls_lock:
             self._calls.append(completion)
 
+    def _between_blocks(self, name: str) -> None:
+        if not self._running:
+            raise RuntimeError(f"{name} is answered only while a code block runs")
+
     def _llm_query(self, prompt: str, model: str | None = None) -> str:
         """Host end of ``llm_query``: one prompt to rlms's LM handler."""
+        self._between_blocks("llm_query")
         prompt = self._redactor.redact(_check_prompt(prompt, self.max_prompt_chars, "llm_query"))
         model = _check_model(model)
         if not self.lm_handler_address:
@@ -416,6 +432,7 @@ class SandlotREPL(NonIsolatedEnv):  # type: ignore[misc]
 
     def _llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
         """Host end of ``llm_query_batched``: the prompts to the LM handler at once."""
+        self._between_blocks("llm_query_batched")
         if not isinstance(prompts, list):
             raise TypeError(
                 f"llm_query_batched: prompts must be a list of str, not {prompts!r:.80}"

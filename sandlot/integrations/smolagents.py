@@ -263,7 +263,7 @@ class SandlotExecutor(PythonExecutor):  # type: ignore[misc]
             lease = contextlib.ExitStack()
             try:
                 if self.pool is not None:
-                    sandbox = lease.enter_context(self.pool.sandbox())
+                    sandbox = lease.enter_context(self.pool.sandbox(clean=True))
                 else:
                     sandbox = lease.enter_context(Sandbox(self.config, backend=self.backend))
                 sandbox.register_tool(VARIABLES_TOOL, self._take_variables)

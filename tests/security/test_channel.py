@@ -377,3 +377,20 @@ def test_honest_cells_with_wide_characters_come_back_cut_not_killed() -> None:
         r = sb.run_code("import sys\nsys.stdout.buffer.write(b'\\xff' * 3_000_000)")
         assert r.error is None and r.truncated and len(r.stdout.encode()) <= 3 * (1 << 20) + 600
         assert sb.run_code("1 + 1").value == "2"
+
+
+def test_process_output_on_a_kernels_stream_is_a_violation() -> None:
+    # The protocol lets a kernel's messages ride a "kernel" stream; a process has only
+    # stdout and stderr, and callers index their output by stream name.
+    with sandlot.Sandbox(strict(memory_mb=256)) as sb:
+        sb.run_code(
+            "import sandlot_driver.procs as _p\n"
+            "_pump = _p.Process.pump\n"
+            "def pump(self, rid, limit, send, timeout):\n"
+            "    send({'t': 'chunk', 'id': rid, 'stream': 'kernel'}, b'forged')\n"
+            "    return _pump(self, rid, limit, send, timeout)\n"
+            "_p.Process.pump = pump\n"
+        )
+        with pytest.raises(sandlot.SandboxDied) as info:
+            sb.exec("true")
+        assert info.value.cause == "protocol" and "'kernel'" in str(info.value)

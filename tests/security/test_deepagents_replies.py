@@ -158,3 +158,19 @@ def test_oversized_arguments_are_refused_and_the_sandbox_goes_on(backend: Sandlo
     assert backend.ls("/" + huge).error is not None
     assert backend.delete("/" + huge).error is not None
     assert backend.execute("echo alive").output == "alive\n"
+
+
+def test_a_secret_used_as_a_file_name_is_redacted_from_listings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Command output is redacted; a name the sandbox makes from the secret must be too.
+    monkeypatch.setenv("DA_NAME_TOKEN", "tok-name-0123456789")
+    with SandlotBackend(strict(memory_mb=256, secrets=["DA_NAME_TOKEN"])) as named:
+        named.execute('mkdir -p /tmp/n && echo hit > "/tmp/n/$DA_NAME_TOKEN"')
+        shown = [
+            *(e["path"] for e in named.ls("/tmp/n").entries or []),
+            *(e["path"] for e in named.glob("*", path="/tmp/n").matches or []),
+            *(m["path"] for m in named.grep("hit", path="/tmp/n").matches or []),
+        ]
+    assert len(shown) == 3, shown
+    assert all("tok-name-0123456789" not in p and "[redacted DA_NAME_TOKEN]" in p for p in shown)

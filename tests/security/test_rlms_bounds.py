@@ -10,6 +10,7 @@ rlms's LM handler itself, and the config's secrets never leave it unredacted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -141,3 +142,25 @@ def test_secrets_are_redacted_from_all_that_leaves_the_sandbox(
     assert "[redacted RLMS_TOKEN]" in result.stdout and echo.prompts == [
         "token [redacted RLMS_TOKEN]"
     ]
+
+
+def test_a_thread_left_behind_cannot_ask_the_lm_between_blocks(
+    env: SandlotREPL, echo: EchoLM
+) -> None:
+    started = env.execute_code(
+        "import threading, time\n"
+        "_said = []\n"
+        "def _spend():\n"
+        "    time.sleep(0.5)\n"
+        "    for _ in range(3):\n"
+        "        try:\n"
+        "            _said.append(llm_query('between'))\n"
+        "        except Exception as exc:\n"
+        "            _said.append(type(exc).__name__ + ': ' + str(exc).splitlines()[0])\n"
+        "threading.Thread(target=_spend, daemon=True).start()\n"
+    )
+    assert started.stderr == ""
+    time.sleep(2)  # the block is over: the thread asks now
+    seen = env.execute_code("print(_said)")
+    assert "answered only while a code block runs" in seen.stdout, seen
+    assert "between" not in echo.prompts
