@@ -241,7 +241,9 @@ class SandlotSandboxSession(BaseSandboxSession):
         except SandboxDied as exc:
             raise ExecTransportError(
                 command=argv,
-                message=f"the sandlot sandbox died ({exc.cause}): {exc.detail or 'no detail'}",
+                message=self._redact(
+                    f"the sandlot sandbox died ({exc.cause}): {exc.detail or 'no detail'}".encode()
+                ).decode("utf-8", "replace"),
                 context={"cause": exc.cause},
                 cause=exc,
                 retryable=False,
