@@ -228,12 +228,27 @@ def test_32_concurrent_calls_run_at_once() -> None:
     assert elapsed < 3.0, f"32 calls of 0.2 s took {elapsed:.2f} s: they did not overlap"
 
 
+def _run_as_asyncio_run_does(coro: Any) -> Any:
+    """Run ``coro`` on a new loop, then shut its async generators down and close it.
+
+    What ``asyncio.run`` does, written out: other tests' libraries (Inspect AI) patch
+    ``asyncio.run`` for the whole process with nest_asyncio, whose run skips the
+    shutdown of async generators.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 def test_acomplete_works_across_successive_event_loops() -> None:
     with ScriptedOpenAIServer() as server:
         lm = make_lm(server)
-        first = asyncio.run(lm.acomplete([{"role": "user", "content": "one"}]))
-        second = asyncio.run(lm.acomplete([{"role": "user", "content": "two"}]))
-        # Each loop's client closed its connections as asyncio.run shut the loop down.
+        first = _run_as_asyncio_run_does(lm.acomplete([{"role": "user", "content": "one"}]))
+        second = _run_as_asyncio_run_does(lm.acomplete([{"role": "user", "content": "two"}]))
+        # Each loop's client closed its connections as its loop shut down.
         deadline = time.monotonic() + 5
         while server.open_connections and time.monotonic() < deadline:
             time.sleep(0.01)
