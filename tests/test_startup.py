@@ -103,3 +103,14 @@ def test_each_stub_s_help_line_is_its_command_s() -> None:
         command = subcommand.command()
         first = inspect.cleandoc(command.short_help or command.help or "").split("\n\n")[0]
         assert subcommand.help == first.strip(), subcommand.name
+
+
+# What the driver imports only when a request needs it (issue 22: time to first run_code).
+DRIVER_LAZY = ("inspect", "secrets", "tarfile")
+
+
+def test_a_fresh_sandbox_s_driver_has_not_imported_what_only_later_requests_use(
+    sb: sandlot.Sandbox,
+) -> None:
+    probe = f"import sys\nsorted(m for m in {DRIVER_LAZY!r} if m in sys.modules)"
+    assert sb.run_code(probe).value == "[]"

@@ -10,7 +10,6 @@ Standard library only: torch and transformers are imported when a model loads.
 from __future__ import annotations
 
 import ast
-import inspect
 import types
 import typing
 from collections.abc import Callable
@@ -121,6 +120,8 @@ def load_model(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _annotation(value: Any) -> str | None:
+    import inspect  # lazily: not needed before the first served function (start-up time)
+
     if value is inspect.Parameter.empty:
         return None
     text = value if isinstance(value, str) else inspect.formatannotation(value)
@@ -133,6 +134,8 @@ def _annotation(value: Any) -> str | None:
 
 def _default(value: Any) -> tuple[str | None, bool]:
     """(source text of a default, whether that text rebuilds it exactly)."""
+    import inspect  # lazily: not needed before the first served function (start-up time)
+
     if value is inspect.Parameter.empty:
         return None, False
     text = repr(value)
@@ -179,6 +182,8 @@ def json_schema(hint: Any) -> dict[str, Any]:
 def describe(fn: Callable[..., Any]) -> dict[str, Any]:
     """A served function as plain data: signature pieces, docstring, JSON schema."""
     mark = getattr(fn, MARK)
+    import inspect  # lazily: not needed before the first served function (start-up time)
+
     sig = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn, include_extras=True)

@@ -8,12 +8,14 @@ import os
 import queue
 import shutil
 import stat
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .protocol import CHUNK
+
+if TYPE_CHECKING:
+    import tarfile
 
 Send = Callable[[dict[str, Any], bytes], None]
 
@@ -207,6 +209,8 @@ def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
     count = 0
     src: IO[bytes] = _InboxReader(chunks)  # type: ignore[assignment]
     root = os.path.realpath(dest)
+    import tarfile  # lazily: not needed before the first tar (start-up time)
+
     with tarfile.open(fileobj=src, mode="r|") as tar:
         for member in tar:
             if not member.isdir():
@@ -243,6 +247,8 @@ def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
 
     out = _ChunkWriter(rid, send)
     skipped: list[dict[str, str]] = []
+    import tarfile  # lazily: not needed before the first tar (start-up time)
+
     with tarfile.open(fileobj=out, mode="w") as tar:  # type: ignore[call-overload]
         tar.copybufsize = CHUNK  # file contents go out in whole chunks
         _add(tar, path, os.path.basename(path.rstrip("/")) or ".", skipped)

@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import queue
-import secrets
 import shutil
 import signal
 import socket
@@ -111,6 +110,8 @@ class Kernel:
         self.zmq = zmq
         self.dir = tempfile.mkdtemp(prefix="kernel-", dir="/tmp")
         os.chmod(self.dir, 0o700)
+        import secrets  # lazily: only an ipykernel needs it (start-up time)
+
         key = secrets.token_hex(32)
         self.session = session_mod.Session(key=key.encode(), signature_scheme="hmac-sha256")
         ports = dict(zip(("shell", "iopub", "stdin", "control", "hb"), range(1, 6), strict=True))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import inspect
 import itertools
 import os
 import queue
@@ -461,6 +460,8 @@ def _fill_defaults(
     given = [*args, *kwargs.values()]
     if all(v is not codec.MISSING for v in given):
         return args, kwargs
+    import inspect  # lazily: not needed before the first served function (start-up time)
+
     params = list(inspect.signature(fn).parameters.values())
     args = [params[i].default if a is codec.MISSING else a for i, a in enumerate(args)]
     return args, {k: v for k, v in kwargs.items() if v is not codec.MISSING}
