@@ -421,9 +421,9 @@ class SandlotSandboxEnvironment(SandboxEnvironment):
         if user is None:
             return
         if self._user is None:
-            said = await self.sandbox.exec("id", "-un")
-            uid = await self.sandbox.exec("id", "-u")
-            self._user = (said.stdout.strip()[:100], uid.stdout.strip()[:20])
+            said = (await self.sandbox.exec("/bin/sh", "-c", "id -un; id -u")).stdout.split()
+            said += ["?", "?"]  # what a sandbox that lies about itself leaves out
+            self._user = (said[0][:100], said[1][:20])
         name, uid_text = self._user
         if user not in self._user:
             raise SandboxUserUnsupportedError(
