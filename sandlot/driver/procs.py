@@ -22,6 +22,14 @@ from typing import Any
 Send = Callable[[dict[str, Any], bytes], None]
 
 
+def no_thread(what: str, exc: RuntimeError) -> RuntimeError:
+    """The error for a thread the sandbox could not start: it is at its process limit."""
+    return RuntimeError(
+        f"the sandbox cannot start a thread for {what} ({exc}); it is at its process "
+        "limit (SandboxConfig.max_processes): end some of its processes"
+    )
+
+
 class Process:
     """One running command and what it has printed so far."""
 
@@ -57,7 +65,10 @@ class Process:
         """Read output until the process exits (or ``timeout`` kills it); return the reply."""
         p = self.popen
         if self.stdin is not None and p.stdin is not None:
-            threading.Thread(target=_feed, args=(p.stdin, self.stdin), daemon=True).start()
+            try:
+                threading.Thread(target=_feed, args=(p.stdin, self.stdin), daemon=True).start()
+            except RuntimeError as exc:
+                raise no_thread("a process's input", exc) from None
         assert p.stdout is not None and p.stderr is not None
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ, "stdout")

@@ -32,7 +32,7 @@ from typing import Any
 
 from . import codec, fileops, kernel, protocol
 from .exposed import describe, exposed_functions, load_model
-from .procs import Process
+from .procs import Process, no_thread
 from .repl import Repl, user_traceback
 
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
@@ -231,13 +231,7 @@ class Server:
             threading.Thread(target=target, args=(rid, header, payload), daemon=True).start()
         except RuntimeError as exc:  # no thread to be had: the process limit is reached
             self.inboxes.pop(rid, None)
-            self.reply_error(
-                rid,
-                RuntimeError(
-                    f"the sandbox cannot start a thread for {op!r} ({exc}); it is at its process "
-                    "limit (SandboxConfig.max_processes): end some of its processes"
-                ),
-            )
+            self.reply_error(rid, no_thread(repr(op), exc))
 
     def run_process(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         env = {**self.env, **header.get("env", {})}
