@@ -524,6 +524,9 @@ def serve_on(sock: protocol.ByteStream) -> None:
     # the driver takes Python's own handler back; its children then start with the default.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if "environ" in init:  # forked from a template: the sandbox's own variables come here
+            os.environ.clear()
+            os.environ.update(init["environ"])
         if init.get("drop_to"):
             uid, gid = init["drop_to"]
             os.setgroups([])

@@ -1,0 +1,251 @@
+"""The template: a fork server inside bubblewrap that hands out fresh sandboxes in milliseconds.
+
+The host starts one template per set of walls (interpreter, environment,
+network setting) under bubblewrap, with the driver already imported. The
+template never runs sandboxed code and never reads from a sandbox: it reads
+only the host's requests on its control socket. For each request it forks a
+*keeper*, which makes new mount, PID, IPC, UTS and (unless the network is on)
+network namespaces and forks the sandbox's first process into them. That
+process joins the sandbox's cgroups (which the host made), builds the walls a
+bubblewrap start would (fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
+``/dev/pts``, its own ``/proc``, its own workdir bound at ``/workspace``, the
+other sandboxes' workdirs and the cgroup directories out of sight, loopback
+up), installs the seccomp filter and forks the driver, then reaps the
+namespace's orphans as its PID 1. The driver serves the protocol and drops to
+the sandbox user when the host's init frame says so, before any of the
+sandbox's code runs.
+
+The keeper sends the host a pidfd of the sandbox's first process, waits for it
+to end and sends its exit status. Control messages are ``SOCK_SEQPACKET``
+datagrams of ASCII words: ``fork SLOT CGROUP NET`` from the host, with the
+channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
+the pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
+Standard library only, as the rest of the driver.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import struct
+import traceback
+
+from .server import serve
+
+SLOTS_INSIDE = "/.sandlot-slots"  # where the template sees the host's slot directories
+CGROUPS_INSIDE = (
+    "/.sandlot-cgroups"  # where it sees the host's cgroup directories, one per hierarchy
+)
+WORKDIR = "/workspace"
+FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # a new tmpfs each, per sandbox
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MNT_DETACH = 2
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
+FAILED_SETUP = 121  # the sandbox's process could not build its walls
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            None if source is None else source.encode(),
+            target.encode(),
+            None if fstype is None else fstype.encode(),
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _tmpfs(target: str) -> None:
+    _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+
+
+def install_seccomp(program: bytes) -> None:
+    """Install the compiled filter ``program`` on this process (and all it starts), for good."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _Fprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+
+def _drop_capabilities() -> None:
+    """Hold no capability from here on (PID 1 only reaps once the driver is forked)."""
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
+    none = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), none), "capset")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", IFF_UP))
+
+
+def build_walls(slot: str, network: bool, program: bytes | None) -> None:
+    """In the sandbox's first process (PID 1 of its namespace): its own view, then the filter."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
+    _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in FRESH_DIRS:
+        _tmpfs(path)
+    _mount(
+        "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"
+    )
+    _mount(f"{SLOTS_INSIDE}/{slot}/work", WORKDIR, None, MS_BIND)
+    _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "hide the slots")
+    if os.path.ismount(CGROUPS_INSIDE):
+        _check(_libc.umount2(CGROUPS_INSIDE.encode(), MNT_DETACH), "hide the cgroups")
+    os.chdir(WORKDIR)
+    if not network:
+        _loopback_up()
+    if program is not None:
+        install_seccomp(program)
+
+
+def _join(cgroup: str) -> None:
+    """Move this process into the sandbox's cgroups, which it then sees as its root.
+
+    The sandbox's first process joins, not its keeper: the host kills every
+    process of those cgroups when the sandbox ends, and the keeper has to
+    outlive the sandbox to report how it ended.
+    """
+    for controller in os.listdir(CGROUPS_INSIDE):
+        with open(f"{CGROUPS_INSIDE}/{controller}/{cgroup}/cgroup.procs", "w") as f:
+            f.write("0")
+    _check(_libc.unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace")
+
+
+def _send(control: socket.socket, words: str, fds: tuple[int, ...] = ()) -> None:
+    if fds:
+        socket.send_fds(control, [words.encode()], list(fds))
+    else:
+        control.send(words.encode())
+
+
+def _reap_until(driver: int) -> None:
+    """PID 1's work: reap every orphan of the namespace; end with the driver, as it ended."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == driver:  # a signal's end as a shell reports it: 128 + its number
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else min(code, 255))
+
+
+def _keeper(
+    control: socket.socket, words: list[str], fds: list[int], program: bytes | None
+) -> None:
+    """The forked keeper: the cgroups, new namespaces, the sandbox's PID 1, its pidfd, its end."""
+    slot, cgroup, network = words[0], words[1], words[2] == "1"
+    channel, log = fds
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if not network:
+        flags |= CLONE_NEWNET
+    _check(_libc.unshare(flags), "unshare")
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        os.setsid()
+        os.dup2(log, 2)
+        try:
+            if cgroup != "-":
+                _join(cgroup)
+            build_walls(slot, network, program)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(FAILED_SETUP)
+        os.dup2(channel, 3)
+        os.closerange(4, 1 << 16)
+        driver = os.fork()
+        if driver != 0:
+            _drop_capabilities()
+            _reap_until(driver)
+        try:
+            serve(3)
+        finally:
+            os._exit(0)
+    os.close(channel)
+    os.close(log)
+    pidfd = os.pidfd_open(pid)
+    _send(control, f"pid {slot}", (pidfd,))
+    os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    _send(control, f"exit {slot} {os.waitstatus_to_exitcode(status)}")
+
+
+def main(control_fd: int, seccomp_fd: int) -> None:
+    """Serve fork requests on ``control_fd`` until the host closes it."""
+    program = None
+    if seccomp_fd >= 0:
+        with os.fdopen(seccomp_fd, "rb") as f:
+            program = f.read()
+    control = socket.socket(fileno=control_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: gone with bubblewrap's monitor
+    _send(control, "ready")
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 256, 4)
+        except OSError:
+            return
+        if not data:
+            return
+        word, *words = data.decode().split(" ")
+        if word != "fork" or len(words) != 3 or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(control, f"failed {words[0]} {exc}")
+            for fd in fds:
+                os.close(fd)
+            continue
+        if pid == 0:
+            try:
+                _keeper(control, words, fds, program)
+            except BaseException as exc:
+                try:
+                    _send(control, f"failed {words[0]} {exc}")
+                finally:
+                    os._exit(1)
+            os._exit(0)
+        for fd in fds:
+            os.close(fd)
