@@ -124,6 +124,8 @@ class AsyncSandbox:
         self._busy = 0
         self._tasks = TaskScope("a sandbox")  # its exit watch and what its timers start
         self._death_lock = asyncio.Lock()
+        # The driver's pid, python and executable, once started; and how the backend
+        # started it ("template" or "cold"), where it says so.
         self.info: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
         self.loop_thread: threading.Thread | None = None
@@ -202,6 +204,8 @@ class AsyncSandbox:
                 said or f"the driver ended before it was ready: {why or 'no detail'}",
             )
         self.info = {k: ready[k] for k in ("pid", "python", "executable") if k in ready}
+        if isinstance(started := getattr(launch, "started", None), str):
+            self.info["started"] = started
         self._channel = channel
         channel.start()
         self._tasks.spawn(self._watch_exit())

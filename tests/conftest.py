@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,32 @@ from selector_check import unwatched
 
 import sandlot
 import sandlot.sync
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, now."""
+    kids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                kids.append(int(entry))
+    return kids
+
+
+def template_processes(host: int) -> set[int]:
+    """The processes of ``host``'s templates, less what they forked (sandboxes' processes).
+
+    A template is bubblewrap, its init and the fork server, each the only child of
+    the one before; it outlives the sandboxes it forks, as the host's cache.
+    """
+    found: set[int] = set()
+    for pid in children(host):
+        with contextlib.suppress(OSError, ValueError):
+            if b"template.main(" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                (init,) = children(pid)
+                (fork_server,) = children(init)
+                found |= {pid, init, fork_server}
+    return found
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

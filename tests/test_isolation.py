@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import strict
+from conftest import strict, template_processes
 
 import sandlot
+from sandlot.backends.disk import process_tree
 
 
 def _pids_with(token: str) -> list[int]:
@@ -218,18 +219,10 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
     assert not host_dir.exists()
 
 
-def _children() -> list[int]:
-    me = str(os.getpid())
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if stat.rsplit(")", 1)[1].split()[1] == me:
-                kids.append(int(entry))
-    return kids
+def _strays() -> list[int]:
+    """This process's descendants, less its templates (which outlive their sandboxes)."""
+    me = os.getpid()
+    return sorted(process_tree(me) - {me} - template_processes(me))
 
 
 def _mine() -> list[str]:
@@ -270,7 +263,7 @@ def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
             await asyncio.gather(*(one() for _ in range(10)))
 
     asyncio.run(churn())
-    assert _children() == []
+    assert _strays() == []
     assert len(os.listdir("/proc/self/fd")) == fds
     assert _mine() == before
 
@@ -298,7 +291,7 @@ def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
 
     cancelled = asyncio.run(sweep())
     assert sum(cancelled) >= 3
-    assert _children() == []
+    assert _strays() == []
     assert _mine() == before
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import strict
+from conftest import strict, template_processes
 from session_servers import alive, own_session_server, ping
 
 import sandlot
@@ -175,10 +175,13 @@ def _footprint() -> Footprint:
         except OSError:
             continue
         if lines and lines[0] == owner:
-            state.add(path.name)
+            if path.name.startswith("template-"):  # the server's; its forks' workdirs inside
+                state |= {f"{path.name}/slots/{box.name}" for box in (path / "slots").iterdir()}
+            else:
+                state.add(path.name)
             if path.name.endswith(".cgroup"):  # a ledger: the cgroups of one sandbox
                 cgroups |= {Path(line) for line in lines[1:] if line}
-    return Footprint(process_tree(server) - {server}, state, cgroups)
+    return Footprint(process_tree(server) - {server} - template_processes(server), state, cgroups)
 
 
 def _assert_gone(made: Footprint, within: float = 10.0) -> None:

@@ -16,6 +16,7 @@ missing.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import fcntl
@@ -27,6 +28,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,8 +41,10 @@ from ..driver.farside import DRIVER_INSIDE, SANDBOX_UID, SYSTEM_DIRS, WORKDIR_IN
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
+from . import template as templates
 from .kit.bootstrap import DRIVER_SRC, IsolationWarning
 from .kit.store import mount_source
+from .template import CGROUPS_INSIDE, SLOTS_INSIDE
 
 
 @dataclass(frozen=True)
@@ -437,7 +441,7 @@ class LocalLaunch:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     workdir: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | templates.ForkedProcess
     cgroup: cgroups.SandboxCgroup | None
     host_dir: Path
     own_workdir: bool
@@ -447,14 +451,23 @@ class LocalLaunch:
     disk_mb: int | None = None  # SandboxConfig.disk_mb
     _pidfd: int = -1
     volumes_host: dict[str, Path] = field(default_factory=dict)  # writable volumes, by target
+    started: str = "cold"  # or "template": forked from one (see .template)
     _disks: list[disk.DiskWatcher] = field(default_factory=list)
     _disk_death: str = ""  # what the disk watcher saw, once it killed the sandbox
 
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         self.exited = loop.create_future()
-        self._pidfd = os.pidfd_open(self.proc.pid)
-        loop.add_reader(self._pidfd, self._reap)
+        if isinstance(self.proc, templates.ForkedProcess):  # its keeper reports the end
+
+            def reported() -> None:  # on the template's thread
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(self._reap)
+
+            self.proc.on_report(reported)
+        else:
+            self._pidfd = os.pidfd_open(self.proc.pid)
+            loop.add_reader(self._pidfd, self._reap)
         if self.disk_mb is not None and self.workdir_host is not None:
 
             def full(detail: str) -> None:  # on the watcher's thread
@@ -488,7 +501,8 @@ class LocalLaunch:
         code = self.proc.poll()
         if code is None:
             return
-        asyncio.get_running_loop().remove_reader(self._pidfd)
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
         if self.exited is not None and not self.exited.done():
             self.exited.set_result(code)
 
@@ -499,8 +513,11 @@ class LocalLaunch:
 
     def kill(self) -> None:
         """End the driver and every process of the sandbox, at once."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if isinstance(self.proc, templates.ForkedProcess):
+            self.proc.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all(wait=0)  # one pass now; cleanup() waits for the stragglers
 
@@ -544,6 +561,8 @@ class LocalLaunch:
             loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
+        if isinstance(self.proc, templates.ForkedProcess):
+            self.proc.close()
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
@@ -551,6 +570,174 @@ class LocalLaunch:
             await asyncio.to_thread(self.cgroup.kill_all)
             await asyncio.to_thread(self.cgroup.remove)
         await asyncio.to_thread(shutil.rmtree, self.host_dir, True)
+
+
+# Templates by the walls they give (see .template); each lives as long as this process.
+_templates: dict[tuple[Any, ...], templates.Template] = {}
+_templates_lock = threading.Lock()
+MAX_TEMPLATES = 8  # sandboxes of further kinds start cold
+template_problem = ""  # why templates failed here, once they did: cold starts from then on
+
+
+def _startup_env(env: dict[str, str]) -> dict[str, str]:
+    """What of ``env`` an interpreter reads as it starts, so a template is started with.
+
+    The rest (the config's variables and secrets among them) reaches a forked
+    sandbox in its init frame: a template holds no secret, and sandboxes whose
+    variables differ share one.
+    """
+    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "LC_")) or k == "LANG"}
+
+
+def _template_key(config: SandboxConfig, python: str, env: dict[str, str]) -> tuple[Any, ...]:
+    return (python, config.network, tuple(sorted(_startup_env(env).items())))
+
+
+def _running_template(
+    config: SandboxConfig, python: str, env: dict[str, str]
+) -> templates.Template | None:
+    template = _templates.get(_template_key(config, python, env))
+    return template if template is not None and template.alive else None
+
+
+def _template_for(
+    iso: Isolation, config: SandboxConfig, python: str, venv: Path, env: dict[str, str]
+) -> templates.Template | None:
+    """The running template for these walls, started if need be; None where templates fail."""
+    global template_problem
+    key = _template_key(config, python, env)
+    with _templates_lock:
+        template = _templates.pop(key, None)
+        if template is not None:
+            if template.alive:
+                _templates[key] = template
+                return template
+            _end_template(template)  # what it forked went with it
+        if template_problem or sum(t.alive for t in _templates.values()) >= MAX_TEMPLATES:
+            return None
+        try:
+            template = _start_template(iso, config, python, venv, env)
+        except (templates.TemplateError, OSError) as exc:
+            template_problem = str(exc)
+            warnings.warn(
+                f"sandlot: sandboxes start cold (no template): {exc}",
+                IsolationWarning,
+                stacklevel=2,
+            )
+            return None
+        _templates[key] = template
+        return template
+
+
+def _end_template(template: templates.Template) -> None:
+    template.close()
+    shutil.rmtree(template.slots.parent, ignore_errors=True)
+
+
+def _end_templates() -> None:
+    """At exit: end every template, and with it what it forked; remove their directories."""
+    with _templates_lock:
+        left = list(_templates.values())
+        _templates.clear()
+    for template in left:
+        _end_template(template)
+
+
+atexit.register(_end_templates)  # before the portal's: runs after its sandboxes have ended
+
+
+def _start_template(
+    iso: Isolation, config: SandboxConfig, python: str, venv: Path, env: dict[str, str]
+) -> templates.Template:
+    assert iso.bwrap is not None
+    home = _new_state_dir("template")
+    slots = home / "slots"
+    slots.mkdir(mode=0o711)
+    control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    passed = [theirs.fileno()]
+    try:
+        program = _seccomp_program()
+        seccomp_fd = -1
+        if program is not None:
+            passed.append(_memfd("sandlot-seccomp", program))
+            seccomp_fd = passed[-1]
+        options = LocalBackend._bwrap_argv(
+            iso, config, python, venv, None, {}, {}, _startup_env(env), True, slots=slots
+        )
+        passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
+        boot = (
+            f"import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
+            "from sandlot_driver import template; sys.path.pop(0); "
+            f"template.main({theirs.fileno()}, {seccomp_fd})"
+        )
+        argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-c", boot]
+    except BaseException:
+        for fd in passed:
+            os.close(fd)
+        control.close()
+        shutil.rmtree(home, ignore_errors=True)
+        raise
+    theirs.detach()  # closed with the rest of passed, once the template has them
+    try:
+        return templates.Template.start(argv, passed, control, slots)
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
+
+
+RCU_EXPEDITED = Path("/sys/kernel/rcu_expedited")
+
+
+def start_path(iso: Isolation, started: str) -> list[str]:
+    """How a local sandbox started (its ``info["started"]``), and what would be faster.
+
+    The first line says whether it came from a template (see :mod:`.template`)
+    or started cold, and why; any further line is a hint.
+    """
+    if started == "template":
+        return _start_hints(iso)
+    if iso.bwrap is None:
+        return ["cold start, without bubblewrap (templates need it)"]
+    if not templates.enabled():
+        return [f"cold start: templates are off ({templates.ENV_VAR}=0)"]
+    if not iso.root:
+        return ["cold start: templates are used where the host runs as root"]
+    if template_problem:
+        return [f"cold start: the template failed here ({template_problem})"]
+    return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
+
+
+def _start_hints(iso: Isolation) -> list[str]:
+    lines = ["forked from a template (a warm driver in the same walls)"]
+    if iso.cgroup is not None and iso.cgroup.version == 1 and "memory" in iso.cgroup.dirs:
+        with contextlib.suppress(OSError, ValueError):
+            if int(RCU_EXPEDITED.read_text()) == 0:
+                lines.append(
+                    "each sandbox's join of its cgroup v1 memory controller waits for an RCU "
+                    "grace period (about 10-25 ms); with /sys/kernel/rcu_expedited set to 1 "
+                    "it takes about 1 ms (a kernel-wide setting: weigh it for the machine)"
+                )
+    return lines
+
+
+def _send_init(
+    launch: LocalLaunch,
+    config: SandboxConfig,
+    init: dict[str, Any],
+    drop_to: tuple[int, int] | None,
+) -> None:
+    """Send the driver its init frame (limits, workdir, the user to drop to); watch the launch."""
+    cgroup = launch.cgroup
+    limits = {"nofile": config.max_open_files, **disk.disk_limits(config)}
+    if config.max_cpu_seconds is not None:
+        limits["cpu"] = config.max_cpu_seconds
+    if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
+        limits["as"] = config.memory_mb << 20  # the per-process fallback
+    # The driver drops to drop_to, under bubblewrap or not.
+    launch.writer.write(
+        protocol.encode({**init, "workdir": launch.workdir, "limits": limits, "drop_to": drop_to})
+    )
+    launch._watch()
 
 
 class LocalBackend:
@@ -612,6 +799,16 @@ class LocalBackend:
         python = str(venv / "bin" / "python")
         env_vars = self._environment(config, python, venv)
 
+        if use_bwrap and iso.root and self._forkable(config, python, venv):
+            template = _running_template(config, python, env_vars)
+            if template is None:
+                template = await asyncio.to_thread(
+                    _template_for, iso, config, python, venv, env_vars
+                )
+            if template is not None:
+                drop = (SANDBOX_UID, SANDBOX_UID)
+                environ = {**init, "environ": env_vars}  # the template has only _startup_env's
+                return await self._launch_forked(iso, config, environ, template, drop)
         host_dir = _new_state_dir("box")
         own_workdir = self.workdir is None
         drop_to: tuple[int, int] | None = None
@@ -716,15 +913,6 @@ class LocalBackend:
                 child.close()
             for fd in passed:
                 os.close(fd)
-        limits = {"nofile": config.max_open_files, **disk.disk_limits(config)}
-        if config.max_cpu_seconds is not None:
-            limits["cpu"] = config.max_cpu_seconds
-        if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
-            limits["as"] = config.memory_mb << 20  # the per-process fallback
-        # The driver drops to drop_to, under bubblewrap or not.
-        writer.write(
-            protocol.encode({**init, "workdir": workdir, "limits": limits, "drop_to": drop_to})
-        )
         launch = LocalLaunch(
             reader,
             writer,
@@ -737,8 +925,94 @@ class LocalBackend:
             disk_mb=config.disk_mb,
             volumes_host={t: v for t, v in volumes.items() if not config.volumes[t].read_only},
         )
-        launch._watch()
+        _send_init(launch, config, init, drop_to)
         return launch
+
+    async def _launch_forked(
+        self,
+        iso: Isolation,
+        config: SandboxConfig,
+        init: dict[str, Any],
+        template: templates.Template,
+        drop_to: tuple[int, int],
+    ) -> LocalLaunch:
+        """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup."""
+        host_dir = Path(tempfile.mkdtemp(prefix="box-", dir=template.slots))
+        host_dir.chmod(0o711)
+        workdir_host = host_dir / "work"
+        workdir_host.mkdir()
+        os.chown(workdir_host, *drop_to)
+        cgroup = None
+        forked: templates.ForkedProcess | None = None
+        waiting = None
+        parent, child = socket.socketpair(socket.AF_UNIX)
+        log_r, log_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            if iso.cgroup is not None:
+                cgroup = cgroups.SandboxCgroup.create(
+                    iso.cgroup,
+                    f"{cgroups.PREFIX}{host_dir.name}",
+                    config.memory_mb,
+                    config.max_processes,
+                    config.cpus,
+                    ledger=_state_root() / f"{host_dir.name}{cgroups.LEDGER_SUFFIX}",
+                    owner=_owner(),
+                )
+            try:
+                name = "-" if cgroup is None else cgroup.name
+                waiting = template.fork(host_dir.name, name, config.network, child.fileno(), log_w)
+            finally:
+                child.close()
+                os.close(log_w)
+            pidfd = await asyncio.wait_for(
+                asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
+            )
+            forked = templates.ForkedProcess(pidfd, waiting.status, os.fdopen(log_r, "rb", 0))
+            reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
+        except BaseException:
+            if forked is not None:
+                forked.kill()
+                forked.close()
+                assert forked.stderr is not None
+                forked.stderr.close()
+            else:
+                os.close(log_r)
+                if waiting is not None:
+                    template.forget(host_dir.name)
+            parent.close()
+            if cgroup is not None:
+                cgroup.kill_all()
+                cgroup.remove()
+            shutil.rmtree(host_dir, ignore_errors=True)
+            raise
+        launch = LocalLaunch(
+            reader,
+            writer,
+            WORKDIR_INSIDE,
+            forked,
+            cgroup,
+            host_dir,
+            True,
+            workdir_host=workdir_host,
+            disk_mb=config.disk_mb,
+            started="template",
+        )
+        _send_init(launch, config, init, drop_to)
+        return launch
+
+    def _forkable(self, config: SandboxConfig, python: str, venv: Path) -> bool:
+        """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`)."""
+        hidden = [f"{d}/" for d in templates.FRESH_DIRS]  # a fork's fresh tmpfs would hide them
+        return (
+            templates.enabled()
+            and not f"{venv}/".startswith(tuple(hidden))
+            and not f"{_prefix_of(python)}/".startswith(tuple(hidden))
+            and not self.stdio
+            and self.workdir is None
+            and not config.volumes
+            and not _bound_host_paths(config)
+            and not gpus.bwrap_args(config.gpu)
+        )
 
     def _check_mount_points(self, config: SandboxConfig) -> None:
         """Refuse mount points bubblewrap would make through a directory a sandbox wrote.
@@ -782,15 +1056,18 @@ class LocalBackend:
         config: SandboxConfig,
         python: str,
         venv: Path,
-        workdir_host: Path,
+        workdir_host: Path | None,
         volumes: dict[str, Path],
         sources: dict[str, str],
         env: dict[str, str],
         drop: bool,
+        slots: Path | None = None,
     ) -> list[str]:
         """bubblewrap's options for this sandbox (the command comes after them).
 
         ``sources`` maps each of :func:`_bound_host_paths` to what bubblewrap binds for it.
+        With ``slots`` they are a template's: the slots directory where the workdir
+        would be bound, and the capability to make namespaces and mounts.
         """
         argv = [
             "--die-with-parent",
@@ -831,9 +1108,11 @@ class LocalBackend:
             "--ro-bind",
             str(DRIVER_SRC),
             f"{DRIVER_INSIDE}/sandlot_driver",
-            "--bind",
-            str(workdir_host),
-            WORKDIR_INSIDE,
+            *(
+                ["--bind", str(workdir_host), WORKDIR_INSIDE]
+                if slots is None
+                else ["--bind", str(slots), SLOTS_INSIDE, "--dir", WORKDIR_INSIDE]
+            ),
             "--chdir",
             WORKDIR_INSIDE,
         ]
@@ -862,6 +1141,12 @@ class LocalBackend:
             ]
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if slots is not None:
+            argv += ["--cap-add", "CAP_SYS_ADMIN"]
+            if iso.cgroup is not None:  # each sandbox's first process joins its own
+                argv += ["--perms", "0700", "--tmpfs", CGROUPS_INSIDE]
+                for n, base in enumerate(dict.fromkeys(iso.cgroup.dirs.values())):
+                    argv += ["--bind", str(base), f"{CGROUPS_INSIDE}/{n}"]
         argv.append("--clearenv")
         for key, value in env.items():
             argv += ["--setenv", key, value]

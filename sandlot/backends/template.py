@@ -1,0 +1,288 @@
+"""Templates: fresh sandboxes forked from a warm driver instead of started from nothing.
+
+A cold start pays for bubblewrap, an interpreter and the driver's imports
+every time (tens of milliseconds of CPU). A template pays them once: it is a
+bubblewrap sandbox whose process has imported the driver and waits, with the
+privileges to make namespaces, for the host to ask for a sandbox. It forks
+one, which builds its own walls (see :mod:`sandlot.driver.template`) and
+serves the driver's protocol as a cold-started driver would. The host makes
+the sandbox's cgroups before it asks; the new process joins them before it
+starts the driver, so no code of the sandbox's runs outside them.
+
+One template serves every sandbox with the same walls: the same interpreter
+and environment, the same environment variables (secrets included) and the
+same network setting. Sandboxes with mounts, volumes, local models, GPUs or a
+workdir of the user's still start cold, as do those whose environment or
+interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
+gets a fresh one, which would hide it), as does every sandbox where the host
+does not run as root (making namespaces inside a user namespace is left to
+bubblewrap there). ``SANDLOT_TEMPLATES=0`` turns templates off.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from ..driver.template import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
+
+ENV_VAR: Final = "SANDLOT_TEMPLATES"
+READY_TIMEOUT = 30.0  # seconds a template has to start
+STATUS_WAIT = 2.0  # seconds to wait for the keeper's report of an exit the pidfd showed
+
+
+def enabled() -> bool:
+    """Whether templates may be used (``SANDLOT_TEMPLATES`` is not ``0``)."""
+    return os.environ.get(ENV_VAR, "1").strip() not in ("0", "false", "no", "off")
+
+
+class TemplateError(RuntimeError):
+    """A template did not start, or ended; the message says why."""
+
+
+def host_pid(pidfd: int) -> int:
+    """The PID, in this process's namespace, of the process ``pidfd`` refers to."""
+    for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pid":
+            pid = int(value)
+            if pid > 0:
+                return pid
+    raise TemplateError("the sandbox's process ended before the host could see it")
+
+
+class ForkedProcess:
+    """A sandbox's first process, forked by a template: the part of ``Popen`` a launch uses.
+
+    Not this host's child: its end shows on ``pidfd`` and its exit status comes
+    from the template's keeper. It is PID 1 of its own namespace, so killing
+    it kills every process of the sandbox.
+    """
+
+    def __init__(self, pidfd: int, status: concurrent.futures.Future[int], log: BinaryIO) -> None:
+        self.pidfd = pidfd
+        self.pid = host_pid(pidfd)
+        self._status = status
+        self.stderr: BinaryIO | None = log
+        self.returncode: int | None = None
+
+    def _report(self) -> int:
+        try:
+            return self._status.result(0)
+        except TemplateError:
+            return -signal.SIGKILL  # the keeper went with its template
+
+    def poll(self) -> int | None:
+        """The exit status once the keeper has reported it, else None."""
+        if self.returncode is None and self._status.done():
+            self.returncode = self._report()
+        return self.returncode
+
+    def on_report(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (from any thread) once the exit status is known."""
+        self._status.add_done_callback(lambda _: callback())
+
+    def wait(self) -> int:
+        """Block until the process has ended; its exit status."""
+        if self.poll() is None:
+            select.select([self.pidfd], [], [])
+            with contextlib.suppress(TimeoutError, TemplateError):
+                self._status.result(STATUS_WAIT)
+            self.returncode = self._report() if self._status.done() else -signal.SIGKILL
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process, and with it its PID namespace."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Release the pidfd (once the process is gone)."""
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+@dataclass
+class _Waiting:
+    pidfd: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+    status: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+
+
+class Template:
+    """One running template: its bubblewrap process, its control socket, the forks in flight."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket, slots: Path) -> None:
+        self.proc = proc
+        self.control = control
+        self.slots = slots  # host directory the template sees at SLOTS_INSIDE
+        self._lock = threading.Lock()
+        self._waiting: dict[str, _Waiting] = {}
+        self._dead = ""
+
+    @classmethod
+    def start(
+        cls, argv: list[str], pass_fds: list[int], control: socket.socket, slots: Path
+    ) -> Template:
+        """Run ``argv`` (bubblewrap and the template's command), wait for its ``ready``.
+
+        Takes ``pass_fds`` (closed here once the template has them) and ``control``.
+
+        bubblewrap is started from a thread of the template's own that lives as
+        long as the template: ``--die-with-parent`` follows the thread that
+        started it, and a worker thread of a pool may end sooner.
+        """
+        started: concurrent.futures.Future[Template] = concurrent.futures.Future()
+        threading.Thread(
+            target=cls._run,
+            args=(argv, pass_fds, control, slots, started),
+            name="sandlot-template",
+            daemon=True,
+        ).start()
+        return started.result()
+
+    @classmethod
+    def _run(
+        cls,
+        argv: list[str],
+        pass_fds: list[int],
+        control: socket.socket,
+        slots: Path,
+        started: concurrent.futures.Future[Template],
+    ) -> None:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=pass_fds,
+                env={},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            control.close()
+            started.set_exception(TemplateError(f"the template did not start: {exc}"))
+            return
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        template = cls(proc, control, slots)
+        control.settimeout(READY_TIMEOUT)
+        try:
+            said = control.recv(64)
+        except OSError:
+            said = b""
+        control.settimeout(None)
+        assert proc.stderr is not None
+        if said != b"ready":
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            why = proc.stderr.read(4000).decode("utf-8", "replace").strip()
+            proc.stderr.close()
+            control.close()
+            started.set_exception(
+                TemplateError(f"the template did not start: {why or 'no message'}")
+            )
+            return
+        proc.stderr.close()  # the template's own complaints after start-up are not read
+        started.set_result(template)
+        template._read()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the template still takes requests."""
+        return not self._dead and self.proc.poll() is None
+
+    def fork(self, slot: str, cgroup: str, network: bool, channel: int, log: int) -> _Waiting:
+        """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
+
+        ``cgroup`` names the sandbox's cgroup directories, made beforehand ("-" for none).
+        """
+        waiting = _Waiting()
+        with self._lock:
+            if self._dead:
+                raise TemplateError(self._dead)
+            self._waiting[slot] = waiting
+        try:
+            request = f"fork {slot} {cgroup} {int(network)}".encode()
+            socket.send_fds(self.control, [request], [channel, log])
+        except OSError as exc:
+            with self._lock:
+                self._waiting.pop(slot, None)
+            raise TemplateError(f"the template did not take the request: {exc}") from None
+        return waiting
+
+    def forget(self, slot: str) -> None:
+        """Drop what is known of ``slot`` (its sandbox is gone)."""
+        with self._lock:
+            self._waiting.pop(slot, None)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.control, 512, 1)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                break
+            word, _, rest = data.decode("ascii", "replace").partition(" ")
+            slot, _, detail = rest.partition(" ")
+            with self._lock:
+                waiting = self._waiting.get(slot)
+            if waiting is None:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if word == "pid" and fds:
+                waiting.pidfd.set_result(fds[0])
+            elif word == "exit":
+                waiting.status.set_result(int(detail))
+                self.forget(slot)
+            elif word == "failed":
+                for future in (waiting.pidfd, waiting.status):
+                    if not future.done():
+                        future.set_exception(
+                            TemplateError(f"the template could not fork: {detail}")
+                        )
+                self.forget(slot)
+        self.control.close()
+        with self._lock:
+            self._dead = "the template ended"
+            left, self._waiting = self._waiting, {}
+        for waiting in left.values():
+            for future in (waiting.pidfd, waiting.status):
+                if not future.done():
+                    future.set_exception(TemplateError(self._dead))
+
+    def close(self) -> None:
+        """End the template and every sandbox forked from it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.control.shutdown(socket.SHUT_RDWR)
+
+
+__all__ = [
+    "CGROUPS_INSIDE",
+    "FRESH_DIRS",
+    "SLOTS_INSIDE",
+    "ForkedProcess",
+    "Template",
+    "TemplateError",
+    "enabled",
+    "host_pid",
+]

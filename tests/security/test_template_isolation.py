@@ -1,0 +1,319 @@
+"""Attacks between sandboxes forked from one template, and on the template itself.
+
+Sandboxes with the same walls come from one template (see
+``sandlot.backends.template``): one bubblewrap process whose fork server makes
+each sandbox's namespaces and mounts. That shares more than two cold starts
+would (one mount namespace to start from, one bubblewrap, one directory of
+workdirs), so each test here is an attack from one sibling on another, or on
+the template, through the public API. Each checks first that the sandboxes it
+attacks really came from a template, so a silent fall back to cold starts fails
+the test instead of passing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import strict, template_processes
+
+import sandlot
+from sandlot.backends import template as templates
+from sandlot.backends.local import _templates
+from sandlot.driver.farside import SANDBOX_UID
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.getuid() != 0, reason="templates are used where the host runs as root"),
+]
+
+
+def _forked(box: sandlot.Sandbox) -> templates.ForkedProcess:
+    proc = box.async_sandbox._launch.proc  # type: ignore[union-attr]
+    assert isinstance(proc, templates.ForkedProcess), "the sandbox did not come from a template"
+    return proc
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[sandlot.Sandbox, sandlot.Sandbox]]:
+    """Two sandboxes of one config: siblings from one template."""
+    with sandlot.Sandbox(strict()) as a, sandlot.Sandbox(strict()) as b:
+        _forked(a), _forked(b)
+        yield a, b
+
+
+def _code(body: str) -> str:
+    return textwrap.dedent(body).strip()
+
+
+def test_siblings_see_none_of_each_others_files(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    a, b = pair
+    mark = f"sandlot-mark-{uuid.uuid4().hex}"
+    # Every place the sandbox user may write, and the workdir, gets a marker from a.
+    wrote = a.run_code(
+        _code(f"""
+        import os
+        places = []
+        for top in ("/tmp", "/var/tmp", "/dev/shm", "/workspace", os.path.expanduser("~")):
+            try:
+                with open(os.path.join(top, "{mark}"), "w") as f:
+                    f.write("secret")
+                places.append(top)
+            except OSError:
+                pass
+        places
+        """)
+    )
+    assert wrote.error is None
+    assert {"/tmp", "/var/tmp", "/dev/shm", "/workspace"} <= set(eval(wrote.value or "[]"))
+    # b looks everywhere it can read (not /proc or /sys: those are not files of a's).
+    found = b.run_code(
+        _code(f"""
+        import os
+        hits = []
+        skip = ("/proc", "/sys", "/usr")  # not files of a sandbox's
+        for root, dirs, files in os.walk("/", onerror=lambda e: None):
+            dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+            hits += [os.path.join(root, f) for f in files if f == "{mark}"]
+        hits
+        """)
+    )
+    assert found.error is None
+    assert found.value == "[]"
+
+
+def test_siblings_see_none_of_each_others_processes_sockets_or_shared_memory(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    a, b = pair
+    mark = uuid.uuid4().hex
+    key = int(mark[:6], 16)
+    held = a.run_code(
+        _code(f"""
+        import ctypes, socket, subprocess
+        sleeper = subprocess.Popen(["sh", "-c", "sleep 300", "{mark}"])
+        abstract = socket.socket(socket.AF_UNIX)
+        abstract.bind("\\0sandlot-{mark}")
+        abstract.listen()
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        shm = ctypes.CDLL(None, use_errno=True).shmget({key}, 4096, 0o1666)
+        (tcp.getsockname()[1], shm)
+        """)
+    )
+    assert held.error is None, held.error
+    port, shm = eval(held.value or "(0, -1)")
+    assert shm >= 0  # a made the segment, so b's miss below means something
+    probe = _code(f"""
+        import ctypes, os, socket
+        seen = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{{pid}}/cmdline", "rb") as f:
+                    if b"{mark}" in f.read():
+                        seen.append(pid)
+            except OSError:
+                pass
+        def connects(address, family):
+            with socket.socket(family) as s:
+                try:
+                    s.connect(address)
+                    return True
+                except OSError:
+                    return False
+        (
+            len(seen),
+            connects("\\0sandlot-{mark}", socket.AF_UNIX),
+            connects(("127.0.0.1", {port}), socket.AF_INET),
+            ctypes.CDLL(None, use_errno=True).shmget({key}, 0, 0) >= 0,
+        )
+        """)
+    from_b, from_a = b.run_code(probe), a.run_code(probe)
+    assert from_b.error is None and from_a.error is None, (from_b.error, from_a.error)
+    assert from_b.value == "(0, False, False, False)"
+    assert from_a.value == "(1, True, True, True)"  # the probe finds what is there
+
+
+def test_a_fork_sees_neither_the_template_nor_the_other_workdirs(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    a, b = pair
+    b_slot = b.async_sandbox._launch.host_dir.name  # type: ignore[union-attr]
+    seen = a.run_code(
+        _code("""
+        import os
+        def listing(path):
+            try:
+                return sorted(os.listdir(path))
+            except OSError:
+                return None
+        mounts = open("/proc/self/mountinfo").read()
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        with open("/proc/1/cmdline", "rb") as f:
+            init = f.read()
+        (listing("/.sandlot-slots"), listing("/.sandlot-cgroups"), mounts, pids, len(init))
+        """)
+    )
+    assert seen.error is None, seen.error
+    slots, cgroup_dirs, mounts, pids, _ = eval(seen.value or "")
+    assert slots in (None, [])  # the directory of every workdir is unmounted
+    assert cgroup_dirs in (None, [])  # and the host's cgroup directories
+    assert b_slot not in mounts and "sandlot-slots" not in mounts
+    assert "sandlot-cgroups" not in mounts
+    # Its own PID namespace: its first process, the driver, what the code started.
+    assert pids[:2] == [1, 2]
+    assert all(pid < 50 for pid in pids)
+
+
+def test_a_fork_runs_as_the_sandbox_user_without_privileges(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    a, _ = pair
+    status = a.run_code("import os; (os.getuid(), os.getgid(), open('/proc/self/status').read())")
+    assert status.error is None
+    uid, gid, text = eval(status.value or "")
+    assert (uid, gid) == (SANDBOX_UID, SANDBOX_UID)
+    fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+    for caps in ("CapPrm", "CapEff", "CapAmb"):  # inheritable ones are inert under NoNewPrivs
+        assert int(fields[caps], 16) == 0, caps
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"
+    # The first process (root, which built the walls) kept no capability once it forked
+    # the driver, and is out of reach: no signal, no peek.
+    first = a.run_code("open('/proc/1/status').read()").value or ""
+    first_fields = dict(line.split(":\t", 1) for line in eval(first).splitlines() if ":\t" in line)
+    for caps in ("CapPrm", "CapEff", "CapAmb"):
+        assert int(first_fields[caps], 16) == 0, caps
+    reach = a.run_code(
+        _code("""
+        import os
+        tries = []
+        for attempt in (lambda: os.kill(1, 9), lambda: open("/proc/1/environ").read(),
+                        lambda: os.listdir("/proc/1/fd"), lambda: os.listdir("/proc/1/root")):
+            try:
+                attempt()
+                tries.append("reached")
+            except OSError as exc:
+                tries.append(type(exc).__name__)
+        tries
+        """)
+    )
+    assert reach.error is None
+    assert "reached" not in (reach.value or "")
+    assert a.run_code("1 + 1").value == "2"
+
+
+def test_mount_and_namespace_calls_are_refused_in_a_fork(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    a, _ = pair
+    result = a.run_code(
+        _code("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        calls = {
+            "umount /workspace": lambda: libc.umount2(b"/workspace", 2),
+            "mount tmpfs": lambda: libc.mount(b"x", b"/tmp", b"tmpfs", 0, None),
+            "unshare user": lambda: libc.unshare(0x10000000),
+            "setns": lambda: libc.setns(os.open("/proc/self/ns/mnt", os.O_RDONLY), 0),
+        }
+        {name: call() for name, call in calls.items()}
+        """)
+    )
+    assert result.error is None, result.error
+    assert all(code == -1 for code in eval(result.value or "{}").values()), result.value
+
+
+def test_each_fork_gets_a_fresh_workdir_and_tmp(tmp_path: Path) -> None:
+    for _ in range(3):
+        with sandlot.Sandbox(strict()) as box:
+            _forked(box)
+            left = box.run_code(
+                "import os; sorted(os.listdir('/workspace') + os.listdir('/tmp') + "
+                "os.listdir('/dev/shm') + os.listdir('/var/tmp'))"
+            )
+            assert left.value == "[]"  # nothing from the sandbox before
+            box.files.write("/workspace/here.txt", b"x")
+            box.exec("sh", "-c", "touch /tmp/t /dev/shm/s /var/tmp/v")
+
+
+def test_terminate_ends_every_process_a_fork_started() -> None:
+    mark = uuid.uuid4().hex
+    with sandlot.Sandbox(strict()) as box:
+        _forked(box)
+        box.exec("sh", "-c", f"setsid sh -c 'sleep 600' {mark} >/dev/null 2>&1 < /dev/null &")
+        assert _host_pids_with(mark) != []
+    assert _host_pids_with(mark) == []
+
+
+def _host_pids_with(mark: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mark.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
+    box = sandlot.Sandbox(strict()).start()
+    try:
+        _forked(box)
+        slots = box.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+        (template,) = [t for t in _templates.values() if t.slots == slots]
+        os.killpg(template.proc.pid, signal.SIGKILL)
+        template.proc.wait()
+        with pytest.raises(sandlot.SandboxDied) as died:
+            box.run_code("1")
+        assert died.value.cause == "killed"
+    finally:
+        box.terminate()
+    with sandlot.Sandbox(strict()) as fresh:
+        _forked(fresh)  # a new template took over
+        assert fresh.run_code("1 + 1").value == "2"
+
+
+def test_templates_off_gives_a_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(templates.ENV_VAR, "0")
+    with sandlot.Sandbox(strict()) as box:
+        proc = box.async_sandbox._launch.proc  # type: ignore[union-attr]
+        assert isinstance(proc, subprocess.Popen)
+        assert box.run_code("1 + 1").value == "2"
+
+
+def test_one_sandboxes_variables_and_secrets_reach_neither_a_sibling_nor_the_template(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("SANDLOT_TEMPLATE_SECRET", secret)
+    holder = strict(secrets=["SANDLOT_TEMPLATE_SECRET"], env={"ONLY_A": "a"})
+    with sandlot.Sandbox(holder) as a, sandlot.Sandbox(strict(env={"ONLY_B": "b"})) as b:
+        _forked(a), _forked(b)
+        slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+        assert slots == b.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+        assert a.exec("sh", "-c", "echo $SANDLOT_TEMPLATE_SECRET $ONLY_A").stdout.split() == [
+            secret,
+            "a",
+        ]
+        seen = b.run_code("import os; sorted(os.environ)").value or ""
+        assert "SANDLOT_TEMPLATE_SECRET" not in seen and "ONLY_A" not in seen
+        assert "ONLY_B" in seen
+        kept = template_processes(os.getpid())
+        assert len(kept) >= 3  # bubblewrap, its init and the fork server of this template
+        for pid in kept:
+            with contextlib.suppress(OSError):
+                memory = Path(f"/proc/{pid}/environ").read_bytes()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert secret.encode() not in memory + cmdline, pid
