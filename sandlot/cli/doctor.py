@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import __version__
-from ..backends.local import probe
+from ..backends.local import probe, start_path
 from ..console import fail, one_line
 from ..errors import ConfigError
 from ..sync import Sandbox
@@ -81,6 +81,10 @@ def doctor_command() -> None:
                 up = time.perf_counter()
                 result = sb.run_code("1+1")
                 ran = time.perf_counter()
+            with Sandbox(backend="local") as again:  # the start a sandbox gets once warm
+                again.run_code("1+1")
+                warm = time.perf_counter() - ran
+                how, *hints = start_path(iso, again.info.get("started", ""))
     except Exception as exc:  # the doctor reports any failure to start, expected or not
         out.print(
             Text(
@@ -101,3 +105,6 @@ def doctor_command() -> None:
             style="green",
         )
     )
+    out.print(f"Fresh sandboxes: {how}; a second one ran 1+1 in {warm * 1000:.0f} ms", markup=False)
+    for hint in hints:
+        out.print(Text(f"  hint: {hint}", style="yellow"))
