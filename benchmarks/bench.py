@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -126,19 +128,99 @@ def first_result(
     return out
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (every core, every process), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def templates_off(off: bool) -> Iterator[None]:
+    """Sandboxes started inside start cold where ``off`` (``SANDLOT_TEMPLATES=0``)."""
+    old = os.environ.get("SANDLOT_TEMPLATES")
+    if off:
+        os.environ["SANDLOT_TEMPLATES"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SANDLOT_TEMPLATES", None)
+        else:
+            os.environ["SANDLOT_TEMPLATES"] = old
+
+
+def bwrap_floor(bwrap: str) -> Callable[[], None]:
+    """bubblewrap with minimal walls (the host's root read-only, new namespaces) running
+    ``python -I -S -c pass``: the least a cold start can cost."""
+    argv = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
+    argv += ["--unshare-uts", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    argv += [sys.executable, "-I", "-S", "-c", "pass"]
+    return lambda: subprocess.run(argv, check=True)
+
+
+# CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS
+SIX_NAMESPACES = 0x10000000 | 0x20000 | 0x20000000 | 0x40000000 | 0x8000000 | 0x4000000
+
+
+def fork_floor() -> None:
+    """fork, unshare(user, mount, pid, net, ipc, uts), exit: what a new sandbox costs the kernel."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if libc.unshare(SIX_NAMESPACES) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "unshare failed"
+
+
 def bench_startup(runs: int) -> None:
-    """Create an isolated sandbox and get ``1+1`` from its REPL: cold, and warm from a pool."""
+    """Create an isolated sandbox and get ``1+1`` from its REPL: from a template, cold, and
+    warm from a pool; beside the floors, in interleaved rounds."""
 
     def check(sb: sandlot.Sandbox) -> None:
         assert sb.run_code("1+1").value == "2"
 
-    def make() -> sandlot.Sandbox:
-        return sandlot.Sandbox(ISOLATED).start()
+    def fresh(cold: bool) -> Callable[[], None]:
+        def one() -> None:
+            with templates_off(cold):
+                sb = sandlot.Sandbox(ISOLATED).start()
+            check(sb)
+            sb.terminate()  # inside the timing: its CPU is the sandbox's too
 
-    first_result(make, check, sandlot.Sandbox.terminate, 1)  # probes the machine once
-    cold_t = first_result(make, check, sandlot.Sandbox.terminate, runs)
-    base = pct(cold_t, 0.5)
-    rows = [["sandlot cold", "yes", ms(base), ms(pct(cold_t, 0.95)), "1.0"]]
+        return one
+
+    kinds: dict[str, Callable[[], None]] = {
+        "sandlot (template)": fresh(False),
+        "sandlot cold (SANDLOT_TEMPLATES=0)": fresh(True),
+    }
+    iso = probe()
+    if iso.bwrap is not None:
+        kinds["floor: bwrap + python -I -S -c pass"] = bwrap_floor(iso.bwrap)
+    kinds["floor: fork + unshare 6 namespaces"] = fork_floor
+    for one in kinds.values():
+        one()  # start each kind's template, caches and interpreters once
+    took: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, float] = dict.fromkeys(kinds, 0.0)
+    for i in range(runs):
+        order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
+        for name in order:
+            time.sleep(0.02)  # let the previous one's clean-up finish
+            busy, start = busy_seconds(), time.perf_counter()
+            kinds[name]()
+            took[name].append(time.perf_counter() - start)
+            cpu[name] += busy_seconds() - busy
+    base = pct(took["sandlot (template)"], 0.5)
+    rows = [
+        [
+            name,
+            "yes",
+            ms(pct(t, 0.5)),
+            ms(pct(t, 0.95)),
+            f"{pct(t, 0.5) / base:.2f}",
+            ms(cpu[name] / runs),
+        ]
+        for name, t in took.items()
+    ]
     with sandlot.SandboxPool(ISOLATED, size=4, warm=4) as pool:
         warm_t = []
         for _ in range(runs):
@@ -155,6 +237,7 @@ def bench_startup(runs: int) -> None:
             ms(pct(warm_t, 0.5)),
             ms(pct(warm_t, 0.95)),
             f"{pct(warm_t, 0.5) / base:.2f}",
+            "",
         ]
     )
     for cls in usable_peers():
@@ -175,11 +258,13 @@ def bench_startup(runs: int) -> None:
                 ms(pct(t, 0.5)),
                 ms(pct(t, 0.95)),
                 f"{pct(t, 0.5) / base:.2f}",
+                "",
             ]
         )
     table(
-        f"time to first result of 1+1 ({runs} runs; peers {max(5, runs // 3)})",
-        ["environment", "isolated", "p50 ms", "p95 ms", "p50 / sandlot cold"],
+        f"time to first result of 1+1, start to end ({runs} interleaved rounds; "
+        f"pool and peers after, {max(5, runs // 3)} runs, not counting the end)",
+        ["environment", "isolated", "p50 ms", "p95 ms", "p50 / template", "machine CPU ms"],
         rows,
     )
 
@@ -340,32 +425,39 @@ def bench_hostcall(runs: int) -> None:
 
 
 def bench_fanout(items: int, sizes: list[int], latency: float) -> None:
-    """``items`` items, each calling a host function that sleeps ``latency``, over pools."""
+    """``items`` items, each calling a host function that sleeps ``latency``, over pools:
+    each borrower reusing a sandbox, or getting a fresh one (from a template, or cold)."""
     rows = []
 
     def stand_in_lm(prompt: str) -> str:
         time.sleep(latency)
         return prompt[::-1]
 
+    modes = {
+        "reuse": (True, False),
+        "fresh (template)": (False, False),
+        "fresh (cold)": (False, True),
+    }
     for size in sizes:
-        # reuse: this measures host-call fan-out, not a fresh sandbox per item
-        with sandlot.SandboxPool(
-            ISOLATED,
-            size=size,
-            warm=size,
-            reuse=True,
-            tools={"llm_query": stand_in_lm},
-        ) as pool:
-            pool.wait_warm()
-            start = time.perf_counter()
-            out = pool.map(lambda sb, i: sb.run_code(f"llm_query('item {i}')").value, range(items))
-            actual = time.perf_counter() - start
-        assert out[0] == repr("0 meti")
-        ideal = items * latency / size
-        rows.append([str(size), f"{ideal:.2f}", f"{actual:.2f}", f"{ideal / actual:.3f}"])
+        for mode, (reuse, cold) in modes.items():
+            with (
+                templates_off(cold),
+                sandlot.SandboxPool(
+                    ISOLATED, size=size, warm=size, reuse=reuse, tools={"llm_query": stand_in_lm}
+                ) as pool,
+            ):
+                pool.wait_warm()
+                start = time.perf_counter()
+                out = pool.map(
+                    lambda sb, i: sb.run_code(f"llm_query('item {i}')").value, range(items)
+                )
+                actual = time.perf_counter() - start
+            assert out[0] == repr("0 meti")
+            ideal = items * latency / size
+            rows.append([str(size), mode, f"{ideal:.2f}", f"{actual:.2f}", f"{ideal / actual:.3f}"])
     table(
         f"fan-out: {items} items, host call of {latency * 1000:.0f} ms each (warm pools)",
-        ["pool size", "ideal s", "actual s", "efficiency"],
+        ["pool size", "sandboxes", "ideal s", "actual s", "efficiency"],
         rows,
     )
 
@@ -495,8 +587,13 @@ def bench_rate(seconds: float, workers: int) -> None:
         with sandlot.Sandbox(ISOLATED) as sb:
             sb.run_code("1")
 
-    rate, lat = churn(sandlot_one, seconds, workers)
-    rows.append(["sandlot", "yes", f"{rate:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95))])
+    for label, cold in (("sandlot (template)", False), ("sandlot cold", True)):
+        with templates_off(cold):
+            sandlot_one()
+            busy = busy_seconds()
+            rate, lat = churn(sandlot_one, seconds, workers)
+            each = (busy_seconds() - busy) / len(lat)
+        rows.append([label, "yes", f"{rate:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95)), ms(each)])
     for cls in usable_peers():
 
         def peer_one(cls: Any = cls) -> None:
@@ -513,11 +610,12 @@ def bench_rate(seconds: float, workers: int) -> None:
                 f"{rate:.1f}",
                 ms(pct(lat, 0.5)),
                 ms(pct(lat, 0.95)),
+                "",
             ]
         )
     table(
         f"creation rate: start, first result, end; {workers} workers for {seconds:.0f}s",
-        ["environment", "isolated", "per second", "p50 ms each", "p95 ms each"],
+        ["environment", "isolated", "per second", "p50 ms each", "p95 ms each", "machine CPU ms"],
         rows,
     )
 
