@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -324,3 +325,43 @@ def test_the_suites_loop_check_sees_a_descriptor_closed_while_registered() -> No
         loop.close()
         for end in (old, old_peer, new, new_peer):
             end.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="templates are used where the host runs as root")
+def test_a_template_that_cannot_start_leaves_cold_starts_and_one_warning(tmp_path: Path) -> None:
+    """A bubblewrap that refuses the template (a stricter policy might) costs only speed."""
+    real = shutil.which("bwrap")
+    assert real is not None
+    wrapper = tmp_path / "bwrap"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *template.main*) echo "no templates here" >&2; exit 1;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    host = tmp_path / "host.py"
+    host.write_text(
+        textwrap.dedent("""
+        import warnings, sandlot
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as box:
+                    assert box.run_code("1 + 1").value == "2"
+                    print(box.info["started"])
+        for w in said:
+            print("WARNING", w.message)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(host)],
+        env={**os.environ, "SANDLOT_BWRAP": str(wrapper)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if not line.startswith("WARNING")] == ["cold"] * 3
+    (warning,) = [line for line in lines if line.startswith("WARNING")]
+    assert "start cold (no template)" in warning and "no templates here" in warning
