@@ -808,7 +808,8 @@ class LocalBackend:
             if template is not None:
                 drop = (SANDBOX_UID, SANDBOX_UID)
                 environ = {**init, "environ": env_vars}  # the template has only _startup_env's
-                return await self._launch_forked(iso, config, environ, template, drop)
+                with contextlib.suppress(templates.TemplateError):  # it ended meanwhile: cold
+                    return await self._launch_forked(iso, config, environ, template, drop)
         host_dir = _new_state_dir("box")
         own_workdir = self.workdir is None
         drop_to: tuple[int, int] | None = None

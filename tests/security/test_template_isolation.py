@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import strict, template_processes
+from conftest import children, strict, template_processes
 
 import sandlot
 from sandlot.backends import template as templates
@@ -283,6 +283,19 @@ def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
     with sandlot.Sandbox(strict()) as fresh:
         _forked(fresh)  # a new template took over
         assert fresh.run_code("1 + 1").value == "2"
+
+
+def test_sandboxes_asked_for_as_their_template_dies_still_start() -> None:
+    with sandlot.Sandbox(strict()) as first:
+        slots = first.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+    (template,) = [t for t in _templates.values() if t.slots == slots]
+    (init,) = children(template.proc.pid)  # bubblewrap's init, then the fork server
+    (fork_server,) = children(init)
+    os.kill(fork_server, signal.SIGKILL)  # no wait: the next starts race the template's end
+    for _ in range(3):
+        with sandlot.Sandbox(strict()) as box:  # from the dying template (cold) or a new one
+            assert box.info["started"] in ("template", "cold")
+            assert box.run_code("1 + 1").value == "2"
 
 
 def test_templates_off_gives_a_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
