@@ -39,7 +39,7 @@ from ..config import SandboxConfig
 from ..driver import protocol
 from ..driver.farside import DRIVER_INSIDE, SANDBOX_UID, SYSTEM_DIRS, WORKDIR_INSIDE, system_binds
 from ..errors import ConfigError, DeathCause
-from ..secrets import secret_values
+from ..secrets import read_env_file, secret_values
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
 from . import template as templates
 from .kit.bootstrap import DRIVER_SRC, IsolationWarning
@@ -579,18 +579,24 @@ MAX_TEMPLATES = 8  # sandboxes of further kinds start cold
 template_problem = ""  # why templates failed here, once they did: cold starts from then on
 
 
-def _startup_env(env: dict[str, str]) -> dict[str, str]:
-    """What of ``env`` an interpreter reads as it starts, so a template is started with.
+def _startup_env(config: SandboxConfig, env: dict[str, str]) -> dict[str, str]:
+    """What of ``env`` an interpreter reads as it starts (its locale), so a template gets it.
 
-    The rest (the config's variables and secrets among them) reaches a forked
-    sandbox in its init frame: a template holds no secret, and sandboxes whose
-    variables differ share one.
+    ``python -I`` ignores every ``PYTHON*`` variable. The rest, the config's
+    variables and secrets among them, reaches a forked sandbox in its init
+    frame: a template holds no secret (a secret named ``LC_*`` included), and
+    sandboxes whose variables differ share one.
     """
-    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "LC_")) or k == "LANG"}
+    secrets = set(config.secrets)
+    if config.env_file is not None:
+        secrets |= set(read_env_file(config.env_file))
+    return {
+        k: v for k, v in env.items() if (k == "LANG" or k.startswith("LC_")) and k not in secrets
+    }
 
 
 def _template_key(config: SandboxConfig, python: str, env: dict[str, str]) -> tuple[Any, ...]:
-    return (python, config.network, tuple(sorted(_startup_env(env).items())))
+    return (python, config.network, tuple(sorted(_startup_env(config, env).items())))
 
 
 def _running_template(
@@ -662,7 +668,7 @@ def _start_template(
             passed.append(_memfd("sandlot-seccomp", program))
             seccomp_fd = passed[-1]
         options = LocalBackend._bwrap_argv(
-            iso, config, python, venv, None, {}, {}, _startup_env(env), True, slots=slots
+            iso, config, python, venv, None, {}, {}, _startup_env(config, env), True, slots=slots
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
@@ -670,7 +676,7 @@ def _start_template(
             "from sandlot_driver import template; sys.path.pop(0); "
             f"template.main({theirs.fileno()}, {seccomp_fd})"
         )
-        argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-c", boot]
+        argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-S", "-c", boot]
     except BaseException:
         for fd in passed:
             os.close(fd)
@@ -870,10 +876,10 @@ class LocalBackend:
                 # user of the host, and inside the sandbox as PID 1.
                 passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
                 argv = [iso.bwrap, "--args", str(passed[-1])]
-                argv += [python, "-I", "-c", _boot(DRIVER_INSIDE, channel)]
+                argv += [python, "-I", "-S", "-c", _boot(DRIVER_INSIDE, channel)]
             else:
                 workdir = str(workdir_host)
-                argv = [python, "-I", "-c", _boot(_driver_root_outside(), channel)]
+                argv = [python, "-I", "-S", "-c", _boot(_driver_root_outside(), channel)]
                 env.update(env_vars)
             if cgroup is not None:
                 env[_JOIN_VAR] = "\n".join(cgroup.procs_files())
@@ -948,6 +954,7 @@ class LocalBackend:
         waiting = None
         parent, child = socket.socketpair(socket.AF_UNIX)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
+        log = os.fdopen(log_r, "rb", 0)
         try:
             if iso.cgroup is not None:
                 cgroup = cgroups.SandboxCgroup.create(
@@ -968,18 +975,16 @@ class LocalBackend:
             pidfd = await asyncio.wait_for(
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
-            forked = templates.ForkedProcess(pidfd, waiting.status, os.fdopen(log_r, "rb", 0))
+            forked = templates.ForkedProcess(pidfd, waiting.status, log)
             reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException:
             if forked is not None:
                 forked.kill()
                 forked.close()
-                assert forked.stderr is not None
-                forked.stderr.close()
-            else:
-                os.close(log_r)
-                if waiting is not None:
-                    template.forget(host_dir.name)
+            elif waiting is not None:
+                template.forget(host_dir.name)
+                templates.drop_pidfd(waiting.pidfd)  # delivered as the start was given up
+            log.close()
             parent.close()
             if cgroup is not None:
                 cgroup.kill_all()

@@ -10,8 +10,12 @@ the sandbox's cgroups before it asks; the new process joins them before it
 starts the driver, so no code of the sandbox's runs outside them.
 
 One template serves every sandbox with the same walls: the same interpreter
-and environment, the same environment variables (secrets included) and the
-same network setting. Sandboxes with mounts, volumes, local models, GPUs or a
+and environment, the same network setting and the same locale variables; the
+rest of a sandbox's variables, its secrets among them, reach its driver in
+the init frame, so the template holds none. The template's interpreter starts
+with ``-I -S``: no start-up code of the environment's (``.pth`` files,
+``sitecustomize``) ever runs in it; each driver runs it once it has dropped
+to the sandbox's user. Sandboxes with mounts, volumes, local models, GPUs or a
 workdir of the user's still start cold, as do those whose environment or
 interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
 gets a fresh one, which would hide it), as does every sandbox where the host
@@ -32,7 +36,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 from ..driver.template import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
 
@@ -114,10 +118,36 @@ class ForkedProcess:
             self.pidfd = -1
 
 
+def drop_pidfd(future: concurrent.futures.Future[int]) -> None:
+    """Kill and release the process whose pidfd ``future`` holds, if it holds one."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        pidfd = future.result()
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.close(pidfd)
+
+
 @dataclass
 class _Waiting:
     pidfd: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
     status: concurrent.futures.Future[int] = field(default_factory=concurrent.futures.Future)
+
+
+def _settle(
+    future: concurrent.futures.Future[Any],
+    *,
+    result: object = None,
+    exception: BaseException | None = None,
+) -> bool:
+    """Give ``future`` its outcome unless it has one (a start given up cancels it)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True
 
 
 class Template:
@@ -231,41 +261,46 @@ class Template:
             self._waiting.pop(slot, None)
 
     def _read(self) -> None:
-        while True:
-            try:
-                data, fds, _, _ = socket.recv_fds(self.control, 512, 1)
-            except OSError:
-                data, fds = b"", []
-            if not data:
-                break
-            word, _, rest = data.decode("ascii", "replace").partition(" ")
-            slot, _, detail = rest.partition(" ")
+        try:
+            while self._take(*socket.recv_fds(self.control, 512, 1)[:2]):
+                pass
+        except OSError:
+            pass
+        finally:  # this thread is bubblewrap's parent: it ends only with the template
+            self.control.close()
             with self._lock:
-                waiting = self._waiting.get(slot)
-            if waiting is None:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            if word == "pid" and fds:
-                waiting.pidfd.set_result(fds[0])
-            elif word == "exit":
-                waiting.status.set_result(int(detail))
-                self.forget(slot)
-            elif word == "failed":
+                self._dead = "the template ended"
+                left, self._waiting = self._waiting, {}
+            for waiting in left.values():
                 for future in (waiting.pidfd, waiting.status):
-                    if not future.done():
-                        future.set_exception(
-                            TemplateError(f"the template could not fork: {detail}")
-                        )
-                self.forget(slot)
-        self.control.close()
-        with self._lock:
-            self._dead = "the template ended"
-            left, self._waiting = self._waiting, {}
-        for waiting in left.values():
+                    _settle(future, exception=TemplateError(self._dead))
+
+    def _take(self, data: bytes, fds: list[int]) -> bool:
+        """Deliver one message from the template; False at its end."""
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        word, _, rest = data.decode("ascii", "replace").partition(" ")
+        slot, _, detail = rest.partition(" ")
+        with self._lock:  # once forget() returns, no pidfd reaches a given-up start
+            waiting = self._waiting.get(slot)
+            if word == "pid" and waiting is not None and fds:
+                pidfd = fds.pop(0)
+                if not _settle(waiting.pidfd, result=pidfd):
+                    os.close(pidfd)  # the start was given up meanwhile
+        if word == "exit" and waiting is not None:
+            with contextlib.suppress(ValueError):
+                _settle(waiting.status, result=int(detail))
+            self.forget(slot)
+        elif word == "failed" and waiting is not None:
+            error = TemplateError(f"the template could not fork: {detail}")
             for future in (waiting.pidfd, waiting.status):
-                if not future.done():
-                    future.set_exception(TemplateError(self._dead))
+                _settle(future, exception=error)
+            self.forget(slot)
+        for fd in fds:  # not delivered: for a slot given up, or more than a message carries
+            os.close(fd)
+        return True
 
     def close(self) -> None:
         """End the template and every sandbox forked from it."""
@@ -283,6 +318,7 @@ __all__ = [
     "ForkedProcess",
     "Template",
     "TemplateError",
+    "drop_pidfd",
     "enabled",
     "host_pid",
 ]

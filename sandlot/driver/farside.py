@@ -211,7 +211,7 @@ def main(root: str) -> None:
             argv = []
             env = _environment(settings, work)
             boot = BOOT.format(root=root)
-        argv += [sys.executable, "-I", "-c", boot]
+        argv += [sys.executable, "-I", "-S", "-c", boot]  # site after the drop (server.py)
         child = subprocess.Popen(argv, env=env, cwd=work, start_new_session=True)
         code = child.wait()
     finally:

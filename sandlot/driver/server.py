@@ -533,6 +533,10 @@ def serve_on(sock: protocol.ByteStream) -> None:
             os.setgid(gid)
             os.setuid(uid)
         _die_with_parent()
+        if sys.flags.no_site:  # started with -S: the environment's .pth files and
+            import site  # sitecustomize run only now, as the sandbox's user, under the filter
+
+            site.main()
         os.makedirs(init["workdir"], exist_ok=True)
         os.chdir(init["workdir"])
         sys.path.insert(_after_stdlib(sys.path), init["workdir"])

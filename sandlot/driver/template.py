@@ -49,7 +49,8 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x4000, 0x40000
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
@@ -119,6 +120,12 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
     _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_READ_ONLY:  # as bubblewrap covers them
+        path = f"/proc/{name}"
+        if os.path.exists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _mount(None, path, None, flags)
     for path in FRESH_DIRS:
         _tmpfs(path)
     _mount(

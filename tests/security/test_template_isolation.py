@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import children, strict, template_processes
+from conftest import children, make_wheel, strict, template_processes
 
 import sandlot
 from sandlot.backends import template as templates
@@ -330,3 +333,43 @@ def test_one_sandboxes_variables_and_secrets_reach_neither_a_sibling_nor_the_tem
                 memory = Path(f"/proc/{pid}/environ").read_bytes()
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 assert secret.encode() not in memory + cmdline, pid
+
+
+@pytest.mark.parametrize("templates_on", ["1", "0"])
+def test_an_environments_start_up_code_runs_only_as_the_sandbox_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates_on: str
+) -> None:
+    """A package's ``.pth`` line runs at interpreter start: never in the template (root, with
+    the capability to mount, no filter, every sibling's channel passing through), and in a
+    sandbox only after the driver dropped to the sandbox user under the filter."""
+    probe = (
+        "import os; os.environ['SANDLOT_PTH_PROBE'] = '%d %s' % (os.getuid(), "
+        "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0])\n"
+    )
+    wheel = make_wheel(tmp_path, "sandlot_pth_probe", {"sandlot_pth_probe.pth": probe})
+    monkeypatch.setenv(templates.ENV_VAR, templates_on)
+    with sandlot.Sandbox(strict(python_packages=[str(wheel)])) as box:
+        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
+        ran_as = box.run_code("import os; os.environ.get('SANDLOT_PTH_PROBE')")
+        assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
+
+
+def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
+    with sandlot.Sandbox(strict()) as sibling:
+        slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+        (template,) = [t for t in _templates.values() if t.slots == slots]
+        for _ in range(5):
+            slot = Path(tempfile.mkdtemp(prefix="box-", dir=slots))
+            (slot / "work").mkdir()
+            ours, theirs = socket.socketpair(socket.AF_UNIX)
+            log_r, log_w = os.pipe()
+            waiting = template.fork(slot.name, "-", False, theirs.fileno(), log_w)
+            theirs.close()
+            os.close(log_w)
+            assert waiting.pidfd.cancel()  # given up before the template answers
+            ours.close()  # the fork's driver reads the end of its channel and exits
+            assert waiting.status.result(10) == 0
+            os.close(log_r)
+            shutil.rmtree(slot)
+        assert template.alive
+        assert sibling.run_code("1 + 1").value == "2"
