@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from sandlot.backends import envs
 
 PY = envs.base_python()  # the interpreter sandboxes run, visible inside them at this path
@@ -219,6 +221,14 @@ def test_doctor_names_the_bubblewrap_binary_and_why_and_a_working_sandbox() -> N
     assert "1+1 = 2" in done.stdout
     if os.getuid() == 0:  # where templates are used
         assert "Fresh sandboxes: forked from a template" in done.stdout
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="templates are used where the host runs as root")
+def test_one_sandbox_commands_start_it_cold_unless_told() -> None:
+    """exec, run and repl make one sandbox and exit: a template would be started for nothing."""
+    first = ["exec", "--", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]
+    assert "bwrap" in sandlot(*first).stdout
+    assert "template.main" in sandlot(*first, env={"SANDLOT_TEMPLATES": "1"}).stdout
 
 
 def test_doctor_says_when_sandboxes_start_cold() -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..driver.template import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
+from ..driver.farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
 
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
 READY_TIMEOUT = 30.0  # seconds a template has to start

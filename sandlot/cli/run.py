@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -353,6 +354,9 @@ def _sandbox(
     )
     config = _prepared(config)
     guard.redactor = Redactor.for_config(config)
+    from ..backends.template import ENV_VAR  # one sandbox, then exit: a template is no gain
+
+    os.environ.setdefault(ENV_VAR, "0")
     with Sandbox(config, backend=options.backend) as sb:
         if upload is not None:
             _upload(sb, upload)  # a directory's entries land in the workdir itself

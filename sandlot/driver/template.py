@@ -32,15 +32,10 @@ import signal
 import socket
 import struct
 import traceback
+from collections.abc import Callable
 
-from .server import serve
-
-SLOTS_INSIDE = "/.sandlot-slots"  # where the template sees the host's slot directories
-CGROUPS_INSIDE = (
-    "/.sandlot-cgroups"  # where it sees the host's cgroup directories, one per hierarchy
-)
-WORKDIR = "/workspace"
-FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # a new tmpfs each, per sandbox
+from .farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
+from .farside import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -175,7 +170,11 @@ def _reap_until(driver: int) -> None:
 
 
 def _keeper(
-    control: socket.socket, words: list[str], fds: list[int], program: bytes | None
+    control: socket.socket,
+    words: list[str],
+    fds: list[int],
+    program: bytes | None,
+    serve: Callable[[int], None],
 ) -> None:
     """The forked keeper: the cgroups, new namespaces, the sandbox's PID 1, its pidfd, its end."""
     slot, cgroup, network = words[0], words[1], words[2] == "1"
@@ -218,6 +217,8 @@ def _keeper(
 
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
+    from . import server  # once, before any fork: every sandbox starts with it imported
+
     program = None
     if seccomp_fd >= 0:
         with os.fdopen(seccomp_fd, "rb") as f:
@@ -247,7 +248,7 @@ def main(control_fd: int, seccomp_fd: int) -> None:
             continue
         if pid == 0:
             try:
-                _keeper(control, words, fds, program)
+                _keeper(control, words, fds, program, server.serve)
             except BaseException as exc:
                 try:
                     _send(control, f"failed {words[0]} {exc}")
