@@ -220,10 +220,17 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
     assert not host_dir.exists()
 
 
-def _strays() -> list[int]:
-    """This process's descendants, less its templates (which outlive their sandboxes)."""
+def _strays(within: float = 5.0) -> list[int]:
+    """This process's descendants, less its templates (which outlive their sandboxes), once
+    they stop changing or ``within`` seconds pass: a fork's keeper reports the end of its
+    sandbox a moment before it exits itself."""
     me = os.getpid()
-    return sorted(process_tree(me) - {me} - template_processes(me))
+    deadline = time.monotonic() + within
+    while True:
+        strays = sorted(process_tree(me) - {me} - template_processes(me))
+        if not strays or time.monotonic() > deadline:
+            return strays
+        time.sleep(0.05)
 
 
 def _mine() -> list[str]:
