@@ -272,7 +272,8 @@ def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
 
     asyncio.run(churn())
     assert _strays() == []
-    assert len(os.listdir("/proc/self/fd")) == fds
+    # None left open by the sandboxes (one closed meanwhile by another part is no leak).
+    assert len(os.listdir("/proc/self/fd")) <= fds
     assert _mine() == before
 
 

@@ -27,7 +27,8 @@ MISBEHAVIOURS = {
     "fork_bomb": "b() { b | b & }; b",
     "memory_bomb": "python3 -c 'x = bytearray(8 << 30)'",
     "endless_loop": "while :; do :; done",
-    "big_write": "head -c 1G /dev/zero > big.bin",
+    # The first file stops at the file-size limit (disk_mb), the second takes the workdir past it.
+    "big_write": "head -c 1G /dev/zero > big.bin; head -c 1G /dev/zero > big2.bin",
 }
 
 
