@@ -37,14 +37,22 @@ from typing import Any
 
 from ..config import SandboxConfig
 from ..driver import protocol
-from ..driver.farside import DRIVER_INSIDE, SANDBOX_UID, SYSTEM_DIRS, WORKDIR_INSIDE, system_binds
+from ..driver.farside import (
+    CGROUPS_INSIDE,
+    DRIVER_INSIDE,
+    FRESH_DIRS,
+    SANDBOX_UID,
+    SLOTS_INSIDE,
+    SYSTEM_DIRS,
+    WORKDIR_INSIDE,
+    system_binds,
+)
 from ..errors import ConfigError, DeathCause
-from ..secrets import read_env_file, secret_values
+from ..secrets import secret_values
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
 from . import template as templates
 from .kit.bootstrap import DRIVER_SRC, IsolationWarning
 from .kit.store import mount_source
-from .template import CGROUPS_INSIDE, SLOTS_INSIDE
 
 
 @dataclass(frozen=True)
@@ -579,39 +587,28 @@ MAX_TEMPLATES = 8  # sandboxes of further kinds start cold
 template_problem = ""  # why templates failed here, once they did: cold starts from then on
 
 
-def _startup_env(config: SandboxConfig, env: dict[str, str]) -> dict[str, str]:
-    """What of ``env`` an interpreter reads as it starts (its locale), so a template gets it.
+def _startup_env(public: dict[str, str]) -> dict[str, str]:
+    """What of a sandbox's variables (its secrets not among them) an interpreter reads as it
+    starts, its locale: what its template is started with.
 
-    ``python -I`` ignores every ``PYTHON*`` variable. The rest, the config's
-    variables and secrets among them, reaches a forked sandbox in its init
-    frame: a template holds no secret (a secret named ``LC_*`` included), and
+    ``python -I`` ignores every ``PYTHON*`` variable. The rest, and the secrets,
+    reach a forked sandbox in its init frame: a template holds no secret, and
     sandboxes whose variables differ share one.
     """
-    secrets = set(config.secrets)
-    if config.env_file is not None:
-        secrets |= set(read_env_file(config.env_file))
-    return {
-        k: v for k, v in env.items() if (k == "LANG" or k.startswith("LC_")) and k not in secrets
-    }
-
-
-def _template_key(config: SandboxConfig, python: str, env: dict[str, str]) -> tuple[Any, ...]:
-    return (python, config.network, tuple(sorted(_startup_env(config, env).items())))
-
-
-def _running_template(
-    config: SandboxConfig, python: str, env: dict[str, str]
-) -> templates.Template | None:
-    template = _templates.get(_template_key(config, python, env))
-    return template if template is not None and template.alive else None
+    return {k: v for k, v in public.items() if k == "LANG" or k.startswith("LC_")}
 
 
 def _template_for(
-    iso: Isolation, config: SandboxConfig, python: str, venv: Path, env: dict[str, str]
+    key: tuple[Any, ...],
+    iso: Isolation,
+    config: SandboxConfig,
+    python: str,
+    venv: Path,
+    startup: dict[str, str],
 ) -> templates.Template | None:
-    """The running template for these walls, started if need be; None where templates fail."""
+    """The running template of ``key`` (the walls it gives), started if need be; None where
+    templates fail or too many run."""
     global template_problem
-    key = _template_key(config, python, env)
     with _templates_lock:
         template = _templates.pop(key, None)
         if template is not None:
@@ -622,7 +619,7 @@ def _template_for(
         if template_problem or sum(t.alive for t in _templates.values()) >= MAX_TEMPLATES:
             return None
         try:
-            template = _start_template(iso, config, python, venv, env)
+            template = _start_template(iso, config, python, venv, startup)
         except (templates.TemplateError, OSError) as exc:
             template_problem = str(exc)
             warnings.warn(
@@ -653,7 +650,7 @@ atexit.register(_end_templates)  # before the portal's: runs after its sandboxes
 
 
 def _start_template(
-    iso: Isolation, config: SandboxConfig, python: str, venv: Path, env: dict[str, str]
+    iso: Isolation, config: SandboxConfig, python: str, venv: Path, startup: dict[str, str]
 ) -> templates.Template:
     assert iso.bwrap is not None
     home = _new_state_dir("template")
@@ -668,7 +665,7 @@ def _start_template(
             passed.append(_memfd("sandlot-seccomp", program))
             seccomp_fd = passed[-1]
         options = LocalBackend._bwrap_argv(
-            iso, config, python, venv, None, {}, {}, _startup_env(config, env), True, slots=slots
+            iso, config, python, venv, None, {}, {}, startup, True, slots=slots
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
@@ -724,6 +721,22 @@ def _start_hints(iso: Isolation) -> list[str]:
                     "it takes about 1 ms (a kernel-wide setting: weigh it for the machine)"
                 )
     return lines
+
+
+def _new_cgroup(iso: Isolation, config: SandboxConfig, name: str) -> cgroups.SandboxCgroup | None:
+    """The cgroups of sandbox ``name`` (its state directory's), with their ledger in the state
+    root for the sweep; None where this machine has none to give."""
+    if iso.cgroup is None:
+        return None
+    return cgroups.SandboxCgroup.create(
+        iso.cgroup,
+        f"{cgroups.PREFIX}{name}",
+        config.memory_mb,
+        config.max_processes,
+        config.cpus,
+        ledger=_state_root() / f"{name}{cgroups.LEDGER_SUFFIX}",
+        owner=_owner(),
+    )
 
 
 def _send_init(
@@ -803,17 +816,20 @@ class LocalBackend:
         if venv is None:
             venv = await asyncio.to_thread(envs.ensure_env, base, spec)
         python = str(venv / "bin" / "python")
-        env_vars = self._environment(config, python, venv)
+        public = self._environment(config, python, venv)
+        env_vars = {**public, **secret_values(config)}
 
         if use_bwrap and iso.root and self._forkable(config, python, venv):
-            template = _running_template(config, python, env_vars)
-            if template is None:
+            startup = _startup_env(public)
+            key = (python, config.network, tuple(sorted(startup.items())))
+            template = _templates.get(key)
+            if template is None or not template.alive:
                 template = await asyncio.to_thread(
-                    _template_for, iso, config, python, venv, env_vars
+                    _template_for, key, iso, config, python, venv, startup
                 )
             if template is not None:
                 drop = (SANDBOX_UID, SANDBOX_UID)
-                environ = {**init, "environ": env_vars}  # the template has only _startup_env's
+                environ = {**init, "environ": env_vars}  # the template has only `startup`
                 with contextlib.suppress(templates.TemplateError):  # it ended meanwhile: cold
                     return await self._launch_forked(iso, config, environ, template, drop)
         host_dir = _new_state_dir("box")
@@ -836,16 +852,7 @@ class LocalBackend:
                 assert self.workdir is not None
                 workdir_host, lock = _take_workdir(self.workdir, drop_to)
                 passed.append(lock)
-            if iso.cgroup is not None:
-                cgroup = cgroups.SandboxCgroup.create(
-                    iso.cgroup,
-                    f"{cgroups.PREFIX}{host_dir.name}",
-                    config.memory_mb,
-                    config.max_processes,
-                    config.cpus,
-                    ledger=host_dir.with_name(host_dir.name + cgroups.LEDGER_SUFFIX),
-                    owner=_owner(),
-                )
+            cgroup = _new_cgroup(iso, config, host_dir.name)
             env: dict[str, str] = {}
             if use_bwrap:
                 assert iso.bwrap is not None
@@ -956,16 +963,7 @@ class LocalBackend:
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
         log = os.fdopen(log_r, "rb", 0)
         try:
-            if iso.cgroup is not None:
-                cgroup = cgroups.SandboxCgroup.create(
-                    iso.cgroup,
-                    f"{cgroups.PREFIX}{host_dir.name}",
-                    config.memory_mb,
-                    config.max_processes,
-                    config.cpus,
-                    ledger=_state_root() / f"{host_dir.name}{cgroups.LEDGER_SUFFIX}",
-                    owner=_owner(),
-                )
+            cgroup = _new_cgroup(iso, config, host_dir.name)
             try:
                 name = "-" if cgroup is None else cgroup.name
                 waiting = template.fork(host_dir.name, name, config.network, child.fileno(), log_w)
@@ -1008,7 +1006,7 @@ class LocalBackend:
 
     def _forkable(self, config: SandboxConfig, python: str, venv: Path) -> bool:
         """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`)."""
-        hidden = [f"{d}/" for d in templates.FRESH_DIRS]  # a fork's fresh tmpfs would hide them
+        hidden = [f"{d}/" for d in FRESH_DIRS]  # a fork's fresh tmpfs would hide them
         return (
             templates.enabled()
             and not f"{venv}/".startswith(tuple(hidden))
@@ -1053,8 +1051,7 @@ class LocalBackend:
         env["VIRTUAL_ENV"] = str(venv)
         env.update(gpus.visible_devices_env(config.gpu))
         env.update(config.env)
-        env.update(secret_values(config))
-        return env
+        return env  # the secrets (secret_values) go on top
 
     @staticmethod
     def _bwrap_argv(

@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..driver.farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
-
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
 READY_TIMEOUT = 30.0  # seconds a template has to start
 STATUS_WAIT = 2.0  # seconds to wait for the keeper's report of an exit the pidfd showed
@@ -108,7 +106,7 @@ class ForkedProcess:
 
     def kill(self) -> None:
         """SIGKILL the process, and with it its PID namespace."""
-        with contextlib.suppress(ProcessLookupError, OSError):
+        with contextlib.suppress(OSError):  # gone already
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
     def close(self) -> None:
@@ -156,7 +154,7 @@ class Template:
     def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket, slots: Path) -> None:
         self.proc = proc
         self.control = control
-        self.slots = slots  # host directory the template sees at SLOTS_INSIDE
+        self.slots = slots  # host directory the template sees at driver.farside.SLOTS_INSIDE
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiting] = {}
         self._dead = ""
@@ -312,9 +310,6 @@ class Template:
 
 
 __all__ = [
-    "CGROUPS_INSIDE",
-    "FRESH_DIRS",
-    "SLOTS_INSIDE",
     "ForkedProcess",
     "Template",
     "TemplateError",
