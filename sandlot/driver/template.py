@@ -176,7 +176,7 @@ def _keeper(
     program: bytes | None,
     serve: Callable[[int], None],
 ) -> None:
-    """The forked keeper: the cgroups, new namespaces, the sandbox's PID 1, its pidfd, its end."""
+    """The forked keeper: new namespaces, the sandbox's PID 1 in them, its pidfd, its end."""
     slot, cgroup, network = words[0], words[1], words[2] == "1"
     channel, log = fds
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
