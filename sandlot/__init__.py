@@ -33,10 +33,20 @@ if TYPE_CHECKING:
         SandboxDied,
         SandboxError,
         ServeError,
+        SnapshotInvalid,
         ToolError,
     )
     from .pool import AsyncSandboxPool, PoolConfig, PoolMapError
-    from .results import CodeResult, ExecResult, ExecutionError, FileInfo, OutputChunk
+    from .results import (
+        CodeResult,
+        ExecResult,
+        ExecutionError,
+        FileInfo,
+        OutputChunk,
+        RestoreResult,
+        SkippedVariable,
+        SnapshotResult,
+    )
     from .sandbox import AsyncProcess, AsyncSandbox
     from .serving.library import Library, McpServerSpec, RemoteLibrary
     from .sync import Process, Sandbox, SandboxPool
@@ -59,10 +69,20 @@ _HOMES = {
         "SandboxDied",
         "SandboxError",
         "ServeError",
+        "SnapshotInvalid",
         "ToolError",
     ),
     "pool": ("AsyncSandboxPool", "PoolConfig", "PoolMapError"),
-    "results": ("CodeResult", "ExecResult", "ExecutionError", "FileInfo", "OutputChunk"),
+    "results": (
+        "CodeResult",
+        "ExecResult",
+        "ExecutionError",
+        "FileInfo",
+        "OutputChunk",
+        "RestoreResult",
+        "SkippedVariable",
+        "SnapshotResult",
+    ),
     "sandbox": ("AsyncProcess", "AsyncSandbox"),
     "serving.library": ("Library", "McpServerSpec", "RemoteLibrary"),
     "sync": ("Process", "Sandbox", "SandboxPool"),
@@ -97,6 +117,7 @@ __all__ = [
     "Process",
     "RemoteError",
     "RemoteLibrary",
+    "RestoreResult",
     "Sandbox",
     "SandboxConfig",
     "SandboxDied",
@@ -104,6 +125,9 @@ __all__ = [
     "SandboxPool",
     "ServeError",
     "Session",
+    "SkippedVariable",
+    "SnapshotInvalid",
+    "SnapshotResult",
     "ToolError",
     "Volume",
     "VolumeInfo",

@@ -87,6 +87,10 @@ class DownloadRefused(FileOperationError):
     """
 
 
+class SnapshotInvalid(SandboxError, ValueError):
+    """A file that is not a whole, unchanged sandlot snapshot; nothing of it was used."""
+
+
 class RemoteError(SandboxError):
     """A served function raised; ``remote_traceback`` is where, in the serving sandbox."""
 

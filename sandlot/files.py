@@ -16,6 +16,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
+from .channel import Request
 from .driver.protocol import CHUNK
 from .errors import DownloadRefused, FileTooLarge
 from .link import Link
@@ -127,13 +128,19 @@ class AsyncFiles:
         with tempfile.TemporaryFile() as spool:
             await _to_thread(_tar_dir, local, spool, tuple(exclude))
             spool.seek(0)
-            async with self._link.request("put_tar", path=remote) as req:
-                while chunk := await _to_thread(spool.read, CHUNK):
-                    req.send_data(chunk)
-                    await req.channel.drain()
-                req.send_data(b"", eof=True)
-                header, _ = await req.result()
-        await self._link.reply(header, "put_tar", f"upload to {remote!r}")
+            await self.send_tar(spool, remote)
+
+    async def send_tar(self, source: IO[bytes], remote: str, size: int | None = None) -> int:
+        """Unpack the tar stream read from ``source`` (``size`` bytes, or to its end) at ``remote``.
+
+        The sandbox unpacks it with the ``data`` filter (no names outside
+        ``remote``, no devices); returns how many members it unpacked.
+        """
+        async with self._link.request("put_tar", path=remote) as req:
+            await send_chunks(req, source, size)
+            header, _ = await req.result()
+        reply = await self._link.reply(header, "put_tar", f"upload to {remote!r}")
+        return int(reply["members"])
 
     async def download(
         self,
@@ -160,20 +167,7 @@ class AsyncFiles:
         # Beside local: the same filesystem as the copy, so the kernel can copy in place.
         spool = tempfile.TemporaryFile(dir=local.parent)  # noqa: SIM115 (handed to a thread)
         try:
-            received = 0
-            async with self._link.request("get_tar", path=remote) as req:
-                while True:
-                    header, payload = await req.next()
-                    if header.get("t") == "res":
-                        break
-                    received += len(payload)
-                    if received > max_bytes:
-                        raise DownloadRefused(
-                            f"{what}: the stream is larger than max_bytes={max_bytes}"
-                        )
-                    spool.write(payload)  # in the loop's thread: no other thread holds the file
-            reply = await self._link.reply(header, "get_tar", what)
-            spool.flush()
+            reply, received = await self.receive_tar(remote, spool, max_bytes)
         except BaseException:
             spool.close()
             raise
@@ -194,6 +188,47 @@ class AsyncFiles:
                 stacklevel=2,
             )
         return result
+
+    async def receive_tar(
+        self, remote: str, spool: IO[bytes], max_bytes: int, *, root: str | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Write the sandbox's tar stream of ``remote`` to ``spool``, unread; return reply and size.
+
+        The stream is the sandbox's: nothing here looks inside it. More than
+        ``max_bytes`` of it raises :class:`DownloadRefused`. ``root`` names
+        ``remote`` in the stream (its own name unless given; ``"."`` puts its
+        entries at the top).
+        """
+        what = f"download {remote!r}"
+        received = 0
+        async with self._link.request("get_tar", path=remote, root=root) as req:
+            while True:
+                header, payload = await req.next()
+                if header.get("t") == "res":
+                    break
+                received += len(payload)
+                if received > max_bytes:
+                    raise DownloadRefused(
+                        f"{what}: the stream is larger than max_bytes={max_bytes}"
+                    )
+                spool.write(payload)  # in the loop's thread: no other thread holds the file
+        reply = await self._link.reply(header, "get_tar", what)
+        spool.flush()
+        return reply, received
+
+
+async def send_chunks(req: Request, source: IO[bytes], size: int | None = None) -> None:
+    """Send ``size`` bytes of ``source`` (or all, to its end) as data frames, then the end."""
+    left = size
+    while left is None or left > 0:
+        chunk = await _to_thread(source.read, CHUNK if left is None else min(CHUNK, left))
+        if not chunk:
+            break
+        if left is not None:
+            left -= len(chunk)
+        req.send_data(chunk)
+        await req.channel.drain()
+    req.send_data(b"", eof=True)
 
 
 async def _to_thread(fn: Any, *args: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,50 @@ class FileInfo:
     name: str
     type: str  # what the entry is itself: "file", "dir", "link", "fifo", "socket", "device"
     size: int
+
+
+@dataclass(frozen=True)
+class SkippedVariable:
+    """A REPL variable a snapshot could not hold, or a restore could not bring back, and why."""
+
+    name: str
+    type: str
+    why: str
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What ``sb.snapshot(path)`` wrote.
+
+    ``captured``: the variables the file holds; ``skipped``: those it could not
+    (each with its reason); ``modules``: variables bound to modules, imported
+    again on restore; ``tools``: the host's tools the REPL had, which the
+    restoring sandbox binds from its own host. ``unlisted`` counts names left
+    out of these lists (each lists at most 2000).
+    """
+
+    path: Path
+    size: int
+    captured: tuple[str, ...]
+    skipped: tuple[SkippedVariable, ...]
+    modules: tuple[str, ...]
+    tools: tuple[str, ...]
+    unlisted: int = 0
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What loading a snapshot brought back.
+
+    ``restored``: the variables now in the REPL (modules included); ``failed``:
+    those that could not come back here, and why (a module not installed, code
+    made by another Python version); ``missing_tools``: the snapshot's host tools
+    this sandbox does not have; ``files``: the workdir entries unpacked.
+    """
+
+    path: Path
+    restored: tuple[str, ...]
+    failed: tuple[SkippedVariable, ...]
+    missing_tools: tuple[str, ...]
+    files: int
+    unlisted: int = 0

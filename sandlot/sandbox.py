@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from . import backends
+from . import backends, snapshots
 from .backends import BackendSpec
 from .backends.base import Backend, Launched
 from .channel import Channel, Closed, Request, Violation
@@ -38,7 +38,14 @@ from .errors import (
 )
 from .files import AsyncFiles
 from .link import Link
-from .results import CodeResult, ExecResult, ExecutionError, OutputChunk
+from .results import (
+    CodeResult,
+    ExecResult,
+    ExecutionError,
+    OutputChunk,
+    RestoreResult,
+    SnapshotResult,
+)
 from .router import Router
 from .serving.library import ExposeAs, McpServerSpec, RemoteLibrary, serve_interface
 from .signatures import same_parameters
@@ -129,6 +136,7 @@ class AsyncSandbox:
         self.info: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop it was started on
         self.loop_thread: threading.Thread | None = None
+        self.restored: RestoreResult | None = None  # what load_snapshot brought back, if called
 
     # -- lifetime --------------------------------------------------------------
 
@@ -517,6 +525,60 @@ class AsyncSandbox:
         ``max_bytes``/``max_members`` there to change them.
         """
         return await self.files.download(remote, local)
+
+    # -- snapshots ---------------------------------------------------------------
+
+    async def snapshot(
+        self, path: str | Path, *, max_bytes: int = snapshots.DEFAULT_MAX_BYTES
+    ) -> SnapshotResult:
+        """Write the REPL's variables and the workdir's files to the file ``path``.
+
+        Taken between cells, so the REPL is at rest; the files are read after
+        it. Functions and classes defined in cells travel by value, modules as
+        their names; a variable pickle cannot hold (a thread, a socket, an open
+        file) is named in ``result.skipped`` with the reason, and warned about.
+        Processes, the REPL's open files and its environment changes are not
+        kept. The file (mode 0600) holds what the REPL holds, secrets included.
+        More than ``max_bytes`` in all raises :class:`DownloadRefused`, and no
+        file is written.
+        """
+        return await snapshots.take(self, Path(path), max_bytes)
+
+    async def load_snapshot(self, path: str | Path) -> RestoreResult:
+        """Put snapshot ``path``'s files in the workdir and its variables in the REPL.
+
+        The file is checked first (a changed, cut or foreign one raises
+        :class:`SnapshotInvalid` and nothing is loaded); what
+        cannot come back here is named in ``result.failed``, and warned about.
+        Unpickling runs the snapshot's code, in this sandbox.
+        """
+        result = await snapshots.load(self, Path(path))
+        self.restored = result
+        return result
+
+    @classmethod
+    async def restore(
+        cls,
+        path: str | Path,
+        config: SandboxConfig | None = None,
+        *,
+        backend: BackendSpec = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> Self:
+        """Start a sandbox with ``config`` and load snapshot ``path`` into it.
+
+        Any backend will do (this host, an SSH host, a Ray node), with the
+        Python the snapshot was taken with for functions defined in cells.
+        What came back is in ``sb.restored``; a snapshot that cannot be used
+        ends the new sandbox and raises.
+        """
+        sandbox = await cls(config, backend=backend, tools=tools).start()
+        try:
+            await sandbox.load_snapshot(path)
+        except BaseException:
+            await sandbox.terminate()
+            raise
+        return sandbox
 
     # -- processes ---------------------------------------------------------------
 

@@ -23,16 +23,18 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar, overload
 
+from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, PoolConfig, Progress
-from .results import ExecResult, OutputChunk
+from .results import ExecResult, OutputChunk, RestoreResult
 from .router import Router
 from .sandbox import AsyncProcess, AsyncSandbox, live_sandboxes
 from .signatures import same_parameters
@@ -283,6 +285,8 @@ class Files(Twin):
     mkdir = blocking(AsyncFiles.mkdir)
     upload = blocking(AsyncFiles.upload)
     download = blocking(AsyncFiles.download)
+    send_tar = blocking(AsyncFiles.send_tar)
+    receive_tar = blocking(AsyncFiles.receive_tar)
 
 
 class Process(Twin):
@@ -358,6 +362,30 @@ class Sandbox(Twin):
     upload = blocking(AsyncSandbox.upload)
     download = blocking(AsyncSandbox.download)
     serve = blocking(AsyncSandbox.serve)
+    snapshot = blocking(AsyncSandbox.snapshot)
+    load_snapshot = blocking(AsyncSandbox.load_snapshot)
+    restored = mirror[RestoreResult | None]("restored")
+
+    @classmethod
+    def restore(
+        cls,
+        path: str | Path,
+        config: SandboxConfig | None = None,
+        *,
+        backend: BackendSpec = None,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> Sandbox:
+        """Start a sandbox with ``config`` and load snapshot ``path`` into it (blocking).
+
+        As :meth:`AsyncSandbox.restore`; what came back is in ``sb.restored``.
+        """
+        sandbox = cls(config, backend=backend, tools=tools).start()
+        try:
+            sandbox.load_snapshot(path)
+        except BaseException:
+            sandbox.terminate()
+            raise
+        return sandbox
 
     def __enter__(self) -> Self:
         return self if self._async.started else self.start()

@@ -225,3 +225,19 @@ def test_a_notebook_session_runs_its_kernel_on_the_far_side(
         while ssh_clients(server) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not ssh_clients(server)  # the session's end closed its connection
+
+
+def test_a_local_snapshot_restores_on_another_host(sshd: SSHServer, tmp_path: Path) -> None:
+    path = tmp_path / "moved.snap"
+    with sandlot.Sandbox(strict()) as sb:
+        sb.run_code(
+            "def area(r):\n    return round(3.14159 * r * r, 2)\nsizes = [1, 2, 3]\n"
+            "open('notes.txt', 'w').write('from the first host')",
+            raise_on_error=True,
+        )
+        sb.snapshot(path)
+    remote = sandlot.Sandbox.restore(path, strict(memory_mb=512), backend=sshd.backend())
+    with remote as sb2:
+        assert isinstance(sb2._async._launch, StreamLaunch)  # it is the SSH backend's
+        value = sb2.run_code("[area(s) for s in sizes], open('notes.txt').read()").value
+        assert value == "([3.14, 12.57, 28.27], 'from the first host')"

@@ -111,7 +111,7 @@ class _InboxReader:
         return out
 
 
-class _ChunkWriter:
+class ChunkWriter:
     """A write-only file object that sends what is written as ``chunk`` frames.
 
     Small writes (tar headers, padding) are gathered into frames of up to
@@ -236,8 +236,11 @@ def _clear(root: str, name: str) -> None:
             os.unlink(target)
 
 
-def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
-    """Send ``path`` (file or directory) as a tar stream of chunks.
+def get_tar(rid: int, path: str, send: Send, root: str | None = None) -> dict[str, Any]:
+    """Send ``path`` (file or directory) as a tar stream of chunks, named ``root`` in it.
+
+    ``root`` defaults to ``path``'s own name; ``"."`` makes a directory's
+    entries the stream's top level, to unpack in another directory as they are.
 
     Links, fifos and devices travel as their own headers (the host skips them);
     file contents are read through :func:`open_regular`, so nothing blocks the
@@ -245,13 +248,13 @@ def get_tar(rid: int, path: str, send: Send) -> dict[str, Any]:
     reply's ``skipped``.
     """
 
-    out = _ChunkWriter(rid, send)
+    out = ChunkWriter(rid, send)
     skipped: list[dict[str, str]] = []
     import tarfile  # lazily: not needed before the first tar (start-up time)
 
     with tarfile.open(fileobj=out, mode="w") as tar:  # type: ignore[call-overload]
         tar.copybufsize = CHUNK  # file contents go out in whole chunks
-        _add(tar, path, os.path.basename(path.rstrip("/")) or ".", skipped)
+        _add(tar, path, root or os.path.basename(path.rstrip("/")) or ".", skipped)
     out.flush()
     return {"skipped": skipped[:MAX_SKIPPED]} if skipped else {}
 

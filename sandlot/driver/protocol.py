@@ -268,6 +268,7 @@ KINDS = (
     "KEYWORD_ONLY",
     "VAR_KEYWORD",
 )
+VARIABLE = {"name": str, "type": str, "why": str}  # a REPL variable a snapshot could not hold
 SERVED: dict[str, Any] = {  # a served function, as the serving sandbox describes it
     "name": str,
     "concurrent": bool,
@@ -298,6 +299,15 @@ REPLIES: dict[str, dict[str, Any]] = {
     "exec": {"returncode": int, "killed?": (str, None), "dropped?": int, "spawn_error?": str},
     "invoke": {"value?": object, "vlen?": int},
     "define_tool": {},
+    "save_state": {
+        "captured": [str],
+        "skipped": [VARIABLE],
+        "modules": [str],
+        "tools": [str],
+        "cells": int,
+        "unlisted": int,
+    },
+    "load_state": {"restored": [str], "failed": [VARIABLE], "last_cell": int, "unlisted": int},
     "kernel": {"ended": ("shutdown", "cancelled", "died"), "returncode?": (int, None)},
     "write": {"size": int},
     "put_tar": {"members": int},

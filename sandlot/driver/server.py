@@ -35,6 +35,7 @@ from .exposed import describe, exposed_functions, load_model
 from .procs import Process, no_thread
 from .repl import Repl, user_traceback
 
+REPL_OPS = ("run_code", "serve", "save_state", "load_state")  # run in turn with the cells
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
@@ -110,6 +111,37 @@ def _replying(
     return run
 
 
+Writer = fileops.ChunkWriter  # what a request of the REPL's streams its bytes to
+
+
+class _Sender:
+    """Sends the frames it is called with from a thread of its own, a few frames behind."""
+
+    def __init__(self, send: fileops.Send) -> None:
+        self.send = send
+        self.frames: queue.Queue[tuple[dict[str, Any], bytes] | None] = queue.Queue(4)
+        self.thread: threading.Thread | None = None
+        self.dropping = False
+
+    def __call__(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="sandlot-sender", daemon=True)
+            self.thread.start()
+        self.frames.put((header, payload))
+
+    def _run(self) -> None:
+        while (frame := self.frames.get()) is not None:
+            if not self.dropping:
+                self.send(*frame)
+
+    def close(self, abort: bool = False) -> None:
+        """Wait until every frame is out; or, with ``abort``, drop those not yet sent."""
+        self.dropping = abort
+        if self.thread is not None:
+            self.frames.put(None)
+            self.thread.join()
+
+
 class Server:
     """Serves one host connection until it closes."""
 
@@ -135,6 +167,7 @@ class Server:
         self.exit_with_host = bool(init.get("exit_with_host"))
         self.model_globals: dict[str, dict[str, Any]] = {}
         self.gate: kernel.CallGate | None = None
+        self.tools: set[str] = set()  # the names of the host's tools in the REPL
         for tool in init.get("tools", []):
             self.define_tool(tool["name"], tool.get("doc") or "")
 
@@ -204,13 +237,16 @@ class Server:
         stub.__name__ = stub.__qualname__ = name
         stub.__doc__ = doc
         self.repl.namespace[name] = stub
+        self.tools.add(name)
 
     # -- requests ------------------------------------------------------------
 
     def handle_request(self, header: dict[str, Any], payload: bytes) -> None:
         rid = header["id"]
         op = header.get("op")
-        if op in ("run_code", "serve"):  # on the main thread, where a cancel can interrupt
+        if op in REPL_OPS:  # on the main thread, between cells, where a cancel can interrupt
+            if op == "load_state":
+                self.inboxes[rid] = queue.Queue()
             self.repl_queue.put((rid, header))
             return
         if op == "define_tool":
@@ -285,7 +321,7 @@ class Server:
         if op == "read":
             return fileops.read_file(rid, path, self.send)
         if op == "get_tar":
-            return fileops.get_tar(rid, path, self.send)
+            return fileops.get_tar(rid, path, self.send, header.get("root"))
         if op == "list":
             return fileops.list_dir(path)
         if op == "exists":
@@ -297,38 +333,56 @@ class Server:
             return {}
         raise ValueError(f"unknown operation {op!r}")
 
-    def serve(self, rid: int, header: dict[str, Any]) -> None:
-        """Load the models, import an interface file once, and list its exposed functions."""
+    def save_state(
+        self, rid: int, header: dict[str, Any], out: fileops.ChunkWriter
+    ) -> dict[str, Any]:
+        """Write the REPL's variables to ``out`` (see :mod:`.snapshot`); return what went."""
+        from . import snapshot  # lazily: not needed before the first snapshot (start-up time)
+
+        return snapshot.capture(self.repl.namespace, out, self.tools)
+
+    def load_state(
+        self, rid: int, header: dict[str, Any], out: fileops.ChunkWriter
+    ) -> dict[str, Any]:
+        """Load the variables sent as chunks into the REPL; return what came back."""
+        from . import snapshot
+
         try:
-            inject: dict[str, Any] = {}
-            for cfg in header.get("models", []):
-                if cfg["var_name"] not in self.model_globals:
-                    self.model_globals[cfg["var_name"]] = load_model(cfg)
-                inject.update(self.model_globals[cfg["var_name"]])
-            path = fileops.resolve(self.workdir, header["path"])
-            name = header["name"]
-            module = types.ModuleType(name)
-            module.__file__ = path
-            module.__dict__.update(inject)
-            with open(path, encoding="utf-8") as fh:
-                code = compile(fh.read(), path, "exec", dont_inherit=True)
-            sys.modules[name] = module
-            exec(code, module.__dict__)
-            functions = exposed_functions(module)
-            if not functions:
-                raise LookupError(
-                    f"{header['path']} defines no @expose function; mark the "
-                    "functions to serve with 'from sandlot import expose'"
-                )
-            self.libraries[name] = {
-                served: (fn, None if describe(fn)["concurrent"] else threading.Lock())
-                for served, fn in functions.items()
-            }
-            specs = [describe(fn) for fn in functions.values()]
-        except BaseException as exc:
-            self.reply_error(rid, exc)
-            return
-        self.reply(rid, {"functions": specs, "models": sorted(inject)})
+            blob = b"".join(fileops.incoming(self.inboxes[rid]))
+        finally:
+            self.inboxes.pop(rid, None)
+        report = snapshot.restore(self.repl.namespace, blob)
+        self.repl.count = max(self.repl.count, report["last_cell"])
+        return report
+
+    def serve(self, rid: int, header: dict[str, Any], out: Writer) -> dict[str, Any]:
+        """Load the models, import an interface file once, and list its exposed functions."""
+        inject: dict[str, Any] = {}
+        for cfg in header.get("models", []):
+            if cfg["var_name"] not in self.model_globals:
+                self.model_globals[cfg["var_name"]] = load_model(cfg)
+            inject.update(self.model_globals[cfg["var_name"]])
+        path = fileops.resolve(self.workdir, header["path"])
+        name = header["name"]
+        module = types.ModuleType(name)
+        module.__file__ = path
+        module.__dict__.update(inject)
+        with open(path, encoding="utf-8") as fh:
+            code = compile(fh.read(), path, "exec", dont_inherit=True)
+        sys.modules[name] = module
+        exec(code, module.__dict__)
+        functions = exposed_functions(module)
+        if not functions:
+            raise LookupError(
+                f"{header['path']} defines no @expose function; mark the "
+                "functions to serve with 'from sandlot import expose'"
+            )
+        self.libraries[name] = {
+            served: (fn, None if describe(fn)["concurrent"] else threading.Lock())
+            for served, fn in functions.items()
+        }
+        specs = [describe(fn) for fn in functions.values()]
+        return {"functions": specs, "models": sorted(inject)}
 
     def invoke(self, rid: int, header: dict[str, Any], payload: bytes) -> None:
         """Call a served function with decoded arguments; reply with its encoded result."""
@@ -420,6 +474,30 @@ class Server:
                     proc.kill("host gone")
                 os._exit(3)
 
+    def repl_op(self, rid: int, header: dict[str, Any]) -> Callable[[], None]:
+        """Run a request of the REPL's (in a cell's turn, interruptible); return its answer.
+
+        What it streams goes out from a thread of its own in whole frames, so the
+        cancel's interrupt, which may strike this thread anywhere, never cuts one.
+        """
+        if header["op"] == "run_code":
+            result = self.repl.run(header["code"])
+            return lambda: self.reply_cell(rid, result)
+        sender = _Sender(self.send)
+        out = fileops.ChunkWriter(rid, sender)
+        try:
+            fields = getattr(self, header["op"])(rid, header, out)
+            out.flush()
+            sender.close()
+        except KeyboardInterrupt:
+            sender.close(abort=True)
+            raise
+        except BaseException as exc:  # an interface file or a pickle may raise anything
+            sender.close(abort=True)
+            failure = exc
+            return lambda: self.reply_error(rid, failure)
+        return lambda: self.reply(rid, fields)
+
     def repl_loop(self) -> None:
         """Run cells one after another on the main thread."""
         while True:
@@ -435,14 +513,11 @@ class Server:
                         continue
                     self.running_cell = rid
                 try:
-                    if header["op"] == "serve":
-                        self.serve(rid, header)
-                        continue
-                    result = self.repl.run(header["code"])
+                    answer = self.repl_op(rid, header)
                 finally:
                     with self.cell_lock:
                         self.running_cell = None
-                self.reply_cell(rid, result)
+                answer()  # once the cancel can no longer interrupt it: no frame goes out cut
             except KeyboardInterrupt:
                 continue  # a cancel that arrived just after its cell ended
 

@@ -117,7 +117,7 @@ def tar_of(*members: bytes) -> bytes:
 
 FORGE_FROM_FILE = """
 import sandlot_driver.fileops as _f
-def _forged(rid, path, send, _real=_f.get_tar):
+def _forged(rid, path, send, root=None, _real=_f.get_tar):
     _f.get_tar = _real  # one shot: the next download is served honestly
     with open('forged.tar', 'rb') as fh:
         while chunk := fh.read(1 << 20):
@@ -446,7 +446,7 @@ def test_gnu_sparse_members_are_skipped_not_inflated(host: Path) -> None:
 
 GENERATE_MEMBERS = """
 import sandlot_driver.fileops as _f
-def _forged(rid, path, send, _real=_f.get_tar):
+def _forged(rid, path, send, root=None, _real=_f.get_tar):
     _f.get_tar = _real
     def head(name, kind):
         b = bytearray(512)
@@ -478,7 +478,7 @@ def test_two_hundred_thousand_empty_members_hit_the_member_cap(host: Path) -> No
 
 ENDLESS = """
 import sandlot_driver.fileops as _f
-def _forged(rid, path, send, _real=_f.get_tar):
+def _forged(rid, path, send, root=None, _real=_f.get_tar):
     _f.get_tar = _real
     chunk = bytes(1 << 20)
     for _ in range(256):  # as good as endless for a host that stops at 8 MiB

@@ -35,7 +35,7 @@ CONFIG = strict(memory_mb=256)
 # Replace the driver's get_tar, once, with one that sends the bytes of forged.tar.
 FORGE = """
 import sandlot_driver.fileops as _f
-def _forged(rid, path, send, _real=_f.get_tar):
+def _forged(rid, path, send, root=None, _real=_f.get_tar):
     _f.get_tar = _real
     with open('/tmp/forged.tar', 'rb') as fh:
         while chunk := fh.read(1 << 20):

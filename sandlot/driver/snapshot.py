@@ -1,0 +1,304 @@
+"""A REPL's variables as bytes and back: the interpreter part of a snapshot.
+
+:func:`capture` writes every variable of a namespace that pickle can hold to a
+file object, one record per variable, and says which it could not hold and why
+(a thread, a socket, an open file, a generator). Functions and classes defined
+in the REPL's cells travel by value (their code, defaults, closures, methods),
+since no module on the restoring side defines them; everything else as pickle
+does it. Modules bound to names travel as their import names and are imported
+again. The cells' source goes along, so tracebacks and ``inspect.getsource``
+still show it after a restore.
+
+:func:`restore` reads such bytes into a namespace and says, variable by
+variable, what it could not bring back (a module not installed here, a class
+whose module is gone, code made by another Python version). It runs in the
+sandbox only: unpickling runs code, and the host never does it.
+
+The blob: a line ``sandlot-state 1``, the records (one pickler, one ``dump``
+each), then a JSON trailer (the index) and its length as 8 bytes.
+Standard library only, as the rest of the driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import linecache
+import marshal
+import pickle
+import struct
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+MAGIC = b"sandlot-state 1\n"
+MAX_WHY = 300  # characters of an error kept in a report
+MAX_NAME = 200  # characters of a variable's name kept in a report
+MAX_LISTED = 2000  # names a report lists (a reply's header stays well under 1 MiB)
+# Names a namespace has for the interpreter's or the driver's sake, not the user's.
+NOT_STATE = frozenset(
+    {
+        "__builtins__",
+        "__name__",
+        "__doc__",
+        "__loader__",
+        "__spec__",
+        "__package__",
+        "__warningregistry__",
+        "ToolError",
+    }
+)
+_VERSION = list(sys.version_info[:2])
+_target: dict[str, Any] = {}  # the namespace a restore is filling
+
+
+class Writer(Protocol):
+    """Where :func:`capture` writes: anything with ``write``."""
+
+    def write(self, data: bytes, /) -> int:
+        """Write ``data``; return its length."""
+        ...
+
+
+class _Empty:
+    """Stands for a closure cell that held nothing."""
+
+
+def _make_function(code: bytes, name: str, cells: int, version: list[int]) -> types.FunctionType:
+    if version != _VERSION:
+        made = ".".join(map(str, version))
+        here = ".".join(map(str, _VERSION))
+        raise ValueError(f"its code was made by Python {made}; this is Python {here}")
+    closure = tuple(types.CellType() for _ in range(cells)) or None
+    return types.FunctionType(marshal.loads(code), _target, name, None, closure)
+
+
+def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> None:
+    for cell, value in zip(fn.__closure__ or (), state.pop("closure"), strict=True):
+        if value is not _Empty:
+            cell.cell_contents = value
+    fn.__dict__.update(state.pop("dict"))
+    for attr, value in state.items():
+        setattr(fn, attr, value)
+
+
+def _make_class(meta: type, name: str, bases: tuple[type, ...], body: dict[str, Any]) -> type:
+    made: type = meta(name, bases, body)
+    return made
+
+
+def _set_class_state(cls: type, attrs: dict[str, Any]) -> None:
+    for attr, value in attrs.items():
+        setattr(cls, attr, value)
+
+
+# What a class's __dict__ holds that its creation makes again.
+_MADE_BY_CLASS = frozenset({"__dict__", "__weakref__", "_abc_impl", "__slotnames__"})
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles functions and classes of ``namespace``'s cells by value."""
+
+    def __init__(self, file: Writer, namespace: dict[str, Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.namespace = namespace
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.FunctionType) and obj.__globals__ is self.namespace:
+            return self._function(obj)
+        if isinstance(obj, type) and self._of_cells(obj):
+            return self._class(obj)
+        return NotImplemented
+
+    def _of_cells(self, cls: type) -> bool:
+        """True for a class defined in a cell: its module is the REPL's, which no import finds."""
+        if cls.__module__ != self.namespace.get("__name__"):
+            return False
+        module = sys.modules.get(cls.__module__)
+        return getattr(module, cls.__qualname__, None) is not cls
+
+    def _function(self, fn: types.FunctionType) -> Any:
+        closure = []
+        for cell in fn.__closure__ or ():
+            try:
+                closure.append(cell.cell_contents)
+            except ValueError:
+                closure.append(_Empty)
+        state = {
+            "closure": closure,
+            "dict": dict(fn.__dict__),
+            "__qualname__": fn.__qualname__,
+            "__module__": fn.__module__,
+            "__doc__": fn.__doc__,
+            "__defaults__": fn.__defaults__,
+            "__kwdefaults__": fn.__kwdefaults__,
+            "__annotations__": fn.__annotations__,
+        }
+        args = (marshal.dumps(fn.__code__), fn.__name__, len(closure), _VERSION)
+        return _make_function, args, state, None, None, _set_function_state
+
+    def _class(self, cls: type) -> Any:
+        slots = cls.__dict__.get("__slots__", ())
+        slots = (slots,) if isinstance(slots, str) else tuple(slots)
+        body: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        if "__slots__" in cls.__dict__:
+            body["__slots__"] = slots
+        attrs = {
+            k: v
+            for k, v in cls.__dict__.items()
+            if k not in _MADE_BY_CLASS and k not in body and k not in slots
+        }
+        args = (type(cls), cls.__name__, cls.__bases__, body)
+        return _make_class, args, attrs, None, None, _set_class_state
+
+
+class _Counter:
+    """A write-only file that only counts."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_WHY]
+
+
+def capture(
+    namespace: dict[str, Any], out: Writer, leave_out: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Write ``namespace``'s variables to ``out``; return what went and what could not, and why.
+
+    ``leave_out`` names variables the driver put there (the host's tools), which
+    the restoring side binds afresh: they are listed apart, not pickled.
+    """
+    leave = set(leave_out)
+    counter = _Counter()
+    written = 0
+
+    def put(data: bytes) -> None:
+        nonlocal written
+        out.write(data)
+        written += len(data)
+
+    put(MAGIC)
+    records: list[list[Any]] = []  # [name, start, end, fresh memo]
+    skipped: list[dict[str, str]] = []
+    modules: dict[str, str] = {}
+    tools: list[str] = []
+    record = io.BytesIO()
+    pickler = _Pickler(record, namespace)
+    fresh = True
+    for name, value in list(namespace.items()):
+        if name in NOT_STATE:
+            continue
+        if name in leave:
+            tools.append(name)
+            continue
+        if isinstance(value, types.ModuleType):
+            modules[name] = value.__name__
+            continue
+        try:
+            _Pickler(counter, namespace).dump(value)  # a dry run: a failure costs no sharing
+            pickler.dump(value)
+        except Exception as exc:
+            skipped.append({"name": name, "type": type(value).__qualname__, "why": _why(exc)})
+            pickler.clear_memo()  # what it memoized refers to bytes that were dropped
+            record.seek(0)
+            record.truncate()
+            fresh = True
+            continue
+        start = written
+        put(record.getbuffer().tobytes())
+        records.append([name, start, written, fresh])
+        record.seek(0)
+        record.truncate()
+        fresh = False
+    cells = {
+        name: "".join(entry[2])
+        for name, entry in list(linecache.cache.items())
+        if name.startswith("<cell-") and len(entry) == 4
+    }
+    trailer = json.dumps(
+        {"python": _VERSION, "records": records, "modules": modules, "cells": cells}
+    ).encode()
+    put(trailer)
+    put(struct.pack(">Q", len(trailer)))
+    return _report(
+        captured=[r[0] for r in records],
+        skipped=skipped,
+        modules=sorted(modules),
+        tools=sorted(tools),
+        cells=len(cells),
+    )
+
+
+def _report(**lists: Any) -> dict[str, Any]:
+    """A report with at most :data:`MAX_LISTED` entries a list; ``unlisted`` counts the rest."""
+    report: dict[str, Any] = {"unlisted": 0}
+    for key, value in lists.items():
+        if not isinstance(value, list):
+            report[key] = value
+            continue
+        report["unlisted"] += max(0, len(value) - MAX_LISTED)
+        report[key] = [
+            {**v, "name": v["name"][:MAX_NAME]} if isinstance(v, dict) else v[:MAX_NAME]
+            for v in value[:MAX_LISTED]
+        ]
+    return report
+
+
+def _index(blob: bytes) -> dict[str, Any]:
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 8:
+        raise ValueError("not a sandlot REPL state (its first line is wrong)")
+    (size,) = struct.unpack(">Q", blob[-8:])
+    if size > len(blob) - len(MAGIC) - 8:
+        raise ValueError("a REPL state whose index is longer than the state")
+    index = json.loads(blob[-8 - size : -8])
+    if not isinstance(index, dict):
+        raise ValueError("a REPL state whose index is not an object")
+    return index
+
+
+def restore(namespace: dict[str, Any], blob: bytes) -> dict[str, Any]:
+    """Load a :func:`capture` blob into ``namespace``; return what came back and what did not."""
+    index = _index(blob)
+    failed: list[dict[str, str]] = []
+    restored: list[str] = []
+    for name, module in index.get("modules", {}).items():
+        try:
+            namespace[name] = importlib.import_module(module)
+        except BaseException as exc:  # an import's own code may raise anything
+            failed.append({"name": name, "type": "module", "why": _why(exc)})
+            continue
+        restored.append(name)
+    for name, source in index.get("cells", {}).items():
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    global _target
+    _target = namespace
+    view = io.BytesIO(blob)
+    unpickler: pickle.Unpickler | None = None
+    for name, start, end, fresh in index.get("records", []):
+        if unpickler is None or fresh:
+            unpickler = pickle.Unpickler(view)
+        view.seek(start)
+        try:
+            value = unpickler.load()
+            if view.tell() != end:
+                raise ValueError("its record is longer than the index says")
+        except BaseException as exc:  # unpickling runs the objects' own code
+            failed.append({"name": name, "type": "?", "why": _why(exc)})
+            memo = unpickler.memo
+            unpickler = pickle.Unpickler(view)
+            unpickler.memo = memo
+            continue
+        namespace[name] = value
+        restored.append(name)
+    numbers = [name[len("<cell-") : -1] for name in index.get("cells", {})]
+    last = max((int(n) for n in numbers if n.isdigit()), default=0)
+    return _report(restored=restored, failed=failed, last_cell=last)

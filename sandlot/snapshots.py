@@ -1,0 +1,250 @@
+"""Snapshots: a sandbox's REPL and workdir in one file, and sandboxes started from it.
+
+``await sb.snapshot(path)`` writes the REPL's variables (as the driver pickles
+them, in the sandbox: see :mod:`sandlot.driver.snapshot`) and the workdir (a
+tar stream, as the sandbox sends it) to ``path``. ``await sb.load_snapshot(path)``
+puts both into a started sandbox, and ``AsyncSandbox.restore(path, config)``
+starts one and does that, on any backend: this host, another over SSH, a Ray
+node.
+
+The file: the line ``sandlot snapshot``, a 4-byte big-endian length, a JSON
+manifest of at most :data:`MAX_MANIFEST` bytes, then the bytes of the sections
+it lists, in its order, each with its size and SHA-256 there.
+
+The host reads a snapshot as hostile data, whoever wrote it: it checks the
+frame (the first line, a manifest of the expected shape, sizes that add up to
+the file's, the hashes) and copies the sections into a sandbox as bytes. It
+never unpickles the state or unpacks the tar; the sandbox does both, inside
+its walls. Unpickling runs code, so restoring a snapshot runs its code in the
+restoring sandbox, with the tools that sandbox has: restore a snapshot from
+someone else as you would run their code there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .driver import protocol
+from .driver.protocol import CHUNK
+from .errors import DownloadRefused, SnapshotInvalid
+from .files import send_chunks
+from .results import RestoreResult, SkippedVariable, SnapshotResult
+from .sink import escape_controls
+
+if TYPE_CHECKING:
+    from .sandbox import AsyncSandbox
+
+MAGIC = b"sandlot snapshot\n"
+FORMAT = 1
+MAX_MANIFEST = 1 << 20
+SECTIONS = ("state", "workdir")
+DEFAULT_MAX_BYTES = 16 << 30  # what a snapshot may hold unless the caller says otherwise
+MANIFEST = {
+    "format": int,
+    "created": str,
+    "python": str,
+    "sections": [{"name": SECTIONS, "size": int, "sha256": str}],
+    "report": protocol.REPLIES["save_state"],
+}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A checked snapshot file: its manifest and where each section starts."""
+
+    path: Path
+    manifest: dict[str, Any]
+    offsets: dict[str, tuple[int, int]]  # section -> (start, size)
+
+
+def _skipped(entries: list[dict[str, str]]) -> tuple[SkippedVariable, ...]:
+    return tuple(SkippedVariable(e["name"], e["type"], e["why"]) for e in entries)
+
+
+def _warn(what: str, entries: tuple[SkippedVariable, ...], unlisted: int) -> None:
+    if not entries:
+        return
+    shown = "; ".join(f"{e.name!r} ({e.type}: {e.why})" for e in entries[:5])
+    shown = escape_controls(shown)  # the sandbox's words: no terminal escapes reach the user
+    more = len(entries) - 5 + unlisted
+    tail = f" and {more} more" if more > 0 else ""
+    warnings.warn(f"{what} {len(entries) + unlisted} variable(s): {shown}{tail}", stacklevel=4)
+
+
+def _hash(fh: IO[bytes], size: int) -> str:
+    digest = hashlib.sha256()
+    left = size
+    while left:
+        chunk = fh.read(min(CHUNK, left))
+        if not chunk:
+            raise SnapshotInvalid("the file ends inside a section: it was cut short")
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _assemble(path: Path, manifest: dict[str, Any], parts: list[tuple[IO[bytes], int]]) -> int:
+    """Write the snapshot file next to ``path`` and move it there (readable by its owner only)."""
+    for section, (spool, size) in zip(manifest["sections"], parts, strict=True):
+        spool.seek(0)
+        section["sha256"] = _hash(spool, size)
+    head = json.dumps(manifest).encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(MAGIC + struct.pack(">I", len(head)) + head)
+            for spool, _ in parts:
+                spool.seek(0)
+                while chunk := spool.read(CHUNK):
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+            size = out.tell()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return size
+
+
+def check(path: str | Path) -> _Snapshot:
+    """Read ``path`` as a snapshot; raise :class:`SnapshotInvalid` saying what is wrong with it."""
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise SnapshotInvalid(f"{path}: cannot read it: {exc}") from None
+    with fh:
+        total = os.fstat(fh.fileno()).st_size
+        if fh.read(len(MAGIC)) != MAGIC:
+            raise SnapshotInvalid(f"{path}: not a sandlot snapshot (its first line is wrong)")
+        raw = fh.read(4)
+        (length,) = struct.unpack(">I", raw) if len(raw) == 4 else (-1,)
+        if not 0 < length <= MAX_MANIFEST:
+            raise SnapshotInvalid(f"{path}: its manifest length {length} is not 1..{MAX_MANIFEST}")
+        try:
+            manifest = json.loads(fh.read(length))
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotInvalid(f"{path}: its manifest is not JSON: {exc}") from None
+        try:
+            protocol.check(manifest, MANIFEST, "its manifest")
+        except protocol.ProtocolError as exc:
+            raise SnapshotInvalid(f"{path}: {exc}") from None
+        if manifest["format"] != FORMAT:
+            raise SnapshotInvalid(
+                f"{path}: snapshot format {manifest['format']}; this sandlot reads format {FORMAT}"
+            )
+        names = tuple(s["name"] for s in manifest["sections"])
+        if names != SECTIONS:
+            raise SnapshotInvalid(f"{path}: its sections are {names}, not {SECTIONS}")
+        offsets: dict[str, tuple[int, int]] = {}
+        start = len(MAGIC) + 4 + length
+        for section in manifest["sections"]:
+            if section["size"] < 0:
+                raise SnapshotInvalid(f"{path}: section {section['name']!r} has a negative size")
+            offsets[section["name"]] = (start, section["size"])
+            start += section["size"]
+        if start != total:
+            raise SnapshotInvalid(
+                f"{path}: its sections add up to {start} bytes and the file has {total}: "
+                "it was cut short or has bytes appended"
+            )
+        for section in manifest["sections"]:
+            if _hash(fh, section["size"]) != section["sha256"]:
+                raise SnapshotInvalid(
+                    f"{path}: section {section['name']!r} does not match its SHA-256: "
+                    "the file was changed after it was written"
+                )
+    return _Snapshot(path, manifest, offsets)
+
+
+async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotResult:
+    """Write ``sandbox``'s REPL and workdir to ``path`` (see :meth:`AsyncSandbox.snapshot`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Beside path: the same filesystem as the snapshot, so assembling it copies in place.
+    with (
+        tempfile.TemporaryFile(dir=path.parent) as state,
+        tempfile.TemporaryFile(dir=path.parent) as work,
+    ):
+        received = 0
+        async with sandbox.link.request("save_state") as req:
+            while True:
+                header, payload = await req.next()
+                if header.get("t") == "res":
+                    break
+                received += len(payload)
+                if received > max_bytes:
+                    raise DownloadRefused(
+                        f"snapshot: the REPL's state is larger than max_bytes={max_bytes}"
+                    )
+                state.write(payload)
+        report = await sandbox.link.reply(header, "save_state", "snapshot")
+        state.flush()
+        _, work_size = await sandbox.files.receive_tar(".", work, max_bytes - received, root=".")
+        manifest = {
+            "format": FORMAT,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "python": str(sandbox.info.get("python", "")),
+            "sections": [
+                {"name": "state", "size": received, "sha256": ""},
+                {"name": "workdir", "size": work_size, "sha256": ""},
+            ],
+            "report": report,
+        }
+        size = await asyncio.to_thread(
+            _assemble, path, manifest, [(state, received), (work, work_size)]
+        )
+    result = SnapshotResult(
+        path=path,
+        size=size,
+        captured=tuple(report["captured"]),
+        skipped=_skipped(report["skipped"]),
+        modules=tuple(report["modules"]),
+        tools=tuple(report["tools"]),
+        unlisted=report["unlisted"],
+    )
+    _warn(f"snapshot {str(path)!r}: could not hold", result.skipped, 0)
+    return result
+
+
+async def load(sandbox: AsyncSandbox, path: Path) -> RestoreResult:
+    """Put snapshot ``path`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
+    snap = await asyncio.to_thread(check, path)
+    what = f"restore {str(path)!r}"
+    with path.open("rb") as fh:
+        start, size = snap.offsets["workdir"]
+        fh.seek(start)
+        members = await sandbox.files.send_tar(fh, ".", size)
+        start, size = snap.offsets["state"]
+        fh.seek(start)
+        async with sandbox.link.request("load_state") as req:
+            await send_chunks(req, fh, size)
+            header, _ = await req.result()
+    reply = await sandbox.link.reply(header, "load_state", what)
+    wanted = snap.manifest["report"]["tools"]
+    result = RestoreResult(
+        path=path,
+        restored=tuple(reply["restored"]),
+        failed=_skipped(reply["failed"]),
+        missing_tools=tuple(t for t in wanted if t not in sandbox.router.tools),
+        files=members,
+        unlisted=reply["unlisted"],
+    )
+    _warn(f"{what}: could not bring back", result.failed, result.unlisted)
+    if result.missing_tools:
+        warnings.warn(
+            f"{what}: the snapshot's REPL had the host tools {list(result.missing_tools)}, "
+            "which this sandbox does not: register them (tools=...) to call them again",
+            stacklevel=3,
+        )
+    return result

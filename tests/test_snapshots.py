@@ -1,0 +1,171 @@
+"""Snapshots: a REPL and its workdir written to one file, and sandboxes started from it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import strict
+
+import sandlot
+from sandlot.errors import DownloadRefused
+
+pytestmark = pytest.mark.timeout(120)
+
+STATE = """
+import json, threading
+import collections as col
+shared = [1, 2, {'a': (3, 4)}]
+alias = shared
+scale = 3
+def f(n, k=2):
+    "Times k, plus the length of shared."
+    return n * k + len(shared)
+class Point:
+    __slots__ = ('x', 'y')
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+    def __repr__(self):
+        return f'Point({self.x}, {self.y})'
+class Counter(dict):
+    def bump(self, key):
+        self[key] = self.get(key, 0) + 1
+        return super().__repr__()
+def outer():
+    base = 10
+    def inner(n):
+        return base + n * scale
+    return inner
+adder = outer()
+square = lambda v: v * v
+origin = Point(0, 5)
+counts = Counter(); counts.bump('a')
+lock = threading.Lock()
+gen = (i for i in range(3))
+os_name = __import__('os').name
+os.makedirs('sub/deep', exist_ok=True)
+open('sub/deep/data.txt', 'w').write('hello')
+"""
+
+
+def test_a_restored_sandbox_has_the_variables_the_functions_and_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "snaps" / "one.snap"
+    with sandlot.Sandbox(strict()) as sb:
+        sb.run_code("import os", raise_on_error=True)
+        sb.run_code(STATE, raise_on_error=True)
+        with pytest.warns(UserWarning, match="could not hold 2 variable") as caught:
+            result = sb.snapshot(path)
+        assert "'lock'" in str(caught[0].message) and "'gen'" in str(caught[0].message)
+        # The parent goes on, unchanged.
+        assert sb.run_code("f(1)").value == "5"
+    assert result.path == path and result.size == path.stat().st_size
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert {s.name for s in result.skipped} == {"lock", "gen"}
+    assert all("pickle" in s.why for s in result.skipped), result.skipped
+    assert {"shared", "alias", "f", "Point", "Counter", "adder", "square", "origin"} <= set(
+        result.captured
+    )
+    assert set(result.modules) == {"os", "json", "threading", "col"}
+    assert [p.name for p in path.parent.iterdir()] == ["one.snap"]  # no spool left beside it
+
+    with sandlot.Sandbox.restore(path, strict()) as sb2:
+        restored = sb2.restored
+        assert restored is not None and not restored.failed and not restored.missing_tools
+        assert set(restored.restored) >= set(result.captured) | set(result.modules)
+        assert restored.files >= 4  # ., sub, sub/deep, sub/deep/data.txt
+        checks = (
+            "(shared is alias, f(4), f.__doc__, adder(2), square(7), origin, "
+            "counts.bump('a'), counts, col.OrderedDict(a=1), json.dumps(shared), "
+            "open('sub/deep/data.txt').read(), 'lock' in dir(), 'gen' in dir())"
+        )
+        value = sb2.run_code(checks, raise_on_error=True).value
+        assert value == (
+            "(True, 11, 'Times k, plus the length of shared.', 16, 49, Point(0, 5), "
+            "\"{'a': 2}\", {'a': 2}, OrderedDict([('a', 1)]), '[1, 2, {\"a\": [3, 4]}]', "
+            "'hello', False, False)"
+        )
+        # New cells are numbered past the restored ones: the functions' source stays theirs.
+        sb2.run_code("zzz = 1")
+        source = sb2.run_code("import inspect; inspect.getsource(f)", raise_on_error=True).value
+        assert source is not None and "Times k" in source
+        # A restored class is a class of this REPL: it makes new instances and pickles again.
+        assert sb2.run_code("Point(1, 2).x + origin.y").value == "6"
+        again = sb2.snapshot(tmp_path / "two.snap")
+        assert {"Point", "origin", "f"} <= set(again.captured)
+
+
+def test_async_restore_with_tools_and_another_config(tmp_path: Path) -> None:
+    asyncio.run(_restore_with_tools(tmp_path))
+
+
+async def _restore_with_tools(tmp_path: Path) -> None:
+    def lookup(key: str) -> str:
+        return key.upper()
+
+    path = tmp_path / "tools.snap"
+    async with sandlot.AsyncSandbox(strict(), tools={"lookup": lookup}) as sb:
+        await sb.run_code("seen = lookup('a')", raise_on_error=True)
+        result = await sb.snapshot(path)
+    assert result.tools == ("lookup",) and "lookup" not in result.captured
+
+    with pytest.warns(UserWarning, match=r"host tools \['lookup'\]"):
+        sb2 = await sandlot.AsyncSandbox.restore(path, strict(memory_mb=512))
+    async with sb2:
+        assert sb2.restored is not None and sb2.restored.missing_tools == ("lookup",)
+        assert (await sb2.run_code("seen")).value == "'A'"
+        assert (await sb2.run_code("'lookup' in dir()")).value == "False"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        async with await sandlot.AsyncSandbox.restore(
+            path, strict(), tools={"lookup": lambda key: key * 2}
+        ) as sb3:
+            assert (await sb3.run_code("seen, lookup('b')")).value == "('A', 'bb')"
+
+
+def test_what_cannot_come_back_is_named_and_the_rest_comes_back(tmp_path: Path) -> None:
+    path = tmp_path / "partial.snap"
+    with sandlot.Sandbox(strict()) as sb:
+        # A module and a class from outside the workdir: the snapshot holds their names only.
+        sb.run_code(
+            "import os, sys\n"
+            "os.makedirs('/tmp/elsewhere', exist_ok=True)\n"
+            "open('/tmp/elsewhere/faraway.py', 'w').write('class Far:\\n    pass\\n')\n"
+            "sys.path.insert(0, '/tmp/elsewhere')\n"
+            "import faraway\n"
+            "far = faraway.Far()\n"
+            "near = [1, 2, 3]\n"
+            "def g():\n    return sum(near)\n",
+            raise_on_error=True,
+        )
+        sb.snapshot(path)
+    with sandlot.Sandbox(strict()) as sb2:
+        # This sandbox's Python says it is another version: code made elsewhere cannot load.
+        sb2.run_code("import sandlot_driver.snapshot as s; s._VERSION = [3, 99]")
+        with pytest.warns(UserWarning, match="could not bring back 3 variable"):
+            restored = sb2.load_snapshot(path)
+    failed = {f.name: f.why for f in restored.failed}
+    assert set(failed) == {"faraway", "far", "g"}, failed
+    assert "No module named 'faraway'" in failed["faraway"]
+    assert "No module named 'faraway'" in failed["far"]
+    assert "made by Python 3." in failed["g"] and "this is Python 3.99" in failed["g"]
+    assert {"near", "os", "sys"} <= set(restored.restored)
+
+
+def test_a_snapshot_over_max_bytes_writes_nothing_and_the_sandbox_lives(tmp_path: Path) -> None:
+    path = tmp_path / "big.snap"
+    with sandlot.Sandbox(strict()) as sb:
+        sb.run_code("blob = b'x' * (3 << 20)", raise_on_error=True)
+        with pytest.raises(DownloadRefused, match="max_bytes"):
+            sb.snapshot(path, max_bytes=1 << 20)
+        sb.files.write("big.bin", os.urandom(2 << 20))
+        with pytest.raises(DownloadRefused, match="max_bytes"):
+            sb.run_code("del blob")
+            sb.snapshot(path, max_bytes=1 << 20)
+        assert list(tmp_path.iterdir()) == []
+        assert sb.run_code("1 + 1").value == "2"
+        assert sb.snapshot(path).size > 2 << 20
