@@ -30,6 +30,7 @@ import os
 import struct
 import tempfile
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -59,7 +60,7 @@ MANIFEST = {
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class Snapshot:
     """A checked snapshot file: its manifest and where each section starts."""
 
     path: Path
@@ -78,7 +79,7 @@ def _warn(what: str, entries: tuple[SkippedVariable, ...], unlisted: int) -> Non
     shown = escape_controls(shown)  # the sandbox's words: no terminal escapes reach the user
     more = len(entries) - 5 + unlisted
     tail = f" and {more} more" if more > 0 else ""
-    warnings.warn(f"{what} {len(entries) + unlisted} variable(s): {shown}{tail}", stacklevel=4)
+    warnings.warn(f"{what} {len(entries) + unlisted} variable(s): {shown}{tail}", stacklevel=5)
 
 
 def _hash(fh: IO[bytes], size: int) -> str:
@@ -117,7 +118,7 @@ def _assemble(path: Path, manifest: dict[str, Any], parts: list[tuple[IO[bytes],
     return size
 
 
-def check(path: str | Path) -> _Snapshot:
+def check(path: str | Path) -> Snapshot:
     """Read ``path`` as a snapshot; raise :class:`SnapshotInvalid` saying what is wrong with it."""
     path = Path(path)
     try:
@@ -165,17 +166,14 @@ def check(path: str | Path) -> _Snapshot:
                     f"{path}: section {section['name']!r} does not match its SHA-256: "
                     "the file was changed after it was written"
                 )
-    return _Snapshot(path, manifest, offsets)
+    return Snapshot(path, manifest, offsets)
 
 
 async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotResult:
     """Write ``sandbox``'s REPL and workdir to ``path`` (see :meth:`AsyncSandbox.snapshot`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Beside path: the same filesystem as the snapshot, so assembling it copies in place.
-    with (
-        tempfile.TemporaryFile(dir=path.parent) as state,
-        tempfile.TemporaryFile(dir=path.parent) as work,
-    ):
+    with tempfile.TemporaryFile(dir=path.parent) as state:
         received = 0
         async with sandbox.link.request("save_state") as req:
             while True:
@@ -189,20 +187,38 @@ async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotRes
                     )
                 state.write(payload)
         report = await sandbox.link.reply(header, "save_state", "snapshot")
-        state.flush()
-        _, work_size = await sandbox.files.receive_tar(".", work, max_bytes - received, root=".")
+        return await write(sandbox, path, report, state, received, max_bytes)
+
+
+async def write(
+    sandbox: AsyncSandbox,
+    path: Path,
+    report: dict[str, Any],
+    state: IO[bytes],
+    state_size: int,
+    max_bytes: int,
+) -> SnapshotResult:
+    """Write a snapshot of ``sandbox``'s workdir and a REPL state already taken to ``path``.
+
+    ``state`` holds ``state_size`` bytes the sandbox's driver made and ``report``
+    says what they hold (checked as the ``save_state`` reply is); they, the
+    workdir and the manifest go to ``path`` at once.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path.parent) as work:
+        _, work_size = await sandbox.files.receive_tar(".", work, max_bytes - state_size, root=".")
         manifest = {
             "format": FORMAT,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": str(sandbox.info.get("python", "")),
             "sections": [
-                {"name": "state", "size": received, "sha256": ""},
+                {"name": "state", "size": state_size, "sha256": ""},
                 {"name": "workdir", "size": work_size, "sha256": ""},
             ],
             "report": report,
         }
         size = await asyncio.to_thread(
-            _assemble, path, manifest, [(state, received), (work, work_size)]
+            _assemble, path, manifest, [(state, state_size), (work, work_size)]
         )
     result = SnapshotResult(
         path=path,
@@ -217,27 +233,34 @@ async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotRes
     return result
 
 
-async def load(sandbox: AsyncSandbox, path: Path) -> RestoreResult:
-    """Put snapshot ``path`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
-    snap = await asyncio.to_thread(check, path)
-    what = f"restore {str(path)!r}"
-    with path.open("rb") as fh:
-        start, size = snap.offsets["workdir"]
+async def send_workdir(sandbox: AsyncSandbox, snap: Snapshot) -> int:
+    """Unpack checked snapshot ``snap``'s workdir in ``sandbox``'s; return the entries unpacked."""
+    start, size = snap.offsets["workdir"]
+    with snap.path.open("rb") as fh:
         fh.seek(start)
-        members = await sandbox.files.send_tar(fh, ".", size)
-        start, size = snap.offsets["state"]
+        return await sandbox.files.send_tar(fh, ".", size)
+
+
+def read_state(snap: Snapshot) -> bytes:
+    """The REPL state section of checked snapshot ``snap``, as bytes (only a sandbox reads them)."""
+    start, size = snap.offsets["state"]
+    with snap.path.open("rb") as fh:
         fh.seek(start)
-        async with sandbox.link.request("load_state") as req:
-            await send_chunks(req, fh, size)
-            header, _ = await req.result()
-    reply = await sandbox.link.reply(header, "load_state", what)
+        return fh.read(size)
+
+
+def restored(
+    snap: Snapshot, reply: dict[str, Any], files: int, tools: Collection[str]
+) -> RestoreResult:
+    """The result of a restore from ``snap`` whose state load replied ``reply``, warned about."""
+    what = f"restore {str(snap.path)!r}"
     wanted = snap.manifest["report"]["tools"]
     result = RestoreResult(
-        path=path,
+        path=snap.path,
         restored=tuple(reply["restored"]),
         failed=_skipped(reply["failed"]),
-        missing_tools=tuple(t for t in wanted if t not in sandbox.router.tools),
-        files=members,
+        missing_tools=tuple(t for t in wanted if t not in tools),
+        files=files,
         unlisted=reply["unlisted"],
     )
     _warn(f"{what}: could not bring back", result.failed, result.unlisted)
@@ -245,6 +268,20 @@ async def load(sandbox: AsyncSandbox, path: Path) -> RestoreResult:
         warnings.warn(
             f"{what}: the snapshot's REPL had the host tools {list(result.missing_tools)}, "
             "which this sandbox does not: register them (tools=...) to call them again",
-            stacklevel=3,
+            stacklevel=4,
         )
     return result
+
+
+async def load(sandbox: AsyncSandbox, path: Path) -> RestoreResult:
+    """Put snapshot ``path`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
+    snap = await asyncio.to_thread(check, path)
+    members = await send_workdir(sandbox, snap)
+    start, size = snap.offsets["state"]
+    with path.open("rb") as fh:
+        fh.seek(start)
+        async with sandbox.link.request("load_state") as req:
+            await send_chunks(req, fh, size)
+            header, _ = await req.result()
+    reply = await sandbox.link.reply(header, "load_state", f"restore {str(path)!r}")
+    return restored(snap, reply, members, sandbox.router.tools)

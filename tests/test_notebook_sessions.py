@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -541,16 +542,31 @@ def test_shutdown_leaves_no_process_cgroup_or_state_directory(notebooks: Path) -
         keep.shutdown()
 
 
-def test_idle_and_owner_less_sessions_end_and_leave_nothing(notebooks: Path) -> None:
+def _wait_for_status(session_id: str, status: str, within: float) -> float:
+    """Seconds until ``session_id`` is listed with ``status`` (fails after ``within``)."""
+    start = time.monotonic()
+    while {i.session_id: i.status for i in list_sessions()}.get(session_id) != status:
+        assert time.monotonic() - start < within, f"session {session_id} not {status}"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_idle_sessions_suspend_and_owner_less_ones_end_leaving_nothing(
+    notebooks: Path, sessions_dir: Path
+) -> None:
     with start_session(strict(), persist=True, notebook_dir=notebooks) as keep:  # the server stays
         before = _footprint()
         idle = start_session(strict(), persist=True, idle_timeout=2, notebook_dir=notebooks)
         made = _footprint() - before
         idle.close()
         assert idle.session_id in _ids()  # persistent: it outlives its handle...
-        gone_after = _wait_until_gone(idle.session_id, within=8)
-        assert gone_after < 5  # ...until it idles 2 s (the sweep runs every 0.5 s)
-        _assert_gone(made)
+        suspended_after = _wait_for_status(idle.session_id, "suspended", within=8)
+        assert suspended_after < 5  # ...and idles 2 s into a snapshot (the sweep runs every 0.5 s)
+        _assert_gone(made)  # no process, directory or cgroup: only the snapshot on disk
+        snapshot = sessions_dir / "suspended" / f"{idle.session_id}.snap"
+        assert snapshot.is_file() and stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+        shutdown_session(idle.session_id)
+        assert idle.session_id not in _ids() and not snapshot.exists()
 
         owned = start_session(strict(), notebook_dir=notebooks)
         made = _footprint() - before
@@ -574,6 +590,49 @@ def test_idle_and_owner_less_sessions_end_and_leave_nothing(notebooks: Path) -> 
         _wait_until_gone(done.stdout.split()[-1], within=5)
         _assert_gone(_footprint() - before)
         keep.shutdown()
+
+
+def test_an_idle_session_comes_back_as_it_was_on_its_next_use(
+    notebooks: Path, sessions_dir: Path
+) -> None:
+    before = _footprint()
+    session = start_session(
+        strict(models=[sandlot.ModelConfig(name="tiny", load_code=TINY_MODEL)]),
+        init_code="answer = 42",
+        persist=True,
+        idle_timeout=1.5,
+        notebook_dir=notebooks,
+    )
+    try:
+        cell = (
+            "import collections\n"
+            "counter = answer + 1\n"
+            "def bump(n):\n    return n + counter\n"
+            "class Box:\n    def __init__(self, v):\n        self.v = v\n"
+            "box = Box([1, 2])\n"
+            "open('ran.txt', 'a').write('x')\n"
+            "open('notes.txt', 'w').write('kept')"
+        )
+        assert session.execute(cell).error is None
+        made = _footprint() - before
+        _wait_for_status(session.session_id, "suspended", within=8)
+        snapshot = sessions_dir / "suspended" / f"{session.session_id}.snap"
+        assert snapshot.is_file()
+        _assert_gone(made)  # suspended: its sandbox and kernel are gone, the snapshot holds it
+        back = session.execute(
+            "bump(1), box.v, collections.__name__, model.embed('ab'), "
+            "open('notes.txt').read(), open('ran.txt').read()"
+        )
+        assert back.error is None, back.error
+        assert back.text == "(44, [1, 2], 'collections', [2, 1], 'kept', 'x')"  # no cell re-ran
+        assert not snapshot.exists()
+        assert {i.session_id: i.status for i in list_sessions()}[session.session_id] == "idle"
+        path = session.notebook_path
+        assert path is not None
+        cells = [c.source for c in nbformat.read(path, as_version=4).cells]
+        assert cells[0] == cell and len(cells) == 2  # the notebook goes on where it was
+    finally:
+        session.shutdown()
 
 
 # -- whose directory ----------------------------------------------------------------------

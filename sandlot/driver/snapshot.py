@@ -113,10 +113,16 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
     def _of_cells(self, cls: type) -> bool:
-        """True for a class defined in a cell: its module is the REPL's, which no import finds."""
+        """True for a class defined in a cell: its module is the REPL's, which no import finds.
+
+        (An IPython shell's ``__main__`` module is a view of its namespace: a class
+        found there is still the cells', gone on the restoring side until restored.)
+        """
         if cls.__module__ != self.namespace.get("__name__"):
             return False
         module = sys.modules.get(cls.__module__)
+        if getattr(module, "__dict__", None) is self.namespace:
+            return True
         return getattr(module, cls.__qualname__, None) is not cls
 
     def _function(self, fn: types.FunctionType) -> Any:
@@ -170,14 +176,19 @@ def _why(exc: BaseException) -> str:
 
 
 def capture(
-    namespace: dict[str, Any], out: Writer, leave_out: Iterable[str] = ()
+    namespace: dict[str, Any],
+    out: Writer,
+    leave_out: Iterable[str] = (),
+    ignore: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Write ``namespace``'s variables to ``out``; return what went and what could not, and why.
 
     ``leave_out`` names variables the driver put there (the host's tools), which
     the restoring side binds afresh: they are listed apart, not pickled.
+    ``ignore`` names what is not the user's state (a shell's history).
     """
     leave = set(leave_out)
+    ignored = NOT_STATE | set(ignore)
     counter = _Counter()
     written = 0
 
@@ -195,7 +206,7 @@ def capture(
     pickler = _Pickler(record, namespace)
     fresh = True
     for name, value in list(namespace.items()):
-        if name in NOT_STATE:
+        if name in ignored:
             continue
         if name in leave:
             tools.append(name)
@@ -302,3 +313,35 @@ def restore(namespace: dict[str, Any], blob: bytes) -> dict[str, Any]:
     numbers = [name[len("<cell-") : -1] for name in index.get("cells", {})]
     last = max((int(n) for n in numbers if n.isdigit()), default=0)
     return _report(restored=restored, failed=failed, last_cell=last)
+
+
+# An IPython shell's names that are its history and its own, not the user's state.
+_SHELL_NAMES = frozenset({"In", "Out", "_", "__", "___", "_ih", "_oh", "_dh", "exit", "quit"})
+
+
+def _shell_ignores(shell: Any) -> list[str]:
+    hidden = set(getattr(shell, "user_ns_hidden", {})) | _SHELL_NAMES
+    return [
+        name
+        for name in shell.user_ns
+        if name in hidden
+        or (name.startswith("_i") and name[2:].isdigit())
+        or (name[:1] == "_" and name[1:].isdigit())
+        or name in ("_i", "_ii", "_iii")
+    ]
+
+
+def capture_shell(shell: Any, state_path: str, report_path: str) -> None:
+    """In an IPython kernel: :func:`capture` its user namespace to files the host reads."""
+    with open(state_path, "wb") as out:
+        report = capture(shell.user_ns, out, ignore=_shell_ignores(shell))
+    with open(report_path, "w") as f:
+        json.dump(report, f)
+
+
+def restore_shell(shell: Any, state_path: str, report_path: str) -> None:
+    """In an IPython kernel: :func:`restore` a captured state into its user namespace."""
+    with open(state_path, "rb") as f:
+        report = restore(shell.user_ns, f.read())
+    with open(report_path, "w") as f:
+        json.dump(report, f)

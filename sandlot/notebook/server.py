@@ -9,8 +9,11 @@ request checked against its operation's model and answered by the handler
 operation's name (:class:`~sandlot.notebook.wire.SessionMethod`).
 
 Lifetimes nest: a session belongs to the connection that started it unless it
-was started with ``persist``; a persistent one ends at its idle timeout or on
-``shutdown``. The server ends its sessions when it stops (SIGTERM, SIGINT), and
+was started with ``persist``; a persistent one ends on ``shutdown``. A session
+idle past its timeout is suspended: its kernel's variables and its workdir go
+to a snapshot in ``suspended/`` here, its sandboxes end, and its next use
+starts them again from the snapshot (an mcp-mode session, which holds no
+state, just ends). The server ends its sessions when it stops (SIGTERM, SIGINT), and
 its sandboxes die with it if it is killed. With no session and no client for
 ``$SANDLOT_SESSIONS_LINGER`` seconds (default 60) it exits.
 """
@@ -30,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from ..secrets import carry_secrets
+from ..sink import escape_controls
 from ..tasks import TaskScope
 from . import wire
 from .execution import Execution
 from .session import OwnedSession
 from .wire import MAX_LINE, SOCKET_NAME, SessionError, SessionSpec, sessions_dir
 
+SUSPENDED = "suspended"  # the folder, in the server's, of suspended sessions' snapshots
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[int, Any, Emit], Awaitable[Any]]
 
@@ -120,6 +125,14 @@ class Server:
 
     # -- operations ----------------------------------------------------------------
 
+    async def live(self, sid: str) -> OwnedSession:
+        """Session ``sid``, resumed first if it is suspended."""
+        session = self.session(sid)
+        if session.suspended is not None:
+            print(f"session {sid} resuming", flush=True)
+            await session.resume()
+        return session
+
     def session(self, sid: str) -> OwnedSession:
         found = self.sessions.get(sid)
         if found is None:
@@ -136,7 +149,7 @@ class Server:
             return await handler(conn, request, emit)
         if not isinstance(request, wire.SessionMethod):
             raise SessionError(f"this server has no handler for {request.op!r}")
-        session = self.session(request.session_id)
+        session = await self.live(request.session_id)
         fields = {name: getattr(request, name) for name in type(request).model_fields}
         del fields["session_id"]
         return await getattr(session, request.op)(**fields)
@@ -175,7 +188,7 @@ class Server:
         await self.end_session(self.session(request.session_id).session_id)
 
     async def execute(self, conn: int, request: wire.Execute, emit: Emit) -> Execution:
-        session = self.session(request.session_id)
+        session = await self.live(request.session_id)
         await session.start_cell(request.code, request.timeout, request.cell_index)
         return await self.follow(session, request.wait, request.stream, emit)
 
@@ -225,14 +238,32 @@ class Server:
             now = time.time()
             for sid, session in list(self.sessions.items()):
                 idle = session.spec.idle_timeout
-                if idle is not None and not session.busy() and now - session.last_activity > idle:
-                    print(f"session {sid} idle for {idle:g}s: shutting it down", flush=True)
-                    await self.end_session(sid)
+                if session.status != "idle" or idle is None or session.busy():
+                    continue
+                if now - session.last_activity > idle:
+                    await self.suspend(sid, session, idle)
             quiet = not self.sessions and self.connections == 0
             if quiet and time.monotonic() - self.quiet_since > self.linger:
                 self.stopping.set()
             elif not quiet:
                 self.quiet_since = time.monotonic()
+
+    async def suspend(self, sid: str, session: OwnedSession, idle: float) -> None:
+        """Write an idle session to disk and end its sandboxes; one of no state just ends."""
+        if session.spec.mode == "mcp":
+            print(f"session {sid} idle for {idle:g}s: shutting it down", flush=True)
+            await self.end_session(sid)
+            return
+        folder = self.folder / SUSPENDED
+        folder.mkdir(mode=0o700, exist_ok=True)
+        try:
+            await session.suspend(folder / f"{sid}.snap")
+        except Exception as exc:  # it runs on as it was: nothing is lost
+            session.touch()
+            why = escape_controls(session.sink.text(str(exc)))  # it may quote the sandbox
+            print(f"session {sid} idle for {idle:g}s; could not suspend it: {why}", flush=True)
+        else:
+            print(f"session {sid} idle for {idle:g}s: suspended to disk", flush=True)
 
     async def run(self) -> None:
         path = self.folder / SOCKET_NAME

@@ -30,8 +30,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .. import backends
+from .. import backends, snapshots
 from ..config import SandboxConfig
+from ..driver import protocol
+from ..results import RestoreResult, SnapshotResult
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, all_secret_values
 from ..serving.library import Library, RemoteLibrary, serve_interface
@@ -44,6 +46,10 @@ from .skills import Skill, load_skills, loader_code, skills_prompt
 from .wire import Mode, SessionError, SessionInfo, SessionSpec, Variable
 
 MAX_VARIABLES_JSON = 1 << 20
+# Where a kernel's state and the report on it pass, in the sandbox, on suspend and resume.
+STATE_FILE = "/tmp/.sandlot-kernel-state"
+REPORT_FILE = "/tmp/.sandlot-kernel-state.json"
+EMPTY_STATE = {"captured": [], "skipped": [], "modules": [], "tools": [], "cells": 0, "unlisted": 0}
 SAVE_INTERVAL = 0.5  # seconds between notebook writes while a cell prints
 
 
@@ -103,6 +109,7 @@ class OwnedSession:
         self.listeners: dict[asyncio.Queue[dict[str, Any]], asyncio.Task[Execution]] = {}
         self.lock = asyncio.Lock()  # one cell (or edit) at a time
         self.sink = Sink(Redactor(all_secret_values(spec.config, spec.serve_config)))
+        self.suspended: Path | None = None  # the snapshot of a suspended session
 
     # -- start -----------------------------------------------------------------------
 
@@ -117,6 +124,7 @@ class OwnedSession:
 
     async def _start(self) -> None:
         spec = self.spec
+        self.servers, self.libraries = [], []
         self.skills = load_skills(spec.skills) if spec.skills else []
         backend = backends.resolve(spec.backend)
         config = spec.config
@@ -129,7 +137,8 @@ class OwnedSession:
         await self._install_libraries()
         if spec.mode == "notebook":
             await self._start_kernel()
-            await self._open_notebook()
+            if self.notebook is None:  # a resumed session has its notebook open already
+                await self._open_notebook()
         self.prompt = self._prompt()
 
     async def _install_libraries(self) -> None:
@@ -457,11 +466,107 @@ class OwnedSession:
         known = [t["name"] for t in self.functions()]
         raise SessionError(f"no served function {name!r} in this session; functions: {known}")
 
+    # -- suspend and resume --------------------------------------------------------------
+
+    async def suspend(self, path: Path) -> SnapshotResult:
+        """Write the kernel's variables and the workdir to snapshot ``path``; end the sandboxes.
+
+        The session stays, ``suspended``; its next use resumes it. If the
+        snapshot cannot be written the session runs on as it was, and the error
+        says why.
+        """
+        self._require("notebook", "filesystem")
+        assert self.sandbox is not None
+        async with self.lock:
+            state = b""
+            report: dict[str, Any] = dict(EMPTY_STATE)
+            if self.kernel is not None:
+                state, report = await self._kernel_state("capture_shell", "save_state")
+            with tempfile.TemporaryFile() as spool:
+                spool.write(state)
+                result = await snapshots.write(
+                    self.sandbox, path, report, spool, len(state), snapshots.DEFAULT_MAX_BYTES
+                )
+            await self._end_sandboxes()
+            self.suspended = path
+            self.status = "suspended"
+        return result
+
+    async def resume(self) -> RestoreResult | None:
+        """Start a suspended session again from its snapshot; a running one is left as it is.
+
+        The sandboxes start as the first time (models, skills, init code), then
+        the snapshot's files and variables come back, and the snapshot file is
+        removed. If that fails the session stays suspended, its snapshot kept.
+        """
+        async with self.lock:
+            path = self.suspended
+            if path is None:
+                return None
+            self.status = "resuming"
+            try:
+                snap = await asyncio.to_thread(snapshots.check, path)
+                await self._start()
+                assert self.sandbox is not None
+                files = await snapshots.send_workdir(self.sandbox, snap)
+                reply: dict[str, Any] = {"restored": [], "failed": [], "unlisted": 0}
+                if self.kernel is not None:
+                    state = await asyncio.to_thread(snapshots.read_state, snap)
+                    _, reply = await self._kernel_state("restore_shell", "load_state", state)
+                result = snapshots.restored(snap, reply, files, ())
+            except BaseException:
+                await self._end_sandboxes()
+                self.status = "suspended"
+                raise
+            self.suspended = None
+            self.status = "idle"
+            path.unlink(missing_ok=True)
+            self.touch()
+            return result
+
+    async def _kernel_state(
+        self, step: str, reply: str, state: bytes | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Run ``sandlot_driver.snapshot.<step>`` in the kernel; its state and checked report.
+
+        The state and the report pass through files in the sandbox's ``/tmp``;
+        the report is the sandbox's word, checked as the driver's reply would be.
+        """
+        assert self.sandbox is not None and self.kernel is not None
+        files = self.sandbox.files
+        if state is not None:
+            await files.write(STATE_FILE, state)
+        code = (
+            f"__import__('sandlot_driver.snapshot').snapshot.{step}("
+            f"get_ipython(), {STATE_FILE!r}, {REPORT_FILE!r})"
+        )
+        ex = await self.kernel.execute(code, silent=True, timeout=self.spec.cell_timeout)
+        if ex.error is not None:
+            raise SessionError(
+                self.sink.text(f"the kernel could not {step}: {ex.error.name}: {ex.error.value}")
+            )
+        try:
+            report = json.loads(await files.read(REPORT_FILE, max_bytes=MAX_VARIABLES_JSON))
+            protocol.check(report, protocol.REPLIES[reply], f"the kernel's {step} report")
+        except (ValueError, protocol.ProtocolError) as exc:
+            raise SessionError(f"the kernel's {step} report is unusable: {exc}") from None
+        taken = b""
+        if state is None:
+            taken = await files.read(STATE_FILE, max_bytes=snapshots.DEFAULT_MAX_BYTES)
+        await files.remove(STATE_FILE)
+        return taken, report
+
     # -- end ---------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """End the kernel and every sandbox; the notebook file stays."""
+        """End the kernel and every sandbox; the notebook file stays (a snapshot does not)."""
         self.status = "dead"
+        if self.suspended is not None:
+            self.suspended.unlink(missing_ok=True)
+            self.suspended = None
+        await self._end_sandboxes()
+
+    async def _end_sandboxes(self) -> None:
         await self.cells.close()
         if self.kernel is not None:
             with contextlib.suppress(Exception):
@@ -473,6 +578,7 @@ class OwnedSession:
             if sandbox is not None:
                 with contextlib.suppress(Exception):
                     await sandbox.terminate()
+        self.kernel, self.sandbox = None, None
 
 
 def with_kernel(config: SandboxConfig) -> SandboxConfig:

@@ -15,6 +15,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,3 +295,44 @@ def test_the_session_directory_and_socket_are_closed_to_others(
     )
     assert done.returncode != 0 and "mode 0700" in done.stderr
     assert not (open_dir / "server.sock").exists()
+
+
+FORGED_SNAPSHOT_REPORTS = {
+    "wrong-shape": "open(report, 'w').write('{\"captured\": 7}')",
+    "not-json": "open(report, 'w').write('\\x1b[2J not json')",
+    "huge": "open(report, 'w').write('[' + '0,' * (2 << 20) + '0]')",
+    "no-report": "import os; os.remove(report) if os.path.exists(report) else None",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED_SNAPSHOT_REPORTS))
+def test_a_kernel_that_forges_its_snapshot_report_runs_on_and_loses_nothing(
+    server_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """The kernel's report on its own state is the sandbox's word: checked, and on a bad
+    one the idle session is not suspended (nor ended) but runs on with all it holds."""
+    forged = FORGED_SNAPSHOT_REPORTS[case]
+    with start_session(
+        strict(), persist=True, idle_timeout=1, notebook_dir=tmp_path / "nb"
+    ) as handle:
+        code = (
+            "kept = [1, 2, 3]\n"
+            "import sandlot_driver.snapshot as _s\n"
+            "def _forged(shell, state, report):\n"
+            "    open(state, 'wb').write(b'junk')\n"
+            f"    {forged}\n"
+            "_s.capture_shell = _forged\n"
+        )
+        assert handle.execute(code).error is None
+        log = server_dir / "server.log"
+        deadline = time.monotonic() + 15
+        while f"session {handle.session_id} idle" not in log.read_text():
+            assert time.monotonic() < deadline, "the sweep never tried to suspend it"
+            time.sleep(0.2)
+        said = [ln for ln in log.read_text().splitlines() if handle.session_id in ln]
+        assert "could not suspend it" in said[-1] and "\x1b" not in said[-1], said
+        statuses = {i.session_id: i.status for i in list_sessions()}
+        assert statuses[handle.session_id] == "idle"
+        assert handle.execute("sum(kept)").text == "6"
+        assert not (server_dir / "suspended" / f"{handle.session_id}.snap").exists()
+        handle.shutdown()
