@@ -109,6 +109,16 @@ async def basics(node_a: str, node_b: str) -> None:
             await sb.run_code("import os; (os.getuid(), os.path.exists('/work'))")
         ).value
         report["hostname"] = (await sb.exec("hostname")).stdout.strip()
+        # A snapshot taken on node b comes back in a sandbox on node a, and the other way.
+        await sb.run_code("def grown(n):\n    return n + x", raise_on_error=True)
+        snap = Path(tempfile.mkdtemp()) / "ray.snap"
+        await sb.snapshot(snap)
+    on_a = RayBackend(resources={"on_a": 1})
+    async with await sandlot.AsyncSandbox.restore(snap, config(), backend=on_a) as back:
+        report["restored"] = {
+            "node": "a" if seen(back) == node_a else "b" if seen(back) == node_b else "?",
+            "value": (await back.run_code("grown(1), open('blob.bin', 'rb').read()[-3:]")).value,
+        }
     mark("basics")
     async with sandlot.AsyncSandbox(config(), backend=RayBackend()) as sb:
         await sb.run_code("1")

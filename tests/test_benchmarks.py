@@ -114,3 +114,17 @@ def test_the_inspect_benchmark_prints_sandlot_beside_local() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("sample_init to first exec result", "sample_cleanup", "whole eval, 4 samples"):
         assert f"│ {row}" in done.stdout
+
+
+def test_the_snapshot_benchmark_prints_restore_beside_re_running_the_cell() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("snapshot_bench.py")), "--runs", "1", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "│ 100 MiB in 100 bytes objects" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if "100 MiB" in line)
+    assert float(row.split("│")[3]) > 100  # the file holds the 100 MiB (in MB)

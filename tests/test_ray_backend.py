@@ -74,6 +74,10 @@ def test_a_sandbox_lands_where_its_resources_ask_and_works_there(report: dict[st
     assert report["hostname"] == "sandlot"
 
 
+def test_a_snapshot_from_one_node_restores_on_another(report: dict[str, Any]) -> None:
+    assert report["restored"] == {"node": "a", "value": "(21, b'end')"}
+
+
 def test_host_calls_run_in_the_process_that_owns_the_sandbox(report: dict[str, Any]) -> None:
     assert eval(report["host_call"]) == {"pid": report["test_pid"], "echo": "KEY"}
     assert report["host_calls_in"] == [report["test_pid"]]
