@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import tempfile
 import termios
 import threading
 import weakref
@@ -579,6 +580,49 @@ class AsyncSandbox:
             await sandbox.terminate()
             raise
         return sandbox
+
+    async def fork(self, n: int = 1, *, config: SandboxConfig | None = None) -> list[Self]:
+        """``n`` new sandboxes, each starting as a copy of this one's REPL and workdir.
+
+        The copy is by value, through a :meth:`snapshot` in a private temporary
+        directory: each child is a fresh sandbox (its own walls, interpreter,
+        files, processes and limits, from ``config`` or this sandbox's), so
+        what one does no other sees, this one included. The host's tools and
+        routes come along, each call answered for the child that made it. What
+        the snapshot could not hold is named in the warning and each child's
+        ``restored``. No memory is shared (``docs/sandboxes.md`` says why). If
+        a child fails to start, the others are ended and the error raised.
+        """
+        if n < 1:
+            raise ValueError(f"fork needs n >= 1, not {n}")
+
+        async def child(path: Path) -> Self:
+            sandbox = type(self)(config or self.config, backend=self.backend)
+            sandbox.router.tools.update(self.router.tools)
+            sandbox.router.routes.update(self.router.routes)
+            await sandbox.start()
+            try:
+                await sandbox.load_snapshot(path)
+            except BaseException:
+                await sandbox.terminate()
+                raise
+            return sandbox
+
+        with tempfile.TemporaryDirectory(prefix="sandlot-fork-") as private:
+            path = Path(private) / "parent.snap"
+            await self.snapshot(path)
+            made = await asyncio.gather(*(child(path) for _ in range(n)), return_exceptions=True)
+        children: list[Self] = []
+        failed: list[BaseException] = []
+        for item in made:
+            if isinstance(item, BaseException):
+                failed.append(item)
+            else:
+                children.append(item)
+        if failed:
+            await asyncio.gather(*(c.terminate() for c in children), return_exceptions=True)
+            raise failed[0]
+        return children
 
     # -- processes ---------------------------------------------------------------
 

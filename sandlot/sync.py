@@ -366,6 +366,11 @@ class Sandbox(Twin):
     load_snapshot = blocking(AsyncSandbox.load_snapshot)
     restored = mirror[RestoreResult | None]("restored")
 
+    def fork(self, n: int = 1, *, config: SandboxConfig | None = None) -> list[Sandbox]:
+        """``n`` new sandboxes that start as copies of this one (see :meth:`AsyncSandbox.fork`)."""
+        made = self._portal.wait(self._async.fork(n, config=config))
+        return [Sandbox.wrapping(child) for child in made]
+
     @classmethod
     def restore(
         cls,

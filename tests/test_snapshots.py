@@ -169,3 +169,45 @@ def test_a_snapshot_over_max_bytes_writes_nothing_and_the_sandbox_lives(tmp_path
         assert list(tmp_path.iterdir()) == []
         assert sb.run_code("1 + 1").value == "2"
         assert sb.snapshot(path).size > 2 << 20
+
+
+def test_fork_makes_copies_that_go_their_own_ways(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def note(who: str) -> str:
+        calls.append(who)
+        return f"noted {who}"
+
+    with sandlot.Sandbox(strict(), tools={"note": note}) as parent:
+        parent.run_code(
+            "import os\nshared = {'n': 1}\ndef tag(name):\n    return f'{name}:{shared[\"n\"]}'\n"
+            "open('base.txt', 'w').write('base')",
+            raise_on_error=True,
+        )
+        children = parent.fork(3)
+        try:
+            assert len(children) == 3
+            for i, child in enumerate(children):
+                assert child.restored is not None and not child.restored.failed
+                child.run_code(
+                    f"shared['n'] = {i + 10}\nopen('mine.txt', 'w').write('{i}')\n"
+                    f"said = note('child{i}')",
+                    raise_on_error=True,
+                )
+            for i, child in enumerate(children):
+                value = child.run_code(
+                    "tag('c'), open('base.txt').read(), open('mine.txt').read(), said"
+                ).value
+                assert value == f"('c:{i + 10}', 'base', '{i}', 'noted child{i}')"
+            assert sorted(calls) == ["child0", "child1", "child2"]
+            # The parent saw none of it.
+            assert parent.run_code("tag('p'), os.path.exists('mine.txt')").value == "('p:1', False)"
+            # Ending one child ends only it.
+            children[0].terminate()
+            assert children[1].run_code("1 + 1").value == "2"
+            assert parent.run_code("2 + 2").value == "4"
+        finally:
+            for child in children:
+                child.terminate()
+    with pytest.raises(ValueError, match="n >= 1"):
+        sandlot.Sandbox(strict()).fork(0)

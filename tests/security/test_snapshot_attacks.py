@@ -296,3 +296,31 @@ def test_names_a_sandbox_sends_reach_the_user_escaped(tmp_path: Path) -> None:
     assert result.skipped[0].name.startswith("\x1b")  # the data, as sent
     text = str(caught[0].message)
     assert "\x1b" not in text and "\x07" not in text and "\\x1b" in text
+
+
+def test_forks_cannot_reach_each_other_s_files_processes_or_memory() -> None:
+    """Forks are fresh sandboxes: a sibling's files, processes and memory are out of sight."""
+    with sandlot.Sandbox(strict()) as parent:
+        parent.run_code("secret = 'in every fork'", raise_on_error=True)
+        first, second = parent.fork(2)
+        try:
+            first.run_code(
+                "import subprocess, os\n"
+                "open('/tmp/first-only', 'w').write('x')\n"
+                "open('first.txt', 'w').write('x')\n"
+                "sleeper = subprocess.Popen(['sleep', '300'])",
+                raise_on_error=True,
+            )
+            looks = second.run_code(
+                "import os\n"
+                "procs = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+                "cmds = [open(f'/proc/{p}/cmdline', 'rb').read() for p in procs]\n"
+                "(os.path.exists('/tmp/first-only'), os.path.exists('first.txt'), "
+                "any(b'sleep' in c for c in cmds), secret)",
+                raise_on_error=True,
+            ).value
+            assert looks == "(False, False, False, 'in every fork')", looks
+            assert first.run_code("sleeper.poll()").value is None  # it runs, out of sight
+        finally:
+            first.terminate()
+            second.terminate()
