@@ -545,17 +545,22 @@ class AsyncSandbox:
         """
         return await snapshots.take(self, Path(path), max_bytes)
 
-    async def load_snapshot(self, path: str | Path) -> RestoreResult:
+    async def load_snapshot(self, path: str | Path | snapshots.Snapshot) -> RestoreResult:
         """Put snapshot ``path``'s files in the workdir and its variables in the REPL.
 
         The file is checked first (a changed, cut or foreign one raises
         :class:`SnapshotInvalid` and nothing is loaded); what
         cannot come back here is named in ``result.failed``, and warned about.
-        Unpickling runs the snapshot's code, in this sandbox.
+        Unpickling runs the snapshot's code, in this sandbox. ``path`` may be
+        what :func:`sandlot.snapshots.check` returned, to check a file once
+        for many sandboxes.
         """
-        result = await snapshots.load(self, Path(path))
-        self.restored = result
-        return result
+        if isinstance(path, snapshots.Snapshot):
+            snap = path
+        else:
+            snap = await asyncio.to_thread(snapshots.check, path)
+        self.restored = await snapshots.load(self, snap)
+        return self.restored
 
     @classmethod
     async def restore(
@@ -596,13 +601,13 @@ class AsyncSandbox:
         if n < 1:
             raise ValueError(f"fork needs n >= 1, not {n}")
 
-        async def child(path: Path) -> Self:
+        async def child(snap: snapshots.Snapshot) -> Self:
             sandbox = type(self)(config or self.config, backend=self.backend)
             sandbox.router.tools.update(self.router.tools)
             sandbox.router.routes.update(self.router.routes)
             await sandbox.start()
             try:
-                await sandbox.load_snapshot(path)
+                await sandbox.load_snapshot(snap)
             except BaseException:
                 await sandbox.terminate()
                 raise
@@ -611,7 +616,8 @@ class AsyncSandbox:
         with tempfile.TemporaryDirectory(prefix="sandlot-fork-") as private:
             path = Path(private) / "parent.snap"
             await self.snapshot(path)
-            made = await asyncio.gather(*(child(path) for _ in range(n)), return_exceptions=True)
+            snap = await asyncio.to_thread(snapshots.check, path)  # once for all the children
+            made = await asyncio.gather(*(child(snap) for _ in range(n)), return_exceptions=True)
         children: list[Self] = []
         failed: list[BaseException] = []
         for item in made:

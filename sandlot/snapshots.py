@@ -94,23 +94,48 @@ def _hash(fh: IO[bytes], size: int) -> str:
     return digest.hexdigest()
 
 
-def _assemble(path: Path, manifest: dict[str, Any], parts: list[tuple[IO[bytes], int]]) -> int:
+class Spool:
+    """A temporary file (beside the snapshot) for one section, and its size."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed with the spool)
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        """Append ``data``."""
+        self.size += len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        """Flush to the file."""
+        self.file.flush()
+
+    def close(self) -> None:
+        """Remove the file."""
+        self.file.close()
+
+
+def _assemble(path: Path, manifest: dict[str, Any], parts: list[Spool]) -> int:
     """Write the snapshot file next to ``path`` and move it there (readable by its owner only)."""
-    for section, (spool, size) in zip(manifest["sections"], parts, strict=True):
-        spool.seek(0)
-        section["sha256"] = _hash(spool, size)
+    for section, spool in zip(manifest["sections"], parts, strict=True):
+        spool.flush()
+        spool.file.seek(0)
+        section["size"], section["sha256"] = spool.size, _hash(spool.file, spool.size)
     head = json.dumps(manifest).encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + struct.pack(">I", len(head)) + head)
-            for spool, _ in parts:
-                spool.seek(0)
-                while chunk := spool.read(CHUNK):
-                    out.write(chunk)
             out.flush()
+            for spool in parts:
+                left, at = spool.size, 0
+                while left:  # in the kernel, file to file
+                    sent = os.copy_file_range(spool.file.fileno(), out.fileno(), left, at)
+                    if sent <= 0:
+                        raise OSError(f"could not copy a section into {path}")
+                    left, at = left - sent, at + sent
             os.fsync(out.fileno())
-            size = out.tell()
+            size = os.fstat(out.fileno()).st_size
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -173,53 +198,47 @@ async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotRes
     """Write ``sandbox``'s REPL and workdir to ``path`` (see :meth:`AsyncSandbox.snapshot`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Beside path: the same filesystem as the snapshot, so assembling it copies in place.
-    with tempfile.TemporaryFile(dir=path.parent) as state:
-        received = 0
+    state = Spool(path.parent)
+    try:
         async with sandbox.link.request("save_state") as req:
             while True:
                 header, payload = await req.next()
                 if header.get("t") == "res":
                     break
-                received += len(payload)
-                if received > max_bytes:
+                if state.size + len(payload) > max_bytes:
                     raise DownloadRefused(
                         f"snapshot: the REPL's state is larger than max_bytes={max_bytes}"
                     )
                 state.write(payload)
         report = await sandbox.link.reply(header, "save_state", "snapshot")
-        return await write(sandbox, path, report, state, received, max_bytes)
+        return await write(sandbox, path, report, state, max_bytes)
+    finally:
+        state.close()
 
 
 async def write(
-    sandbox: AsyncSandbox,
-    path: Path,
-    report: dict[str, Any],
-    state: IO[bytes],
-    state_size: int,
-    max_bytes: int,
+    sandbox: AsyncSandbox, path: Path, report: dict[str, Any], state: Spool, max_bytes: int
 ) -> SnapshotResult:
     """Write a snapshot of ``sandbox``'s workdir and a REPL state already taken to ``path``.
 
-    ``state`` holds ``state_size`` bytes the sandbox's driver made and ``report``
-    says what they hold (checked as the ``save_state`` reply is); they, the
+    ``state`` holds the bytes the sandbox's driver made and ``report`` says
+    what they hold (checked as the ``save_state`` reply is); they, the
     workdir and the manifest go to ``path`` at once.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path.parent) as work:
-        _, work_size = await sandbox.files.receive_tar(".", work, max_bytes - state_size, root=".")
+    work = Spool(path.parent)
+    try:
+        await sandbox.files.receive_tar(".", work, max_bytes - state.size, root=".")  # type: ignore[arg-type]
         manifest = {
             "format": FORMAT,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": str(sandbox.info.get("python", "")),
-            "sections": [
-                {"name": "state", "size": state_size, "sha256": ""},
-                {"name": "workdir", "size": work_size, "sha256": ""},
-            ],
+            "sections": [{"name": name} for name in SECTIONS],
             "report": report,
         }
-        size = await asyncio.to_thread(
-            _assemble, path, manifest, [(state, state_size), (work, work_size)]
-        )
+        size = await asyncio.to_thread(_assemble, path, manifest, [state, work])
+    finally:
+        work.close()
     result = SnapshotResult(
         path=path,
         size=size,
@@ -273,11 +292,11 @@ def restored(
     return result
 
 
-async def load(sandbox: AsyncSandbox, path: Path) -> RestoreResult:
-    """Put snapshot ``path`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
-    snap = await asyncio.to_thread(check, path)
+async def load(sandbox: AsyncSandbox, snap: Snapshot) -> RestoreResult:
+    """Put checked snapshot ``snap`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
     members = await send_workdir(sandbox, snap)
     start, size = snap.offsets["state"]
+    path = snap.path
     with path.open("rb") as fh:
         fh.seek(start)
         async with sandbox.link.request("load_state") as req:

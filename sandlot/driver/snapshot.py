@@ -160,6 +160,10 @@ class _Pickler(pickle.Pickler):
         return _make_class, args, attrs, None, None, _set_class_state
 
 
+# Types pickle always holds, whose dry run would only cost time (large bytes, say).
+_ALWAYS_PICKLED = frozenset({bytes, bytearray, str, int, float, complex, bool, type(None)})
+
+
 class _Counter:
     """A write-only file that only counts."""
 
@@ -215,7 +219,8 @@ def capture(
             modules[name] = value.__name__
             continue
         try:
-            _Pickler(counter, namespace).dump(value)  # a dry run: a failure costs no sharing
+            if type(value) not in _ALWAYS_PICKLED:  # a dry run: a failure costs no sharing
+                _Pickler(counter, namespace).dump(value)
             pickler.dump(value)
         except Exception as exc:
             skipped.append({"name": name, "type": type(value).__qualname__, "why": _why(exc)})
@@ -225,7 +230,8 @@ def capture(
             fresh = True
             continue
         start = written
-        put(record.getbuffer().tobytes())
+        with record.getbuffer() as view:
+            put(view)  # type: ignore[arg-type]  # a file object takes any buffer
         records.append([name, start, written, fresh])
         record.seek(0)
         record.truncate()

@@ -482,11 +482,15 @@ class OwnedSession:
             report: dict[str, Any] = dict(EMPTY_STATE)
             if self.kernel is not None:
                 state, report = await self._kernel_state("capture_shell", "save_state")
-            with tempfile.TemporaryFile() as spool:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            spool = snapshots.Spool(path.parent)
+            try:
                 spool.write(state)
                 result = await snapshots.write(
-                    self.sandbox, path, report, spool, len(state), snapshots.DEFAULT_MAX_BYTES
+                    self.sandbox, path, report, spool, snapshots.DEFAULT_MAX_BYTES
                 )
+            finally:
+                spool.close()
             await self._end_sandboxes()
             self.suspended = path
             self.status = "suspended"
