@@ -118,7 +118,15 @@ def test_the_inspect_benchmark_prints_sandlot_beside_local() -> None:
 
 def test_the_snapshot_benchmark_prints_restore_beside_re_running_the_cell() -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("snapshot_bench.py")), "--runs", "1", "--quick", "--children", "2"],
+        [
+            sys.executable,
+            str(SCRIPT.with_name("snapshot_bench.py")),
+            "--runs",
+            "1",
+            "--quick",
+            "--children",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
