@@ -49,6 +49,7 @@ MAX_VARIABLES_JSON = 1 << 20
 # Where a kernel's state and the report on it pass, in the sandbox, on suspend and resume.
 STATE_FILE = "/tmp/.sandlot-kernel-state"
 REPORT_FILE = "/tmp/.sandlot-kernel-state.json"
+MAX_KERNEL_STATE = 1 << 30  # the host holds a kernel's state in memory while it writes it
 EMPTY_STATE = {"captured": [], "skipped": [], "modules": [], "tools": [], "cells": 0, "unlisted": 0}
 SAVE_INTERVAL = 0.5  # seconds between notebook writes while a cell prints
 
@@ -556,7 +557,7 @@ class OwnedSession:
             raise SessionError(f"the kernel's {step} report is unusable: {exc}") from None
         taken = b""
         if state is None:
-            taken = await files.read(STATE_FILE, max_bytes=snapshots.DEFAULT_MAX_BYTES)
+            taken = await files.read(STATE_FILE, max_bytes=MAX_KERNEL_STATE)
         await files.remove(STATE_FILE)
         return taken, report
 

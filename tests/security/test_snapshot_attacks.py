@@ -324,3 +324,21 @@ def test_forks_cannot_reach_each_other_s_files_processes_or_memory() -> None:
         finally:
             first.terminate()
             second.terminate()
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        (b"garbage", "not a sandlot REPL state"),
+        (state_format.MAGIC + b"x" * 8, "index is longer"),
+        (state_format.MAGIC + b"[1]" + struct.pack(">Q", 3), "index is not an object"),
+    ],
+    ids=["garbage", "lying-length", "not-an-object"],
+)
+def test_a_state_the_driver_cannot_read_is_a_clear_error_and_no_sandbox_is_left(
+    tmp_path: Path, state: bytes, says: str
+) -> None:
+    path = write_snapshot(tmp_path / "bad-state.snap", state, tar_blob())
+    with pytest.raises(SandboxError, match=says):
+        sandlot.Sandbox.restore(path, strict())
+    assert sandlot.sandbox.live_sandboxes() == []
