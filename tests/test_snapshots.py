@@ -138,6 +138,11 @@ def test_what_cannot_come_back_is_named_and_the_rest_comes_back(tmp_path: Path) 
             "sys.path.insert(0, '/tmp/elsewhere')\n"
             "import faraway\n"
             "far = faraway.Far()\n"
+            "os.makedirs('libs', exist_ok=True)\n"
+            "open('libs/nearby.py', 'w').write('def hello():\\n    return 1\\n')\n"
+            "sys.path.insert(0, os.path.abspath('libs'))\n"
+            "import nearby\n"
+            "from nearby import hello\n"
             "near = [1, 2, 3]\n"
             "def g():\n    return sum(near)\n",
             raise_on_error=True,
@@ -148,12 +153,15 @@ def test_what_cannot_come_back_is_named_and_the_rest_comes_back(tmp_path: Path) 
         sb2.run_code("import sandlot_driver.snapshot as s; s._VERSION = [3, 99]")
         with pytest.warns(UserWarning, match="could not bring back 3 variable"):
             restored = sb2.load_snapshot(path)
+        sb2_value = sb2.run_code("nearby.hello(), hello.__module__ == 'nearby' and 1").value
     failed = {f.name: f.why for f in restored.failed}
     assert set(failed) == {"faraway", "far", "g"}, failed
     assert "No module named 'faraway'" in failed["faraway"]
     assert "No module named 'faraway'" in failed["far"]
     assert "made by Python 3." in failed["g"] and "this is Python 3.99" in failed["g"]
-    assert {"near", "os", "sys"} <= set(restored.restored)
+    assert {"near", "os", "sys", "nearby", "hello"} <= set(restored.restored)
+    # The workdir's libs came back on sys.path, so its module imported again.
+    assert sb2_value == "(1, 1)"
 
 
 def test_a_snapshot_over_max_bytes_writes_nothing_and_the_sandbox_lives(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ file object, one record per variable, and says which it could not hold and why
 in the REPL's cells travel by value (their code, defaults, closures, methods),
 since no module on the restoring side defines them; everything else as pickle
 does it. Modules bound to names travel as their import names and are imported
-again. The cells' source goes along, so tracebacks and ``inspect.getsource``
-still show it after a restore.
+again (after the entries of ``sys.path`` that exist on the restoring side are
+put back). The cells' source goes along, so tracebacks and
+``inspect.getsource`` still show it after a restore.
 
 :func:`restore` reads such bytes into a namespace and says, variable by
 variable, what it could not bring back (a module not installed here, a class
@@ -26,6 +27,7 @@ import io
 import json
 import linecache
 import marshal
+import os
 import pickle
 import struct
 import sys
@@ -242,7 +244,13 @@ def capture(
         if name.startswith("<cell-") and len(entry) == 4
     }
     trailer = json.dumps(
-        {"python": _VERSION, "records": records, "modules": modules, "cells": cells}
+        {
+            "python": _VERSION,
+            "records": records,
+            "modules": modules,
+            "cells": cells,
+            "path": [p for p in sys.path if isinstance(p, str)],
+        }
     ).encode()
     put(trailer)
     put(struct.pack(">Q", len(trailer)))
@@ -287,6 +295,9 @@ def restore(namespace: dict[str, Any], blob: bytes) -> dict[str, Any]:
     index = _index(blob)
     failed: list[dict[str, str]] = []
     restored: list[str] = []
+    for entry in reversed(index.get("path", [])):  # where the modules were found, if here too
+        if isinstance(entry, str) and entry not in sys.path and os.path.isdir(entry):
+            sys.path.insert(0, entry)
     for name, module in index.get("modules", {}).items():
         try:
             namespace[name] = importlib.import_module(module)
