@@ -578,9 +578,10 @@ class AsyncSandbox:
         What came back is in ``sb.restored``; a snapshot that cannot be used
         ends the new sandbox and raises.
         """
+        snap = await asyncio.to_thread(snapshots.check, path)  # before any sandbox starts
         sandbox = await cls(config, backend=backend, tools=tools).start()
         try:
-            await sandbox.load_snapshot(path)
+            await sandbox.load_snapshot(snap)
         except BaseException:
             await sandbox.terminate()
             raise

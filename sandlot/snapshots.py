@@ -196,6 +196,8 @@ def check(path: str | Path) -> Snapshot:
 
 async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotResult:
     """Write ``sandbox``'s REPL and workdir to ``path`` (see :meth:`AsyncSandbox.snapshot`)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"snapshot: {str(path)!r} is a directory; give a file's path")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Beside path: the same filesystem as the snapshot, so assembling it copies in place.
     state = Spool(path.parent)

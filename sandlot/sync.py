@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar, overload
 
+from . import snapshots
 from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
@@ -384,9 +385,10 @@ class Sandbox(Twin):
 
         As :meth:`AsyncSandbox.restore`; what came back is in ``sb.restored``.
         """
+        snap = snapshots.check(path)  # before any sandbox starts
         sandbox = cls(config, backend=backend, tools=tools).start()
         try:
-            sandbox.load_snapshot(path)
+            sandbox.load_snapshot(snap)
         except BaseException:
             sandbox.terminate()
             raise

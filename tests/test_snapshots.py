@@ -219,3 +219,13 @@ def test_fork_makes_copies_that_go_their_own_ways(tmp_path: Path) -> None:
                 child.terminate()
     with pytest.raises(ValueError, match="n >= 1"):
         sandlot.Sandbox(strict()).fork(0)
+
+
+def test_bad_paths_are_clear_errors_and_start_nothing(tmp_path: Path) -> None:
+    with sandlot.Sandbox(strict()) as sb:
+        with pytest.raises(IsADirectoryError, match="give a file's path"):
+            sb.snapshot(tmp_path)
+        assert sb.run_code("1").value == "1"
+    with pytest.raises(sandlot.SnapshotInvalid, match="cannot read it"):
+        sandlot.Sandbox.restore(tmp_path / "missing.snap", strict())
+    assert sandlot.sandbox.live_sandboxes() == []
