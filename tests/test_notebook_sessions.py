@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import struct
@@ -29,7 +30,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import strict, template_processes
-from session_servers import alive, own_session_server, ping
+from session_servers import alive, own_session_server, ping, server_pids
 
 import sandlot
 from sandlot.backends.disk import process_tree
@@ -633,6 +634,29 @@ def test_an_idle_session_comes_back_as_it_was_on_its_next_use(
         assert cells[0] == cell and len(cells) == 2  # the notebook goes on where it was
     finally:
         session.shutdown()
+
+
+def test_a_suspended_session_s_snapshot_outlives_its_server(tmp_path: Path) -> None:
+    folder = tmp_path / "server"
+    folder.mkdir(mode=0o700)
+    with own_session_server(folder, LINGER):
+        session = start_session(
+            strict(), persist=True, idle_timeout=1, notebook_dir=tmp_path / "nb"
+        )
+        session.execute("kept = {'a': [1, 2]}\ndef total():\n    return sum(kept['a'])")
+        _wait_for_status(session.session_id, "suspended", within=8)
+        session.close()
+        (pid,) = server_pids(folder)
+        os.kill(pid, signal.SIGTERM)  # the server this test started, by its PID
+        deadline = time.monotonic() + 15
+        while alive(pid):
+            assert time.monotonic() < deadline, "the server did not stop"
+            time.sleep(0.1)
+    snapshot = folder / "suspended" / f"{session.session_id}.snap"
+    assert snapshot.is_file()
+    assert f"stays suspended in {snapshot}" in (folder / "server.log").read_text()
+    with sandlot.Sandbox.restore(snapshot, strict()) as sb:
+        assert sb.run_code("total(), kept").value == "(3, {'a': [1, 2]})"
 
 
 # -- whose directory ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ was started with ``persist``; a persistent one ends on ``shutdown``. A session
 idle past its timeout is suspended: its kernel's variables and its workdir go
 to a snapshot in ``suspended/`` here, its sandboxes end, and its next use
 starts them again from the snapshot (an mcp-mode session, which holds no
-state, just ends). The server ends its sessions when it stops (SIGTERM, SIGINT), and
+state, just ends). When the server stops, a suspended session's snapshot stays
+on disk, named in the log. The server ends its sessions when it stops (SIGTERM, SIGINT), and
 its sandboxes die with it if it is killed. With no session and no client for
 ``$SANDLOT_SESSIONS_LINGER`` seconds (default 60) it exits.
 """
@@ -289,7 +290,14 @@ class Server:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             sweeper.cancel()
-            for sid in list(self.sessions):
+            for sid, session in list(self.sessions.items()):
+                if session.suspended is not None:  # its snapshot outlives the server
+                    print(
+                        f"session {sid} stays suspended in {session.suspended}: "
+                        "sandlot.Sandbox.restore(path) brings its variables and files back",
+                        flush=True,
+                    )
+                    session.suspended = None
                 await self.end_session(sid)
             print("sandlot session server stopped", flush=True)
 
