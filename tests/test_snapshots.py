@@ -229,3 +229,62 @@ def test_bad_paths_are_clear_errors_and_start_nothing(tmp_path: Path) -> None:
     with pytest.raises(sandlot.SnapshotInvalid, match="cannot read it"):
         sandlot.Sandbox.restore(tmp_path / "missing.snap", strict())
     assert sandlot.sandbox.live_sandboxes() == []
+
+
+CLASSES = """
+import dataclasses, enum, functools
+class Shape:
+    sides = 0
+    @property
+    def name(self):
+        return f'{type(self).__name__}/{self.sides}'
+    @staticmethod
+    def unit():
+        return 1
+    @classmethod
+    def make(cls):
+        return cls()
+    @functools.cached_property
+    def costly(self):
+        return self.sides * 100
+class Square(Shape):
+    sides = 4
+@dataclasses.dataclass
+class Job:
+    name: str
+    tags: list = dataclasses.field(default_factory=list)
+    done: bool = False
+@dataclasses.dataclass(frozen=True)
+class Key:
+    a: int
+    b: str = 'x'
+class Color(enum.Enum):
+    RED = 1
+sq = Square.make()
+job = Job('build', ['ci'])
+key = Key(1)
+"""
+
+
+def test_classes_with_descriptors_and_dataclasses_come_back_whole(tmp_path: Path) -> None:
+    path = tmp_path / "classes.snap"
+    with sandlot.Sandbox(strict()) as sb:
+        sb.run_code(CLASSES, raise_on_error=True)
+        with pytest.warns(UserWarning, match="Color"):
+            result = sb.snapshot(path)
+    assert {"Shape", "Square", "Job", "Key", "sq", "job", "key"} <= set(result.captured)
+    (enum_class,) = result.skipped  # an Enum of a cell is named, with what to do instead
+    assert enum_class.name == "Color" and "define it in a module" in enum_class.why
+    with sandlot.Sandbox.restore(path, strict()) as sb2:
+        value = sb2.run_code(
+            "(sq.name, Square.unit(), sq.costly, Square().costly, isinstance(sq, Shape), "
+            "dataclasses.asdict(job), dataclasses.replace(job, done=True), Job('new'), "
+            "[f.name for f in dataclasses.fields(Job)], key, Key(2) == Key(2), "
+            "hash(Key(2)) == hash(Key(2)))",
+            raise_on_error=True,
+        ).value
+    assert value == (
+        "('Square/4', 1, 400, 400, True, {'name': 'build', 'tags': ['ci'], 'done': False}, "
+        "Job(name='build', tags=['ci'], done=True), Job(name='new', tags=[], done=False), "
+        "['name', 'tags', 'done'], Key(a=1, b='x'), True, True)"
+    )

@@ -68,13 +68,17 @@ class _Empty:
     """Stands for a closure cell that held nothing."""
 
 
-def _make_function(code: bytes, name: str, cells: int, version: list[int]) -> types.FunctionType:
+def _make_function(
+    code: bytes, name: str, cells: int, version: list[int], module: str | None = None
+) -> types.FunctionType:
+    """A function of the cells, with globals the REPL's (or, named, a module's)."""
     if version != _VERSION:
         made = ".".join(map(str, version))
         here = ".".join(map(str, _VERSION))
         raise ValueError(f"its code was made by Python {made}; this is Python {here}")
     closure = tuple(types.CellType() for _ in range(cells)) or None
-    return types.FunctionType(marshal.loads(code), _target, name, None, closure)
+    scope = _target if module is None else importlib.import_module(module).__dict__
+    return types.FunctionType(marshal.loads(code), scope, name, None, closure)
 
 
 def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> None:
@@ -94,6 +98,42 @@ def _make_class(meta: type, name: str, bases: tuple[type, ...], body: dict[str, 
 def _set_class_state(cls: type, attrs: dict[str, Any]) -> None:
     for attr, value in attrs.items():
         setattr(cls, attr, value)
+    for attr, value in attrs.items():  # as a class statement would (a cached_property needs it)
+        hook = getattr(type(value), "__set_name__", None)
+        if hook is not None:
+            hook(value, cls, attr)
+
+
+def _mapping_proxy(mapping: dict[str, Any]) -> types.MappingProxyType[str, Any]:
+    return types.MappingProxyType(mapping)
+
+
+def _module_attribute(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+# Objects of the standard library that are compared by identity: they travel as names.
+_SINGLETONS = {
+    "dataclasses": (
+        "MISSING",
+        "KW_ONLY",
+        "_FIELD",
+        "_FIELD_CLASSVAR",
+        "_FIELD_INITVAR",
+        "_HAS_DEFAULT_FACTORY",
+    ),
+}
+
+
+def _singleton(obj: Any) -> tuple[str, str] | None:
+    for module, names in _SINGLETONS.items():
+        loaded = sys.modules.get(module)
+        if loaded is None:
+            continue
+        for name in names:
+            if getattr(loaded, name, None) is obj:
+                return module, name
+    return None
 
 
 # What a class's __dict__ holds that its creation makes again.
@@ -108,24 +148,43 @@ class _Pickler(pickle.Pickler):
         self.namespace = namespace
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, types.FunctionType) and obj.__globals__ is self.namespace:
+        kind = type(obj)
+        if kind is types.FunctionType and (
+            obj.__globals__ is self.namespace or self._of_cells(obj)
+        ):
             return self._function(obj)
         if isinstance(obj, type) and self._of_cells(obj):
             return self._class(obj)
+        if kind is property:
+            return property, (obj.fget, obj.fset, obj.fdel, obj.__doc__)
+        if kind is staticmethod or kind is classmethod:
+            return kind, (obj.__func__,)
+        if kind is types.MappingProxyType:
+            return _mapping_proxy, (dict(obj),)
+        functools = sys.modules.get("functools")
+        if functools is not None and kind is functools.cached_property:
+            return functools.cached_property, (obj.func,)
+        found = _singleton(obj)
+        if found is not None:
+            return _module_attribute, found
         return NotImplemented
 
-    def _of_cells(self, cls: type) -> bool:
-        """True for a class defined in a cell: its module is the REPL's, which no import finds.
+    def _of_cells(self, obj: Any) -> bool:
+        """True for a class or function of the cells: of the REPL's module, which no import finds.
 
-        (An IPython shell's ``__main__`` module is a view of its namespace: a class
-        found there is still the cells', gone on the restoring side until restored.)
+        (An IPython shell's ``__main__`` module is a view of its namespace: what is
+        found there is still the cells', gone on the restoring side until restored.
+        A dataclass's generated methods are the cells' too.)
         """
-        if cls.__module__ != self.namespace.get("__name__"):
+        if obj.__module__ != self.namespace.get("__name__"):
             return False
-        module = sys.modules.get(cls.__module__)
+        module = sys.modules.get(obj.__module__)
         if getattr(module, "__dict__", None) is self.namespace:
             return True
-        return getattr(module, cls.__qualname__, None) is not cls
+        found: Any = module
+        for part in obj.__qualname__.split("."):
+            found = getattr(found, part, None)
+        return found is not obj
 
     def _function(self, fn: types.FunctionType) -> Any:
         closure = []
@@ -144,10 +203,23 @@ class _Pickler(pickle.Pickler):
             "__kwdefaults__": fn.__kwdefaults__,
             "__annotations__": fn.__annotations__,
         }
-        args = (marshal.dumps(fn.__code__), fn.__name__, len(closure), _VERSION)
+        module = None
+        if fn.__globals__ is not self.namespace:  # made by a library for the cells (a dataclass)
+            module = next(
+                (n for n, m in list(sys.modules.items()) if vars(m) is fn.__globals__), None
+            )
+            if module is None:
+                raise TypeError(f"{fn.__qualname__}: its globals are no module's")
+        args = (marshal.dumps(fn.__code__), fn.__name__, len(closure), _VERSION, module)
         return _make_function, args, state, None, None, _set_function_state
 
     def _class(self, cls: type) -> Any:
+        enum = sys.modules.get("enum")
+        if enum is not None and isinstance(cls, enum.EnumMeta):
+            raise TypeError(
+                "an Enum defined in a cell cannot be rebuilt by value; "
+                "define it in a module in the workdir and import it"
+            )
         slots = cls.__dict__.get("__slots__", ())
         slots = (slots,) if isinstance(slots, str) else tuple(slots)
         body: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
@@ -223,8 +295,12 @@ def capture(
         try:
             if type(value) not in _ALWAYS_PICKLED:  # a dry run: a failure costs no sharing
                 _Pickler(counter, namespace).dump(value)
-            pickler.dump(value)
         except Exception as exc:
+            skipped.append({"name": name, "type": type(value).__qualname__, "why": _why(exc)})
+            continue
+        try:
+            pickler.dump(value)
+        except Exception as exc:  # it passed the dry run: rare, and it costs the sharing
             skipped.append({"name": name, "type": type(value).__qualname__, "why": _why(exc)})
             pickler.clear_memo()  # what it memoized refers to bytes that were dropped
             record.seek(0)
