@@ -260,6 +260,10 @@ class Key:
     b: str = 'x'
 class Color(enum.Enum):
     RED = 1
+@functools.lru_cache(maxsize=64)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+fib(30)
 sq = Square.make()
 job = Job('build', ['ci'])
 key = Key(1)
@@ -272,7 +276,7 @@ def test_classes_with_descriptors_and_dataclasses_come_back_whole(tmp_path: Path
         sb.run_code(CLASSES, raise_on_error=True)
         with pytest.warns(UserWarning, match="Color"):
             result = sb.snapshot(path)
-    assert {"Shape", "Square", "Job", "Key", "sq", "job", "key"} <= set(result.captured)
+    assert {"Shape", "Square", "Job", "Key", "sq", "job", "key", "fib"} <= set(result.captured)
     (enum_class,) = result.skipped  # an Enum of a cell is named, with what to do instead
     assert enum_class.name == "Color" and "define it in a module" in enum_class.why
     with sandlot.Sandbox.restore(path, strict()) as sb2:
@@ -280,11 +284,11 @@ def test_classes_with_descriptors_and_dataclasses_come_back_whole(tmp_path: Path
             "(sq.name, Square.unit(), sq.costly, Square().costly, isinstance(sq, Shape), "
             "dataclasses.asdict(job), dataclasses.replace(job, done=True), Job('new'), "
             "[f.name for f in dataclasses.fields(Job)], key, Key(2) == Key(2), "
-            "hash(Key(2)) == hash(Key(2)))",
+            "hash(Key(2)) == hash(Key(2)), fib(80), fib.cache_info().maxsize)",
             raise_on_error=True,
         ).value
     assert value == (
         "('Square/4', 1, 400, 400, True, {'name': 'build', 'tags': ['ci'], 'done': False}, "
         "Job(name='build', tags=['ci'], done=True), Job(name='new', tags=[], done=False), "
-        "['name', 'tags', 'done'], Key(a=1, b='x'), True, True)"
+        "['name', 'tags', 'done'], Key(a=1, b='x'), True, True, 23416728348467685, 64)"
     )

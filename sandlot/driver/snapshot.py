@@ -104,6 +104,12 @@ def _set_class_state(cls: type, attrs: dict[str, Any]) -> None:
             hook(value, cls, attr)
 
 
+def _lru_cached(fn: types.FunctionType, maxsize: int | None, typed: bool) -> Any:
+    import functools
+
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+
 def _mapping_proxy(mapping: dict[str, Any]) -> types.MappingProxyType[str, Any]:
     return types.MappingProxyType(mapping)
 
@@ -164,6 +170,13 @@ class _Pickler(pickle.Pickler):
         functools = sys.modules.get("functools")
         if functools is not None and kind is functools.cached_property:
             return functools.cached_property, (obj.func,)
+        if functools is not None and kind is functools._lru_cache_wrapper:
+            wrapped = obj.__wrapped__
+            if type(wrapped) is types.FunctionType and (
+                wrapped.__globals__ is self.namespace or self._of_cells(wrapped)
+            ):  # a cell's function: cached again (empty) on the restoring side
+                params = obj.cache_parameters()
+                return _lru_cached, (wrapped, params["maxsize"], params["typed"])
         found = _singleton(obj)
         if found is not None:
             return _module_attribute, found
