@@ -122,6 +122,7 @@ class OwnedSession:
             await self.shutdown()
             raise
         self.status = "idle"
+        self.touch()  # its idle time counts from when it is ready, not from when it was asked
 
     async def _start(self) -> None:
         spec = self.spec
