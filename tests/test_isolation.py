@@ -280,6 +280,7 @@ def test_two_hundred_sandboxes_leave_nothing_behind() -> None:
 def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
     import asyncio
 
+    sandlot.Sandbox(strict()).start().terminate()  # the template is made before, not counted
     before = _mine()
 
     async def cancel_at(delay: float) -> bool:
@@ -298,7 +299,13 @@ def test_a_start_cancelled_midway_leaves_nothing_behind() -> None:
         # From before the fork, through the fork on its thread, to the driver's hello.
         return [await cancel_at(d / 1000) for d in (0, 1, 2, 3, 5, 8, 12, 20, 30, 45)]
 
-    cancelled = asyncio.run(sweep())
+    # A cancel that lands while the fork runs on its thread lets the start finish (and the
+    # sandbox is then ended); under load few of the ten may land elsewhere: sweep again.
+    cancelled: list[bool] = []
+    for _ in range(3):
+        cancelled += asyncio.run(sweep())
+        if sum(cancelled) >= 3:
+            break
     assert sum(cancelled) >= 3
     assert _strays() == []
     assert _mine() == before
