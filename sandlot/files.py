@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Collection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from .channel import Request
 from .driver.protocol import CHUNK
@@ -30,6 +30,18 @@ from .untar import (
 )
 
 DEFAULT_MAX_READ = 1 << 30  # what read() holds in the host's memory
+
+
+class Spool(Protocol):
+    """Where :meth:`AsyncFiles.receive_tar` writes: a file, or anything with these two."""
+
+    def write(self, data: bytes, /) -> int:
+        """Append ``data``."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was written reach the file."""
+        ...
 
 
 class AsyncFiles:
@@ -190,7 +202,7 @@ class AsyncFiles:
         return result
 
     async def receive_tar(
-        self, remote: str, spool: IO[bytes], max_bytes: int, *, root: str | None = None
+        self, remote: str, spool: Spool, max_bytes: int, *, root: str | None = None
     ) -> tuple[dict[str, Any], int]:
         """Write the sandbox's tar stream of ``remote`` to ``spool``, unread; return reply and size.
 

@@ -579,13 +579,17 @@ class AsyncSandbox:
         ends the new sandbox and raises.
         """
         snap = await asyncio.to_thread(snapshots.check, path)  # before any sandbox starts
-        sandbox = await cls(config, backend=backend, tools=tools).start()
+        return await cls(config, backend=backend, tools=tools)._start_from(snap)
+
+    async def _start_from(self, snap: snapshots.Snapshot) -> Self:
+        """Start, then load checked snapshot ``snap``; a load that fails ends the sandbox."""
+        await self.start()
         try:
-            await sandbox.load_snapshot(snap)
+            await self.load_snapshot(snap)
         except BaseException:
-            await sandbox.terminate()
+            await self.terminate()
             raise
-        return sandbox
+        return self
 
     async def fork(self, n: int = 1, *, config: SandboxConfig | None = None) -> list[Self]:
         """``n`` new sandboxes, each starting as a copy of this one's REPL and workdir.
@@ -606,13 +610,7 @@ class AsyncSandbox:
             sandbox = type(self)(config or self.config, backend=self.backend)
             sandbox.router.tools.update(self.router.tools)
             sandbox.router.routes.update(self.router.routes)
-            await sandbox.start()
-            try:
-                await sandbox.load_snapshot(snap)
-            except BaseException:
-                await sandbox.terminate()
-                raise
-            return sandbox
+            return await sandbox._start_from(snap)
 
         with tempfile.TemporaryDirectory(prefix="sandlot-fork-") as private:
             path = Path(private) / "parent.snap"

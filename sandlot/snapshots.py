@@ -230,7 +230,7 @@ async def write(
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Spool(path.parent)
     try:
-        await sandbox.files.receive_tar(".", work, max_bytes - state.size, root=".")  # type: ignore[arg-type]
+        await sandbox.files.receive_tar(".", work, max_bytes - state.size, root=".")
         manifest = {
             "format": FORMAT,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

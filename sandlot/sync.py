@@ -29,7 +29,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar, overload
 
-from . import snapshots
 from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
@@ -385,14 +384,8 @@ class Sandbox(Twin):
 
         As :meth:`AsyncSandbox.restore`; what came back is in ``sb.restored``.
         """
-        snap = snapshots.check(path)  # before any sandbox starts
-        sandbox = cls(config, backend=backend, tools=tools).start()
-        try:
-            sandbox.load_snapshot(snap)
-        except BaseException:
-            sandbox.terminate()
-            raise
-        return sandbox
+        start = AsyncSandbox.restore(path, config, backend=backend, tools=tools)
+        return cls.wrapping(portal().wait(start))
 
     def __enter__(self) -> Self:
         return self if self._async.started else self.start()
