@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-import tempfile
 import termios
 import threading
 import weakref
@@ -612,10 +611,7 @@ class AsyncSandbox:
             sandbox.router.routes.update(self.router.routes)
             return await sandbox._start_from(snap)
 
-        with tempfile.TemporaryDirectory(prefix="sandlot-fork-") as private:
-            path = Path(private) / "parent.snap"
-            await self.snapshot(path)
-            snap = await asyncio.to_thread(snapshots.check, path)  # once for all the children
+        async with snapshots.private(self, "sandlot-fork-") as (_, snap):
             made = await asyncio.gather(*(child(snap) for _ in range(n)), return_exceptions=True)
         children: list[Self] = []
         failed: list[BaseException] = []

@@ -23,6 +23,7 @@ someone else as you would run their code there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
@@ -30,7 +31,7 @@ import os
 import struct
 import tempfile
 import warnings
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -216,6 +217,21 @@ async def take(sandbox: AsyncSandbox, path: Path, max_bytes: int) -> SnapshotRes
         return await write(sandbox, path, report, state, max_bytes)
     finally:
         state.close()
+
+
+@contextlib.asynccontextmanager
+async def private(
+    sandbox: AsyncSandbox, prefix: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> AsyncIterator[tuple[SnapshotResult, Snapshot]]:
+    """A snapshot of ``sandbox`` in a private temporary directory, checked once, for copies.
+
+    Yields what was taken and the checked file (for :func:`load`, any number of
+    times); the directory and file are removed on leaving.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        path = Path(folder) / "parent.snap"
+        result = await take(sandbox, path, max_bytes)
+        yield result, await asyncio.to_thread(check, path)
 
 
 async def write(

@@ -253,6 +253,56 @@ def test_rlm_query_runs_a_child_rlm_in_its_own_sandbox_until_max_depth() -> None
     assert [e["depth"] for e in flat.trajectory if e["type"] == "run_start"] == [0]
 
 
+def test_forked_children_start_from_the_parents_repl_and_go_their_own_ways() -> None:
+    # Each child's REPL is a copy of the parent's at the call: it reads the parent's
+    # variables by name, changes only its own copy, and its llm_query is its own.
+    firsts: list[str] = []
+
+    def sub_policy(messages: Sequence[Message]) -> str:
+        if messages[0]["role"] != "system":
+            return f"read:{messages[-1]['content']}"
+        firsts.append(messages[1]["content"])
+        task = messages[1]["content"].split("\n", 1)[0].removeprefix("Query: ")
+        if not any(m["role"] == "assistant" for m in messages):
+            return repl(
+                f"part = {task}\nbudget += 1\nmine = 1\n"
+                "SUBMIT(f'{llm_query(part)}|{budget}|{len(context)}|{len(SHOW_VARS())}')"
+            )
+        return "FINAL(unreachable)"
+
+    sub = ScriptedRootLM(sub_policy, model="child-lm")
+    code = (
+        "chunks = ['alpha', 'beta', 'gamma']\nbudget = 41\nanswer['content'] = 'half'\n"
+        "got = rlm_query_batched([f'chunks[{i}]' for i in range(3)], fork=True)\n"
+        "one = rlm_query('chunks[0].upper()', fork=True)\n"
+        "print(got, one, budget, 'mine' in globals(), answer)"
+    )
+    script = Script(repl(code), "FINAL(done)")
+    result = make(script, sub, max_depth=1, pool_size=2).completion("the context", "q")
+    assert result.finished, result.error
+    told = script.seen[1][-1]["content"]
+    # Every child saw budget 41 (not a sibling's 42) and the parent's 11-character context.
+    assert "['read:alpha|42|11|" in told and "'read:beta|42|11|" in told
+    assert "read:ALPHA|42|11|" in told
+    assert "41 False {'content': 'half', 'ready': False}" in told  # the parent is untouched
+    # Each child's LM was told which of the parent's variables it has (not the prelude's).
+    assert sorted(f.count("`got`") for f in firsts) == [0, 0, 0, 1]  # made after the batch
+    assert all("(`chunks`, `budget`" in f and "a str of 11 characters" in f for f in firsts)
+    runs = [e for e in result.trajectory if e["type"] == "run_start"]
+    assert [r["forked"] for r in runs] == [False, True, True, True, True]
+    assert all(r["context"] == runs[0]["context"] for r in runs)
+    child_ids = {r["run"] for r in runs[1:]}
+    plain = [e for e in result.trajectory if e["type"] == "sub_call" and e["kind"] == "llm"]
+    assert {e["run"] for e in plain} == child_ids  # each child's llm_query was routed to it
+    blocks = [e for e in result.trajectory if e["type"] == "code" and e["run"] in child_ids]
+    assert len(blocks) == 4 and all(c["error"] is None for c in blocks)
+
+    # A fork at the depth limit is refused with what to do instead, and the run goes on.
+    script = Script(repl("print(rlm_query('x', fork=True))"), "FINAL(done)")
+    flat = make(script, sub, max_depth=0).completion("c", "q")
+    assert flat.finished and "put what the sub-LM needs in the prompt" in script.last_user()
+
+
 def test_custom_tools_are_callable_and_described() -> None:
     def lookup(key: str) -> str:
         """Look a key up in the host's table."""

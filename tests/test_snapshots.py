@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import warnings
@@ -292,3 +293,63 @@ def test_classes_with_descriptors_and_dataclasses_come_back_whole(tmp_path: Path
         "Job(name='build', tags=['ci'], done=True), Job(name='new', tags=[], done=False), "
         "['name', 'tags', 'done'], Key(a=1, b='x'), True, True, 23416728348467685, 64)"
     )
+
+
+def test_a_tool_may_snapshot_and_fork_the_sandbox_whose_cell_called_it(tmp_path: Path) -> None:
+    asyncio.run(_snapshot_from_a_tool(tmp_path))
+
+
+async def _snapshot_from_a_tool(tmp_path: Path) -> None:
+    # The cell waits on the tool while the tool snapshots its caller: the REPL is
+    # taken as it was at the call (before, not after), with no deadlock.
+    async with sandlot.AsyncSandbox(strict()) as sb:
+        kept: dict[str, list[sandlot.AsyncSandbox]] = {}
+
+        async def checkpoint(tag: str) -> list[str]:
+            taken = await sb.snapshot(tmp_path / f"{tag}.snap")
+            kept[tag] = await sb.fork(2)
+            return sorted(taken.captured)
+
+        sb.register_tool("checkpoint", checkpoint)
+        result = await sb.run_code(
+            "before = [1, 2]\nseen = checkpoint('mid')\nafter = 3\nseen", raise_on_error=True
+        )
+        assert result.value == "['before']"
+        assert (await sb.run_code("before, after, seen")).value == "([1, 2], 3, ['before'])"
+        for child in kept["mid"]:
+            async with child:
+                value = await child.run_code("before, 'after' in dir(), 'seen' in dir()")
+                assert value.value == "([1, 2], False, False)"
+        with pytest.warns(UserWarning, match=r"host tools \['checkpoint'\]"):
+            again = await sandlot.AsyncSandbox.restore(tmp_path / "mid.snap", strict())
+        async with again:
+            assert (await again.run_code("sorted(k for k in dir() if k[0] != '_')")).value == (
+                "['ToolError', 'before']"
+            )
+
+        # The cell is cancelled while its tool is snapshotting it: the cell ends
+        # interrupted, the snapshot fails with a message, and the sandbox goes on.
+        snapping: asyncio.Task[object] | None = None
+        cell: asyncio.Task[object] | None = None
+
+        async def slow_checkpoint() -> str:
+            nonlocal snapping
+            snapping = asyncio.create_task(sb.snapshot(tmp_path / "cut.snap"))
+            await asyncio.sleep(0.05)
+            assert cell is not None
+            cell.cancel()
+            with contextlib.suppress(Exception):
+                await snapping
+            return "done"
+
+        sb.register_tool("slow_checkpoint", slow_checkpoint)
+        cell = asyncio.create_task(
+            sb.run_code("big = [str(i) for i in range(3_000_000)]\nslow_checkpoint()\nmore = 1")
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await cell
+        assert snapping is not None
+        with pytest.raises(sandlot.SandboxError, match="interrupted"):
+            await snapping
+        assert not (tmp_path / "cut.snap").exists()
+        assert (await sb.run_code("len(big), 'more' in dir()")).value == "(3000000, False)"

@@ -9,6 +9,7 @@ import queue
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -118,16 +119,19 @@ class ChunkWriter:
     :data:`CHUNK` bytes; large ones (file contents) go out as they are, uncopied.
     """
 
-    def __init__(self, rid: int, send: Send) -> None:
+    def __init__(self, rid: int, send: Send, stop: threading.Event | None = None) -> None:
         self.rid = rid
         self.send = send
         self.buf = bytearray()
         self.written = 0
+        self.stop = stop  # once set, a write raises: the host cancelled the request
 
     def tell(self) -> int:
         return self.written
 
     def write(self, data: bytes) -> int:
+        if self.stop is not None and self.stop.is_set():
+            raise ConnectionAbortedError("the host cancelled this request")
         self.written += len(data)
         if len(data) < CHUNK // 4:
             self.buf += data

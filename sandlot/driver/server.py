@@ -9,7 +9,9 @@ The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
 (which also breaks blocking calls such as ``time.sleep``). Every other request
 (processes, files) runs on a thread of its own, so a process can stream while a
 cell runs. Calls from sandboxed code to host functions may come from any thread;
-each waits for its own answer.
+each waits for its own answer. While the REPL's thread waits on one, a
+``save_state`` runs there: the host function may snapshot (or fork) the sandbox
+that called it, and gets the REPL as it was at the call.
 """
 
 from __future__ import annotations
@@ -82,10 +84,13 @@ class ToolError(RuntimeError):
 
 
 class _Pending:
+    """A host call's inbox: its answer, and (on the REPL's thread) requests to run meanwhile.
+
+    An answer is a frame whose header is not a request's (``"t"`` is not ``"req"``).
+    """
+
     def __init__(self) -> None:
-        self.event = threading.Event()
-        self.header: dict[str, Any] = {}
-        self.payload = b""
+        self.box: queue.Queue[tuple[dict[str, Any], bytes]] = queue.Queue()
 
 
 def _replying(
@@ -160,6 +165,9 @@ class Server:
         self.processes: dict[int, Any] = {}  # request id -> procs.Process
         self.inboxes: dict[int, queue.Queue[tuple[dict[str, Any], bytes]]] = {}
         self.calls: dict[int, _Pending] = {}
+        self.repl_waiting: _Pending | None = None  # the host call the REPL's thread waits on
+        self.nested: dict[int, threading.Event] = {}  # requests run in a call's wait: stops
+        self.waiting_lock = threading.Lock()
         self.call_ids = itertools.count(1)
         self.closed = False
         self.last_heard = time.monotonic()  # when the host last sent a frame (a ping counts)
@@ -211,22 +219,78 @@ class Server:
         return _answer_value(name, *self.call_raw(name, structure, data))
 
     def call_raw(self, name: str, structure: Any, data: bytes) -> tuple[dict[str, Any], bytes]:
-        """Send a host call whose arguments are encoded; return the answer's header and payload."""
+        """Send a host call whose arguments are encoded; return the answer's header and payload.
+
+        On the REPL's thread, a ``save_state`` that comes while it waits runs here,
+        the cell paused at the call (the host function may be snapshotting its caller).
+        """
         if self.closed:
             return {"ok": False, "error": {"name": "ConnectionError", "value": "host gone"}}, b""
         cid = next(self.call_ids)
         pending = _Pending()
         self.calls[cid] = pending
+        on_repl = threading.current_thread() is threading.main_thread()
+        outer = None
+        if on_repl:
+            with self.waiting_lock:
+                outer, self.repl_waiting = self.repl_waiting, pending
+        answered = False
         try:
             frame = protocol.encode(
                 {"t": "call", "id": cid, "name": name, "value": structure}, data
             )
             with self.send_lock:
                 self.sock.sendall(frame)
-            pending.event.wait()
+            while True:
+                header, payload = pending.box.get()
+                if header.get("t") != "req":
+                    break
+                self.run_nested(header)
+            answered = True
         finally:
             self.calls.pop(cid, None)
-        return pending.header, pending.payload
+            if on_repl:
+                with self.waiting_lock:
+                    self.repl_waiting = outer
+                self.hand_on(pending, answered)
+        return header, payload
+
+    def hand_on(self, pending: _Pending, answered: bool) -> None:
+        """Run the requests that reached a finished call's inbox with its answer.
+
+        Answered, the cell is still paused at the call, so they run here; if the
+        call ended in an interrupt, they wait in line for the cell to end.
+        """
+        while not pending.box.empty():
+            header, _ = pending.box.get_nowait()
+            if answered:
+                self.run_nested(header)
+            else:
+                self.repl_queue.put((header["id"], header))
+
+    def run_nested(self, header: dict[str, Any]) -> None:
+        """Run a REPL request while the cell waits on a host call, and answer it.
+
+        A cancel of this request stops its next write (an interrupt would strike
+        the cell); a cancel of the cell interrupts both, and the request is
+        answered as failed.
+        """
+        rid = header["id"]
+        stop = threading.Event()
+        with self.cell_lock:
+            if rid in self.cancelled_cells:
+                self.cancelled_cells.discard(rid)
+                return
+            self.nested[rid] = stop
+        try:
+            answer = self.repl_op(rid, header, stop)
+        except KeyboardInterrupt:
+            self.reply_error(rid, InterruptedError("the cell it was taken in was interrupted"))
+            raise
+        finally:
+            with self.cell_lock:
+                self.nested.pop(rid, None)
+        answer()
 
     def define_tool(self, name: str, doc: str) -> None:
         """Put a stub named ``name`` in the REPL that calls the host function."""
@@ -247,6 +311,11 @@ class Server:
         if op in REPL_OPS:  # on the main thread, between cells, where a cancel can interrupt
             if op == "load_state":
                 self.inboxes[rid] = queue.Queue()
+            with self.waiting_lock:
+                waiting = self.repl_waiting if op == "save_state" else None
+                if waiting is not None:  # the cell waits on the host: take it there
+                    waiting.box.put((header, b""))
+                    return
             self.repl_queue.put((rid, header))
             return
         if op == "define_tool":
@@ -412,6 +481,9 @@ class Server:
             if self.running_cell == rid:
                 os.kill(os.getpid(), signal.SIGINT)
                 return
+            if rid in self.nested:
+                self.nested[rid].set()
+                return
             self.cancelled_cells.add(rid)
         proc = self.processes.get(rid)
         if proc is not None:
@@ -438,20 +510,15 @@ class Server:
                 elif kind == "ret":
                     pending = self.calls.get(header["id"])
                     if pending is not None:
-                        pending.header = header
-                        pending.payload = payload
-                        pending.event.set()
+                        pending.box.put((header, payload))
                 elif kind == "cancel":
                     self.cancel(header["id"])
         except (OSError, protocol.ProtocolError) as exc:
             os.write(DIAG_FD, f"sandlot driver: connection lost: {exc}\n".encode())
         self.closed = True
         for pending in list(self.calls.values()):
-            pending.header = {
-                "ok": False,
-                "error": {"name": "ConnectionError", "value": "the host connection is closed"},
-            }
-            pending.event.set()
+            closed = {"name": "ConnectionError", "value": "the host connection is closed"}
+            pending.box.put(({"ok": False, "error": closed}, b""))
         for proc in list(self.processes.values()):
             proc.kill("host gone")
         if self.exit_with_host:
@@ -474,17 +541,20 @@ class Server:
                     proc.kill("host gone")
                 os._exit(3)
 
-    def repl_op(self, rid: int, header: dict[str, Any]) -> Callable[[], None]:
+    def repl_op(
+        self, rid: int, header: dict[str, Any], stop: threading.Event | None = None
+    ) -> Callable[[], None]:
         """Run a request of the REPL's (in a cell's turn, interruptible); return its answer.
 
         What it streams goes out from a thread of its own in whole frames, so the
         cancel's interrupt, which may strike this thread anywhere, never cuts one.
+        Once ``stop`` is set, its next write raises instead.
         """
         if header["op"] == "run_code":
             result = self.repl.run(header["code"])
             return lambda: self.reply_cell(rid, result)
         sender = _Sender(self.send)
-        out = fileops.ChunkWriter(rid, sender)
+        out = fileops.ChunkWriter(rid, sender, stop)
         try:
             fields = getattr(self, header["op"])(rid, header, out)
             out.flush()

@@ -24,14 +24,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import Field
 
-from .. import backends
+from .. import backends, snapshots
 from ..backends import BackendSpec
 from ..config import SandboxConfig, _Strict
 from ..errors import ConfigError, SandboxDied, SandboxError
@@ -46,6 +46,7 @@ from . import prompts
 from .events import (
     CallUsage,
     CodeRun,
+    ContextInfo,
     LMCall,
     RLMEvent,
     RunEnd,
@@ -90,6 +91,8 @@ CHILD_QUERY = (
     "The context is a task given to you by another model. Do what it asks and finish "
     "with the result."
 )
+# What the prelude defines: not among the parent's variables a forked child is told of.
+_PRELUDE_NAMES = frozenset({*RESERVED, "RLMSubmitted", "ToolError"})
 _CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
 _ANY_BLOCK = re.compile(r"```.*?```", re.DOTALL)
 _FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*[\"']?([A-Za-z_]\w*)[\"']?\s*\)", re.MULTILINE)
@@ -442,6 +445,7 @@ class RLM:
         not sandlot's own loop.
         """
         data, kind, chars = _encode_context(context)
+        info, desc = _describe(context, chars)
         tree = _Tree(
             rlm=self,
             writer=TrajectoryWriter(self.trajectory),
@@ -452,9 +456,9 @@ class RLM:
         pool = self._ready_pool()
         try:
             if pool is None:
-                return await run.run(context, data, kind, chars, query)
+                return await run.run(info, desc, data, kind, query)
             async with pool.sandbox() as sandbox:  # retired in the background
-                return await run.run(context, data, kind, chars, query, sandbox=sandbox)
+                return await run.run(info, desc, data, kind, query, sandbox=sandbox)
         finally:
             for pool in tree.pools.values():
                 await pool.close()
@@ -496,6 +500,23 @@ def _encode_context(context: Any) -> tuple[bytes, str, int]:
     return text.encode("utf-8"), "json", len(text)
 
 
+def _describe(context: Any, chars: int) -> tuple[ContextInfo, str]:
+    """What a run's events and its LM are told of ``context`` (``chars`` long as sent)."""
+    info: ContextInfo = {"type": type(context).__name__, "size": chars}
+    return info, prompts.describe_context(context, chars)
+
+
+@dataclass(frozen=True)
+class _Fork:
+    """A copy of a run's REPL that child runs start from (``rlm_query(..., fork=True)``)."""
+
+    snap: snapshots.Snapshot
+    info: ContextInfo
+    desc: str
+    variables: tuple[str, ...]  # the parent's own, as the child's LM is told of them
+    skipped: tuple[str, ...]  # what the copy could not hold, with why
+
+
 def _tool_doc(fn: Callable[..., Any]) -> str:
     try:
         signature = str(inspect.signature(fn))
@@ -508,8 +529,17 @@ def _tool_doc(fn: Callable[..., Any]) -> str:
 class _Run:
     """One run of the loop: a root LM, its sandbox, its turns."""
 
-    def __init__(self, tree: _Tree, *, depth: int, parent: str | None, root_lm: LM) -> None:
+    def __init__(
+        self,
+        tree: _Tree,
+        *,
+        depth: int,
+        parent: str | None,
+        root_lm: LM,
+        fork: _Fork | None = None,
+    ) -> None:
         self.tree = tree
+        self.fork = fork
         self.rlm = tree.rlm
         self.depth = depth
         self.parent = parent
@@ -525,6 +555,8 @@ class _Run:
         self.sandbox: AsyncSandbox | None = None
         self.owns_sandbox = False  # False for a sandbox borrowed from a pool
         self.preparing: asyncio.Task[None]
+        self.info: ContextInfo = {"type": "", "size": 0}
+        self.desc = ""
 
     # -- events ------------------------------------------------------------------
 
@@ -587,12 +619,17 @@ class _Run:
         }
 
     async def prepare(self, sandbox: AsyncSandbox, data: bytes, kind: str) -> None:
-        """Give ``sandbox`` the tools, the prelude and the context."""
+        """Give ``sandbox`` the tools, the prelude and the context (or the parent's REPL)."""
         for name, fn in self.tools().items():
             sandbox.register_tool(name, fn)
-        path = f"{sandbox.workdir}/.rlm/context.{'txt' if kind == 'text' else 'json'}"
-        await sandbox.files.write(path, data)
-        for code in (PRELUDE, load_context_code(path, kind)):
+        if self.fork is not None:
+            await sandbox.load_snapshot(self.fork.snap)  # the tools first: it names them
+            steps = [PRELUDE]  # afresh: a clean answer, the conventions as this run's
+        else:
+            path = f"{sandbox.workdir}/.rlm/context.{'txt' if kind == 'text' else 'json'}"
+            await sandbox.files.write(path, data)
+            steps = [PRELUDE, load_context_code(path, kind)]
+        for code in steps:
             result = await sandbox.run_code(code, timeout=max(self.tree.remaining(), 1.0))
             if result.error is not None:
                 raise SandboxError(f"the RLM prelude failed in the sandbox: {result.error}")
@@ -683,24 +720,69 @@ class _Run:
         """Ask the sub-LM many prompts at once (``pool_size`` at a time); answers in order."""
         return await self.batch(prompts, model, self.sub_llm, "llm_query_batched")
 
-    async def rlm_query(self, prompt: str, model: str | None = None) -> str:
-        """A child RLM on ``prompt`` (a plain sub-LM call at the depth limit)."""
-        return await self.child(prompt, model, None)
+    async def rlm_query(self, prompt: str, model: str | None = None, fork: bool = False) -> str:
+        """A child RLM on ``prompt`` (a plain sub-LM call at the depth limit).
 
-    async def rlm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
-        """Child RLMs on many prompts at once; answers in order."""
-        return await self.batch(prompts, model, self.child, "rlm_query_batched")
+        With ``fork``, the child's REPL starts as a copy of this one's at the call,
+        and ``prompt`` is its query.
+        """
+        if not fork:
+            return await self.child(prompt, model, None)
+        if not isinstance(prompt, str):
+            raise TypeError(f"rlm_query: the prompt must be a str, not {type(prompt).__name__}")
+        async with self.forked("rlm_query") as origin:
+            return await self.child(prompt, model, None, origin)
+
+    async def rlm_query_batched(
+        self, prompts: list[str], model: str | None = None, fork: bool = False
+    ) -> list[str]:
+        """Child RLMs on many prompts at once; answers in order (``fork``: as ``rlm_query``)."""
+        name = "rlm_query_batched"
+        if not fork:
+            return await self.batch(prompts, model, self.child, name)
+        self.check_batch(prompts, model, name)
+        async with self.forked(name) as origin:
+            return await self.batch(
+                prompts, model, lambda p, m, i: self.child(p, m, i, origin), name
+            )
+
+    @contextlib.asynccontextmanager
+    async def forked(self, name: str) -> AsyncIterator[_Fork]:
+        """A copy of this run's REPL as it is now (its code waits on this call), for children."""
+        if self.depth >= self.rlm.max_depth:
+            raise ValueError(
+                f"{name}(fork=True) starts a child RLM, and this run is at "
+                f"max_depth={self.rlm.max_depth}: put what the sub-LM needs in the prompt"
+            )
+        sandbox = await self.ready()
+        limits = self.rlm.sandbox
+        bound = snapshots.DEFAULT_MAX_BYTES
+        if limits.memory_mb is not None and limits.disk_mb is not None:
+            bound = (limits.memory_mb + limits.disk_mb) << 20  # what the REPL and workdir can hold
+        async with snapshots.private(sandbox, "sandlot-rlm-fork-", bound) as (taken, snap):
+            own = [n for n in taken.captured if not n.startswith("_") and n not in _PRELUDE_NAMES]
+            yield _Fork(
+                snap=snap,
+                info=self.info,
+                desc=self.desc,
+                variables=tuple(own),
+                skipped=tuple(f"{s.name} ({s.why})" for s in taken.skipped),
+            )
+
+    def check_batch(self, prompts: Any, model: str | None, name: str) -> None:
+        """Refuse a batch that is not a list of str, or names an unknown model: whole, once."""
+        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError(f"{name}: prompts must be a list of str")
+        self.pick(model, self.rlm.sub_lm)
 
     async def batch(
         self,
         prompts: Any,
         model: str | None,
-        one: Callable[[Any, str | None, int | None], Any],
+        one: Callable[[str, str | None, int | None], Awaitable[str]],
         name: str,
     ) -> list[str]:
-        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(f"{name}: prompts must be a list of str")
-        self.pick(model, self.rlm.sub_lm)  # an unknown model fails the whole call, once
+        self.check_batch(prompts, model, name)
 
         async def guarded(index: int, prompt: str) -> str:
             try:
@@ -710,19 +792,30 @@ class _Run:
 
         return list(await asyncio.gather(*(guarded(i, p) for i, p in enumerate(prompts))))
 
-    async def child(self, prompt: Any, model: str | None, batch: int | None) -> str:
-        """Run a child RLM one level deeper on ``prompt``; plain sub-LM call at the limit."""
+    async def child(
+        self, prompt: Any, model: str | None, batch: int | None, fork: _Fork | None = None
+    ) -> str:
+        """Run a child RLM one level deeper on ``prompt``; plain sub-LM call at the limit.
+
+        The child's context is ``prompt``; or, from ``fork``, the copy of this
+        run's REPL, with ``prompt`` as its query.
+        """
         if self.depth >= self.rlm.max_depth:
             return await self.sub_llm(prompt, model, batch)
         if not isinstance(prompt, str):
             raise TypeError(f"rlm_query: the prompt must be a str, not {type(prompt).__name__}")
         lm = self.pick(model, self.rlm.sub_lm)
         started = time.monotonic()
-        data, kind, chars = _encode_context(prompt)
-        child = _Run(self.tree, depth=self.depth + 1, parent=self.run_id, root_lm=lm)
+        if fork is None:
+            data, kind, chars = _encode_context(prompt)
+            info, desc = _describe(prompt, chars)
+            query = CHILD_QUERY
+        else:
+            data, kind, info, desc, query = b"", "text", fork.info, fork.desc, prompt
+        child = _Run(self.tree, depth=self.depth + 1, parent=self.run_id, root_lm=lm, fork=fork)
         self.sub_call_began("rlm", batch, child.run_id)
         async with self.tree.pool(self.depth + 1).sandbox() as sandbox:
-            result = await child.run(prompt, data, kind, chars, CHILD_QUERY, sandbox=sandbox)
+            result = await child.run(info, desc, data, kind, query, sandbox=sandbox)
         self.usage.merge(result.usage)
         error = None if result.finished else (result.error or result.stop_reason)
         reply, tokens = str(result.answer), result.usage.total_tokens
@@ -735,23 +828,24 @@ class _Run:
 
     async def run(
         self,
-        context: Any,
+        info: ContextInfo,
+        desc: str,
         data: bytes,
         kind: str,
-        chars: int,
         query: str,
         *,
         sandbox: AsyncSandbox | None = None,
     ) -> RLMResult:
+        """Run the loop on the context ``data`` (of ``kind``; or this run's fork) to an end."""
         rlm = self.rlm
-        desc = prompts.describe_context(context, chars)
+        self.info, self.desc = info, desc
         self.emit(
             RunStart(
                 depth=self.depth,
                 parent=self.parent,
                 started_at=time.time(),
                 query=query,
-                context={"type": type(context).__name__, "size": chars},
+                context=info,
                 models={"root": self.root_lm.model, "sub": rlm.sub_lm.model},
                 limits={
                     "max_iterations": rlm.max_iterations,
@@ -762,6 +856,7 @@ class _Run:
                     "max_errors": rlm.max_errors,
                     "pool_size": rlm.pool_size,
                 },
+                forked=self.fork is not None,
             )
         )
         try:
@@ -852,9 +947,13 @@ class _Run:
             tools={name: _tool_doc(fn) for name, fn in rlm.tools.items()},
             force_parallel=rlm.force_parallel,
         )
+        if self.fork is None:
+            first = prompts.FIRST_TURN.format(query=query, context_desc=desc)
+        else:
+            first = prompts.forked_turn(query, desc, self.fork.variables, self.fork.skipped)
         messages: list[Message] = [
             {"role": "system", "content": system},
-            {"role": "user", "content": prompts.FIRST_TURN.format(query=query, context_desc=desc)},
+            {"role": "user", "content": first},
         ]
         refused_before = False
         while True:
@@ -993,7 +1092,8 @@ class _Run:
             await self.start_own_sandbox(data, kind)
         except (SandboxError, OSError) as again:
             raise SandboxDied("failed_to_start", f"{exc}; restarting it failed: {again}") from again
-        return lost + " A new sandbox was started with `context` loaded again; redo what you need."
+        how = "from the parent's REPL copy" if self.fork else "with `context` loaded"
+        return lost + f" A new sandbox was started {how} again; redo what you need."
 
     async def stop_at_limit(
         self, limit: tuple[StopReason, str], messages: list[Message]

@@ -74,6 +74,7 @@ class RunStart(_Recorded):
     context: ContextInfo
     models: Models
     limits: Limits
+    forked: bool = False  # started from a copy of the parent's REPL (``rlm_query(fork=True)``)
 
 
 @dataclass(frozen=True, kw_only=True)

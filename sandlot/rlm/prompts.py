@@ -7,6 +7,7 @@ know from the paper's library and from DSPy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 SYSTEM_PROMPT = """\
@@ -26,9 +27,12 @@ the prompt you pass, so put the chunk and the question in it.
 ask many prompts at once; up to {parallelism} run concurrently. Answers come back in \
 the order of the prompts; a prompt that failed gives a string starting with "Error:" \
 and does not sink the others. Prefer this to a loop of `llm_query`.
-- `rlm_query(prompt, model=None) -> str` and `rlm_query_batched(prompts, model=None)`: \
-like the two above, but each prompt goes to a recursive LM with its own REPL, for \
-sub-tasks that themselves need code.{depth_note}
+- `rlm_query(prompt, model=None, fork=False) -> str` and \
+`rlm_query_batched(prompts, model=None, fork=False)`: like the two above, but each \
+prompt goes to a recursive LM with its own REPL, for sub-tasks that themselves need \
+code. With `fork=True` each child's REPL starts as a copy of yours at the call \
+(`context` and the variables you made) and the prompt is its task: name your \
+variables in it (`"count the errors in chunks[3]"`) instead of pasting data.{depth_note}
 - `SHOW_VARS()`: the variables you have made so far.{tools_desc}
 
 Work like this: look at the context's shape and a few samples with code; narrow down \
@@ -61,6 +65,13 @@ Query: {query}
 The context is in the REPL as `context` ({context_desc}). You have not looked at it \
 yet. Start by writing code to explore it."""
 
+FORKED_TURN = """\
+Query: {query}
+
+Your REPL is a copy of your parent's, made when it gave you this task: `context` \
+({context_desc}) and the parent's variables{variables} are here. What you change is \
+yours alone. Start by writing code.{skipped}"""
+
 NEXT_TURN = "Turn {iteration} of {max_iterations}. Continue, or finish if you have the answer."
 
 NO_CODE = (
@@ -77,6 +88,24 @@ BUDGET_SPENT = (
     "The sub-LM budget of this run is spent ({detail}); further llm_query calls fail. "
     "Finish in this turn with what you have."
 )
+
+
+def forked_turn(
+    query: str, context_desc: str, variables: Sequence[str], skipped: Sequence[str]
+) -> str:
+    """The first user message of a child run forked from its parent's REPL."""
+    shown = ", ".join(f"`{name}`" for name in variables[:40])
+    if len(variables) > 40:
+        shown += f" and {len(variables) - 40} more (`SHOW_VARS()` lists them)"
+    left = ""
+    if skipped:
+        left = "\nThe copy could not hold these parent variables: " + "; ".join(skipped[:20])
+    return FORKED_TURN.format(
+        query=query,
+        context_desc=context_desc,
+        variables=f" ({shown})" if shown else "",
+        skipped=left,
+    )
 
 
 def describe_context(context: Any, total_chars: int) -> str:
@@ -112,7 +141,9 @@ def system_prompt(
     if depth < max_depth:
         depth_note = f" (This run is at depth {depth}; children may go to depth {max_depth}.)"
     else:
-        depth_note = " At this depth they are answered by a plain sub-LM call."
+        depth_note = (
+            " At this depth they are answered by a plain sub-LM call, and `fork=True` is refused."
+        )
     tools_desc = ""
     if tools:
         lines = [

@@ -17,6 +17,7 @@ import json
 import pickle
 import struct
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,47 @@ def test_a_state_the_driver_cannot_read_is_a_clear_error_and_no_sandbox_is_left(
     with pytest.raises(SandboxError, match=says):
         sandlot.Sandbox.restore(path, strict())
     assert sandlot.sandbox.live_sandboxes() == []
+
+
+def _rlm_with(code: str, **sandbox: object) -> tuple[Any, list[str]]:
+    """Run an RLM whose root LM runs ``code``, then ``print(21 * 2)``; what its LM was told."""
+    from sandlot.rlm.engine import RLM
+    from sandlot.rlm.niah import ScriptedRootLM, StandInSubLM
+
+    told: list[str] = []
+
+    def policy(messages: Any) -> str:
+        turns = sum(1 for m in messages if m["role"] == "assistant")
+        if turns:
+            told.append(messages[-1]["content"])
+        steps = [code, "print(21 * 2)"]
+        if turns < len(steps):
+            return f"```repl\n{steps[turns]}\n```"
+        return "FINAL(done)"
+
+    rlm = RLM(ScriptedRootLM(policy), StandInSubLM(0.0), sandbox=strict(**sandbox), max_depth=1)
+    return rlm.completion("context", "q"), told
+
+
+@pytest.mark.parametrize(
+    ("forgery", "says"),
+    [(ENDLESS_STATE, "larger than max_bytes"), (FORGED_REPORT, "sandbox died")],
+    ids=["endless-state", "forged-report"],
+)
+def test_a_hostile_rlm_parent_cannot_make_the_host_keep_its_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forgery: str, says: str
+) -> None:
+    """``rlm_query(fork=True)`` snapshots the parent while its code waits: a parent that forges
+    the state is bounded by its own limits (memory plus disk) or ended, no child starts, no
+    copy stays on the host, and the run goes on in a sandbox of its own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the private copy goes
+    result, told = _rlm_with(
+        forgery + "\ntry:\n    rlm_query('x', fork=True)\nexcept Exception as e:\n    print(e)",
+        memory_mb=256,
+        disk_mb=32,
+    )
+    assert result.finished, result.error
+    assert says in told[0].lower(), told[0]
+    assert "42" in told[1]
+    assert [e["depth"] for e in result.trajectory if e["type"] == "run_start"] == [0]
+    assert [p.name for p in tmp_path.iterdir() if "fork" in p.name] == []

@@ -1,5 +1,6 @@
 # Sent as text to an RLM sandbox's REPL by sandlot/rlm/prelude.py; never run on the host.
 import json as _rlm_json
+import os as _rlm_os
 
 
 class RLMSubmitted(BaseException):
@@ -15,6 +16,7 @@ def _rlm_load_context(path, kind):
     global context
     with open(path, encoding="utf-8") as f:
         context = f.read() if kind == "text" else _rlm_json.load(f)
+    _rlm_os.remove(path)  # in memory now: a snapshot or fork need not carry it twice
 
 
 def SUBMIT(*args, **kwargs):
@@ -71,4 +73,5 @@ def _rlm_partial():
 
 
 answer = {"content": "", "ready": False}
-_RLM_RESERVED = set(globals()) | {"answer"}
+if "_RLM_RESERVED" not in globals():  # a forked child keeps its parent's: their variables show
+    _RLM_RESERVED = set(globals()) | {"answer"}
