@@ -268,8 +268,8 @@ def test_a_value_cannot_reference_its_payload_more_than_once() -> None:
             "_srv.CURRENT.calls[77] = p = _srv._Pending()\n"
             "frame({'t': 'call', 'id': 77, 'name': 'echo', 'value': [[ref] * 700, {}]},"
             " b'z' * ((1 << 20) - 1))\n"
-            "p.event.wait(20)\n"
-            "(p.header.get('ok'), p.header.get('error', {}).get('name'))"
+            "answer, _ = p.box.get(timeout=20)\n"
+            "(answer.get('ok'), answer.get('error', {}).get('name'))"
         )
         assert r.error is None, r.error
         assert r.value == "(False, 'MalformedValue')"
