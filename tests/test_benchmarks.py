@@ -136,3 +136,21 @@ def test_the_snapshot_benchmark_prints_restore_beside_re_running_the_cell() -> N
     assert "│ 100 MiB in 100 bytes objects" in done.stdout
     row = next(line for line in done.stdout.splitlines() if "100 MiB" in line)
     assert float(row.split("│")[3]) > 100  # the file holds the 100 MiB (in MB)
+
+
+def test_the_rlm_fork_benchmark_prints_both_ways_of_handing_children_their_data() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT.with_name("rlm_fork_bench.py")),
+            *("--runs", "1", "--lines", "3000", "--latency", "0.01"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ 3,000 lines")]
+    assert len(rows) == 2, done.stdout  # NIAH, and the prepared parent
+    ratios = [float(row.split("│")[-2]) for row in rows]
+    assert all(r > 0 for r in ratios)
