@@ -175,6 +175,7 @@ def _write_trajectory(path: Path) -> None:
             "context": {"type": "str", "size": 65_536},
             "models": {"root": "sub-model", "sub": "sub-model"},
             "limits": {"max_iterations": 4},
+            "forked": True,
         }
     )
     writer.write(_lm_call(child, 1.0, 1, "```repl\nFINAL(re.findall(r'\\d+', context))\n```", 1.0))
@@ -452,6 +453,8 @@ def test_sub_calls_with_timings_and_the_nested_child_run(
     assert child.inside(spawner)
     assert "child" in child.classes
     assert child.attrs["data-status"] == "finished"
+    assert child.one("h2").one("span", "forked").text == "forked from its parent's REPL"
+    assert not run.one("h2").find_all("span", "forked")  # the parent was not forked
     assert "child says 4271" in child.one("div", "answer").text
     assert "['4271']" in child.one("pre", "output").text
 

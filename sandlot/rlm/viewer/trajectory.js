@@ -243,7 +243,9 @@
                                   data: {run: r.id, status: st.cls}});
     const title = h("h2", null, (isChild ? "Child run " : "Run ") + r.id,
       h("span", {class: "badge " + st.cls}, st.label),
-      depth !== null ? h("span", {class: "muted"}, "depth " + depth) : null);
+      depth !== null ? h("span", {class: "muted"}, "depth " + depth) : null,
+      start.forked === true ? h("span", {class: "muted forked"}, "forked from its parent's REPL")
+                            : null);
     const facts = h("dl", {class: "facts"});
     if (r.parent !== null) {
       const parent = runs.get(r.parent);
