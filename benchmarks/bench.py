@@ -424,10 +424,12 @@ def bench_hostcall(runs: int) -> None:
 # -- 4. fan-out efficiency ------------------------------------------------------------
 
 
-def bench_fanout(items: int, sizes: list[int], latency: float) -> None:
-    """``items`` items, each calling a host function that sleeps ``latency``, over pools:
-    each borrower reusing a sandbox, or getting a fresh one (from a template, or cold)."""
+def bench_fanout(items: int, sizes: list[int], latency: float, waves: int = 0) -> None:
+    """``items`` items (or ``waves`` times the pool's size), each calling a host function that
+    sleeps ``latency``, over pools: each borrower reusing a sandbox, or getting a fresh one
+    (from a template, or cold)."""
     rows = []
+    fixed = items
 
     def stand_in_lm(prompt: str) -> str:
         time.sleep(latency)
@@ -439,6 +441,7 @@ def bench_fanout(items: int, sizes: list[int], latency: float) -> None:
         "fresh (cold)": (False, True),
     }
     for size in sizes:
+        items = waves * size if waves else fixed
         for mode, (reuse, cold) in modes.items():
             with (
                 templates_off(cold),
@@ -454,10 +457,11 @@ def bench_fanout(items: int, sizes: list[int], latency: float) -> None:
                 actual = time.perf_counter() - start
             assert out[0] == repr("0 meti")
             ideal = items * latency / size
-            rows.append([str(size), mode, f"{ideal:.2f}", f"{actual:.2f}", f"{ideal / actual:.3f}"])
+            times = [f"{ideal:.2f}", f"{actual:.2f}", f"{ideal / actual:.3f}"]
+            rows.append([str(size), str(items), mode, *times])
     table(
-        f"fan-out: {items} items, host call of {latency * 1000:.0f} ms each (warm pools)",
-        ["pool size", "sandboxes", "ideal s", "actual s", "efficiency"],
+        f"fan-out: host call of {latency * 1000:.0f} ms each (warm pools)",
+        ["pool size", "items", "sandboxes", "ideal s", "actual s", "efficiency"],
         rows,
     )
 
@@ -894,6 +898,10 @@ def main() -> None:
         "--lines", default="", help="rlm: haystack sizes in lines (default 10000,100000,1000000)"
     )
     parser.add_argument("--pools", default="", help="rlm: pool sizes (default 1,4,16)")
+    parser.add_argument("--sizes", default="", help="fanout: pool sizes (default 4,16,64)")
+    parser.add_argument(
+        "--waves", type=int, default=0, help="fanout: items per row = waves x pool size"
+    )
     parser.add_argument(
         "--chunk-chars", type=int, default=0, help="rlm: chunk size of the script (default 50000)"
     )
@@ -921,7 +929,8 @@ def main() -> None:
             bench_hostcall(args.runs or (200 if quick else 2000))
         elif name == "fanout":
             latency = 0.1 if args.latency is None else args.latency
-            bench_fanout(64 if quick else 512, [4, 16] if quick else [4, 16, 64], latency)
+            sizes = ints(args.sizes or ("4,16" if quick else "4,16,64"))
+            bench_fanout(64 if quick else 512, sizes, latency, args.waves)
         elif name == "density":
             bench_density(20 if quick else 500, 3 if quick else 10)
         elif name == "rate":

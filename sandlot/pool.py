@@ -74,10 +74,12 @@ class _Slot:
 
 
 class AsyncSandboxPool:
-    """Up to ``size`` sandboxes of one config, lent out one borrower at a time.
+    """Sandboxes of one config, lent out one borrower at a time, up to ``size`` at once.
 
     ``warm`` sandboxes are kept started and idle, refilled in the background, so
-    that borrowing one costs about a queue pop. A returned sandbox is retired
+    that borrowing one costs about a queue pop; without reuse they are kept
+    beside the lent ones, so the next borrower finds one ready even while all
+    ``size`` are lent (at most ``size + warm`` exist). A returned sandbox is retired
     (terminated in the background) and never lent again, unless ``reuse=True``:
     then it goes back to the idle ones with its interpreter, files and
     processes, until ``max_uses`` borrows. Any idle sandbox is retired after
@@ -120,6 +122,7 @@ class AsyncSandboxPool:
         self._idle: collections.deque[_Slot] = collections.deque()
         self._count = 0  # sandboxes that exist or are starting
         self._starting = 0  # of which warm-ups still starting
+        self._taken = 0  # lent, or starting for a borrower: at most size
         self._cond: asyncio.Condition | None = None
         self._tasks = TaskScope("a sandbox pool")  # warm-ups and retirements
         self._lent: set[AsyncSandbox] = set()
@@ -171,11 +174,17 @@ class AsyncSandboxPool:
         self._tasks.spawn(slot.sandbox.terminate())
 
     def _refill(self) -> None:
-        """Start sandboxes in the background until ``warm`` are idle or starting."""
+        """Start sandboxes in the background until ``warm`` are idle or starting.
+
+        Without reuse they are beside the lent ones: with all ``size`` lent,
+        ``warm`` more are ready for the next borrower, started while the others
+        work. With reuse a returned sandbox is the next borrower's, so the warm
+        ones count within ``size``.
+        """
         while (
             not self._closed
             and len(self._idle) + self._starting < self.warm
-            and self._count < self.size
+            and (not self.reuse or self._count < self.size)
         ):
             self._count += 1
             self._starting += 1
@@ -247,13 +256,15 @@ class AsyncSandboxPool:
                     raise SandboxError("the pool is closed")
                 while self._idle and self._expired(self._idle[-1]):
                     self._retire(self._idle.pop())
-                if self._idle:
+                if self._idle and self._taken < self.size:
                     slot = self._idle.pop()  # the newest: with reuse, its caches are warm
+                    self._taken += 1
                     self._refill()
                     self._lent.add(slot.sandbox)
                     return slot
-                if self._count < self.size:
+                if self._taken < self.size:
                     self._count += 1
+                    self._taken += 1
                     break
                 try:
                     await cond.wait()
@@ -265,6 +276,7 @@ class AsyncSandboxPool:
         except BaseException:
             async with cond:
                 self._count -= 1
+                self._taken -= 1
                 cond.notify_all()
             raise
         self._lent.add(slot.sandbox)
@@ -275,6 +287,7 @@ class AsyncSandboxPool:
     async def _release(self, slot: _Slot, retire: bool) -> None:
         async with self._condition:
             self._lent.discard(slot.sandbox)
+            self._taken -= 1
             slot.uses += 1
             worn = self.max_uses is not None and slot.uses >= self.max_uses
             if retire or worn or not self.reuse or self._closed or not slot.sandbox.is_alive:

@@ -72,6 +72,27 @@ def test_warm_borrows_after_returns_still_get_started_sandboxes() -> None:
         assert pool.stats()["started"] == 2 + 4  # each return was replaced by a fresh start
 
 
+def test_without_reuse_warm_sandboxes_wait_beside_the_lent_ones() -> None:
+    """With all ``size`` lent, ``warm`` more are started for the next borrowers (who still
+    wait for a slot: ``size`` caps the lent ones); with reuse the warm count within size."""
+    with sandlot.SandboxPool(strict(), size=2, warm=2) as pool:
+        pool.wait_warm()
+        with pool.sandbox(), pool.sandbox():
+            _wait_for(lambda: pool.stats()["idle"] == 2)
+            assert pool.stats()["total"] == 4 and pool.stats()["lent"] == 2
+            third = threading.Thread(target=lambda: pool.map(lambda sb, i: i, [0]))
+            third.start()
+            time.sleep(0.3)
+            assert third.is_alive() and pool.stats()["lent"] == 2  # no third at once
+        third.join(10)
+        assert not third.is_alive()
+    with sandlot.SandboxPool(strict(), size=2, warm=2, reuse=True) as pool:
+        pool.wait_warm()
+        with pool.sandbox(), pool.sandbox():
+            time.sleep(0.3)
+            assert pool.stats()["total"] == 2 and pool.stats()["starting"] == 0
+
+
 def test_map_keeps_input_order_and_feeds_whichever_sandbox_is_free() -> None:
     handled: dict[int, list[int]] = {}
     lock = threading.Lock()
