@@ -636,27 +636,64 @@ def test_an_idle_session_comes_back_as_it_was_on_its_next_use(
         session.shutdown()
 
 
-def test_a_suspended_session_s_snapshot_outlives_its_server(tmp_path: Path) -> None:
+def _stop_server(folder: Path) -> None:
+    """Stop the one session server of ``folder`` by its PID, and wait until it is gone."""
+    (pid,) = server_pids(folder)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while alive(pid):
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.1)
+
+
+def test_a_suspended_session_outlives_its_server_and_the_next_one_takes_it_up(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "server"
     folder.mkdir(mode=0o700)
+    nb = tmp_path / "nb"
     with own_session_server(folder, LINGER):
-        session = start_session(
-            strict(), persist=True, idle_timeout=1, notebook_dir=tmp_path / "nb"
-        )
-        session.execute("kept = {'a': [1, 2]}\ndef total():\n    return sum(kept['a'])")
+        session = start_session(strict(), persist=True, idle_timeout=1, notebook_dir=nb)
+        first = "kept = {'a': [1, 2]}\ndef total():\n    return sum(kept['a'])"
+        session.execute(first)
+        notebook = session.notebook_path
+        assert notebook is not None
+        # Owned by its connection, not persistent: recorded nowhere for a later server.
+        owned = start_session(strict(), idle_timeout=1, notebook_dir=nb)
+        owned.execute("mine = 1")
         _wait_for_status(session.session_id, "suspended", within=8)
+        _wait_for_status(owned.session_id, "suspended", within=8)
         session.close()
-        (pid,) = server_pids(folder)
-        os.kill(pid, signal.SIGTERM)  # the server this test started, by its PID
-        deadline = time.monotonic() + 15
-        while alive(pid):
-            assert time.monotonic() < deadline, "the server did not stop"
-            time.sleep(0.1)
+        _stop_server(folder)
+        owned.close()
     snapshot = folder / "suspended" / f"{session.session_id}.snap"
-    assert snapshot.is_file()
-    assert f"stays suspended in {snapshot}" in (folder / "server.log").read_text()
-    with sandlot.Sandbox.restore(snapshot, strict()) as sb:
+    record = snapshot.with_suffix(".json")
+    assert snapshot.is_file() and stat.S_IMODE(record.stat().st_mode) == 0o600
+    log = (folder / "server.log").read_text()
+    assert f"stays suspended in {snapshot}: the next session server takes it up" in log
+    assert not (folder / "suspended" / f"{owned.session_id}.json").exists()
+    with sandlot.Sandbox.restore(snapshot, strict()) as sb:  # by hand, as the log says
         assert sb.run_code("total(), kept").value == "(3, {'a': [1, 2]})"
+    bad = folder / "suspended" / ("f" * 32 + ".json")
+    bad.write_text('{"format": 1, "session_id": "nope"}')
+
+    with own_session_server(folder, LINGER):
+        listed = {i.session_id: i for i in list_sessions()}  # starts the next server
+        assert set(listed) == {session.session_id}  # the owned one and the bad record: not
+        assert listed[session.session_id].status == "suspended"
+        assert listed[session.session_id].notebook_path == notebook
+        again = attach(session.session_id)
+        try:
+            back = again.execute("total(), kept")
+            assert back.error is None and back.text == "(3, {'a': [1, 2]})", back.error
+            assert not snapshot.exists() and not record.exists()
+            cells = [c.source for c in nbformat.read(notebook, as_version=4).cells]
+            assert cells == [first, "total(), kept"]  # the same notebook goes on
+        finally:
+            again.shutdown()
+    log = (folder / "server.log").read_text()
+    assert f"session {session.session_id} taken up, suspended" in log
+    assert f"{bad}: cannot take this session up" in log and bad.exists()
 
 
 # -- whose directory ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ from .execution import Execution, OnOutput
 from .wire import (
     MAX_LINE,
     SOCKET_NAME,
+    SUSPENDED,
     Mode,
     SessionInfo,
     SessionSpec,
@@ -424,11 +425,18 @@ async def aattach(session_id: str) -> AsyncNotebookSession:
 
 
 async def alist_sessions() -> list[SessionInfo]:
-    """The sessions the session server holds (none, without starting one, if none runs)."""
+    """The sessions the session server holds.
+
+    With no server running: none, without starting one, unless an earlier
+    server left suspended sessions for the next to take up (then one starts).
+    """
+    folder = sessions_dir()
     try:
-        reader, writer = await _open(sessions_dir())
+        reader, writer = await _open(folder)
     except (FileNotFoundError, ConnectionRefusedError):
-        return []
+        if not any((folder / SUSPENDED).glob("*.json")):
+            return []
+        reader, writer = await connect()
     conn = _Connection(reader, writer)
     try:
         return await conn.call(wire.ListSessions())

@@ -14,7 +14,9 @@ idle past its timeout is suspended: its kernel's variables and its workdir go
 to a snapshot in ``suspended/`` here, its sandboxes end, and its next use
 starts them again from the snapshot (an mcp-mode session, which holds no
 state, just ends). When the server stops, a suspended session's snapshot stays
-on disk, named in the log. The server ends its sessions when it stops (SIGTERM, SIGINT), and
+on disk, named in the log; a persistent one (whose sandboxes get no named
+secrets) is also recorded beside it, and the next server takes it up again,
+under its id, still suspended. The server ends its sessions when it stops (SIGTERM, SIGINT), and
 its sandboxes die with it if it is killed. With no session and no client for
 ``$SANDLOT_SESSIONS_LINGER`` seconds (default 60) it exits.
 """
@@ -39,9 +41,8 @@ from ..tasks import TaskScope
 from . import wire
 from .execution import Execution
 from .session import OwnedSession
-from .wire import MAX_LINE, SOCKET_NAME, SessionError, SessionSpec, sessions_dir
+from .wire import MAX_LINE, SOCKET_NAME, SUSPENDED, SessionError, SessionSpec, sessions_dir
 
-SUSPENDED = "suspended"  # the folder, in the server's, of suspended sessions' snapshots
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[int, Any, Emit], Awaitable[Any]]
 
@@ -266,7 +267,20 @@ class Server:
         else:
             print(f"session {sid} idle for {idle:g}s: suspended to disk", flush=True)
 
+    def adopt(self) -> None:
+        """Take up the suspended sessions an earlier server recorded; say why for any it cannot."""
+        folder = self.folder / SUSPENDED
+        for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                session = OwnedSession.adopt(record)
+            except SessionError as exc:
+                print(escape_controls(str(exc)), flush=True)
+                continue
+            self.sessions[session.session_id] = session
+            print(f"session {session.session_id} taken up, suspended", flush=True)
+
     async def run(self) -> None:
+        self.adopt()
         path = self.folder / SOCKET_NAME
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -292,11 +306,13 @@ class Server:
             sweeper.cancel()
             for sid, session in list(self.sessions.items()):
                 if session.suspended is not None:  # its snapshot outlives the server
-                    print(
-                        f"session {sid} stays suspended in {session.suspended}: "
-                        "sandlot.Sandbox.restore(path) brings its variables and files back",
-                        flush=True,
+                    after = (
+                        "the next session server takes it up"
+                        if session.adoptable()
+                        else "sandlot.Sandbox.restore(path) brings its variables and files back"
                     )
+                    where = session.suspended
+                    print(f"session {sid} stays suspended in {where}: {after}", flush=True)
                     session.suspended = None
                 await self.end_session(sid)
             print("sandlot session server stopped", flush=True)

@@ -33,6 +33,7 @@ from typing import Any
 from .. import backends, snapshots
 from ..config import SandboxConfig
 from ..driver import protocol
+from ..errors import ConfigError
 from ..results import RestoreResult, SnapshotResult
 from ..sandbox import AsyncSandbox
 from ..secrets import Redactor, all_secret_values
@@ -52,6 +53,19 @@ REPORT_FILE = "/tmp/.sandlot-kernel-state.json"
 MAX_KERNEL_STATE = 1 << 30  # the host holds a kernel's state in memory while it writes it
 EMPTY_STATE = {"captured": [], "skipped": [], "modules": [], "tools": [], "cells": 0, "unlisted": 0}
 SAVE_INTERVAL = 0.5  # seconds between notebook writes while a cell prints
+RECORD_FORMAT = 1  # of the record beside a suspended session's snapshot, for the next server
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, readable by its owner only."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _default_notebook(spec: SessionSpec, name: str) -> Path:
@@ -246,7 +260,7 @@ class OwnedSession:
             kernel_id=self.kernel.kernel_id if self.kernel else None,
             name=self.name,
             mode=self.spec.mode,
-            notebook_path=str(self.notebook.path) if self.notebook else None,
+            notebook_path=str(self.notebook.path) if self.notebook else self.spec.notebook,
             status=self.kernel.status if self.kernel and self.status == "idle" else self.status,
             persist=self.spec.persist,
             idle_timeout=self.spec.idle_timeout,
@@ -493,10 +507,66 @@ class OwnedSession:
                 )
             finally:
                 spool.close()
+            if self.adoptable():
+                try:
+                    _write_private(path.with_suffix(".json"), json.dumps(self.record()).encode())
+                except BaseException:
+                    path.unlink(missing_ok=True)  # not suspended after all: it runs on
+                    raise
             await self._end_sandboxes()
             self.suspended = path
             self.status = "suspended"
         return result
+
+    def adoptable(self) -> bool:
+        """Whether a later session server may take this session up when it is suspended.
+
+        A persistent one whose sandboxes get no named secrets: their values came
+        from the client that started it and are written nowhere.
+        """
+        spec = self.spec
+        named = [*spec.config.secrets, *(spec.serve_config.secrets if spec.serve_config else [])]
+        return spec.persist and not named and spec.mode != "mcp"
+
+    def record(self) -> dict[str, Any]:
+        """What a later server needs to take this suspended session up (no secret values)."""
+        spec = self.spec.model_dump(mode="json")
+        if self.notebook is not None:  # the same file goes on, as it was
+            spec |= {"notebook": str(self.notebook.path), "on_existing": "continue"}
+        return {
+            "format": RECORD_FORMAT,
+            "session_id": self.session_id,
+            "name": self.name,
+            "created": self.created,
+            "spec": spec,
+        }
+
+    @classmethod
+    def adopt(cls, record_path: Path) -> OwnedSession:
+        """The suspended session a stopped server left at ``record_path`` (``ID.json``).
+
+        Raises ``SessionError`` saying why when the record or its snapshot is
+        not usable; the files are then left where they are.
+        """
+        try:
+            record = json.loads(record_path.read_bytes())
+            if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+                raise ValueError(f"not a format {RECORD_FORMAT} session record")
+            sid, name, created = record["session_id"], record["name"], record["created"]
+            if sid != record_path.stem or not (isinstance(sid, str) and sid.isalnum()):
+                raise ValueError("its session id is not its file's name")
+            if not isinstance(name, str) or not isinstance(created, int | float):
+                raise ValueError("its name or creation time is not of the right type")
+            spec = SessionSpec.from_elsewhere(record["spec"])
+            snap = record_path.with_suffix(".snap")
+            if not snap.is_file():
+                raise ValueError(f"its snapshot {snap.name} is missing")
+            session = cls(spec)
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+            raise SessionError(f"{record_path}: cannot take this session up: {exc}") from None
+        session.session_id, session.name, session.created = sid, name, float(created)
+        session.suspended, session.status = snap, "suspended"
+        return session
 
     async def resume(self) -> RestoreResult | None:
         """Start a suspended session again from its snapshot; a running one is left as it is.
@@ -527,6 +597,7 @@ class OwnedSession:
             self.suspended = None
             self.status = "idle"
             path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
             self.touch()
             return result
 
@@ -569,6 +640,7 @@ class OwnedSession:
         self.status = "dead"
         if self.suspended is not None:
             self.suspended.unlink(missing_ok=True)
+            self.suspended.with_suffix(".json").unlink(missing_ok=True)
             self.suspended = None
         await self._end_sandboxes()
 

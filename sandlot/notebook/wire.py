@@ -51,6 +51,7 @@ from .execution import Execution
 
 MAX_LINE = 64 << 20  # the longest line either side reads
 SOCKET_NAME = "server.sock"
+SUSPENDED = "suspended"  # the folder, in the server's, of suspended sessions' snapshots
 Mode = Literal["notebook", "filesystem", "mcp"]
 
 
