@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .driver import protocol
 from .tasks import TaskScope
+
+# The channel whose sandbox's REPL is paused in the host call this task answers (the driver
+# says a call comes from the REPL's thread). A request that runs in the REPL's turn, sent
+# from here to that sandbox, would wait for the cell that waits on it.
+CELL_WAITING: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
+    "sandlot_cell_waiting", default=None
+)
 
 Frame = tuple[protocol.Header, bytes]
 CallHandler = Callable[[str, Any, bytes], Awaitable[tuple[Any, bytes]]]
@@ -256,6 +264,8 @@ class Channel:
     async def _answer(self, header: protocol.Header, payload: bytes, cost: int) -> None:
         """Run the call when one of the sandbox's call slots is free, and send its answer."""
         cid, name = header["id"], header["name"]
+        if header.get("cell"):  # for this task and what it starts: see CELL_WAITING
+            CELL_WAITING.set(self)
         try:
             async with self.call_slots:
                 try:

@@ -24,7 +24,7 @@ from typing import Any, Self
 from . import backends, snapshots
 from .backends import BackendSpec
 from .backends.base import Backend, Launched
-from .channel import Channel, Closed, Request, Violation
+from .channel import CELL_WAITING, Channel, Closed, Request, Violation
 from .config import SandboxConfig
 from .driver import protocol
 from .errors import (
@@ -55,6 +55,7 @@ from .untar import DownloadResult
 STARTUP_TIMEOUT = 60.0
 ARGV_INLINE = 64 << 10  # argv bytes that travel in the request's header; more go as its input
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
+IN_CELLS_TURN = frozenset({"run_code", "load_state", "serve"})  # wait for the running cell
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
 
 
@@ -379,14 +380,19 @@ class AsyncSandbox:
         the host buffer more), and a file operation whose sandbox goes silent for
         :data:`FILE_OP_IDLE` seconds ends the sandbox instead of waiting forever.
         """
+        channel = self._require_channel()
+        if op in IN_CELLS_TURN and CELL_WAITING.get() is channel:
+            raise SandboxError(
+                f"{op}: this sandbox's cell is waiting on the host function that asks for it, "
+                "and it would wait for that cell to end: return first, or do it after "
+                "(a snapshot or fork of the caller works from there)"
+            )
         if op == "run_code":  # output and value, each held to the cell's limit, and some room
             max_reply = 2 * self._cell_limit() + (1 << 20)
         else:
             max_reply = protocol.MAX_MESSAGE if op == "invoke" else 0
         quiet = FILE_OP_IDLE if op in FILE_OPS else None
-        req = self._require_channel().request(
-            op, payload, max_reply=max_reply, idle=quiet, **fields
-        )
+        req = channel.request(op, payload, max_reply=max_reply, idle=quiet, **fields)
         self._busy += 1
         idle = self._timers.pop("idle", None)
         if idle is not None:

@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import threading
@@ -80,7 +81,10 @@ class Portal:
         # running: a cell sleeping on while the REPL that started it has moved on.
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
-            self.loop.call_soon_threadsafe(self._start, coro, future)
+            # In the caller's context: a host function's blocking call carries what the
+            # async path would (the sandbox whose cell waits on it: channel.CELL_WAITING).
+            context = contextvars.copy_context()
+            self.loop.call_soon_threadsafe(self._start, coro, future, context=context)
             return future.result()
         except BaseException:
             # Ctrl-C (or any error) in the waiting thread cancels the work on the loop,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import time
 import warnings
 from pathlib import Path
 
@@ -353,3 +354,39 @@ async def _snapshot_from_a_tool(tmp_path: Path) -> None:
             await snapping
         assert not (tmp_path / "cut.snap").exists()
         assert (await sb.run_code("len(big), 'more' in dir()")).value == "(3000000, False)"
+
+
+def test_a_host_function_cannot_queue_a_cell_behind_the_cell_that_waits_on_it() -> None:
+    """A tool that runs code in the sandbox whose cell called it would wait for that cell,
+    which waits for the tool: a clear error instead, async or blocking. A call from a thread
+    of the sandbox (no cell waiting) may still run code; a snapshot from the tool works."""
+    with sandlot.Sandbox(strict()) as sb:
+
+        def peek(expr: str) -> str:
+            return sb.run_code(expr).value or ""
+
+        sb.register_tool("peek", peek)
+        r = sb.run_code("x = 5\ntry:\n    peek('x')\nexcept ToolError as e:\n    print(e)")
+        assert "cell is waiting on the host function" in r.stdout, r
+        sb.run_code(
+            "import threading\nbox = []\n"
+            "t = threading.Thread(target=lambda: box.append(peek('x * 2')))\nt.start()",
+            raise_on_error=True,
+        )
+        deadline = time.monotonic() + 20  # short cells: the thread's call runs between them
+        while sb.run_code("box").value != "['10']":
+            assert time.monotonic() < deadline, "the thread's call did not run its cell"
+            time.sleep(0.05)
+
+    asyncio.run(_async_peek())
+
+
+async def _async_peek() -> None:
+    async with sandlot.AsyncSandbox(strict()) as sb:
+
+        async def peek(expr: str) -> str:
+            return (await sb.run_code(expr)).value or ""
+
+        sb.register_tool("peek", peek)
+        r = await sb.run_code("try:\n    peek('1')\nexcept ToolError as e:\n    print(e)")
+        assert "cell is waiting on the host function" in r.stdout, r

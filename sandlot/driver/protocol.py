@@ -255,7 +255,7 @@ FROM_DRIVER: dict[str, dict[str, Any]] = {
     "ready": {"ok": bool, "pid?": int, "python?": str, "executable?": str, "error?": ERROR},
     "chunk": {"id": ID, "stream?": ("stdout", "stderr", "kernel"), "last?": bool},
     "res": {"id": ID, "ok": bool, "error?": (None, ERROR)},
-    "call": {"id": ID, "name": str, "value?": object, "vlen?": int},
+    "call": {"id": ID, "name": str, "value?": object, "vlen?": int, "cell?": bool},
 }
 
 # What a listing says an entry is: what ``lstat`` found, the link itself, not its target.

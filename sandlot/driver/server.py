@@ -236,9 +236,10 @@ class Server:
                 outer, self.repl_waiting = self.repl_waiting, pending
         answered = False
         try:
-            frame = protocol.encode(
-                {"t": "call", "id": cid, "name": name, "value": structure}, data
-            )
+            head = {"t": "call", "id": cid, "name": name, "value": structure}
+            if on_repl:
+                head["cell"] = True  # the cell waits on it: the host refuses to queue a cell
+            frame = protocol.encode(head, data)
             with self.send_lock:
                 self.sock.sendall(frame)
             while True:
