@@ -262,7 +262,7 @@ class AsyncSandboxPool:
                     self._refill()
                     self._lent.add(slot.sandbox)
                     return slot
-                if self._taken < self.size:
+                if self._taken < self.size and (not self.reuse or self._count < self.size):
                     self._count += 1
                     self._taken += 1
                     break
@@ -274,14 +274,14 @@ class AsyncSandboxPool:
         try:
             slot = _Slot(await self._new())
         except BaseException:
+            self._count -= 1  # at once: a second cancel in the wait below loses no count
+            self._taken -= 1
             async with cond:
-                self._count -= 1
-                self._taken -= 1
                 cond.notify_all()
             raise
+        # No await from here: a cancel cannot strike between the start and the lending.
         self._lent.add(slot.sandbox)
-        async with cond:
-            self._refill()
+        self._refill()
         return slot
 
     async def _release(self, slot: _Slot, retire: bool) -> None:

@@ -87,7 +87,14 @@ def test_without_reuse_warm_sandboxes_wait_beside_the_lent_ones() -> None:
         third.join(10)
         assert not third.is_alive()
     with sandlot.SandboxPool(strict(), size=2, warm=2, reuse=True) as pool:
+        pool.start()  # two borrowers come while the warm ones still start: no more than 2
+        threads = [threading.Thread(target=lambda: pool.map(lambda sb, i: i, [0])) for _ in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
         pool.wait_warm()
+        assert pool.stats()["total"] == 2 and pool.stats()["started"] == 2  # no cold extras
         with pool.sandbox(), pool.sandbox():
             time.sleep(0.3)
             assert pool.stats()["total"] == 2 and pool.stats()["starting"] == 0
