@@ -507,13 +507,15 @@ class OwnedSession:
                 )
             finally:
                 spool.close()
-            if self.adoptable():
-                try:
-                    _write_private(path.with_suffix(".json"), json.dumps(self.record()).encode())
-                except BaseException:
-                    path.unlink(missing_ok=True)  # not suspended after all: it runs on
-                    raise
-            await self._end_sandboxes()
+            try:
+                if self.adoptable():
+                    record = json.dumps(self.record()).encode()
+                    _write_private(path.with_suffix(".json"), record)
+                await self._end_sandboxes()
+            except BaseException:  # not suspended after all: it runs on, and nothing is left
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
+                raise
             self.suspended = path
             self.status = "suspended"
         return result
