@@ -22,17 +22,37 @@ import contextlib
 import contextvars
 import itertools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .driver import protocol
 from .tasks import TaskScope
 
-# The channel whose sandbox's REPL is paused in the host call this task answers (the driver
-# says a call comes from the REPL's thread). A request that runs in the REPL's turn, sent
-# from here to that sandbox, would wait for the cell that waits on it.
-CELL_WAITING: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
+
+@dataclass
+class CellCall:
+    """A host call the REPL's thread of ``channel``'s sandbox waits on (``live`` until answered).
+
+    The driver says which calls come from the REPL's thread. A request that runs
+    in the REPL's turn, sent to that sandbox while the call is live, would wait
+    for the cell that waits on it.
+    """
+
+    channel: Channel
+    live: bool = True
+
+
+# The cell's call this task answers, if any (tasks it starts inherit it; ``live`` tells).
+CELL_WAITING: contextvars.ContextVar[CellCall | None] = contextvars.ContextVar(
     "sandlot_cell_waiting", default=None
 )
+
+
+def cell_waits(channel: Channel) -> bool:
+    """Whether the code running now answers a live call that ``channel``'s cell waits on."""
+    call = CELL_WAITING.get()
+    return call is not None and call.live and call.channel is channel
+
 
 Frame = tuple[protocol.Header, bytes]
 CallHandler = Callable[[str, Any, bytes], Awaitable[tuple[Any, bytes]]]
@@ -264,8 +284,9 @@ class Channel:
     async def _answer(self, header: protocol.Header, payload: bytes, cost: int) -> None:
         """Run the call when one of the sandbox's call slots is free, and send its answer."""
         cid, name = header["id"], header["name"]
-        if header.get("cell"):  # for this task and what it starts: see CELL_WAITING
-            CELL_WAITING.set(self)
+        call = CellCall(self) if header.get("cell") else None
+        if call is not None:  # for this task and what it starts, while it lasts
+            CELL_WAITING.set(call)
         try:
             async with self.call_slots:
                 try:
@@ -288,6 +309,8 @@ class Channel:
                     with contextlib.suppress(ConnectionError):
                         await self.writer.drain()
         finally:
+            if call is not None:
+                call.live = False
             self.release(cost)
 
     # -- writing -------------------------------------------------------------------

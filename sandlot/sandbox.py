@@ -24,7 +24,7 @@ from typing import Any, Self
 from . import backends, snapshots
 from .backends import BackendSpec
 from .backends.base import Backend, Launched
-from .channel import CELL_WAITING, Channel, Closed, Request, Violation
+from .channel import Channel, Closed, Request, Violation, cell_waits
 from .config import SandboxConfig
 from .driver import protocol
 from .errors import (
@@ -363,6 +363,19 @@ class AsyncSandbox:
             raise SandboxError("the sandbox is not started; call start() or use 'with'")
         return self._launch
 
+    def _cell_waits(self) -> bool:
+        """Whether the code running now is a host function this sandbox's cell waits on."""
+        return self._channel is not None and cell_waits(self._channel)
+
+    def _refuse_in_cells_call(self, op: str) -> None:
+        """Raise if ``op``, which runs in the REPL's turn, would wait for the cell waiting here."""
+        if self._cell_waits():
+            raise SandboxError(
+                f"{op}: this sandbox's cell is waiting on the host function that asks for it, "
+                "and it would wait for that cell to end: return first, or do it after "
+                "(a snapshot or fork of the caller works from there)"
+            )
+
     def _require_channel(self) -> Channel:
         if self._dead is not None:
             raise self._dead
@@ -381,12 +394,8 @@ class AsyncSandbox:
         :data:`FILE_OP_IDLE` seconds ends the sandbox instead of waiting forever.
         """
         channel = self._require_channel()
-        if op in IN_CELLS_TURN and CELL_WAITING.get() is channel:
-            raise SandboxError(
-                f"{op}: this sandbox's cell is waiting on the host function that asks for it, "
-                "and it would wait for that cell to end: return first, or do it after "
-                "(a snapshot or fork of the caller works from there)"
-            )
+        if op in IN_CELLS_TURN:
+            self._refuse_in_cells_call(op)
         if op == "run_code":  # output and value, each held to the cell's limit, and some room
             max_reply = 2 * self._cell_limit() + (1 << 20)
         else:
@@ -539,10 +548,13 @@ class AsyncSandbox:
     ) -> SnapshotResult:
         """Write the REPL's variables and the workdir's files to the file ``path``.
 
-        Taken between cells, so the REPL is at rest; the files are read after
-        it. Functions and classes defined in cells travel by value, modules as
-        their names; a variable pickle cannot hold (a thread, a socket, an open
-        file) is named in ``result.skipped`` with the reason, and warned about.
+        Taken between cells, so the REPL is at rest; or, while the running cell
+        waits on a host call (a host function snapshotting its caller, or any
+        snapshot asked for meanwhile), there, with the cell paused at the call.
+        The files are read after it. Functions and classes defined in cells
+        travel by value, modules as their names; a variable pickle cannot hold
+        (a thread, a socket, an open file) is named in ``result.skipped`` with
+        the reason, and warned about.
         Processes, the REPL's open files and its environment changes are not
         kept. The file (mode 0600) holds what the REPL holds, secrets included.
         More than ``max_bytes`` in all raises :class:`DownloadRefused`, and no
@@ -560,6 +572,7 @@ class AsyncSandbox:
         what :func:`sandlot.snapshots.check` returned, to check a file once
         for many sandboxes.
         """
+        self._refuse_in_cells_call("load_snapshot")  # before its files change anything
         if isinstance(path, snapshots.Snapshot):
             snap = path
         else:

@@ -297,6 +297,17 @@ def test_forked_children_start_from_the_parents_repl_and_go_their_own_ways() -> 
     blocks = [e for e in result.trajectory if e["type"] == "code" and e["run"] in child_ids]
     assert len(blocks) == 4 and all(c["error"] is None for c in blocks)
 
+    # From a thread the code started the cell does not wait on the call: refused, not hung.
+    threaded = (
+        "import threading\nseen = []\n"
+        "def ask():\n    try:\n        rlm_query('chunks', fork=True)\n"
+        "    except Exception as e:\n        seen.append(str(e))\n"
+        "t = threading.Thread(target=ask)\nt.start()\nt.join(30)\nprint(seen)"
+    )
+    script = Script(repl(threaded), "FINAL(done)")
+    assert make(script, sub, max_depth=1).completion("c", "q").finished
+    assert "must be called from the REPL's own thread" in script.last_user()
+
     # A fork at the depth limit is refused with what to do instead, and the run goes on.
     script = Script(repl("print(rlm_query('x', fork=True))"), "FINAL(done)")
     flat = make(script, sub, max_depth=0).completion("c", "q")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -390,3 +391,32 @@ async def _async_peek() -> None:
         sb.register_tool("peek", peek)
         r = await sb.run_code("try:\n    peek('1')\nexcept ToolError as e:\n    print(e)")
         assert "cell is waiting on the host function" in r.stdout, r
+
+        # Loading a snapshot into the caller is refused before any of its files land.
+        path = Path(tempfile.mkdtemp()) / "other.snap"
+        async with sandlot.AsyncSandbox(strict()) as other:
+            await other.run_code("open('from-other.txt', 'w').write('x')", raise_on_error=True)
+            await other.snapshot(path)
+
+        async def load() -> None:
+            await sb.load_snapshot(path)
+
+        sb.register_tool("load", load)
+        r = await sb.run_code("try:\n    load()\nexcept ToolError as e:\n    print(e)")
+        assert "load_snapshot: this sandbox's cell is waiting" in r.stdout, r
+        assert not await sb.files.exists("from-other.txt")
+
+        # A task the host function started, once the call is answered, may run cells.
+        later: list[asyncio.Task[str | None]] = []
+
+        async def spawn() -> str:
+            async def after() -> str | None:
+                await asyncio.sleep(0.2)
+                return (await sb.run_code("7 * 6")).value
+
+            later.append(asyncio.create_task(after()))
+            return "spawned"
+
+        sb.register_tool("spawn", spawn)
+        assert (await sb.run_code("spawn()")).value == "'spawned'"
+        assert await later[0] == "42"

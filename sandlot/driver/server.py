@@ -91,6 +91,15 @@ class _Pending:
 
     def __init__(self) -> None:
         self.box: queue.Queue[tuple[dict[str, Any], bytes]] = queue.Queue()
+        self.requests: dict[int, dict[str, Any]] = {}  # routed here and not yet answered
+
+
+def _off_thread(fn: Callable[..., None], *args: Any) -> None:
+    """Run ``fn`` on a thread of its own (here, if no thread can be had)."""
+    try:
+        threading.Thread(target=fn, args=args, daemon=True).start()
+    except RuntimeError:  # the process limit is reached
+        fn(*args)
 
 
 def _replying(
@@ -246,7 +255,7 @@ class Server:
                 header, payload = pending.box.get()
                 if header.get("t") != "req":
                     break
-                self.run_nested(header)
+                self.run_nested(pending, header["id"])
             answered = True
         finally:
             self.calls.pop(cid, None)
@@ -257,41 +266,45 @@ class Server:
         return header, payload
 
     def hand_on(self, pending: _Pending, answered: bool) -> None:
-        """Run the requests that reached a finished call's inbox with its answer.
+        """Answer every request still routed to a finished call, none left waiting.
 
-        Answered, the cell is still paused at the call, so they run here; if the
-        call ended in an interrupt, they wait in line for the cell to end.
+        Answered, the cell is still paused at the call, so they run here; any
+        not run (the call or one of them ended in the cell's interrupt) fail.
         """
-        while not pending.box.empty():
-            header, _ = pending.box.get_nowait()
-            if answered:
-                self.run_nested(header)
-            else:
-                self.repl_queue.put((header["id"], header))
+        try:
+            for rid in list(pending.requests) if answered else ():
+                self.run_nested(pending, rid)
+        finally:
+            for rid in list(pending.requests):
+                pending.requests.pop(rid, None)
+                interrupted = InterruptedError("the cell it was taken in was interrupted")
+                _off_thread(self.reply_error, rid, interrupted)
 
-    def run_nested(self, header: dict[str, Any]) -> None:
+    def run_nested(self, pending: _Pending, rid: int) -> None:
         """Run a REPL request while the cell waits on a host call, and answer it.
 
         A cancel of this request stops its next write (an interrupt would strike
-        the cell); a cancel of the cell interrupts both, and the request is
-        answered as failed.
+        the cell); a cancel of the cell interrupts it, and :meth:`hand_on` answers
+        it as failed. The answer goes from a thread of its own: the cell's
+        interrupt may still strike this one, and must not cut a frame.
         """
-        rid = header["id"]
+        header = pending.requests.get(rid)
+        if header is None:  # answered already
+            return
         stop = threading.Event()
         with self.cell_lock:
-            if rid in self.cancelled_cells:
+            if rid in self.cancelled_cells:  # the host gave up on it
                 self.cancelled_cells.discard(rid)
+                pending.requests.pop(rid, None)
                 return
             self.nested[rid] = stop
         try:
             answer = self.repl_op(rid, header, stop)
-        except KeyboardInterrupt:
-            self.reply_error(rid, InterruptedError("the cell it was taken in was interrupted"))
-            raise
         finally:
             with self.cell_lock:
                 self.nested.pop(rid, None)
-        answer()
+        pending.requests.pop(rid, None)
+        _off_thread(answer)
 
     def define_tool(self, name: str, doc: str) -> None:
         """Put a stub named ``name`` in the REPL that calls the host function."""
@@ -315,6 +328,7 @@ class Server:
             with self.waiting_lock:
                 waiting = self.repl_waiting if op == "save_state" else None
                 if waiting is not None:  # the cell waits on the host: take it there
+                    waiting.requests[rid] = header
                     waiting.box.put((header, b""))
                     return
             self.repl_queue.put((rid, header))
