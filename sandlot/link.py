@@ -51,3 +51,11 @@ class Link(Protocol):
     async def violation(self, problem: str) -> SandboxDied:
         """End the sandbox for sending ``problem`` (cause ``protocol``); return its error."""
         ...
+
+    def cell_waits(self) -> bool:
+        """Whether the code running now is a host function the sandbox's cell waits on."""
+        ...
+
+    def refuse_in_cells_call(self, op: str) -> None:
+        """Raise ``SandboxError`` if ``op`` (run in the REPL's turn) would wait for that cell."""
+        ...

@@ -719,6 +719,12 @@ class _SandboxLink:
     async def violation(self, problem: str) -> SandboxDied:
         return await self._sandbox._violation(problem)
 
+    def cell_waits(self) -> bool:
+        return self._sandbox._cell_waits()
+
+    def refuse_in_cells_call(self, op: str) -> None:
+        self._sandbox._refuse_in_cells_call(op)
+
 
 class AsyncProcess:
     """A streaming process; iterate it for output, then read ``result``."""

@@ -49,6 +49,7 @@ from ..driver.farside import (
 )
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values
+from ..tasks import TaskScope
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
 from . import template as templates
 from .kit.bootstrap import DRIVER_SRC, IsolationWarning
@@ -746,7 +747,8 @@ async def _new_cgroup_off_loop(
     other sandboxes' are torn down (up to 14 ms here, with 16 sandboxes starting and ending),
     and the loop serves every sandbox meanwhile. One made for a start given up meanwhile is
     removed."""
-    making = asyncio.ensure_future(asyncio.to_thread(_new_cgroup, iso, config, name))
+    scope = TaskScope("a sandbox's start")
+    making = scope.spawn(asyncio.to_thread(_new_cgroup, iso, config, name), awaited=True)
     try:
         return await asyncio.shield(making)
     except asyncio.CancelledError:

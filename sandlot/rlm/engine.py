@@ -755,7 +755,7 @@ class _Run:
                 f"max_depth={self.rlm.max_depth}: put what the sub-LM needs in the prompt"
             )
         sandbox = await self.ready()
-        if not sandbox._cell_waits():  # else the copy would wait for the cell to end
+        if not sandbox.link.cell_waits():  # else the copy would wait for the cell to end
             raise ValueError(
                 f"{name}(fork=True) copies the REPL while the code that calls it waits, so it "
                 "must be called from the REPL's own thread, not from a thread the code started"

@@ -352,7 +352,7 @@ def generate_module(name: str, functions: list[dict[str, Any]]) -> str:
 
 
 async def _serve_source(sandbox: AsyncSandbox, name: str, source: str) -> list[dict[str, Any]]:
-    sandbox._refuse_in_cells_call("serve")  # before any file goes up
+    sandbox.link.refuse_in_cells_call("serve")  # before any file goes up
     remote = f"{SERVE_DIR}/{name}.py"
     await sandbox.files.write(remote, source)
     models = [m.model_dump() for m in sandbox.config.models]
