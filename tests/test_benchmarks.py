@@ -11,32 +11,36 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
+def bench(
+    script: str, *args: str, timeout: float = 120, columns: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with ``args``; it must exit 0 (its output says why not)."""
+    env = {**os.environ, "COLUMNS": str(columns)} if columns else None
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name(script)), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_benchmark_commands_print_their_tables() -> None:
     for which, title in (
         ("roundtrip", "REPL round trip"),
         ("hostcall", "host call round trip"),
         ("startup", "time to first result"),
     ):
-        done = subprocess.run(
-            [sys.executable, str(SCRIPT), which, "--runs", "10", "--no-peers"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+        done = bench("bench.py", which, "--runs", "10", "--no-peers")
         assert title in done.stdout
         assert "│ sandlot" in done.stdout
 
 
 def test_rlm_benchmark_prints_its_tables_and_right_answers() -> None:
     with_rlms = importlib.util.find_spec("rlm") is not None  # the bench extra
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "rlm", "--quick", *([] if with_rlms else ["--no-peers"])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("bench.py", "rlm", "--quick", *([] if with_rlms else ["--no-peers"]))
     assert "RLM engine overhead on NIAH" in done.stdout
     assert "where the time went" in done.stdout
     assert "│ sandlot" in done.stdout
@@ -45,111 +49,46 @@ def test_rlm_benchmark_prints_its_tables_and_right_answers() -> None:
 
 
 def test_the_test_suite_workflow_benchmark_runs_every_way_and_prints_its_table() -> None:
-    script = SCRIPT.with_name("workflows.py")
-    done = subprocess.run(
-        [sys.executable, str(script), "suite", "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("workflows.py", "suite", "--runs", "1", timeout=300)
     assert "Seed 001: a project's test suite end to end" in done.stdout
     for way in ("bare pytest", "uv run --isolated", "sandlot exec --project"):
         assert f"│ {way}" in done.stdout
 
 
 def test_the_stream_benchmark_prints_ssh_beside_local() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("stream_bench.py")), "--runs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("stream_bench.py", "--runs", "2")
     assert "sandlot through SSHBackend on loopback" in done.stdout
     assert "host call round trip" in done.stdout
 
 
 def test_the_start_up_benchmark_prints_its_rows_beside_the_floors() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("startup_bench.py")), "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("startup_bench.py", "--runs", "1")
     for row in ("python -c pass", "Typer app --help", "import sandlot", "sandlot --help"):
         assert f"│ {row}" in done.stdout
     assert "target 1.5x" in done.stdout
 
 
 def test_the_integrations_benchmark_prints_a_row_per_adapter() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.with_name("integrations_bench.py")),
-            *("--rounds", "1", "--steps", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("integrations_bench.py", "--rounds", "1", "--steps", "2", columns=250)
     for framework in ("OpenAI Agents SDK", "smolagents", "Deep Agents", "rlms", "MCP"):
         assert framework in done.stdout, done.stdout
 
 
 def test_the_inspect_benchmark_prints_sandlot_beside_local() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.with_name("inspect_bench.py")),
-            *("--samples", "4", "--rounds", "1", "--overhead", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("inspect_bench.py", "--samples", "4", "--rounds", "1", "--overhead", "2")
     for row in ("sample_init to first exec result", "sample_cleanup", "whole eval, 4 samples"):
         assert f"│ {row}" in done.stdout
 
 
 def test_the_snapshot_benchmark_prints_restore_beside_re_running_the_cell() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.with_name("snapshot_bench.py")),
-            "--runs",
-            "1",
-            "--quick",
-            "--children",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("snapshot_bench.py", "--runs", "1", "--quick", "--children", "2", columns=200)
     assert "│ 100 MiB in 100 bytes objects" in done.stdout
     row = next(line for line in done.stdout.splitlines() if "100 MiB" in line)
     assert float(row.split("│")[3]) > 100  # the file holds the 100 MiB (in MB)
 
 
 def test_the_rlm_fork_benchmark_prints_both_ways_of_handing_children_their_data() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.with_name("rlm_fork_bench.py")),
-            *("--runs", "1", "--lines", "3000", "--latency", "0.01"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = bench("rlm_fork_bench.py", "--runs", "1", "--lines", "3000", "--latency", "0.01")
     rows = [line for line in done.stdout.splitlines() if line.startswith("│ 3,000 lines")]
     assert len(rows) == 2, done.stdout  # NIAH, and the prepared parent
     ratios = [float(row.split("│")[-2]) for row in rows]
