@@ -55,7 +55,6 @@ from .untar import DownloadResult
 STARTUP_TIMEOUT = 60.0
 ARGV_INLINE = 64 << 10  # argv bytes that travel in the request's header; more go as its input
 FILE_OP_IDLE = 120.0  # seconds a file operation waits for the sandbox's next message
-IN_CELLS_TURN = frozenset({"run_code", "load_state", "serve"})  # wait for the running cell
 _live: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
 
 
@@ -394,7 +393,7 @@ class AsyncSandbox:
         :data:`FILE_OP_IDLE` seconds ends the sandbox instead of waiting forever.
         """
         channel = self._require_channel()
-        if op in IN_CELLS_TURN:
+        if op in protocol.REPL_OPS and op not in protocol.IN_CALL_OPS:  # wait for the cell
             self._refuse_in_cells_call(op)
         if op == "run_code":  # output and value, each held to the cell's limit, and some room
             max_reply = 2 * self._cell_limit() + (1 << 20)

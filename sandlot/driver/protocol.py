@@ -50,6 +50,8 @@ from typing import Any, Protocol
 
 PREFIX = struct.Struct("!II")
 CHUNK = 1 << 20  # most payload bytes in one frame
+REPL_OPS = ("run_code", "serve", "save_state", "load_state")  # run in turn with the cells
+IN_CALL_OPS = ("save_state",)  # of those, what runs while the running cell waits on the host
 MAX_HEADER = 1 << 20  # most JSON bytes in one frame's header
 MAX_MESSAGE = 1 << 28  # most payload bytes in one message (256 MiB), all its frames together
 MAX_TEXT = 1 << 16  # most characters of an error's message or traceback kept in a header

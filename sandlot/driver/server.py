@@ -37,7 +37,6 @@ from .exposed import describe, exposed_functions, load_model
 from .procs import Process, no_thread
 from .repl import Repl, user_traceback
 
-REPL_OPS = ("run_code", "serve", "save_state", "load_state")  # run in turn with the cells
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
@@ -322,11 +321,11 @@ class Server:
     def handle_request(self, header: dict[str, Any], payload: bytes) -> None:
         rid = header["id"]
         op = header.get("op")
-        if op in REPL_OPS:  # on the main thread, between cells, where a cancel can interrupt
+        if op in protocol.REPL_OPS:  # on the main thread, between cells: a cancel interrupts
             if op == "load_state":
                 self.inboxes[rid] = queue.Queue()
             with self.waiting_lock:
-                waiting = self.repl_waiting if op == "save_state" else None
+                waiting = self.repl_waiting if op in protocol.IN_CALL_OPS else None
                 if waiting is not None:  # the cell waits on the host: take it there
                     waiting.requests[rid] = header
                     waiting.box.put((header, b""))
