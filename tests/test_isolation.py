@@ -222,8 +222,8 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
 
 def _strays(within: float = 5.0) -> list[int]:
     """This process's descendants, less its templates (which outlive their sandboxes), once
-    they stop changing or ``within`` seconds pass: a fork's keeper reports the end of its
-    sandbox a moment before it exits itself."""
+    they stop changing or ``within`` seconds pass: the kernel may take a moment to tear down
+    the last of an ended sandbox's processes."""
     me = os.getpid()
     deadline = time.monotonic() + within
     while True:

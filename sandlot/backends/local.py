@@ -467,7 +467,7 @@ class LocalLaunch:
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         self.exited = loop.create_future()
-        if isinstance(self.proc, templates.ForkedProcess):  # its keeper reports the end
+        if isinstance(self.proc, templates.ForkedProcess):  # its template reports the end
 
             def reported() -> None:  # on the template's thread
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
@@ -523,10 +523,10 @@ class LocalLaunch:
     def kill(self) -> None:
         """End the driver and every process of the sandbox, at once."""
         if isinstance(self.proc, templates.ForkedProcess):
-            self.proc.kill()
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()  # PID 1 of the sandbox's PID namespace: the kernel ends the rest
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all(wait=0)  # one pass now; cleanup() waits for the stragglers
 
@@ -575,10 +575,15 @@ class LocalLaunch:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
-        if self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.kill_all)
-            await asyncio.to_thread(self.cgroup.remove)
-        await asyncio.to_thread(shutil.rmtree, self.host_dir, True)
+        await asyncio.to_thread(_release, self.cgroup, self.host_dir)
+
+
+def _release(cgroup: cgroups.SandboxCgroup | None, host_dir: Path) -> None:
+    """Empty and remove a sandbox's cgroups, then remove its state directory."""
+    if cgroup is not None:
+        cgroup.kill_all()
+        cgroup.remove()
+    shutil.rmtree(host_dir, ignore_errors=True)
 
 
 # Templates by the walls they give (see .template); each lives as long as this process.
@@ -934,10 +939,7 @@ class LocalBackend:
                 proc.wait()  # killed: returns at once
                 assert proc.stderr is not None
                 proc.stderr.close()
-            if cgroup is not None:
-                cgroup.kill_all()
-                cgroup.remove()
-            shutil.rmtree(host_dir, ignore_errors=True)
+            _release(cgroup, host_dir)
             if parent is not None:
                 parent.close()
             raise
@@ -1003,10 +1005,7 @@ class LocalBackend:
                 templates.drop_pidfd(waiting.pidfd)  # delivered as the start was given up
             log.close()
             parent.close()
-            if cgroup is not None:
-                cgroup.kill_all()
-                cgroup.remove()
-            shutil.rmtree(host_dir, ignore_errors=True)
+            _release(cgroup, host_dir)
             raise
         launch = LocalLaunch(
             reader,

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, Final
 
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
 READY_TIMEOUT = 30.0  # seconds a template has to start
-STATUS_WAIT = 2.0  # seconds to wait for the keeper's report of an exit the pidfd showed
+STATUS_WAIT = 2.0  # seconds to wait for the template's report of an exit the pidfd showed
 
 
 def enabled() -> bool:
@@ -66,8 +66,8 @@ def host_pid(pidfd: int) -> int:
 class ForkedProcess:
     """A sandbox's first process, forked by a template: the part of ``Popen`` a launch uses.
 
-    Not this host's child: its end shows on ``pidfd`` and its exit status comes
-    from the template's keeper. It is PID 1 of its own namespace, so killing
+    Not this host's child but the template's: its end shows on ``pidfd`` and its
+    exit status comes from the template, which reaps it. It is PID 1 of its own namespace, so killing
     it kills every process of the sandbox.
     """
 
@@ -82,10 +82,10 @@ class ForkedProcess:
         try:
             return self._status.result(0)
         except TemplateError:
-            return -signal.SIGKILL  # the keeper went with its template
+            return -signal.SIGKILL  # the template ended before it could report
 
     def poll(self) -> int | None:
-        """The exit status once the keeper has reported it, else None."""
+        """The exit status once the template has reported it, else None."""
         if self.returncode is None and self._status.done():
             self.returncode = self._report()
         return self.returncode

@@ -3,10 +3,10 @@
 The host starts one template per set of walls (interpreter, environment,
 network setting) under bubblewrap, with the driver already imported. The
 template never runs sandboxed code and never reads from a sandbox: it reads
-only the host's requests on its control socket. For each request it forks a
-*keeper*, which makes new mount, PID, IPC, UTS and (unless the network is on)
-network namespaces and forks the sandbox's first process into them. That
-process joins the sandbox's cgroups (which the host made), builds the walls a
+only the host's requests on its control socket. For each request it makes new
+mount, PID, IPC, UTS and (unless the network is on) network namespaces, forks
+the sandbox's first process into them and returns to its own. That process
+joins the sandbox's cgroups (which the host made), builds the walls a
 bubblewrap start would (fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
 ``/dev/pts``, its own ``/proc``, its own workdir bound at ``/workspace``, the
 other sandboxes' workdirs and the cgroup directories out of sight, loopback
@@ -15,8 +15,9 @@ namespace's orphans as its PID 1. The driver serves the protocol and drops to
 the sandbox user when the host's init frame says so, before any of the
 sandbox's code runs.
 
-The keeper sends the host a pidfd of the sandbox's first process, waits for it
-to end and sends its exit status. Control messages are ``SOCK_SEQPACKET``
+The template sends the host a pidfd of the sandbox's first process, waits on
+it beside the control socket and, once it has ended, sends its exit status
+(the kernel's, from ``waitpid``: nothing the sandbox says). Control messages are ``SOCK_SEQPACKET``
 datagrams of ASCII words: ``fork SLOT CGROUP NET`` from the host, with the
 channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
 the pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
@@ -28,11 +29,11 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import selectors
 import signal
 import socket
 import struct
 import traceback
-from collections.abc import Callable
 
 from .farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
 from .farside import WORKDIR_INSIDE as WORKDIR
@@ -47,6 +48,14 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x4000, 0x40000
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+NAMESPACES = {  # what the template returns to after each fork
+    CLONE_NEWNS: "mnt",
+    CLONE_NEWPID: "pid",
+    CLONE_NEWIPC: "ipc",
+    CLONE_NEWUTS: "uts",
+    CLONE_NEWNET: "net",
+}
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
@@ -140,8 +149,8 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
 def _join(cgroup: str) -> None:
     """Move this process into the sandbox's cgroups, which it then sees as its root.
 
-    The sandbox's first process joins, not its keeper: the host kills every
-    process of those cgroups when the sandbox ends, and the keeper has to
+    The sandbox's first process joins, not the template: the host kills every
+    process of those cgroups when the sandbox ends, and the template has to
     outlive the sandbox to report how it ended.
     """
     for controller in os.listdir(CGROUPS_INSIDE):
@@ -169,91 +178,141 @@ def _reap_until(driver: int) -> None:
             os._exit(128 - code if code < 0 else min(code, 255))
 
 
-def _keeper(
-    control: socket.socket,
-    words: list[str],
-    fds: list[int],
-    program: bytes | None,
-    serve: Callable[[int], None],
+def _first_process(
+    slot: str, cgroup: str, network: bool, fds: list[int], program: bytes | None
 ) -> None:
-    """The forked keeper: new namespaces, the sandbox's PID 1 in them, its pidfd, its end."""
-    slot, cgroup, network = words[0], words[1], words[2] == "1"
+    """The sandbox's first process, PID 1 of its namespaces: walls, the driver, then reaping."""
     channel, log = fds
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if not network:
-        flags |= CLONE_NEWNET
-    _check(_libc.unshare(flags), "unshare")
-    pid = os.fork()
-    if pid == 0:
-        control.close()
-        os.setsid()
-        os.dup2(log, 2)
+    _libc.prctl(PR_SET_NAME, b"sandlot-init", 0, 0, 0)
+    os.setsid()
+    os.dup2(log, 2)
+    try:
+        if cgroup != "-":
+            _join(cgroup)
+        build_walls(slot, network, program)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(FAILED_SETUP)
+    os.dup2(channel, 3)
+    os.closerange(4, 1 << 16)  # the control socket, other sandboxes' pidfds
+    driver = os.fork()
+    if driver != 0:
+        _drop_capabilities()
+        _reap_until(driver)
+    _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
+    from . import server
+
+    try:
+        server.serve(3)
+    finally:
+        os._exit(0)
+
+
+class _Forker:
+    """Forks each sandbox's first process straight into new namespaces, and reports its end.
+
+    The template unshares the namespaces itself, forks (the child is PID 1 of
+    the new PID namespace and holds the new mount, IPC, UTS and network
+    namespaces), then returns to its own with ``setns``. The first processes
+    are the template's children: it waits on their pidfds beside the control
+    socket and reports each one's exit status.
+    """
+
+    def __init__(self, control: socket.socket, program: bytes | None) -> None:
+        self.control = control
+        self.program = program
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(control, selectors.EVENT_READ)
+        self.own = {
+            flag: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            for flag, name in NAMESPACES.items()
+        }
+
+    def serve(self) -> None:
+        """Take requests and report ends until the host closes the control socket."""
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    if not self.take():
+                        return
+                else:
+                    self.reap(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def take(self) -> bool:
+        """Serve one request from the host; False once it has gone."""
         try:
-            if cgroup != "-":
-                _join(cgroup)
-            build_walls(slot, network, program)
-        except BaseException:
-            traceback.print_exc()
-            os._exit(FAILED_SETUP)
-        os.dup2(channel, 3)
-        os.closerange(4, 1 << 16)
-        driver = os.fork()
-        if driver != 0:
-            _drop_capabilities()
-            _reap_until(driver)
+            data, fds, _, _ = socket.recv_fds(self.control, 256, 4)
+        except OSError:
+            return False
+        if not data:
+            return False
+        word, *words = data.decode().split(" ")
+        if word != "fork" or len(words) != 3 or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return True
+        slot, cgroup, network = words[0], words[1], words[2] == "1"
         try:
-            serve(3)
-        finally:
-            os._exit(0)
-    os.close(channel)
-    os.close(log)
-    pidfd = os.pidfd_open(pid)
-    _send(control, f"pid {slot}", (pidfd,))
-    os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    _send(control, f"exit {slot} {os.waitstatus_to_exitcode(status)}")
+            pid = self.fork(network)
+        except OSError as exc:
+            _send(self.control, f"failed {slot} {exc}")
+            pid = -1
+        if pid == 0:
+            try:
+                _first_process(slot, cgroup, network, fds, self.program)
+            finally:
+                os._exit(FAILED_SETUP)
+        for fd in fds:
+            os.close(fd)
+        if pid > 0:
+            pidfd = os.pidfd_open(pid)
+            self.selector.register(pidfd, selectors.EVENT_READ, (slot, pid))
+            _send(self.control, f"pid {slot}", (pidfd,))
+        return True
+
+    def fork(self, network: bool) -> int:
+        """Fork a child into new namespaces; this process stays in its own."""
+        flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+        if not network:
+            flags |= CLONE_NEWNET
+        _check(_libc.unshare(flags), "unshare")
+        try:
+            pid = os.fork()
+        except OSError:
+            self.restore(flags)
+            raise
+        if pid == 0:
+            self.selector.close()
+            self.control.close()
+        else:
+            self.restore(flags)
+        return pid
+
+    def restore(self, flags: int) -> None:
+        """Back into this process's own namespaces; a template that cannot, ends."""
+        for flag, fd in self.own.items():
+            if flags & flag and _libc.setns(fd, flag) != 0:
+                os._exit(FAILED_SETUP)
+
+    def reap(self, pidfd: int, sandbox: tuple[str, int]) -> None:
+        """Report the end of a sandbox's first process."""
+        slot, pid = sandbox
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        _send(self.control, f"exit {slot} {os.waitstatus_to_exitcode(status)}")
 
 
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
-    from . import server  # once, before any fork: every sandbox starts with it imported
+    from . import server  # noqa: F401  once, before any fork: every sandbox starts with it imported
 
     program = None
     if seccomp_fd >= 0:
         with os.fdopen(seccomp_fd, "rb") as f:
             program = f.read()
-    control = socket.socket(fileno=control_fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
-    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: gone with bubblewrap's monitor
-    _send(control, "ready")
-    while True:
-        try:
-            data, fds, _, _ = socket.recv_fds(control, 256, 4)
-        except OSError:
-            return
-        if not data:
-            return
-        word, *words = data.decode().split(" ")
-        if word != "fork" or len(words) != 3 or len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            continue
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _send(control, f"failed {words[0]} {exc}")
-            for fd in fds:
-                os.close(fd)
-            continue
-        if pid == 0:
-            try:
-                _keeper(control, words, fds, program, server.serve)
-            except BaseException as exc:
-                try:
-                    _send(control, f"failed {words[0]} {exc}")
-                finally:
-                    os._exit(1)
-            os._exit(0)
-        for fd in fds:
-            os.close(fd)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # gone with bubblewrap's monitor
+    _libc.prctl(PR_SET_NAME, b"sandlot-tmpl", 0, 0, 0)
+    forker = _Forker(socket.socket(fileno=control_fd), program)
+    _send(forker.control, "ready")
+    forker.serve()

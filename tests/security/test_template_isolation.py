@@ -288,6 +288,29 @@ def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
         assert fresh.run_code("1 + 1").value == "2"
 
 
+def test_the_fork_server_is_each_sandboxs_parent_and_reaps_it(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    """No keeper between them: the fork server waits on each first process itself, reports
+    how it ended, and leaves no zombie behind."""
+    a, b = pair
+    firsts = {_forked(a).pid, _forked(b).pid}
+    slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+    (template,) = [t for t in _templates.values() if t.slots == slots]
+    (init,) = children(template.proc.pid)
+    (fork_server,) = children(init)
+    assert firsts <= set(children(fork_server))
+    for pid in firsts:  # each sandbox's PID 1, named for ps and top
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "sandlot-init"
+    with pytest.raises(sandlot.SandboxDied) as died:
+        b.run_code("import os\nos._exit(7)")
+    assert died.value.cause == "crashed" and "status 7" in str(died.value)
+    a.terminate()
+    b.terminate()
+    left = firsts & set(children(fork_server))
+    assert left == set(), f"not reaped: {left}"
+
+
 def test_sandboxes_asked_for_as_their_template_dies_still_start() -> None:
     with sandlot.Sandbox(strict()) as first:
         slots = first.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
