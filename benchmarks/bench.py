@@ -583,21 +583,27 @@ def churn(make: Callable[[], None], seconds: float, workers: int = 2) -> tuple[f
     return len(took) / (time.perf_counter() - start), took
 
 
-def bench_rate(seconds: float, workers: int) -> None:
-    """Sandboxes started (to a first result) and ended per second, sustained."""
+def bench_rate(seconds: float, workers: list[int]) -> None:
+    """Sandboxes started (to a first result) and ended per second, sustained, by ``workers``
+    threads each making one after another (cold starts and peers with the first count only)."""
     rows = []
 
     def sandlot_one() -> None:
         with sandlot.Sandbox(ISOLATED) as sb:
             sb.run_code("1")
 
-    for label, cold in (("sandlot (template)", False), ("sandlot cold", True)):
+    kinds = [("sandlot (template)", False, n) for n in workers] + [
+        ("sandlot cold", True, workers[0])
+    ]
+    for label, cold, n in kinds:
         with templates_off(cold):
             sandlot_one()
             busy = busy_seconds()
-            rate, lat = churn(sandlot_one, seconds, workers)
+            rate, lat = churn(sandlot_one, seconds, n)
             each = (busy_seconds() - busy) / len(lat)
-        rows.append([label, "yes", f"{rate:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95)), ms(each)])
+        rows.append(
+            [label, str(n), "yes", f"{rate:.1f}", ms(pct(lat, 0.5)), ms(pct(lat, 0.95)), ms(each)]
+        )
     for cls in usable_peers():
 
         def peer_one(cls: Any = cls) -> None:
@@ -606,10 +612,11 @@ def bench_rate(seconds: float, workers: int) -> None:
             peer.run("1")
             peer.close()
 
-        rate, lat = churn(peer_one, seconds, workers)
+        rate, lat = churn(peer_one, seconds, workers[0])
         rows.append(
             [
                 cls.name,
+                str(workers[0]),
                 yes(cls.isolated),
                 f"{rate:.1f}",
                 ms(pct(lat, 0.5)),
@@ -618,8 +625,16 @@ def bench_rate(seconds: float, workers: int) -> None:
             ]
         )
     table(
-        f"creation rate: start, first result, end; {workers} workers for {seconds:.0f}s",
-        ["environment", "isolated", "per second", "p50 ms each", "p95 ms each", "machine CPU ms"],
+        f"creation rate: start, first result, end; {seconds:.0f}s per row",
+        [
+            "environment",
+            "workers",
+            "isolated",
+            "per second",
+            "p50 ms each",
+            "p95 ms each",
+            "machine CPU ms",
+        ],
         rows,
     )
 
@@ -903,6 +918,9 @@ def main() -> None:
         "--waves", type=int, default=0, help="fanout: items per row = waves x pool size"
     )
     parser.add_argument(
+        "--workers", default="2,4", help="rate: threads making sandboxes, one row each"
+    )
+    parser.add_argument(
         "--chunk-chars", type=int, default=0, help="rlm: chunk size of the script (default 50000)"
     )
     args = parser.parse_args()
@@ -934,7 +952,7 @@ def main() -> None:
         elif name == "density":
             bench_density(20 if quick else 500, 3 if quick else 10)
         elif name == "rate":
-            bench_rate(5 if quick else 30, 2)
+            bench_rate(5 if quick else 30, ints(args.workers))
         elif name == "rlm":
             from sandlot.rlm.niah import NIAH_CHUNK_CHARS
 

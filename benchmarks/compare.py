@@ -10,7 +10,8 @@ noise falls on both alike. Each process reports the ``sandlot`` it imported; a p
 that imported it from the wrong tree, or failed, shows its error in its cell.
 
 Rows: cold start (bare host, host holding ``--ballast-mb`` MiB of touched memory, host
-with torch imported), REPL round trip, a cell printing 1 MB, host call round trip, one
+with torch imported), fresh sandboxes churned on two threads (the interval between them
+and the machine's CPU each), REPL round trip, a cell printing 1 MB, host call round trip, one
 host call carrying 43 MB of prompts, pool fan-out, and the RLM engine on NIAH.
 """
 
@@ -47,7 +48,7 @@ console = Console(width=160)
 
 FANOUT_ITEMS, FANOUT_POOL, FANOUT_LATENCY = 64, 4, 0.05
 NIAH_POOL, NIAH_LATENCY = 16, 0.001
-ROW_GROUPS = ["cold", "ballast", "torch", "repl", "hostcall", "payload", "fanout", "niah"]
+ROW_GROUPS = ["cold", "churn", "ballast", "torch", "repl", "hostcall", "payload", "fanout", "niah"]
 
 
 @dataclass
@@ -235,6 +236,16 @@ def measures(args: argparse.Namespace, torch_problem: str) -> list[Measure]:
             {"runs": cold_runs},
             cold_rounds,
             [Row("cold start, bare host", "cold")],
+        ),
+        Measure(
+            "churn",
+            "churn",
+            {"seconds": 3 if q else 6, "threads": 2},
+            2 if q else 6,
+            [
+                Row("fresh sandboxes on 2 threads: interval (1 / rate)", "interval"),
+                Row("fresh sandboxes on 2 threads: machine CPU each", "cpu"),
+            ],
         ),
         Measure(
             "ballast",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 # bench.py, beside this file, holds the helpers both share (it imports the measured tree's sandlot).
-from bench import HOST_LOOP, sandlot_niah, timed
+from bench import HOST_LOOP, busy_seconds, churn, sandlot_niah, timed
 
 RESULT_MARK = "COMPARE-RESULT "
 PAYLOAD_STRINGS = 100
@@ -93,6 +93,25 @@ def cold(runs: int, ballast_mb: int = 0, torch: bool = False) -> dict[str, Any]:
     samples = timed(once, runs)
     del held
     return {"series": {"cold": samples}, "info": {"host_rss_mib": round(rss)}}
+
+
+def churning(seconds: float, threads: int) -> dict[str, Any]:
+    """Fresh isolated sandboxes (start, ``1``, terminate) one after another on ``threads``
+    threads for ``seconds``: the interval between them, and the machine's CPU (every process
+    and the kernel, from ``/proc/stat``) each one cost."""
+    import sandlot
+
+    config = isolated_config()
+
+    def once() -> None:
+        with sandlot.Sandbox(config) as sb:
+            sb.run_code("1")
+
+    once()  # untimed: the template, the environment
+    busy = busy_seconds()
+    rate, took = churn(once, seconds, threads)
+    cpu = (busy_seconds() - busy) / len(took)
+    return {"series": {"interval": [1 / rate], "cpu": [cpu]}, "info": {"made": len(took)}}
 
 
 def repl(runs: int, mb_runs: int) -> dict[str, Any]:
@@ -225,6 +244,7 @@ def niah(lines: int, pool: int, latency: float, cache_dir: str, first: str) -> d
 
 MEASURES: dict[str, Callable[..., dict[str, Any]]] = {
     "cold": cold,
+    "churn": churning,
     "repl": repl,
     "hostcall": hostcall,
     "payload": payload,
