@@ -6,9 +6,9 @@ of a disk limit). Two layers hold it:
 
 - every process of the sandbox gets ``RLIMIT_FSIZE`` no larger than the limit,
   so no single file can pass it (a write past it fails with ``EFBIG``);
-- a :class:`DiskWatcher` thread on the host sums what the workdir holds and,
-  when the growth since the start passes the limit, reports it so the sandbox
-  is killed with ``cause="disk"``.
+- a :class:`DiskWatcher` on the host (one thread looks for all of them) sums
+  what the workdir holds and, when the growth since the start passes the
+  limit, reports it so the sandbox is killed with ``cause="disk"``.
 
 The watcher walks with directory file descriptors and ``O_NOFOLLOW``: a link or
 a directory swapped for a link mid-walk never takes it outside the workdir, and
@@ -24,6 +24,7 @@ through ``/proc/PID/fd`` and ``/proc/PID/map_files``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -202,21 +203,27 @@ def process_tree(pid: int) -> set[int]:
 
 
 class DiskWatcher:
-    """A host thread that checks a workdir's growth against a limit.
+    """Checks a workdir's growth against a limit, from one host thread shared by all watchers.
 
     Usage already in the workdir when the watcher starts (a workdir the user
     gave) is the baseline: the limit bounds what the sandbox adds. A full scan
     of the tree costs a few microseconds a file, so the watcher polls the
-    filesystem's free space instead (one ``statvfs`` every ``POLL`` seconds)
-    and scans when the filesystem lost more than a quarter of the sandbox's
-    remaining headroom since the last scan, and at least every ``PERIOD``
-    seconds (space freed by others can hide a sandbox's writes). Scans draw on
-    a budget of CPU time that grows by ``CPU_SHARE`` of a second each second
-    and holds at most ``BURST``: quick scans may follow each other while a
-    sandbox writes fast, and over time scanning never takes more than
-    ``CPU_SHARE`` of one core (plus ``BURST``); a slow scan pushes the next
-    one out. ``on_exceeded`` is called once, from the watcher's thread, with
-    a sentence saying what was seen.
+    filesystem's free space instead (one ``statvfs`` every ``POLL`` seconds for
+    each filesystem, whatever the number of watchers on it) and scans when the
+    filesystem lost more than a quarter of the sandbox's remaining headroom
+    since the last scan, and at least every ``PERIOD`` seconds (space freed by
+    others can hide a sandbox's writes). Scans draw on a budget of CPU time
+    that grows by ``CPU_SHARE`` of a second each second and holds at most
+    ``BURST``: quick scans may follow each other while a sandbox writes fast,
+    and over time one watcher's scans never take more than ``CPU_SHARE`` of one
+    core (plus ``BURST``); a slow scan pushes the next one out. ``on_exceeded``
+    is called once, from the watchers' thread, with a sentence saying what was
+    seen.
+
+    ``empty`` says the root was made empty for this sandbox: its baseline is 0,
+    without a scan. Otherwise the baseline is taken on a thread of its own
+    before the watcher joins the others, so a large tree delays no other
+    sandbox's checks.
 
     ``pids``, when given, returns the sandbox's processes now: each scan also
     counts the files on the workdir's filesystem that they hold with no link
@@ -231,26 +238,61 @@ class DiskWatcher:
         on_exceeded: Callable[[str], None],
         pids: Callable[[], Iterable[int]] | None = None,
         what: str = "workdir",
+        empty: bool = False,
     ) -> None:
         self.root = root
         self.what = what  # what ``root`` is to the sandbox, for the message
         self.limit = limit_mb * MiB
         self.on_exceeded = on_exceeded
         self.pids = pids
+        self.empty = empty
         self.baseline = 0
         self.held = 0  # bytes in files with no link left that the last scan found held
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sandlot-disk {root}", daemon=True)
+        self._busy = threading.RLock()  # held through each look, so stop() can wait one out
+        self._baseline_thread: threading.Thread | None = None
+        self._device = -1
+        self._grown = 0
+        self._tree = 0
+        self._unexplained = 0  # free space lost since held files were counted, not in the tree
+        self._scanned_free = -1
+        self._credit = BURST  # CPU seconds scans may take now: CPU_SHARE a second, BURST at most
+        self._refilled = self._periodic = 0.0  # when credit was last added; the next routine scan
+        self._scanning = False  # a scan is under way on a scanning thread
+        self._done = False  # limit passed, tree unmeasurable or gone: nothing more to watch
 
     def start(self) -> None:
-        """Take the baseline and begin watching (on the watcher's own thread)."""
-        self._thread.start()
+        """Take the baseline and begin watching."""
+        if self.empty:
+            self._begin()
+        else:
+            self._baseline_thread = threading.Thread(
+                target=self._begin, name=f"sandlot-disk {self.root}", daemon=True
+            )
+            self._baseline_thread.start()
 
     def stop(self) -> None:
-        """Stop watching and wait for the thread; a scan under way is abandoned."""
+        """Stop watching and wait for a look under way (a scan is abandoned)."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+        _HUB.remove(self)
+        thread = self._baseline_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._busy:
+            pass
+
+    def _begin(self) -> None:
+        try:
+            self._device = os.stat(self.root).st_dev
+            if not self.empty:
+                self.baseline = usage(self.root, self._stop)
+        except (Unmeasurable, OSError):
+            self.baseline = 0  # what cannot be measured now is judged by the first scan
+        self._tree = self.baseline
+        self._scanned_free = self._free()
+        self._refilled = self._periodic = time.monotonic()
+        if not self._stop.is_set():
+            _HUB.add(self)
 
     def _free(self) -> int:
         """Bytes free on the workdir's filesystem; -1 when that cannot be read."""
@@ -270,58 +312,118 @@ class DiskWatcher:
             return 0
         return held(pids, device, self._stop)
 
-    def _run(self) -> None:
-        try:
-            self.baseline = usage(self.root, self._stop)
-        except (Unmeasurable, OSError):
-            self.baseline = 0  # what cannot be measured now is judged by the first scan
-        grown = 0
-        tree = self.baseline
-        unexplained = 0  # free space lost since held files were last counted, not in the tree
-        scanned_free = self._free()
-        credit = BURST  # CPU seconds the scans may take now: CPU_SHARE a second, at most BURST
-        refilled = periodic = time.monotonic()  # when credit was last added; the next routine scan
-        while not self._stop.wait(POLL):
+    def look(self, free_by_device: dict[int, int]) -> bool:
+        """One look (on the watchers' thread); False once this watcher is done.
+
+        ``free_by_device`` holds the free space of each filesystem already read
+        in this round of looks. A scan, when one is due, runs on a scanning
+        thread: a large tree delays no other sandbox's looks.
+        """
+        if self._scanning:
+            return True
+        with self._busy:
+            if self._stop.is_set() or self._done:
+                return False
             now = time.monotonic()
-            credit, refilled = min(BURST, credit + (now - refilled) * CPU_SHARE), now
-            if credit <= 0:
-                continue
-            free = self._free()
+            self._credit = min(BURST, self._credit + (now - self._refilled) * CPU_SHARE)
+            self._refilled = now
+            if self._credit <= 0:
+                return True
+            free = free_by_device.get(self._device)
+            if free is None:
+                free = free_by_device[self._device] = self._free()
+            scanned_free = self._scanned_free
             lost = scanned_free - free if min(free, scanned_free) >= 0 else self.limit
-            if now < periodic and lost * 4 <= self.limit - grown:
-                continue  # the filesystem did not lose enough for this sandbox to pass its limit
-            started, cpu = time.monotonic(), time.thread_time()
+            if now < self._periodic and lost * 4 <= self.limit - self._grown:
+                return True  # the filesystem did not lose enough for this sandbox to pass its limit
+            self._scanning = True
+        _SCANNERS.submit(self._scan, now, free, lost)
+        return True
+
+    def _scan(self, started: float, free: int, lost: int) -> None:
+        with self._busy:
             try:
-                last, tree = tree, usage(self.root, self._stop)
-                # Held files cost more to count than a small tree: count them on
-                # routine scans, and when the filesystem lost space the tree's
-                # growth does not explain (as a file held with no name would).
-                unexplained = max(0, unexplained + lost - (tree - last))
-                if now >= periodic or unexplained * 4 > self.limit - grown:
-                    self.held = self._held(os.stat(self.root).st_dev)
-                    unexplained = 0
-                grown = tree + self.held - self.baseline
-            except FileNotFoundError:
-                return  # the workdir is gone: the sandbox is being cleaned up
-            except (Unmeasurable, OSError) as exc:
-                if not self._stop.is_set():
-                    self._exceeded(f"its {self.what}'s disk use cannot be measured: {exc}")
-                return
-            scanned_free = free
-            if grown > self.limit and not self._stop.is_set():
-                hidden = (
-                    f" ({self.held / MiB:.1f} MiB of it in files it holds with no name left)"
-                    if self.held
-                    else ""
-                )
-                self._exceeded(
-                    f"its {self.what} grew by {grown / MiB:.1f} MiB{hidden},"
-                    f" past disk_mb={self.limit // MiB}"
-                )
-                return
-            credit -= time.thread_time() - cpu  # CPU, not wall: a preempted scan is not slow
-            periodic = started + PERIOD
+                self._done = not self._stop.is_set() and not self._scan_once(started, free, lost)
+            finally:
+                self._scanning = False
+
+    def _scan_once(self, started: float, free: int, lost: int) -> bool:
+        """Scan the tree (and the held files when due); False once the watcher is done."""
+        cpu = time.thread_time()
+        try:
+            last, self._tree = self._tree, usage(self.root, self._stop)
+            # Held files cost more to count than a small tree: count them on
+            # routine scans, and when the filesystem lost space the tree's
+            # growth does not explain (as a file held with no name would).
+            self._unexplained = max(0, self._unexplained + lost - (self._tree - last))
+            if started >= self._periodic or self._unexplained * 4 > self.limit - self._grown:
+                self.held = self._held(os.stat(self.root).st_dev)
+                self._unexplained = 0
+            self._grown = self._tree + self.held - self.baseline
+        except FileNotFoundError:
+            return False  # the workdir is gone: the sandbox is being cleaned up
+        except (Unmeasurable, OSError) as exc:
+            if not self._stop.is_set():
+                self._exceeded(f"its {self.what}'s disk use cannot be measured: {exc}")
+            return False
+        self._scanned_free = free
+        if self._grown > self.limit and not self._stop.is_set():
+            hidden = (
+                f" ({self.held / MiB:.1f} MiB of it in files it holds with no name left)"
+                if self.held
+                else ""
+            )
+            self._exceeded(
+                f"its {self.what} grew by {self._grown / MiB:.1f} MiB{hidden},"
+                f" past disk_mb={self.limit // MiB}"
+            )
+            return False
+        self._credit -= time.thread_time() - cpu  # CPU, not wall: a preempted scan is not slow
+        self._periodic = started + PERIOD
+        return True
 
     def _exceeded(self, detail: str) -> None:
         with contextlib.suppress(Exception):  # the owner may already be gone
             self.on_exceeded(detail)
+
+
+class _Hub:
+    """The one thread that looks for every watcher of this process, every ``POLL`` seconds.
+
+    It starts with the first watcher and ends when none is left.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watchers: dict[int, DiskWatcher] = {}
+        self._running = False
+
+    def add(self, watcher: DiskWatcher) -> None:
+        with self._lock:
+            self._watchers[id(watcher)] = watcher
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="sandlot-disk", daemon=True).start()
+
+    def remove(self, watcher: DiskWatcher) -> None:
+        with self._lock:
+            self._watchers.pop(id(watcher), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                watchers = list(self._watchers.values())
+                if not watchers:
+                    self._running = False
+                    return
+            free_by_device: dict[int, int] = {}
+            for watcher in watchers:
+                if not watcher.look(free_by_device):
+                    self.remove(watcher)
+            time.sleep(POLL)
+
+
+_HUB = _Hub()
+# Scans run here, off the watchers' thread; each watcher has at most one under way, and its
+# CPU budget spaces them, so a sandbox with a huge tree holds one thread a small share of the time.
+_SCANNERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandlot-disk")

@@ -484,7 +484,11 @@ class LocalLaunch:
 
             cgroup, driver = self.cgroup, self.proc.pid
             pids = cgroup.pids if cgroup is not None else lambda: disk.process_tree(driver)
-            self._disks.append(disk.DiskWatcher(self.workdir_host, self.disk_mb, full, pids))
+            self._disks.append(
+                disk.DiskWatcher(
+                    self.workdir_host, self.disk_mb, full, pids, empty=self.own_workdir
+                )
+            )
             self._disks += [
                 disk.DiskWatcher(path, self.disk_mb, full, pids, what=f"volume at {target}")
                 for target, path in self.volumes_host.items()

@@ -19,6 +19,7 @@ also counts the files with no link left that the sandbox's processes hold.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,24 @@ def test_data_hidden_deeper_than_the_watcher_looks_ends_in_a_disk_death() -> Non
         sb.run_code(code)
     assert died.value.cause == "disk"
     assert "deeper than" in died.value.detail
+
+
+def _disk_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sandlot-disk")]
+
+
+def test_many_watched_sandboxes_share_one_watching_thread_and_each_still_dies_alone() -> None:
+    """Twenty sandboxes under a disk limit: one thread looks for all of them (plus at most
+    four that scan), not one each; the one that writes past its limit dies, none other."""
+    boxes = [sandlot.Sandbox(strict(disk_mb=64)).start() for _ in range(20)]
+    try:
+        threads = _disk_threads()
+        assert 1 <= len(threads) <= 5, threads
+        attacker, *others = boxes
+        with pytest.raises(sandlot.SandboxDied) as died:
+            attacker.run_code(ATTACK)
+        assert died.value.cause == "disk"
+        assert all(box.run_code("1 + 1").value == "2" for box in others)
+    finally:
+        for box in boxes:
+            box.terminate()
