@@ -158,7 +158,8 @@ def _held_paths(pid: int) -> list[str]:
         paths += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
     mapped: set[bytes] = set()  # one file mapped many times is stat'ed once
     with contextlib.suppress(OSError, ValueError):
-        for line in _read(f"/proc/{pid}/maps").splitlines():
+        maps = _read(f"/proc/{pid}/maps")
+        for line in maps.splitlines() if b" (deleted)" in maps else ():
             if line.endswith(b" (deleted)"):
                 span, _, _, dev, inode = line.split(maxsplit=5)[:5]
                 if dev + b" " + inode not in mapped:
@@ -249,7 +250,7 @@ class DiskWatcher:
         self.baseline = 0
         self.held = 0  # bytes in files with no link left that the last scan found held
         self._stop = threading.Event()
-        self._busy = threading.RLock()  # held through each look, so stop() can wait one out
+        self._busy = threading.RLock()  # held through each scan, so stop() can wait one out
         self._baseline_thread: threading.Thread | None = None
         self._device = -1
         self._grown = 0
@@ -272,7 +273,7 @@ class DiskWatcher:
             self._baseline_thread.start()
 
     def stop(self) -> None:
-        """Stop watching and wait for a look under way (a scan is abandoned)."""
+        """Stop watching and wait for a scan under way (it is abandoned): no report after."""
         self._stop.set()
         _HUB.remove(self)
         thread = self._baseline_thread
@@ -321,23 +322,25 @@ class DiskWatcher:
         """
         if self._scanning:
             return True
-        with self._busy:
-            if self._stop.is_set() or self._done:
-                return False
-            now = time.monotonic()
-            self._credit = min(BURST, self._credit + (now - self._refilled) * CPU_SHARE)
-            self._refilled = now
-            if self._credit <= 0:
-                return True
-            free = free_by_device.get(self._device)
-            if free is None:
-                free = free_by_device[self._device] = self._free()
-            scanned_free = self._scanned_free
-            lost = scanned_free - free if min(free, scanned_free) >= 0 else self.limit
-            if now < self._periodic and lost * 4 <= self.limit - self._grown:
-                return True  # the filesystem did not lose enough for this sandbox to pass its limit
-            self._scanning = True
-        _SCANNERS.submit(self._scan, now, free, lost)
+        if self._stop.is_set() or self._done:
+            return False
+        now = time.monotonic()
+        self._credit = min(BURST, self._credit + (now - self._refilled) * CPU_SHARE)
+        self._refilled = now
+        if self._credit <= 0:
+            return True
+        free = free_by_device.get(self._device)
+        if free is None:
+            free = free_by_device[self._device] = self._free()
+        scanned_free = self._scanned_free
+        lost = scanned_free - free if min(free, scanned_free) >= 0 else self.limit
+        if now < self._periodic and lost * 4 <= self.limit - self._grown:
+            return True  # the filesystem did not lose enough for this sandbox to pass its limit
+        self._scanning = True  # this thread's looks skip the watcher until its scan is done
+        try:
+            _SCANNERS.submit(self._scan, now, free, lost)
+        except RuntimeError:  # the interpreter is shutting down
+            return False
         return True
 
     def _scan(self, started: float, free: int, lost: int) -> None:
