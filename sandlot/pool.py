@@ -124,6 +124,7 @@ class AsyncSandboxPool:
         self._starting = 0  # of which warm-ups still starting
         self._taken = 0  # lent, or starting for a borrower: at most size
         self._cond: asyncio.Condition | None = None
+        self._start_gate: asyncio.Semaphore | None = None
         self._tasks = TaskScope("a sandbox pool")  # warm-ups and retirements
         self._lent: set[AsyncSandbox] = set()
         self._closed = False
@@ -139,6 +140,16 @@ class AsyncSandboxPool:
         return cls(config, **options.model_dump(), **runtime)
 
     # -- bookkeeping -------------------------------------------------------------
+
+    @property
+    def _gate(self) -> asyncio.Semaphore | None:
+        """What holds background starts back while sandboxes are lent (see :meth:`_refill`)."""
+        limit = getattr(self.backend, "background_starts", None)
+        if limit is None:
+            return None
+        if self._start_gate is None:
+            self._start_gate = asyncio.Semaphore(limit)
+        return self._start_gate
 
     @property
     def _condition(self) -> asyncio.Condition:
@@ -173,13 +184,17 @@ class AsyncSandboxPool:
         self._retired += 1
         self._tasks.spawn(slot.sandbox.terminate())
 
-    def _refill(self) -> None:
+    def _refill(self, busy: bool = True) -> None:
         """Start sandboxes in the background until ``warm`` are idle or starting.
 
         Without reuse they are beside the lent ones: with all ``size`` lent,
         ``warm`` more are ready for the next borrower, started while the others
         work. With reuse a returned sandbox is the next borrower's, so the warm
-        ones count within ``size``.
+        ones count within ``size``. While sandboxes are lent (``busy``), a
+        backend whose starts cost this machine's CPU (``background_starts`` of
+        :class:`~sandlot.backends.local.LocalBackend`) gets that many at a time:
+        a burst of starts would only delay the borrowers' work. The first fill
+        is not held back.
         """
         while (
             not self._closed
@@ -188,11 +203,12 @@ class AsyncSandboxPool:
         ):
             self._count += 1
             self._starting += 1
-            self._tasks.spawn(self._warm_one())
+            self._tasks.spawn(self._warm_one(self._gate if busy else None))
 
-    async def _warm_one(self) -> None:
+    async def _warm_one(self, gate: asyncio.Semaphore | None) -> None:
         try:
-            sb = await self._new()
+            async with gate or contextlib.nullcontext():
+                sb = await self._new()
         except BaseException as exc:
             self._refill_error = exc
             async with self._condition:
@@ -214,7 +230,7 @@ class AsyncSandboxPool:
     async def start(self) -> Self:
         """Begin warming up (``warm`` sandboxes start in the background)."""
         async with self._condition:
-            self._refill()
+            self._refill(busy=False)
         return self
 
     async def wait_warm(self) -> None:

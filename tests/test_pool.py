@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import strict
 
 import sandlot
+from sandlot.backends.local import LocalBackend, LocalLaunch
 from sandlot.sandbox import live_sandboxes
 
 
@@ -236,3 +239,44 @@ def test_async_pool() -> None:
 
     assert asyncio.run(main()) == ["0", "1", "4", "9", "16"]
     assert live_sandboxes() == []
+
+
+class _CountingBackend(LocalBackend):
+    """The local backend, counting the starts under way at once."""
+
+    def __init__(self, background_starts: int | None) -> None:
+        super().__init__()
+        self.background_starts = background_starts  # type: ignore[assignment]
+        self.now = self.peak = 0
+
+    async def launch(self, config: sandlot.SandboxConfig, init: dict[str, Any]) -> LocalLaunch:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            return await super().launch(config, init)
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("limit", [2, None])
+def test_refills_while_sandboxes_are_lent_start_background_starts_at_a_time(
+    limit: int | None,
+) -> None:
+    """Six borrowers take the six warm sandboxes at once: the six refills go two at a time
+    on a backend whose starts cost this machine's CPU, all at once on one without a limit.
+    The first fill is never held back."""
+
+    async def main() -> tuple[int, int]:
+        backend = _CountingBackend(limit)
+        async with sandlot.AsyncSandboxPool(strict(), size=6, warm=6, backend=backend) as pool:
+            await pool.wait_warm()
+            first, backend.peak = backend.peak, 0
+            async with contextlib.AsyncExitStack() as lent:
+                for _ in range(6):  # each borrow starts a refill
+                    await lent.enter_async_context(pool.sandbox())
+                await pool.wait_warm()
+            return first, backend.peak
+
+    first, refills = asyncio.run(main())
+    assert first == 6
+    assert refills == (2 if limit == 2 else 6)

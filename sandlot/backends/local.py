@@ -800,7 +800,13 @@ class LocalBackend:
     - ``stdio=True`` carries the driver's channel over its stdin and stdout (a
       pipe pair) instead of a socket pair: the same frames over another byte
       stream, as a remote driver reached through a command would speak them.
+
+    A start costs this machine's CPU, so a pool refilling its warm sandboxes
+    while others work starts at most ``background_starts`` (this process's
+    cores) at a time: more at once only delay the work in progress.
     """
+
+    background_starts: int = len(os.sched_getaffinity(0))
 
     def __init__(
         self,

@@ -66,9 +66,9 @@ def host_pid(pidfd: int) -> int:
 class ForkedProcess:
     """A sandbox's first process, forked by a template: the part of ``Popen`` a launch uses.
 
-    Not this host's child but the template's: its end shows on ``pidfd`` and its
-    exit status comes from the template, which reaps it. It is PID 1 of its own namespace, so killing
-    it kills every process of the sandbox.
+    Not this host's child but the template's: its end shows on ``pidfd`` and
+    its exit status comes from the template, which reaps it. It is PID 1 of its
+    own namespace, so killing it kills every process of the sandbox.
     """
 
     def __init__(self, pidfd: int, status: concurrent.futures.Future[int], log: BinaryIO) -> None:
