@@ -806,7 +806,9 @@ class LocalBackend:
     cores) at a time: more at once only delay the work in progress.
     """
 
-    background_starts: int = len(os.sched_getaffinity(0))
+    background_starts: int = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
     def __init__(
         self,
