@@ -184,18 +184,19 @@ class AsyncSandboxPool:
         self._retired += 1
         self._tasks.spawn(slot.sandbox.terminate())
 
-    def _refill(self, busy: bool = True) -> None:
+    def _refill(self) -> None:
         """Start sandboxes in the background until ``warm`` are idle or starting.
 
         Without reuse they are beside the lent ones: with all ``size`` lent,
         ``warm`` more are ready for the next borrower, started while the others
         work. With reuse a returned sandbox is the next borrower's, so the warm
-        ones count within ``size``. While sandboxes are lent (``busy``), a
-        backend whose starts cost this machine's CPU (``background_starts`` of
+        ones count within ``size``. While sandboxes are lent, a backend whose
+        starts cost this machine's CPU (``background_starts`` of
         :class:`~sandlot.backends.local.LocalBackend`) gets that many at a time:
-        a burst of starts would only delay the borrowers' work. The first fill
-        is not held back.
+        a burst of starts would only delay the borrowers' work. A fill while
+        none is lent (the first one) is not held back.
         """
+        gate = self._gate if self._lent else None
         while (
             not self._closed
             and len(self._idle) + self._starting < self.warm
@@ -203,12 +204,12 @@ class AsyncSandboxPool:
         ):
             self._count += 1
             self._starting += 1
-            self._tasks.spawn(self._warm_one(self._gate if busy else None))
+            self._tasks.spawn(self._warm_one(gate))
 
     async def _warm_one(self, gate: asyncio.Semaphore | None) -> None:
         try:
             async with gate or contextlib.nullcontext():
-                sb = await self._new()
+                sb = None if self._closed else await self._new()  # closed while it queued
         except BaseException as exc:
             self._refill_error = exc
             async with self._condition:
@@ -218,9 +219,10 @@ class AsyncSandboxPool:
             return
         async with self._condition:
             self._starting -= 1
-            if self._closed:
+            if sb is None or self._closed:
                 self._count -= 1
-                self._tasks.spawn(sb.terminate())
+                if sb is not None:
+                    self._tasks.spawn(sb.terminate())
             else:
                 self._idle.append(_Slot(sb))
             self._condition.notify_all()  # borrowers and wait_warm() both watch this
@@ -230,7 +232,7 @@ class AsyncSandboxPool:
     async def start(self) -> Self:
         """Begin warming up (``warm`` sandboxes start in the background)."""
         async with self._condition:
-            self._refill(busy=False)
+            self._refill()
         return self
 
     async def wait_warm(self) -> None:
@@ -275,8 +277,8 @@ class AsyncSandboxPool:
                 if self._idle and self._taken < self.size:
                     slot = self._idle.pop()  # the newest: with reuse, its caches are warm
                     self._taken += 1
-                    self._refill()
                     self._lent.add(slot.sandbox)
+                    self._refill()
                     return slot
                 if self._taken < self.size and (not self.reuse or self._count < self.size):
                     self._count += 1

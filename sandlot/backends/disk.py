@@ -24,15 +24,16 @@ through ``/proc/PID/fd`` and ``/proc/PID/map_files``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import os
+import queue
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 from ..config import SandboxConfig
 
@@ -204,27 +205,29 @@ def process_tree(pid: int) -> set[int]:
 
 
 class DiskWatcher:
-    """Checks a workdir's growth against a limit, from one host thread shared by all watchers.
+    """Checks a workdir's growth against a limit from the host.
 
     Usage already in the workdir when the watcher starts (a workdir the user
     gave) is the baseline: the limit bounds what the sandbox adds. A full scan
     of the tree costs a few microseconds a file, so the watcher polls the
-    filesystem's free space instead (one ``statvfs`` every ``POLL`` seconds for
-    each filesystem, whatever the number of watchers on it) and scans when the
-    filesystem lost more than a quarter of the sandbox's remaining headroom
-    since the last scan, and at least every ``PERIOD`` seconds (space freed by
-    others can hide a sandbox's writes). Scans draw on a budget of CPU time
-    that grows by ``CPU_SHARE`` of a second each second and holds at most
-    ``BURST``: quick scans may follow each other while a sandbox writes fast,
-    and over time one watcher's scans never take more than ``CPU_SHARE`` of one
-    core (plus ``BURST``); a slow scan pushes the next one out. ``on_exceeded``
-    is called once, from the watchers' thread, with a sentence saying what was
-    seen.
+    filesystem's free space instead (one ``statvfs`` every ``POLL`` seconds)
+    and scans when the filesystem lost more than a quarter of the sandbox's
+    remaining headroom since the last scan, and at least every ``PERIOD``
+    seconds (space freed by others can hide a sandbox's writes). Scans draw on
+    a budget of CPU time that grows by ``CPU_SHARE`` of a second each second
+    and holds at most ``BURST``: quick scans may follow each other while a
+    sandbox writes fast, and over time one watcher's scans never take more
+    than ``CPU_SHARE`` of one core (plus ``BURST``); a slow scan pushes the
+    next one out. ``on_exceeded`` is called once, from a host thread, with a
+    sentence saying what was seen.
 
-    ``empty`` says the root was made empty for this sandbox: its baseline is 0,
-    without a scan. Otherwise the baseline is taken on a thread of its own
-    before the watcher joins the others, so a large tree delays no other
-    sandbox's checks.
+    ``empty`` says the root is a directory sandlot made empty for this sandbox
+    (in its own state directory): its baseline is 0, without a scan, and one
+    host thread polls every such watcher of the process, one ``statvfs`` per
+    filesystem a round, while their scans run on threads beside it (an idle
+    one, or a new one: no sandbox's scan waits for another's). Any other root
+    (a workdir the user gave, a volume) may be large or on a slow filesystem:
+    its watcher takes its baseline and polls on a thread of its own.
 
     ``pids``, when given, returns the sandbox's processes now: each scan also
     counts the files on the workdir's filesystem that they hold with no link
@@ -251,7 +254,7 @@ class DiskWatcher:
         self.held = 0  # bytes in files with no link left that the last scan found held
         self._stop = threading.Event()
         self._busy = threading.RLock()  # held through each scan, so stop() can wait one out
-        self._baseline_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # its own, for a root it did not make
         self._device = -1
         self._grown = 0
         self._tree = 0
@@ -266,17 +269,19 @@ class DiskWatcher:
         """Take the baseline and begin watching."""
         if self.empty:
             self._begin()
+            if not self._stop.is_set():
+                _HUB.add(self)
         else:
-            self._baseline_thread = threading.Thread(
-                target=self._begin, name=f"sandlot-disk {self.root}", daemon=True
+            self._thread = threading.Thread(
+                target=self._run, name=f"sandlot-disk {self.root}", daemon=True
             )
-            self._baseline_thread.start()
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop watching and wait for a scan under way (it is abandoned): no report after."""
         self._stop.set()
         _HUB.remove(self)
-        thread = self._baseline_thread
+        thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         with self._busy:
@@ -292,8 +297,16 @@ class DiskWatcher:
         self._tree = self.baseline
         self._scanned_free = self._free()
         self._refilled = self._periodic = time.monotonic()
-        if not self._stop.is_set():
-            _HUB.add(self)
+
+    def _run(self) -> None:
+        """A root it did not make: baseline, looks and scans all on this watcher's thread."""
+        self._begin()
+        while not self._stop.wait(POLL):
+            due = self._due({})
+            if due is False:
+                return
+            if due is not None:
+                self._scan(*due)
 
     def _free(self) -> int:
         """Bytes free on the workdir's filesystem; -1 when that cannot be read."""
@@ -314,7 +327,7 @@ class DiskWatcher:
         return held(pids, device, self._stop)
 
     def look(self, free_by_device: dict[int, int]) -> bool:
-        """One look (on the watchers' thread); False once this watcher is done.
+        """One look from the shared thread; False once this watcher is done.
 
         ``free_by_device`` holds the free space of each filesystem already read
         in this round of looks. A scan, when one is due, runs on a scanning
@@ -322,26 +335,35 @@ class DiskWatcher:
         """
         if self._scanning:
             return True
+        due = self._due(free_by_device)
+        if due is False:
+            return False
+        if due is not None:
+            self._scanning = True  # the shared thread skips this watcher until its scan is done
+            _SCANNERS.run(lambda: self._scan(*due))
+        return True
+
+    def _due(
+        self, free_by_device: dict[int, int]
+    ) -> tuple[float, int, int] | Literal[False] | None:
+        """False when done, None when no scan is due, else the scan's (start, free, lost)."""
         if self._stop.is_set() or self._done:
             return False
         now = time.monotonic()
         self._credit = min(BURST, self._credit + (now - self._refilled) * CPU_SHARE)
         self._refilled = now
         if self._credit <= 0:
-            return True
+            return None
         free = free_by_device.get(self._device)
         if free is None:
-            free = free_by_device[self._device] = self._free()
+            free = self._free()
+            if self._device >= 0:
+                free_by_device[self._device] = free
         scanned_free = self._scanned_free
         lost = scanned_free - free if min(free, scanned_free) >= 0 else self.limit
         if now < self._periodic and lost * 4 <= self.limit - self._grown:
-            return True  # the filesystem did not lose enough for this sandbox to pass its limit
-        self._scanning = True  # this thread's looks skip the watcher until its scan is done
-        try:
-            _SCANNERS.submit(self._scan, now, free, lost)
-        except RuntimeError:  # the interpreter is shutting down
-            return False
-        return True
+            return None  # the filesystem did not lose enough for this sandbox to pass its limit
+        return now, free, lost
 
     def _scan(self, started: float, free: int, lost: int) -> None:
         with self._busy:
@@ -391,10 +413,8 @@ class DiskWatcher:
 
 
 class _Hub:
-    """The one thread that looks for every watcher of this process, every ``POLL`` seconds.
-
-    It starts with the first watcher and ends when none is left.
-    """
+    """The one thread that looks for every watcher of a root sandlot made, every ``POLL``
+    seconds. It starts with the first watcher and ends when none is left."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -426,10 +446,43 @@ class _Hub:
             time.sleep(POLL)
 
 
+class _Scanners:
+    """Daemon threads that run scans: an idle one takes the next, and when none is idle a new
+    one starts, so no scan waits for another (idle threads are kept for the next ones). Daemon
+    threads: a scan under way never holds up the interpreter's exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if start:
+                self._threads += 1
+            else:
+                self._idle -= 1
+        if start:
+            try:
+                threading.Thread(target=self._work, name="sandlot-disk scan", daemon=True).start()
+            except RuntimeError:  # no thread to be had (a process limit): scan here instead
+                with self._lock:
+                    self._threads -= 1
+                job()
+                return
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            finally:
+                with self._lock:
+                    self._idle += 1
+
+
 _HUB = _Hub()
-# Scans run here, off the watchers' thread, each watcher's one at a time. A scan finds an idle
-# thread or gets a new one (idle ones are kept): however slow the trees of some sandboxes make
-# their scans, no other sandbox's scan waits for them.
-_SCANNERS = concurrent.futures.ThreadPoolExecutor(
-    max_workers=1 << 16, thread_name_prefix="sandlot-disk"
-)
+_SCANNERS = _Scanners()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -194,7 +195,8 @@ def _first_process(
         traceback.print_exc()
         os._exit(FAILED_SETUP)
     os.dup2(channel, 3)
-    os.closerange(4, 1 << 16)  # the control socket, other sandboxes' pidfds
+    # The template's namespaces and other sandboxes' pidfds, however many it held.
+    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     driver = os.fork()
     if driver != 0:
         _drop_capabilities()
@@ -265,7 +267,13 @@ class _Forker:
         for fd in fds:
             os.close(fd)
         if pid > 0:
-            pidfd = os.pidfd_open(pid)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:  # out of descriptors: this sandbox fails, not the template
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                _send(self.control, f"failed {slot} {exc}")
+                return True
             self.selector.register(pidfd, selectors.EVENT_READ, (slot, pid))
             _send(self.control, f"pid {slot}", (pidfd,))
         return True
@@ -289,9 +297,14 @@ class _Forker:
         return pid
 
     def restore(self, flags: int) -> None:
-        """Back into this process's own namespaces; a template that cannot, ends."""
+        """Back into this process's own namespaces; a template that cannot, ends (the host
+        then starts another, or starts cold)."""
         for flag, fd in self.own.items():
             if flags & flag and _libc.setns(fd, flag) != 0:
+                err = ctypes.get_errno()
+                os.write(
+                    2, f"sandlot template: setns {NAMESPACES[flag]}: {os.strerror(err)}\n".encode()
+                )
                 os._exit(FAILED_SETUP)
 
     def reap(self, pidfd: int, sandbox: tuple[str, int]) -> None:
@@ -299,8 +312,12 @@ class _Forker:
         slot, pid = sandbox
         self.selector.unregister(pidfd)
         os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        _send(self.control, f"exit {slot} {os.waitstatus_to_exitcode(status)}")
+        try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else: its status is lost
+            code = -signal.SIGKILL
+        _send(self.control, f"exit {slot} {code}")
 
 
 def main(control_fd: int, seccomp_fd: int) -> None:
@@ -313,6 +330,11 @@ def main(control_fd: int, seccomp_fd: int) -> None:
             program = f.read()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # gone with bubblewrap's monitor
     _libc.prctl(PR_SET_NAME, b"sandlot-tmpl", 0, 0, 0)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the first processes are reaped here
+    # A pidfd per live sandbox; each driver sets its own limit (max_open_files) before any
+    # of the sandbox's code runs.
+    most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
     forker = _Forker(socket.socket(fileno=control_fd), program)
     _send(forker.control, "ready")
     forker.serve()
