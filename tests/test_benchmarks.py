@@ -38,6 +38,18 @@ def test_benchmark_commands_print_their_tables() -> None:
         assert "│ sandlot" in done.stdout
 
 
+def test_rate_benchmark_prints_a_row_per_worker_count() -> None:
+    done = bench("bench.py", "rate", "--quick", "--no-peers", "--workers", "1,3", columns=200)
+    assert "creation rate" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ sandlot")]
+    assert [row.split("│")[2].strip() for row in rows] == [
+        "1",
+        "3",
+        "1",
+    ]  # template, template, cold
+    assert all(float(row.split("│")[4]) > 0 for row in rows)  # sandboxes a second
+
+
 def test_rlm_benchmark_prints_its_tables_and_right_answers() -> None:
     with_rlms = importlib.util.find_spec("rlm") is not None  # the bench extra
     done = bench("bench.py", "rlm", "--quick", *([] if with_rlms else ["--no-peers"]))
