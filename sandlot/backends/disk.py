@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import queue
 import stat
@@ -387,7 +388,7 @@ class DiskWatcher:
             self._grown = self._tree + self.held - self.baseline
         except FileNotFoundError:
             return False  # the workdir is gone: the sandbox is being cleaned up
-        except (Unmeasurable, OSError) as exc:
+        except Exception as exc:  # Unmeasurable, OSError, or anything else: the limit fails closed
             if not self._stop.is_set():
                 self._exceeded(f"its {self.what}'s disk use cannot be measured: {exc}")
             return False
@@ -479,9 +480,10 @@ class _Scanners:
             job = self._jobs.get()
             try:
                 job()
-            finally:
-                with self._lock:
-                    self._idle += 1
+            except Exception:  # not from a scan, which fails its own watcher: this thread goes on
+                logging.getLogger("sandlot").exception("a disk scan failed")
+            with self._lock:
+                self._idle += 1
 
 
 _HUB = _Hub()
