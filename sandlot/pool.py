@@ -124,7 +124,8 @@ class AsyncSandboxPool:
         self._starting = 0  # of which warm-ups still starting
         self._taken = 0  # lent, or starting for a borrower: at most size
         self._cond: asyncio.Condition | None = None
-        self._start_gate: asyncio.Semaphore | None = None
+        starts = getattr(self.backend, "background_starts", None)  # see _refill
+        self._gate = None if starts is None else asyncio.Semaphore(starts)
         self._tasks = TaskScope("a sandbox pool")  # warm-ups and retirements
         self._lent: set[AsyncSandbox] = set()
         self._closed = False
@@ -140,16 +141,6 @@ class AsyncSandboxPool:
         return cls(config, **options.model_dump(), **runtime)
 
     # -- bookkeeping -------------------------------------------------------------
-
-    @property
-    def _gate(self) -> asyncio.Semaphore | None:
-        """What holds background starts back while sandboxes are lent (see :meth:`_refill`)."""
-        limit = getattr(self.backend, "background_starts", None)
-        if limit is None:
-            return None
-        if self._start_gate is None:
-            self._start_gate = asyncio.Semaphore(limit)
-        return self._start_gate
 
     @property
     def _condition(self) -> asyncio.Condition:

@@ -456,21 +456,16 @@ class _Scanners:
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._idle = 0
-        self._threads = 0
 
     def run(self, job: Callable[[], None]) -> None:
         with self._lock:
             start = self._idle == 0
-            if start:
-                self._threads += 1
-            else:
+            if not start:
                 self._idle -= 1
         if start:
             try:
                 threading.Thread(target=self._work, name="sandlot-disk scan", daemon=True).start()
             except RuntimeError:  # no thread to be had (a process limit): scan here instead
-                with self._lock:
-                    self._threads -= 1
                 job()
                 return
         self._jobs.put(job)
