@@ -289,15 +289,19 @@ class DiskWatcher:
             pass
 
     def _begin(self) -> None:
+        self._refilled = self._periodic = time.monotonic()
         try:
             self._device = os.stat(self.root).st_dev
             if not self.empty:
                 self.baseline = usage(self.root, self._stop)
         except (Unmeasurable, OSError):
-            self.baseline = 0  # what cannot be measured now is judged by the first scan
+            self.baseline = 0  # what cannot be measured now is judged by the first look's scan
+        else:
+            # Measured (or made empty): until the first routine scan, only a loss of free
+            # space the size of a quarter of the limit calls for one, as after any scan.
+            self._periodic += PERIOD
         self._tree = self.baseline
         self._scanned_free = self._free()
-        self._refilled = self._periodic = time.monotonic()
 
     def _run(self) -> None:
         """A root it did not make: baseline, looks and scans all on this watcher's thread."""
