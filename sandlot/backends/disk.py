@@ -278,15 +278,24 @@ class DiskWatcher:
             )
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop watching and wait for a scan under way (it is abandoned): no report after."""
+    def stop(self, wait: bool = True) -> bool:
+        """Stop watching and wait for a scan under way (it is abandoned): no report after.
+
+        With ``wait=False`` (on an event loop) it returns False instead of waiting,
+        when a thread of its own or a scan is still under way: ``stop()`` then waits
+        (off the loop). True once no report can come any more.
+        """
         self._stop.set()
         _HUB.remove(self)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
+            if not wait and thread.is_alive():
+                return False
             thread.join()
-        with self._busy:
-            pass
+        if not self._busy.acquire(blocking=wait):
+            return False
+        self._busy.release()
+        return True
 
     def _begin(self) -> None:
         self._refilled = self._periodic = time.monotonic()

@@ -559,7 +559,8 @@ class LocalLaunch:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
         self.kill()
         for watcher in self._disks:
-            await asyncio.to_thread(watcher.stop)
+            if not watcher.stop(wait=False):  # a scan under way: waited out off the loop
+                await asyncio.to_thread(watcher.stop)
         if self.exited is not None and not self.exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), 5)

@@ -26,7 +26,7 @@ import pytest
 from conftest import strict
 
 import sandlot
-from sandlot.backends.disk import usage
+from sandlot.backends.disk import DiskWatcher, usage
 from sandlot.backends.local import LocalBackend
 
 MiB = 1 << 20
@@ -218,3 +218,32 @@ def test_many_watched_sandboxes_share_one_watching_thread_and_each_still_dies_al
     finally:
         for box in boxes:
             box.terminate()
+
+
+def test_a_watcher_stopped_without_waiting_says_so_while_a_scan_is_under_way(
+    tmp_path: Path,
+) -> None:
+    """``stop(wait=False)`` (what a launch's cleanup calls on the event loop) returns True
+    only when no scan can report any more; while one holds the watcher it returns False and
+    ``stop()`` waits it out. A scan that was under way reports nothing after."""
+    reports: list[str] = []
+    watcher = DiskWatcher(tmp_path, 1, reports.append, empty=True)
+    watcher.start()
+    scanning, finish = threading.Event(), threading.Event()
+
+    def scan() -> None:  # stands in for a scanning thread: holds the watcher as a scan does
+        with watcher._busy:
+            scanning.set()
+            finish.wait(10)
+            (tmp_path / "big").write_bytes(b"x" * (2 * MiB))
+            watcher._scan_once(0.0, 0, 0)
+
+    scanner = threading.Thread(target=scan)
+    scanner.start()
+    assert scanning.wait(10)
+    assert watcher.stop(wait=False) is False
+    finish.set()
+    assert watcher.stop() is True
+    scanner.join()
+    assert watcher.stop(wait=False) is True
+    assert reports == []
