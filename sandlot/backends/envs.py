@@ -405,7 +405,7 @@ def _group(groups: dict[str, Any], name: str, seen: set[str]) -> list[str]:
 def env_key(python: str, spec: EnvSpec) -> str:
     """The cache key of an environment: interpreter and requirements, order-free."""
     text = "\n".join(
-        [os.path.realpath(python), *sorted(spec.packages), spec.key_text, *spec.path_entries]
+        [real_interpreter(python), *sorted(spec.packages), spec.key_text, *spec.path_entries]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -580,7 +580,17 @@ def _build_empty(python: str, target: Path) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def real_interpreter(python: str) -> str:
+    """The file the interpreter path ``python`` resolves to, links followed.
+
+    Looked up once per path and process (each start asks, and a lookup walks every
+    component): the links of installed interpreters and environments are not expected
+    to move while a host process runs.
+    """
+    return os.path.realpath(python)
+
+
 def base_python() -> str:
     """The host's base interpreter (not a virtual environment's, whose packages are the host's)."""
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    return os.path.realpath(base)
+    return real_interpreter(getattr(sys, "_base_executable", None) or sys.executable)

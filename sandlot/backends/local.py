@@ -268,7 +268,7 @@ async def _pipe_streams(
 
 
 def _prefix_of(python: str) -> str:
-    return os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    return os.path.dirname(os.path.dirname(envs.real_interpreter(python)))
 
 
 def _reachable_by_others(path: str) -> bool:
