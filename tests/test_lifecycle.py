@@ -15,6 +15,7 @@ from conftest import make_wheel, strict
 
 import sandlot
 from sandlot.backends import bwrap
+from sandlot.backends.cgroups import SandboxCgroup
 
 
 def test_malformed_config_names_the_bad_field() -> None:
@@ -231,25 +232,58 @@ def test_the_bundled_bwrap_is_used_when_the_system_has_none(tmp_path: Path) -> N
     assert "UID 65534" in done.stdout or os.getuid() != 0
 
 
+def _limit_files(cgroup: SandboxCgroup) -> dict[str, str]:
+    """The limit files of a sandbox's cgroup directories, and what they hold."""
+    names = ("memory.limit_in_bytes", "memory.max", "pids.max", "cpu.cfs_quota_us", "cpu.max")
+    return {
+        p.name: p.read_text().strip()
+        for path in cgroup.paths
+        for p in path.iterdir()
+        if p.name in names
+    }
+
+
 def test_limits_reach_the_cgroup_and_the_rlimits() -> None:
     cfg = strict(memory_mb=300, cpus=0.5, max_processes=50, max_file_bytes=1 << 20)
     with sandlot.Sandbox(cfg) as box:
         cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
         assert cgroup is not None
-        for path in cgroup.paths:
-            files = {p.name: p for p in path.iterdir()}
-            if "memory.limit_in_bytes" in files:
-                assert files["memory.limit_in_bytes"].read_text().strip() == str(300 << 20)
-            if "memory.max" in files:
-                assert files["memory.max"].read_text().strip() == str(300 << 20)
-            if "pids.max" in files:
-                assert files["pids.max"].read_text().strip() == "50"
-            if "cpu.cfs_quota_us" in files:
-                assert files["cpu.cfs_quota_us"].read_text().strip() == "50000"
+        limits = _limit_files(cgroup)
+        available = cgroup.layout.dirs
+        if "memory" in available:
+            assert limits.get("memory.limit_in_bytes", limits.get("memory.max")) == str(300 << 20)
+        if "pids" in available:
+            assert limits["pids.max"] == "50"
+        if "cpu" in available:
+            assert limits.get("cpu.cfs_quota_us", limits.get("cpu.max", "").split(" ")[0]) == (
+                "50000"
+            )
         r = box.run_code("open('big.bin', 'wb').write(b'x' * (2 << 20))")
         assert r.error is not None and "File too large" in r.error.value
         p = box.exec("bash", "-c", "head -c 2000000 /dev/zero > big2.bin")
         assert p.returncode != 0
+
+
+@pytest.mark.parametrize("templates", ["1", "0"])
+@pytest.mark.parametrize("cpus", [None, 0.5])
+def test_a_sandbox_has_a_cgroup_directory_for_each_limit_it_has_and_its_processes_join_it(
+    cpus: float | None, templates: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller without a limit for the sandbox gets no directory of its own (on cgroup
+    v1 each is a mkdir, a join and an rmdir per start); each that it gets holds the
+    sandbox's processes, forked from a template or started cold."""
+    monkeypatch.setenv("SANDLOT_TEMPLATES", templates)
+    with sandlot.Sandbox(strict(cpus=cpus, memory_mb=None)) as box:
+        assert box.async_sandbox.info["started"] == ("template" if templates == "1" else "cold")
+        cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None
+        made = {c for c, base in cgroup.layout.dirs.items() if base / cgroup.name in cgroup.paths}
+        if cgroup.layout.version == 1:
+            assert made == set(cgroup.layout.dirs) & ({"pids", "cpu"} if cpus else {"pids"})
+        for path in cgroup.paths:
+            held = (path / "cgroup.procs").read_text().split()
+            assert len(held) >= 2, (path, held)  # PID 1 (or the joining shell's) and the driver
+    assert not any(path.exists() for path in cgroup.paths)
 
 
 def test_a_start_whose_ready_the_loop_never_sees_says_it_waits_unread(

@@ -104,10 +104,17 @@ class SandboxCgroup:
     ) -> SandboxCgroup:
         """Record the directories in ``ledger`` (first line ``owner``), make them, write the limits.
 
+        A controller's directory is made only where the sandbox has a limit in it
+        (``pids`` always has one): on cgroup v1 each costs a ``mkdir``, a join and
+        an ``rmdir`` per sandbox. Where none of those controllers is available, all
+        that are get one, so the sandbox's processes can still be found and killed.
         On any failure what was made is removed again before the error propagates.
         """
         cg = cls(layout, name, ledger=ledger)
-        planned = [base / name for base in dict.fromkeys(layout.dirs.values())]
+        limited = {"pids", *(["memory"] if memory_mb is not None else [])}
+        limited |= {"cpu"} if cpus is not None else set()
+        bases = [base for c, base in layout.dirs.items() if c in limited]
+        planned = [base / name for base in dict.fromkeys(bases or layout.dirs.values())]
         ledger.write_text("\n".join([owner, *map(str, planned)]) + "\n")
         try:
             for path in planned:
@@ -143,10 +150,6 @@ class SandboxCgroup:
             else:
                 (cpu / name / "cpu.cfs_period_us").write_text("100000")
                 (cpu / name / "cpu.cfs_quota_us").write_text(str(quota))
-
-    def limits_in_force(self) -> list[str]:
-        """Which of memory, pids, cpu this cgroup enforces."""
-        return sorted(self.layout.dirs)
 
     def procs_files(self) -> list[str]:
         """The ``cgroup.procs`` file of each directory: a process writes ``0`` to each to join."""

@@ -734,6 +734,11 @@ def _start_hints(iso: Isolation) -> list[str]:
     return lines
 
 
+def _cgroup_bases(layout: cgroups.Layout) -> list[Path]:
+    """The cgroup directories a template binds at ``CGROUPS_INSIDE/0``, ``/1``, ..., in order."""
+    return list(dict.fromkeys(layout.dirs.values()))
+
+
 def _new_cgroup(iso: Isolation, config: SandboxConfig, name: str) -> cgroups.SandboxCgroup | None:
     """The cgroups of sandbox ``name`` (its state directory's), with their ledger in the state
     root for the sweep; None where this machine has none to give."""
@@ -999,8 +1004,13 @@ class LocalBackend:
         try:
             cgroup = await _new_cgroup_off_loop(iso, config, host_dir.name)
             try:
-                name = "-" if cgroup is None else cgroup.name
-                waiting = template.fork(host_dir.name, name, config.network, child.fileno(), log_w)
+                joins: list[str] = []  # the sandbox's directories, as the template mounts them
+                if cgroup is not None:
+                    bases = _cgroup_bases(cgroup.layout)
+                    joins = [f"{bases.index(path.parent)}/{cgroup.name}" for path in cgroup.paths]
+                waiting = template.fork(
+                    host_dir.name, joins, config.network, child.fileno(), log_w
+                )
             finally:
                 child.close()
                 os.close(log_w)
@@ -1179,7 +1189,7 @@ class LocalBackend:
             argv += ["--cap-add", "CAP_SYS_ADMIN"]
             if iso.cgroup is not None:  # each sandbox's first process joins its own
                 argv += ["--perms", "0700", "--tmpfs", CGROUPS_INSIDE]
-                for n, base in enumerate(dict.fromkeys(iso.cgroup.dirs.values())):
+                for n, base in enumerate(_cgroup_bases(iso.cgroup)):
                     argv += ["--bind", str(base), f"{CGROUPS_INSIDE}/{n}"]
         argv.append("--clearenv")
         for key, value in env.items():

@@ -234,10 +234,13 @@ class Template:
         """Whether the template still takes requests."""
         return not self._dead and self.proc.poll() is None
 
-    def fork(self, slot: str, cgroup: str, network: bool, channel: int, log: int) -> _Waiting:
+    def fork(
+        self, slot: str, cgroups: list[str], network: bool, channel: int, log: int
+    ) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
-        ``cgroup`` names the sandbox's cgroup directories, made beforehand ("-" for none).
+        ``cgroups`` are the sandbox's cgroup directories, made beforehand, relative
+        to the template's ``CGROUPS_INSIDE`` (empty for none).
         """
         waiting = _Waiting()
         with self._lock:
@@ -245,7 +248,7 @@ class Template:
                 raise TemplateError(self._dead)
             self._waiting[slot] = waiting
         try:
-            request = f"fork {slot} {cgroup} {int(network)}".encode()
+            request = " ".join(["fork", slot, str(int(network)), *cgroups]).encode()
             socket.send_fds(self.control, [request], [channel, log])
         except OSError as exc:
             with self._lock:

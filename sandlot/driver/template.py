@@ -18,8 +18,9 @@ sandbox's code runs.
 The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
 (the kernel's, from ``waitpid``: nothing the sandbox says). Control messages are ``SOCK_SEQPACKET``
-datagrams of ASCII words: ``fork SLOT CGROUP NET`` from the host, with the
-channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
+datagrams of ASCII words: ``fork SLOT NET CGROUP...`` from the host (each
+``CGROUP`` a directory of the sandbox's below the template's cgroup mounts),
+with the channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
 the pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
 Standard library only, as the rest of the driver.
 """
@@ -147,15 +148,15 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
         install_seccomp(program)
 
 
-def _join(cgroup: str) -> None:
+def _join(cgroups: list[str]) -> None:
     """Move this process into the sandbox's cgroups, which it then sees as its root.
 
     The sandbox's first process joins, not the template: the host kills every
     process of those cgroups when the sandbox ends, and the template has to
     outlive the sandbox to report how it ended.
     """
-    for controller in os.listdir(CGROUPS_INSIDE):
-        with open(f"{CGROUPS_INSIDE}/{controller}/{cgroup}/cgroup.procs", "w") as f:
+    for cgroup in cgroups:
+        with open(f"{CGROUPS_INSIDE}/{cgroup}/cgroup.procs", "w") as f:
             f.write("0")
     _check(_libc.unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace")
 
@@ -180,7 +181,7 @@ def _reap_until(driver: int) -> None:
 
 
 def _first_process(
-    slot: str, cgroup: str, network: bool, fds: list[int], program: bytes | None
+    slot: str, cgroups: list[str], network: bool, fds: list[int], program: bytes | None
 ) -> None:
     """The sandbox's first process, PID 1 of its namespaces: walls, the driver, then reaping."""
     channel, log = fds
@@ -188,8 +189,8 @@ def _first_process(
     os.setsid()
     os.dup2(log, 2)
     try:
-        if cgroup != "-":
-            _join(cgroup)
+        if cgroups:
+            _join(cgroups)
         build_walls(slot, network, program)
     except BaseException:
         traceback.print_exc()
@@ -249,11 +250,11 @@ class _Forker:
         if not data:
             return False
         word, *words = data.decode().split(" ")
-        if word != "fork" or len(words) != 3 or len(fds) != 2:
+        if word != "fork" or len(words) < 2 or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             return True
-        slot, cgroup, network = words[0], words[1], words[2] == "1"
+        slot, network, cgroups = words[0], words[1] == "1", words[2:]
         try:
             pid = self.fork(network)
         except OSError as exc:
@@ -261,7 +262,7 @@ class _Forker:
             pid = -1
         if pid == 0:
             try:
-                _first_process(slot, cgroup, network, fds, self.program)
+                _first_process(slot, cgroups, network, fds, self.program)
             finally:
                 os._exit(FAILED_SETUP)
         for fd in fds:

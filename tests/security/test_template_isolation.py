@@ -386,7 +386,7 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
             (slot / "work").mkdir()
             ours, theirs = socket.socketpair(socket.AF_UNIX)
             log_r, log_w = os.pipe()
-            waiting = template.fork(slot.name, "-", False, theirs.fileno(), log_w)
+            waiting = template.fork(slot.name, [], False, theirs.fileno(), log_w)
             theirs.close()
             os.close(log_w)
             assert waiting.pidfd.cancel()  # given up before the template answers
