@@ -699,9 +699,6 @@ def _start_template(
         raise
 
 
-RCU_EXPEDITED = Path("/sys/kernel/rcu_expedited")
-
-
 def start_path(iso: Isolation, started: str) -> list[str]:
     """How a local sandbox started (its ``info["started"]``), and what would be faster.
 
@@ -709,7 +706,7 @@ def start_path(iso: Isolation, started: str) -> list[str]:
     or started cold, and why; any further line is a hint.
     """
     if started == "template":
-        return _start_hints(iso)
+        return ["forked from a template (a warm driver in the same walls)"]
     if iso.bwrap is None:
         return ["cold start, without bubblewrap (templates need it)"]
     if not templates.enabled():
@@ -719,19 +716,6 @@ def start_path(iso: Isolation, started: str) -> list[str]:
     if template_problem:
         return [f"cold start: the template failed here ({template_problem})"]
     return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
-
-
-def _start_hints(iso: Isolation) -> list[str]:
-    lines = ["forked from a template (a warm driver in the same walls)"]
-    if iso.cgroup is not None and iso.cgroup.version == 1 and "memory" in iso.cgroup.dirs:
-        with contextlib.suppress(OSError, ValueError):
-            if int(RCU_EXPEDITED.read_text()) == 0:
-                lines.append(
-                    "each sandbox's join of its cgroup v1 memory controller waits for an RCU "
-                    "grace period (about 10-25 ms); with /sys/kernel/rcu_expedited set to 1 "
-                    "it takes about 1 ms (a kernel-wide setting: weigh it for the machine)"
-                )
-    return lines
 
 
 def _cgroup_bases(layout: cgroups.Layout) -> list[Path]:
@@ -931,7 +915,7 @@ class LocalBackend:
                 argv = [python, "-I", "-S", "-c", _boot(_driver_root_outside(), channel)]
                 env.update(env_vars)
             if cgroup is not None:
-                env[_JOIN_VAR] = "\n".join(cgroup.procs_files())
+                env[_JOIN_VAR] = "\n".join(cgroup.join_files())
                 argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "sandlot-join", *argv]
             # No preexec_fn: without one CPython starts the child with vfork, whose cost
             # does not grow with the host's memory (a fork copies its page tables).
@@ -1007,10 +991,11 @@ class LocalBackend:
                 joins: list[str] = []  # the sandbox's directories, as the template mounts them
                 if cgroup is not None:
                     bases = _cgroup_bases(cgroup.layout)
-                    joins = [f"{bases.index(path.parent)}/{cgroup.name}" for path in cgroup.paths]
-                waiting = template.fork(
-                    host_dir.name, joins, config.network, child.fileno(), log_w
-                )
+                    joins = [
+                        f"{bases.index(Path(file).parent.parent)}/{cgroup.name}/{Path(file).name}"
+                        for file in cgroup.join_files()
+                    ]
+                waiting = template.fork(host_dir.name, joins, config.network, child.fileno(), log_w)
             finally:
                 child.close()
                 os.close(log_w)

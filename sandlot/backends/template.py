@@ -239,8 +239,8 @@ class Template:
     ) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
-        ``cgroups`` are the sandbox's cgroup directories, made beforehand, relative
-        to the template's ``CGROUPS_INSIDE`` (empty for none).
+        ``cgroups`` are the files that join the sandbox's cgroups (made beforehand),
+        relative to the template's ``CGROUPS_INSIDE`` (empty for none).
         """
         waiting = _Waiting()
         with self._lock:

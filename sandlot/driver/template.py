@@ -19,7 +19,8 @@ The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
 (the kernel's, from ``waitpid``: nothing the sandbox says). Control messages are ``SOCK_SEQPACKET``
 datagrams of ASCII words: ``fork SLOT NET CGROUP...`` from the host (each
-``CGROUP`` a directory of the sandbox's below the template's cgroup mounts),
+``CGROUP`` the file joining one of the sandbox's cgroups, below the template's
+cgroup mounts),
 with the channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
 the pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
 Standard library only, as the rest of the driver.
@@ -149,14 +150,15 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
 
 
 def _join(cgroups: list[str]) -> None:
-    """Move this process into the sandbox's cgroups, which it then sees as its root.
+    """Move this process (of one thread) into the sandbox's cgroups, which it then sees as
+    its root: ``0`` into each of the host's files (``cgroups.SandboxCgroup.join_files``).
 
     The sandbox's first process joins, not the template: the host kills every
     process of those cgroups when the sandbox ends, and the template has to
     outlive the sandbox to report how it ended.
     """
-    for cgroup in cgroups:
-        with open(f"{CGROUPS_INSIDE}/{cgroup}/cgroup.procs", "w") as f:
+    for file in cgroups:
+        with open(f"{CGROUPS_INSIDE}/{file}", "w") as f:
             f.write("0")
     _check(_libc.unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace")
 
