@@ -14,8 +14,11 @@ and environment, the same network setting and the same locale variables; the
 rest of a sandbox's variables, its secrets among them, reach its driver in
 the init frame, so the template holds none. The template's interpreter starts
 with ``-I -S``: no start-up code of the environment's (``.pth`` files,
-``sitecustomize``) ever runs in it; each driver runs it once it has dropped
-to the sandbox's user. Sandboxes with mounts, volumes, local models, GPUs or a
+``sitecustomize``) ever runs in it; each driver runs ``site`` once it has
+dropped to the sandbox's user. Where ``site`` would run no such code (no
+``.pth`` file in any directory it could read, no ``sitecustomize`` or
+``usercustomize`` module: the default environment), the template runs it
+once, before any fork, and the drivers skip it. Sandboxes with mounts, volumes, local models, GPUs or a
 workdir of the user's still start cold, as do those whose environment or
 interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
 gets a fresh one, which would hide it), as does every sandbox where the host

@@ -39,6 +39,7 @@ from .repl import Repl, user_traceback
 
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
+SITE_DONE = False  # site.main() already ran in the template this driver was forked from
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 CURRENT: Server | None = None  # the one server of this process, for call_host()
 
@@ -692,8 +693,8 @@ def serve_on(sock: protocol.ByteStream) -> None:
             os.setgid(gid)
             os.setuid(uid)
         _die_with_parent()
-        if sys.flags.no_site:  # started with -S: the environment's .pth files and
-            import site  # sitecustomize run only now, as the sandbox's user, under the filter
+        if sys.flags.no_site and not SITE_DONE:  # started with -S: the environment's .pth
+            import site  # files and sitecustomize run only now, as the sandbox's user, filtered
 
             site.main()
         os.makedirs(init["workdir"], exist_ok=True)

@@ -36,6 +36,7 @@ import selectors
 import signal
 import socket
 import struct
+import sys
 import traceback
 
 from .farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
@@ -323,9 +324,43 @@ class _Forker:
         _send(self.control, f"exit {slot} {code}")
 
 
+def site_runs_nothing() -> bool:
+    """Whether ``site.main()`` would run no code of the environment's here: the
+    interpreter is isolated (``-I``: no user site), and no directory ``site`` could
+    read holds a ``.pth`` file, nor any directory of the path a ``sitecustomize`` or
+    ``usercustomize`` module. Looks only: lists directories, finds no module.
+
+    Every prefix counts (the environment's, its base's), whether or not ``site``
+    would read it: a yes must never be wrong, a no only costs each driver its
+    own ``site.main()``.
+    """
+    import importlib.machinery
+    import site
+
+    if not sys.flags.isolated:
+        return False
+    env = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    prefixes = [env, sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    dirs = [d for d in site.getsitepackages(prefixes) if os.path.isdir(d)]
+    try:
+        if any(name.endswith(".pth") for d in dirs for name in os.listdir(d)):
+            return False
+    except OSError:
+        return False
+    path = [*sys.path, *dirs]
+    finder = importlib.machinery.PathFinder
+    return all(finder.find_spec(name, path) is None for name in ("sitecustomize", "usercustomize"))
+
+
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
-    from . import server  # noqa: F401  once, before any fork: every sandbox starts with it imported
+    from . import server  # once, before any fork: every sandbox starts with it imported
+
+    if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
+        import site
+
+        site.main()
+        server.SITE_DONE = True
 
     program = None
     if seccomp_fd >= 0:

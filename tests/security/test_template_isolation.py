@@ -12,6 +12,7 @@ the test instead of passing it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import shutil
@@ -375,6 +376,51 @@ def test_an_environments_start_up_code_runs_only_as_the_sandbox_user(
         assert box.info["started"] == ("template" if templates_on == "1" else "cold")
         ran_as = box.run_code("import os; os.environ.get('SANDLOT_PTH_PROBE')")
         assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
+
+
+@pytest.mark.parametrize("templates_on", ["1", "0"])
+def test_an_environments_sitecustomize_runs_only_as_the_sandbox_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates_on: str
+) -> None:
+    """A ``sitecustomize`` module in the environment is imported at start-up by ``site``: the
+    template, which runs ``site`` itself for an environment where it would run no code,
+    must leave this one to each driver, dropped to the sandbox user under the filter."""
+    probe = (
+        "import os\nos.environ['SANDLOT_SITE_PROBE'] = '%d %s' % (os.getuid(), "
+        "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0])\n"
+    )
+    wheel = make_wheel(tmp_path, "sandlot_site_probe", {"sitecustomize.py": probe})
+    monkeypatch.setenv(templates.ENV_VAR, templates_on)
+    with sandlot.Sandbox(strict(python_packages=[str(wheel)])) as box:
+        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
+        ran_as = box.run_code("import os; os.environ.get('SANDLOT_SITE_PROBE')")
+        assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
+
+
+def test_a_fork_sees_the_same_site_set_up_as_a_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the default environment the template runs ``site`` once for all its forks: each
+    sees what a cold start's own ``site.main()`` gives (path, prefixes, the builtins it adds,
+    the environment's packages importable)."""
+    probe = (
+        "import sys, builtins\n"
+        "(sys.path, sys.prefix, sys.exec_prefix, "
+        "[n for n in ('exit', 'quit', 'help', 'copyright', 'credits', 'license') "
+        "if hasattr(builtins, n)], 'site' in sys.modules)"
+    )
+    seen = {}
+    for on in ("1", "0"):
+        monkeypatch.setenv(templates.ENV_VAR, on)
+        with sandlot.Sandbox(strict()) as box:
+            seen[box.info["started"]] = box.run_code(probe).value
+    assert seen["template"] == seen["cold"], seen
+    path, prefix, *_ = ast.literal_eval(seen["cold"])
+    monkeypatch.setenv(templates.ENV_VAR, "1")
+    with sandlot.Sandbox(strict()) as box:  # forked: its driver ran no site.main() of its own
+        assert box.info["started"] == "template"
+        assert box.run_code("import sys; sys.modules['sandlot_driver.server'].SITE_DONE").value == (
+            "True"
+        )
+    assert any(p.startswith(prefix) and p.endswith("site-packages") for p in path), seen
 
 
 def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
