@@ -18,12 +18,12 @@ with ``-I -S``: no start-up code of the environment's (``.pth`` files,
 dropped to the sandbox's user. Where ``site`` would run no such code (no
 ``.pth`` file in any directory it could read, no ``sitecustomize`` or
 ``usercustomize`` module: the default environment), the template runs it
-once, before any fork, and the drivers skip it. Sandboxes with mounts, volumes, local models, GPUs or a
-workdir of the user's still start cold, as do those whose environment or
-interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
-gets a fresh one, which would hide it), as does every sandbox where the host
-does not run as root (making namespaces inside a user namespace is left to
-bubblewrap there). ``SANDLOT_TEMPLATES=0`` turns templates off.
+once, before any fork, and the drivers skip it. Sandboxes with mounts,
+volumes, local models, GPUs or a workdir of the user's still start cold, as
+do those whose environment or interpreter lies under ``/tmp``, ``/var/tmp``
+or ``/dev/shm`` (each sandbox gets a fresh one, which would hide it), as does
+every sandbox where the host does not run as root (making namespaces inside
+a user namespace is left to bubblewrap there). ``SANDLOT_TEMPLATES=0`` turns templates off.
 """
 
 from __future__ import annotations

@@ -326,28 +326,38 @@ class _Forker:
 
 def site_runs_nothing() -> bool:
     """Whether ``site.main()`` would run no code of the environment's here: the
-    interpreter is isolated (``-I``: no user site), and no directory ``site`` could
-    read holds a ``.pth`` file, nor any directory of the path a ``sitecustomize`` or
+    interpreter is isolated (``-I``: no user site), no directory ``site`` could read
+    holds a ``.pth`` file, and no directory of the path a ``sitecustomize`` or
     ``usercustomize`` module. Looks only: lists directories, finds no module.
 
-    Every prefix counts (the environment's, its base's), whether or not ``site``
-    would read it: a yes must never be wrong, a no only costs each driver its
-    own ``site.main()``.
+    The directories are over-counted, never predicted: every prefix (the
+    environment's, its base's), both what ``site.getsitepackages`` gives for them
+    now and every ``lib*/python3*/*-packages`` and ``local/lib*/...`` below them,
+    since a distribution's ``site`` may name others (Debian's lists an environment's
+    ``site-packages`` only once ``site`` has switched to it). A yes must never be
+    wrong; a no only costs each driver its own ``site.main()``.
     """
+    import glob
     import importlib.machinery
     import site
 
     if not sys.flags.isolated:
         return False
     env = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
-    prefixes = [env, sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
-    dirs = [d for d in site.getsitepackages(prefixes) if os.path.isdir(d)]
+    prefixes = list(
+        dict.fromkeys([env, sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix])
+    )
+    dirs = set(site.getsitepackages(prefixes))
+    for prefix in prefixes:
+        for pattern in ("lib*/python3*/*-packages", "local/lib*/python3*/*-packages"):
+            dirs.update(glob.glob(os.path.join(glob.escape(prefix), pattern)))
+    found = [d for d in dirs if os.path.isdir(d)]
     try:
-        if any(name.endswith(".pth") for d in dirs for name in os.listdir(d)):
+        if any(name.endswith(".pth") for d in found for name in os.listdir(d)):
             return False
     except OSError:
         return False
-    path = [*sys.path, *dirs]
+    path = [*sys.path, *found]
     finder = importlib.machinery.PathFinder
     return all(finder.find_spec(name, path) is None for name in ("sitecustomize", "usercustomize"))
 
@@ -359,6 +369,8 @@ def main(control_fd: int, seccomp_fd: int) -> None:
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
         import site
 
+        # The environment's packages follow the standard library on the path from here;
+        # the template and each PID 1 import nothing more (all they use is loaded).
         site.main()
         server.SITE_DONE = True
 

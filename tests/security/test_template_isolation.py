@@ -423,6 +423,46 @@ def test_a_fork_sees_the_same_site_set_up_as_a_cold_start(monkeypatch: pytest.Mo
     assert any(p.startswith(prefix) and p.endswith("site-packages") for p in path), seen
 
 
+def test_the_templates_site_check_counts_directories_a_distributions_site_reads() -> None:
+    """The template runs ``site`` only where it would run no code. Its check over-counts:
+    with ``site.getsitepackages`` naming nothing (as Debian's names no environment's
+    ``site-packages`` before ``site`` has switched to it), a ``.pth`` file or a
+    ``sitecustomize`` module there still makes it say no. Run in a sandbox, on an
+    environment made there, so no environment's interpreter runs on the host."""
+    with sandlot.Sandbox(strict()) as box:
+        root = box.run_code(
+            "import os, sys\n"
+            "os.path.dirname(os.path.dirname(sys.modules['sandlot_driver.server'].__file__))"
+        ).value
+        made = box.exec("python", "-m", "venv", "--without-pip", "/tmp/v")
+        assert made.returncode == 0, made.stderr
+        check = (
+            f"import sys; sys.path.insert(0, {root}); import site\n"
+            "site.getsitepackages = lambda prefixes=None: []\n"
+            "from sandlot_driver.template import site_runs_nothing\n"
+            "print(site_runs_nothing())"
+        )
+
+        def verdict() -> str:
+            done = box.exec("/tmp/v/bin/python", "-I", "-S", "-c", check)
+            assert done.returncode == 0, done.stderr
+            return done.stdout.strip()
+
+        assert verdict() == "True"
+        packages = box.exec(
+            "/tmp/v/bin/python",
+            "-I",
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ).stdout.strip()
+        assert packages.startswith("/tmp/v/")
+        for name, text in (("extra.pth", "/tmp\n"), ("sitecustomize.py", "x = 1\n")):
+            box.files.write(f"{packages}/{name}", text)
+            assert verdict() == "False", name
+            box.files.remove(f"{packages}/{name}")
+        assert verdict() == "True"
+
+
 def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
     with sandlot.Sandbox(strict()) as sibling:
         slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
