@@ -150,6 +150,18 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
         install_seccomp(program)
 
 
+def _joinable(file: str) -> bool:
+    """A file the host may name for a join: ``N/sandlot-NAME/tasks`` (or ``cgroup.procs``)."""
+    mount, name, last = ([*file.split("/"), "", ""])[:3]
+    return (
+        file.count("/") == 2
+        and mount.isdigit()
+        and name.startswith("sandlot-")
+        and name not in (".", "..")
+        and last in ("tasks", "cgroup.procs")
+    )
+
+
 def _join(cgroups: list[str]) -> None:
     """Move this process (of one thread) into the sandbox's cgroups, which it then sees as
     its root: ``0`` into each of the host's files (``cgroups.SandboxCgroup.join_files``).
@@ -258,6 +270,11 @@ class _Forker:
                 os.close(fd)
             return True
         slot, network, cgroups = words[0], words[1] == "1", words[2:]
+        if not all(_joinable(file) for file in cgroups):
+            _send(self.control, f"failed {slot} a cgroup file outside the sandboxes' own")
+            for fd in fds:
+                os.close(fd)
+            return True
         try:
             pid = self.fork(network)
         except OSError as exc:

@@ -463,6 +463,26 @@ def test_the_templates_site_check_counts_directories_a_distributions_site_reads(
         assert verdict() == "True"
 
 
+def test_the_template_joins_only_sandbox_cgroup_files_the_host_names() -> None:
+    """The fork request names the files that join the sandbox's cgroups: one outside the
+    ``N/sandlot-NAME/tasks`` (or ``cgroup.procs``) shape fails that start, forks nothing."""
+    with sandlot.Sandbox(strict()) as sibling:
+        slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+        (template,) = [t for t in _templates.values() if t.slots == slots]
+        for bad in ("0/../../proc/sys/x", "0/sandlot-a/memory.limit_in_bytes", "x/sandlot-a/tasks"):
+            slot = Path(tempfile.mkdtemp(prefix="box-", dir=slots))
+            ours, theirs = socket.socketpair(socket.AF_UNIX)
+            log_r, log_w = os.pipe()
+            waiting = template.fork(slot.name, [bad], False, theirs.fileno(), log_w)
+            theirs.close()
+            os.close(log_w)
+            with pytest.raises(templates.TemplateError, match="outside the sandboxes' own"):
+                waiting.pidfd.result(10)
+            ours.close()
+            os.close(log_r)
+        assert sibling.run_code("1 + 1").value == "2"
+
+
 def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
     with sandlot.Sandbox(strict()) as sibling:
         slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
