@@ -580,15 +580,19 @@ def _build_empty(python: str, target: Path) -> None:
         )
 
 
-@functools.lru_cache(maxsize=64)
 def real_interpreter(python: str) -> str:
     """The file the interpreter path ``python`` resolves to, links followed.
 
-    Looked up once per path and process (each start asks, and a lookup walks every
-    component): the links of installed interpreters and environments are not expected
-    to move while a host process runs.
+    Looked up once per absolute path and process (each start asks, and a lookup
+    walks every component): a link retargeted while a host process runs (an
+    upgrade of the interpreter it points to) is seen by the next process.
     """
-    return os.path.realpath(python)
+    return _resolved(os.path.abspath(python))
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def base_python() -> str:
