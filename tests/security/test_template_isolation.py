@@ -359,41 +359,25 @@ def test_one_sandboxes_variables_and_secrets_reach_neither_a_sibling_nor_the_tem
                 assert secret.encode() not in memory + cmdline, pid
 
 
+@pytest.mark.parametrize("hook", ["sandlot_hook_probe.pth", "sitecustomize.py"])
 @pytest.mark.parametrize("templates_on", ["1", "0"])
 def test_an_environments_start_up_code_runs_only_as_the_sandbox_user(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates_on: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates_on: str, hook: str
 ) -> None:
-    """A package's ``.pth`` line runs at interpreter start: never in the template (root, with
-    the capability to mount, no filter, every sibling's channel passing through), and in a
-    sandbox only after the driver dropped to the sandbox user under the filter."""
+    """A package's ``.pth`` line, or its ``sitecustomize`` module, runs at interpreter start
+    (``site``): never in the template (root, with the capability to mount, no filter, every
+    sibling's channel passing through; it runs ``site`` itself only for an environment where
+    ``site`` runs no such code), and in a sandbox only after the driver dropped to the sandbox
+    user under the filter."""
     probe = (
-        "import os; os.environ['SANDLOT_PTH_PROBE'] = '%d %s' % (os.getuid(), "
+        "import os; os.environ['SANDLOT_HOOK_PROBE'] = '%d %s' % (os.getuid(), "
         "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0])\n"
     )
-    wheel = make_wheel(tmp_path, "sandlot_pth_probe", {"sandlot_pth_probe.pth": probe})
+    wheel = make_wheel(tmp_path, "sandlot_hook_probe", {hook: probe})
     monkeypatch.setenv(templates.ENV_VAR, templates_on)
     with sandlot.Sandbox(strict(python_packages=[str(wheel)])) as box:
         assert box.info["started"] == ("template" if templates_on == "1" else "cold")
-        ran_as = box.run_code("import os; os.environ.get('SANDLOT_PTH_PROBE')")
-        assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
-
-
-@pytest.mark.parametrize("templates_on", ["1", "0"])
-def test_an_environments_sitecustomize_runs_only_as_the_sandbox_user(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates_on: str
-) -> None:
-    """A ``sitecustomize`` module in the environment is imported at start-up by ``site``: the
-    template, which runs ``site`` itself for an environment where it would run no code,
-    must leave this one to each driver, dropped to the sandbox user under the filter."""
-    probe = (
-        "import os\nos.environ['SANDLOT_SITE_PROBE'] = '%d %s' % (os.getuid(), "
-        "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0])\n"
-    )
-    wheel = make_wheel(tmp_path, "sandlot_site_probe", {"sitecustomize.py": probe})
-    monkeypatch.setenv(templates.ENV_VAR, templates_on)
-    with sandlot.Sandbox(strict(python_packages=[str(wheel)])) as box:
-        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
-        ran_as = box.run_code("import os; os.environ.get('SANDLOT_SITE_PROBE')")
+        ran_as = box.run_code("import os; os.environ.get('SANDLOT_HOOK_PROBE')")
         assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
 
 
