@@ -17,12 +17,12 @@ sandbox's code runs.
 
 The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
-(the kernel's, from ``waitpid``: nothing the sandbox says). Control messages are ``SOCK_SEQPACKET``
-datagrams of ASCII words: ``fork SLOT NET CGROUP...`` from the host (each
-``CGROUP`` the file joining one of the sandbox's cgroups, below the template's
-cgroup mounts),
-with the channel's and the log's descriptors; ``ready`` once, then ``pid SLOT`` (with
-the pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
+(the kernel's, from ``waitpid``: nothing the sandbox says). Control messages
+are ``SOCK_SEQPACKET`` datagrams of ASCII words: ``fork SLOT NET CGROUP...``
+from the host (each ``CGROUP`` the file joining one of the sandbox's cgroups,
+below the template's cgroup mounts), with the channel's and the log's
+descriptors; ``ready`` once, then ``pid SLOT`` (with the pidfd), ``exit SLOT
+STATUS`` and ``failed SLOT WHY`` back.
 Standard library only, as the rest of the driver.
 """
 
@@ -157,7 +157,6 @@ def _joinable(file: str) -> bool:
         file.count("/") == 2
         and mount.isdigit()
         and name.startswith("sandlot-")
-        and name not in (".", "..")
         and last in ("tasks", "cgroup.procs")
     )
 
