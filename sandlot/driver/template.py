@@ -28,6 +28,7 @@ Standard library only, as the rest of the driver.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -225,14 +226,53 @@ def _first_process(
         os._exit(0)
 
 
+def _await_sandbox(link: socket.socket, network: bool, program: bytes | None) -> None:
+    """A spare first process: holds nothing of the template's but ``link``, waits on it
+    for the sandbox it is to be (its slot, cgroup files, channel and log), then becomes
+    that sandbox's PID 1. The template gone (``link`` closed), it ends."""
+    _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
+    fd = link.fileno()
+    os.closerange(3, fd)  # the control socket, the namespaces, other sandboxes' pidfds
+    os.closerange(fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    try:
+        data, fds, _, _ = socket.recv_fds(link, 4096, 2)
+    except OSError:
+        data, fds = b"", []
+    link.close()
+    if not data or len(fds) != 2:
+        os._exit(0)
+    slot, *cgroups = data.decode().split(" ")
+    _first_process(slot, cgroups, network, fds, program)
+
+
+class _Spare:
+    """A first process forked ahead of any request, waiting for its sandbox."""
+
+    def __init__(self, pid: int, link: socket.socket, network: bool) -> None:
+        self.pid = pid
+        self.link = link
+        self.network = network
+
+    def discard(self) -> None:
+        """End and reap it (the template's child, not yet any sandbox)."""
+        self.link.close()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
 class _Forker:
     """Forks each sandbox's first process straight into new namespaces, and reports its end.
 
     The template unshares the namespaces itself, forks (the child is PID 1 of
     the new PID namespace and holds the new mount, IPC, UTS and network
-    namespaces), then returns to its own with ``setns``. The first processes
-    are the template's children: it waits on their pidfds beside the control
-    socket and reports each one's exit status.
+    namespaces), then returns to its own with ``setns``. The child waits on a
+    socket of its own for the sandbox it is to be: after each request the
+    template forks the next one ahead (a spare, with that request's network
+    setting), so the unshare and the fork are off the next start's path. The
+    first processes are the template's children: it waits on their pidfds
+    beside the control socket and reports each one's exit status.
     """
 
     def __init__(self, control: socket.socket, program: bytes | None) -> None:
@@ -244,6 +284,7 @@ class _Forker:
             flag: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
             for flag, name in NAMESPACES.items()
         }
+        self.spare: _Spare | None = None
 
     def serve(self) -> None:
         """Take requests and report ends until the host closes the control socket."""
@@ -275,46 +316,68 @@ class _Forker:
                 os.close(fd)
             return True
         try:
-            pid = self.fork(network)
-        except OSError as exc:
-            _send(self.control, f"failed {slot} {exc}")
-            pid = -1
-        if pid == 0:
-            try:
-                _first_process(slot, cgroups, network, fds, self.program)
-            finally:
-                os._exit(FAILED_SETUP)
-        for fd in fds:
-            os.close(fd)
-        if pid > 0:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError as exc:  # out of descriptors: this sandbox fails, not the template
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                _send(self.control, f"failed {slot} {exc}")
-                return True
-            self.selector.register(pidfd, selectors.EVENT_READ, (slot, pid))
-            _send(self.control, f"pid {slot}", (pidfd,))
+            self.assign(slot, cgroups, network, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self.spare is None:  # the next start's first process, once the host has its answer
+            with contextlib.suppress(OSError):  # none now: the next request forks its own
+                self.spare = self.fork(network)
         return True
 
-    def fork(self, network: bool) -> int:
-        """Fork a child into new namespaces; this process stays in its own."""
+    def assign(self, slot: str, cgroups: list[str], network: bool, fds: list[int]) -> None:
+        """Hand the sandbox to a first process (the spare, or one forked now); tell the host."""
+        spare, self.spare = self.spare, None
+        for attempt in range(2):  # a spare that died meanwhile: once more, with a new one
+            if spare is None or spare.network != network:
+                if spare is not None:
+                    spare.discard()
+                try:
+                    spare = self.fork(network)
+                except OSError as exc:
+                    _send(self.control, f"failed {slot} {exc}")
+                    return
+            try:
+                socket.send_fds(spare.link, [" ".join([slot, *cgroups]).encode()], fds)
+                pidfd = os.pidfd_open(spare.pid)
+            except OSError as exc:
+                spare.discard()
+                spare = None
+                if attempt == 0 and isinstance(exc, ConnectionError):  # it had ended
+                    continue
+                _send(self.control, f"failed {slot} {exc}")  # out of descriptors: this one
+                return
+            spare.link.close()
+            self.selector.register(pidfd, selectors.EVENT_READ, (slot, spare.pid))
+            _send(self.control, f"pid {slot}", (pidfd,))
+            return
+
+    def fork(self, network: bool) -> _Spare:
+        """Fork a first process into new namespaces, waiting for its sandbox; this process
+        stays in its own."""
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
         if not network:
             flags |= CLONE_NEWNET
-        _check(_libc.unshare(flags), "unshare")
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = os.fork()
+            _check(_libc.unshare(flags), "unshare")
+            try:
+                pid = os.fork()
+            except OSError:
+                self.restore(flags)
+                raise
         except OSError:
-            self.restore(flags)
+            here.close()
+            there.close()
             raise
         if pid == 0:
-            self.selector.close()
-            self.control.close()
-        else:
-            self.restore(flags)
-        return pid
+            try:
+                _await_sandbox(there, network, self.program)
+            finally:
+                os._exit(FAILED_SETUP)
+        there.close()
+        self.restore(flags)
+        return _Spare(pid, here, network)
 
     def restore(self, flags: int) -> None:
         """Back into this process's own namespaces; a template that cannot, ends (the host

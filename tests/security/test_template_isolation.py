@@ -21,12 +21,13 @@ import socket
 import subprocess
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import children, make_wheel, strict, template_processes
+from conftest import children, make_wheel, spares, strict, template_processes
 
 import sandlot
 from sandlot.backends import template as templates
@@ -465,6 +466,48 @@ def test_the_template_joins_only_sandbox_cgroup_files_the_host_names() -> None:
             ours.close()
             os.close(log_r)
         assert sibling.run_code("1 + 1").value == "2"
+
+
+def _spare_of(box: sandlot.Sandbox) -> int:
+    """The spare first process the fork server that forked ``box`` keeps for the next one."""
+    fork_server = int(
+        Path(f"/proc/{_forked(box).pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    )
+    deadline = time.monotonic() + 10
+    while not (found := spares(fork_server)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # forked once the host had its answer: a moment after the start
+    (spare,) = found
+    return spare
+
+
+def test_the_spare_first_process_holds_nothing_but_its_link_and_no_sandboxs_cgroup() -> None:
+    """The fork server forks each next sandbox's first process ahead: until it is given a
+    sandbox it holds no descriptor of the template's (no control socket, no namespace, no
+    other sandbox's pidfd, channel or log), only the socket it waits on, and is in no
+    sandbox's cgroup."""
+    with sandlot.Sandbox(strict()) as a, sandlot.Sandbox(strict()) as b:
+        spare = _spare_of(b)
+        fds = {
+            int(fd): os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")
+        }
+        held = {fd: target for fd, target in fds.items() if fd > 2}
+        assert len(held) == 1 and next(iter(held.values())).startswith("socket:"), fds
+        theirs = {_forked(box).pid for box in (a, b)}
+        groups = Path(f"/proc/{spare}/cgroup").read_text()
+        assert "sandlot-box-" not in groups, groups
+        assert spare not in theirs
+
+
+def test_a_spare_that_ended_is_replaced_and_the_next_start_still_forks() -> None:
+    """A spare killed while it waits (the machine's OOM killer, say) costs nothing: the next
+    start finds it gone, forks a first process of its own, and a new spare follows."""
+    with sandlot.Sandbox(strict()) as first:
+        spare = _spare_of(first)
+        os.kill(spare, signal.SIGKILL)
+        with sandlot.Sandbox(strict()) as second:
+            _forked(second)
+            assert second.run_code("1 + 1").value == "2"
+            assert _spare_of(second) != spare
 
 
 def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
