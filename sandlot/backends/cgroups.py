@@ -111,10 +111,7 @@ class SandboxCgroup:
         On any failure what was made is removed again before the error propagates.
         """
         cg = cls(layout, name, ledger=ledger)
-        limited = {"pids", *(["memory"] if memory_mb is not None else [])}
-        limited |= {"cpu"} if cpus is not None else set()
-        bases = [base for c, base in layout.dirs.items() if c in limited]
-        planned = [base / name for base in dict.fromkeys(bases or layout.dirs.values())]
+        planned = cls.plan(layout, name, memory_mb, cpus)
         ledger.write_text("\n".join([owner, *map(str, planned)]) + "\n")
         try:
             for path in planned:
@@ -125,6 +122,14 @@ class SandboxCgroup:
             cg.remove()
             raise
         return cg
+
+    @staticmethod
+    def plan(layout: Layout, name: str, memory_mb: int | None, cpus: float | None) -> list[Path]:
+        """The directories :meth:`create` makes for a sandbox of these limits."""
+        limited = {"pids", *(["memory"] if memory_mb is not None else [])}
+        limited |= {"cpu"} if cpus is not None else set()
+        bases = [base for c, base in layout.dirs.items() if c in limited]
+        return [base / name for base in dict.fromkeys(bases or layout.dirs.values())]
 
     def _limit(self, memory_mb: int | None, max_processes: int, cpus: float | None) -> None:
         layout, name = self.layout, self.name
@@ -161,8 +166,7 @@ class SandboxCgroup:
         all it starts afterwards begins in the same cgroups. On v2 a thread cannot
         leave its process's domain, so it is ``cgroup.procs``.
         """
-        name = "tasks" if self.layout.version == 1 else "cgroup.procs"
-        return [str(p / name) for p in self.paths]
+        return [str(p / join_file(self.layout)) for p in self.paths]
 
     def oom_kills(self) -> int:
         """How many processes the OOM killer ended in this cgroup."""
@@ -193,6 +197,11 @@ class SandboxCgroup:
         if _remove(self.paths) and self.ledger is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.ledger.unlink()
+
+
+def join_file(layout: Layout) -> str:
+    """The file of a directory that joins it (see :meth:`SandboxCgroup.join_files`)."""
+    return "tasks" if layout.version == 1 else "cgroup.procs"
 
 
 def _pids(paths: Iterable[Path]) -> set[int]:

@@ -39,6 +39,7 @@ from ..config import SandboxConfig
 from ..driver import protocol
 from ..driver.farside import (
     CGROUPS_INSIDE,
+    CGROUPS_MADE,
     DRIVER_INSIDE,
     FRESH_DIRS,
     SANDBOX_UID,
@@ -723,6 +724,17 @@ def _cgroup_bases(layout: cgroups.Layout) -> list[Path]:
     return list(dict.fromkeys(layout.dirs.values()))
 
 
+def _template_joins(layout: cgroups.Layout | None, config: SandboxConfig, name: str) -> list[str]:
+    """The files that will join the cgroups of sandbox ``name`` (:func:`_new_cgroup`), as its
+    template sees them: below ``CGROUPS_INSIDE/N`` for the Nth of :func:`_cgroup_bases`."""
+    if layout is None:
+        return []
+    group = f"{cgroups.PREFIX}{name}"
+    bases = _cgroup_bases(layout)
+    planned = cgroups.SandboxCgroup.plan(layout, group, config.memory_mb, config.cpus)
+    return [f"{bases.index(p.parent)}/{group}/{cgroups.join_file(layout)}" for p in planned]
+
+
 def _new_cgroup(iso: Isolation, config: SandboxConfig, name: str) -> cgroups.SandboxCgroup | None:
     """The cgroups of sandbox ``name`` (its state directory's), with their ledger in the state
     root for the sweep; None where this machine has none to give."""
@@ -985,16 +997,12 @@ class LocalBackend:
         parent, child = socket.socketpair(socket.AF_UNIX)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
         log = os.fdopen(log_r, "rb", 0)
+        # The cgroups are made on a thread while PID 1 makes its mounts; it joins them once
+        # the first byte on its channel says they exist.
+        making = asyncio.ensure_future(_new_cgroup_off_loop(iso, config, host_dir.name))
         try:
-            cgroup = await _new_cgroup_off_loop(iso, config, host_dir.name)
             try:
-                joins: list[str] = []  # the sandbox's directories, as the template mounts them
-                if cgroup is not None:
-                    bases = _cgroup_bases(cgroup.layout)
-                    joins = [
-                        f"{bases.index(Path(file).parent.parent)}/{cgroup.name}/{Path(file).name}"
-                        for file in cgroup.join_files()
-                    ]
+                joins = _template_joins(iso.cgroup, config, host_dir.name)
                 waiting = template.fork(host_dir.name, joins, config.network, child.fileno(), log_w)
             finally:
                 child.close()
@@ -1003,8 +1011,15 @@ class LocalBackend:
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
             forked = templates.ForkedProcess(pidfd, waiting.status, log)
+            cgroup = await making
+            with contextlib.suppress(OSError):  # PID 1 failed already: the start reads its log
+                parent.sendall(CGROUPS_MADE)
             reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException:
+            if not making.done():
+                making.cancel()  # cgroups made meanwhile are removed
+            with contextlib.suppress(BaseException):
+                cgroup = await making
             if forked is not None:
                 forked.kill()
                 forked.close()

@@ -42,6 +42,7 @@ WORKDIR_INSIDE = "/workspace"
 # cgroup directories, and the directories each fork gets a fresh tmpfs on.
 SLOTS_INSIDE = "/.sandlot-slots"
 CGROUPS_INSIDE = "/.sandlot-cgroups"
+CGROUPS_MADE = b"\x01"  # the host to a forked sandbox's PID 1, on its channel: join them now
 FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 

@@ -39,8 +39,9 @@ import socket
 import struct
 import sys
 import traceback
+from collections.abc import Callable
 
-from .farside import CGROUPS_INSIDE, FRESH_DIRS, SLOTS_INSIDE
+from .farside import CGROUPS_INSIDE, CGROUPS_MADE, FRESH_DIRS, SLOTS_INSIDE
 from .farside import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
@@ -124,8 +125,9 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", IFF_UP))
 
 
-def build_walls(slot: str, network: bool, program: bytes | None) -> None:
-    """In the sandbox's first process (PID 1 of its namespace): its own view, then the filter."""
+def build_walls(slot: str, network: bool, program: bytes | None, join: Callable[[], None]) -> None:
+    """In the sandbox's first process (PID 1 of its namespace): its own view, then ``join``
+    (into the sandbox's cgroups, whose directories are still in sight), then the filter."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
     _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -142,6 +144,7 @@ def build_walls(slot: str, network: bool, program: bytes | None) -> None:
     )
     _mount(f"{SLOTS_INSIDE}/{slot}/work", WORKDIR, None, MS_BIND)
     _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "hide the slots")
+    join()
     if os.path.ismount(CGROUPS_INSIDE):
         _check(_libc.umount2(CGROUPS_INSIDE.encode(), MNT_DETACH), "hide the cgroups")
     os.chdir(WORKDIR)
@@ -203,10 +206,15 @@ def _first_process(
     _libc.prctl(PR_SET_NAME, b"sandlot-init", 0, 0, 0)
     os.setsid()
     os.dup2(log, 2)
-    try:
+
+    def join() -> None:  # the host makes the cgroups while the mounts are made here
+        if os.read(channel, len(CGROUPS_MADE)) != CGROUPS_MADE:
+            os._exit(FAILED_SETUP)  # the host gave the start up (closed the channel)
         if cgroups:
             _join(cgroups)
-        build_walls(slot, network, program)
+
+    try:
+        build_walls(slot, network, program, join)
     except BaseException:
         traceback.print_exc()
         os._exit(FAILED_SETUP)

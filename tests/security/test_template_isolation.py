@@ -33,6 +33,7 @@ import sandlot
 from sandlot.backends import template as templates
 from sandlot.backends.local import _templates
 from sandlot.driver.farside import SANDBOX_UID
+from sandlot.driver.template import FAILED_SETUP
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -504,6 +505,10 @@ def test_a_spare_that_ended_is_replaced_and_the_next_start_still_forks() -> None
     with sandlot.Sandbox(strict()) as first:
         spare = _spare_of(first)
         os.kill(spare, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{spare}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed spare did not end"
+            time.sleep(0.01)  # ended, not yet reaped: the fork server learns it at the next start
         with sandlot.Sandbox(strict()) as second:
             _forked(second)
             assert second.run_code("1 + 1").value == "2"
@@ -523,8 +528,8 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
             theirs.close()
             os.close(log_w)
             assert waiting.pidfd.cancel()  # given up before the template answers
-            ours.close()  # the fork's driver reads the end of its channel and exits
-            assert waiting.status.result(10) == 0
+            ours.close()  # its PID 1, before it joins any cgroup, reads the end and exits
+            assert waiting.status.result(10) == FAILED_SETUP
             os.close(log_r)
             shutil.rmtree(slot)
         assert template.alive
