@@ -3,17 +3,18 @@
 The host starts one template per set of walls (interpreter, environment,
 network setting) under bubblewrap, with the driver already imported. The
 template never runs sandboxed code and never reads from a sandbox: it reads
-only the host's requests on its control socket. For each request it makes new
-mount, PID, IPC, UTS and (unless the network is on) network namespaces, forks
-the sandbox's first process into them and returns to its own. That process
-joins the sandbox's cgroups (which the host made), builds the walls a
-bubblewrap start would (fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
-``/dev/pts``, its own ``/proc``, its own workdir bound at ``/workspace``, the
-other sandboxes' workdirs and the cgroup directories out of sight, loopback
-up), installs the seccomp filter and forks the driver, then reaps the
-namespace's orphans as its PID 1. The driver serves the protocol and drops to
-the sandbox user when the host's init frame says so, before any of the
-sandbox's code runs.
+only the host's requests on its control socket. It makes new mount, PID, IPC,
+UTS and (unless the network is on) network namespaces, forks a first process
+into them and returns to its own, ahead of the request that will use it. That
+process, PID 1 of its namespaces, builds the walls that name no sandbox (its
+own ``/proc``, fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/dev/pts``,
+loopback up) and waits. Given a sandbox, it binds its workdir at
+``/workspace``, puts the other sandboxes' workdirs out of sight, joins the
+sandbox's cgroups once the host says they exist, puts the cgroup directories
+out of sight, installs the seccomp filter and forks the driver, then reaps the
+namespace's orphans. The driver serves the protocol and drops to the sandbox
+user when the host's init frame says so, before any of the sandbox's code
+runs.
 
 The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
@@ -125,9 +126,9 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", IFF_UP))
 
 
-def build_walls(slot: str, network: bool, program: bytes | None, join: Callable[[], None]) -> None:
-    """In the sandbox's first process (PID 1 of its namespace): its own view, then ``join``
-    (into the sandbox's cgroups, whose directories are still in sight), then the filter."""
+def prepare_walls(network: bool) -> None:
+    """In a first process (PID 1 of its namespaces), before it is given a sandbox: the part of
+    the walls that names none (its own ``/proc``, fresh tmpfs, ``devpts``, loopback)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
     _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -142,14 +143,19 @@ def build_walls(slot: str, network: bool, program: bytes | None, join: Callable[
     _mount(
         "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"
     )
+    if not network:
+        _loopback_up()
+
+
+def finish_walls(slot: str, program: bytes | None, join: Callable[[], None]) -> None:
+    """The rest, once it is the sandbox of ``slot``: its workdir, then ``join`` (into its
+    cgroups, whose directories are still in sight), then the filter."""
     _mount(f"{SLOTS_INSIDE}/{slot}/work", WORKDIR, None, MS_BIND)
     _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "hide the slots")
     join()
     if os.path.ismount(CGROUPS_INSIDE):
         _check(_libc.umount2(CGROUPS_INSIDE.encode(), MNT_DETACH), "hide the cgroups")
     os.chdir(WORKDIR)
-    if not network:
-        _loopback_up()
     if program is not None:
         install_seccomp(program)
 
@@ -199,13 +205,17 @@ def _reap_until(driver: int) -> None:
 
 
 def _first_process(
-    slot: str, cgroups: list[str], network: bool, fds: list[int], program: bytes | None
+    slot: str, cgroups: list[str], fds: list[int], program: bytes | None, problem: str
 ) -> None:
-    """The sandbox's first process, PID 1 of its namespaces: walls, the driver, then reaping."""
+    """The sandbox's first process, PID 1 of its namespaces: the rest of its walls (``problem``:
+    why the first part failed), the driver, then reaping."""
     channel, log = fds
     _libc.prctl(PR_SET_NAME, b"sandlot-init", 0, 0, 0)
     os.setsid()
     os.dup2(log, 2)
+    if problem:
+        os.write(2, problem.encode())
+        os._exit(FAILED_SETUP)
 
     def join() -> None:  # the host makes the cgroups while the mounts are made here
         if os.read(channel, len(CGROUPS_MADE)) != CGROUPS_MADE:
@@ -214,7 +224,7 @@ def _first_process(
             _join(cgroups)
 
     try:
-        build_walls(slot, network, program, join)
+        finish_walls(slot, program, join)
     except BaseException:
         traceback.print_exc()
         os._exit(FAILED_SETUP)
@@ -235,13 +245,19 @@ def _first_process(
 
 
 def _await_sandbox(link: socket.socket, network: bool, program: bytes | None) -> None:
-    """A spare first process: holds nothing of the template's but ``link``, waits on it
-    for the sandbox it is to be (its slot, cgroup files, channel and log), then becomes
-    that sandbox's PID 1. The template gone (``link`` closed), it ends."""
+    """A spare first process: holds nothing of the template's but ``link``, makes the walls
+    that name no sandbox, waits on ``link`` for the sandbox it is to be (its slot, cgroup
+    files, channel and log), then becomes that sandbox's PID 1. The template gone (``link``
+    closed), it ends."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     fd = link.fileno()
     os.closerange(3, fd)  # the control socket, the namespaces, other sandboxes' pidfds
     os.closerange(fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    problem = ""  # told in the log of the sandbox it is given: nobody reads this one's stderr
+    try:
+        prepare_walls(network)
+    except BaseException:
+        problem = traceback.format_exc()
     try:
         data, fds, _, _ = socket.recv_fds(link, 4096, 2)
     except OSError:
@@ -250,7 +266,7 @@ def _await_sandbox(link: socket.socket, network: bool, program: bytes | None) ->
     if not data or len(fds) != 2:
         os._exit(0)
     slot, *cgroups = data.decode().split(" ")
-    _first_process(slot, cgroups, network, fds, program)
+    _first_process(slot, cgroups, fds, program, problem)
 
 
 class _Spare:
