@@ -1007,13 +1007,13 @@ class LocalBackend:
             finally:
                 child.close()
                 os.close(log_w)
-            cgroup = await making
-            with contextlib.suppress(OSError):  # PID 1 failed already: the start reads its log
-                parent.sendall(CGROUPS_MADE)
             pidfd = await asyncio.wait_for(
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
             forked = templates.ForkedProcess(pidfd, waiting.status, log)
+            cgroup = await making
+            with contextlib.suppress(OSError):  # PID 1 failed already: the start reads its log
+                parent.sendall(CGROUPS_MADE)
             reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException:
             if not making.done():
