@@ -6,7 +6,8 @@ bubblewrap sandbox whose process has imported the driver and waits, with the
 privileges to make namespaces, for the host to ask for a sandbox. It forks
 one, which builds its own walls (see :mod:`sandlot.driver.template`) and
 serves the driver's protocol as a cold-started driver would. The host makes
-the sandbox's cgroups before it asks; the new process joins them before it
+the sandbox's cgroups while the new process builds its mounts, and tells it
+when they exist (the first byte on its channel); it joins them before it
 starts the driver, so no code of the sandbox's runs outside them.
 
 One template serves every sandbox with the same walls: the same interpreter
@@ -242,8 +243,9 @@ class Template:
     ) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
-        ``cgroups`` are the files that join the sandbox's cgroups (made beforehand),
-        relative to the template's ``CGROUPS_INSIDE`` (empty for none).
+        ``cgroups`` are the files that will join the sandbox's cgroups, relative to
+        the template's ``CGROUPS_INSIDE`` (empty for none); its first process waits
+        for the channel's first byte before it joins them.
         """
         waiting = _Waiting()
         with self._lock:
@@ -289,10 +291,12 @@ class Template:
         slot, _, detail = rest.partition(" ")
         with self._lock:  # once forget() returns, no pidfd reaches a given-up start
             waiting = self._waiting.get(slot)
-            if word == "pid" and waiting is not None and fds:
+            if word == "pid" and fds:
                 pidfd = fds.pop(0)
-                if not _settle(waiting.pidfd, result=pidfd):
-                    os.close(pidfd)  # the start was given up meanwhile
+                if waiting is None or not _settle(waiting.pidfd, result=pidfd):
+                    with contextlib.suppress(OSError):  # the start was given up meanwhile
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    os.close(pidfd)
         if word == "exit" and waiting is not None:
             with contextlib.suppress(ValueError):
                 _settle(waiting.status, result=int(detail))

@@ -527,9 +527,10 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
             waiting = template.fork(slot.name, [], False, theirs.fileno(), log_w)
             theirs.close()
             os.close(log_w)
-            assert waiting.pidfd.cancel()  # given up before the template answers
+            if not waiting.pidfd.cancel():  # a spare answered first: given up as the host does
+                templates.drop_pidfd(waiting.pidfd)
             ours.close()  # its PID 1, before it joins any cgroup, reads the end and exits
-            assert waiting.status.result(10) == FAILED_SETUP
+            assert waiting.status.result(10) in (FAILED_SETUP, -signal.SIGKILL)
             os.close(log_r)
             shutil.rmtree(slot)
         assert template.alive
