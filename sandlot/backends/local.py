@@ -1015,11 +1015,17 @@ class LocalBackend:
             with contextlib.suppress(OSError):  # PID 1 failed already: the start reads its log
                 parent.sendall(CGROUPS_MADE)
             reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
-        except BaseException:
+        except BaseException as exc:
             if not making.done():
                 making.cancel()  # cgroups made meanwhile are removed
-            with contextlib.suppress(BaseException):
-                cgroup = await making
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            while not making.done():  # a cancel meanwhile is kept for after the cleanup
+                try:
+                    await asyncio.wait([making])
+                except asyncio.CancelledError:
+                    cancelled = True
+            if not making.cancelled() and making.exception() is None:
+                cgroup = making.result()
             if forked is not None:
                 forked.kill()
                 forked.close()
@@ -1029,6 +1035,8 @@ class LocalBackend:
             log.close()
             parent.close()
             _release(cgroup, host_dir)
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                raise asyncio.CancelledError from exc  # the caller's cancel (a timeout) wins
             raise
         launch = LocalLaunch(
             reader,
