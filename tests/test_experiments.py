@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import template_processes
 from openai_server import ScriptedOpenAIServer, ScriptedReply, in_order
 from session_servers import alive, own_session_server, server_pids
 
@@ -110,14 +111,15 @@ def deploy(path: Path) -> tuple[str, str]:
 
 
 def processes_left(sessions_dir: Path, before: set[int], within: float = 20) -> set[int]:
-    """Processes under the session server not in ``before``, once they had ``within`` s to end."""
+    """Processes under the session server not in ``before``, once they had ``within`` s to end
+    (its templates' own, a new spare first process among them, are not the run's)."""
     deadline = time.monotonic() + within
     while True:
         left = {
             p
             for s in server_pids(sessions_dir)
             if alive(s)
-            for p in process_tree(s) - before - {s}
+            for p in process_tree(s) - before - {s} - template_processes(s)
             if alive(p)
         }
         if not left or time.monotonic() > deadline:
