@@ -999,7 +999,8 @@ class LocalBackend:
         log = os.fdopen(log_r, "rb", 0)
         # The cgroups are made on a thread while PID 1 makes its mounts; it joins them once
         # the first byte on its channel says they exist.
-        making = asyncio.ensure_future(_new_cgroup_off_loop(iso, config, host_dir.name))
+        starting = TaskScope("a sandbox's start")
+        making = starting.spawn(_new_cgroup_off_loop(iso, config, host_dir.name), awaited=True)
         try:
             try:
                 joins = _template_joins(iso.cgroup, config, host_dir.name)
