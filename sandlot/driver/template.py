@@ -67,6 +67,7 @@ PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
 FAILED_SETUP = 121  # the sandbox's process could not build its walls
+SPARE = "spare"  # the selector's mark on the socket of the spare first process
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -317,6 +318,8 @@ class _Forker:
                 if key.data is None:
                     if not self.take():
                         return
+                elif key.data == SPARE:
+                    self.spare_ended()
                 else:
                     self.reap(key.fileobj, key.data)  # type: ignore[arg-type]
 
@@ -347,11 +350,22 @@ class _Forker:
         if self.spare is None:  # the next start's first process, once the host has its answer
             with contextlib.suppress(OSError):  # none now: the next request forks its own
                 self.spare = self.fork(network)
+                # It never writes: its socket turns readable only when it has ended.
+                self.selector.register(self.spare.link, selectors.EVENT_READ, SPARE)
         return True
+
+    def spare_ended(self) -> None:
+        """Reap a spare that ended while it waited; the next request forks its own."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.selector.unregister(spare.link)
+            spare.discard()
 
     def assign(self, slot: str, cgroups: list[str], network: bool, fds: list[int]) -> None:
         """Hand the sandbox to a first process (the spare, or one forked now); tell the host."""
         spare, self.spare = self.spare, None
+        if spare is not None:
+            self.selector.unregister(spare.link)
         for attempt in range(2):  # a spare that died meanwhile: once more, with a new one
             if spare is None or spare.network != network:
                 if spare is not None:
