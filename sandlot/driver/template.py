@@ -230,7 +230,7 @@ def _first_process(
         traceback.print_exc()
         os._exit(FAILED_SETUP)
     os.dup2(channel, 3)
-    # The template's namespaces and other sandboxes' pidfds, however many it held.
+    # The channel's and the log's descriptors as they came (now 3 and 2), and any other.
     os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     driver = os.fork()
     if driver != 0:
