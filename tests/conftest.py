@@ -33,9 +33,9 @@ def template_processes(host: int) -> set[int]:
     """The processes of ``host``'s templates, less what they forked (sandboxes' processes).
 
     A template is bubblewrap, its init and the fork server, each the only child of
-    the one before, and the spare first process the fork server keeps for the next
-    sandbox (``sandlot-spare`` until it is given one); it outlives the sandboxes it
-    forks, as the host's cache.
+    the one before, and the spare the fork server keeps for the next sandbox: a
+    first process and its driver-to-be (``sandlot-spare`` until it is given one);
+    it outlives the sandboxes it forks, as the host's cache.
     """
     found: set[int] = set()
     for pid in children(host):
@@ -43,17 +43,21 @@ def template_processes(host: int) -> set[int]:
             if b"template.main(" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 (init,) = children(pid)
                 (fork_server,) = children(init)
-                found |= {pid, init, fork_server, *spares(fork_server)}
+                found |= {pid, init, fork_server}
+                for first, waiting in spares(fork_server):
+                    found |= {first, waiting}
     return found
 
 
-def spares(fork_server: int) -> list[int]:
-    """The fork server's first processes that wait for a sandbox (none, or the one)."""
+def spares(fork_server: int) -> list[tuple[int, int]]:
+    """The fork server's spares (none, or the one): each first process with its
+    driver-to-be, which waits for a sandbox."""
     found = []
-    for pid in children(fork_server):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "sandlot-spare":
-                found.append(pid)
+    for first in children(fork_server):
+        for pid in children(first):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sandlot-spare":
+                    found.append((first, pid))
     return found
 
 

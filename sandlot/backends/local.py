@@ -38,12 +38,9 @@ from typing import Any
 from ..config import SandboxConfig
 from ..driver import protocol
 from ..driver.farside import (
-    CGROUPS_INSIDE,
-    CGROUPS_MADE,
     DRIVER_INSIDE,
     FRESH_DIRS,
     SANDBOX_UID,
-    SLOTS_INSIDE,
     SYSTEM_DIRS,
     WORKDIR_INSIDE,
     system_binds,
@@ -671,13 +668,14 @@ def _start_template(
     control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     passed = [theirs.fileno()]
     try:
+        os.close(templates.workdir_mount(slots))  # each fork's workdir comes so: a kernel of 5.2+
         program = _seccomp_program()
         seccomp_fd = -1
         if program is not None:
             passed.append(_memfd("sandlot-seccomp", program))
             seccomp_fd = passed[-1]
         options = LocalBackend._bwrap_argv(
-            iso, config, python, venv, None, {}, {}, startup, True, slots=slots
+            iso, config, python, venv, None, {}, {}, startup, True, template=True
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
@@ -717,22 +715,6 @@ def start_path(iso: Isolation, started: str) -> list[str]:
     if template_problem:
         return [f"cold start: the template failed here ({template_problem})"]
     return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
-
-
-def _cgroup_bases(layout: cgroups.Layout) -> list[Path]:
-    """The cgroup directories a template binds at ``CGROUPS_INSIDE/0``, ``/1``, ..., in order."""
-    return list(dict.fromkeys(layout.dirs.values()))
-
-
-def _template_joins(layout: cgroups.Layout | None, config: SandboxConfig, name: str) -> list[str]:
-    """The files that will join the cgroups of sandbox ``name`` (:func:`_new_cgroup`), as its
-    template sees them: below ``CGROUPS_INSIDE/N`` for the Nth of :func:`_cgroup_bases`."""
-    if layout is None:
-        return []
-    group = f"{cgroups.PREFIX}{name}"
-    bases = _cgroup_bases(layout)
-    planned = cgroups.SandboxCgroup.plan(layout, group, config.memory_mb, config.cpus)
-    return [f"{bases.index(p.parent)}/{group}/{cgroups.join_file(layout)}" for p in planned]
 
 
 def _new_cgroup(iso: Isolation, config: SandboxConfig, name: str) -> cgroups.SandboxCgroup | None:
@@ -997,24 +979,30 @@ class LocalBackend:
         parent, child = socket.socketpair(socket.AF_UNIX)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
         log = os.fdopen(log_r, "rb", 0)
-        # The cgroups are made on a thread while PID 1 makes its mounts; it joins them once
-        # the first byte on its channel says they exist.
+        # The cgroups are made on a thread while the driver mounts its workdir; it joins them
+        # once the first byte on its channel brings them.
         starting = TaskScope("a sandbox's start")
         making = starting.spawn(_new_cgroup_off_loop(iso, config, host_dir.name), awaited=True)
         try:
+            workdir = -1
             try:
-                joins = _template_joins(iso.cgroup, config, host_dir.name)
-                waiting = template.fork(host_dir.name, joins, config.network, child.fileno(), log_w)
+                workdir = templates.workdir_mount(workdir_host)
+                waiting = template.fork(
+                    host_dir.name, config.network, child.fileno(), log_w, workdir
+                )
             finally:
                 child.close()
                 os.close(log_w)
+                if workdir >= 0:
+                    os.close(workdir)
             pidfd = await asyncio.wait_for(
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
             forked = templates.ForkedProcess(pidfd, waiting.status, log)
             cgroup = await making
-            with contextlib.suppress(OSError):  # PID 1 failed already: the start reads its log
-                parent.sendall(CGROUPS_MADE)
+            # A driver that failed already closed its end: the start then reads its log.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                templates.send_cgroups(parent, cgroup.join_files() if cgroup else [])
             reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
         except BaseException as exc:
             if not making.done():
@@ -1114,13 +1102,14 @@ class LocalBackend:
         sources: dict[str, str],
         env: dict[str, str],
         drop: bool,
-        slots: Path | None = None,
+        template: bool = False,
     ) -> list[str]:
         """bubblewrap's options for this sandbox (the command comes after them).
 
         ``sources`` maps each of :func:`_bound_host_paths` to what bubblewrap binds for it.
-        With ``slots`` they are a template's: the slots directory where the workdir
-        would be bound, and the capability to make namespaces and mounts.
+        With ``template`` they are a template's: no workdir (each sandbox it forks
+        mounts its own, see :func:`.template.workdir_mount`) and the capability to make
+        namespaces and mounts.
         """
         argv = [
             "--die-with-parent",
@@ -1163,8 +1152,8 @@ class LocalBackend:
             f"{DRIVER_INSIDE}/sandlot_driver",
             *(
                 ["--bind", str(workdir_host), WORKDIR_INSIDE]
-                if slots is None
-                else ["--bind", str(slots), SLOTS_INSIDE, "--dir", WORKDIR_INSIDE]
+                if not template
+                else ["--dir", WORKDIR_INSIDE]
             ),
             "--chdir",
             WORKDIR_INSIDE,
@@ -1194,12 +1183,8 @@ class LocalBackend:
             ]
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        if slots is not None:
+        if template:
             argv += ["--cap-add", "CAP_SYS_ADMIN"]
-            if iso.cgroup is not None:  # each sandbox's first process joins its own
-                argv += ["--perms", "0700", "--tmpfs", CGROUPS_INSIDE]
-                for n, base in enumerate(_cgroup_bases(iso.cgroup)):
-                    argv += ["--bind", str(base), f"{CGROUPS_INSIDE}/{n}"]
         argv.append("--clearenv")
         for key, value in env.items():
             argv += ["--setenv", key, value]

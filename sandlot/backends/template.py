@@ -5,10 +5,11 @@ every time (tens of milliseconds of CPU). A template pays them once: it is a
 bubblewrap sandbox whose process has imported the driver and waits, with the
 privileges to make namespaces, for the host to ask for a sandbox. It forks
 one, which builds its own walls (see :mod:`sandlot.driver.template`) and
-serves the driver's protocol as a cold-started driver would. The host makes
-the sandbox's cgroups while the new process builds its mounts, and tells it
-when they exist (the first byte on its channel); it joins them before it
-starts the driver, so no code of the sandbox's runs outside them.
+serves the driver's protocol as a cold-started driver would. The host hands
+it a detached mount of its workdir, makes the sandbox's cgroups meanwhile and
+then sends the first byte on its channel with the files that join them; the
+driver joins them before it serves, so no code of the sandbox's runs outside
+them. The template itself sees no workdir and no cgroup directory.
 
 One template serves every sandbox with the same walls: the same interpreter
 and environment, the same network setting and the same locale variables; the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -42,7 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from ..driver.farside import CGROUPS_MADE
+
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
+SYS_OPEN_TREE, AT_FDCWD = 428, -100  # x86-64, arm64: the shared table
+OPEN_TREE_CLONE_CLOEXEC = 0x1 | os.O_CLOEXEC
+_libc = ctypes.CDLL(None, use_errno=True)
 READY_TIMEOUT = 30.0  # seconds a template has to start
 STATUS_WAIT = 2.0  # seconds to wait for the template's report of an exit the pidfd showed
 
@@ -54,6 +61,32 @@ def enabled() -> bool:
 
 class TemplateError(RuntimeError):
     """A template did not start, or ended; the message says why."""
+
+
+def workdir_mount(path: Path) -> int:
+    """A descriptor of a detached copy of the mount at ``path`` (``open_tree`` with
+    ``OPEN_TREE_CLONE``), which a forked sandbox's driver moves to its ``/workspace``.
+
+    So the template needs no view of the host's directories, and a start no unmount
+    (each waited for an RCU grace period, up to a millisecond here). Closing an unused
+    one dissolves it. An ``OSError`` where the kernel has no ``open_tree`` (before 5.2).
+    """
+    fd = _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(path), OPEN_TREE_CLONE_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
+    return int(fd)
+
+
+def send_cgroups(channel: socket.socket, files: list[str]) -> None:
+    """Tell a forked sandbox's driver its cgroups exist: the channel's first byte, carrying a
+    descriptor of each file that joins one (opened here: the template sees none)."""
+    fds = [os.open(file, os.O_WRONLY | os.O_CLOEXEC) for file in files]
+    try:
+        socket.send_fds(channel, [CGROUPS_MADE], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def host_pid(pidfd: int) -> int:
@@ -158,7 +191,7 @@ class Template:
     def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket, slots: Path) -> None:
         self.proc = proc
         self.control = control
-        self.slots = slots  # host directory the template sees at driver.farside.SLOTS_INSIDE
+        self.slots = slots  # host directory of its sandboxes' directories (it sees none)
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiting] = {}
         self._dead = ""
@@ -238,14 +271,12 @@ class Template:
         """Whether the template still takes requests."""
         return not self._dead and self.proc.poll() is None
 
-    def fork(
-        self, slot: str, cgroups: list[str], network: bool, channel: int, log: int
-    ) -> _Waiting:
+    def fork(self, slot: str, network: bool, channel: int, log: int, workdir: int) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
-        ``cgroups`` are the files that will join the sandbox's cgroups, relative to
-        the template's ``CGROUPS_INSIDE`` (empty for none); its first process waits
-        for the channel's first byte before it joins them.
+        ``workdir`` is a detached mount of its workdir (:func:`workdir_mount`). Its
+        driver then waits for the channel's first byte, which brings the files that
+        join its cgroups (:func:`send_cgroups`).
         """
         waiting = _Waiting()
         with self._lock:
@@ -253,8 +284,8 @@ class Template:
                 raise TemplateError(self._dead)
             self._waiting[slot] = waiting
         try:
-            request = " ".join(["fork", slot, str(int(network)), *cgroups]).encode()
-            socket.send_fds(self.control, [request], [channel, log])
+            request = f"fork {slot} {int(network)}".encode()
+            socket.send_fds(self.control, [request], [channel, log, workdir])
         except OSError as exc:
             with self._lock:
                 self._waiting.pop(slot, None)

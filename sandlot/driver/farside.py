@@ -38,11 +38,10 @@ OWNER_FILE = ".owner"
 SANDBOX_UID = 65534  # the user (nobody) the code runs as when the driver starts as root
 DRIVER_INSIDE = "/.sandlot"  # the driver's directory (holding sandlot_driver)
 WORKDIR_INSIDE = "/workspace"
-# A template's (sandlot.driver.template): where it sees the host's slot directories and
-# cgroup directories, and the directories each fork gets a fresh tmpfs on.
-SLOTS_INSIDE = "/.sandlot-slots"
-CGROUPS_INSIDE = "/.sandlot-cgroups"
-CGROUPS_MADE = b"\x01"  # the host to a forked sandbox's PID 1, on its channel: join them now
+# A template's (sandlot.driver.template): the host's first byte to a forked sandbox's
+# driver, on its channel, with the files that join its cgroups (now made); the
+# directories each fork gets a fresh tmpfs on.
+CGROUPS_MADE = b"\x01"
 FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 

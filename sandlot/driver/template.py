@@ -8,22 +8,23 @@ UTS and (unless the network is on) network namespaces, forks a first process
 into them and returns to its own, ahead of the request that will use it. That
 process, PID 1 of its namespaces, builds the walls that name no sandbox (its
 own ``/proc``, fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/dev/pts``,
-loopback up) and waits. Given a sandbox, it binds its workdir at
-``/workspace``, puts the other sandboxes' workdirs out of sight, joins the
-sandbox's cgroups once the host says they exist, puts the cgroup directories
-out of sight, installs the seccomp filter and forks the driver, then reaps the
-namespace's orphans. The driver serves the protocol and drops to the sandbox
-user when the host's init frame says so, before any of the sandbox's code
-runs.
+loopback up), forks the driver-to-be, installs the seccomp filter, drops its
+capabilities and from then on only reaps the namespace's orphans. Given a
+sandbox, the driver mounts its workdir at ``/workspace`` (a detached mount
+the host cloned of it: the template sees no sandbox's workdir), joins the
+sandbox's cgroups once the host has made them (the channel's first byte
+brings a descriptor of each joining file: the template sees no cgroup
+directory either), installs the seccomp filter, serves the protocol and
+drops to the sandbox user when the host's init frame says so, before any of
+the sandbox's code runs.
 
 The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
 (the kernel's, from ``waitpid``: nothing the sandbox says). Control messages
-are ``SOCK_SEQPACKET`` datagrams of ASCII words: ``fork SLOT NET CGROUP...``
-from the host (each ``CGROUP`` the file joining one of the sandbox's cgroups,
-below the template's cgroup mounts), with the channel's and the log's
-descriptors; ``ready`` once, then ``pid SLOT`` (with the pidfd), ``exit SLOT
-STATUS`` and ``failed SLOT WHY`` back.
+are ``SOCK_SEQPACKET`` datagrams of ASCII words: ``fork SLOT NET`` from the
+host, with the channel's, the log's and the workdir's descriptors; ``ready``
+once, then ``pid SLOT`` (with the pidfd), ``exit SLOT STATUS`` and ``failed
+SLOT WHY`` back.
 Standard library only, as the rest of the driver.
 """
 
@@ -42,7 +43,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .farside import CGROUPS_INSIDE, CGROUPS_MADE, FRESH_DIRS, SLOTS_INSIDE
+from .farside import CGROUPS_MADE, FRESH_DIRS
 from .farside import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
@@ -65,6 +66,8 @@ NAMESPACES = {  # what the template returns to after each fork
 }
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+SYS_MOVE_MOUNT, AT_FDCWD, MOVE_MOUNT_F_EMPTY = 429, -100, 0x4  # x86-64, arm64: the shared table
+MAX_CGROUPS = 8  # join files one start may bring (memory, pids, cpu: at most 3 today)
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
 FAILED_SETUP = 121  # the sandbox's process could not build its walls
 SPARE = "spare"  # the selector's mark on the socket of the spare first process
@@ -148,42 +151,42 @@ def prepare_walls(network: bool) -> None:
         _loopback_up()
 
 
-def finish_walls(slot: str, program: bytes | None, join: Callable[[], None]) -> None:
-    """The rest, once it is the sandbox of ``slot``: its workdir, then ``join`` (into its
-    cgroups, whose directories are still in sight), then the filter."""
-    _mount(f"{SLOTS_INSIDE}/{slot}/work", WORKDIR, None, MS_BIND)
-    _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "hide the slots")
+def finish_walls(workdir: int, program: bytes | None, join: Callable[[], None]) -> None:
+    """In the driver-to-be, given its sandbox: its workdir (``workdir``, a detached mount the
+    host cloned of it) at ``/workspace``, then ``join`` (its cgroups), then the filter."""
+    _check(
+        _libc.syscall(SYS_MOVE_MOUNT, workdir, b"", AT_FDCWD, WORKDIR.encode(), MOVE_MOUNT_F_EMPTY),
+        "mount the workdir",
+    )
+    os.close(workdir)
     join()
-    if os.path.ismount(CGROUPS_INSIDE):
-        _check(_libc.umount2(CGROUPS_INSIDE.encode(), MNT_DETACH), "hide the cgroups")
     os.chdir(WORKDIR)
     if program is not None:
         install_seccomp(program)
 
 
-def _joinable(file: str) -> bool:
-    """A file the host may name for a join: ``N/sandlot-NAME/tasks`` (or ``cgroup.procs``)."""
-    mount, name, last = ([*file.split("/"), "", ""])[:3]
-    return (
-        file.count("/") == 2
-        and mount.isdigit()
-        and name.startswith("sandlot-")
-        and last in ("tasks", "cgroup.procs")
-    )
+def _join(channel: int) -> None:
+    """Wait for the host's first byte on ``channel``, which brings a descriptor of each file
+    that joins the sandbox's cgroups (``cgroups.SandboxCgroup.join_files``, opened by the
+    host); move this process (of one thread) into them with ``0``; see them as its root.
 
-
-def _join(cgroups: list[str]) -> None:
-    """Move this process (of one thread) into the sandbox's cgroups, which it then sees as
-    its root: ``0`` into each of the host's files (``cgroups.SandboxCgroup.join_files``).
-
-    The sandbox's first process joins, not the template: the host kills every
-    process of those cgroups when the sandbox ends, and the template has to
-    outlive the sandbox to report how it ended.
+    The driver joins, before any of the sandbox's code runs, not the template: the host
+    kills every process of those cgroups when the sandbox ends, and the template has to
+    outlive the sandbox to report how it ended. No cgroup directory is in the template's
+    sight: only the host names them.
     """
-    for file in cgroups:
-        with open(f"{CGROUPS_INSIDE}/{file}", "w") as f:
-            f.write("0")
-    _check(_libc.unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace")
+    sock = socket.socket(fileno=channel)
+    try:
+        data, files, _, _ = socket.recv_fds(sock, len(CGROUPS_MADE), MAX_CGROUPS)
+    finally:
+        sock.detach()
+    if data != CGROUPS_MADE:
+        os._exit(FAILED_SETUP)  # the host gave the start up (closed the channel)
+    for fd in files:
+        os.write(fd, b"0")
+        os.close(fd)
+    if files:
+        _check(_libc.unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace")
 
 
 def _send(control: socket.socket, words: str, fds: tuple[int, ...] = ()) -> None:
@@ -193,8 +196,16 @@ def _send(control: socket.socket, words: str, fds: tuple[int, ...] = ()) -> None
         control.send(words.encode())
 
 
-def _reap_until(driver: int) -> None:
-    """PID 1's work: reap every orphan of the namespace; end with the driver, as it ended."""
+def _reap_until(driver: int, program: bytes | None) -> None:
+    """PID 1's work once it has forked the driver: no filter-free, capable moment left, then
+    reap every orphan of the namespace; end with the driver, as it ended."""
+    try:
+        if program is not None:
+            install_seccomp(program)
+        _drop_capabilities()
+    except BaseException:
+        traceback.print_exc()  # the template's stderr: the sandbox's log is the driver's
+        os._exit(FAILED_SETUP)  # the driver ends with this namespace
     while True:
         try:
             pid, status = os.wait()
@@ -205,52 +216,17 @@ def _reap_until(driver: int) -> None:
             os._exit(128 - code if code < 0 else min(code, 255))
 
 
-def _first_process(
-    slot: str, cgroups: list[str], fds: list[int], program: bytes | None, problem: str
-) -> None:
-    """The sandbox's first process, PID 1 of its namespaces: the rest of its walls (``problem``:
-    why the first part failed), the driver, then reaping."""
-    channel, log = fds
+def _first_process(link: socket.socket, network: bool, program: bytes | None) -> None:
+    """A first process, PID 1 of new namespaces, forked ahead of the request that will use it:
+    holds nothing of the template's but ``link``, makes the walls that name no sandbox,
+    forks the driver-to-be (which takes ``link``), then only reaps.
+
+    PID 1 joins none of the sandbox's cgroups: everything the sandbox runs is the driver's
+    or below it, and the driver joins (a second join would cost each start CPU). Seen from
+    the sandbox (its own cgroup namespace) PID 1's cgroups are ancestors, ``/..``, names
+    of none.
+    """
     _libc.prctl(PR_SET_NAME, b"sandlot-init", 0, 0, 0)
-    os.setsid()
-    os.dup2(log, 2)
-    if problem:
-        os.write(2, problem.encode())
-        os._exit(FAILED_SETUP)
-
-    def join() -> None:  # the host makes the cgroups while the mounts are made here
-        if os.read(channel, len(CGROUPS_MADE)) != CGROUPS_MADE:
-            os._exit(FAILED_SETUP)  # the host gave the start up (closed the channel)
-        if cgroups:
-            _join(cgroups)
-
-    try:
-        finish_walls(slot, program, join)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(FAILED_SETUP)
-    os.dup2(channel, 3)
-    # The channel's and the log's descriptors as they came (now 3 and 2), and any other.
-    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    driver = os.fork()
-    if driver != 0:
-        _drop_capabilities()
-        _reap_until(driver)
-    _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
-    from . import server
-
-    try:
-        server.serve(3)
-    finally:
-        os._exit(0)
-
-
-def _await_sandbox(link: socket.socket, network: bool, program: bytes | None) -> None:
-    """A spare first process: holds nothing of the template's but ``link``, makes the walls
-    that name no sandbox, waits on ``link`` for the sandbox it is to be (its slot, cgroup
-    files, channel and log), then becomes that sandbox's PID 1. The template gone (``link``
-    closed), it ends."""
-    _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     fd = link.fileno()
     os.closerange(3, fd)  # the control socket, the namespaces, other sandboxes' pidfds
     os.closerange(fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
@@ -259,19 +235,53 @@ def _await_sandbox(link: socket.socket, network: bool, program: bytes | None) ->
         prepare_walls(network)
     except BaseException:
         problem = traceback.format_exc()
+    os.setsid()
     try:
-        data, fds, _, _ = socket.recv_fds(link, 4096, 2)
+        driver = os.fork()
+    except OSError:
+        os._exit(FAILED_SETUP)  # the template sees ``link`` close: the next start forks anew
+    if driver != 0:
+        link.close()
+        _reap_until(driver, program)
+    _await_sandbox(link, program, problem)
+
+
+def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> None:
+    """The driver-to-be: waits on ``link`` for its sandbox (channel, log and workdir),
+    finishes the walls and serves. The template gone (``link`` closed), it ends, and PID 1
+    with it."""
+    _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
+    try:
+        data, fds, _, _ = socket.recv_fds(link, 64, 3)
     except OSError:
         data, fds = b"", []
     link.close()
-    if not data or len(fds) != 2:
+    if not data or len(fds) != 3:
         os._exit(0)
-    slot, *cgroups = data.decode().split(" ")
-    _first_process(slot, cgroups, fds, program, problem)
+    channel, log, workdir = fds
+    _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
+    os.dup2(log, 2)
+    if problem:
+        os.write(2, problem.encode())
+        os._exit(FAILED_SETUP)
+    try:
+        finish_walls(workdir, program, lambda: _join(channel))
+    except BaseException:
+        traceback.print_exc()
+        os._exit(FAILED_SETUP)
+    os.dup2(channel, 3)
+    # The channel's and the log's descriptors as they came (now 3 and 2), and any other.
+    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    from . import server
+
+    try:
+        server.serve(3)
+    finally:
+        os._exit(0)
 
 
 class _Spare:
-    """A first process forked ahead of any request, waiting for its sandbox."""
+    """A first process forked ahead of any request, its driver-to-be waiting for a sandbox."""
 
     def __init__(self, pid: int, link: socket.socket, network: bool) -> None:
         self.pid = pid
@@ -292,10 +302,11 @@ class _Forker:
 
     The template unshares the namespaces itself, forks (the child is PID 1 of
     the new PID namespace and holds the new mount, IPC, UTS and network
-    namespaces), then returns to its own with ``setns``. The child waits on a
-    socket of its own for the sandbox it is to be: after each request the
-    template forks the next one ahead (a spare, with that request's network
-    setting), so the unshare and the fork are off the next start's path. The
+    namespaces), then returns to its own with ``setns``. The child forks the
+    driver-to-be, which waits on a socket of its own for the sandbox it is to
+    be: after each request the template forks the next one ahead (a spare, with
+    that request's network setting), so the unshare and both forks are off the
+    next start's path. The
     first processes are the template's children: it waits on their pidfds
     beside the control socket and reports each one's exit status.
     """
@@ -326,24 +337,19 @@ class _Forker:
     def take(self) -> bool:
         """Serve one request from the host; False once it has gone."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, 256, 4)
+            data, fds, _, _ = socket.recv_fds(self.control, 256, 3)
         except OSError:
             return False
         if not data:
             return False
         word, *words = data.decode().split(" ")
-        if word != "fork" or len(words) < 2 or len(fds) != 2:
+        if word != "fork" or len(words) != 2 or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             return True
-        slot, network, cgroups = words[0], words[1] == "1", words[2:]
-        if not all(_joinable(file) for file in cgroups):
-            _send(self.control, f"failed {slot} a cgroup file outside the sandboxes' own")
-            for fd in fds:
-                os.close(fd)
-            return True
+        slot, network = words[0], words[1] == "1"
         try:
-            self.assign(slot, cgroups, network, fds)
+            self.assign(slot, network, fds)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -361,8 +367,9 @@ class _Forker:
             self.selector.unregister(spare.link)
             spare.discard()
 
-    def assign(self, slot: str, cgroups: list[str], network: bool, fds: list[int]) -> None:
-        """Hand the sandbox to a first process (the spare, or one forked now); tell the host."""
+    def assign(self, slot: str, network: bool, fds: list[int]) -> None:
+        """Hand the sandbox (``fds``: its channel, log and workdir) to a first process (the
+        spare, or one forked now); tell the host."""
         spare, self.spare = self.spare, None
         if spare is not None:
             self.selector.unregister(spare.link)
@@ -376,7 +383,7 @@ class _Forker:
                     _send(self.control, f"failed {slot} {exc}")
                     return
             try:
-                socket.send_fds(spare.link, [" ".join([slot, *cgroups]).encode()], fds)
+                socket.send_fds(spare.link, [b"sandbox"], fds)
                 pidfd = os.pidfd_open(spare.pid)
             except OSError as exc:
                 spare.discard()
@@ -410,7 +417,7 @@ class _Forker:
             raise
         if pid == 0:
             try:
-                _await_sandbox(there, network, self.program)
+                _first_process(there, network, self.program)
             finally:
                 os._exit(FAILED_SETUP)
         there.close()

@@ -449,28 +449,48 @@ def test_the_templates_site_check_counts_directories_a_distributions_site_reads(
         assert verdict() == "True"
 
 
-def test_the_template_joins_only_sandbox_cgroup_files_the_host_names() -> None:
-    """The fork request names the files that join the sandbox's cgroups: one outside the
-    ``N/sandlot-NAME/tasks`` (or ``cgroup.procs``) shape fails that start, forks nothing."""
-    with sandlot.Sandbox(strict()) as sibling:
-        slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
-        (template,) = [t for t in _templates.values() if t.slots == slots]
-        for bad in ("0/../../proc/sys/x", "0/sandlot-a/memory.limit_in_bytes", "x/sandlot-a/tasks"):
-            slot = Path(tempfile.mkdtemp(prefix="box-", dir=slots))
-            ours, theirs = socket.socketpair(socket.AF_UNIX)
-            log_r, log_w = os.pipe()
-            waiting = template.fork(slot.name, [bad], False, theirs.fileno(), log_w)
-            theirs.close()
-            os.close(log_w)
-            with pytest.raises(templates.TemplateError, match="outside the sandboxes' own"):
-                waiting.pidfd.result(10)
-            ours.close()
-            os.close(log_r)
-        assert sibling.run_code("1 + 1").value == "2"
+def _mountinfo(pid: int) -> list[tuple[str, str, str]]:
+    """The mounts ``pid`` sees: (root within its filesystem, mount point, filesystem type)."""
+    mounts = []
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        mounts.append((parts[3], parts[4], rest.split()[0]))
+    return mounts
 
 
-def _spare_of(box: sandlot.Sandbox) -> int:
-    """The spare first process the fork server that forked ``box`` keeps for the next one."""
+def test_no_workdir_and_no_cgroup_directory_is_in_the_templates_sight(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    """The host clones each sandbox's workdir as a detached mount and opens the files that
+    join its cgroups; the template and its spare see neither the directory of workdirs nor
+    any cgroup directory. Each sandbox sees its own workdir only, and no cgroup mount."""
+    a, b = pair
+    slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+    (template,) = [t for t in _templates.values() if t.slots == slots]
+    (init,) = children(template.proc.pid)
+    (fork_server,) = children(init)
+    spare = _spare_of(b)
+    workdirs = {
+        box: str(box.async_sandbox._launch.workdir_host)  # type: ignore[union-attr]
+        for box in (a, b)
+    }
+    for pid in (fork_server, *spare):
+        for root, point, kind in _mountinfo(pid):
+            assert kind != "cgroup" and kind != "cgroup2", (pid, point)
+            assert slots.name not in root and "/.sandlot-slots" not in point, (pid, root, point)
+    for box, other in ((a, b), (b, a)):
+        mine = _mountinfo(_forked(box).pid)
+        roots = [root for root, point, _ in mine if point == "/workspace"]
+        assert len(roots) == 1 and workdirs[box].endswith(roots[0]), (roots, workdirs[box])
+        assert not any(workdirs[other].endswith(root) for root, point, _ in mine if root != "/")
+        assert not any(kind.startswith("cgroup") for *_, kind in mine)
+        assert box.run_code("open('/proc/self/mountinfo').read().count(' cgroup')").value == "0"
+
+
+def _spare_of(box: sandlot.Sandbox) -> tuple[int, int]:
+    """The spare the fork server that forked ``box`` keeps for the next one: a first
+    process and its driver-to-be."""
     fork_server = int(
         Path(f"/proc/{_forked(box).pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
     )
@@ -481,38 +501,66 @@ def _spare_of(box: sandlot.Sandbox) -> int:
     return spare
 
 
-def test_the_spare_first_process_holds_nothing_but_its_link_and_no_sandboxs_cgroup() -> None:
-    """The fork server forks each next sandbox's first process ahead: until it is given a
-    sandbox it holds no descriptor of the template's (no control socket, no namespace, no
-    other sandbox's pidfd, channel or log), only the socket it waits on, and is in no
-    sandbox's cgroup."""
+def _held(pid: int) -> dict[int, str]:
+    """The descriptors of ``pid`` above 2, with what each one is."""
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    return {fd: target for fd, target in fds.items() if fd > 2}
+
+
+def test_the_spare_holds_nothing_but_its_link_and_no_sandboxs_cgroup() -> None:
+    """The fork server forks each next sandbox's first process ahead, and that its
+    driver-to-be: until it is given a sandbox, neither holds a descriptor of the
+    template's (no control socket, no namespace, no other sandbox's pidfd, channel or
+    log); the driver-to-be holds only the socket it waits on, the first process nothing.
+    Neither is in any sandbox's cgroup."""
     with sandlot.Sandbox(strict()) as a, sandlot.Sandbox(strict()) as b:
-        spare = _spare_of(b)
-        fds = {
-            int(fd): os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")
-        }
-        held = {fd: target for fd, target in fds.items() if fd > 2}
-        assert len(held) == 1 and next(iter(held.values())).startswith("socket:"), fds
+        first, waiting = _spare_of(b)
+        assert _held(first) == {}
+        held = _held(waiting)
+        assert len(held) == 1 and next(iter(held.values())).startswith("socket:"), held
         theirs = {_forked(box).pid for box in (a, b)}
-        groups = Path(f"/proc/{spare}/cgroup").read_text()
-        assert "sandlot-box-" not in groups, groups
-        assert spare not in theirs
+        for pid in (first, waiting):
+            groups = Path(f"/proc/{pid}/cgroup").read_text()
+            assert "sandlot-box-" not in groups, groups
+        assert first not in theirs
 
 
-def test_a_spare_that_ended_is_reaped_and_the_next_start_still_forks() -> None:
-    """A spare killed while it waits (the machine's OOM killer, say) is reaped at once, no
-    zombie left; the next start forks a first process of its own, and a new spare follows."""
+@pytest.mark.parametrize("which", ["first process", "driver-to-be"])
+def test_a_spare_that_ended_is_reaped_and_the_next_start_still_forks(which: str) -> None:
+    """A spare killed while it waits (the machine's OOM killer, say), either of its two
+    processes, is reaped at once, no zombie left; the next start forks a first process of
+    its own, and a new spare follows."""
     with sandlot.Sandbox(strict()) as first:
         spare = _spare_of(first)
-        os.kill(spare, signal.SIGKILL)
+        os.kill(spare[0] if which == "first process" else spare[1], signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{spare}").exists():
+        while Path(f"/proc/{spare[0]}").exists():
             assert time.monotonic() < deadline, "the killed spare was not reaped"
             time.sleep(0.01)
         with sandlot.Sandbox(strict()) as second:
             _forked(second)
             assert second.run_code("1 + 1").value == "2"
-            assert _spare_of(second) != spare
+            assert _spare_of(second)[0] != spare[0]
+
+
+def test_pid_1_is_in_no_sandbox_cgroup_and_names_none_inside() -> None:
+    """A forked sandbox's PID 1 only reaps: the driver joins the sandbox's cgroups, PID 1
+    stays in the template's. From inside (the sandbox's own cgroup namespace) PID 1's
+    cgroups read as ancestors, ``/..``, never a name; all the sandbox runs is in its
+    cgroups, and a cell's process is too."""
+    with sandlot.Sandbox(strict()) as box:
+        pid1 = _forked(box).pid
+        cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None
+        box.run_code("import subprocess\nchild = subprocess.Popen(['sleep', '30'])")
+        inside = box.run_code("[child.pid, open('/proc/1/cgroup').read()]").value or ""
+        _, text = eval(inside)
+        held = cgroup.pids()
+        assert pid1 not in held and len(held) >= 2, held  # the driver and the sleep
+        for line in text.splitlines():
+            path = line.split(":", 2)[2]
+            assert set(path.split("/")) <= {"", ".."}, line
+        box.run_code("child.kill(); child.wait()")
 
 
 def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
@@ -524,12 +572,14 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
             (slot / "work").mkdir()
             ours, theirs = socket.socketpair(socket.AF_UNIX)
             log_r, log_w = os.pipe()
-            waiting = template.fork(slot.name, [], False, theirs.fileno(), log_w)
+            workdir = templates.workdir_mount(slot / "work")
+            waiting = template.fork(slot.name, False, theirs.fileno(), log_w, workdir)
             theirs.close()
             os.close(log_w)
+            os.close(workdir)
             if not waiting.pidfd.cancel():  # a spare answered first: given up as the host does
                 templates.drop_pidfd(waiting.pidfd)
-            ours.close()  # its PID 1, before it joins any cgroup, reads the end and exits
+            ours.close()  # its driver, before it joins any cgroup, reads the end and exits
             assert waiting.status.result(10) in (FAILED_SETUP, -signal.SIGKILL)
             os.close(log_r)
             shutil.rmtree(slot)
