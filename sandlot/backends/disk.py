@@ -40,6 +40,7 @@ from ..config import SandboxConfig
 
 POLL = 0.02  # seconds between looks at the filesystem's free space
 PERIOD = 1.0  # seconds between scans when the free space gives no reason for one
+LINGER = 10.0  # seconds the looking thread waits for a new watcher once none is left
 CPU_SHARE = 0.02  # scanning takes at most this share of a core over time
 BURST = 0.02  # seconds of CPU scans may take at once, within the share over time
 MAX_DEPTH = 64  # directory levels the watcher follows (one open descriptor each)
@@ -428,17 +429,22 @@ class DiskWatcher:
 
 class _Hub:
     """The one thread that looks for every watcher of a root sandlot made, every ``POLL``
-    seconds. It starts with the first watcher and ends when none is left."""
+    seconds. It starts with the first watcher; with none left it waits ``LINGER`` seconds
+    for the next (sandboxes that start and end one after another would otherwise each start
+    it anew, a thread's start on each sandbox's path) and then ends."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._added = threading.Condition(self._lock)
         self._watchers: dict[int, DiskWatcher] = {}
         self._running = False
 
     def add(self, watcher: DiskWatcher) -> None:
         with self._lock:
             self._watchers[id(watcher)] = watcher
-            if not self._running:
+            if self._running:
+                self._added.notify()
+            else:
                 self._running = True
                 threading.Thread(target=self._run, name="sandlot-disk", daemon=True).start()
 
@@ -449,10 +455,12 @@ class _Hub:
     def _run(self) -> None:
         while True:
             with self._lock:
-                watchers = list(self._watchers.values())
-                if not watchers:
+                if not self._watchers:
+                    self._added.wait(LINGER)
+                if not self._watchers:
                     self._running = False
                     return
+                watchers = list(self._watchers.values())
             free_by_device: dict[int, int] = {}
             for watcher in watchers:
                 if not watcher.look(free_by_device):

@@ -26,6 +26,7 @@ import pytest
 from conftest import strict
 
 import sandlot
+from sandlot.backends import disk
 from sandlot.backends.disk import DiskWatcher, usage
 from sandlot.backends.local import LocalBackend
 
@@ -218,6 +219,32 @@ def test_many_watched_sandboxes_share_one_watching_thread_and_each_still_dies_al
     finally:
         for box in boxes:
             box.terminate()
+
+
+def _hub_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sandlot-disk"]
+
+
+def test_sandboxes_one_after_another_share_the_looking_thread_which_ends_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The looking thread outlives the last watcher by ``LINGER`` seconds: sandboxes that
+    start and end one after another keep one thread (no thread's start on each one's path);
+    once none is watched for that long, it ends."""
+    monkeypatch.setattr(disk, "LINGER", 1.0)
+    with sandlot.Sandbox(strict(disk_mb=64)) as first:
+        first.run_code("1 + 1")
+        (hub,) = _hub_threads()
+    for _ in range(3):
+        with sandlot.Sandbox(strict(disk_mb=64)) as box:
+            assert box.run_code("1 + 1").value == "2"
+            assert _hub_threads() == [hub]
+    hub.join(10)
+    assert not hub.is_alive() and _hub_threads() == []
+    with sandlot.Sandbox(strict(disk_mb=64)) as later:  # a new one starts with the next
+        later.run_code("1 + 1")
+        (again,) = _hub_threads()
+        assert again is not hub
 
 
 def test_a_watcher_stopped_without_waiting_says_so_while_a_scan_is_under_way(
