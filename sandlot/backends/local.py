@@ -20,6 +20,7 @@ import atexit
 import collections
 import contextlib
 import fcntl
+import functools
 import glob
 import os
 import shutil
@@ -195,7 +196,12 @@ def _owner() -> str:
 
     The start time tells a live owner from a new process that reuses a dead one's PID.
     """
-    pid = os.getpid()
+    return _owner_of(os.getpid())
+
+
+@functools.cache
+def _owner_of(pid: int) -> str:
+    """The owner string of this process, read once (a fork child has a PID of its own)."""
     return f"{pid} {_start_time(pid)}"
 
 
