@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from selector_check import unwatched
 
 import sandlot
 import sandlot.sync
+from sandlot.backends.cgroups import SandboxCgroup
 
 
 def children(pid: int) -> list[int]:
@@ -59,6 +61,19 @@ def spares(fork_server: int) -> list[tuple[int, int]]:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "sandlot-spare":
                     found.append((first, pid))
     return found
+
+
+def stocked_cgroups(within: float = 30.0) -> list[SandboxCgroup]:
+    """The cgroups the host has made ahead for its next sandboxes (``cgroups.Stock``), once
+    it has made all it wants: like its templates, the host's own, not a sandbox's."""
+    from sandlot.backends.local import _stock
+
+    deadline = time.monotonic() + within
+    while True:
+        with _stock._lock:
+            if _stock._wanted() is None or time.monotonic() > deadline:
+                return [cgroup for made in _stock._made.values() for cgroup in made]
+        time.sleep(0.01)
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

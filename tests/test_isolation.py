@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import strict, template_processes
+from conftest import stocked_cgroups, strict, template_processes
 
 import sandlot
 from sandlot.backends.disk import process_tree
@@ -234,14 +234,18 @@ def _strays(within: float = 5.0) -> list[int]:
 
 
 def _mine() -> list[str]:
-    """State directories and cgroup ledgers of this process's sandboxes.
+    """State directories and cgroup ledgers of this process's sandboxes (not those of the
+    cgroups made ahead for the next ones).
 
     A cgroup's ledger goes only once the cgroup is gone, so a leaked cgroup shows here.
     """
     from sandlot.backends.local import OWNER_FILE, _owner, _state_root
 
+    ahead = {c.ledger.name for c in stocked_cgroups() if c.ledger is not None}
     found = []
     for path in _state_root().iterdir():
+        if path.name in ahead:
+            continue
         try:
             owner = (path / OWNER_FILE if path.is_dir() else path).read_text().split("\n", 1)[0]
         except OSError:

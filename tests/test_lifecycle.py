@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_wheel, strict
+from conftest import make_wheel, stocked_cgroups, strict
 
 import sandlot
 from sandlot.backends import bwrap
@@ -364,3 +364,96 @@ def test_a_start_whose_channel_was_replaced_behind_the_loop_says_so(
         spare_peer.close()
     assert info.value.cause == "failed_to_start"
     assert "is no longer the socket it was" in str(info.value), str(info.value)
+
+
+def test_a_start_takes_cgroups_made_ahead_for_its_limits_and_more_follow() -> None:
+    """The host makes the next sandboxes' cgroups ahead, on a thread, by their limits; a start
+    with the same limits takes one (its directories and limits as if made for it), and one
+    more is made for the one after."""
+    from sandlot.backends.local import _stock
+
+    if sandlot.backends.local.probe().cgroup is None:
+        pytest.skip("no writable cgroups here")
+    config = strict(memory_mb=384, max_processes=77)
+    with sandlot.Sandbox(config):
+        pass
+    stocked_cgroups()
+    ahead = {cgroup.name for cgroup in _stock._made[(384, 77, None)]}
+    assert len(ahead) == _stock.DEPTH
+    with sandlot.Sandbox(config) as box:
+        cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
+        assert cgroup is not None and cgroup.name in ahead
+        dirs = cgroup.layout.dirs
+        assert (dirs["pids"] / cgroup.name / "pids.max").read_text().strip() == "77"
+        memory = "memory.limit_in_bytes" if cgroup.layout.version == 1 else "memory.max"
+        assert (dirs["memory"] / cgroup.name / memory).read_text().strip() == str(384 << 20)
+        assert box.run_code("1 + 1").value == "2"
+        stocked_cgroups()
+        after = {c.name for c in _stock._made[(384, 77, None)]}
+        assert len(after) == _stock.DEPTH and cgroup.name not in after
+    assert not any(path.exists() for path in cgroup.paths)
+    assert all(path.is_dir() for c in stocked_cgroups() for path in c.paths)
+
+
+def test_cgroups_made_ahead_are_removed_when_the_host_exits(tmp_path: Path) -> None:
+    """A host that exits leaves no cgroup it made ahead, and no ledger of one."""
+    if sandlot.backends.local.probe().cgroup is None:
+        pytest.skip("no writable cgroups here")
+    state = tmp_path / "tmp"
+    state.mkdir()
+    code = (
+        "import time, sandlot\n"
+        "from sandlot.backends.local import _stock\n"
+        "with sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')) as box:\n"
+        "    box.run_code('1')\n"
+        "deadline = time.monotonic() + 30\n"
+        "while sum(map(len, _stock._made.values())) < _stock.DEPTH:\n"
+        "    assert time.monotonic() < deadline\n"
+        "    time.sleep(0.01)\n"
+        "for made in _stock._made.values():\n"
+        "    for cgroup in made:\n"
+        "        print(*cgroup.paths, sep='\\n')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TMPDIR": str(state)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    made = [Path(line) for line in done.stdout.split()]
+    assert made, done.stdout
+    assert [p for p in made if p.exists()] == []
+    assert list((state / f"sandlot-{os.getuid()}").glob("*.cgroup")) == []
+
+
+def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> None:
+    """Two processes never share a sandbox's cgroups: a child forked from the host (as
+    ``multiprocessing`` does) starts with none made ahead."""
+    from sandlot.backends.local import _stock
+
+    if sandlot.backends.local.probe().cgroup is None:
+        pytest.skip("no writable cgroups here")
+    with sandlot.Sandbox(strict()):
+        pass
+    stocked_cgroups()
+    (kind,) = [kind for kind, made in _stock._made.items() if made][:1]
+
+    def make() -> SandboxCgroup:
+        raise OSError("nothing is made in the child")
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it could take, make nothing, never return
+        try:
+            taken = _stock.take(kind, make)
+            os.write(write, f"{taken is None} {len(stocked_cgroups(0))}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    said = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert said == "True 0"
+    assert stocked_cgroups(), "the parent's stock went with the child"

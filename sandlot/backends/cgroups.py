@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,6 +198,114 @@ class SandboxCgroup:
         if _remove(self.paths) and self.ledger is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.ledger.unlink()
+
+
+class Stock:
+    """Sandboxes' cgroups made ahead on a thread of its own, ``DEPTH`` for each set of limits
+    last asked for (``KINDS`` sets at most), so a start takes one instead of waiting on the
+    kernel, whose cgroup lock is contended while other sandboxes end.
+
+    Each is made as a start would make it (a ledger first, so a killed host's are swept).
+    What none took for ``LINGER`` seconds is removed, and :meth:`close` removes what is
+    left (at exit). A child forked from this process starts with an empty stock of its
+    own: two processes never take the same cgroups.
+    """
+
+    DEPTH = 2
+    KINDS = 4
+    LINGER = 10.0  # seconds without a take after which what was made goes
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._made: dict[Hashable, list[SandboxCgroup]] = {}  # oldest asked-for kind first
+        self._makers: dict[Hashable, Callable[[], SandboxCgroup]] = {}
+        self._running = False
+        self._closed = False
+        os.register_at_fork(after_in_child=self._forget)
+
+    def take(self, kind: Hashable, make: Callable[[], SandboxCgroup]) -> SandboxCgroup | None:
+        """One made ahead for ``kind`` (None if there is none yet); keep ``DEPTH`` of that kind
+        coming, each from ``make`` (which records and makes one: :meth:`SandboxCgroup.create`)."""
+        evicted: list[SandboxCgroup] = []
+        with self._lock:
+            if self._closed:
+                return None
+            ready = self._made.pop(kind, [])
+            got = ready.pop() if ready else None
+            self._made[kind] = ready  # now the latest asked for
+            self._makers[kind] = make
+            while len(self._made) > self.KINDS:
+                oldest = next(iter(self._made))
+                evicted += self._made.pop(oldest)
+                del self._makers[oldest]
+            if self._running:
+                self._wake.notify()
+            else:
+                self._running = True
+                threading.Thread(target=self._run, name="sandlot-cgroups", daemon=True).start()
+        for cgroup in evicted:
+            cgroup.remove()
+        return got
+
+    def clear(self) -> None:
+        """Remove what was made and not taken (the next take starts anew)."""
+        with self._lock:
+            left = [cgroup for made in self._made.values() for cgroup in made]
+            self._made.clear()
+            self._makers.clear()
+        for cgroup in left:
+            cgroup.remove()
+
+    def close(self) -> None:
+        """Make no more; remove what was made and not taken."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self.clear()
+
+    def _wanted(self) -> tuple[Hashable, Callable[[], SandboxCgroup]] | None:
+        for kind, made in self._made.items():
+            if len(made) < self.DEPTH and kind in self._makers:
+                return kind, self._makers[kind]
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                wanted = None if self._closed else self._wanted()
+                if wanted is None and not self._closed and self._wake.wait(self.LINGER):
+                    continue  # taken from, or closed
+                if wanted is None:  # none taken for LINGER seconds: an idle host keeps none
+                    self._running = False
+                    left = [cgroup for made in self._made.values() for cgroup in made]
+                    self._made.clear()
+                    self._makers.clear()
+                    break
+            kind, make = wanted
+            try:
+                cgroup = make()
+            except Exception:  # tried again at the next take; the starts say what fails
+                with self._lock:
+                    if self._makers.get(kind) is make:
+                        del self._makers[kind]
+                continue
+            with self._lock:
+                keep = not self._closed and kind in self._made
+                if keep:
+                    self._made[kind].append(cgroup)
+            if not keep:
+                cgroup.remove()
+        for cgroup in left:
+            cgroup.remove()
+
+    def _forget(self) -> None:
+        """In a forked child: none of the parent's, no thread (it did not come along)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._made = {}
+        self._makers = {}
+        self._running = False
 
 
 def join_file(layout: Layout) -> str:

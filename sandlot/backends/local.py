@@ -23,6 +23,7 @@ import fcntl
 import functools
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -723,58 +724,66 @@ def start_path(iso: Isolation, started: str) -> list[str]:
     return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
 
 
-def _new_cgroup(iso: Isolation, config: SandboxConfig, name: str) -> cgroups.SandboxCgroup | None:
-    """The cgroups of sandbox ``name`` (its state directory's), with their ledger in the state
-    root for the sweep; None where this machine has none to give."""
-    if iso.cgroup is None:
-        return None
+def _make_cgroup(
+    layout: cgroups.Layout, memory_mb: int | None, max_processes: int, cpus: float | None
+) -> cgroups.SandboxCgroup:
+    """A sandbox's cgroups, named at random, with their ledger in the state root for the
+    sweep (on a thread: see :func:`_new_cgroup`)."""
+    name = f"{cgroups.PREFIX}{secrets.token_hex(8)}"
     return cgroups.SandboxCgroup.create(
-        iso.cgroup,
-        f"{cgroups.PREFIX}{name}",
-        config.memory_mb,
-        config.max_processes,
-        config.cpus,
+        layout,
+        name,
+        memory_mb,
+        max_processes,
+        cpus,
         ledger=_state_root() / f"{name}{cgroups.LEDGER_SUFFIX}",
         owner=_owner(),
     )
 
 
-async def _new_cgroup_off_loop(
-    iso: Isolation, config: SandboxConfig, name: str
-) -> cgroups.SandboxCgroup | None:
-    """:func:`_new_cgroup` on a thread: making cgroups waits on the kernel's cgroup lock while
-    other sandboxes' are torn down (up to 14 ms here, with 16 sandboxes starting and ending),
-    and the loop serves every sandbox meanwhile. One made for a start given up meanwhile is
-    removed."""
+_stock = cgroups.Stock()
+atexit.register(_stock.close)
+
+
+async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxCgroup | None:
+    """The cgroups of a new sandbox, None where this machine has none to give: made ahead
+    (:class:`.cgroups.Stock`) or, where none of its limits is ready, made now on a thread.
+    Making cgroups waits on the kernel's cgroup lock while other sandboxes' are torn down
+    (up to 14 ms here, with 16 sandboxes starting and ending), and the loop serves every
+    sandbox meanwhile. One made for a start given up meanwhile is removed."""
+    if iso.cgroup is None:
+        return None
+    make = functools.partial(
+        _make_cgroup, iso.cgroup, config.memory_mb, config.max_processes, config.cpus
+    )
+    ready = _stock.take((config.memory_mb, config.max_processes, config.cpus), make)
+    if ready is not None:
+        return ready
     scope = TaskScope("a sandbox's start")
-    making = scope.spawn(asyncio.to_thread(_new_cgroup, iso, config, name), awaited=True)
+    making = scope.spawn(asyncio.to_thread(make), awaited=True)
     try:
         return await asyncio.shield(making)
     except asyncio.CancelledError:
         made = await making
-        if made is not None:
-            await asyncio.to_thread(made.remove)
+        await asyncio.to_thread(made.remove)
         raise
 
 
-def _send_init(
-    launch: LocalLaunch,
+def _init_frame(
     config: SandboxConfig,
     init: dict[str, Any],
+    cgroup: cgroups.SandboxCgroup | None,
+    workdir: str,
     drop_to: tuple[int, int] | None,
-) -> None:
-    """Send the driver its init frame (limits, workdir, the user to drop to); watch the launch."""
-    cgroup = launch.cgroup
+) -> bytes:
+    """The driver's init frame: limits, workdir, the user to drop to."""
     limits = {"nofile": config.max_open_files, **disk.disk_limits(config)}
     if config.max_cpu_seconds is not None:
         limits["cpu"] = config.max_cpu_seconds
     if config.memory_mb is not None and (cgroup is None or "memory" not in cgroup.layout.dirs):
         limits["as"] = config.memory_mb << 20  # the per-process fallback
     # The driver drops to drop_to, under bubblewrap or not.
-    launch.writer.write(
-        protocol.encode({**init, "workdir": launch.workdir, "limits": limits, "drop_to": drop_to})
-    )
-    launch._watch()
+    return protocol.encode({**init, "workdir": workdir, "limits": limits, "drop_to": drop_to})
 
 
 class LocalBackend:
@@ -878,7 +887,7 @@ class LocalBackend:
                 assert self.workdir is not None
                 workdir_host, lock = _take_workdir(self.workdir, drop_to)
                 passed.append(lock)
-            cgroup = await _new_cgroup_off_loop(iso, config, host_dir.name)
+            cgroup = await _new_cgroup(iso, config)
             env: dict[str, str] = {}
             if use_bwrap:
                 assert iso.bwrap is not None
@@ -962,7 +971,8 @@ class LocalBackend:
             disk_mb=config.disk_mb,
             volumes_host={t: v for t, v in volumes.items() if not config.volumes[t].read_only},
         )
-        _send_init(launch, config, init, drop_to)
+        writer.write(_init_frame(config, init, cgroup, workdir, drop_to))
+        launch._watch()
         return launch
 
     async def _launch_forked(
@@ -980,64 +990,46 @@ class LocalBackend:
         workdir_host.mkdir()
         os.chown(workdir_host, *drop_to)
         cgroup = None
-        forked: templates.ForkedProcess | None = None
         waiting = None
+        writer: asyncio.StreamWriter | None = None
         parent, child = socket.socketpair(socket.AF_UNIX)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
         log = os.fdopen(log_r, "rb", 0)
-        # The cgroups are made on a thread while the driver mounts its workdir; it joins them
-        # once the first byte on its channel brings them.
-        starting = TaskScope("a sandbox's start")
-        making = starting.spawn(_new_cgroup_off_loop(iso, config, host_dir.name), awaited=True)
         try:
-            workdir = -1
+            cgroup = await _new_cgroup(iso, config)  # made ahead, most often
+            given: list[int] = []  # the workdir as a detached mount, the cgroups' join files
             try:
-                workdir = templates.workdir_mount(workdir_host)
-                waiting = template.fork(
-                    host_dir.name, config.network, child.fileno(), log_w, workdir
-                )
+                given.append(templates.workdir_mount(workdir_host))
+                for file in cgroup.join_files() if cgroup is not None else []:
+                    given.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
+                waiting = template.fork(host_dir.name, config.network, child.fileno(), log_w, given)
             finally:
                 child.close()
                 os.close(log_w)
-                if workdir >= 0:
-                    os.close(workdir)
+                for fd in given:
+                    os.close(fd)
+            reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
+            # Read by the driver once it has joined its cgroups, while its pidfd comes here.
+            writer.write(_init_frame(config, init, cgroup, WORKDIR_INSIDE, drop_to))
             pidfd = await asyncio.wait_for(
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
-            forked = templates.ForkedProcess(pidfd, waiting.status, log)
-            cgroup = await making
-            # A driver that failed already closed its end: the start then reads its log.
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                templates.send_cgroups(parent, cgroup.join_files() if cgroup else [])
-            reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
-        except BaseException as exc:
-            if not making.done():
-                making.cancel()  # cgroups made meanwhile are removed
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            while not making.done():  # a cancel meanwhile is kept for after the cleanup
-                try:
-                    await asyncio.wait([making])
-                except asyncio.CancelledError:
-                    cancelled = True
-            if not making.cancelled() and making.exception() is None:
-                cgroup = making.result()
-            if forked is not None:
-                forked.kill()
-                forked.close()
-            elif waiting is not None:
+        except BaseException:
+            if waiting is not None:
                 template.forget(host_dir.name)
-                templates.drop_pidfd(waiting.pidfd)  # delivered as the start was given up
+                templates.drop_pidfd(waiting.pidfd)  # killed when it comes, if it still does
             log.close()
-            parent.close()
-            _release(cgroup, host_dir)
-            if cancelled and not isinstance(exc, asyncio.CancelledError):
-                raise asyncio.CancelledError from exc  # the caller's cancel (a timeout) wins
+            if writer is not None:
+                writer.close()
+            else:
+                parent.close()
+            _release(cgroup, host_dir)  # kills a driver that joined the cgroups meanwhile
             raise
         launch = LocalLaunch(
             reader,
             writer,
             WORKDIR_INSIDE,
-            forked,
+            templates.ForkedProcess(pidfd, waiting.status, log),
             cgroup,
             host_dir,
             True,
@@ -1045,7 +1037,7 @@ class LocalBackend:
             disk_mb=config.disk_mb,
             started="template",
         )
-        _send_init(launch, config, init, drop_to)
+        launch._watch()
         return launch
 
     def _forkable(self, config: SandboxConfig, python: str, venv: Path) -> bool:

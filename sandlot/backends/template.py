@@ -6,10 +6,10 @@ bubblewrap sandbox whose process has imported the driver and waits, with the
 privileges to make namespaces, for the host to ask for a sandbox. It forks
 one, which builds its own walls (see :mod:`sandlot.driver.template`) and
 serves the driver's protocol as a cold-started driver would. The host hands
-it a detached mount of its workdir, makes the sandbox's cgroups meanwhile and
-then sends the first byte on its channel with the files that join them; the
-driver joins them before it serves, so no code of the sandbox's runs outside
-them. The template itself sees no workdir and no cgroup directory.
+it a detached mount of its workdir and the files that join the sandbox's
+cgroups (made ahead, see :class:`.cgroups.Stock`); the driver joins them
+before it reads its channel, so no code of the sandbox's runs outside them.
+The template itself sees no workdir and no cgroup directory.
 
 One template serves every sandbox with the same walls: the same interpreter
 and environment, the same network setting and the same locale variables; the
@@ -44,8 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..driver.farside import CGROUPS_MADE
-
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
 SYS_OPEN_TREE, AT_FDCWD = 428, -100  # x86-64, arm64: the shared table
 OPEN_TREE_CLONE_CLOEXEC = 0x1 | os.O_CLOEXEC
@@ -76,17 +74,6 @@ def workdir_mount(path: Path) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
     return int(fd)
-
-
-def send_cgroups(channel: socket.socket, files: list[str]) -> None:
-    """Tell a forked sandbox's driver its cgroups exist: the channel's first byte, carrying a
-    descriptor of each file that joins one (opened here: the template sees none)."""
-    fds = [os.open(file, os.O_WRONLY | os.O_CLOEXEC) for file in files]
-    try:
-        socket.send_fds(channel, [CGROUPS_MADE], fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def host_pid(pidfd: int) -> int:
@@ -271,12 +258,12 @@ class Template:
         """Whether the template still takes requests."""
         return not self._dead and self.proc.poll() is None
 
-    def fork(self, slot: str, network: bool, channel: int, log: int, workdir: int) -> _Waiting:
+    def fork(self, slot: str, network: bool, channel: int, log: int, given: list[int]) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
-        ``workdir`` is a detached mount of its workdir (:func:`workdir_mount`). Its
-        driver then waits for the channel's first byte, which brings the files that
-        join its cgroups (:func:`send_cgroups`).
+        ``given`` holds a detached mount of its workdir (:func:`workdir_mount`), then
+        the files that join its cgroups, opened for writing: the driver joins them
+        before it reads the channel.
         """
         waiting = _Waiting()
         with self._lock:
@@ -285,7 +272,7 @@ class Template:
             self._waiting[slot] = waiting
         try:
             request = f"fork {slot} {int(network)}".encode()
-            socket.send_fds(self.control, [request], [channel, log, workdir])
+            socket.send_fds(self.control, [request], [channel, log, *given])
         except OSError as exc:
             with self._lock:
                 self._waiting.pop(slot, None)

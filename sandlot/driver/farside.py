@@ -38,10 +38,7 @@ OWNER_FILE = ".owner"
 SANDBOX_UID = 65534  # the user (nobody) the code runs as when the driver starts as root
 DRIVER_INSIDE = "/.sandlot"  # the driver's directory (holding sandlot_driver)
 WORKDIR_INSIDE = "/workspace"
-# A template's (sandlot.driver.template): the host's first byte to a forked sandbox's
-# driver, on its channel, with the files that join its cgroups (now made); the
-# directories each fork gets a fresh tmpfs on.
-CGROUPS_MADE = b"\x01"
+# The directories each sandbox forked from a template gets a fresh tmpfs on.
 FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 

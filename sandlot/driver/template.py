@@ -12,19 +12,18 @@ loopback up), forks the driver-to-be, installs the seccomp filter, drops its
 capabilities and from then on only reaps the namespace's orphans. Given a
 sandbox, the driver mounts its workdir at ``/workspace`` (a detached mount
 the host cloned of it: the template sees no sandbox's workdir), joins the
-sandbox's cgroups once the host has made them (the channel's first byte
-brings a descriptor of each joining file: the template sees no cgroup
-directory either), installs the seccomp filter, serves the protocol and
-drops to the sandbox user when the host's init frame says so, before any of
-the sandbox's code runs.
+sandbox's cgroups (through a descriptor of each joining file, opened by the
+host: the template sees no cgroup directory either), installs the seccomp
+filter, serves the protocol and drops to the sandbox user when the host's
+init frame says so, before any of the sandbox's code runs.
 
 The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
 (the kernel's, from ``waitpid``: nothing the sandbox says). Control messages
 are ``SOCK_SEQPACKET`` datagrams of ASCII words: ``fork SLOT NET`` from the
-host, with the channel's, the log's and the workdir's descriptors; ``ready``
-once, then ``pid SLOT`` (with the pidfd), ``exit SLOT STATUS`` and ``failed
-SLOT WHY`` back.
+host, with the channel's, the log's and the workdir's descriptors and those
+of the cgroups' joining files; ``ready`` once, then ``pid SLOT`` (with the
+pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
 Standard library only, as the rest of the driver.
 """
 
@@ -43,7 +42,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from .farside import CGROUPS_MADE, FRESH_DIRS
+from .farside import FRESH_DIRS
 from .farside import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
@@ -165,23 +164,16 @@ def finish_walls(workdir: int, program: bytes | None, join: Callable[[], None]) 
         install_seccomp(program)
 
 
-def _join(channel: int) -> None:
-    """Wait for the host's first byte on ``channel``, which brings a descriptor of each file
-    that joins the sandbox's cgroups (``cgroups.SandboxCgroup.join_files``, opened by the
-    host); move this process (of one thread) into them with ``0``; see them as its root.
+def _join(files: list[int]) -> None:
+    """Move this process (of one thread) into the sandbox's cgroups, which it then sees as its
+    root: ``0`` into each of ``files``, the joining files the host opened
+    (``cgroups.SandboxCgroup.join_files``).
 
     The driver joins, before any of the sandbox's code runs, not the template: the host
     kills every process of those cgroups when the sandbox ends, and the template has to
     outlive the sandbox to report how it ended. No cgroup directory is in the template's
     sight: only the host names them.
     """
-    sock = socket.socket(fileno=channel)
-    try:
-        data, files, _, _ = socket.recv_fds(sock, len(CGROUPS_MADE), MAX_CGROUPS)
-    finally:
-        sock.detach()
-    if data != CGROUPS_MADE:
-        os._exit(FAILED_SETUP)  # the host gave the start up (closed the channel)
     for fd in files:
         os.write(fd, b"0")
         os.close(fd)
@@ -247,25 +239,25 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None) ->
 
 
 def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> None:
-    """The driver-to-be: waits on ``link`` for its sandbox (channel, log and workdir),
-    finishes the walls and serves. The template gone (``link`` closed), it ends, and PID 1
-    with it."""
+    """The driver-to-be: waits on ``link`` for its sandbox (channel, log, workdir and cgroups'
+    join files), finishes the walls and serves. The template gone (``link`` closed), it
+    ends, and PID 1 with it."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     try:
-        data, fds, _, _ = socket.recv_fds(link, 64, 3)
+        data, fds, _, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
     except OSError:
         data, fds = b"", []
     link.close()
-    if not data or len(fds) != 3:
+    if not data or len(fds) < 3:
         os._exit(0)
-    channel, log, workdir = fds
+    channel, log, workdir, *joins = fds
     _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
     os.dup2(log, 2)
     if problem:
         os.write(2, problem.encode())
         os._exit(FAILED_SETUP)
     try:
-        finish_walls(workdir, program, lambda: _join(channel))
+        finish_walls(workdir, program, lambda: _join(joins))
     except BaseException:
         traceback.print_exc()
         os._exit(FAILED_SETUP)
@@ -337,13 +329,13 @@ class _Forker:
     def take(self) -> bool:
         """Serve one request from the host; False once it has gone."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, 256, 3)
+            data, fds, _, _ = socket.recv_fds(self.control, 256, 3 + MAX_CGROUPS)
         except OSError:
             return False
         if not data:
             return False
         word, *words = data.decode().split(" ")
-        if word != "fork" or len(words) != 2 or len(fds) != 3:
+        if word != "fork" or len(words) != 2 or not 3 <= len(fds) <= 3 + MAX_CGROUPS:
             for fd in fds:
                 os.close(fd)
             return True
@@ -368,8 +360,8 @@ class _Forker:
             spare.discard()
 
     def assign(self, slot: str, network: bool, fds: list[int]) -> None:
-        """Hand the sandbox (``fds``: its channel, log and workdir) to a first process (the
-        spare, or one forked now); tell the host."""
+        """Hand the sandbox (``fds``: its channel, log, workdir and cgroups' join files) to a
+        first process (the spare, or one forked now); tell the host."""
         spare, self.spare = self.spare, None
         if spare is not None:
             self.selector.unregister(spare.link)

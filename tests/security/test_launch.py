@@ -273,8 +273,8 @@ def test_cgroups_of_a_killed_host_under_another_parent_are_swept(tmp_path: Path)
     """A host SIGKILLed with a live sandbox, in a different parent cgroup, leaves nothing behind.
 
     The next host (in its own, other cgroup) removes the dead host's sandbox
-    cgroups from its ledger. A forged ledger naming cgroups sandlot did not make
-    is ignored: those stay.
+    cgroups from its ledger, and those it had made ahead for the next sandboxes. A
+    forged ledger naming cgroups sandlot did not make is ignored: those stay.
     """
     from sandlot.backends.local import _state_root
 
@@ -292,8 +292,16 @@ def test_cgroups_of_a_killed_host_under_another_parent_are_swept(tmp_path: Path)
             with open(parent + "/cgroup.procs", "w") as f:
                 f.write("0")
         import sandlot
+        from sandlot.backends.local import _stock
         box = sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")).start()
         print("\\n".join(map(str, box.async_sandbox._launch.cgroup.paths)), flush=True)
+        deadline = time.monotonic() + 30
+        while not any(_stock._made.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for made in list(_stock._made.values()):
+            for cgroup in list(made):
+                print("\\n".join(map(str, cgroup.paths)), flush=True)
+                print("STOCKED", flush=True)
         print("END", flush=True)
         time.sleep(600)
     """)
@@ -312,10 +320,14 @@ def test_cgroups_of_a_killed_host_under_another_parent_are_swept(tmp_path: Path)
         )  # owner: no such process
         proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
-        made = []
+        made, stocked = [], 0
         while (line := proc.stdout.readline().strip()) != "END":
             assert line, "the host died before its sandbox started"
-            made.append(Path(line))
+            if line == "STOCKED":
+                stocked += 1
+            else:
+                made.append(Path(line))
+        assert stocked >= 1, "no cgroups were made ahead"
         assert made and all(any(p.parent == parent for parent in parents) for p in made), made
         proc.kill()
         proc.wait()

@@ -25,6 +25,7 @@ import pytest
 from agents.sandbox.errors import WorkspaceArchiveReadError, WorkspaceArchiveWriteError
 from conftest import strict
 
+from sandlot.backends.local import _stock
 from sandlot.integrations.openai_agents import SandlotSandboxClient
 from sandlot.sandbox import live_sandboxes
 
@@ -140,6 +141,7 @@ def test_a_forged_workspace_stream_fails_the_persist_and_writes_nothing(
             await client.delete(session)
 
     asyncio.run(scenario())
+    _stock.clear()  # the next sandboxes' cgroups, made ahead: the host's, like its templates
     assert tree(host) == before  # nothing new beside the scratch dir, which is empty again
     assert not live_sandboxes()
 
@@ -205,5 +207,6 @@ def test_a_tampered_snapshot_is_refused_before_anything_is_unpacked(
             await client.delete(session)
 
     assert asyncio.run(scenario()) == b"kept.txt\n"
+    _stock.clear()
     assert tree(host) == before
     assert not live_sandboxes()
