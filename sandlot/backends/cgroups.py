@@ -221,6 +221,7 @@ class Stock:
         self._made: dict[Hashable, list[SandboxCgroup]] = {}  # oldest asked-for kind first
         self._makers: dict[Hashable, Callable[[], SandboxCgroup]] = {}
         self._running = False
+        self._thread: threading.Thread | None = None
         self._closed = False
         os.register_at_fork(after_in_child=self._forget)
 
@@ -243,7 +244,10 @@ class Stock:
                 self._wake.notify()
             else:
                 self._running = True
-                threading.Thread(target=self._run, name="sandlot-cgroups", daemon=True).start()
+                self._thread = threading.Thread(
+                    target=self._run, name="sandlot-cgroups", daemon=True
+                )
+                self._thread.start()
         for cgroup in evicted:
             cgroup.remove()
         return got
@@ -258,10 +262,14 @@ class Stock:
             cgroup.remove()
 
     def close(self) -> None:
-        """Make no more; remove what was made and not taken."""
+        """Make no more; remove what was made and not taken (waiting a moment for one being
+        made: at exit, a daemon thread is stopped where it stands)."""
         with self._lock:
             self._closed = True
             self._wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
         self.clear()
 
     def _wanted(self) -> tuple[Hashable, Callable[[], SandboxCgroup]] | None:
@@ -306,6 +314,7 @@ class Stock:
         self._made = {}
         self._makers = {}
         self._running = False
+        self._thread = None
 
 
 def join_file(layout: Layout) -> str:
