@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import stocked_cgroups, strict, template_processes
+from conftest import strict, template_processes
 
 import sandlot
+from sandlot.backends.cgroups import AHEAD, LEDGER_SUFFIX
 from sandlot.backends.disk import process_tree
 
 
@@ -241,10 +242,9 @@ def _mine() -> list[str]:
     """
     from sandlot.backends.local import OWNER_FILE, _owner, _state_root
 
-    ahead = {c.ledger.name for c in stocked_cgroups() if c.ledger is not None}
     found = []
     for path in _state_root().iterdir():
-        if path.name in ahead:
+        if path.name.endswith(AHEAD + LEDGER_SUFFIX):
             continue
         try:
             owner = (path / OWNER_FILE if path.is_dir() else path).read_text().split("\n", 1)[0]

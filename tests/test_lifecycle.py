@@ -306,14 +306,24 @@ def test_a_start_whose_ready_the_loop_never_sees_says_it_waits_unread(
         fcntl.ioctl(launched.writer.transport.get_extra_info("socket"), termios.FIONREAD, waiting)
         return waiting[0]
 
+    opened = asyncio.open_unix_connection
+
+    async def deaf(
+        *args: object, **kwargs: object
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await opened(*args, **kwargs)  # type: ignore[arg-type]
+        writer.transport.pause_reading()  # the loop is not woken for what comes
+        return reader, writer
+
     class Deaf(LocalBackend):
-        """Stops reading the channel, then returns once the driver's ready waits there."""
+        """Never reads the channel, and returns once the driver's ready waits there."""
 
         async def launch(
             self, config: sandlot.SandboxConfig, init: dict[str, object]
         ) -> LocalLaunch:
-            launched = await super().launch(config, init)
-            launched.writer.transport.pause_reading()
+            with monkeypatch.context() as patch:
+                patch.setattr(asyncio, "open_unix_connection", deaf)
+                launched = await super().launch(config, init)
             for _ in range(600):
                 if unread(launched):
                     break
@@ -345,11 +355,23 @@ def test_a_start_whose_channel_was_replaced_behind_the_loop_says_so(
 
     spare, spare_peer = socket.socketpair()
 
+    opened = asyncio.open_unix_connection
+
+    async def paused(
+        *args: object, **kwargs: object
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await opened(*args, **kwargs)  # type: ignore[arg-type]
+        writer.transport.pause_reading()  # nothing is read before the start waits for it
+        return reader, writer
+
     class Stray(LocalBackend):
         async def launch(
             self, config: sandlot.SandboxConfig, init: dict[str, object]
         ) -> LocalLaunch:
-            launched = await super().launch(config, init)
+            with monkeypatch.context() as patch:
+                patch.setattr(asyncio, "open_unix_connection", paused)
+                launched = await super().launch(config, init)
+            launched.writer.transport.resume_reading()
             end = launched.writer.transport.get_extra_info("socket")
             # Once the start waits for the driver's ready, before the loop reads it.
             asyncio.get_running_loop().call_soon(os.dup2, spare.fileno(), end.fileno())
@@ -380,9 +402,14 @@ def test_a_start_takes_cgroups_made_ahead_for_its_limits_and_more_follow() -> No
     stocked_cgroups()
     ahead = {cgroup.name for cgroup in _stock._made[(384, 77, None)]}
     assert len(ahead) == _stock.DEPTH
+    for made in _stock._made[(384, 77, None)]:  # ledgered, and marked as no sandbox's yet
+        assert made.ledger is not None and made.ledger.name.endswith(".ahead.cgroup")
+        assert made.ledger.is_file()
     with sandlot.Sandbox(config) as box:
         cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
         assert cgroup is not None and cgroup.name in ahead
+        assert cgroup.ledger is not None and cgroup.ledger.name == f"{cgroup.name}.cgroup"
+        assert cgroup.ledger.is_file()
         dirs = cgroup.layout.dirs
         assert (dirs["pids"] / cgroup.name / "pids.max").read_text().strip() == "77"
         memory = "memory.limit_in_bytes" if cgroup.layout.version == 1 else "memory.max"

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "sandlot-"
 LEDGER_SUFFIX = ".cgroup"
+AHEAD = ".ahead"  # before LEDGER_SUFFIX: the ledger of cgroups made ahead, no sandbox's yet
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,14 @@ class SandboxCgroup:
         """SIGKILL every process in the cgroup until none is left (or ``wait`` ends)."""
         _kill_all(self.paths, wait)
 
+    def claim(self) -> None:
+        """Mark cgroups made ahead as a sandbox's: their ledger's name loses ``AHEAD``."""
+        ledger = self.ledger
+        if ledger is not None and ledger.name.endswith(AHEAD + LEDGER_SUFFIX):
+            claimed = ledger.with_name(ledger.name[: -len(AHEAD + LEDGER_SUFFIX)] + LEDGER_SUFFIX)
+            with contextlib.suppress(OSError):  # its state root went: the ledger with it
+                self.ledger = ledger.rename(claimed)
+
     def remove(self) -> None:
         """Remove the directories (their processes must be gone), then the ledger if all went."""
         if _remove(self.paths) and self.ledger is not None:
@@ -205,7 +214,8 @@ class Stock:
     last asked for (``KINDS`` sets at most), so a start takes one instead of waiting on the
     kernel, whose cgroup lock is contended while other sandboxes end.
 
-    Each is made as a start would make it (a ledger first, so a killed host's are swept).
+    Each is made as a start would make it (a ledger first, so a killed host's are swept;
+    its name ends in ``AHEAD`` until a start takes it, :meth:`SandboxCgroup.claim`).
     What none took for ``LINGER`` seconds is removed, and :meth:`close` removes what is
     left (at exit). A child forked from this process starts with an empty stock of its
     own: two processes never take the same cgroups.
@@ -250,6 +260,8 @@ class Stock:
                 self._thread.start()
         for cgroup in evicted:
             cgroup.remove()
+        if got is not None:
+            got.claim()
         return got
 
     def clear(self) -> None:

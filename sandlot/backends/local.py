@@ -725,18 +725,23 @@ def start_path(iso: Isolation, started: str) -> list[str]:
 
 
 def _make_cgroup(
-    layout: cgroups.Layout, memory_mb: int | None, max_processes: int, cpus: float | None
+    layout: cgroups.Layout,
+    memory_mb: int | None,
+    max_processes: int,
+    cpus: float | None,
+    ahead: bool = False,
 ) -> cgroups.SandboxCgroup:
     """A sandbox's cgroups, named at random, with their ledger in the state root for the
-    sweep (on a thread: see :func:`_new_cgroup`)."""
+    sweep (on a thread: see :func:`_new_cgroup`); ``ahead`` for the stock's."""
     name = f"{cgroups.PREFIX}{secrets.token_hex(8)}"
+    mark = cgroups.AHEAD if ahead else ""
     return cgroups.SandboxCgroup.create(
         layout,
         name,
         memory_mb,
         max_processes,
         cpus,
-        ledger=_state_root() / f"{name}{cgroups.LEDGER_SUFFIX}",
+        ledger=_state_root() / f"{name}{mark}{cgroups.LEDGER_SUFFIX}",
         owner=_owner(),
     )
 
@@ -756,7 +761,8 @@ async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxC
     make = functools.partial(
         _make_cgroup, iso.cgroup, config.memory_mb, config.max_processes, config.cpus
     )
-    ready = _stock.take((config.memory_mb, config.max_processes, config.cpus), make)
+    kind = (config.memory_mb, config.max_processes, config.cpus)
+    ready = _stock.take(kind, functools.partial(make, ahead=True))
     if ready is not None:
         return ready
     scope = TaskScope("a sandbox's start")
