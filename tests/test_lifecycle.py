@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from conftest import make_wheel, stocked_cgroups, strict
 
 import sandlot
 from sandlot.backends import bwrap
+from sandlot.backends import local as local_backend
 from sandlot.backends.cgroups import SandboxCgroup
 
 
@@ -394,7 +397,7 @@ def test_a_start_takes_cgroups_made_ahead_for_its_limits_and_more_follow() -> No
     more is made for the one after."""
     from sandlot.backends.local import _stock
 
-    if sandlot.backends.local.probe().cgroup is None:
+    if local_backend.probe().cgroup is None:
         pytest.skip("no writable cgroups here")
     config = strict(memory_mb=384, max_processes=77)
     with sandlot.Sandbox(config):
@@ -424,7 +427,7 @@ def test_a_start_takes_cgroups_made_ahead_for_its_limits_and_more_follow() -> No
 
 def test_cgroups_made_ahead_are_removed_when_the_host_exits(tmp_path: Path) -> None:
     """A host that exits leaves no cgroup it made ahead, and no ledger of one."""
-    if sandlot.backends.local.probe().cgroup is None:
+    if local_backend.probe().cgroup is None:
         pytest.skip("no writable cgroups here")
     state = tmp_path / "tmp"
     state.mkdir()
@@ -460,7 +463,7 @@ def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> No
     ``multiprocessing`` does) starts with none made ahead."""
     from sandlot.backends.local import _stock
 
-    if sandlot.backends.local.probe().cgroup is None:
+    if local_backend.probe().cgroup is None:
         pytest.skip("no writable cgroups here")
     with sandlot.Sandbox(strict()):
         pass
@@ -484,3 +487,82 @@ def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> No
     os.close(read)
     assert said == "True 0"
     assert stocked_cgroups(), "the parent's stock went with the child"
+
+
+def test_the_stock_outlives_a_set_of_limits_whose_cgroups_cannot_be_made() -> None:
+    """A set of limits whose cgroups fail to be made is tried again at its next take; pushed
+    out by newer sets, it goes without an error, and the stock goes on making the others."""
+    from sandlot.backends.cgroups import Stock
+
+    layout = local_backend.probe().cgroup
+    if layout is None:
+        pytest.skip("no writable cgroups here")
+    made: list[str] = []
+
+    def failing() -> SandboxCgroup:
+        raise OSError("no room for another cgroup")
+
+    def maker(kind: str) -> Callable[[], SandboxCgroup]:
+        def make() -> SandboxCgroup:
+            made.append(kind)
+            return SandboxCgroup(layout, f"{kind}-{len(made)}")  # no directory: nothing to hold
+
+        return make
+
+    stock = Stock()
+    try:
+        assert stock.take("A", failing) is None
+        deadline = time.monotonic() + 10
+        while "A" in stock._makers:  # its one try has failed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for kind in "BCDE":  # more than KINDS: "A" is pushed out
+            assert stock.take(kind, maker(kind)) is None
+        while len(made) < Stock.DEPTH * Stock.KINDS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "A" not in stock._made and set(stock._made) == set("BCDE")
+        taken = stock.take("E", maker("E"))
+        assert taken is not None and taken.name.startswith("E-")
+    finally:
+        stock.close()
+    assert stock._made == {}
+
+
+def test_a_start_cancelled_twice_while_its_cgroups_are_made_leaves_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cgroups being made on a thread for a start that is given up are removed once made,
+    however many cancels land meanwhile."""
+    import asyncio
+
+    from sandlot.backends import local
+
+    iso = local.probe()
+    if iso.cgroup is None:
+        pytest.skip("no writable cgroups here")
+    made: list[SandboxCgroup] = []
+    real = local._make_cgroup
+
+    def slow(*args: object, **kwargs: object) -> SandboxCgroup:
+        time.sleep(0.3)
+        made.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(local, "_make_cgroup", slow)
+    config = strict(memory_mb=321)  # limits no stock holds yet: made on a thread
+
+    async def given_up() -> None:
+        task = asyncio.create_task(local._new_cgroup(iso, config))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.6)  # the thread finishes; what it made goes
+
+    asyncio.run(given_up())
+    local._stock.clear()
+    assert made, "nothing was made"
+    assert not any(path.exists() for cgroup in made for path in cgroup.paths)
+    assert not any(c.ledger is not None and c.ledger.exists() for c in made)

@@ -232,6 +232,7 @@ class Stock:
         self._makers: dict[Hashable, Callable[[], SandboxCgroup]] = {}
         self._running = False
         self._thread: threading.Thread | None = None
+        self._asked = 0.0  # when take() was last called
         self._closed = False
         os.register_at_fork(after_in_child=self._forget)
 
@@ -249,15 +250,14 @@ class Stock:
             while len(self._made) > self.KINDS:
                 oldest = next(iter(self._made))
                 evicted += self._made.pop(oldest)
-                del self._makers[oldest]
+                self._makers.pop(oldest, None)
+            self._asked = time.monotonic()
             if self._running:
                 self._wake.notify()
             else:
-                self._running = True
-                self._thread = threading.Thread(
-                    target=self._run, name="sandlot-cgroups", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="sandlot-cgroups", daemon=True)
+                thread.start()  # a thread that cannot start leaves the stock to the next take
+                self._running, self._thread = True, thread
         for cgroup in evicted:
             cgroup.remove()
         if got is not None:
@@ -294,8 +294,10 @@ class Stock:
         while True:
             with self._lock:
                 wanted = None if self._closed else self._wanted()
-                if wanted is None and not self._closed and self._wake.wait(self.LINGER):
-                    continue  # taken from, or closed
+                if wanted is None and not self._closed:
+                    self._wake.wait(self.LINGER)
+                    if time.monotonic() - self._asked < self.LINGER:
+                        continue  # taken from meanwhile (a notify may race the timeout)
                 if wanted is None:  # none taken for LINGER seconds: an idle host keeps none
                     self._running = False
                     left = [cgroup for made in self._made.values() for cgroup in made]
@@ -412,7 +414,7 @@ def sweep(layout: Layout) -> None:
     for base in dict.fromkeys(layout.dirs.values()):
         with contextlib.suppress(OSError):
             for path in base.glob(f"{PREFIX}*"):
-                owner = path.name[len(PREFIX) :].split("-", 1)[0]
-                if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                owner, dash, _ = path.name[len(PREFIX) :].partition("-")
+                if dash and owner.isdigit() and not Path(f"/proc/{owner}").exists():
                     with contextlib.suppress(OSError):
                         path.rmdir()

@@ -434,6 +434,11 @@ class _Hub:
     it anew, a thread's start on each sandbox's path) and then ends."""
 
     def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """Watch nothing and run no thread (in a forked child: the parent's are not its own)."""
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
         self._watchers: dict[int, DiskWatcher] = {}

@@ -488,7 +488,12 @@ class LocalLaunch:
                 loop.call_soon_threadsafe(self._kill_for_disk, detail)
 
             cgroup, driver = self.cgroup, self.proc.pid
-            pids = cgroup.pids if cgroup is not None else lambda: disk.process_tree(driver)
+            if cgroup is not None:
+                pids = cgroup.pids
+            elif driver > 0:
+                pids = functools.partial(disk.process_tree, driver)
+            else:  # a forked sandbox that ended before the host saw it: nothing to count
+                pids = set
             self._disks.append(
                 disk.DiskWatcher(
                     self.workdir_host, self.disk_mb, full, pids, empty=self.own_workdir
@@ -769,10 +774,15 @@ async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxC
     making = scope.spawn(asyncio.to_thread(make), awaited=True)
     try:
         return await asyncio.shield(making)
-    except asyncio.CancelledError:
-        made = await making
-        await asyncio.to_thread(made.remove)
+    except asyncio.CancelledError:  # what it makes is removed once made, however often cancelled
+        making.add_done_callback(_remove_made)
         raise
+
+
+def _remove_made(making: asyncio.Future[cgroups.SandboxCgroup]) -> None:
+    """Remove the cgroups a start given up had asked for (empty: nothing joined them)."""
+    if not making.cancelled() and making.exception() is None:
+        making.result().remove()
 
 
 def _init_frame(
@@ -1020,6 +1030,7 @@ class LocalBackend:
             pidfd = await asyncio.wait_for(
                 asyncio.wrap_future(waiting.pidfd), templates.READY_TIMEOUT
             )
+            forked = templates.ForkedProcess(pidfd, waiting.status, log)
         except BaseException:
             if waiting is not None:
                 template.forget(host_dir.name)
@@ -1035,7 +1046,7 @@ class LocalBackend:
             reader,
             writer,
             WORKDIR_INSIDE,
-            templates.ForkedProcess(pidfd, waiting.status, log),
+            forked,
             cgroup,
             host_dir,
             True,

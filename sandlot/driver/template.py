@@ -158,6 +158,10 @@ def finish_walls(workdir: int, program: bytes | None, join: Callable[[], None]) 
         "mount the workdir",
     )
     os.close(workdir)
+    # A clone is the host mount's peer and has its flags: make it this namespace's alone,
+    # no device files and no set-user-ID (as bubblewrap's binds, a cold start's).
+    _mount(None, WORKDIR, None, MS_PRIVATE)
+    _mount(None, WORKDIR, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
     join()
     os.chdir(WORKDIR)
     if program is not None:
@@ -248,11 +252,11 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
     ends, and PID 1 with it."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     try:
-        data, fds, _, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
+        data, fds, flags, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
     except OSError:
-        data, fds = b"", []
+        data, fds, flags = b"", [], 0
     link.close()
-    if not data or len(fds) < 3:
+    if not data or len(fds) < 3 or flags & socket.MSG_CTRUNC:  # a join file dropped: none
         os._exit(0)
     channel, log, workdir, *joins = fds
     _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
@@ -333,15 +337,18 @@ class _Forker:
     def take(self) -> bool:
         """Serve one request from the host; False once it has gone."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, 256, 3 + MAX_CGROUPS)
+            data, fds, flags, _ = socket.recv_fds(self.control, 256, 3 + MAX_CGROUPS)
         except OSError:
             return False
         if not data:
             return False
         word, *words = data.decode().split(" ")
-        if word != "fork" or len(words) != 2 or not 3 <= len(fds) <= 3 + MAX_CGROUPS:
+        whole = not flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)  # no descriptor dropped
+        if word != "fork" or len(words) != 2 or len(fds) < 3 or not whole:
             for fd in fds:
                 os.close(fd)
+            if word == "fork" and words:
+                _send(self.control, f"failed {words[0]} a request not read whole")
             return True
         slot, network = words[0], words[1] == "1"
         try:

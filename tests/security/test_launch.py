@@ -348,6 +348,29 @@ def test_cgroups_of_a_killed_host_under_another_parent_are_swept(tmp_path: Path)
                 cgroups._remove([*left, path])
 
 
+@pytest.mark.skipif(not ROOT, reason="making cgroups needs root here")
+def test_the_sweep_of_old_style_cgroups_spares_a_live_one_whose_name_is_digits() -> None:
+    """Cgroups from before the ledger were named ``sandlot-PID-...`` and go once that PID is
+    gone; a cgroup of today's (``sandlot-`` and 16 hex digits, all of them decimal one time
+    in about 1,800) is no such name, and stays."""
+    layout = cgroups.discover()
+    if layout is None:
+        pytest.skip("no writable cgroups here")
+    base = next(iter(layout.dirs.values()))
+    live = base / f"{cgroups.PREFIX}1234567890123456"
+    old = base / f"{cgroups.PREFIX}999999999-7"  # PID 999999999: no such process
+    try:
+        live.mkdir()
+        old.mkdir()
+        cgroups.sweep(layout)
+        assert live.is_dir()
+        assert not old.exists()
+    finally:
+        for path in (live, old):
+            if path.exists():
+                path.rmdir()
+
+
 def test_a_state_directory_someone_else_made_is_refused(tmp_path: Path) -> None:
     """A ``$TMPDIR/sandlot-UID`` that another user made first (to plant ledgers) is refused."""
     planted = tmp_path / f"sandlot-{os.getuid()}"

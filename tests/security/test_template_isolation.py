@@ -488,6 +488,49 @@ def test_no_workdir_and_no_cgroup_directory_is_in_the_templates_sight(
         assert box.run_code("open('/proc/self/mountinfo').read().count(' cgroup')").value == "0"
 
 
+def test_the_workdir_mount_is_the_sandboxs_own_with_no_suid_and_no_devices() -> None:
+    """The workdir comes as a clone of the host's mount: inside it is no peer of the host's
+    (a mount the host makes below the workdir does not appear inside), and it carries
+    ``nosuid`` and ``nodev`` as a cold start's bubblewrap bind does."""
+    with sandlot.Sandbox(strict()) as box:
+        (line,) = [
+            line
+            for line in Path(f"/proc/{_forked(box).pid}/mountinfo").read_text().splitlines()
+            if line.split()[4] == "/workspace"
+        ]
+        fields, _, _ = line.partition(" - ")
+        options, *optional = fields.split()[5:]
+        assert not [f for f in optional if f.startswith(("shared:", "master:"))], line
+        assert {"nosuid", "nodev"} <= set(options.split(",")), line
+        below = box.async_sandbox._launch.workdir_host / "below"  # type: ignore[union-attr]
+        below.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(below)], check=True)
+        try:
+            assert box.run_code("import os; os.path.ismount('/workspace/below')").value == "False"
+        finally:
+            subprocess.run(["umount", str(below)], check=True)
+
+
+def test_a_process_reaped_before_the_host_saw_it_has_no_pid_and_no_error() -> None:
+    """A forked sandbox whose first process ended before the host read its pidfd (its walls
+    failed) still gets a process object: its end, and its log, then tell why."""
+    child = subprocess.Popen(["true"])
+    pidfd = os.pidfd_open(child.pid)
+    child.wait()
+    try:
+        assert templates.host_pid(pidfd) == 0
+    finally:
+        os.close(pidfd)
+    live = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(live.pid)
+    try:
+        assert templates.host_pid(pidfd) == live.pid
+    finally:
+        os.close(pidfd)
+        live.kill()
+        live.wait()
+
+
 def _spare_of(box: sandlot.Sandbox) -> tuple[int, int]:
     """The spare the fork server that forked ``box`` keeps for the next one: a first
     process and its driver-to-be."""
