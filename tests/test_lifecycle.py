@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -290,33 +291,47 @@ def test_a_sandbox_has_a_cgroup_directory_for_each_limit_it_has_and_its_processe
     assert not any(path.exists() for path in cgroup.paths)
 
 
+def _unread(writer: object) -> int:
+    """Bytes waiting unread on the host's end of a launch's channel."""
+    import array
+    import fcntl
+    import termios
+
+    waiting = array.array("i", [0])
+    end = writer.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+    fcntl.ioctl(end, termios.FIONREAD, waiting)
+    return waiting[0]
+
+
+_opened = asyncio.open_unix_connection  # the real one, before any test patches it
+
+
+async def _paused(*args: object, **kwargs: object) -> tuple[object, object]:
+    """``asyncio.open_unix_connection``, its transport paused at once: nothing is read
+    before the caller resumes it (the driver's ready may come while the launch waits)."""
+    reader, writer = await _opened(*args, **kwargs)  # type: ignore[arg-type]
+    writer.transport.pause_reading()
+    return reader, writer
+
+
+async def _ready_waits(writer: object) -> None:
+    """Return once the driver's ready waits unread on the channel."""
+    for _ in range(600):
+        if _unread(writer):
+            return
+        await asyncio.sleep(0.05)
+
+
 def test_a_start_whose_ready_the_loop_never_sees_says_it_waits_unread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A driver that answered, and a host event loop not woken for it (as with a stale
     selector entry): the start-up timeout says the bytes wait unread, not only that
     nothing came."""
-    import array
     import asyncio
-    import fcntl
-    import termios
 
     from sandlot import sandbox as module
     from sandlot.backends.local import LocalBackend, LocalLaunch
-
-    def unread(launched: LocalLaunch) -> int:
-        waiting = array.array("i", [0])
-        fcntl.ioctl(launched.writer.transport.get_extra_info("socket"), termios.FIONREAD, waiting)
-        return waiting[0]
-
-    opened = asyncio.open_unix_connection
-
-    async def deaf(
-        *args: object, **kwargs: object
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await opened(*args, **kwargs)  # type: ignore[arg-type]
-        writer.transport.pause_reading()  # the loop is not woken for what comes
-        return reader, writer
 
     class Deaf(LocalBackend):
         """Never reads the channel, and returns once the driver's ready waits there."""
@@ -325,12 +340,9 @@ def test_a_start_whose_ready_the_loop_never_sees_says_it_waits_unread(
             self, config: sandlot.SandboxConfig, init: dict[str, object]
         ) -> LocalLaunch:
             with monkeypatch.context() as patch:
-                patch.setattr(asyncio, "open_unix_connection", deaf)
+                patch.setattr(asyncio, "open_unix_connection", _paused)
                 launched = await super().launch(config, init)
-            for _ in range(600):
-                if unread(launched):
-                    break
-                await asyncio.sleep(0.05)
+            await _ready_waits(launched.writer)
             return launched
 
     monkeypatch.setattr(module, "STARTUP_TIMEOUT", 0.5)
@@ -357,23 +369,18 @@ def test_a_start_whose_channel_was_replaced_behind_the_loop_says_so(
     from sandlot.backends.local import LocalBackend, LocalLaunch
 
     spare, spare_peer = socket.socketpair()
-
-    opened = asyncio.open_unix_connection
-
-    async def paused(
-        *args: object, **kwargs: object
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await opened(*args, **kwargs)  # type: ignore[arg-type]
-        writer.transport.pause_reading()  # nothing is read before the start waits for it
-        return reader, writer
+    # Non-blocking, as the loop's own sockets are: a read the loop had already scheduled for
+    # the old socket then finds nothing on this one instead of blocking the loop.
+    spare.setblocking(False)
 
     class Stray(LocalBackend):
         async def launch(
             self, config: sandlot.SandboxConfig, init: dict[str, object]
         ) -> LocalLaunch:
             with monkeypatch.context() as patch:
-                patch.setattr(asyncio, "open_unix_connection", paused)
+                patch.setattr(asyncio, "open_unix_connection", _paused)
                 launched = await super().launch(config, init)
+            await _ready_waits(launched.writer)  # the harder case: the loop is about to read
             launched.writer.transport.resume_reading()
             end = launched.writer.transport.get_extra_info("socket")
             # Once the start waits for the driver's ready, before the loop reads it.
