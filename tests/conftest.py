@@ -7,6 +7,8 @@ import base64
 import contextlib
 import hashlib
 import os
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -74,6 +76,17 @@ def stocked_cgroups(within: float = 30.0) -> list[SandboxCgroup]:
             if _stock._wanted() is None or time.monotonic() > deadline:
                 return [cgroup for made in _stock._made.values() for cgroup in made]
         time.sleep(0.01)
+
+
+def host_process(code: str, tmpdir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a separate host process whose state root lies under ``tmpdir``."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

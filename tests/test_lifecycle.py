@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_wheel, stocked_cgroups, strict
+from conftest import host_process, make_wheel, stocked_cgroups, strict
 
 import sandlot
 from sandlot.backends import bwrap
@@ -451,13 +451,7 @@ def test_cgroups_made_ahead_are_removed_when_the_host_exits(tmp_path: Path) -> N
         "    for cgroup in made:\n"
         "        print(*cgroup.paths, sep='\\n')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "TMPDIR": str(state)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = host_process(code, state)
     assert done.returncode == 0, done.stderr
     made = [Path(line) for line in done.stdout.split()]
     assert made, done.stdout

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import strict
+from conftest import host_process, strict
 
 import sandlot
 from sandlot.backends import cgroups
@@ -383,13 +383,7 @@ def test_a_state_directory_someone_else_made_is_refused(tmp_path: Path) -> None:
         "except sandlot.ConfigError as e:\n"
         "    print('REFUSED', e)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = host_process(code, tmp_path, timeout=60)
     assert "REFUSED" in done.stdout and str(planted) in done.stdout, done.stdout + done.stderr
 
 
