@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -488,6 +490,87 @@ def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> No
     os.close(read)
     assert said == "True 0"
     assert stocked_cgroups(), "the parent's stock went with the child"
+
+
+def _remover_drained() -> None:
+    """Wait until the host's remover has done all it was given before now (it works in order)."""
+    done = threading.Event()
+    local_backend._later(done.set)
+    assert done.wait(30), "the remover did not get to it"
+
+
+def _holding(namespace: str) -> list[str]:
+    """This process's descriptors that hold ``namespace`` (as ``mnt:[N]``)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == namespace:
+                held.append(fd)
+    return held
+
+
+def test_a_forked_sandbox_ends_without_waiting_for_its_directory_or_mounts() -> None:
+    """At a forked sandbox's end its directory leaves its name at once and is removed on the
+    remover's thread, files and all; the host held its mount namespace from the start and
+    lets it go on that thread too, so none is left held."""
+    with sandlot.Sandbox(strict()) as box:
+        launch = box.async_sandbox._launch
+        assert isinstance(launch, local_backend.LocalLaunch)
+        assert launch.started == "template" and launch.trash is not None
+        box.run_code(
+            "import os\n"
+            "for d in range(20):\n"
+            "    os.makedirs(f'tree/{d}')\n"
+            "    for f in range(20): open(f'tree/{d}/{f}', 'w').write('x')"
+        )
+        host_dir, trash = launch.host_dir, launch.trash
+        assert len(list((host_dir / "work" / "tree").rglob("*"))) == 420
+        namespace = os.readlink(f"/proc/{launch.proc.pid}/ns/mnt")
+        assert namespace != os.readlink("/proc/self/ns/mnt")
+        assert len(_holding(namespace)) == 1
+    assert not host_dir.exists()
+    _remover_drained()
+    assert list(trash.iterdir()) == []
+    assert _holding(namespace) == []
+
+
+def test_a_forked_child_of_the_host_removes_on_a_thread_of_its_own() -> None:
+    """A child forked from the host (as ``multiprocessing`` does) does not count on its
+    parent's remover thread, which it does not have."""
+    _remover_drained()  # this process has one
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: have the remover write, never return
+        try:
+            local_backend._later(os.write, write, b"ran")
+            time.sleep(5)
+        finally:
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 10)
+    said = os.read(read, 10) if ready else b""
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert said == b"ran"
+
+
+def test_sandboxes_a_host_ends_as_it_exits_leave_nothing(tmp_path: Path) -> None:
+    """A sandbox the host never ended is ended at its exit, after the remover's thread has
+    stopped: its directory and mounts are released there, with no error."""
+    state = tmp_path / "tmp"
+    state.mkdir()
+    code = (
+        "import sandlot\n"
+        "box = sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()\n"
+        'box.run_code(\'open("made", "w").write("x")\')\n'
+        "print(box.async_sandbox.info['started'])\n"
+    )
+    done = host_process(code, state)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["template"]
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+    assert list((state / f"sandlot-{os.getuid()}").iterdir()) == []
 
 
 def test_the_stock_outlives_a_set_of_limits_whose_cgroups_cannot_be_made() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -32,6 +33,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -466,6 +468,7 @@ class LocalLaunch:
     _pidfd: int = -1
     volumes_host: dict[str, Path] = field(default_factory=dict)  # writable volumes, by target
     started: str = "cold"  # or "template": forked from one (see .template)
+    trash: Path | None = None  # where host_dir goes to be removed later (a template's trash)
     _disks: list[disk.DiskWatcher] = field(default_factory=list)
     _disk_death: str = ""  # what the disk watcher saw, once it killed the sandbox
 
@@ -586,19 +589,69 @@ class LocalLaunch:
             os.close(self._pidfd)
             self._pidfd = -1
         if isinstance(self.proc, templates.ForkedProcess):
-            self.proc.close()
+            self.proc.close(functools.partial(_later, os.close))
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
-        await asyncio.to_thread(_release, self.cgroup, self.host_dir)
+        release = functools.partial(_release, self.cgroup, self.host_dir, self.trash)
+        try:
+            released = asyncio.get_running_loop().run_in_executor(None, release)
+        except RuntimeError:  # the interpreter is exiting (atexit): its threads take no more
+            release()
+        else:
+            await released
 
 
-def _release(cgroup: cgroups.SandboxCgroup | None, host_dir: Path) -> None:
-    """Empty and remove a sandbox's cgroups, then remove its state directory."""
+def _release(
+    cgroup: cgroups.SandboxCgroup | None, host_dir: Path, trash: Path | None = None
+) -> None:
+    """Empty and remove a sandbox's cgroups, then remove its state directory: at once, or,
+    given ``trash``, moved there now and removed on the remover's thread."""
     if cgroup is not None:
         cgroup.kill_all()
         cgroup.remove()
+    if trash is not None:
+        try:
+            gone = host_dir.rename(trash / host_dir.name)
+        except OSError:  # the template's directory went (it ended): remove it here
+            pass
+        else:
+            _later(shutil.rmtree, gone, True)
+            return
     shutil.rmtree(host_dir, ignore_errors=True)
+
+
+_removers: list[concurrent.futures.ThreadPoolExecutor] = []
+_removers_lock = threading.Lock()
+
+
+def _later(release: Callable[..., object], *args: Any) -> None:
+    """``release(*args)`` on this process's one thread that removes what ended sandboxes
+    leave, off their end's path: directories (an ``rmdir`` here waits 0.3-0.5 ms on the
+    disk, and a workdir may hold many files) and mount namespaces
+    (:class:`templates.ForkedProcess`). The interpreter's exit waits for what that thread
+    was given, and once it is exiting, ``release`` runs here. A killed host's directories
+    are swept."""
+    with _removers_lock:
+        if not _removers:
+            _removers.append(
+                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-remover")
+            )
+        remover = _removers[0]
+    try:
+        remover.submit(release, *args)
+    except RuntimeError:  # the interpreter is exiting: it takes no more
+        release(*args)
+
+
+def _forget_remover() -> None:
+    """In a forked child: the parent's thread is not the child's, nor its lock's state."""
+    global _removers_lock
+    _removers.clear()
+    _removers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_remover)
 
 
 # Templates by the walls they give (see .template); each lives as long as this process.
@@ -677,6 +730,7 @@ def _start_template(
     home = _new_state_dir("template")
     slots = home / "slots"
     slots.mkdir(mode=0o711)
+    (home / "trash").mkdir(mode=0o700)
     control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     passed = [theirs.fileno()]
     try:
@@ -1053,6 +1107,7 @@ class LocalBackend:
             workdir_host=workdir_host,
             disk_mb=config.disk_mb,
             started="template",
+            trash=template.trash,
         )
         launch._watch()
         return launch

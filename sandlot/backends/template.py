@@ -92,11 +92,20 @@ class ForkedProcess:
     Not this host's child but the template's: its end shows on ``pidfd`` and
     its exit status comes from the template, which reaps it. It is PID 1 of its
     own namespace, so killing it kills every process of the sandbox.
+
+    The host holds a descriptor of its mount namespace (``mounts``) from the start: the
+    last process to leave a mount namespace unmounts all of it, and that waits for an RCU
+    grace period (0.2-0.3 ms here). Held, that happens when the host closes it, off the
+    sandbox's end (:meth:`close`), not in PID 1's exit.
     """
 
     def __init__(self, pidfd: int, status: concurrent.futures.Future[int], log: BinaryIO) -> None:
         self.pidfd = pidfd
         self.pid = host_pid(pidfd)
+        self.mounts = -1
+        if self.pid > 0:  # a PID reused meanwhile gives another's: only held, never entered
+            with contextlib.suppress(OSError):
+                self.mounts = os.open(f"/proc/{self.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         self._status = status
         self.stderr: BinaryIO | None = log
         self.returncode: int | None = None
@@ -132,11 +141,15 @@ class ForkedProcess:
         with contextlib.suppress(OSError):  # gone already
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
-    def close(self) -> None:
-        """Release the pidfd (once the process is gone)."""
+    def close(self, closer: Callable[[int], object] = os.close) -> None:
+        """Release the pidfd (once the process is gone), and hand the descriptor of its mount
+        namespace to ``closer`` (closing it tears the namespace down, which waits)."""
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        if self.mounts >= 0:
+            closer(self.mounts)
+            self.mounts = -1
 
 
 def drop_pidfd(future: concurrent.futures.Future[int]) -> None:
@@ -178,6 +191,7 @@ class Template:
         self.proc = proc
         self.control = control
         self.slots = slots  # host directory of its sandboxes' directories (it sees none)
+        self.trash = slots.with_name("trash")  # where ended sandboxes' directories go to be removed
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiting] = {}
         self._dead = ""
