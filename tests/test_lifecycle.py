@@ -555,6 +555,29 @@ def test_a_forked_child_of_the_host_removes_on_a_thread_of_its_own() -> None:
     assert said == b"ran"
 
 
+def test_a_forked_child_of_the_host_holds_none_of_its_sandboxes_mounts() -> None:
+    """The host holds each forked sandbox's mount namespace; a child forked from it does
+    not, or the sandboxes' mounts (their ``/tmp`` and its memory among them) would live as
+    long as the child."""
+    with sandlot.Sandbox(strict()) as box:
+        launch = box.async_sandbox._launch
+        assert isinstance(launch, local_backend.LocalLaunch) and launch.started == "template"
+        namespace = os.readlink(f"/proc/{launch.proc.pid}/ns/mnt")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report how many of its descriptors hold it, never return
+            try:
+                os.write(write, str(len(_holding(namespace))).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        said = os.read(read, 10)
+        os.waitpid(pid, 0)
+        os.close(read)
+        assert said == b"0"
+        assert len(_holding(namespace)) == 1
+
+
 def test_sandboxes_a_host_ends_as_it_exits_leave_nothing(tmp_path: Path) -> None:
     """A sandbox the host never ended is ended at its exit, after the remover's thread has
     stopped: its directory and mounts are released there, with no error."""

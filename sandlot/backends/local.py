@@ -573,12 +573,12 @@ class LocalLaunch:
         self.kill()
         for watcher in self._disks:
             if not watcher.stop(wait=False):  # a scan under way: waited out off the loop
-                await asyncio.to_thread(watcher.stop)
+                await _off_loop(watcher.stop)
         if self.exited is not None and not self.exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), 5)
             if not self.exited.done():  # unkillable (D state): reap it off the loop
-                await asyncio.to_thread(self.proc.wait)
+                await _off_loop(self.proc.wait)
                 self._reap()
         loop = asyncio.get_running_loop()
         if self.proc.stderr is not None:
@@ -593,13 +593,31 @@ class LocalLaunch:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
-        release = functools.partial(_release, self.cgroup, self.host_dir, self.trash)
-        try:
-            released = asyncio.get_running_loop().run_in_executor(None, release)
-        except RuntimeError:  # the interpreter is exiting (atexit): its threads take no more
-            release()
-        else:
-            await released
+        await _off_loop(functools.partial(_release, self.cgroup, self.host_dir, self.trash))
+
+
+def _once(work: Callable[[], object]) -> Callable[[], None]:
+    """``work`` that runs once however often it is called: a pool that queued it, then
+    failed to start a thread for it, may run it later beside the caller's fallback."""
+    taken = threading.Lock()
+
+    def run() -> None:
+        if taken.acquire(blocking=False):
+            work()
+
+    return run
+
+
+async def _off_loop(work: Callable[[], object]) -> None:
+    """``work()`` on the loop's threads, or here once the interpreter is exiting (in atexit
+    they take no more work: a sandbox ended then would leave its cgroups)."""
+    run = _once(work)
+    try:
+        done = asyncio.get_running_loop().run_in_executor(None, run)
+    except RuntimeError:
+        run()
+    else:
+        await done
 
 
 def _release(
@@ -638,10 +656,11 @@ def _later(release: Callable[..., object], *args: Any) -> None:
                 concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-remover")
             )
         remover = _removers[0]
+    run = _once(functools.partial(release, *args))
     try:
-        remover.submit(release, *args)
+        remover.submit(run)
     except RuntimeError:  # the interpreter is exiting: it takes no more
-        release(*args)
+        run()
 
 
 def _forget_remover() -> None:

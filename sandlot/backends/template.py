@@ -103,9 +103,14 @@ class ForkedProcess:
         self.pidfd = pidfd
         self.pid = host_pid(pidfd)
         self.mounts = -1
-        if self.pid > 0:  # a PID reused meanwhile gives another's: only held, never entered
+        if self.pid > 0:
             with contextlib.suppress(OSError):
                 self.mounts = os.open(f"/proc/{self.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            if self.mounts >= 0 and host_pid(pidfd) != self.pid:  # reaped, its PID reused
+                os.close(self.mounts)
+                self.mounts = -1
+            if self.mounts >= 0:
+                _held_mounts.add(self.mounts)
         self._status = status
         self.stderr: BinaryIO | None = log
         self.returncode: int | None = None
@@ -147,9 +152,25 @@ class ForkedProcess:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-        if self.mounts >= 0:
+        if self.mounts in _held_mounts:  # not if a fork of this process let it go
+            _held_mounts.discard(self.mounts)
             closer(self.mounts)
-            self.mounts = -1
+        self.mounts = -1
+
+
+_held_mounts: set[int] = set()  # descriptors of forked sandboxes' mount namespaces, held
+
+
+def _let_go_of_mounts() -> None:
+    """In a child forked from the host (``multiprocessing``): its parent's sandboxes'
+    mount namespaces (their ``/tmp`` among them) must not live as long as it does."""
+    for fd in _held_mounts:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_mounts.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_of_mounts)
 
 
 def drop_pidfd(future: concurrent.futures.Future[int]) -> None:
