@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import SandboxConfig
 from ..driver import protocol
@@ -596,27 +596,35 @@ class LocalLaunch:
         await _off_loop(functools.partial(_release, self.cgroup, self.host_dir, self.trash))
 
 
-def _once(work: Callable[[], object]) -> Callable[[], None]:
-    """``work`` that runs once however often it is called: a pool that queued it, then
-    failed to start a thread for it, may run it later beside the caller's fallback."""
+T = TypeVar("T")
+
+
+def _handed(submit: Callable[[Callable[[], None]], T], work: Callable[[], object]) -> T | None:
+    """``submit(work)``, which gives what waits on it; None once the interpreter is exiting
+    (in ``atexit`` threads take no more work), and ``work()`` has then run here.
+
+    ``work`` runs once either way: a pool that queued it and then failed to start a thread
+    for it may still run it later, beside this fallback.
+    """
     taken = threading.Lock()
 
-    def run() -> None:
+    def once() -> None:
         if taken.acquire(blocking=False):
             work()
 
-    return run
+    try:
+        return submit(once)
+    except RuntimeError:
+        once()
+        return None
 
 
 async def _off_loop(work: Callable[[], object]) -> None:
-    """``work()`` on the loop's threads, or here once the interpreter is exiting (in atexit
-    they take no more work: a sandbox ended then would leave its cgroups)."""
-    run = _once(work)
-    try:
-        done = asyncio.get_running_loop().run_in_executor(None, run)
-    except RuntimeError:
-        run()
-    else:
+    """``work()`` on the loop's threads, or here once the interpreter is exiting (a sandbox
+    ended then would otherwise leave its cgroups)."""
+    loop = asyncio.get_running_loop()
+    done = _handed(lambda once: loop.run_in_executor(None, once), work)
+    if done is not None:
         await done
 
 
@@ -656,11 +664,7 @@ def _later(release: Callable[..., object], *args: Any) -> None:
                 concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-remover")
             )
         remover = _removers[0]
-    run = _once(functools.partial(release, *args))
-    try:
-        remover.submit(run)
-    except RuntimeError:  # the interpreter is exiting: it takes no more
-        run()
+    _handed(remover.submit, functools.partial(release, *args))
 
 
 def _forget_remover() -> None:

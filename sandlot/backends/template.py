@@ -146,7 +146,7 @@ class ForkedProcess:
         with contextlib.suppress(OSError):  # gone already
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
 
-    def close(self, closer: Callable[[int], object] = os.close) -> None:
+    def close(self, closer: Callable[[int], object]) -> None:
         """Release the pidfd (once the process is gone), and hand the descriptor of its mount
         namespace to ``closer`` (closing it tears the namespace down, which waits)."""
         if self.pidfd >= 0:
