@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from selector_check import unwatched
 
 import sandlot
 import sandlot.sync
+from sandlot.backends import local as local_backend
 from sandlot.backends.cgroups import SandboxCgroup
 
 
@@ -87,6 +89,13 @@ def host_process(code: str, tmpdir: Path, timeout: float = 120) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def remover_drained() -> None:
+    """Wait until the host's remover has done all it was given before now (it works in order)."""
+    done = threading.Event()
+    local_backend._later(done.set)
+    assert done.wait(30), "the remover did not get to it"
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

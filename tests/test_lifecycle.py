@@ -10,13 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import host_process, make_wheel, stocked_cgroups, strict
+from conftest import host_process, make_wheel, remover_drained, stocked_cgroups, strict
 
 import sandlot
 from sandlot.backends import bwrap
@@ -492,13 +491,6 @@ def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> No
     assert stocked_cgroups(), "the parent's stock went with the child"
 
 
-def _remover_drained() -> None:
-    """Wait until the host's remover has done all it was given before now (it works in order)."""
-    done = threading.Event()
-    local_backend._later(done.set)
-    assert done.wait(30), "the remover did not get to it"
-
-
 def _holding(namespace: str) -> list[str]:
     """This process's descriptors that hold ``namespace`` (as ``mnt:[N]``)."""
     held = []
@@ -529,7 +521,7 @@ def test_a_forked_sandbox_ends_without_waiting_for_its_directory_or_mounts() -> 
         assert namespace != os.readlink("/proc/self/ns/mnt")
         assert len(_holding(namespace)) == 1
     assert not host_dir.exists()
-    _remover_drained()
+    remover_drained()
     assert list(trash.iterdir()) == []
     assert _holding(namespace) == []
 
@@ -537,7 +529,7 @@ def test_a_forked_sandbox_ends_without_waiting_for_its_directory_or_mounts() -> 
 def test_a_forked_child_of_the_host_removes_on_a_thread_of_its_own() -> None:
     """A child forked from the host (as ``multiprocessing`` does) does not count on its
     parent's remover thread, which it does not have."""
-    _remover_drained()  # this process has one
+    remover_drained()  # this process has one
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: have the remover write, never return
