@@ -593,7 +593,10 @@ class LocalLaunch:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
-        await _off_loop(functools.partial(_release, self.cgroup, self.host_dir, self.trash))
+        if self.trash is not None:  # forked: its processes ended with its PID 1
+            _release(self.cgroup, self.host_dir, self.trash)
+        else:
+            await _off_loop(functools.partial(_release, self.cgroup, self.host_dir))
 
 
 T = TypeVar("T")
@@ -632,18 +635,17 @@ def _release(
     cgroup: cgroups.SandboxCgroup | None, host_dir: Path, trash: Path | None = None
 ) -> None:
     """Empty and remove a sandbox's cgroups, then remove its state directory: at once, or,
-    given ``trash``, moved there now and removed on the remover's thread."""
+    given ``trash`` (a forked sandbox whose processes all ended with its PID 1), the
+    directory moved there now and both removed on the remover's thread (removing the
+    cgroups waits on the kernel's cgroup lock, contended while other sandboxes end)."""
+    if trash is not None:
+        with contextlib.suppress(OSError):  # the template's directory went (it ended)
+            host_dir = host_dir.rename(trash / host_dir.name)
+        _later(_release, cgroup, host_dir)
+        return
     if cgroup is not None:
         cgroup.kill_all()
         cgroup.remove()
-    if trash is not None:
-        try:
-            gone = host_dir.rename(trash / host_dir.name)
-        except OSError:  # the template's directory went (it ended): remove it here
-            pass
-        else:
-            _later(shutil.rmtree, gone, True)
-            return
     shutil.rmtree(host_dir, ignore_errors=True)
 
 
@@ -654,7 +656,7 @@ _removers_lock = threading.Lock()
 def _later(release: Callable[..., object], *args: Any) -> None:
     """``release(*args)`` on this process's one thread that removes what ended sandboxes
     leave, off their end's path: directories (an ``rmdir`` here waits 0.3-0.5 ms on the
-    disk, and a workdir may hold many files) and mount namespaces
+    disk, and a workdir may hold many files), cgroups and mount namespaces
     (:class:`templates.ForkedProcess`). The interpreter's exit waits for what that thread
     was given, and once it is exiting, ``release`` runs here. A killed host's directories
     are swept."""
