@@ -63,7 +63,7 @@ NAMESPACES = {  # what the template returns to after each fork
     CLONE_NEWUTS: "uts",
     CLONE_NEWNET: "net",
 }
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 39, 22, 2
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 SYS_MOVE_MOUNT, AT_FDCWD, MOVE_MOUNT_F_EMPTY = 429, -100, 0x4  # x86-64, arm64: the shared table
 MAX_CGROUPS = 8  # join files one start may bring (memory, pids, cpu: at most 3 today)
@@ -246,11 +246,29 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None) ->
     _await_sandbox(link, program, problem)
 
 
+def _rehearse_walls(program: bytes | None) -> None:
+    """The calls of :func:`finish_walls`, each made to fail or to change nothing (see
+    ``server.rehearse``): a move of descriptor -1, a mount on no path, an unshare of
+    nothing, the filter's buffer built but not installed."""
+    _libc.syscall(SYS_MOVE_MOUNT, -1, b"", AT_FDCWD, WORKDIR.encode(), MOVE_MOUNT_F_EMPTY)
+    _libc.mount(None, b"", None, ctypes.c_ulong(MS_PRIVATE), None)
+    _check(_libc.unshare(0), "unshare nothing")
+    if program is not None:
+        buf = ctypes.create_string_buffer(program, len(program))
+        _Fprog(len(program) // 8, ctypes.addressof(buf))
+        _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+
+
 def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> None:
     """The driver-to-be: waits on ``link`` for its sandbox (channel, log, workdir and cgroups'
     join files), finishes the walls and serves. The template gone (``link`` closed), it
     ends, and PID 1 with it."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
+    from . import server
+
+    with contextlib.suppress(Exception):  # a slower start, not a failed one
+        _rehearse_walls(program)
+        server.rehearse()
     try:
         data, fds, flags, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
     except OSError:
@@ -272,8 +290,6 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
     os.dup2(channel, 3)
     # The channel's and the log's descriptors as they came (now 3 and 2), and any other.
     os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    from . import server
-
     try:
         server.serve(3)
     finally:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -628,3 +630,50 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
             shutil.rmtree(slot)
         assert template.alive
         assert sibling.run_code("1 + 1").value == "2"
+
+
+REHEARSAL = """
+import ctypes, json, os, resource, sys
+from pathlib import Path
+from sandlot.backends.local import _seccomp_program
+from sandlot.driver import server, template
+
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(template.CLONE_NEWNS) == 0  # as a spare: in a mount namespace of its own
+private = ctypes.c_ulong(template.MS_REC | template.MS_PRIVATE)
+assert libc.mount(None, b"/", None, private, None) == 0
+
+LIMITS = [n for n in dir(resource) if n.startswith("RLIMIT_")]
+
+def state():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return {
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "environ": dict(os.environ),
+        "ids": [os.getresuid(), os.getresgid(), sorted(os.getgroups())],
+        "limits": [resource.getrlimit(getattr(resource, n)) for n in LIMITS],
+        "cwd": os.getcwd(),
+        "mounts": Path("/proc/self/mountinfo").read_text(),
+        "status": [l for l in status if l.startswith(("NoNewPrivs", "Seccomp", "Cap"))],
+    }
+
+before = state()
+template._rehearse_walls(_seccomp_program())
+server.rehearse()
+after = state()
+print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}))
+"""
+
+
+def test_the_spares_rehearsal_raises_nothing_and_changes_nothing() -> None:
+    """A driver-to-be goes through its start's calls before it is given a sandbox, so that
+    their copy-on-write faults come off the start's path (``server.rehearse`` and the
+    template's ``_rehearse_walls``). Run as a spare runs them (as root, in a mount
+    namespace of its own) but with nothing to hide an error, they raise nothing and leave
+    every descriptor, variable, id, group, limit, directory, mount, capability and filter
+    as they were: the sandbox that spare becomes starts from what a cold one would."""
+    done = subprocess.run(
+        [sys.executable, "-c", REHEARSAL], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {}
