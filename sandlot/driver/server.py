@@ -671,7 +671,7 @@ def rehearse() -> None:
     os.setuid(os.getuid())
     for limit in REHEARSED_LIMITS:
         resource.setrlimit(limit, resource.getrlimit(limit))
-    queue.Queue().put(None)
+    queue.Queue[None]().put(None)
     threading.Lock()
     itertools.count(1)
     protocol.encode({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version})
