@@ -9,7 +9,9 @@ into them and returns to its own, ahead of the request that will use it. That
 process, PID 1 of its namespaces, builds the walls that name no sandbox (its
 own ``/proc``, fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/dev/pts``,
 loopback up), forks the driver-to-be, drops its capabilities and from then on
-only reaps the namespace's orphans. Given a
+only reaps the namespace's orphans. A driver-to-be that waits a while
+rehearses its start (the same calls, with no effect), so the copy-on-write
+faults they take come before its sandbox does. Given a
 sandbox, the driver mounts its workdir at ``/workspace`` (a detached mount
 the host cloned of it: the template sees no sandbox's workdir), joins the
 sandbox's cgroups (through a descriptor of each joining file, opened by the
@@ -34,6 +36,7 @@ import ctypes
 import fcntl
 import os
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -70,6 +73,7 @@ MAX_CGROUPS = 8  # join files one start may bring (memory, pids, cpu: at most 3 
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
 FAILED_SETUP = 121  # the sandbox's process could not build its walls
 SPARE = "spare"  # the selector's mark on the socket of the spare first process
+REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -266,9 +270,12 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     from . import server
 
-    with contextlib.suppress(Exception):  # a slower start, not a failed one
-        _rehearse_walls(program)
-        server.rehearse()
+    # Rehearsed once the sandbox it was forked beside has had its start and first cell
+    # (on two cores it would take their time), and not at all if a sandbox comes first.
+    if not select.select([link], [], [], REHEARSE_AFTER)[0]:
+        with contextlib.suppress(Exception):  # a slower start, not a failed one
+            _rehearse_walls(program)
+            server.rehearse()
     try:
         data, fds, flags, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
     except OSError:
