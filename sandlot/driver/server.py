@@ -621,16 +621,18 @@ def _fill_defaults(
     return args, {k: v for k, v in kwargs.items() if v is not codec.MISSING}
 
 
+RLIMITS = {  # the init frame's names of the rlimits a driver sets
+    "fsize": resource.RLIMIT_FSIZE,
+    "cpu": resource.RLIMIT_CPU,
+    "nofile": resource.RLIMIT_NOFILE,
+    "as": resource.RLIMIT_AS,
+}
+
+
 def apply_limits(limits: dict[str, int]) -> None:
     """Set per-process rlimits (inherited by every process the code starts)."""
-    names = {
-        "fsize": resource.RLIMIT_FSIZE,
-        "cpu": resource.RLIMIT_CPU,
-        "nofile": resource.RLIMIT_NOFILE,
-        "as": resource.RLIMIT_AS,
-    }
     for key, value in limits.items():
-        resource.setrlimit(names[key], (value, value))
+        resource.setrlimit(RLIMITS[key], (value, value))
 
 
 def _die_with_parent() -> None:
@@ -642,9 +644,6 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != parent:
         os._exit(1)
-
-
-REHEARSED_LIMITS = (resource.RLIMIT_FSIZE, resource.RLIMIT_CPU, resource.RLIMIT_NOFILE)
 
 
 def rehearse() -> None:
@@ -669,11 +668,9 @@ def rehearse() -> None:
     os.setgroups(os.getgroups())
     os.setgid(os.getgid())
     os.setuid(os.getuid())
-    for limit in REHEARSED_LIMITS:
+    for limit in RLIMITS.values():
         resource.setrlimit(limit, resource.getrlimit(limit))
     queue.Queue[None]().put(None)
-    threading.Lock()
-    itertools.count(1)
     protocol.encode({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version})
 
 
