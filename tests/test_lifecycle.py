@@ -20,7 +20,7 @@ from conftest import host_process, make_wheel, remover_drained, stocked_cgroups,
 import sandlot
 from sandlot.backends import bwrap
 from sandlot.backends import local as local_backend
-from sandlot.backends.cgroups import SandboxCgroup
+from sandlot.backends.cgroups import LEDGER_SUFFIX, SandboxCgroup
 
 
 def test_malformed_config_names_the_bad_field() -> None:
@@ -435,12 +435,18 @@ def test_a_start_takes_cgroups_made_ahead_for_its_limits_and_more_follow() -> No
     assert all(path.is_dir() for c in stocked_cgroups() for path in c.paths)
 
 
-def test_cgroups_made_ahead_are_removed_when_the_host_exits(tmp_path: Path) -> None:
-    """A host that exits leaves no cgroup it made ahead, and no ledger of one."""
+@pytest.fixture
+def cgroup_host_state(tmp_path: Path) -> Path:
+    """The ``TMPDIR`` of a host process that makes cgroups (skipped where none can be made)."""
     if local_backend.probe().cgroup is None:
         pytest.skip("no writable cgroups here")
     state = tmp_path / "tmp"
     state.mkdir()
+    return state
+
+
+def test_cgroups_made_ahead_are_removed_when_the_host_exits(cgroup_host_state: Path) -> None:
+    """A host that exits leaves no cgroup it made ahead, and no ledger of one."""
     code = (
         "import time, sandlot\n"
         "from sandlot.backends.local import _stock\n"
@@ -454,12 +460,12 @@ def test_cgroups_made_ahead_are_removed_when_the_host_exits(tmp_path: Path) -> N
         "    for cgroup in made:\n"
         "        print(*cgroup.paths, sep='\\n')\n"
     )
-    done = host_process(code, state)
+    done = host_process(code, cgroup_host_state)
     assert done.returncode == 0, done.stderr
     made = [Path(line) for line in done.stdout.split()]
     assert made, done.stdout
     assert [p for p in made if p.exists()] == []
-    assert list((state / f"sandlot-{os.getuid()}").glob("*.cgroup")) == []
+    assert list((cgroup_host_state / f"sandlot-{os.getuid()}").glob("*.cgroup")) == []
 
 
 def test_a_forked_child_of_the_host_takes_none_of_its_cgroups_made_ahead() -> None:
@@ -526,6 +532,40 @@ def test_a_forked_sandbox_ends_without_waiting_for_its_directory_or_mounts() -> 
     remover_drained()
     assert list(trash.iterdir()) == []
     assert _holding(namespace) == []
+
+
+def test_an_ended_forks_cgroups_leave_the_state_root_at_once_and_a_killed_hosts_are_swept(
+    cgroup_host_state: Path,
+) -> None:
+    """At a forked sandbox's end its cgroups' ledger leaves the state root with its directory
+    (nothing of it is left where its user looks), though the cgroups are removed later, on the
+    remover's thread. A host killed before that thread got to them leaves them in its
+    template's trash, and the next host's sweep removes them from there."""
+    code = (
+        "import os, signal, threading, sandlot\n"
+        "from sandlot.backends import local\n"
+        "box = sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()\n"
+        "launch = box.async_sandbox._launch\n"
+        "assert launch.started == 'template', launch.started\n"
+        "held = threading.Event()\n"
+        "local._later(held.wait)  # the remover gets to nothing given after this\n"
+        "box.terminate()\n"
+        "root = local._state_root()\n"
+        "print(sorted(p.name for p in root.glob('*.cgroup') if '.ahead' not in p.name))\n"
+        "print(*launch.cgroup.paths, sep='\\n', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = host_process(code, cgroup_host_state)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    listed, *lines = done.stdout.splitlines()
+    assert listed == "[]"  # no ledger of the ended sandbox beside the live ones
+    made = [Path(line) for line in lines]
+    assert made and all(p.is_dir() for p in made)  # what the killed host's remover never did
+    root = cgroup_host_state / f"sandlot-{os.getuid()}"
+    assert list(root.glob(f"template-*/trash/*{LEDGER_SUFFIX}"))
+    swept = host_process("from sandlot.backends.local import probe; probe()", cgroup_host_state)
+    assert swept.returncode == 0, swept.stderr
+    assert [p for p in made if p.exists()] == []
 
 
 def test_a_forked_child_of_the_host_removes_on_a_thread_of_its_own() -> None:

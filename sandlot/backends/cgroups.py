@@ -202,6 +202,13 @@ class SandboxCgroup:
             with contextlib.suppress(OSError):  # its state root went: the ledger with it
                 self.ledger = ledger.rename(claimed)
 
+    def move_ledger(self, directory: Path) -> None:
+        """Move the ledger into ``directory`` (where a sweep also looks), if it can be moved."""
+        ledger = self.ledger
+        if ledger is not None:
+            with contextlib.suppress(OSError):  # its state root went: the ledger with it
+                self.ledger = ledger.rename(directory / ledger.name)
+
     def remove(self) -> None:
         """Remove the directories (their processes must be gone), then the ledger if all went."""
         if _remove(self.paths) and self.ledger is not None:

@@ -240,6 +240,7 @@ def _sweep_state(root: Path) -> None:
             owner = path.name.split("-", 1)[0]
             dead = owner.isdigit() and not Path(f"/proc/{owner}").exists()
         if dead:
+            cgroups.sweep_ledgers(path / templates.TRASH, _alive)  # a template's: ended forks'
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -636,11 +637,14 @@ def _release(
 ) -> None:
     """Empty and remove a sandbox's cgroups, then remove its state directory: at once, or,
     given ``trash`` (a forked sandbox whose processes all ended with its PID 1), the
-    directory moved there now and both removed on the remover's thread (removing the
-    cgroups waits on the kernel's cgroup lock, contended while other sandboxes end)."""
+    directory and the cgroups' ledger moved there now (nothing of the sandbox is left where
+    its user looks once it has ended) and both removed on the remover's thread (removing
+    the cgroups waits on the kernel's cgroup lock, contended while other sandboxes end)."""
     if trash is not None:
         with contextlib.suppress(OSError):  # the template's directory went (it ended)
             host_dir = host_dir.rename(trash / host_dir.name)
+        if cgroup is not None:
+            cgroup.move_ledger(trash)
         _later(_release, cgroup, host_dir)
         return
     if cgroup is not None:
@@ -755,7 +759,7 @@ def _start_template(
     home = _new_state_dir("template")
     slots = home / "slots"
     slots.mkdir(mode=0o711)
-    (home / "trash").mkdir(mode=0o700)
+    (home / templates.TRASH).mkdir(mode=0o700)
     control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     passed = [theirs.fileno()]
     try:

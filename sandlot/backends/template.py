@@ -49,6 +49,7 @@ SYS_OPEN_TREE, AT_FDCWD = 428, -100  # x86-64, arm64: the shared table
 OPEN_TREE_CLONE_CLOEXEC = 0x1 | os.O_CLOEXEC
 _libc = ctypes.CDLL(None, use_errno=True)
 READY_TIMEOUT = 30.0  # seconds a template has to start
+TRASH = "trash"  # beside a template's slots: what its ended sandboxes left, to be removed
 STATUS_WAIT = 2.0  # seconds to wait for the template's report of an exit the pidfd showed
 
 
@@ -212,7 +213,7 @@ class Template:
         self.proc = proc
         self.control = control
         self.slots = slots  # host directory of its sandboxes' directories (it sees none)
-        self.trash = slots.with_name("trash")  # where ended sandboxes' directories go to be removed
+        self.trash = slots.with_name(TRASH)  # where ended sandboxes' directories go to be removed
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiting] = {}
         self._dead = ""
