@@ -6,10 +6,11 @@ template never runs sandboxed code and never reads from a sandbox: it reads
 only the host's requests on its control socket. It makes new mount, PID, IPC,
 UTS and (unless the network is on) network namespaces, forks a first process
 into them and returns to its own, ahead of the request that will use it. That
-process, PID 1 of its namespaces, builds the walls that name no sandbox (its
-own ``/proc``, fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/dev/pts``,
-loopback up), forks the driver-to-be, drops its capabilities and from then on
-only reaps the namespace's orphans. A driver-to-be that waits a while
+process, PID 1 of its namespaces, forks the driver-to-be, drops its
+capabilities and from then on only reaps the namespace's orphans. The
+driver-to-be builds the walls that name no sandbox (its namespaces' own
+``/proc``, fresh ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/dev/pts``,
+loopback up) and waits for one. A driver-to-be that waits a while
 rehearses its start (the same calls, with no effect), so the copy-on-write
 faults they take come before its sandbox does. Given a
 sandbox, the driver mounts its workdir at ``/workspace`` (a detached mount
@@ -76,6 +77,8 @@ SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# libc's fork with the GIL held, without CPython's fixups around it (see _Forker.fork).
+_raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 
 
 class _Fprog(ctypes.Structure):
@@ -121,11 +124,14 @@ class _CapData(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
 
 
+_CAP_HEADER = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)  # made before any fork: PID 1 builds
+_NO_CAPS = (_CapData * 2)()  # no type or structure of its own (each costs it page copies)
+
+
 def _drop_capabilities() -> None:
     """Hold no capability from here on (PID 1 only reaps once the driver is forked)."""
     _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient")
-    none = (_CapData * 2)()
-    _check(_libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), none), "capset")
+    _check(_libc.capset(ctypes.byref(_CAP_HEADER), _NO_CAPS), "capset")
 
 
 def _loopback_up() -> None:
@@ -134,8 +140,8 @@ def _loopback_up() -> None:
 
 
 def prepare_walls(network: bool) -> None:
-    """In a first process (PID 1 of its namespaces), before it is given a sandbox: the part of
-    the walls that names none (its own ``/proc``, fresh tmpfs, ``devpts``, loopback)."""
+    """In a driver-to-be, before it is given a sandbox: the part of the walls that names none
+    (its namespaces' own ``/proc``, fresh tmpfs, ``devpts``, loopback)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
     _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -222,8 +228,9 @@ def _reap_until(driver: int) -> None:
 
 def _first_process(link: socket.socket, network: bool, program: bytes | None) -> None:
     """A first process, PID 1 of new namespaces, forked ahead of the request that will use it:
-    holds nothing of the template's but ``link``, makes the walls that name no sandbox,
-    forks the driver-to-be (which takes ``link``), then only reaps.
+    holds nothing of the template's but ``link``, forks the driver-to-be (which takes
+    ``link`` and makes the walls that name no sandbox), then only reaps. It does as little
+    as it can: each page of the template's it writes is a page copied.
 
     PID 1 joins none of the sandbox's cgroups: everything the sandbox runs is the driver's
     or below it, and the driver joins (a second join would cost each start CPU). Seen from
@@ -234,11 +241,6 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None) ->
     fd = link.fileno()
     os.closerange(3, fd)  # the control socket, the namespaces, other sandboxes' pidfds
     os.closerange(fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    problem = ""  # told in the log of the sandbox it is given: nobody reads this one's stderr
-    try:
-        prepare_walls(network)
-    except BaseException:
-        problem = traceback.format_exc()
     os.setsid()
     try:
         driver = os.fork()
@@ -247,6 +249,11 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None) ->
     if driver != 0:
         link.close()
         _reap_until(driver)
+    problem = ""  # told in the log of the sandbox it is given: nobody reads this one's stderr
+    try:
+        prepare_walls(network)
+    except BaseException:
+        problem = traceback.format_exc()
     _await_sandbox(link, program, problem)
 
 
@@ -432,11 +439,16 @@ class _Forker:
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             _check(_libc.unshare(flags), "unshare")
-            try:
-                pid = os.fork()
-            except OSError:
+            # Not os.fork: the child, PID 1, runs no code of the sandbox's and only a few
+            # lines of this module's, in a process of one thread (this one), so it needs
+            # none of CPython's fixups after a fork (the locks and thread states of other
+            # threads, the ``os.register_at_fork`` hooks), and those wrote about 200 of its
+            # pages, each a copy. The driver, forked from it with os.fork, gets them all.
+            pid = _raw_fork()
+            if pid < 0:
+                err = ctypes.get_errno()
                 self.restore(flags)
-                raise
+                raise OSError(err, f"fork: {os.strerror(err)}")
         except OSError:
             here.close()
             there.close()

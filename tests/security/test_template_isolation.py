@@ -316,6 +316,25 @@ def test_the_fork_server_is_each_sandboxs_parent_and_reaps_it(
     assert left == set(), f"not reaped: {left}"
 
 
+def test_siblings_draw_random_numbers_neither_can_predict_from_the_other(
+    pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
+) -> None:
+    """Each fork's interpreter is reseeded (``random``, what ``tempfile`` names files with):
+    sandboxes copied from one template must not share a generator's state, or one could
+    predict another's draws. The driver is forked with ``os.fork``, whose hooks reseed;
+    the fork server, which forks the first processes without them, runs one thread, as
+    that needs (PID 1 draws nothing)."""
+    draw = "import random\n[random.getrandbits(64) for _ in range(4)]"
+    a, b = pair
+    seen = [a.run_code(draw).value, b.run_code(draw).value, a.run_code(draw).value]
+    assert len(set(seen)) == 3, seen
+    slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
+    (template,) = [t for t in _templates.values() if t.slots == slots]
+    (init,) = children(template.proc.pid)
+    (fork_server,) = children(init)
+    assert os.listdir(f"/proc/{fork_server}/task") == [str(fork_server)]
+
+
 def test_sandboxes_asked_for_as_their_template_dies_still_start() -> None:
     with sandlot.Sandbox(strict()) as first:
         slots = first.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
@@ -560,8 +579,14 @@ def test_the_spare_holds_nothing_but_its_link_and_no_sandboxs_cgroup() -> None:
     Neither is in any sandbox's cgroup."""
     with sandlot.Sandbox(strict()) as a, sandlot.Sandbox(strict()) as b:
         first, waiting = _spare_of(b)
+        # For a moment each holds more: the first process the link until its fork has
+        # returned, the driver-to-be a socket pair of its own while it rehearses.
+        deadline = time.monotonic() + 5
+        while _held(first) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert _held(first) == {}
-        held = _held(waiting)
+        while len(held := _held(waiting)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(held) == 1 and next(iter(held.values())).startswith("socket:"), held
         theirs = {_forked(box).pid for box in (a, b)}
         for pid in (first, waiting):
