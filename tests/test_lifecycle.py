@@ -707,3 +707,27 @@ def test_a_start_cancelled_twice_while_its_cgroups_are_made_leaves_none(
     assert made, "nothing was made"
     assert not any(path.exists() for cgroup in made for path in cgroup.paths)
     assert not any(c.ledger is not None and c.ledger.exists() for c in made)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_first_process_is_forked_without_cpythons_fixups_only_where_one_thread_runs(
+    threads: int,
+) -> None:
+    """The template forks each sandbox's PID 1 with libc's ``fork`` (no ``os.register_at_fork``
+    hook runs in the child) while it runs one thread; with another, a lock that thread held
+    would stay held in the child, so it falls back to ``os.fork`` (the hooks run)."""
+    code = (
+        "import os, threading, time\n"
+        "from sandlot.driver.template import _fork_first\n"
+        "ran = []\n"
+        "os.register_at_fork(after_in_child=lambda: ran.append(1))\n"
+        f"if {threads} > 1:\n"
+        "    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+        "pid = _fork_first()\n"
+        "if pid == 0:\n"
+        "    os._exit(10 + len(ran))\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["10" if threads == 1 else "11"]

@@ -77,7 +77,7 @@ SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 
 _libc = ctypes.CDLL(None, use_errno=True)
-# libc's fork with the GIL held, without CPython's fixups around it (see _Forker.fork).
+# libc's fork with the GIL held, without CPython's fixups around it (see _fork_first).
 _raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 
 
@@ -310,6 +310,30 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
         os._exit(0)
 
 
+def _fork_first() -> int:
+    """Fork a first process: with libc's ``fork`` while this process runs one thread, else
+    with ``os.fork``.
+
+    The child, PID 1, runs no code of the sandbox's and only a few lines of this module's,
+    so alone it needs none of CPython's fixups after a fork (the locks and thread states
+    of other threads, the ``os.register_at_fork`` hooks), and those wrote about 200 of its
+    pages, each a copy. With another thread (none is started here; a library might), a
+    lock that thread held would stay held in the child: then ``os.fork``. The driver,
+    forked from PID 1 with ``os.fork``, gets the fixups and hooks either way.
+    """
+    try:
+        alone = len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        alone = False
+    if not alone:
+        return os.fork()
+    pid = int(_raw_fork())
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fork: {os.strerror(err)}")
+    return pid
+
+
 class _Spare:
     """A first process forked ahead of any request, its driver-to-be waiting for a sandbox."""
 
@@ -439,16 +463,11 @@ class _Forker:
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             _check(_libc.unshare(flags), "unshare")
-            # Not os.fork: the child, PID 1, runs no code of the sandbox's and only a few
-            # lines of this module's, in a process of one thread (this one), so it needs
-            # none of CPython's fixups after a fork (the locks and thread states of other
-            # threads, the ``os.register_at_fork`` hooks), and those wrote about 200 of its
-            # pages, each a copy. The driver, forked from it with os.fork, gets them all.
-            pid = _raw_fork()
-            if pid < 0:
-                err = ctypes.get_errno()
+            try:
+                pid = _fork_first()
+            except OSError:
                 self.restore(flags)
-                raise OSError(err, f"fork: {os.strerror(err)}")
+                raise
         except OSError:
             here.close()
             there.close()

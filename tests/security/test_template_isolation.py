@@ -16,6 +16,7 @@ import ast
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -283,6 +284,9 @@ def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
         (template,) = [t for t in _templates.values() if t.slots == slots]
         os.killpg(template.proc.pid, signal.SIGKILL)
         template.proc.wait()
+        # bubblewrap's monitor is gone; the kernel ends the rest of its PID namespace (the
+        # sandboxes' own are inside it) as its init exits, a moment later.
+        assert select.select([_forked(box).pidfd], [], [], 10)[0], "the sandbox outlived it"
         with pytest.raises(sandlot.SandboxDied) as died:
             box.run_code("1")
         assert died.value.cause == "killed"
@@ -319,12 +323,17 @@ def test_the_fork_server_is_each_sandboxs_parent_and_reaps_it(
 def test_siblings_draw_random_numbers_neither_can_predict_from_the_other(
     pair: tuple[sandlot.Sandbox, sandlot.Sandbox],
 ) -> None:
-    """Each fork's interpreter is reseeded (``random``, what ``tempfile`` names files with):
-    sandboxes copied from one template must not share a generator's state, or one could
-    predict another's draws. The driver is forked with ``os.fork``, whose hooks reseed;
-    the fork server, which forks the first processes without them, runs one thread, as
+    """Sandboxes copied from one template must not share a generator's state, or one could
+    predict another's draws: ``random``'s is reseeded by the hooks of ``os.fork``, which
+    forks each driver; ``tempfile`` names files with a generator of its own, made anew
+    only in a process whose PID differs from its maker's (every driver, as the template,
+    is PID 2 of its namespace), so the template must never have made it. The fork
+    server, which forks the first processes without those hooks, runs one thread, as
     that needs (PID 1 draws nothing)."""
-    draw = "import random\n[random.getrandbits(64) for _ in range(4)]"
+    draw = (
+        "import random, tempfile\n"
+        "([random.getrandbits(64) for _ in range(4)], tempfile.mkstemp()[1], tempfile.mkstemp()[1])"
+    )
     a, b = pair
     seen = [a.run_code(draw).value, b.run_code(draw).value, a.run_code(draw).value]
     assert len(set(seen)) == 3, seen
