@@ -391,6 +391,31 @@ def test_one_sandboxes_variables_and_secrets_reach_neither_a_sibling_nor_the_tem
                 assert secret.encode() not in memory + cmdline, pid
 
 
+def test_a_forks_environment_is_a_cold_starts_in_python_and_in_what_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver turns the template's environment into the sandbox's (changing only the
+    variables that differ): ``os.environ`` and the C library's copy, which the sandbox's
+    processes inherit, hold what a cold start's do (less ``PWD``, which a cold start's
+    start-up shell sets)."""
+    code = (
+        "import os, subprocess\n"
+        "env = subprocess.run(['env', '-0'], capture_output=True).stdout.split(b'\\0')\n"
+        "(sorted(os.environ.items()), sorted(e.decode() for e in env if e))"
+    )
+    config = strict(env={"ONLY_HERE": "1"})
+    with sandlot.Sandbox(config) as box:
+        _forked(box)
+        fork_python, fork_env = ast.literal_eval(box.run_code(code).value or "")
+    monkeypatch.setenv(templates.ENV_VAR, "0")
+    with sandlot.Sandbox(config) as box:
+        cold_python, cold_env = ast.literal_eval(box.run_code(code).value or "")
+    assert fork_python == [kv for kv in cold_python if kv[0] != "PWD"]
+    assert fork_env == [e for e in cold_env if not e.startswith("PWD=")]
+    assert fork_env == [f"{k}={v}" for k, v in fork_python]
+    assert ("ONLY_HERE", "1") in fork_python
+
+
 @pytest.mark.parametrize("hook", ["sandlot_hook_probe.pth", "sitecustomize.py"])
 @pytest.mark.parametrize("templates_on", ["1", "0"])
 def test_an_environments_start_up_code_runs_only_as_the_sandbox_user(
