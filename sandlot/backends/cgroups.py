@@ -198,16 +198,19 @@ class SandboxCgroup:
         """Mark cgroups made ahead as a sandbox's: their ledger's name loses ``AHEAD``."""
         ledger = self.ledger
         if ledger is not None and ledger.name.endswith(AHEAD + LEDGER_SUFFIX):
-            claimed = ledger.with_name(ledger.name[: -len(AHEAD + LEDGER_SUFFIX)] + LEDGER_SUFFIX)
-            with contextlib.suppress(OSError):  # its state root went: the ledger with it
-                self.ledger = ledger.rename(claimed)
+            name = ledger.name[: -len(AHEAD + LEDGER_SUFFIX)] + LEDGER_SUFFIX
+            self._rename_ledger(ledger.with_name(name))
 
     def move_ledger(self, directory: Path) -> None:
         """Move the ledger into ``directory`` (where a sweep also looks), if it can be moved."""
-        ledger = self.ledger
-        if ledger is not None:
-            with contextlib.suppress(OSError):  # its state root went: the ledger with it
-                self.ledger = ledger.rename(directory / ledger.name)
+        if self.ledger is not None:
+            self._rename_ledger(directory / self.ledger.name)
+
+    def _rename_ledger(self, to: Path) -> None:
+        """The ledger renamed to ``to``; left as it is if that fails."""
+        assert self.ledger is not None
+        with contextlib.suppress(OSError):  # its state root went: the ledger with it
+            self.ledger = self.ledger.rename(to)
 
     def remove(self) -> None:
         """Remove the directories (their processes must be gone), then the ledger if all went."""

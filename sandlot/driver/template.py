@@ -124,8 +124,9 @@ class _CapData(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
 
 
-_CAP_HEADER = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)  # made before any fork: PID 1 builds
-_NO_CAPS = (_CapData * 2)()  # no type or structure of its own (each costs it page copies)
+# Made before any fork: PID 1 builds no ctypes type or structure (each costs it page copies).
+_CAP_HEADER = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+_NO_CAPS = (_CapData * 2)()
 
 
 def _drop_capabilities() -> None:
