@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 from .farside import FRESH_DIRS
 from .farside import WORKDIR_INSIDE as WORKDIR
+from .server import LIBC as _libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -76,7 +77,6 @@ FAILED_SETUP = 121  # the sandbox's process could not build its walls
 SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 
-_libc = ctypes.CDLL(None, use_errno=True)
 # libc's fork with the GIL held, without CPython's fixups around it (see _fork_first).
 _raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 
