@@ -717,22 +717,73 @@ def state():
     }
 
 before = state()
-template._rehearse_walls(_seccomp_program())
-server.rehearse()
+if sys.argv[1] == "spare":
+    template._rehearse_walls(_seccomp_program())
+    server.rehearse()
+else:
+    template._warm_up(_seccomp_program())
 after = state()
 print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}))
 """
 
 
-def test_the_spares_rehearsal_raises_nothing_and_changes_nothing() -> None:
+@pytest.mark.parametrize("who", ["spare", "template"])
+def test_the_rehearsal_raises_nothing_and_changes_nothing(who: str) -> None:
     """A driver-to-be goes through its start's calls before it is given a sandbox, so that
     their copy-on-write faults come off the start's path (``server.rehearse`` and the
-    template's ``_rehearse_walls``). Run as a spare runs them (as root, in a mount
+    template's ``_rehearse_walls``); the template goes through them a few times once
+    (``_warm_up``), so that fewer come. Run as a spare runs them (as root, in a mount
     namespace of its own) but with nothing to hide an error, they raise nothing and leave
     every descriptor, variable, id, group, limit, directory, mount, capability and filter
-    as they were: the sandbox that spare becomes starts from what a cold one would."""
+    as they were: the sandbox that spare becomes starts from what a cold one would, and
+    the template forks every sandbox from what it was."""
     done = subprocess.run(
-        [sys.executable, "-c", REHEARSAL], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", REHEARSAL, who], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {}
+
+
+WARMED = """
+import os, resource, sys
+from sandlot.backends.local import _seccomp_program
+from sandlot.driver import server, template
+
+program = _seccomp_program()
+
+def rehearsal_faults():  # the page faults of a fork's rehearsal, the fewest of three forks
+    taken = []
+    for _ in range(3):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            template._rehearse_walls(program)
+            server.rehearse()
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            os.write(w, str(after - before).encode())
+            os._exit(0)
+        os.close(w)
+        taken.append(int(os.read(r, 64)))
+        os.close(r)
+        os.waitpid(pid, 0)
+    return min(taken)
+
+cold = rehearsal_faults()
+template._warm_up(program)
+print(cold, rehearsal_faults())
+"""
+
+
+def test_a_warmed_templates_forks_copy_fewer_pages_on_their_starts_path() -> None:
+    """Code that runs for the first time writes to itself (call counts, bytecode rewritten
+    as it specializes, caches filled), and in a fork each such write copies a page. The
+    template runs its forks' start code a few times before it forks the spare that
+    serves the second start: a fork of a warmed process copies fewer pages running that
+    code than a fork of a cold one (345 against 228 where measured)."""
+    done = subprocess.run(
+        [sys.executable, "-c", WARMED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    cold, warmed = map(int, done.stdout.split())
+    assert warmed < cold * 0.85, (cold, warmed)
