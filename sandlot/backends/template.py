@@ -87,6 +87,16 @@ def host_pid(pidfd: int) -> int:
     return 0
 
 
+def _unreaped(pidfd: int) -> bool:
+    """Whether the process ``pidfd`` refers to is not yet reaped (so its PID is still its own):
+    a null signal reaches it (a zombie too), and one reaped answers ``ESRCH``."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        return False
+    return True
+
+
 class ForkedProcess:
     """A sandbox's first process, forked by a template: the part of ``Popen`` a launch uses.
 
@@ -107,7 +117,7 @@ class ForkedProcess:
         if self.pid > 0:
             with contextlib.suppress(OSError):
                 self.mounts = os.open(f"/proc/{self.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            if self.mounts >= 0 and host_pid(pidfd) != self.pid:  # reaped, its PID reused
+            if self.mounts >= 0 and not _unreaped(pidfd):  # reaped, its PID perhaps reused
                 os.close(self.mounts)
                 self.mounts = -1
             if self.mounts >= 0:
