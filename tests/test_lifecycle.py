@@ -524,7 +524,8 @@ def test_a_forked_sandbox_ends_without_waiting_for_its_directory_or_mounts() -> 
             "    for f in range(20): open(f'tree/{d}/{f}', 'w').write('x')"
         )
         host_dir, trash = launch.host_dir, launch.trash
-        assert len(list((host_dir / "work" / "tree").rglob("*"))) == 420
+        assert launch.workdir_host is not None
+        assert len(list((launch.workdir_host / "tree").rglob("*"))) == 420
         namespace = os.readlink(f"/proc/{launch.proc.pid}/ns/mnt")
         assert namespace != os.readlink("/proc/self/ns/mnt")
         assert len(_holding(namespace)) == 1

@@ -1083,11 +1083,12 @@ class LocalBackend:
         drop_to: tuple[int, int],
     ) -> LocalLaunch:
         """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup."""
-        host_dir = Path(tempfile.mkdtemp(prefix="box-", dir=template.slots))
+        # The sandbox's directory is its workdir: one directory made and removed a start,
+        # not two (each a new inode of the host's file system, 60-110 us of its CPU on
+        # this ext4). The sandbox's user owns it; others may pass, not list.
+        host_dir = workdir_host = Path(tempfile.mkdtemp(prefix="box-", dir=template.slots))
+        os.chown(host_dir, *drop_to)
         host_dir.chmod(0o711)
-        workdir_host = host_dir / "work"
-        workdir_host.mkdir()
-        os.chown(workdir_host, *drop_to)
         cgroup = None
         waiting = None
         writer: asyncio.StreamWriter | None = None

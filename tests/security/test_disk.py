@@ -126,15 +126,15 @@ def test_the_attack_leaves_nothing_behind_after_terminate() -> None:
     sb = sandlot.Sandbox(strict(disk_mb=64, memory_mb=128))
     sb.start()
     sb.files.write("marker-of-the-disk-test", b"")
-    root, mark = _state_root(), "work/marker-of-the-disk-test"  # a cold start's, or a fork's
-    (work,) = [p.parent for p in [*root.glob(f"*/{mark}"), *root.glob(f"*/slots/*/{mark}")]]
+    root, mark = _state_root(), "marker-of-the-disk-test"  # a cold start's workdir, or a fork's
+    (work,) = [p.parent for p in [*root.glob(f"*/work/{mark}"), *root.glob(f"*/slots/*/{mark}")]]
     with pytest.raises(sandlot.SandboxDied) as died:
         sb.run_code(ATTACK)
     assert died.value.cause == "disk"
     sb.terminate()
     assert not work.exists()
     remover_drained()  # a fork's directory went to its template's trash, removed from there
-    assert [*root.glob(f"*/{mark}"), *root.glob(f"*/*/*/{mark}")] == []
+    assert [*root.glob(f"*/work/{mark}"), *root.glob(f"*/*/*/{mark}")] == []
 
 
 def test_one_file_past_the_limit_fails_with_efbig_and_the_sandbox_lives(tmp_path: Path) -> None:

@@ -672,11 +672,10 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
         slots = sibling.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
         (template,) = [t for t in _templates.values() if t.slots == slots]
         for _ in range(5):
-            slot = Path(tempfile.mkdtemp(prefix="box-", dir=slots))
-            (slot / "work").mkdir()
+            slot = Path(tempfile.mkdtemp(prefix="box-", dir=slots))  # its workdir, as a start's
             ours, theirs = socket.socketpair(socket.AF_UNIX)
             log_r, log_w = os.pipe()
-            workdir = templates.workdir_mount(slot / "work")
+            workdir = templates.workdir_mount(slot)
             waiting = template.fork(slot.name, False, theirs.fileno(), log_w, [workdir])
             theirs.close()
             os.close(log_w)
