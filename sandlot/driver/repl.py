@@ -159,6 +159,12 @@ class Repl:
         self.sink = OutputSink(max_output_bytes)
         self.count = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.fd_capture: FdCapture | None = None
+
+    def capture(self) -> None:
+        """Take the process's output for the cells: ``sys.stdout`` and ``sys.stderr``, and
+        descriptors 1 and 2 (pipes a thread drains). Once, before the first cell; a Repl
+        that never captures (a template's rehearsal) leaves the process's output alone."""
         sys.stdout = StreamProxy(self, "stdout", 1)
         sys.stderr = StreamProxy(self, "stderr", 2)
         self.fd_capture = FdCapture(self)
@@ -204,7 +210,8 @@ class Repl:
         except BaseException as exc:  # the cell's errors are data, SystemExit included
             error = error_info(exc, user_traceback(exc))
         sys.stdout.flush()
-        self.fd_capture.drain()
+        if self.fd_capture is not None:
+            self.fd_capture.drain()
         sink, self.sink = self.sink, OutputSink(self.max_output_bytes)
         if value is not None and len(value) > self.max_output_bytes:  # bytes, as the host counts
             value = value[: self.max_output_bytes] + b"...[sandlot: repr truncated]"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import itertools
+import linecache
 import os
 import queue
 import resource
@@ -163,13 +164,17 @@ class _Sender:
 class Server:
     """Serves one host connection until it closes."""
 
-    def __init__(self, sock: protocol.ByteStream, init: dict[str, Any]) -> None:
+    def __init__(
+        self, sock: protocol.ByteStream, init: dict[str, Any], capture: bool = True
+    ) -> None:
         self.sock = sock
         self.send_lock = threading.Lock()
         self.workdir: str = init["workdir"]
         self.max_output_bytes: int = init["max_output_bytes"]
         self.env = dict(os.environ)
         self.repl = Repl(min(self.max_output_bytes, protocol.MAX_CELL_OUTPUT))
+        if capture:
+            self.repl.capture()
         self.repl.namespace["ToolError"] = ToolError
         self.repl_queue: queue.Queue[tuple[int, dict[str, Any]] | None] = queue.Queue()
         self.running_cell: int | None = None
@@ -676,6 +681,44 @@ def rehearse() -> None:
         resource.setrlimit(limit, resource.getrlimit(limit))
     queue.Queue[None]().put(None)
     protocol.encode({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version})
+
+
+REHEARSED_CELL = "x = [1, 'a']\nlen(x) + 1"
+
+
+def rehearse_session() -> None:
+    """In a template, before it forks its spare: a session through a socket pair of its own,
+    with no effect: its init frame read, a :class:`Server` built (one that captures no
+    output), a cell run with its reply read back, a host call's arguments encoded. What is
+    left goes with the pair: the server, its REPL and its namespace; the cell's entry in
+    the line cache is dropped. Each fork then finds this code warm (see the template's
+    ``_warm_up``)."""
+    here, there = socket.socketpair()
+    with here, there:
+        tool = {"name": "a_tool", "doc": "A tool."}
+        init = {
+            "t": "init",
+            "workdir": "/",
+            "limits": {},
+            "max_output_bytes": 1024,
+            "tools": [tool],
+        }
+        here.sendall(protocol.encode(init))
+        frame = protocol.read_frame(there)
+        assert frame is not None
+        server = Server(there, frame[0], capture=False)
+        here.sendall(
+            protocol.encode({"t": "req", "id": 1, "op": "run_code", "code": REHEARSED_CELL})
+        )
+        frame = protocol.read_frame(there)
+        assert frame is not None
+        server.handle_request(*frame)
+        item = server.repl_queue.get_nowait()
+        assert item is not None
+        server.repl_op(*item)()  # the reply goes out on the pair
+        protocol.read_frame(here)
+        codec.encode([["a prompt"], {}], where="a_tool() argument")
+    linecache.cache.pop("<cell-1>", None)
 
 
 def _become_environ(wanted: dict[str, str]) -> None:

@@ -293,6 +293,7 @@ def _warm_up(program: bytes | None) -> None:
         random.seed()  # the template's own generator: each fork reseeds its own anyway
         _rehearse_walls(program)
         server.rehearse()
+        server.rehearse_session()
 
 
 def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> None:

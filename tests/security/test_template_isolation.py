@@ -691,7 +691,7 @@ def test_a_start_given_up_as_its_process_arrives_harms_no_sibling() -> None:
 
 
 REHEARSAL = """
-import ctypes, json, os, resource, sys
+import ctypes, json, linecache, os, resource, sys
 from pathlib import Path
 from sandlot.backends.local import _seccomp_program
 from sandlot.driver import server, template
@@ -703,10 +703,22 @@ assert libc.mount(None, b"/", None, private, None) == 0
 
 LIMITS = [n for n in dir(resource) if n.startswith("RLIMIT_")]
 
+def fds():  # each with what it is; not the one that lists them, gone once listed
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except FileNotFoundError:
+            pass
+    return sorted(held)
+
 def state():
     status = Path("/proc/self/status").read_text().splitlines()
     return {
-        "fds": sorted(os.listdir("/proc/self/fd")),
+        "fds": fds(),
+        "output": [type(sys.stdout).__name__, type(sys.stderr).__name__],
+        "threads": len(os.listdir("/proc/self/task")),
+        "cells cached": sorted(k for k in linecache.cache if k.startswith("<cell")),
         "environ": dict(os.environ),
         "ids": [os.getresuid(), os.getresgid(), sorted(os.getgroups())],
         "limits": [resource.getrlimit(getattr(resource, n)) for n in LIMITS],
@@ -734,8 +746,9 @@ def test_the_rehearsal_raises_nothing_and_changes_nothing(who: str) -> None:
     (``_warm_up``), so that fewer come. Run as a spare runs them (as root, in a mount
     namespace of its own) but with nothing to hide an error, they raise nothing and leave
     every descriptor, variable, id, group, limit, directory, mount, capability and filter
-    as they were: the sandbox that spare becomes starts from what a cold one would, and
-    the template forks every sandbox from what it was."""
+    as they were, and the output, threads and line cache too (the template's also runs a
+    session: a server built, a cell run): the sandbox that spare becomes starts from what
+    a cold one would, and the template forks every sandbox from what it was."""
     done = subprocess.run(
         [sys.executable, "-c", REHEARSAL, who], capture_output=True, text=True, timeout=60
     )
