@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from . import protocol
@@ -62,7 +61,8 @@ BOOT = (
 
 def _start_time(pid: int) -> str | None:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
     except OSError:
         return None
     return text.rsplit(")", 1)[1].split()[19]
@@ -77,7 +77,8 @@ def _sweep(tmp: str) -> None:
             try:
                 if entry.stat(follow_symlinks=False).st_uid != os.getuid():
                     continue
-                pid, _, started = Path(entry.path, OWNER_FILE).read_text().partition(" ")
+                with open(os.path.join(entry.path, OWNER_FILE)) as f:
+                    pid, _, started = f.read().partition(" ")
             except OSError:
                 continue
             if not pid.isdigit() or _start_time(int(pid)) != started.strip():
@@ -114,9 +115,14 @@ def probe_bwrap() -> tuple[str | None, str]:
 
 
 def _parents(path: str) -> list[str]:
+    chain: list[str] = []  # the directories above ``path``, nearest first, "/" left out
+    parent = os.path.dirname(os.path.normpath(path))
+    while parent not in ("/", ""):
+        chain.append(parent)
+        parent = os.path.dirname(parent)
     args: list[str] = []
-    for parent in reversed(Path(path).parents[:-1]):
-        args += ["--perms", "0755", "--dir", str(parent)]
+    for directory in reversed(chain):
+        args += ["--perms", "0755", "--dir", directory]
     return args
 
 
@@ -166,7 +172,8 @@ def _environment(settings: dict[str, Any], home: str) -> dict[str, str]:
 
 def main(root: str) -> None:
     """Say hello, take the start settings, run the driver, clean up, exit with its status."""
-    Path(root, OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+    with open(os.path.join(root, OWNER_FILE), "w") as f:
+        f.write(f"{os.getpid()} {_start_time(os.getpid())}")
     child: subprocess.Popen[bytes] | None = None
 
     def stop(signum: int, _frame: Any) -> None:
