@@ -732,3 +732,27 @@ def test_a_first_process_is_forked_without_cpythons_fixups_only_where_one_thread
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["10" if threads == 1 else "11"]
+
+
+def test_a_spare_rehearses_only_while_a_cpu_is_free() -> None:
+    """A driver-to-be that waits rehearses its start, spending CPU to save its sandbox some
+    later: only while no more tasks are runnable than there are CPUs. With more busy
+    processes than CPUs it holds off; once they end, it would rehearse again."""
+    from sandlot.driver.template import _a_cpu_is_free
+
+    cpus = len(os.sched_getaffinity(0))
+    burn = "while True: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(cpus + 1)]
+    try:
+        deadline = time.monotonic() + 10
+        while _a_cpu_is_free():
+            assert time.monotonic() < deadline, "busy CPUs were taken for free ones"
+            time.sleep(0.01)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    deadline = time.monotonic() + 10
+    while not _a_cpu_is_free():
+        assert time.monotonic() < deadline, "free CPUs were taken for busy ones"
+        time.sleep(0.01)
