@@ -1084,8 +1084,8 @@ class LocalBackend:
     ) -> LocalLaunch:
         """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup."""
         # The sandbox's directory is its workdir: one directory made and removed a start,
-        # not two (each a new inode of the host's file system, 60-110 us of its CPU on
-        # this ext4). The sandbox's user owns it; others may pass, not list.
+        # not two (a mkdir and an rmdir on this VM's ext4: 25-40 us of machine CPU). The
+        # sandbox's user owns it; others may pass, not list.
         host_dir = workdir_host = Path(tempfile.mkdtemp(prefix="box-", dir=template.slots))
         os.chown(host_dir, *drop_to)
         host_dir.chmod(0o711)
