@@ -683,7 +683,7 @@ def rehearse() -> None:
     protocol.encode({"t": "ready", "ok": True, "pid": os.getpid(), "python": sys.version})
 
 
-REHEARSED_CELL = "x = [1, 'a']\nlen(x) + 1"
+REHEARSED_CELL = "x = [1, 'a']\nlen(x) + 1"  # a statement, then an expression with a value
 
 
 def rehearse_session() -> None:

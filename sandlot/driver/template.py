@@ -280,10 +280,11 @@ def _warm_up(program: bytes | None) -> None:
     a function's first calls and then rewrites its bytecode in place, each instruction
     keeps counters while it specializes, and the first use of a type or a name fills
     caches. In a fork each of those writes copies a page of the template's. Run here
-    first, the start's code (the rehearsal's: the init frame read, the environment, ids
-    and limits set, a reply encoded) is already warm in every fork: a driver-to-be's
-    rehearsal took 228 page faults instead of 345 here (standalone, 8 rounds; 2 rounds
-    gave 246, 64 no fewer than 8). ``random.seed`` is the at-fork hook every driver runs.
+    first, the start's code (the spare's rehearsal, and a session's: a server built, a
+    cell run) is already warm in every fork: a driver-to-be's rehearsal took 228 page
+    faults instead of 345 (standalone, 8 rounds; 2 rounds gave 246, 64 no fewer than 8),
+    a driver's first cell 380 us instead of 630. ``random.seed`` is the at-fork hook
+    every driver runs.
     """
     import random
 
