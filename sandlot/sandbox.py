@@ -142,8 +142,8 @@ class AsyncSandbox:
 
     @property
     def is_alive(self) -> bool:
-        """True between a successful ``start`` and the sandbox's end."""
-        return self._channel is not None and self._dead is None
+        """True between a successful ``start`` and the sandbox's end (or the host's ending it)."""
+        return self._channel is not None and self._dead is None and self._ended_by is None
 
     @property
     def started(self) -> bool:
@@ -376,8 +376,10 @@ class AsyncSandbox:
             )
 
     def _require_channel(self) -> Channel:
-        if self._dead is not None:
-            raise self._dead
+        if self._dead is not None or self._ended_by is not None:
+            # Ended, or being ended: the kill is sent, but the kernel ends the processes when
+            # they next run, and on a busy machine the driver could still answer meanwhile.
+            raise self._death()
         if self._channel is None:
             raise SandboxError("the sandbox is not started; call start() or use 'with'")
         return self._channel

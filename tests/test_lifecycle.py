@@ -756,3 +756,24 @@ def test_a_spare_rehearses_only_while_a_cpu_is_free() -> None:
     while not _a_cpu_is_free():
         assert time.monotonic() < deadline, "free CPUs were taken for busy ones"
         time.sleep(0.01)
+
+
+def test_a_sandbox_being_ended_takes_no_more_requests() -> None:
+    """``terminate()`` sends the kill at once, but the kernel ends the sandbox's processes
+    only as they next run: from then on the sandbox is not alive and a request is refused
+    on the host, never sent (on a busy machine its driver could still have answered)."""
+    called: list[int] = []
+
+    async def main() -> None:
+        sb = sandlot.AsyncSandbox(strict(), tools={"note": lambda: called.append(1)})
+        await sb.start()
+        ending = asyncio.create_task(sb.terminate())
+        await asyncio.sleep(0)  # terminate() has sent its kill and waits for the end
+        assert not sb.is_alive
+        with pytest.raises(sandlot.SandboxDied) as died:
+            await sb.run_code("note()")
+        assert died.value.cause == "terminated"
+        await ending
+
+    asyncio.run(main())
+    assert called == []
