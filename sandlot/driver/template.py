@@ -47,6 +47,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from . import server
 from .farside import FRESH_DIRS
 from .farside import WORKDIR_INSIDE as WORKDIR
 from .server import LIBC as _libc
@@ -288,8 +289,6 @@ def _warm_up(program: bytes | None) -> None:
     """
     import random
 
-    from . import server
-
     for _ in range(WARM_UP_ROUNDS):
         random.seed()  # the template's own generator: each fork reseeds its own anyway
         _rehearse_walls(program)
@@ -318,8 +317,6 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
     join files), finishes the walls and serves. The template gone (``link`` closed), it
     ends, and PID 1 with it."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
-    from . import server
-
     # Rehearsed once the sandbox it was forked beside has had its start and first cell
     # (on two cores it would take their time), not at all if a sandbox comes first, nor
     # while the machine has no CPU to spare.
@@ -594,8 +591,6 @@ def site_runs_nothing() -> bool:
 
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
-    from . import server  # once, before any fork: every sandbox starts with it imported
-
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
         import site
 
