@@ -16,6 +16,7 @@ import pytest
 from conftest import remover_drained, strict, template_processes
 
 import sandlot
+from sandlot.backends import template as templates
 from sandlot.backends.cgroups import AHEAD, LEDGER_SUFFIX
 from sandlot.backends.disk import process_tree
 
@@ -182,7 +183,10 @@ def test_processes_are_gone_after_terminate(tmp_path: Path) -> None:
     assert _wait_gone(token) == []
 
 
-def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("templates_on", ["1", "0"], ids=["template", "cold"])
+def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path, templates_on: str) -> None:
+    """Whether forked or cold, the driver's parent is PID 1 of the sandbox's namespace, and
+    the whole namespace ends with it once the host is gone."""
     token = f"sandlot-orphan-{os.getpid()}-{time.monotonic_ns()}"
     host = tmp_path / "host.py"
     host.write_text(
@@ -195,7 +199,8 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path) -> None:
         time.sleep(600)
     """)
     )
-    proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, templates.ENV_VAR: templates_on}
+    proc = subprocess.Popen([sys.executable, str(host)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         host_dir = Path(proc.stdout.readline().strip())

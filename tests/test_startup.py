@@ -7,17 +7,23 @@ command line's other subcommands.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from conftest import strict
 
 import sandlot
+from sandlot.backends import template as templates
 from sandlot.cli import SUBCOMMANDS
+from sandlot.driver.server import readable_by
 
 # Extras and layers that a bare import, or the listing of the commands, must not load.
 HEAVY = (
@@ -120,3 +126,57 @@ def test_a_fresh_sandbox_s_driver_has_not_imported_what_it_does_not_need_yet(
 ) -> None:
     probe = f"import sys\nsorted(m for m in {modules!r} if m in sys.modules)"
     assert sb.run_code(probe).value == "[]"
+
+
+# What a cold-started driver (no template: a host that is not root, a sandbox with mounts
+# or volumes, SANDLOT_TEMPLATES=0) loads only once a request needs it (its channel is read
+# and written as a descriptor: no socket module), about a third of its imports' time; a
+# template holds them for every fork beforehand.
+COLD_LAZY = ("ctypes", "selectors", "shutil", "socket", "subprocess", "tempfile", "typing")
+
+
+@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
+def test_a_driver_loads_what_commands_and_files_need_before_they_come_only_in_a_template(
+    monkeypatch: pytest.MonkeyPatch, templates_on: str
+) -> None:
+    monkeypatch.setenv(templates.ENV_VAR, templates_on)
+    probe = f"import sys\nsorted(m for m in {COLD_LAZY!r} if m in sys.modules)"
+    with sandlot.Sandbox(strict()) as box:
+        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
+        before = ast.literal_eval(box.run_code(probe).value or "")
+        assert box.exec("echo", "ran").stdout == "ran\n"
+        box.files.write("made/here.txt", "written")
+        assert box.files.read_text("made/here.txt") == "written"
+        assert [f.name for f in box.files.list("made")] == ["here.txt"]  # no temporary left
+        box.files.remove("made", recursive=True)
+        assert not box.files.exists("made")
+        after = ast.literal_eval(box.run_code(probe).value or "")
+    if templates_on == "1":
+        assert before == after == list(COLD_LAZY)
+    else:  # each request loaded what it needed; the driver's parent is bubblewrap's PID 1
+        assert before == []
+        assert after == ["selectors", "shutil", "subprocess"]
+
+
+def test_a_driver_tells_whether_a_user_it_drops_to_could_read_a_directory() -> None:
+    """Where the sandbox user could not read the standard library (an interpreter in root's
+    home, no bubblewrap), a driver loads before its drop what it would load on demand."""
+    nobody = 65534
+    with tempfile.TemporaryDirectory() as top:  # /tmp: others search it (pytest's do not)
+        outer = Path(top, "outer")
+        inner = outer / "lib"
+        inner.mkdir(parents=True)
+        Path(top).chmod(0o755)
+        outer.chmod(0o711)  # searched, not listed
+        inner.chmod(0o755)
+        assert readable_by(str(inner), nobody, nobody)
+        inner.chmod(0o751)  # others may search it but not list it
+        assert not readable_by(str(inner), nobody, nobody)
+        os.chown(inner, 0, nobody)
+        inner.chmod(0o750)  # the user's group may
+        assert readable_by(str(inner), nobody, nobody)
+        outer.chmod(0o700)  # a directory on the way that others cannot search
+        assert not readable_by(str(inner), nobody, nobody)
+        assert readable_by(str(inner), os.getuid(), os.getgid())
+        assert not readable_by(str(outer / "missing"), nobody, nobody)
+

@@ -145,12 +145,21 @@ def test_killing_sshds_process_for_the_connection_ends_the_sandbox_and_leaves_no
 
 
 def test_without_bubblewrap_the_driver_runs_in_the_far_sides_private_directory(
-    sshd: SSHServer,
+    sshd: SSHServer, tmp_path: Path
 ) -> None:
+    (tmp_path / "sent.txt").write_text("sent")
     with sandlot.Sandbox(sandlot.SandboxConfig(isolation="none"), backend=sshd.backend()) as sb:
         assert "/sandlot-stream-" in sb.workdir
         r = sb.run_code("import os\nopen('f', 'w').write('x')\nos.getcwd()")
         assert r.value == repr(sb.workdir)
+        # What a driver loads on demand works after its drop to the sandbox user, even
+        # where that user cannot read the interpreter's files (here: one in root's home).
+        assert sb.exec("echo", "ran").stdout == "ran\n"
+        sb.files.write("d/g.txt", "y")
+        sb.upload(tmp_path, "up")
+        assert sorted(f.name for f in sb.files.list("up")) == ["sent.txt"]
+        sb.files.remove("d", recursive=True)
+        assert not sb.files.exists("d")
         root, pids = _far_side(sb)
     _gone(root, pids)
 

@@ -14,7 +14,10 @@ Standard library only; numpy and torch are used when the value is one of theirs.
 
 from __future__ import annotations
 
-from typing import Any
+from .protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 INLINE_STR = 256  # longer strings travel as UTF-8 bytes in the payload
 ALLOWED = (

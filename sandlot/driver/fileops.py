@@ -6,19 +6,17 @@ import contextlib
 import errno
 import os
 import queue
-import shutil
 import stat
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
 
-from .protocol import CHUNK
+from .protocol import CHUNK, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import tarfile
+    from collections.abc import Iterator
+    from typing import IO, Any
 
-Send = Callable[[dict[str, Any], bytes], None]
+    from .protocol import Send
 
 # Opening never waits (a fifo without a writer) and never follows a link at the last step.
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -153,7 +151,7 @@ def write_file(path: str, mode: int | None, chunks: Iterator[bytes]) -> dict[str
     """Write a file atomically (temp file, then rename) from incoming chunks."""
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".sandlot-")
+    fd, tmp = _new_beside(parent)
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -167,6 +165,19 @@ def write_file(path: str, mode: int | None, chunks: Iterator[bytes]) -> dict[str
         os.unlink(tmp)
         raise
     return {"size": size}
+
+
+def _new_beside(parent: str) -> tuple[int, str]:
+    """A new empty file in ``parent`` (named ``.sandlot-`` and 12 random hex digits, mode
+    0600), open for writing, and its path: ``tempfile.mkstemp``'s contract, without importing
+    ``tempfile`` (and ``random``, ``shutil``) into every driver."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # O_EXCL: never through a link
+    while True:
+        path = os.path.join(parent, f".sandlot-{os.urandom(6).hex()}")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
 
 
 def read_file(rid: int, path: str, send: Send) -> dict[str, Any]:
@@ -194,6 +205,8 @@ def remove(path: str, recursive: bool) -> dict[str, Any]:
     """Remove a file, or a directory (its contents too when ``recursive``)."""
     if os.path.isdir(path) and not os.path.islink(path):
         if recursive:
+            import shutil  # lazily: not needed before the first such remove (start-up time)
+
             shutil.rmtree(path)
         else:
             os.rmdir(path)

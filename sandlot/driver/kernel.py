@@ -28,20 +28,24 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from . import protocol
+from .protocol import TYPE_CHECKING
 
-Send = Callable[[dict[str, Any], bytes], None]
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from typing import Any
+
+    from .protocol import Send
+
+    _Inbox = queue.Queue[tuple[dict[str, Any], bytes]]
+else:
+    _Inbox = queue.Queue
 
 # How the kernel process starts: the workdir first on its path (workspace
 # libraries import), the driver's package last (generated library modules call
@@ -63,7 +67,7 @@ class KernelStartError(RuntimeError):
     """The kernel did not start; the message holds what it printed."""
 
 
-class WakingQueue(queue.Queue[tuple[dict[str, Any], bytes]]):
+class WakingQueue(_Inbox):
     """An inbox whose ``put`` also wakes a poller through a pipe."""
 
     def __init__(self) -> None:
@@ -107,10 +111,14 @@ class Kernel:
     """One ipykernel process and the relay's sockets to it."""
 
     def __init__(self, zmq: Any, session_mod: Any, workdir: str, env: dict[str, str]) -> None:
+        # Lazily: only an ipykernel needs them (a cold driver's start-up time).
+        import secrets
+        import subprocess
+        import tempfile
+
         self.zmq = zmq
         self.dir = tempfile.mkdtemp(prefix="kernel-", dir="/tmp")
         os.chmod(self.dir, 0o700)
-        import secrets  # lazily: only an ipykernel needs it (start-up time)
 
         key = secrets.token_hex(32)
         self.session = session_mod.Session(key=key.encode(), signature_scheme="hmac-sha256")
@@ -177,6 +185,9 @@ class Kernel:
 
     def close(self) -> None:
         """Kill the kernel's process group and remove its directory."""
+        import shutil
+        import subprocess
+
         self.signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
@@ -315,6 +326,9 @@ class CallGate:
     """
 
     def __init__(self, call_raw: Callable[[str, Any, bytes], tuple[dict[str, Any], bytes]]) -> None:
+        import socket  # lazily: only a kernel's processes need the gate (start-up time)
+        import tempfile
+
         self.call_raw = call_raw
         self.dir = tempfile.mkdtemp(prefix="calls-", dir="/tmp")
         os.chmod(self.dir, 0o700)
@@ -346,6 +360,8 @@ class CallGate:
                 return
 
     def close(self) -> None:
+        import shutil
+
         with contextlib.suppress(OSError):
             self.listener.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -360,6 +376,8 @@ def call_through_gate(
     """From a process that is not the driver: send a host call through the gate at ``path``."""
     conn = getattr(_local, "conn", None)
     if conn is None:
+        import socket  # lazily: only a kernel's processes call through the gate
+
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
         _local.conn = conn

@@ -16,18 +16,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
-Send = Callable[[dict[str, Any], bytes], None]
+from .protocol import TYPE_CHECKING, no_thread
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
-def no_thread(what: str, exc: RuntimeError) -> RuntimeError:
-    """The error for a thread the sandbox could not start: it is at its process limit."""
-    return RuntimeError(
-        f"the sandbox cannot start a thread for {what} ({exc}); it is at its process "
-        "limit (SandboxConfig.max_processes): end some of its processes"
-    )
+    from .protocol import Send
 
 
 class Process:

@@ -20,12 +20,12 @@ import sys
 import threading
 import traceback
 from types import CodeType, CoroutineType, TracebackType
-from typing import TYPE_CHECKING, Any
 
-from .protocol import error_info
+from .protocol import TYPE_CHECKING, error_info
 
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 TRUNCATION_MARKER = "\n[sandlot: output truncated at {limit} bytes; {dropped} more bytes dropped]\n"
 

@@ -1,9 +1,13 @@
 """The driver's message loop: one reader thread, the REPL on the main thread.
 
-Everything the driver uses is imported here, before any code of the sandbox's
-runs (only ``asyncio``, for top-level ``await``, loads on first use), and the
-workdir goes on ``sys.path`` only after the standard library: a
-``subprocess.py`` in an uploaded repository cannot take the driver's place.
+What serving a cell needs is imported here, before any code of the sandbox's
+runs. What only some requests need loads when the first of them comes, in a
+cold-started driver (about a third of its imports' time): ``subprocess`` for a
+command, ``shutil`` for a recursive remove, ``tarfile`` for a tar, ``typing`` and
+``inspect`` for a served library, ``asyncio`` for top-level ``await``; a template
+loads them all before it forks. The workdir goes on ``sys.path`` only after the
+standard library, so a ``subprocess.py`` in an uploaded repository cannot take
+the driver's place.
 
 The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
 (which also breaks blocking calls such as ``time.sleep``). Every other request
@@ -16,37 +20,33 @@ that called it, and gets the REPL as it was at the call.
 
 from __future__ import annotations
 
-import ctypes
 import functools
+import importlib
 import itertools
 import linecache
 import os
 import queue
 import resource
 import signal
-import socket
 import sys
 import threading
 import time
 import traceback
 import types
-from collections.abc import Callable
-from typing import Any
 
 from . import codec, fileops, kernel, protocol
-from .exposed import describe, exposed_functions, load_model
-from .procs import Process, no_thread
+from .protocol import TYPE_CHECKING, no_thread
 from .repl import Repl, user_traceback
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
 DIAG_FD = 2  # where the driver's own complaints go: the host's log of this sandbox
 SITE_DONE = False  # site.main() already ran in the template this driver was forked from
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 CURRENT: Server | None = None  # the one server of this process, for call_host()
-# The C library, loaded once: in a template (which calls through this handle too) before
-# any fork, so a fork finds its functions looked up (loading it again in each driver cost
-# a start 110-170 us and 46 copied pages).
-LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def call_host(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -136,7 +136,7 @@ Writer = fileops.ChunkWriter  # what a request of the REPL's streams its bytes t
 class _Sender:
     """Sends the frames it is called with from a thread of its own, a few frames behind."""
 
-    def __init__(self, send: fileops.Send) -> None:
+    def __init__(self, send: protocol.Send) -> None:
         self.send = send
         self.frames: queue.Queue[tuple[dict[str, Any], bytes] | None] = queue.Queue(4)
         self.thread: threading.Thread | None = None
@@ -376,6 +376,11 @@ class Server:
             argv = [a.decode("utf-8", "surrogateescape") for a in joined.split(b"\0")]
         stdin = fileops.incoming(inbox) if header.get("stdin_frames") and inbox else None
         try:
+            from .procs import Process  # lazily, with subprocess: a cold driver's start-up time
+        except Exception as exc:  # out of descriptors or memory
+            self.reply_error(rid, exc)
+            return
+        try:
             proc = Process(argv, cwd, env, stdin)
         except OSError as exc:
             self.reply(rid, {"returncode": 127, "spawn_error": f"{type(exc).__name__}: {exc}"})
@@ -450,6 +455,8 @@ class Server:
 
     def serve(self, rid: int, header: dict[str, Any], out: Writer) -> dict[str, Any]:
         """Load the models, import an interface file once, and list its exposed functions."""
+        from .exposed import describe, exposed_functions, load_model  # lazily: start-up time
+
         inject: dict[str, Any] = {}
         for cfg in header.get("models", []):
             if cfg["var_name"] not in self.model_globals:
@@ -644,11 +651,51 @@ def apply_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(RLIMITS[key], (value, value))
 
 
+# What a driver loads only when the first request that needs it comes (see the module's
+# docstring): what a template loads before it forks, and what even its forks load late.
+ON_DEMAND = ("ctypes", "shutil", "socket", "tempfile", ".exposed", ".procs")
+RARELY = ("inspect", "secrets", "tarfile", ".snapshot")
+
+
+def load_on_demand(rarely: bool = False) -> None:
+    """Import :data:`ON_DEMAND` now (in a template, for every fork), and :data:`RARELY` too
+    (in a driver about to drop to a user who could not read the standard library)."""
+    for name in ON_DEMAND + RARELY if rarely else ON_DEMAND:
+        importlib.import_module(name, __package__)
+
+
+def readable_by(directory: str, uid: int, gid: int) -> bool:
+    """Whether user ``uid`` (group ``gid``) may search every directory down to ``directory``
+    and read that one, by their mode bits."""
+    parts = os.path.abspath(directory).split(os.sep)
+    for depth in range(1, len(parts) + 1):
+        try:
+            st = os.stat(os.sep.join(parts[:depth]) or os.sep)
+        except OSError:
+            return False
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0  # owner, group, other
+        bits = st.st_mode >> shift
+        need = 0o5 if depth == len(parts) else 0o1  # read and search, or search
+        if bits & need != need:
+            return False
+    return True
+
+
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL the driver when its parent dies (lost on uid change)."""
+    """Ask the kernel to SIGKILL the driver when its parent dies (lost on uid change).
+
+    Not where the parent is PID 1 of the driver's own PID namespace (bubblewrap's, or a
+    template's first process): the kernel kills every process of the namespace when
+    that one ends. There no ``ctypes`` is loaded for it (about 2.5 ms of a cold driver's
+    start here; in a fork, the C library's lookups cost 110-170 us and 46 copied pages).
+    """
     parent = os.getppid()
+    if parent == 1:
+        return
+    import ctypes
+
     try:
-        LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except AttributeError:  # a C library without it
         return
     if os.getppid() != parent:
@@ -667,11 +714,13 @@ def rehearse() -> None:
     same objects, off the start's path. Nothing of it is left: the pair is closed,
     the variable gone, no id or limit changed.
     """
+    import socket  # held by the template this runs in a fork of
+
     here, there = socket.socketpair()
     with here, there:
         sample = {"t": "init", "environ": dict(os.environ), "workdir": "/", "limits": {}}
         here.sendall(protocol.encode({**sample, "max_output_bytes": 1, "tools": []}))
-        protocol.read_frame(there)
+        protocol.read_frame(protocol.PipeStream(there.fileno(), there.fileno()))
     os.environ["SANDLOT_REHEARSAL"] = "1"
     del os.environ["SANDLOT_REHEARSAL"]
     os.setgroups(os.getgroups())
@@ -693,8 +742,11 @@ def rehearse_session() -> None:
     left goes with the pair: the server, its REPL and its namespace; the cell's entry in
     the line cache is dropped. Each fork then finds this code warm (see the template's
     ``_warm_up``)."""
+    import socket  # held by the template this runs in
+
     here, there = socket.socketpair()
     with here, there:
+        stream = protocol.PipeStream(there.fileno(), there.fileno())  # as serve() reads
         tool = {"name": "a_tool", "doc": "A tool."}
         init = {
             "t": "init",
@@ -704,13 +756,13 @@ def rehearse_session() -> None:
             "tools": [tool],
         }
         here.sendall(protocol.encode(init))
-        frame = protocol.read_frame(there)
+        frame = protocol.read_frame(stream)
         assert frame is not None
-        server = Server(there, frame[0], capture=False)
+        server = Server(stream, frame[0], capture=False)
         here.sendall(
             protocol.encode({"t": "req", "id": 1, "op": "run_code", "code": REHEARSED_CELL})
         )
-        frame = protocol.read_frame(there)
+        frame = protocol.read_frame(stream)
         assert frame is not None
         server.handle_request(*frame)
         item = server.repl_queue.get_nowait()
@@ -743,7 +795,7 @@ def _after_stdlib(path: list[str]) -> int:
 
 def serve(fd: int) -> None:
     """Entry point: take the channel on socket ``fd``, read the init frame, serve."""
-    serve_on(socket.socket(fileno=fd))
+    serve_on(protocol.PipeStream(fd, fd))
 
 
 def serve_stdio() -> None:
@@ -777,6 +829,8 @@ def serve_on(sock: protocol.ByteStream) -> None:
             _become_environ(init["environ"])
         if init.get("drop_to"):
             uid, gid = init["drop_to"]
+            if not readable_by(os.path.dirname(linecache.__file__), uid, gid):
+                load_on_demand(rarely=True)  # no import would work after the drop
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)

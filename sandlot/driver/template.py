@@ -50,7 +50,6 @@ from collections.abc import Callable
 from . import server
 from .farside import FRESH_DIRS
 from .farside import WORKDIR_INSIDE as WORKDIR
-from .server import LIBC as _libc
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -80,6 +79,7 @@ SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 WARM_UP_ROUNDS = 8  # the template's rehearsals (see _warm_up): fewer save less, more no more
 
+_libc = ctypes.CDLL(None, use_errno=True)
 # libc's fork with the GIL held, without CPython's fixups around it (see _fork_first).
 _raw_fork = ctypes.PyDLL(None, use_errno=True).fork
 
@@ -591,6 +591,7 @@ def site_runs_nothing() -> bool:
 
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
+    server.load_on_demand()  # once for every fork: none loads them at its first request
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
         import site
 

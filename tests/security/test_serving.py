@@ -27,13 +27,13 @@ def add(a: int, b: int = 2) -> int:
 def _forge(server: sandlot.Sandbox, change: str) -> None:
     """Make the driver describe served functions with ``change`` applied to the spec."""
     server.run_code(
-        "import sandlot_driver.server as _srv\n"
-        "_real = _srv.describe\n"
+        "import sandlot_driver.exposed as _exposed\n"  # what the driver's serve() calls
+        "_real = _exposed.describe\n"
         "def _forged(fn):\n"
         "    spec = _real(fn)\n"
         f"    {change}\n"
         "    return spec\n"
-        "_srv.describe = _forged"
+        "_exposed.describe = _forged"
     )
 
 
