@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import pytest
 from conftest import strict
 
 import sandlot
+from sandlot.backends import envs
 from sandlot.backends import template as templates
 from sandlot.cli import SUBCOMMANDS
 from sandlot.driver.server import readable_by
@@ -180,3 +182,56 @@ def test_a_driver_tells_whether_a_user_it_drops_to_could_read_a_directory() -> N
         assert readable_by(str(inner), os.getuid(), os.getgid())
         assert not readable_by(str(outer / "missing"), nobody, nobody)
 
+
+BYTECODE_PROBE = """
+import importlib.util, os, struct, sys
+server = sys.modules["sandlot_driver.server"]
+with open(server.__cached__, "rb") as f:
+    head = f.read(16)
+flags, mtime, size = struct.unpack("<III", head[4:16])
+st = os.stat(server.__file__)
+try:
+    open(os.path.join(os.path.dirname(server.__file__), "planted.py"), "w")
+    wrote = True
+except OSError:
+    wrote = False
+(head[:4] == importlib.util.MAGIC_NUMBER, flags, mtime == int(st.st_mtime) & 0xFFFFFFFF,
+ size == st.st_size & 0xFFFFFFFF, wrote)
+"""
+
+
+@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
+def test_a_sandbox_s_driver_comes_with_its_bytecode_and_cannot_change_it(
+    monkeypatch: pytest.MonkeyPatch, templates_on: str
+) -> None:
+    """The driver a sandbox binds is a copy with its bytecode compiled (whatever sandlot's own
+    directory holds: this test suite runs with PYTHONDONTWRITEBYTECODE), read-only."""
+    monkeypatch.setenv(templates.ENV_VAR, templates_on)
+    with sandlot.Sandbox(strict()) as box:
+        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
+        # Magic number, timestamp-checked (flags 0), for the source's time and size; not writable.
+        assert box.run_code(BYTECODE_PROBE).value == "(True, 0, True, True, False)"
+
+
+def test_the_driver_copy_follows_its_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed source gives a new copy, compiled again; the old one stays for the processes
+    that bound it."""
+    source = tmp_path / "driver"
+    shutil.copytree(envs.DRIVER_SRC, source, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(envs, "DRIVER_SRC", source)
+    monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
+    python = envs.base_python()
+    first = envs.compiled_driver(python)
+    assert envs.ready_driver(python) == first
+    tag = sys.implementation.cache_tag
+    assert (first / "__pycache__" / f"server.{tag}.pyc").is_file()
+    assert (first / "shim").is_dir() and not (source / "__pycache__").exists()
+    with open(source / "codec.py", "a") as f:
+        f.write("# changed\n")
+    second = envs.compiled_driver(python)
+    assert second != first and first.is_dir()
+    assert (second / "codec.py").read_text().endswith("# changed\n")
+    assert (second / "__pycache__" / f"codec.{tag}.pyc").is_file()
+    assert envs.ready_driver(python) == second

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .kit.bootstrap import DRIVER_SRC
 
 if TYPE_CHECKING:
     from ..config import SandboxConfig
@@ -522,6 +523,71 @@ def _compile(python: str, target: Path) -> None:
             f"the sandbox's environment could not be compiled ({python} -m compileall "
             f"exited {done.returncode}):\n{done.stderr.strip()[-2000:]}"
         )
+
+
+_driver_keys: dict[str, str] = {}  # interpreter -> its driver copy's key, once per process
+
+
+def _driver_key(python: str) -> str:
+    """The driver copy's key: the interpreter, and each source's name, size and modification
+    time (looked at once per process: a start takes a few milliseconds)."""
+    lines = [real_interpreter(python)]
+    for path in sorted(DRIVER_SRC.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            st = path.stat()
+            lines.append(f"{path.relative_to(DRIVER_SRC)} {st.st_size} {st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:20]
+
+
+def ready_driver(python: str) -> Path | None:
+    """:func:`compiled_driver` of ``python`` if this process has it ready (a stat)."""
+    key = _driver_keys.get(python)
+    if key is None or not (cache_dir() / "drivers" / key / READY).exists():
+        return None
+    return cache_dir() / "drivers" / key / "sandlot_driver"
+
+
+def compiled_driver(python: str) -> Path:
+    """The driver package, copied into the cache with its bytecode compiled by the base
+    interpreter ``python``: what a local sandbox binds as ``sandlot_driver``.
+
+    A sandbox cannot write bytecode (the driver is bound read-only), and sandlot's own
+    directory often holds none for the driver's modules: the host imports few of them, an
+    install by uv compiles nothing unless asked, ``PYTHONDONTWRITEBYTECODE`` writes none,
+    and a system-wide install may not be writable. Each cold start (and each template's)
+    then compiled the driver from source: about 25 ms of its 80 on this VM. The copy is
+    made once per interpreter and set of sources; should compiling fail, the copy serves
+    from source as the original did.
+    """
+    root = cache_dir() / "drivers"
+    key = _driver_keys[python] = _driver_key(python)
+    target = root / key
+    package = target / "sandlot_driver"
+    if (target / READY).exists():
+        return package
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / READY).exists():
+            return package
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(DRIVER_SRC, package, ignore=shutil.ignore_patterns("__pycache__"))
+        target.chmod(0o755)  # read by the sandbox's user through the bind
+        done = subprocess.run(  # as _compile: -I -S, nothing of any environment runs
+            [python, "-I", "-S", "-m", "compileall", "-q", *_TIMESTAMPED, str(package)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            log.warning(
+                "sandlot: the driver's bytecode could not be compiled (%s -m compileall "
+                "exited %d); sandboxes compile it as they start: %s",
+                python,
+                done.returncode,
+                done.stderr.strip()[-500:],
+            )
+        (target / READY).write_text(real_interpreter(python) + "\n")
+    return package
 
 
 def _add_path_entries(target: Path, entries: tuple[str, ...]) -> None:

@@ -707,6 +707,7 @@ def _template_for(
     config: SandboxConfig,
     python: str,
     venv: Path,
+    driver: Path,
     startup: dict[str, str],
 ) -> templates.Template | None:
     """The running template of ``key`` (the walls it gives), started if need be; None where
@@ -722,7 +723,7 @@ def _template_for(
         if template_problem or sum(t.alive for t in _templates.values()) >= MAX_TEMPLATES:
             return None
         try:
-            template = _start_template(iso, config, python, venv, startup)
+            template = _start_template(iso, config, python, venv, driver, startup)
         except (templates.TemplateError, OSError) as exc:
             template_problem = str(exc)
             warnings.warn(
@@ -753,7 +754,12 @@ atexit.register(_end_templates)  # before the portal's: runs after its sandboxes
 
 
 def _start_template(
-    iso: Isolation, config: SandboxConfig, python: str, venv: Path, startup: dict[str, str]
+    iso: Isolation,
+    config: SandboxConfig,
+    python: str,
+    venv: Path,
+    driver: Path,
+    startup: dict[str, str],
 ) -> templates.Template:
     assert iso.bwrap is not None
     home = _new_state_dir("template")
@@ -770,7 +776,7 @@ def _start_template(
             passed.append(_memfd("sandlot-seccomp", program))
             seccomp_fd = passed[-1]
         options = LocalBackend._bwrap_argv(
-            iso, config, python, venv, None, {}, {}, startup, True, template=True
+            iso, config, python, venv, driver, None, {}, {}, startup, True, template=True
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
@@ -950,6 +956,9 @@ class LocalBackend:
         if venv is None:
             venv = await asyncio.to_thread(envs.ensure_env, base, spec)
         python = str(venv / "bin" / "python")
+        driver = envs.ready_driver(base)
+        if driver is None:  # this process's first start with ``base``: a walk, maybe a compile
+            driver = await asyncio.to_thread(envs.compiled_driver, base)
         public = self._environment(config, python, venv)
         env_vars = {**public, **secret_values(config)}
 
@@ -959,7 +968,7 @@ class LocalBackend:
             template = _templates.get(key)
             if template is None or not template.alive:
                 template = await asyncio.to_thread(
-                    _template_for, key, iso, config, python, venv, startup
+                    _template_for, key, iso, config, python, venv, driver, startup
                 )
             if template is not None:
                 drop = (SANDBOX_UID, SANDBOX_UID)
@@ -1001,6 +1010,7 @@ class LocalBackend:
                     config,
                     python,
                     venv,
+                    driver,
                     workdir_host,
                     volumes,
                     sources,
@@ -1197,6 +1207,7 @@ class LocalBackend:
         config: SandboxConfig,
         python: str,
         venv: Path,
+        driver: Path,
         workdir_host: Path | None,
         volumes: dict[str, Path],
         sources: dict[str, str],
@@ -1248,7 +1259,7 @@ class LocalBackend:
             "--dir",
             DRIVER_INSIDE,
             "--ro-bind",
-            str(DRIVER_SRC),
+            str(driver),  # envs.compiled_driver: the driver with its bytecode
             f"{DRIVER_INSIDE}/sandlot_driver",
             *(
                 ["--bind", str(workdir_host), WORKDIR_INSIDE]
