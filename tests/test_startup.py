@@ -235,3 +235,15 @@ def test_the_driver_copy_follows_its_sources(
     assert (second / "codec.py").read_text().endswith("# changed\n")
     assert (second / "__pycache__" / f"codec.{tag}.pyc").is_file()
     assert envs.ready_driver(python) == second
+
+
+@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
+def test_the_sandbox_s_code_runs_with_garbage_collection_on(
+    monkeypatch: pytest.MonkeyPatch, templates_on: str
+) -> None:
+    """Drivers and templates import with the collector off (``farside.GC_OFF``, 2 ms of a
+    cold driver's imports); the sandbox's code finds it on, as in any interpreter."""
+    monkeypatch.setenv(templates.ENV_VAR, templates_on)
+    with sandlot.Sandbox(strict()) as box:
+        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
+        assert box.run_code("import gc\ngc.isenabled()").value == "True"

@@ -155,6 +155,7 @@ def test_without_bubblewrap_the_driver_runs_in_the_far_sides_private_directory(
         # What a driver loads on demand works after its drop to the sandbox user, even
         # where that user cannot read the interpreter's files (here: one in root's home).
         assert sb.exec("echo", "ran").stdout == "ran\n"
+        assert sb.run_code("import gc\ngc.isenabled()").value == "True"
         sb.files.write("d/g.txt", "y")
         sb.upload(tmp_path, "up")
         assert sorted(f.name for f in sb.files.list("up")) == ["sent.txt"]

@@ -44,6 +44,7 @@ from ..driver import protocol
 from ..driver.farside import (
     DRIVER_INSIDE,
     FRESH_DIRS,
+    GC_OFF,
     SANDBOX_UID,
     SYSTEM_DIRS,
     WORKDIR_INSIDE,
@@ -256,7 +257,7 @@ def _boot(driver_root: str, fd: int | None) -> str:
     """The driver's start: on socket ``fd``, or on its stdin and stdout when None."""
     start = "serve_stdio()" if fd is None else f"serve({fd})"
     return (
-        f"import sys; sys.path.insert(0, {driver_root!r}); "
+        f"{GC_OFF}import sys; sys.path.insert(0, {driver_root!r}); "
         f"from sandlot_driver.server import serve, serve_stdio; sys.path.pop(0); {start}"
     )
 
@@ -780,7 +781,7 @@ def _start_template(
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
-            f"import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
+            f"{GC_OFF}import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
             "from sandlot_driver import template; sys.path.pop(0); "
             f"template.main({theirs.fileno()}, {seccomp_fd})"
         )

@@ -40,6 +40,10 @@ WORKDIR_INSIDE = "/workspace"
 # The directories each sandbox forked from a template gets a fresh tmpfs on.
 FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# How every driver's and template's boot line begins: no garbage collection while they
+# import (about 2 of a cold driver's 20 ms of imports here); the driver turns it back on
+# before any of the sandbox's code runs, the template once it has imported all it uses.
+GC_OFF = "import gc; gc.disable(); "
 
 
 def system_binds() -> list[str]:
@@ -54,7 +58,7 @@ def system_binds() -> list[str]:
 
 
 BOOT = (
-    "import sys; sys.path.insert(0, {root!r}); "
+    GC_OFF + "import sys; sys.path.insert(0, {root!r}); "
     "from sandlot_driver.server import serve_stdio; sys.path.pop(0); serve_stdio()"
 )
 

@@ -21,6 +21,7 @@ that called it, and gets the REPL as it was at the call.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import itertools
 import linecache
@@ -814,6 +815,7 @@ def serve_stdio() -> None:
 
 def serve_on(sock: protocol.ByteStream) -> None:
     """Read the init frame from ``sock``, set the process up as it says, serve."""
+    gc.enable()  # off while the driver imported (farside.GC_OFF), on for the sandbox's code
     first = protocol.read_frame(sock)
     if first is None:
         return

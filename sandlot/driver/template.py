@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import gc
 import os
 import resource
 import select
@@ -592,6 +593,7 @@ def site_runs_nothing() -> bool:
 def main(control_fd: int, seccomp_fd: int) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it."""
     server.load_on_demand()  # once for every fork: none loads them at its first request
+    gc.enable()  # off while it imported (farside.GC_OFF)
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
         import site
 
