@@ -12,6 +12,8 @@ what docs/pools.md says reuse shares.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import strict
 
@@ -57,7 +59,13 @@ EVERYTHING = "['env', 'global', 'process', 'workdir file']"
 def _plant(sb: sandlot.Sandbox) -> None:
     result = sb.run_code(PLANT)
     assert result.error is None, result.error
-    assert sb.run_code(LOOK).value == EVERYTHING  # planted, and the probe sees it
+    # Planted, and the probe sees it. Once, in a clean-clone CI run on a loaded machine, the
+    # probe right after the plant missed the background process (not reproduced since, cause
+    # not found): look again for a while; a process that never shows still fails.
+    deadline = time.monotonic() + 10
+    while (seen := sb.run_code(LOOK).value) != EVERYTHING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen == EVERYTHING
 
 
 def test_by_default_the_next_borrower_sees_nothing_the_last_one_left() -> None:
