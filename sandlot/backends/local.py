@@ -703,16 +703,10 @@ def _startup_env(public: dict[str, str]) -> dict[str, str]:
 
 
 def _template_for(
-    key: tuple[Any, ...],
-    iso: Isolation,
-    config: SandboxConfig,
-    python: str,
-    venv: Path,
-    driver: Path,
-    startup: dict[str, str],
+    key: tuple[Any, ...], start: Callable[[], templates.Template]
 ) -> templates.Template | None:
-    """The running template of ``key`` (the walls it gives), started if need be; None where
-    templates fail or too many run."""
+    """The running template of ``key`` (the walls it gives), started with ``start`` if need
+    be; None where templates fail or too many run."""
     global template_problem
     with _templates_lock:
         template = _templates.pop(key, None)
@@ -724,7 +718,7 @@ def _template_for(
         if template_problem or sum(t.alive for t in _templates.values()) >= MAX_TEMPLATES:
             return None
         try:
-            template = _start_template(iso, config, python, venv, driver, startup)
+            template = start()
         except (templates.TemplateError, OSError) as exc:
             template_problem = str(exc)
             warnings.warn(
@@ -968,9 +962,10 @@ class LocalBackend:
             key = (python, config.network, tuple(sorted(startup.items())))
             template = _templates.get(key)
             if template is None or not template.alive:
-                template = await asyncio.to_thread(
-                    _template_for, key, iso, config, python, venv, driver, startup
+                start = functools.partial(
+                    _start_template, iso, config, python, venv, driver, startup
                 )
+                template = await asyncio.to_thread(_template_for, key, start)
             if template is not None:
                 drop = (SANDBOX_UID, SANDBOX_UID)
                 environ = {**init, "environ": env_vars}  # the template has only `startup`
