@@ -658,11 +658,16 @@ ON_DEMAND = ("ctypes", "shutil", "socket", "tempfile", ".exposed", ".procs")
 RARELY = ("inspect", "secrets", "tarfile", ".snapshot")
 
 
+LOADED = False  # load_on_demand() ran here, or in the template this driver was forked from
+
+
 def load_on_demand(rarely: bool = False) -> None:
     """Import :data:`ON_DEMAND` now (in a template, for every fork), and :data:`RARELY` too
     (in a driver about to drop to a user who could not read the standard library)."""
+    global LOADED
     for name in ON_DEMAND + RARELY if rarely else ON_DEMAND:
         importlib.import_module(name, __package__)
+    LOADED = True
 
 
 def readable_by(directory: str, uid: int, gid: int) -> bool:
@@ -831,7 +836,8 @@ def serve_on(sock: protocol.ByteStream) -> None:
             _become_environ(init["environ"])
         if init.get("drop_to"):
             uid, gid = init["drop_to"]
-            if not readable_by(os.path.dirname(linecache.__file__), uid, gid):
+            # A cold driver only (a fork's template loaded them: no stat on its start).
+            if not LOADED and not readable_by(os.path.dirname(linecache.__file__), uid, gid):
                 load_on_demand(rarely=True)  # no import would work after the drop
             os.setgroups([])
             os.setgid(gid)
