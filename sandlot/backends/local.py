@@ -46,6 +46,7 @@ from ..driver.farside import (
     FRESH_DIRS,
     GC_OFF,
     SANDBOX_UID,
+    SLOTS_INSIDE,
     SYSTEM_DIRS,
     WORKDIR_INSIDE,
     system_binds,
@@ -429,6 +430,37 @@ def _chown_tree(top: int, uid: int, gid: int) -> None:
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # as bubblewrap's --dev binds
+
+
+def _dev_without_devpts() -> list[str]:
+    """bubblewrap's ``--dev /dev`` but for its ``devpts``, for a template in a user namespace.
+
+    Mounting ``devpts`` makes bubblewrap set up as uid 0 of one user namespace and
+    run the command in a second, nested one: the template would then hold no
+    capability over its own mount namespace (the first one's) and could not return to
+    it after a fork. Each sandbox it forks mounts a ``devpts`` of its own.
+    """
+    argv = ["--perms", "0755", "--tmpfs", "/dev"]
+    for name in DEVICES:
+        argv += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        argv += ["--symlink", f"/proc/self/fd/{i}", f"/dev/{name}"]
+    return [
+        *argv,
+        "--symlink",
+        "/proc/self/fd",
+        "/dev/fd",
+        "--symlink",
+        "pts/ptmx",
+        "/dev/ptmx",
+        "--dir",
+        "/dev/pts",
+        "--dir",
+        "/dev/shm",
+    ]
+
+
 def _bound_host_paths(config: SandboxConfig) -> list[str]:
     """The host paths of ``config`` bound into its sandbox: mount sources, local model paths."""
     models = [p for m in config.models for p in (m.name, m.adapter)]
@@ -764,20 +796,21 @@ def _start_template(
     control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     passed = [theirs.fileno()]
     try:
-        os.close(templates.workdir_mount(slots))  # each fork's workdir comes so: a kernel of 5.2+
+        if iso.root:  # each fork's workdir comes so: a kernel of 5.2+
+            os.close(templates.workdir_mount(slots))
         program = _seccomp_program()
         seccomp_fd = -1
         if program is not None:
             passed.append(_memfd("sandlot-seccomp", program))
             seccomp_fd = passed[-1]
         options = LocalBackend._bwrap_argv(
-            iso, config, python, venv, driver, None, {}, {}, startup, True, template=True
+            iso, config, python, venv, driver, None, {}, {}, startup, iso.root, template=slots
         )
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
             f"{GC_OFF}import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
             "from sandlot_driver import template; sys.path.pop(0); "
-            f"template.main({theirs.fileno()}, {seccomp_fd})"
+            f"template.main({theirs.fileno()}, {seccomp_fd}, {not iso.root})"
         )
         argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-S", "-c", boot]
     except BaseException:
@@ -806,8 +839,6 @@ def start_path(iso: Isolation, started: str) -> list[str]:
         return ["cold start, without bubblewrap (templates need it)"]
     if not templates.enabled():
         return [f"cold start: templates are off ({templates.ENV_VAR}=0)"]
-    if not iso.root:
-        return ["cold start: templates are used where the host runs as root"]
     if template_problem:
         return [f"cold start: the template failed here ({template_problem})"]
     return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
@@ -957,7 +988,7 @@ class LocalBackend:
         public = self._environment(config, python, venv)
         env_vars = {**public, **secret_values(config)}
 
-        if use_bwrap and iso.root and self._forkable(config, python, venv):
+        if use_bwrap and self._forkable(config, python, venv):
             startup = _startup_env(public)
             key = (python, config.network, tuple(sorted(startup.items())))
             template = _templates.get(key)
@@ -967,7 +998,7 @@ class LocalBackend:
                 )
                 template = await asyncio.to_thread(_template_for, key, start)
             if template is not None:
-                drop = (SANDBOX_UID, SANDBOX_UID)
+                drop = (SANDBOX_UID, SANDBOX_UID) if iso.root else None
                 environ = {**init, "environ": env_vars}  # the template has only `startup`
                 with contextlib.suppress(templates.TemplateError):  # it ended meanwhile: cold
                     return await self._launch_forked(iso, config, environ, template, drop)
@@ -1086,14 +1117,15 @@ class LocalBackend:
         config: SandboxConfig,
         init: dict[str, Any],
         template: templates.Template,
-        drop_to: tuple[int, int],
+        drop_to: tuple[int, int] | None,
     ) -> LocalLaunch:
         """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup."""
         # The sandbox's directory is its workdir: one directory made and removed a start,
         # not two (a mkdir and an rmdir on this VM's ext4: 25-40 us of machine CPU). The
         # sandbox's user owns it; others may pass, not list.
         host_dir = workdir_host = Path(tempfile.mkdtemp(prefix="box-", dir=template.slots))
-        os.chown(host_dir, *drop_to)
+        if drop_to is not None:
+            os.chown(host_dir, *drop_to)
         host_dir.chmod(0o711)
         cgroup = None
         waiting = None
@@ -1105,7 +1137,11 @@ class LocalBackend:
             cgroup = await _new_cgroup(iso, config)  # made ahead, most often
             given: list[int] = []  # the workdir as a detached mount, the cgroups' join files
             try:
-                given.append(templates.workdir_mount(workdir_host))
+                given.append(
+                    templates.workdir_mount(workdir_host)
+                    if iso.root
+                    else os.open(workdir_host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                )
                 for file in cgroup.join_files() if cgroup is not None else []:
                     given.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
                 waiting = template.fork(host_dir.name, config.network, child.fileno(), log_w, given)
@@ -1209,14 +1245,16 @@ class LocalBackend:
         sources: dict[str, str],
         env: dict[str, str],
         drop: bool,
-        template: bool = False,
+        template: Path | None = None,
     ) -> list[str]:
         """bubblewrap's options for this sandbox (the command comes after them).
 
         ``sources`` maps each of :func:`_bound_host_paths` to what bubblewrap binds for it.
-        With ``template`` they are a template's: no workdir (each sandbox it forks
-        mounts its own, see :func:`.template.workdir_mount`) and the capability to make
-        namespaces and mounts.
+        Given ``template`` (its directory of slots) they are a template's: no workdir (each
+        sandbox it forks mounts its own, see :func:`.template.workdir_mount`) and the
+        capabilities to make namespaces and mounts; where the host is not root, those of
+        a user namespace, and the slots bound at ``SLOTS_INSIDE`` (no mount of the
+        host's can enter that namespace: each sandbox binds its slot, then unmounts them).
         """
         argv = [
             "--die-with-parent",
@@ -1236,8 +1274,11 @@ class LocalBackend:
         argv += [
             "--proc",
             "/proc",
-            "--dev",
-            "/dev",
+            *(
+                _dev_without_devpts()
+                if template is not None and not iso.root
+                else ["--dev", "/dev"]
+            ),
             "--perms",
             "1777",
             "--tmpfs",
@@ -1259,8 +1300,13 @@ class LocalBackend:
             f"{DRIVER_INSIDE}/sandlot_driver",
             *(
                 ["--bind", str(workdir_host), WORKDIR_INSIDE]
-                if not template
+                if template is None
                 else ["--dir", WORKDIR_INSIDE]
+            ),
+            *(
+                ["--bind", str(template), SLOTS_INSIDE]
+                if template is not None and not iso.root
+                else []
             ),
             "--chdir",
             WORKDIR_INSIDE,
@@ -1290,8 +1336,12 @@ class LocalBackend:
             ]
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        if template:
+        if template is not None:
             argv += ["--cap-add", "CAP_SYS_ADMIN"]
+            if not iso.root:  # setns back to its mount namespace, loopback up in a fork's,
+                # the bounding set dropped in each driver
+                for cap in ("CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SETPCAP"):
+                    argv += ["--cap-add", cap]
         argv.append("--clearenv")
         for key, value in env.items():
             argv += ["--setenv", key, value]

@@ -11,6 +11,17 @@ cgroups (made ahead, see :class:`.cgroups.Stock`); the driver joins them
 before it reads its channel, so no code of the sandbox's runs outside them.
 The template itself sees no workdir and no cgroup directory.
 
+Where the host is not root, the template runs in a user namespace of its own
+(bubblewrap's ``--unshare-user``, with the capabilities of that namespace to
+make the others), and no mount of the host's can enter it: bubblewrap binds
+the template's directory of slots (the sandboxes' workdirs) at
+``SLOTS_INSIDE``. Each fork binds its own slot at ``/workspace`` (checked
+against the host's descriptor of it: same device and inode, reached without a
+link), unmounts the slots and drops every capability, the bounding set too,
+before any of the sandbox's code runs; the sandbox runs as the host's user, as
+a cold start there does. Its PID 1 makes itself not dumpable: it runs as that
+user too, without the seccomp filter.
+
 One template serves every sandbox with the same walls: the same interpreter
 and environment, the same network setting and the same locale variables; the
 rest of a sandbox's variables, its secrets among them, reach its driver in
@@ -23,9 +34,8 @@ dropped to the sandbox's user. Where ``site`` would run no such code (no
 once, before any fork, and the drivers skip it. Sandboxes with mounts,
 volumes, local models, GPUs or a workdir of the user's still start cold, as
 do those whose environment or interpreter lies under ``/tmp``, ``/var/tmp``
-or ``/dev/shm`` (each sandbox gets a fresh one, which would hide it), as does
-every sandbox where the host does not run as root (making namespaces inside
-a user namespace is left to bubblewrap there). ``SANDLOT_TEMPLATES=0`` turns templates off.
+or ``/dev/shm`` (each sandbox gets a fresh one, which would hide it).
+``SANDLOT_TEMPLATES=0`` turns templates off.
 """
 
 from __future__ import annotations

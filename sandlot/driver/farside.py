@@ -37,6 +37,9 @@ OWNER_FILE = ".owner"
 SANDBOX_UID = 65534  # the user (nobody) the code runs as when the driver starts as root
 DRIVER_INSIDE = "/.sandlot"  # the driver's directory (holding sandlot_driver)
 WORKDIR_INSIDE = "/workspace"
+# Where a template in a user namespace (a host that is not root) sees its sandboxes'
+# workdirs; each sandbox binds its own at WORKDIR_INSIDE and unmounts this.
+SLOTS_INSIDE = f"{DRIVER_INSIDE}/slots"
 # The directories each sandbox forked from a template gets a fresh tmpfs on.
 FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")

@@ -15,7 +15,9 @@ rehearses its start (the same calls, with no effect), so the copy-on-write
 faults they take come before its sandbox does; the template rehearsed them
 too, once, so that fewer of them come at all. Given a
 sandbox, the driver mounts its workdir at ``/workspace`` (a detached mount
-the host cloned of it: the template sees no sandbox's workdir), joins the
+the host cloned of it: the template sees no sandbox's workdir; a template in
+a user namespace, whose host is not root, sees the slots instead, and each
+driver binds its own and unmounts them: :func:`finish_walls`), joins the
 sandbox's cgroups (through a descriptor of each joining file, opened by the
 host: the template sees no cgroup directory either), installs the seccomp
 filter, serves the protocol and drops to the sandbox user when the host's
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import gc
 import os
@@ -49,7 +52,7 @@ import traceback
 from collections.abc import Callable
 
 from . import server
-from .farside import FRESH_DIRS
+from .farside import FRESH_DIRS, SLOTS_INSIDE
 from .farside import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
@@ -59,10 +62,11 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x4000, 0x40000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x2000, 0x4000, 0x40000
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME = 1, 4, 15
+PR_CAPBSET_READ, PR_CAPBSET_DROP, CAP_LAST = 23, 24, 63
 NAMESPACES = {  # what the template returns to after each fork
     CLONE_NEWNS: "mnt",
     CLONE_NEWPID: "pid",
@@ -148,8 +152,11 @@ def prepare_walls(network: bool) -> None:
     """In a driver-to-be, before it is given a sandbox: the part of the walls that names none
     (its namespaces' own ``/proc``, fresh tmpfs, ``devpts``, loopback)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches another namespace
+    # The new /proc is mounted (on /tmp, covered below) before the template's goes: in a
+    # user namespace the kernel mounts a proc only where another is already in full view.
+    _mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _check(_libc.umount2(b"/proc", MNT_DETACH), "umount /proc")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("/tmp", "/proc", None, MS_MOVE)
     for name in PROC_READ_ONLY:  # as bubblewrap covers them
         path = f"/proc/{name}"
         if os.path.exists(path):
@@ -165,22 +172,65 @@ def prepare_walls(network: bool) -> None:
         _loopback_up()
 
 
-def finish_walls(workdir: int, program: bytes | None, join: Callable[[], None]) -> None:
-    """In the driver-to-be, given its sandbox: its workdir (``workdir``, a detached mount the
-    host cloned of it) at ``/workspace``, then ``join`` (its cgroups), then the filter."""
-    _check(
-        _libc.syscall(SYS_MOVE_MOUNT, workdir, b"", AT_FDCWD, WORKDIR.encode(), MOVE_MOUNT_F_EMPTY),
-        "mount the workdir",
-    )
+def finish_walls(
+    workdir: int, program: bytes | None, join: Callable[[], None], slot: str = ""
+) -> None:
+    """In the driver-to-be, given its sandbox: its workdir at ``/workspace``, then ``join``
+    (its cgroups), then the filter.
+
+    ``workdir`` is a detached mount the host cloned of it; or, given ``slot`` (a
+    template in a user namespace, which no mount of the host's can enter), the host's
+    descriptor of the directory that :data:`SLOTS_INSIDE`/``slot`` has to be. Such a
+    driver holds capabilities of that namespace, and drops them all before the filter.
+    """
+    if slot:
+        _bind_slot(slot, workdir)
+    else:
+        _check(
+            _libc.syscall(
+                SYS_MOVE_MOUNT, workdir, b"", AT_FDCWD, WORKDIR.encode(), MOVE_MOUNT_F_EMPTY
+            ),
+            "mount the workdir",
+        )
     os.close(workdir)
     # A clone is the host mount's peer and has its flags: make it this namespace's alone,
-    # no device files and no set-user-ID (as bubblewrap's binds, a cold start's).
+    # no device files and no set-user-ID (as bubblewrap's binds, a cold start's); read-only
+    # and no-exec stay as the host's mount has them.
     _mount(None, WORKDIR, None, MS_PRIVATE)
-    _mount(None, WORKDIR, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
+    kept = os.statvfs(WORKDIR).f_flag
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+    flags |= (MS_RDONLY if kept & os.ST_RDONLY else 0) | (MS_NOEXEC if kept & os.ST_NOEXEC else 0)
+    _mount(None, WORKDIR, None, flags)
     join()
+    if slot:  # as bubblewrap leaves a cold start: no capability, none to gain by exec
+        for cap in range(CAP_LAST + 1):
+            if _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1:
+                _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop the bounding set")
+        _drop_capabilities()
     os.chdir(WORKDIR)
     if program is not None:
         install_seccomp(program)
+
+
+def _bind_slot(slot: str, given: int) -> None:
+    """Bind the slot ``slot`` at the workdir, then unmount every slot from this namespace.
+
+    The slot has to be the very directory the host opened (``given``: same device and
+    inode), reached without a link, so nothing but the host's own choice is bound.
+    """
+    if not slot or "/" in slot or slot in (".", ".."):
+        raise OSError(errno.EINVAL, f"not a slot: {slot!r}")
+    fd = os.open(
+        f"{SLOTS_INSIDE}/{slot}", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    )
+    try:
+        found, meant = os.fstat(fd), os.fstat(given)
+        if (found.st_dev, found.st_ino) != (meant.st_dev, meant.st_ino):
+            raise OSError(errno.EXDEV, f"slot {slot} is not the workdir the host opened")
+        _mount(f"/proc/self/fd/{fd}", WORKDIR, None, MS_BIND)
+    finally:
+        os.close(fd)
+    _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "unmount the slots")
 
 
 def _join(files: list[int]) -> None:
@@ -217,6 +267,9 @@ def _reap_until(driver: int) -> None:
     each sandbox about 1% of its machine CPU here.
     """
     try:
+        # Where the sandbox's user is PID 1's (a template in a user namespace), a dumpable
+        # PID 1 would be its to write through /proc/1/mem: PID 1 has no seccomp filter.
+        _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "not dumpable")
         _drop_capabilities()
     except BaseException:
         traceback.print_exc()  # the template's stderr: the sandbox's log is the driver's
@@ -231,7 +284,7 @@ def _reap_until(driver: int) -> None:
             os._exit(128 - code if code < 0 else min(code, 255))
 
 
-def _first_process(link: socket.socket, network: bool, program: bytes | None) -> None:
+def _first_process(link: socket.socket, network: bool, program: bytes | None, bound: bool) -> None:
     """A first process, PID 1 of new namespaces, forked ahead of the request that will use it:
     holds nothing of the template's but ``link``, forks the driver-to-be (which takes
     ``link`` and makes the walls that name no sandbox), then only reaps. It does as little
@@ -259,7 +312,7 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None) ->
         prepare_walls(network)
     except BaseException:
         problem = traceback.format_exc()
-    _await_sandbox(link, program, problem)
+    _await_sandbox(link, program, problem, bound)
 
 
 def _rehearse_walls(program: bytes | None) -> None:
@@ -313,10 +366,11 @@ def _a_cpu_is_free() -> bool:
         return True
 
 
-def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> None:
-    """The driver-to-be: waits on ``link`` for its sandbox (channel, log, workdir and cgroups'
-    join files), finishes the walls and serves. The template gone (``link`` closed), it
-    ends, and PID 1 with it."""
+def _await_sandbox(link: socket.socket, program: bytes | None, problem: str, bound: bool) -> None:
+    """The driver-to-be: waits on ``link`` for its sandbox (its slot's name; channel, log,
+    workdir and cgroups' join files), finishes the walls and serves. The template gone
+    (``link`` closed), it ends, and PID 1 with it. ``bound``: the template sees the slots
+    (see :func:`finish_walls`)."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     # Rehearsed once the sandbox it was forked beside has had its start and first cell
     # (on two cores it would take their time), not at all if a sandbox comes first, nor
@@ -333,13 +387,14 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str) -> 
     if not data or len(fds) < 3 or flags & socket.MSG_CTRUNC:  # a join file dropped: none
         os._exit(0)
     channel, log, workdir, *joins = fds
+    slot = data.decode("ascii", "replace").partition(" ")[2] if bound else ""
     _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
     os.dup2(log, 2)
     if problem:
         os.write(2, problem.encode())
         os._exit(FAILED_SETUP)
     try:
-        finish_walls(workdir, program, lambda: _join(joins))
+        finish_walls(workdir, program, lambda: _join(joins), slot)
     except BaseException:
         traceback.print_exc()
         os._exit(FAILED_SETUP)
@@ -407,9 +462,10 @@ class _Forker:
     beside the control socket and reports each one's exit status.
     """
 
-    def __init__(self, control: socket.socket, program: bytes | None) -> None:
+    def __init__(self, control: socket.socket, program: bytes | None, bound: bool) -> None:
         self.control = control
         self.program = program
+        self.bound = bound  # the slots are in sight: each driver binds its own (finish_walls)
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ)
         self.own = {
@@ -487,7 +543,7 @@ class _Forker:
                     _send(self.control, f"failed {slot} {exc}")
                     return
             try:
-                socket.send_fds(spare.link, [b"sandbox"], fds)
+                socket.send_fds(spare.link, [f"sandbox {slot}".encode()], fds)
                 pidfd = os.pidfd_open(spare.pid)
             except OSError as exc:
                 spare.discard()
@@ -521,7 +577,7 @@ class _Forker:
             raise
         if pid == 0:
             try:
-                _first_process(there, network, self.program)
+                _first_process(there, network, self.program, self.bound)
             finally:
                 os._exit(FAILED_SETUP)
         there.close()
@@ -590,8 +646,12 @@ def site_runs_nothing() -> bool:
     return all(finder.find_spec(name, path) is None for name in ("sitecustomize", "usercustomize"))
 
 
-def main(control_fd: int, seccomp_fd: int) -> None:
-    """Serve fork requests on ``control_fd`` until the host closes it."""
+def main(control_fd: int, seccomp_fd: int, bound: bool = False) -> None:
+    """Serve fork requests on ``control_fd`` until the host closes it.
+
+    ``bound``: the template runs in a user namespace of its own (the host is not root)
+    with the host's directory of slots bound at :data:`SLOTS_INSIDE`.
+    """
     server.load_on_demand()  # once for every fork: none loads them at its first request
     gc.enable()  # off while it imported (farside.GC_OFF)
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
@@ -613,6 +673,6 @@ def main(control_fd: int, seccomp_fd: int) -> None:
     # of the sandbox's code runs.
     most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
-    forker = _Forker(socket.socket(fileno=control_fd), program)
+    forker = _Forker(socket.socket(fileno=control_fd), program, bound)
     _send(forker.control, "ready")
     forker.serve()

@@ -1,0 +1,221 @@
+"""Attacks on the sandboxes a host that is not root forks from a template.
+
+Such a template runs in a user namespace of its own, with the capabilities of
+that namespace, and the directory of its sandboxes' workdirs (the slots) bound
+in: it cannot take a mount of the host's, so each fork binds its own slot and
+unmounts the rest. Every sandbox runs as the host's own user, as cold starts do
+there. So these attacks: a sibling looking for another's workdir, files and
+processes; a fork using a capability it kept, or its PID 1, which has no
+seccomp filter and runs as the same user; a slot swapped, on the host, for a
+link to a sibling's or for another directory between the host's choice and the
+fork's bind. Each host runs as another user (see ``other_user.py``), and each
+test checks that its sandboxes came from a template.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from other_user import OTHER_UID, other_user_home, run_as_other_user
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(
+        os.getuid() != 0, reason="a test running as root starts the other user's host"
+    ),
+]
+
+MARK = "sandlot-sibling-7f3a"
+
+# Run in sandbox A while its sibling B is live: what of B, of the slots and of
+# the template A can find, and what A can do.
+LOOK = r"""
+import ctypes, json, os, subprocess
+MARK, SLOT = %r, %r
+SYSTEM = ("proc", "sys", "usr", "etc", "lib", "lib64", "bin", "sbin")
+found = {"files": [], "cmdlines": []}
+for top in ("/", "/workspace", "/tmp", "/var/tmp", "/dev", "/.sandlot"):
+    for root, dirs, files in os.walk(top):
+        if root == "/":
+            dirs[:] = [d for d in dirs if d not in SYSTEM]
+        found["files"] += [os.path.join(root, n) for n in dirs + files if MARK in n]
+found["files"] = sorted(set(found["files"]))
+for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        if MARK.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+            found["cmdlines"].append(pid)
+    except OSError:
+        pass
+found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+found["slots"] = os.listdir("/.sandlot/slots")
+found["slot_by_name"] = os.path.lexists(f"/.sandlot/slots/{SLOT}")
+found["mounts"] = [l.split()[4] for l in open("/proc/self/mountinfo")]
+lines = open("/proc/self/status").read().splitlines()
+status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+found["caps"] = {k: status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+found["nnp"], found["seccomp"] = status["NoNewPrivs"].strip(), status["Seccomp"].strip()
+found["exec_caps"] = subprocess.run(
+    ["grep", "^Cap", "/proc/self/status"], capture_output=True, text=True
+).stdout
+pid1 = {}
+for what, mode in (("mem", "r+b"), ("environ", "rb"), ("maps", "rb")):
+    try:
+        open(f"/proc/1/{what}", mode).close()
+        pid1[what] = "opened"
+    except OSError as exc:
+        pid1[what] = type(exc).__name__
+found["pid1"] = pid1
+libc = ctypes.CDLL(None, use_errno=True)
+calls = {
+    "unshare user": lambda: libc.unshare(0x10000000),
+    "unshare mount": lambda: libc.unshare(0x00020000),
+    "mount tmpfs": lambda: libc.mount(b"x", b"/tmp", b"tmpfs", 0, None),
+    "umount workspace": lambda: libc.umount2(b"/workspace", 2),
+}
+found["calls"] = {k: (f(), os.strerror(ctypes.get_errno())) for k, f in calls.items()}
+found
+"""
+
+SIBLINGS = r"""
+import json, os, sandlot
+MARK = %r
+LOOK = %r
+config = sandlot.SandboxConfig(isolation="bubblewrap")
+out = {}
+with sandlot.Sandbox(config) as a, sandlot.Sandbox(config) as b:
+    out["started"] = [a.info.get("started"), b.info.get("started")]
+    b.files.write(f"{MARK}-workdir", "b's")
+    b.run_code(
+        "import subprocess\n"
+        f"open('/tmp/{MARK}-tmp', 'w').write('b'); open('/dev/shm/{MARK}-shm', 'w').write('b')\n"
+        f"kept = subprocess.Popen(['sh', '-c', 'sleep 60; : {MARK}'])"
+    )
+    slot = b.async_sandbox._launch.workdir_host.name
+    mine = "\n(found['files'], found['cmdlines'])"
+    out["b_sees_itself"] = b.run_code(LOOK %% (MARK, slot) + mine).value
+    out["a"] = a.run_code("import json\n" + LOOK %% (MARK, slot) + "\njson.dumps(found)").value
+print(json.dumps(out))
+"""
+
+SWAPS = r"""
+import json, os, sandlot
+from sandlot.backends import template as templates
+real = templates.Template.fork
+swap = {}
+
+def fork(self, slot, *args):
+    how = swap.pop("how", None)
+    if how is not None:  # the attacker's turn: the host has chosen and opened the slot
+        path = self.slots / slot
+        os.rename(path, path.with_name(slot + "-moved"))
+        if how == "link":
+            os.symlink(f"/.sandlot/slots/{swap['victim']}", path)
+        else:
+            os.mkdir(path)
+            open(path / "planted", "w").write("the attacker's")
+    return real(self, slot, *args)
+
+templates.Template.fork = fork
+config = sandlot.SandboxConfig(isolation="bubblewrap")
+out = {}
+with sandlot.Sandbox(config) as victim:
+    victim.files.write("secret.txt", "the victim's")
+    out["victim_started"] = victim.info.get("started")
+    swap["victim"] = victim.async_sandbox._launch.workdir_host.name
+    for how in ("link", "directory"):
+        swap["how"] = how
+        try:
+            with sandlot.Sandbox(config) as sb:
+                out[how] = ["started", sb.run_code("import os; os.listdir('/workspace')").value]
+        except sandlot.SandboxDied as exc:
+            out[how] = ["died", str(exc)]
+    out["victim_still"] = victim.files.read_text("secret.txt")
+    with sandlot.Sandbox(config) as sb:
+        listed = sb.run_code("import os; os.listdir('/workspace')").value
+        out["after"] = [sb.info.get("started"), listed]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield other_user_home(tmp_path_factory.mktemp("other-user"))
+
+
+@pytest.fixture(scope="module")
+def siblings(home: Path) -> dict[str, Any]:
+    result: dict[str, Any] = run_as_other_user(SIBLINGS % (MARK, LOOK), home)
+    assert result["started"] == ["template", "template"], "they did not come from a template"
+    result["a"] = json.loads(result["a"].strip("'"))
+    return result
+
+
+def test_a_sibling_finds_none_of_the_others_files_processes_or_workdir(
+    siblings: dict[str, Any],
+) -> None:
+    files, cmdlines = ast.literal_eval(siblings["b_sees_itself"])  # the marks are there to be found
+    assert len(files) == 3 and cmdlines
+    a = siblings["a"]
+    assert a["files"] == [] and a["cmdlines"] == []
+    assert a["slots"] == [] and a["slot_by_name"] is False
+    assert "/.sandlot/slots" not in a["mounts"] and a["mounts"].count("/workspace") == 1
+    assert a["pids"][0] == 1 and len(a["pids"]) <= 4  # its PID 1, driver, what it ran
+
+
+def test_a_fork_keeps_no_capability_and_cannot_unshare_or_mount(siblings: dict[str, Any]) -> None:
+    a = siblings["a"]
+    assert set(a["caps"].values()) == {"0000000000000000"}
+    assert a["exec_caps"].count("0000000000000000") == 5
+    assert a["nnp"] == "1" and a["seccomp"] == "2"
+    for call, (result, _) in a["calls"].items():
+        assert result == -1, f"{call} succeeded in a fork"
+
+
+def test_pid_1_runs_as_the_sandbox_user_but_is_not_the_sandbox_s_to_write(
+    siblings: dict[str, Any],
+) -> None:
+    """PID 1 has no seccomp filter: writing its memory would run the system calls the
+    filter refuses. A dumpable PID 1 of the same user would let the sandbox do that."""
+    assert siblings["a"]["pid1"] == {
+        "mem": "PermissionError",
+        "environ": "PermissionError",
+        "maps": "PermissionError",
+    }
+
+
+@pytest.fixture(scope="module")
+def swaps(home: Path) -> dict[str, Any]:
+    result: dict[str, Any] = run_as_other_user(SWAPS, home)
+    assert result["victim_started"] == "template"
+    return result
+
+
+@pytest.mark.parametrize("how", ["link", "directory"])
+def test_a_slot_swapped_after_the_host_opened_it_is_refused(
+    swaps: dict[str, Any], how: str
+) -> None:
+    outcome, detail = swaps[how]
+    assert outcome == "died", f"a sandbox started in a swapped slot and saw {detail}"
+    assert "failed_to_start" in detail
+    assert ("Not a directory" if how == "link" else "is not the workdir the host opened") in detail
+    assert swaps["victim_still"] == "the victim's"
+
+
+def test_the_template_forks_again_after_a_refused_slot(swaps: dict[str, Any]) -> None:
+    assert swaps["after"] == ["template", "[]"]
+
+
+def test_the_other_user_is_not_root(home: Path) -> None:
+    """The premise of every test here: the host runs as a user without privileges."""
+    who = run_as_other_user(
+        "import json, os; print(json.dumps([os.getuid(), os.geteuid(), "
+        "open('/proc/self/status').read().split('CapEff:')[1].split()[0]]))",
+        home,
+    )
+    assert who == [OTHER_UID, OTHER_UID, "0000000000000000"]

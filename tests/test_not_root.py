@@ -1,0 +1,116 @@
+"""A host that is not root: its sandboxes fork from a template in a user namespace.
+
+Each test runs a host as another user (see ``other_user.py``) and checks what
+its sandboxes are and can do. The attacks on such templates are in
+``tests/security/test_template_not_root.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from other_user import OTHER_UID, other_user_home, run_as_other_user
+
+pytestmark = pytest.mark.skipif(
+    os.getuid() != 0, reason="a test running as root starts the other user's host"
+)
+
+STARTS = r"""
+import json, os, socket, sandlot
+from sandlot.backends import local
+
+def net():
+    return sorted(name for _, name in socket.if_nameindex())
+
+NET = "import socket; sorted(n for _, n in socket.if_nameindex())"
+PTY = "import os, pty; m, s = pty.openpty(); print(os.ttyname(s))"
+
+out = {"host_uid": os.getuid(), "root": local.probe().root}
+config = sandlot.SandboxConfig(isolation="bubblewrap")
+with sandlot.Sandbox(config) as sb:
+    out["started"] = sb.info.get("started")
+    out["path"] = local.start_path(local.probe(), out["started"])
+    out["uid"] = sb.run_code("import os; os.getuid(), os.getgid()").value
+    out["exec"] = sb.exec("sh", "-c", "echo hi; id -u").stdout.split()
+    sb.files.write("d/a.txt", "written")
+    out["read"] = sb.run_code("open('/workspace/d/a.txt').read()").value
+    host_dir = sb.async_sandbox._launch.workdir_host
+    out["host_owner"] = os.stat(host_dir / "d" / "a.txt").st_uid
+    out["loopback"] = sb.run_code(
+        "import socket\ns = socket.create_server(('127.0.0.1', 0))\n"
+        "c = socket.create_connection(s.getsockname()); c.send(b'up'); s.accept()[0].recv(2)"
+    ).value
+    out["interfaces"] = sb.run_code(NET).value
+    out["workdir_mount"] = [
+        line.split()[5] for line in sb.exec("cat", "/proc/self/mountinfo").stdout.splitlines()
+        if line.split()[4] == "/workspace"
+    ]
+    out["tty"] = sb.exec("python", "-c", PTY).stdout.strip()
+with sandlot.Sandbox(config) as sb:
+    out["second"] = sb.info.get("started")
+    out["fresh"] = sb.run_code("import os; os.listdir('/workspace')").value
+with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap", network=True)) as sb:
+    out["net_started"] = sb.info.get("started")
+    out["net_interfaces"] = sb.run_code(NET).value
+out["host_interfaces"] = net()
+share = sandlot.Mount(source="/usr/share", target="/data")
+mounted = sandlot.SandboxConfig(isolation="bubblewrap", mounts=[share])
+with sandlot.Sandbox(mounted) as sb:
+    out["mounted_started"] = sb.info.get("started")
+    out["mounted_path"] = local.start_path(local.probe(), out["mounted_started"])
+    out["mounted_sees"] = sb.run_code("import os; os.path.isdir('/data')").value
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield other_user_home(tmp_path_factory.mktemp("other-user"))
+
+
+@pytest.fixture(scope="module")
+def starts(home: Path) -> dict[str, Any]:
+    result: dict[str, Any] = run_as_other_user(STARTS, home)
+    return result
+
+
+def test_a_host_that_is_not_root_forks_its_sandboxes_from_a_template(
+    starts: dict[str, Any],
+) -> None:
+    assert starts["host_uid"] == OTHER_UID and starts["root"] is False
+    assert starts["started"] == "template" and starts["second"] == "template"
+    assert starts["path"][0].startswith("forked from a template")
+    assert starts["net_started"] == "template"  # a template of its own: the network's on
+
+
+def test_a_fork_of_a_host_that_is_not_root_runs_as_that_user_and_works(
+    starts: dict[str, Any],
+) -> None:
+    assert starts["uid"] == f"({OTHER_UID}, {OTHER_UID})"
+    assert starts["exec"] == ["hi", str(OTHER_UID)]
+    assert starts["read"] == "'written'" and starts["host_owner"] == OTHER_UID
+    assert starts["fresh"] == "[]"  # the second sandbox's workdir is a new one
+    assert starts["tty"].startswith("/dev/pts/")  # its own devpts
+    (options,) = starts["workdir_mount"]
+    assert {"rw", "nosuid", "nodev"} <= set(options.split(","))
+
+
+def test_the_network_setting_holds_in_forks_of_a_host_that_is_not_root(
+    starts: dict[str, Any],
+) -> None:
+    assert starts["loopback"] == "b'up'"
+    assert starts["interfaces"] == "['lo']"
+    assert starts["net_interfaces"] == str(starts["host_interfaces"])
+    assert starts["host_interfaces"] != ["lo"]
+
+
+def test_a_sandbox_with_mounts_still_starts_cold_where_the_host_is_not_root(
+    starts: dict[str, Any],
+) -> None:
+    assert starts["mounted_started"] == "cold"
+    assert "mounts" in starts["mounted_path"][0]
+    assert starts["mounted_sees"] == "True"
