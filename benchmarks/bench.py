@@ -9,6 +9,11 @@
     uv run --extra bench python benchmarks/bench.py all         # the six above
     uv run --extra bench python benchmarks/bench.py rlm         # RLM engine overhead on NIAH
 
+``--as-user`` runs the chosen benchmarks in a host that is not root (uid 4242, with
+the system's interpreter of this Python version; see ``tests/other_user.py``), as
+most hosts are: bubblewrap makes a user namespace there, and so does each template.
+It needs a root shell to start from, and skips the peers.
+
 ``rlm`` is not part of ``all`` (with its defaults it takes about 25 minutes); its options:
 ``--lines 10000,100000,1000000 --pools 1,4,16 --latency 0.2 --runs 3 --chunk-chars 50000``.
 
@@ -30,6 +35,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -891,6 +897,17 @@ def bench_rlm(
     return all_ok
 
 
+def as_other_user(args: list[str]) -> int:
+    """Run this script with ``args`` in a host that is not root (see ``--as-user``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from other_user import SRC, other_user_command, other_user_home
+
+    with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as root:
+        home = other_user_home(Path(root))
+        argv = [f"{SRC}/benchmarks/bench.py", *args, "--no-peers"]
+        return subprocess.run(other_user_command(argv, home)).returncode
+
+
 def main() -> None:
     """Parse the command line and run the chosen benchmarks."""
     parser = argparse.ArgumentParser(
@@ -903,6 +920,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=0, help="samples (default per benchmark)")
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
     parser.add_argument("--no-peers", action="store_true", help="measure sandlot only")
+    parser.add_argument(
+        "--as-user", action="store_true", help="run in a host that is not root (from a root shell)"
+    )
     parser.add_argument(
         "--latency",
         type=float,
@@ -924,6 +944,8 @@ def main() -> None:
         "--chunk-chars", type=int, default=0, help="rlm: chunk size of the script (default 50000)"
     )
     args = parser.parse_args()
+    if args.as_user:
+        sys.exit(as_other_user([a for a in sys.argv[1:] if a != "--as-user"]))
     quick = args.quick
     if args.no_peers:
         global PEER_PROBLEM
