@@ -25,6 +25,26 @@ from sandlot.backends import local as local_backend
 from sandlot.backends.cgroups import SandboxCgroup
 
 
+def pids_with(mark: str) -> list[int]:
+    """The processes on this machine whose command line holds ``mark``, now."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mark.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def wait_gone(mark: str, seconds: float = 10) -> list[int]:
+    """Wait up to ``seconds`` for :func:`pids_with` ``mark`` to be empty; what is left."""
+    deadline = time.monotonic() + seconds
+    while (left := pids_with(mark)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, now."""
     kids = []

@@ -13,32 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import remover_drained, strict, template_processes
+from conftest import pids_with, remover_drained, strict, template_processes, wait_gone
 
 import sandlot
 from sandlot.backends import template as templates
 from sandlot.backends.cgroups import AHEAD, LEDGER_SUFFIX
 from sandlot.backends.disk import process_tree
-
-
-def _pids_with(token: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if token.encode() in cmdline:
-                found.append(int(entry))
-    return found
-
-
-def _wait_gone(token: str, seconds: float = 10) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (left := _pids_with(token)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def test_network_is_unreachable_even_the_hosts_loopback(sb: sandlot.Sandbox) -> None:
@@ -176,11 +156,11 @@ def test_processes_are_gone_after_terminate(tmp_path: Path) -> None:
     )
     box.run_code(f"import subprocess\nsubprocess.Popen(['sleep', '600', '{token}'[:0] or '600'])")
     deadline = time.monotonic() + 5
-    while not _pids_with(token) and time.monotonic() < deadline:
+    while not pids_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _pids_with(token), "the detached process did not start"
+    assert pids_with(token), "the detached process did not start"
     box.terminate()
-    assert _wait_gone(token) == []
+    assert wait_gone(token) == []
 
 
 @pytest.mark.parametrize("templates_on", ["1", "0"], ids=["template", "cold"])
@@ -206,13 +186,13 @@ def test_processes_are_gone_after_the_host_is_killed(tmp_path: Path, templates_o
         host_dir = Path(proc.stdout.readline().strip())
         # The detached process may still be on its way through setsid and exec.
         deadline = time.monotonic() + 5
-        while not _pids_with(token) and time.monotonic() < deadline:
+        while not pids_with(token) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert host_dir.exists() and _pids_with(token)
+        assert host_dir.exists() and pids_with(token)
     finally:
         proc.kill()
         proc.wait()
-    assert _wait_gone(token) == []
+    assert wait_gone(token) == []
     # The next process that starts a sandbox sweeps what the killed one left.
     subprocess.run(
         [

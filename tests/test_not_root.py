@@ -8,12 +8,16 @@ its sandboxes are and can do. The attacks on such templates are in
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from other_user import OTHER_UID, other_user_home, run_as_other_user
+from conftest import pids_with, wait_gone
+from other_user import OTHER_UID, other_user_command, other_user_home, run_as_other_user
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="a test running as root starts the other user's host"
@@ -114,3 +118,30 @@ def test_a_sandbox_with_mounts_still_starts_cold_where_the_host_is_not_root(
     assert starts["mounted_started"] == "cold"
     assert "mounts" in starts["mounted_path"][0]
     assert starts["mounted_sees"] == "True"
+
+
+def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Path) -> None:
+    """The template dies with its host (bubblewrap's die-with-parent), and every sandbox it
+    forked with it, a process that left its session among them."""
+    mark = f"sandlot-orphan-{uuid.uuid4().hex}"
+    script = (
+        "import sys, time, sandlot\n"
+        "box = sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()\n"
+        f"box.exec('sh', '-c', 'setsid sh -c \"sleep 600\" {mark} >/dev/null 2>&1 </dev/null &')\n"
+        "print(box.info.get('started'), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    host = subprocess.Popen(
+        other_user_command(["-c", script], home), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert host.stdout is not None
+        assert host.stdout.readline().strip() == "template"
+        deadline = time.monotonic() + 10  # between its execs a process's cmdline reads empty
+        while not pids_with(mark):
+            assert time.monotonic() < deadline, "the detached process never showed"
+            time.sleep(0.05)
+    finally:
+        host.kill()
+        host.wait()
+    assert wait_gone(mark) == []

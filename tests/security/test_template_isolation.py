@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import children, make_wheel, spares, strict, template_processes
+from conftest import children, make_wheel, pids_with, spares, strict, template_processes
 
 import sandlot
 from sandlot.backends import cgroups
@@ -262,21 +262,10 @@ def test_terminate_ends_every_process_a_fork_started() -> None:
         _forked(box)
         box.exec("sh", "-c", f"setsid sh -c 'sleep 600' {mark} >/dev/null 2>&1 < /dev/null &")
         deadline = time.monotonic() + 10  # between its execs a process's cmdline reads empty
-        while _host_pids_with(mark) == []:
+        while pids_with(mark) == []:
             assert time.monotonic() < deadline, "the detached process never showed"
             time.sleep(0.01)
-    assert _host_pids_with(mark) == []
-
-
-def _host_pids_with(mark: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if mark.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
+    assert pids_with(mark) == []
 
 
 def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
