@@ -31,11 +31,11 @@ mount -t tmpfs -o mode=0755 sandlot-test /mnt
 mkdir /mnt/src /mnt/site /mnt/home
 mount --bind -o ro "$1" /mnt/src && mount --bind -o ro "$2" /mnt/site
 mount --bind "$3" /mnt/home
-uid=$4 python=$5
-shift 5
+uid=$4 python=$5 more=$6
+shift 6
 exec setpriv --reuid=$uid --regid=$uid --clear-groups --inh-caps=-all --bounding-set=-all \\
   env -i HOME=/mnt/home TMPDIR=/mnt/home/tmp PATH=/usr/bin:/bin \\
-  PYTHONPATH=/mnt/src:/mnt/site PYTHONDONTWRITEBYTECODE=1 "$python" "$@"
+  PYTHONPATH=/mnt/src:/mnt/site PYTHONDONTWRITEBYTECODE=1 $more "$python" "$@"
 """
 
 
@@ -57,9 +57,10 @@ def other_user_home(root: Path) -> Path:
     return home
 
 
-def other_user_command(args: list[str], home: Path) -> list[str]:
+def other_user_command(args: list[str], home: Path, env: dict[str, str] | None = None) -> list[str]:
     """The command that runs the interpreter with ``args`` as :data:`OTHER_UID`, in a mount
-    namespace of its own with this checkout at :data:`SRC` and ``home`` as its home."""
+    namespace of its own with this checkout at :data:`SRC` and ``home`` as its home
+    (``/mnt/home``); ``env``: more variables (no spaces), beside the few it sets."""
     package = Path(sandlot.__file__).parent
     return [
         "unshare",
@@ -76,14 +77,17 @@ def other_user_command(args: list[str], home: Path) -> list[str]:
         str(home),
         str(OTHER_UID),
         other_user_python(),
+        " ".join(f"{k}={v}" for k, v in (env or {}).items()),
         *args,
     ]
 
 
-def run_as_other_user(script: str, home: Path, timeout: float = 120) -> Any:
+def run_as_other_user(
+    script: str, home: Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> Any:
     """Run ``script`` as :data:`OTHER_UID`; the JSON of its last line of output."""
     done = subprocess.run(
-        other_user_command(["-c", script], home),
+        other_user_command(["-c", script], home, env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -145,3 +145,44 @@ def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Pat
         host.kill()
         host.wait()
     assert wait_gone(mark) == []
+
+
+# bubblewrap, but a template's walls lose CAP_NET_ADMIN (as a security module or a
+# kernel's rules for user namespaces might refuse one of the template's steps): its
+# forks cannot bring their loopback up.
+NO_NET_ADMIN = """#!/bin/sh
+case "$*" in *template.main*) ;; *) exec /usr/bin/bwrap "$@" ;; esac
+[ "$1" = --args ] || exit 99
+fd=$2
+shift 2
+exec /usr/bin/bwrap --args "$fd" --cap-drop CAP_NET_ADMIN "$@"
+"""
+
+REFUSED = r"""
+import json, warnings, sandlot
+from sandlot.backends import local
+out = {}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(2):
+        with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
+            out.setdefault("started", []).append(sb.info.get("started"))
+            out.setdefault("results", []).append(sb.run_code("1+1").value)
+out["warnings"] = [str(w.message) for w in caught]
+out["path"] = local.start_path(local.probe(), "cold")
+print(json.dumps(out))
+"""
+
+
+def test_where_a_template_s_walls_are_refused_sandboxes_start_cold_and_one_warning_says_why(
+    home: Path,
+) -> None:
+    wrapper = home / "bwrap-no-net-admin"
+    wrapper.write_text(NO_NET_ADMIN)
+    wrapper.chmod(0o755)
+    out = run_as_other_user(REFUSED, home, env={"SANDLOT_BWRAP": f"/mnt/home/{wrapper.name}"})
+    assert out["started"] == ["cold", "cold"] and out["results"] == ["2", "2"]
+    (warning,) = out["warnings"]
+    assert "start cold (no template)" in warning and "walls failed" in warning
+    assert "Operation not permitted" in warning
+    assert out["path"][0].startswith("cold start: the template failed here")

@@ -810,7 +810,7 @@ def _start_template(
         boot = (
             f"{GC_OFF}import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
             "from sandlot_driver import template; sys.path.pop(0); "
-            f"template.main({theirs.fileno()}, {seccomp_fd}, {not iso.root})"
+            f"template.main({theirs.fileno()}, {seccomp_fd}, {not iso.root}, {config.network})"
         )
         argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-S", "-c", boot]
     except BaseException:

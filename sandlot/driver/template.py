@@ -82,6 +82,7 @@ PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x
 FAILED_SETUP = 121  # the sandbox's process could not build its walls
 SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
+TRIAL_WAIT, TRIAL_SAYS = 20.0, 4000  # the first spare's answer: seconds, bytes at most
 WARM_UP_ROUNDS = 8  # the template's rehearsals (see _warm_up): fewer save less, more no more
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -284,7 +285,9 @@ def _reap_until(driver: int) -> None:
             os._exit(128 - code if code < 0 else min(code, 255))
 
 
-def _first_process(link: socket.socket, network: bool, program: bytes | None, bound: bool) -> None:
+def _first_process(
+    link: socket.socket, network: bool, program: bytes | None, bound: bool, trial: bool
+) -> None:
     """A first process, PID 1 of new namespaces, forked ahead of the request that will use it:
     holds nothing of the template's but ``link``, forks the driver-to-be (which takes
     ``link`` and makes the walls that name no sandbox), then only reaps. It does as little
@@ -312,6 +315,10 @@ def _first_process(link: socket.socket, network: bool, program: bytes | None, bo
         prepare_walls(network)
     except BaseException:
         problem = traceback.format_exc()
+    if trial:  # the template's first spare: it hears at once whether the walls stood
+        link.send(f"failed {problem}".encode()[:TRIAL_SAYS] if problem else b"ok")
+        if problem:
+            os._exit(FAILED_SETUP)
     _await_sandbox(link, program, problem, bound)
 
 
@@ -515,7 +522,7 @@ class _Forker:
                 _warm_up(self.program)
         if self.spare is None:  # the next start's first process, once the host has its answer
             with contextlib.suppress(OSError):  # none now: the next request forks its own
-                self.spare = self.fork(network)
+                self.spare = self.fork(network, trial=False)
                 # It never writes: its socket turns readable only when it has ended.
                 self.selector.register(self.spare.link, selectors.EVENT_READ, SPARE)
         return True
@@ -538,7 +545,7 @@ class _Forker:
                 if spare is not None:
                     spare.discard()
                 try:
-                    spare = self.fork(network)
+                    spare = self.fork(network, trial=False)
                 except OSError as exc:
                     _send(self.control, f"failed {slot} {exc}")
                     return
@@ -557,9 +564,33 @@ class _Forker:
             _send(self.control, f"pid {slot}", (pidfd,))
             return
 
-    def fork(self, network: bool) -> _Spare:
-        """Fork a first process into new namespaces, waiting for its sandbox; this process
-        stays in its own."""
+    def first_spare(self, network: bool) -> str:
+        """Fork the first spare before the host hears ``ready``, and hear from it whether it
+        built the walls that name no sandbox; what went wrong, or "" once it has.
+
+        Where a kernel or a policy refuses one of its namespaces or mounts (a user
+        namespace's rules, a security module), the template ends with why, and the host
+        starts its sandboxes cold, as before any template, rather than failing them. This
+        spare serves the first request, which would otherwise fork its own.
+        """
+        try:
+            spare = self.fork(network, trial=True)
+        except OSError as exc:
+            return str(exc)
+        said = b""
+        if select.select([spare.link], [], [], TRIAL_WAIT)[0]:
+            with contextlib.suppress(OSError):
+                said = spare.link.recv(TRIAL_SAYS)
+        if said != b"ok":
+            spare.discard()
+            return said.decode("utf-8", "replace").removeprefix("failed ") or "no word from it"
+        self.spare = spare
+        self.selector.register(spare.link, selectors.EVENT_READ, SPARE)
+        return ""
+
+    def fork(self, network: bool, trial: bool) -> _Spare:
+        """Fork a first process into new namespaces, waiting for its sandbox (``trial``: saying
+        first whether it built its walls); this process stays in its own."""
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
         if not network:
             flags |= CLONE_NEWNET
@@ -577,7 +608,7 @@ class _Forker:
             raise
         if pid == 0:
             try:
-                _first_process(there, network, self.program, self.bound)
+                _first_process(there, network, self.program, self.bound, trial)
             finally:
                 os._exit(FAILED_SETUP)
         there.close()
@@ -646,11 +677,12 @@ def site_runs_nothing() -> bool:
     return all(finder.find_spec(name, path) is None for name in ("sitecustomize", "usercustomize"))
 
 
-def main(control_fd: int, seccomp_fd: int, bound: bool = False) -> None:
+def main(control_fd: int, seccomp_fd: int, bound: bool, network: bool) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it.
 
     ``bound``: the template runs in a user namespace of its own (the host is not root)
-    with the host's directory of slots bound at :data:`SLOTS_INSIDE`.
+    with the host's directory of slots bound at :data:`SLOTS_INSIDE`. ``network``: the
+    setting its sandboxes will ask for (its first spare's).
     """
     server.load_on_demand()  # once for every fork: none loads them at its first request
     gc.enable()  # off while it imported (farside.GC_OFF)
@@ -674,5 +706,9 @@ def main(control_fd: int, seccomp_fd: int, bound: bool = False) -> None:
     most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
     forker = _Forker(socket.socket(fileno=control_fd), program, bound)
+    problem = forker.first_spare(network)
+    if problem:
+        os.write(2, f"its first sandbox's walls failed: {problem}".encode())
+        os._exit(FAILED_SETUP)
     _send(forker.control, "ready")
     forker.serve()
