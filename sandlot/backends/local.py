@@ -1334,6 +1334,12 @@ class LocalBackend:
                 str(source),
                 target,
             ]
+        if template is not None:
+            # Every fork's mount namespace is a copy of the template's, so its root and
+            # /dev are the same filesystems in all of them: read-only, or a sandbox (the
+            # owner, where the host is not root) could plant or swap what a sibling or a
+            # later sandbox resolves (the driver's directory, /dev/stderr, the slots).
+            argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
         if drop:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         if template is not None:

@@ -64,7 +64,7 @@ CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x2000, 0x4000, 0x40000
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
-MNT_DETACH = 2
+MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME = 1, 4, 15
 PR_CAPBSET_READ, PR_CAPBSET_DROP, CAP_LAST = 23, 24, 63
 NAMESPACES = {  # what the template returns to after each fork
@@ -221,9 +221,12 @@ def _bind_slot(slot: str, given: int) -> None:
     """
     if not slot or "/" in slot or slot in (".", ".."):
         raise OSError(errno.EINVAL, f"not a slot: {slot!r}")
-    fd = os.open(
-        f"{SLOTS_INSIDE}/{slot}", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    )
+    path = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    slots = os.open(SLOTS_INSIDE, path)
+    try:
+        fd = os.open(slot, path, dir_fd=slots)
+    finally:
+        os.close(slots)
     try:
         found, meant = os.fstat(fd), os.fstat(given)
         if (found.st_dev, found.st_ino) != (meant.st_dev, meant.st_ino):
@@ -231,7 +234,9 @@ def _bind_slot(slot: str, given: int) -> None:
         _mount(f"/proc/self/fd/{fd}", WORKDIR, None, MS_BIND)
     finally:
         os.close(fd)
-    _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH), "unmount the slots")
+    _check(_libc.umount2(SLOTS_INSIDE.encode(), MNT_DETACH | UMOUNT_NOFOLLOW), "unmount the slots")
+    if os.lstat(SLOTS_INSIDE).st_dev != os.lstat("/").st_dev:  # only the root's empty directory
+        raise OSError(errno.EBUSY, f"{SLOTS_INSIDE} is still mounted")
 
 
 def _join(files: list[int]) -> None:
@@ -271,6 +276,9 @@ def _reap_until(driver: int) -> None:
         # Where the sandbox's user is PID 1's (a template in a user namespace), a dumpable
         # PID 1 would be its to write through /proc/1/mem: PID 1 has no seccomp filter.
         _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "not dumpable")
+        # A handled signal reaches PID 1 from its own namespace (an ignored one does not):
+        # the template's SIGINT handler would let a sandbox of its user end its own PID 1.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _drop_capabilities()
     except BaseException:
         traceback.print_exc()  # the template's stderr: the sandbox's log is the driver's

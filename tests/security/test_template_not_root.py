@@ -8,8 +8,12 @@ there. So these attacks: a sibling looking for another's workdir, files and
 processes; a fork using a capability it kept, or its PID 1, which has no
 seccomp filter and runs as the same user; a slot swapped, on the host, for a
 link to a sibling's or for another directory between the host's choice and the
-fork's bind. Each host runs as another user (see ``other_user.py``), and each
-test checks that its sandboxes came from a template.
+fork's bind; a fork planting or swapping, in what every fork of the template
+shares (its root, ``/dev``, the driver's directory), a module a sibling's
+driver imports later, a ``/dev/stderr`` a sibling writes to, a link a later
+fork resolves for its slots (found by a red-team review of this design). Each
+host runs as another user (see ``other_user.py``), and each test checks that
+its sandboxes came from a template.
 """
 
 from __future__ import annotations
@@ -219,3 +223,92 @@ def test_the_other_user_is_not_root(home: Path) -> None:
         home,
     )
     assert who == [OTHER_UID, OTHER_UID, "0000000000000000"]
+
+
+# Run in sandbox A: each change to what every fork of the template shares, as an
+# attacker would make it to reach a sibling or a later sandbox.
+PLANTS = r"""
+import errno, os, socket
+def attempt(name, do):
+    try:
+        do()
+        return name, "done"
+    except OSError as exc:
+        return name, errno.errorcode.get(exc.errno, str(exc.errno))
+def bind_socket():
+    socket.socket(socket.AF_UNIX).bind("/dev/.sock")
+tried = dict([
+    attempt("write /", lambda: open("/planted", "w").close()),
+    attempt("write /dev", lambda: open("/dev/planted", "w").close()),
+    attempt("write /.sandlot", lambda: open("/.sandlot/planted", "w").close()),
+    attempt("write /var", lambda: open("/var/planted", "w").close()),
+    attempt("write driver", lambda: open("/.sandlot/sandlot_driver/x.py", "w").close()),
+    attempt("rename /.sandlot", lambda: os.rename("/.sandlot", "/.sandlot-orig")),
+    attempt("rename /dev/stderr", lambda: os.rename("/dev/stderr", "/dev/stderr-orig")),
+    attempt("rename /var", lambda: os.rename("/var", "/var-orig")),
+    attempt("link in /dev", lambda: os.symlink("/workspace/tap", "/dev/.tap")),
+    attempt("fifo in /dev", lambda: os.mkfifo("/dev/.fifo")),
+    attempt("socket in /dev", bind_socket),
+    attempt("chmod /", lambda: os.chmod("/", 0o777)),
+    attempt("chmod /dev", lambda: os.chmod("/dev", 0o777)),
+])
+tried
+"""
+
+SHARED = r"""
+import os
+sorted((d, sorted(os.listdir(d))) for d in ("/", "/dev", "/.sandlot", "/var"))
+"""
+
+PLANTING = r"""
+import json, os, time, sandlot
+PLANTS, SHARED = %r, %r
+config = sandlot.SandboxConfig(isolation="bubblewrap")
+out = {}
+with sandlot.Sandbox(config) as sibling:
+    out["before"] = sibling.run_code(SHARED).value
+    with sandlot.Sandbox(config) as a:
+        out["started"] = [sibling.info.get("started"), a.info.get("started")]
+        out["tried"] = a.run_code(PLANTS).value
+        out["pid1_caught"] = a.run_code(
+            "[l.split()[1] for l in open('/proc/1/status') if l.startswith('SigCgt:')][0]"
+        ).value
+        a.run_code("import os, signal, time\nos.kill(1, signal.SIGINT)\nos.kill(1, signal.SIGTERM)")
+        time.sleep(0.5)  # a PID 1 that handled them would have ended, and its sandbox
+        try:
+            out["a_after_signals"] = a.run_code("1+1").value
+        except sandlot.SandboxDied as exc:
+            out["a_after_signals"] = f"died: {exc}"
+    out["sibling"] = sibling.run_code(SHARED).value
+    out["sibling_snapshot"] = type(sibling.snapshot(os.environ["HOME"] + "/s.snap")).__name__
+with sandlot.Sandbox(config) as later:
+    out["later"] = [later.info.get("started"), later.run_code(SHARED).value]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def planting(home: Path) -> dict[str, Any]:
+    result: dict[str, Any] = run_as_other_user(PLANTING % (PLANTS, SHARED), home)
+    assert result["started"] == ["template", "template"] and result["later"][0] == "template"
+    result["tried"] = ast.literal_eval(result["tried"])
+    return result
+
+
+def test_a_fork_can_change_nothing_its_siblings_and_later_forks_share(
+    planting: dict[str, Any],
+) -> None:
+    """Root, /dev and the driver's directory are one filesystem in every fork: a sandbox
+    of the host's user would own them, were they writable. A planted driver module ran
+    in a sibling's driver, a swapped /dev/stderr carried a sibling's output away, and a
+    link flipped under /.sandlot let a later fork keep every slot mounted."""
+    assert planting["tried"] == dict.fromkeys(planting["tried"], "EROFS")
+    assert planting["sibling"] == planting["before"]
+    assert planting["later"][1] == planting["before"]
+    assert planting["sibling_snapshot"] == "SnapshotResult"  # its driver's lazy imports
+
+
+def test_a_sandbox_s_signals_do_not_end_its_pid_1(planting: dict[str, Any]) -> None:
+    """PID 1 runs as the sandbox's user: a signal it handled would reach it."""
+    assert planting["pid1_caught"] == "'0000000000000000'"
+    assert planting["a_after_signals"] == "2"
