@@ -112,10 +112,12 @@ def host_process(code: str, tmpdir: Path, timeout: float = 120) -> subprocess.Co
 
 
 def remover_drained() -> None:
-    """Wait until the host's remover has done all it was given before now (it works in order)."""
-    done = threading.Event()
-    local_backend._later(done.set)
-    assert done.wait(30), "the remover did not get to it"
+    """Wait until the host's removers have done all they were given before now (each works
+    in order: one removes files and cgroups, one closes mount namespaces)."""
+    for lane in ("files", "mounts"):
+        done = threading.Event()
+        local_backend._later(done.set, lane=lane)
+        assert done.wait(30), f"the {lane} remover did not get to it"
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -291,6 +292,34 @@ def test_a_sandbox_has_a_cgroup_directory_for_each_limit_it_has_and_its_processe
             assert len(held) >= (1 if templates == "1" else 2), (path, held)
     remover_drained()  # a fork's cgroups are removed on the host's remover thread
     assert not any(path.exists() for path in cgroup.paths)
+
+
+def _shmem_kib() -> int:
+    """Shared memory in use on this machine (tmpfs among it), from ``/proc/meminfo``."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1])
+    raise AssertionError("no Shmem line in /proc/meminfo")
+
+
+def test_an_ended_fork_s_tmpfs_is_freed_while_the_remover_is_busy_with_files() -> None:
+    """A fork's /tmp and /dev/shm live as long as its mount namespace, which the host
+    holds and closes on a thread of its own: a workdir of many files being removed (here,
+    a remover kept busy) holds no other sandbox's memory."""
+    busy = threading.Event()
+    local_backend._later(busy.wait, 30)  # the remover of files and cgroups, busy
+    try:
+        with sandlot.Sandbox(strict()) as sb:
+            assert sb.info["started"] == "template"
+            sb.run_code("open('/dev/shm/big', 'wb').write(b'x' * (128 << 20))")
+            held = _shmem_kib()
+        deadline = time.monotonic() + 10
+        while _shmem_kib() > held - (100 << 10) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _shmem_kib() <= held - (100 << 10), "the ended fork's /dev/shm is still held"
+    finally:
+        busy.set()
+    remover_drained()
 
 
 def _unread(writer: object) -> int:

@@ -186,3 +186,35 @@ def test_where_a_template_s_walls_are_refused_sandboxes_start_cold_and_one_warni
     assert "start cold (no template)" in warning and "walls failed" in warning
     assert "Operation not permitted" in warning
     assert out["path"][0].startswith("cold start: the template failed here")
+
+
+LOCKED_OUT = r"""
+import json, os, time, sandlot
+out = {}
+for templates in ("1", "0"):
+    os.environ["SANDLOT_TEMPLATES"] = templates
+    with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
+        started = sb.info.get("started")
+        sb.run_code(
+            "import os\n"
+            "os.makedirs('/workspace/d/e')\n"
+            "open('/workspace/d/e/f', 'wb').write(b'x' * 100000)\n"
+            "os.symlink('/workspace/d', '/workspace/d/e/back')\n"
+            "os.chmod('/workspace/d/e', 0)\n"
+            "os.chmod('/workspace/d', 0o500)\n"
+            "os.chmod('/workspace', 0o500)"
+        )
+        host_dir = sb.async_sandbox._launch.host_dir
+    deadline = time.monotonic() + 20  # a fork's directory goes on the host's remover thread
+    while os.path.lexists(host_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out[started] = os.path.lexists(host_dir)
+print(json.dumps(out))
+"""
+
+
+def test_a_workdir_its_sandbox_locked_is_removed_all_the_same(home: Path) -> None:
+    """Where the host is not root, the sandbox owns its workdir and may take the owner's
+    permissions from it: its directories would stay on disk for good, each sandbox's
+    share of the disk left behind."""
+    assert run_as_other_user(LOCKED_OUT, home) == {"template": False, "cold": False}

@@ -243,7 +243,41 @@ def _sweep_state(root: Path) -> None:
             dead = owner.isdigit() and not Path(f"/proc/{owner}").exists()
         if dead:
             cgroups.sweep_ledgers(path / templates.TRASH, _alive)  # a template's: ended forks'
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove the directory ``path`` and all below it, whatever permissions a sandbox left.
+
+    Where the host is not root, a sandbox runs as the host's own user and owns what it
+    made: it may take the owner's write or search permission from its directories, which
+    stops ``rmtree``. Once that happened, every directory below ``path`` gets them back,
+    each reached by name from a directory listed, opened without following a link
+    (nothing of the sandbox runs any more), and the removal goes again.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return
+    pending = [str(path)]
+    while pending:
+        directory = pending.pop()
+        try:
+            fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+            with os.scandir(f"/proc/self/fd/{fd}") as entries:
+                pending += [
+                    os.path.join(directory, e.name)
+                    for e in entries
+                    if e.is_dir(follow_symlinks=False)
+                ]
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @cache
@@ -623,7 +657,7 @@ class LocalLaunch:
             os.close(self._pidfd)
             self._pidfd = -1
         if isinstance(self.proc, templates.ForkedProcess):
-            self.proc.close(functools.partial(_later, os.close))
+            self.proc.close(functools.partial(_later, os.close, lane="mounts"))
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
@@ -683,31 +717,33 @@ def _release(
     if cgroup is not None:
         cgroup.kill_all()
         cgroup.remove()
-    shutil.rmtree(host_dir, ignore_errors=True)
+    remove_tree(host_dir)
 
 
-_removers: list[concurrent.futures.ThreadPoolExecutor] = []
+_removers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 _removers_lock = threading.Lock()
 
 
-def _later(release: Callable[..., object], *args: Any) -> None:
-    """``release(*args)`` on this process's one thread that removes what ended sandboxes
-    leave, off their end's path: directories (an ``rmdir`` here waits 0.3-0.5 ms on the
-    disk, and a workdir may hold many files), cgroups and mount namespaces
-    (:class:`templates.ForkedProcess`). The interpreter's exit waits for what that thread
-    was given, and once it is exiting, ``release`` runs here. A killed host's directories
-    are swept."""
+def _later(release: Callable[..., object], *args: Any, lane: str = "files") -> None:
+    """``release(*args)`` off the end's path, on this process's one thread for ``lane``:
+    ``files`` removes what ended sandboxes leave, directories (an ``rmdir`` here waits
+    0.3-0.5 ms on the disk, and a workdir may hold many files) and cgroups; ``mounts``
+    closes the mount namespaces of forked sandboxes (:class:`templates.ForkedProcess`),
+    which frees their ``/tmp`` and ``/dev/shm``, so that no workdir of many files holds
+    the memory of sandboxes that ended after it. The interpreter's exit waits for what the
+    threads were given, and once it is exiting, ``release`` runs here. A killed host's
+    directories are swept."""
     with _removers_lock:
-        if not _removers:
-            _removers.append(
-                concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-remover")
+        remover = _removers.get(lane)
+        if remover is None:
+            remover = _removers[lane] = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"sandlot-{lane}"
             )
-        remover = _removers[0]
     _handed(remover.submit, functools.partial(release, *args))
 
 
 def _forget_remover() -> None:
-    """In a forked child: the parent's thread is not the child's, nor its lock's state."""
+    """In a forked child: the parent's threads are not the child's, nor its lock's state."""
     global _removers_lock
     _removers.clear()
     _removers_lock = threading.Lock()
@@ -765,7 +801,7 @@ def _template_for(
 
 def _end_template(template: templates.Template) -> None:
     template.close()
-    shutil.rmtree(template.slots.parent, ignore_errors=True)
+    remove_tree(template.slots.parent)
 
 
 def _end_templates() -> None:
