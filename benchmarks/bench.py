@@ -12,7 +12,8 @@
 ``--as-user`` runs the chosen benchmarks in a host that is not root (uid 4242, with
 the system's interpreter of this Python version; see ``tests/other_user.py``), as
 most hosts are: bubblewrap makes a user namespace there, and so does each template.
-It needs a root shell to start from, and skips the peers.
+It needs a root shell to start from, and skips the peers; ``SANDLOT_TEMPLATES`` goes
+along.
 
 ``rlm`` is not part of ``all`` (with its defaults it takes about 25 minutes); its options:
 ``--lines 10000,100000,1000000 --pools 1,4,16 --latency 0.2 --runs 3 --chunk-chars 50000``.
@@ -905,7 +906,8 @@ def as_other_user(args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="sandlot-bench-") as root:
         home = other_user_home(Path(root))
         argv = [f"{SRC}/benchmarks/bench.py", *args, "--no-peers"]
-        return subprocess.run(other_user_command(argv, home)).returncode
+        env = {k: v for k, v in os.environ.items() if k == "SANDLOT_TEMPLATES"}
+        return subprocess.run(other_user_command(argv, home, env)).returncode
 
 
 def main() -> None:
