@@ -312,3 +312,51 @@ def test_a_sandbox_s_signals_do_not_end_its_pid_1(planting: dict[str, Any]) -> N
     """PID 1 runs as the sandbox's user: a signal it handled would reach it."""
     assert planting["pid1_caught"] == "'0000000000000000'"
     assert planting["a_after_signals"] == "2"
+
+
+# The host's removal of a workdir whose sandbox took its permissions away gives each
+# directory back the owner's: links planted there to a directory of the host's user
+# must lead it nowhere, neither to change that directory's mode nor to remove in it.
+LINKS_AT_REMOVAL = r"""
+import json, os, time, sandlot
+victim = os.path.join(os.environ["HOME"], "victim")
+os.makedirs(os.path.join(victim, "inner"), exist_ok=True)
+open(os.path.join(victim, "inner", "keep.txt"), "w").write("the host's")
+os.chmod(os.path.join(victim, "inner"), 0o500)
+os.chmod(victim, 0o500)
+out = {}
+for templates in ("1", "0"):
+    os.environ["SANDLOT_TEMPLATES"] = templates
+    with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap")) as sb:
+        started = sb.info.get("started")
+        sb.run_code(
+            "import os\n"
+            "os.makedirs('/workspace/d/e')\n"
+            f"os.symlink({victim!r}, '/workspace/d/to-victim')\n"
+            f"os.symlink({victim!r} + '/inner', '/workspace/d/e/to-inner')\n"
+            f"os.symlink({victim!r}, '/workspace/top-link')\n"
+            "os.chmod('/workspace/d/e', 0)\n"
+            "os.chmod('/workspace/d', 0o500)\n"
+            "os.chmod('/workspace', 0o500)"
+        )
+        host_dir = sb.async_sandbox._launch.host_dir
+    deadline = time.monotonic() + 20
+    while os.path.lexists(host_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out[started] = {
+        "removed": not os.path.lexists(host_dir),
+        "modes": [oct(os.stat(p).st_mode & 0o777) for p in (victim, victim + "/inner")],
+        "kept": open(os.path.join(victim, "inner", "keep.txt")).read(),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_removal_of_a_locked_workdir_follows_none_of_its_links(home: Path) -> None:
+    out = run_as_other_user(LINKS_AT_REMOVAL, home)
+    for started in ("template", "cold"):
+        assert out[started] == {
+            "removed": True,
+            "modes": ["0o500", "0o500"],
+            "kept": "the host's",
+        }, started
