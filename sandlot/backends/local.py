@@ -58,6 +58,7 @@ from . import bwrap, cgroups, disk, envs, gpus, seccomp
 from . import template as templates
 from .kit.bootstrap import DRIVER_SRC, IsolationWarning
 from .kit.store import mount_source
+from .removal import remove_tree
 
 
 @dataclass(frozen=True)
@@ -243,41 +244,27 @@ def _sweep_state(root: Path) -> None:
             dead = owner.isdigit() and not Path(f"/proc/{owner}").exists()
         if dead:
             cgroups.sweep_ledgers(path / templates.TRASH, _alive)  # a template's: ended forks'
-            remove_tree(path)
+            _remove_state_dir(path)
 
 
-def remove_tree(path: Path) -> None:
-    """Remove the directory ``path`` and all below it, whatever permissions a sandbox left.
-
-    Where the host is not root, a sandbox runs as the host's own user and owns what it
-    made: it may take the owner's write or search permission from its directories, which
-    stops ``rmtree``. Once that happened, every directory below ``path`` gets them back,
-    each reached by name from a directory listed, opened without following a link
-    (nothing of the sandbox runs any more), and the removal goes again.
-    """
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.lexists(path):
+def _remove_state_dir(path: Path) -> None:
+    """Remove a directory of the state root, its owner file last: where what a sandbox left
+    cannot go, the owner file stays, and the next host's sweep tries again. A directory
+    with no owner file (a fork's workdir) goes as :func:`.removal.remove_tree` takes it."""
+    if not os.path.lexists(path / OWNER_FILE):
+        remove_tree(path)
         return
-    pending = [str(path)]
-    while pending:
-        directory = pending.pop()
-        try:
-            fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            os.chmod(f"/proc/self/fd/{fd}", 0o700)
-            with os.scandir(f"/proc/self/fd/{fd}") as entries:
-                pending += [
-                    os.path.join(directory, e.name)
-                    for e in entries
-                    if e.is_dir(follow_symlinks=False)
-                ]
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name == OWNER_FILE:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+    with contextlib.suppress(OSError):
+        if set(os.listdir(path)) <= {OWNER_FILE}:
+            remove_tree(path)
 
 
 @cache
@@ -717,7 +704,7 @@ def _release(
     if cgroup is not None:
         cgroup.kill_all()
         cgroup.remove()
-    remove_tree(host_dir)
+    _remove_state_dir(host_dir)
 
 
 _removers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
@@ -801,7 +788,7 @@ def _template_for(
 
 def _end_template(template: templates.Template) -> None:
     template.close()
-    remove_tree(template.slots.parent)
+    _remove_state_dir(template.slots.parent)
 
 
 def _end_templates() -> None:
