@@ -12,8 +12,10 @@ planted.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -96,3 +98,35 @@ def test_remove_tree_removes_a_locked_deep_tree_and_touches_nothing_its_links_na
     finally:
         subprocess.run(["chmod", "-R", "u+rwx", str(root)], check=False)
         subprocess.run(["rm", "-rf", "--", str(root)], check=True)
+
+
+MOUNTED = """
+import json, os, subprocess, sys
+from sandlot.backends.removal import remove_tree
+root = sys.argv[1]
+outside, top = f"{root}/outside", f"{root}/workdir"
+os.makedirs(f"{outside}/sub")
+open(f"{outside}/sub/keep.txt", "w").write("the host's")
+os.chmod(f"{outside}/sub", 0o555)
+os.makedirs(f"{top}/m")
+subprocess.run(["mount", "--bind", outside, f"{top}/m"], check=True)
+remove_tree(top)
+print(json.dumps({
+    "kept": open(f"{outside}/sub/keep.txt").read(),
+    "mode": oct(os.stat(f"{outside}/sub").st_mode & 0o777),
+}))
+"""
+
+
+def test_remove_tree_stops_at_a_mount_point_inside_the_tree(tmp_path: Path) -> None:
+    """No sandbox can mount in the host's namespace, but a root host's walk might meet a
+    bind mount an administrator or a tool made: one of the same filesystem has the same
+    device, so the walk compares mounts, and leaves the mounted directory as it was."""
+    here = ["unshare", "--mount", "--propagation", "private"]
+    done = subprocess.run(
+        [*here, sys.executable, "-c", MOUNTED, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {"kept": "the host's", "mode": "0o555"}
