@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
@@ -36,6 +38,14 @@ def test_benchmark_commands_print_their_tables() -> None:
         done = bench("bench.py", which, "--runs", "10", "--no-peers")
         assert title in done.stdout
         assert "│ sandlot" in done.stdout
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a test running as root starts the other user's host")
+def test_the_benchmarks_run_in_a_host_that_is_not_root_with_as_user() -> None:
+    done = bench("bench.py", "startup", "--runs", "5", "--as-user", columns=200)
+    assert "uid 4242 (yours)" in done.stdout  # tests/other_user.py's user
+    rows = {line.split("│")[1].strip() for line in done.stdout.splitlines() if "│" in line}
+    assert {"sandlot (template)", "sandlot cold (SANDLOT_TEMPLATES=0)"} <= rows
 
 
 def test_rate_benchmark_prints_a_row_per_worker_count() -> None:
