@@ -592,8 +592,12 @@ def _spare_of(box: sandlot.Sandbox) -> tuple[int, int]:
 
 
 def _held(pid: int) -> dict[int, str]:
-    """The descriptors of ``pid`` above 2, with what each one is."""
-    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    """The descriptors of ``pid`` above 2, with what each one is (one closed between the
+    listing and its reading, as a rehearsal's socket pair is, is left out)."""
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
     return {fd: target for fd, target in fds.items() if fd > 2}
 
 
