@@ -64,7 +64,8 @@ def _empty(fd: int) -> list[str]:
         listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
     for name, is_dir in listed:
         if not is_dir:
-            os.unlink(name, dir_fd=fd)
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile: as well
+                os.unlink(name, dir_fd=fd)
     return [name for name, is_dir in listed if is_dir]
 
 
@@ -80,7 +81,10 @@ def _remove_walking(top: str) -> None:
             if pending:
                 name = pending.pop()
                 here = os.fstat(fd).st_ino
-                inner = _enter(name, fd, mount)
+                try:
+                    inner = _enter(name, fd, mount)
+                except FileNotFoundError:  # removed meanwhile (another of the host's threads)
+                    continue
                 os.close(fd)
                 fd = inner
                 levels.append((name, here, pending))
@@ -95,7 +99,9 @@ def _remove_walking(top: str) -> None:
             back = os.fstat(fd)
             if (back.st_dev, back.st_ino) != (device, inode):
                 raise OSError(errno.EXDEV, "the tree moved while it was being removed")
-            os.rmdir(name, dir_fd=fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(name, dir_fd=fd)
     finally:
         os.close(fd)
-    os.rmdir(top)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(top)
