@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from other_user import other_user_home
 from rlms_echo import echo, handler  # noqa: F401  (fixtures of the rlms tests)
 from selector_check import unwatched
 
@@ -118,6 +119,13 @@ def remover_drained() -> None:
         done = threading.Event()
         local_backend._later(done.set, lane=lane)
         assert done.wait(30), f"the {lane} remover did not get to it"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home for ``other_user.OTHER_UID``, the user a host that is not root runs as (its
+    sandlot cache kept for the module)."""
+    return other_user_home(tmp_path_factory.mktemp("other-user"))
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

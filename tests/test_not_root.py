@@ -11,13 +11,12 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import pids_with, wait_gone
-from other_user import OTHER_UID, other_user_command, other_user_home, run_as_other_user
+from other_user import OTHER_UID, other_user_command, run_as_other_user
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="a test running as root starts the other user's host"
@@ -69,11 +68,6 @@ with sandlot.Sandbox(mounted) as sb:
     out["mounted_sees"] = sb.run_code("import os; os.path.isdir('/data')").value
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield other_user_home(tmp_path_factory.mktemp("other-user"))
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from other_user import OTHER_UID, other_user_home, run_as_other_user
+from other_user import OTHER_UID, run_as_other_user
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -145,11 +144,6 @@ with sandlot.Sandbox(config) as victim:
         out["after"] = [sb.info.get("started"), listed]
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield other_user_home(tmp_path_factory.mktemp("other-user"))
 
 
 @pytest.fixture(scope="module")
