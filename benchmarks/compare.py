@@ -9,10 +9,11 @@ uncommitted changes included). Rounds alternate which tree goes first, so the ma
 noise falls on both alike. Each process reports the ``sandlot`` it imported; a process
 that imported it from the wrong tree, or failed, shows its error in its cell.
 
-Rows: cold start (bare host, host holding ``--ballast-mb`` MiB of touched memory, host
-with torch imported), fresh sandboxes churned on two threads (the interval between them
-and the machine's CPU each), REPL round trip, a cell printing 1 MB, host call round trip, one
-host call carrying 43 MB of prompts, pool fan-out, and the RLM engine on NIAH.
+Rows: cold start (bare host, with a mount and a volume, host holding ``--ballast-mb`` MiB
+of touched memory, host with torch imported), fresh sandboxes churned on two threads (the
+interval between them and the machine's CPU each), REPL round trip, a cell printing 1 MB,
+host call round trip, one host call carrying 43 MB of prompts, pool fan-out, and the RLM
+engine on NIAH.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ console = Console(width=160)
 
 FANOUT_ITEMS, FANOUT_POOL, FANOUT_LATENCY = 64, 4, 0.05
 NIAH_POOL, NIAH_LATENCY = 16, 0.001
-ROW_GROUPS = ["cold", "churn", "ballast", "torch", "repl", "hostcall", "payload", "fanout", "niah"]
+ROW_GROUPS = [
+    *("cold", "mounts", "churn", "ballast", "torch", "repl", "hostcall", "payload", "fanout"),
+    "niah",
+]
 
 
 @dataclass
@@ -229,14 +233,15 @@ def measures(args: argparse.Namespace, torch_problem: str) -> list[Measure]:
     ballast = f"host + {args.ballast_mb:,} MiB ballast"
     ideal = FANOUT_ITEMS * FANOUT_LATENCY / FANOUT_POOL
     fan = f"fan-out {FANOUT_ITEMS} x {FANOUT_LATENCY * 1000:.0f} ms, pool {FANOUT_POOL}"
+
+    def start(group: str, label: str, more: dict[str, Any], skip: str = "") -> Measure:
+        """A row of the ``cold`` probe: start, ``1+1``, terminate, in the host ``more`` says."""
+        rows = [Row(label, "cold")]
+        return Measure(group, "cold", {"runs": cold_runs, **more}, cold_rounds, rows, skip=skip)
+
     out = [
-        Measure(
-            "cold",
-            "cold",
-            {"runs": cold_runs},
-            cold_rounds,
-            [Row("cold start, bare host", "cold")],
-        ),
+        start("cold", "cold start, bare host", {}),
+        start("mounts", "start with a read-only mount and a volume", {"mounts": True}),
         Measure(
             "churn",
             "churn",
@@ -247,21 +252,8 @@ def measures(args: argparse.Namespace, torch_problem: str) -> list[Measure]:
                 Row("fresh sandboxes on 2 threads: machine CPU each", "cpu"),
             ],
         ),
-        Measure(
-            "ballast",
-            "cold",
-            {"runs": cold_runs, "ballast_mb": args.ballast_mb},
-            cold_rounds,
-            [Row(f"cold start, {ballast}", "cold")],
-        ),
-        Measure(
-            "torch",
-            "cold",
-            {"runs": cold_runs, "torch": True},
-            cold_rounds,
-            [Row("cold start, host with torch imported", "cold")],
-            skip=torch_problem,
-        ),
+        start("ballast", f"cold start, {ballast}", {"ballast_mb": args.ballast_mb}),
+        start("torch", "cold start, host with torch imported", {"torch": True}, torch_problem),
         Measure(
             "repl",
             "repl",
@@ -493,7 +485,7 @@ def report(plan: list[Measure], trees: list[Tree], results: dict[tuple[int, str]
                 notes.append(f"{m.rows[0].label.split(':')[0]} ({side}): {error}")
     console.print(t)
     for i, m in enumerate(plan):
-        if m.group in ("ballast", "torch", "cold") and not m.skip:
+        if m.group in ("ballast", "torch", "cold", "mounts") and not m.skip:
             for side in ("base", "new"):
                 rss = [x["host_rss_mib"] for x in results[(i, side)].info if "host_rss_mib" in x]
                 if rss:

@@ -16,6 +16,8 @@ import ast
 import gc
 import inspect
 import json
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -74,12 +76,28 @@ def value_of(result: Any) -> Any:
 # -- the measurements ----------------------------------------------------------------
 
 
-def cold(runs: int, ballast_mb: int = 0, torch: bool = False) -> dict[str, Any]:
-    """Start an isolated sandbox, get ``1+1``, terminate it; from a host of a given size."""
+def cold(
+    runs: int, ballast_mb: int = 0, torch: bool = False, mounts: bool = False
+) -> dict[str, Any]:
+    """Start an isolated sandbox, get ``1+1``, terminate it; from a host of a given size;
+    ``mounts``: the sandbox has a read-only mount of a host directory and a volume."""
     import sandlot
 
     held = weigh_host(ballast_mb, torch)
     config = isolated_config()
+    scratch = ""
+    if mounts:
+        import tempfile
+
+        from sandlot.volumes import Volume
+
+        scratch = tempfile.mkdtemp(prefix="sandlot-compare-")
+        os.environ["SANDLOT_VOLUMES"] = os.path.join(scratch, "volumes")
+        Volume.create("compare")
+        os.mkdir(os.path.join(scratch, "data"))
+        mount = sandlot.Mount(source=os.path.join(scratch, "data"), target="/data")
+        fields = {"mounts": [mount], "volumes": {"/cache": "compare"}}
+        config = type(config).model_validate({**config.model_dump(), **fields})
 
     def once() -> None:
         sb = sandlot.Sandbox(config).start()
@@ -92,6 +110,8 @@ def cold(runs: int, ballast_mb: int = 0, torch: bool = False) -> dict[str, Any]:
     rss = rss_mib()
     samples = timed(once, runs)
     del held
+    if scratch:
+        shutil.rmtree(scratch)
     return {"series": {"cold": samples}, "info": {"host_rss_mib": round(rss)}}
 
 

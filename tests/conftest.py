@@ -23,6 +23,7 @@ from selector_check import unwatched
 import sandlot
 import sandlot.sync
 from sandlot.backends import local as local_backend
+from sandlot.backends import template as templates
 from sandlot.backends.cgroups import SandboxCgroup
 
 
@@ -126,6 +127,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home for ``other_user.OTHER_UID``, the user a host that is not root runs as (its
     sandlot cache kept for the module)."""
     return other_user_home(tmp_path_factory.mktemp("other-user"))
+
+
+def forked(box: sandlot.Sandbox) -> templates.ForkedProcess:
+    """``box``'s first process, asserting that it came from a template (so a test of forks
+    fails, not passes, where sandboxes silently start cold)."""
+    proc = box.async_sandbox._launch.proc  # type: ignore[union-attr]
+    assert isinstance(proc, templates.ForkedProcess), "the sandbox did not come from a template"
+    return proc
 
 
 def strict(**fields: object) -> sandlot.SandboxConfig:

@@ -39,7 +39,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import SandboxConfig
+from ..config import SandboxConfig, path_within, sandbox_path
 from ..driver import protocol
 from ..driver.farside import (
     DRIVER_INSIDE,
@@ -435,6 +435,18 @@ def _open_source(path: str) -> int:
         raise
 
 
+def _detached_bind(path: str, read_only: bool) -> int:
+    """A detached recursive copy of host directory ``path`` for a forked sandbox to mount
+    (:func:`.template.bind_mount`), opened as :func:`_open_source` opens a cold start's."""
+    source = _open_source(path)
+    try:
+        if not stat.S_ISDIR(os.fstat(source).st_mode):
+            raise ConfigError(f"{path!r} changed since the config named it: not a directory now")
+        return templates.bind_mount(source, read_only)
+    finally:
+        os.close(source)
+
+
 def _chown_tree(top: int, uid: int, gid: int) -> None:
     """Give the directories and files below ``top`` (a descriptor) to ``uid``, never through a link.
 
@@ -482,11 +494,66 @@ def _dev_without_devpts() -> list[str]:
     ]
 
 
+def _local_models(config: SandboxConfig) -> list[str]:
+    """The local model and adapter paths of ``config``, bound into its sandbox where they are."""
+    models = [p for m in config.models for p in (m.name, m.adapter)]
+    return [p for p in models if p and os.path.isabs(p) and os.path.exists(p)]
+
+
 def _bound_host_paths(config: SandboxConfig) -> list[str]:
     """The host paths of ``config`` bound into its sandbox: mount sources, local model paths."""
-    models = [p for m in config.models for p in (m.name, m.adapter)]
-    local = [p for p in models if p and os.path.isabs(p) and os.path.exists(p)]
-    return list(dict.fromkeys([m.source for m in config.mounts] + local))
+    return list(dict.fromkeys([m.source for m in config.mounts] + _local_models(config)))
+
+
+def _writable(volumes: dict[str, Path], config: SandboxConfig) -> dict[str, Path]:
+    """Of ``volumes`` (path inside: host directory), those ``config`` mounts writable: the
+    disk watcher's to watch."""
+    return {t: v for t, v in volumes.items() if not config.volumes[t].read_only}
+
+
+def _mount_targets(config: SandboxConfig) -> tuple[str, ...]:
+    """Where ``config``'s mounts, then its volumes, go in the sandbox (one spelling each)."""
+    return tuple(sandbox_path(t) for t in [*(m.target for m in config.mounts), *config.volumes])
+
+
+# bubblewrap's options that mount something or make a link at a path, with that path's
+# place among their arguments; and those of the other options sandlot gives it.
+_MOUNTING = {
+    **dict.fromkeys(["--bind", "--ro-bind", "--dev-bind", "--symlink"], 2),
+    **dict.fromkeys(["--bind-try", "--ro-bind-try", "--dev-bind-try"], 2),
+    **dict.fromkeys(["--tmpfs", "--proc", "--dev", "--mqueue"], 1),
+}
+_OTHER_ARITY = {
+    **dict.fromkeys(["--setenv", "--chmod"], 2),
+    **dict.fromkeys(
+        ["--hostname", "--dir", "--perms", "--remount-ro", "--chdir", "--cap-add", "--cap-drop"],
+        1,
+    ),
+    **dict.fromkeys(["--seccomp", "--sync-fd", "--uid", "--gid", "--unsetenv", "--args"], 1),
+}
+
+
+def _taken_target(targets: tuple[str, ...], options: list[str]) -> str:
+    """The first of ``targets`` at, inside or above a path a template's bubblewrap ``options``
+    mount or link (or the workdir, the driver's, the fresh tmpfs): a fork could not mount
+    it on an empty directory of the template's root. "" where none is."""
+    taken = [WORKDIR_INSIDE, DRIVER_INSIDE, SLOTS_INSIDE, *FRESH_DIRS]
+    i = 0
+    while i < len(options):
+        word = options[i]
+        if word in _MOUNTING:
+            taken.append(options[i + _MOUNTING[word]])
+            i += 1 + _MOUNTING[word]
+        elif word in _OTHER_ARITY:
+            i += 1 + _OTHER_ARITY[word]
+        elif word.startswith("--"):
+            i += 1  # a flag
+        else:
+            return targets[0] if targets else ""  # not read whole: take no chance
+    for target in targets:
+        if any(path_within(target, p) or path_within(p, target) for p in taken):
+            return target
+    return ""
 
 
 def _site_packages(prefix: str, keep: str) -> list[str]:
@@ -744,6 +811,12 @@ _templates: dict[tuple[Any, ...], templates.Template] = {}
 _templates_lock = threading.Lock()
 MAX_TEMPLATES = 8  # sandboxes of further kinds start cold
 template_problem = ""  # why templates failed here, once they did: cold starts from then on
+_cold_kinds: set[tuple[Any, ...]] = set()  # templates' keys whose mount targets they cannot take
+
+
+class _MountsStayCold(Exception):
+    """A template cannot give these mounts: a path its root cannot hold empty for one, or a
+    kernel without ``mount_setattr``. Such sandboxes start cold, as they did before."""
 
 
 def _startup_env(public: dict[str, str]) -> dict[str, str]:
@@ -764,6 +837,8 @@ def _template_for(
     be; None where templates fail or too many run."""
     global template_problem
     with _templates_lock:
+        if key in _cold_kinds:
+            return None
         template = _templates.pop(key, None)
         if template is not None:
             if template.alive:
@@ -774,6 +849,9 @@ def _template_for(
             return None
         try:
             template = start()
+        except _MountsStayCold:  # these sandboxes' own: cold as before, nothing wrong here
+            _cold_kinds.add(key)
+            return None
         except (templates.TemplateError, OSError) as exc:
             template_problem = str(exc)
             warnings.warn(
@@ -829,11 +907,23 @@ def _start_template(
         options = LocalBackend._bwrap_argv(
             iso, config, python, venv, driver, None, {}, {}, startup, iso.root, template=slots
         )
+        targets = _mount_targets(config)
+        if targets:  # a kernel before 5.12 has no mount_setattr
+            probe_fd = os.open(slots, os.O_PATH | os.O_CLOEXEC)
+            try:
+                os.close(templates.bind_mount(probe_fd, True))
+            except OSError:
+                raise _MountsStayCold from None
+            finally:
+                os.close(probe_fd)
+        if _taken_target(targets, options):
+            raise _MountsStayCold
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
             f"{GC_OFF}import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
             "from sandlot_driver import template; sys.path.pop(0); "
-            f"template.main({theirs.fileno()}, {seccomp_fd}, {not iso.root}, {config.network})"
+            f"template.main({theirs.fileno()}, {seccomp_fd}, {not iso.root}, {config.network}, "
+            f"{targets!r})"
         )
         argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-S", "-c", boot]
     except BaseException:
@@ -864,7 +954,11 @@ def start_path(iso: Isolation, started: str) -> list[str]:
         return [f"cold start: templates are off ({templates.ENV_VAR}=0)"]
     if template_problem:
         return [f"cold start: the template failed here ({template_problem})"]
-    return ["cold start: its walls need one (mounts, volumes, GPUs, a workdir, /tmp paths)"]
+    return [
+        "cold start: its walls need one (GPUs, local models, a workdir of yours, an "
+        "environment under /tmp; mounts and volumes where the host is not root, or at a "
+        "path the template's root has: inside /workspace, /tmp, /usr, ...)"
+    ]
 
 
 def _make_cgroup(
@@ -1011,9 +1105,10 @@ class LocalBackend:
         public = self._environment(config, python, venv)
         env_vars = {**public, **secret_values(config)}
 
-        if use_bwrap and self._forkable(config, python, venv):
+        if use_bwrap and self._forkable(iso, config, python, venv):
             startup = _startup_env(public)
-            key = (python, config.network, tuple(sorted(startup.items())))
+            targets = _mount_targets(config)
+            key = (python, config.network, tuple(sorted(startup.items())), targets)
             template = _templates.get(key)
             if template is None or not template.alive:
                 start = functools.partial(
@@ -1024,7 +1119,7 @@ class LocalBackend:
                 drop = (SANDBOX_UID, SANDBOX_UID) if iso.root else None
                 environ = {**init, "environ": env_vars}  # the template has only `startup`
                 with contextlib.suppress(templates.TemplateError):  # it ended meanwhile: cold
-                    return await self._launch_forked(iso, config, environ, template, drop)
+                    return await self._launch_forked(iso, config, environ, template, drop, volumes)
         host_dir = _new_state_dir("box")
         own_workdir = self.workdir is None
         drop_to: tuple[int, int] | None = None
@@ -1128,7 +1223,7 @@ class LocalBackend:
             own_workdir,
             workdir_host=workdir_host,
             disk_mb=config.disk_mb,
-            volumes_host={t: v for t, v in volumes.items() if not config.volumes[t].read_only},
+            volumes_host=_writable(volumes, config),
         )
         writer.write(_init_frame(config, init, cgroup, workdir, drop_to))
         launch._watch()
@@ -1141,8 +1236,11 @@ class LocalBackend:
         init: dict[str, Any],
         template: templates.Template,
         drop_to: tuple[int, int] | None,
+        volumes: dict[str, Path],
     ) -> LocalLaunch:
-        """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup."""
+        """Start the sandbox as a fork of ``template``: same walls, a fresh workdir and cgroup,
+        its mounts and ``volumes`` (their host directories) where the template's root has
+        their places."""
         # The sandbox's directory is its workdir: one directory made and removed a start,
         # not two (a mkdir and an rmdir on this VM's ext4: 25-40 us of machine CPU). The
         # sandbox's user owns it; others may pass, not list.
@@ -1158,13 +1256,17 @@ class LocalBackend:
         log = os.fdopen(log_r, "rb", 0)
         try:
             cgroup = await _new_cgroup(iso, config)  # made ahead, most often
-            given: list[int] = []  # the workdir as a detached mount, the cgroups' join files
+            given: list[int] = []  # the workdir, mounts and volumes, the cgroups' join files
             try:
                 given.append(
                     templates.workdir_mount(workdir_host)
                     if iso.root
                     else os.open(workdir_host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 )
+                binds = [(m.source, not m.writable) for m in config.mounts]
+                binds += [(str(volumes[t]), v.read_only) for t, v in config.volumes.items()]
+                for path, read_only in binds:  # in the order of _mount_targets
+                    given.append(_detached_bind(path, read_only))
                 for file in cgroup.join_files() if cgroup is not None else []:
                     given.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
                 waiting = template.fork(host_dir.name, config.network, child.fileno(), log_w, given)
@@ -1201,14 +1303,21 @@ class LocalBackend:
             True,
             workdir_host=workdir_host,
             disk_mb=config.disk_mb,
+            volumes_host=_writable(volumes, config),
             started="template",
             trash=template.trash,
         )
         launch._watch()
         return launch
 
-    def _forkable(self, config: SandboxConfig, python: str, venv: Path) -> bool:
-        """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`)."""
+    def _forkable(self, iso: Isolation, config: SandboxConfig, python: str, venv: Path) -> bool:
+        """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`).
+
+        Mounts and volumes may where the host is root (it hands each fork a detached
+        copy of each: no mount of the host's can enter a template's user namespace) and
+        each is a directory; whether their paths are free in the template's root, the
+        template's start finds (:func:`_taken_target`).
+        """
         hidden = [f"{d}/" for d in FRESH_DIRS]  # a fork's fresh tmpfs would hide them
         return (
             templates.enabled()
@@ -1216,8 +1325,9 @@ class LocalBackend:
             and not f"{_prefix_of(python)}/".startswith(tuple(hidden))
             and not self.stdio
             and self.workdir is None
-            and not config.volumes
-            and not _bound_host_paths(config)
+            and (iso.root or not (config.mounts or config.volumes))
+            and all(os.path.isdir(m.source) for m in config.mounts)
+            and not _local_models(config)
             and not gpus.bwrap_args(config.gpu)
         )
 
@@ -1347,10 +1457,13 @@ class LocalBackend:
         argv += gpus.bwrap_args(config.gpu)
         # The config's mounts and volumes come last, none inside another (SandboxConfig
         # refuses that): no path bubblewrap makes or binds after one resolves through it.
-        for m in config.mounts:
+        # A template makes their places, empty: each fork mounts its own there.
+        for target in _mount_targets(config) if template is not None else ():
+            argv += [*_parents(target), "--perms", "0755", "--dir", target]
+        for m in config.mounts if template is None else ():
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", sources[m.source], m.target]
-        for target, source in volumes.items():
+        for target, source in volumes.items() if template is None else ():
             argv += _parents(target)
             argv += [
                 "--ro-bind" if config.volumes[target].read_only else "--bind",

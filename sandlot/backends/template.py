@@ -31,10 +31,13 @@ with ``-I -S``: no start-up code of the environment's (``.pth`` files,
 dropped to the sandbox's user. Where ``site`` would run no such code (no
 ``.pth`` file in any directory it could read, no ``sitecustomize`` or
 ``usercustomize`` module: the default environment), the template runs it
-once, before any fork, and the drivers skip it. Sandboxes with mounts,
-volumes, local models, GPUs or a workdir of the user's still start cold, as
-do those whose environment or interpreter lies under ``/tmp``, ``/var/tmp``
-or ``/dev/shm`` (each sandbox gets a fresh one, which would hide it).
+once, before any fork, and the drivers skip it. Where the host is root, a
+template also serves sandboxes with mounts and volumes: its root holds an
+empty directory at each one's path, and the host hands each fork a detached
+copy of its sources (:func:`bind_mount`). Sandboxes with local models, GPUs or
+a workdir of the user's still start cold, as do those whose environment or
+interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
+gets a fresh one, which would hide it).
 ``SANDLOT_TEMPLATES=0`` turns templates off.
 """
 
@@ -55,8 +58,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 ENV_VAR: Final = "SANDLOT_TEMPLATES"
-SYS_OPEN_TREE, AT_FDCWD = 428, -100  # x86-64, arm64: the shared table
+SYS_OPEN_TREE, SYS_MOUNT_SETATTR, AT_FDCWD = 428, 442, -100  # x86-64, arm64: the shared table
 OPEN_TREE_CLONE_CLOEXEC = 0x1 | os.O_CLOEXEC
+AT_EMPTY_PATH, AT_RECURSIVE = 0x1000, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MS_PRIVATE = 0x1, 0x2, 0x4, 0x40000
 _libc = ctypes.CDLL(None, use_errno=True)
 READY_TIMEOUT = 30.0  # seconds a template has to start
 TRASH = "trash"  # beside a template's slots: what its ended sandboxes left, to be removed
@@ -84,6 +89,33 @@ def workdir_mount(path: Path) -> int:
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
+    return int(fd)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def bind_mount(source: int, read_only: bool) -> int:
+    """A descriptor of a detached recursive copy of the directory ``source`` (a descriptor)
+    as a forked sandbox's driver mounts it for a mount or volume of its config: every mount
+    of the copy private, without device files or set-user-ID, read-only if ``read_only``
+    (as bubblewrap binds them for a cold start), set here, before the sandbox sees it.
+
+    An ``OSError`` where the kernel has no ``mount_setattr`` (before 5.12).
+    """
+    flags = OPEN_TREE_CLONE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE
+    fd = _libc.syscall(SYS_OPEN_TREE, source, b"", flags)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree: {os.strerror(err)}")
+    flags = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (MOUNT_ATTR_RDONLY if read_only else 0)
+    attr = _MountAttr(flags, 0, MS_PRIVATE)
+    where = AT_EMPTY_PATH | AT_RECURSIVE
+    if _libc.syscall(SYS_MOUNT_SETATTR, fd, b"", where, ctypes.byref(attr), ctypes.sizeof(attr)):
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"mount_setattr: {os.strerror(err)}")
     return int(fd)
 
 

@@ -27,8 +27,9 @@ The template sends the host a pidfd of the sandbox's first process, waits on
 it beside the control socket and, once it has ended, sends its exit status
 (the kernel's, from ``waitpid``: nothing the sandbox says). Control messages
 are ``SOCK_SEQPACKET`` datagrams of ASCII words: ``fork SLOT NET`` from the
-host, with the channel's, the log's and the workdir's descriptors and those
-of the cgroups' joining files; ``ready`` once, then ``pid SLOT`` (with the
+host, with the channel's, the log's and the workdir's descriptors, a detached
+mount for each of the template's mount paths (in their order) and those of
+the cgroups' joining files; ``ready`` once, then ``pid SLOT`` (with the
 pidfd), ``exit SLOT STATUS`` and ``failed SLOT WHY`` back.
 Standard library only, as the rest of the driver.
 """
@@ -173,27 +174,39 @@ def prepare_walls(network: bool) -> None:
         _loopback_up()
 
 
+def _move_mount(fd: int, target: str) -> None:
+    """Attach the detached mount ``fd`` at ``target``."""
+    _check(
+        _libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY),
+        f"mount {target}",
+    )
+
+
 def finish_walls(
-    workdir: int, program: bytes | None, join: Callable[[], None], slot: str = ""
+    workdir: int,
+    program: bytes | None,
+    join: Callable[[], None],
+    slot: str = "",
+    mounts: tuple[tuple[int, str], ...] = (),
 ) -> None:
-    """In the driver-to-be, given its sandbox: its workdir at ``/workspace``, then ``join``
-    (its cgroups), then the filter.
+    """In the driver-to-be, given its sandbox: its workdir at ``/workspace``, its mounts,
+    then ``join`` (its cgroups), then the filter.
 
     ``workdir`` is a detached mount the host cloned of it; or, given ``slot`` (a
     template in a user namespace, which no mount of the host's can enter), the host's
     descriptor of the directory that :data:`SLOTS_INSIDE`/``slot`` has to be. Such a
     driver holds capabilities of that namespace, and drops them all before the filter.
+    ``mounts``: (a detached mount the host made with its flags set, the empty directory
+    of the template's read-only root it goes on) for each mount and volume of the config.
     """
     if slot:
         _bind_slot(slot, workdir)
     else:
-        _check(
-            _libc.syscall(
-                SYS_MOVE_MOUNT, workdir, b"", AT_FDCWD, WORKDIR.encode(), MOVE_MOUNT_F_EMPTY
-            ),
-            "mount the workdir",
-        )
+        _move_mount(workdir, WORKDIR)
     os.close(workdir)
+    for fd, target in mounts:
+        _move_mount(fd, target)
+        os.close(fd)
     # A clone is the host mount's peer and has its flags: make it this namespace's alone,
     # no device files and no set-user-ID (as bubblewrap's binds, a cold start's); read-only
     # and no-exec stay as the host's mount has them.
@@ -294,7 +307,12 @@ def _reap_until(driver: int) -> None:
 
 
 def _first_process(
-    link: socket.socket, network: bool, program: bytes | None, bound: bool, trial: bool
+    link: socket.socket,
+    network: bool,
+    program: bytes | None,
+    bound: bool,
+    trial: bool,
+    targets: tuple[str, ...],
 ) -> None:
     """A first process, PID 1 of new namespaces, forked ahead of the request that will use it:
     holds nothing of the template's but ``link``, forks the driver-to-be (which takes
@@ -327,7 +345,7 @@ def _first_process(
         link.send(f"failed {problem}".encode()[:TRIAL_SAYS] if problem else b"ok")
         if problem:
             os._exit(FAILED_SETUP)
-    _await_sandbox(link, program, problem, bound)
+    _await_sandbox(link, program, problem, bound, targets)
 
 
 def _rehearse_walls(program: bytes | None) -> None:
@@ -381,11 +399,13 @@ def _a_cpu_is_free() -> bool:
         return True
 
 
-def _await_sandbox(link: socket.socket, program: bytes | None, problem: str, bound: bool) -> None:
+def _await_sandbox(
+    link: socket.socket, program: bytes | None, problem: str, bound: bool, targets: tuple[str, ...]
+) -> None:
     """The driver-to-be: waits on ``link`` for its sandbox (its slot's name; channel, log,
-    workdir and cgroups' join files), finishes the walls and serves. The template gone
-    (``link`` closed), it ends, and PID 1 with it. ``bound``: the template sees the slots
-    (see :func:`finish_walls`)."""
+    workdir, a mount for each of ``targets`` and cgroups' join files), finishes the walls
+    and serves. The template gone (``link`` closed), it ends, and PID 1 with it.
+    ``bound``: the template sees the slots (see :func:`finish_walls`)."""
     _libc.prctl(PR_SET_NAME, b"sandlot-spare", 0, 0, 0)
     # Rehearsed once the sandbox it was forked beside has had its start and first cell
     # (on two cores it would take their time), not at all if a sandbox comes first, nor
@@ -395,13 +415,15 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str, bou
             _rehearse_walls(program)
             server.rehearse()
     try:
-        data, fds, flags, _ = socket.recv_fds(link, 64, 3 + MAX_CGROUPS)
+        data, fds, flags, _ = socket.recv_fds(link, 64, 3 + len(targets) + MAX_CGROUPS)
     except OSError:
         data, fds, flags = b"", [], 0
     link.close()
-    if not data or len(fds) < 3 or flags & socket.MSG_CTRUNC:  # a join file dropped: none
+    given = 3 + len(targets)
+    if not data or len(fds) < given or flags & socket.MSG_CTRUNC:  # a join file dropped: none
         os._exit(0)
-    channel, log, workdir, *joins = fds
+    channel, log, workdir = fds[:3]
+    mounts, joins = tuple((fds[3 + i], t) for i, t in enumerate(targets)), fds[given:]
     slot = data.decode("ascii", "replace").partition(" ")[2] if bound else ""
     _libc.prctl(PR_SET_NAME, b"sandlot-driver", 0, 0, 0)
     os.dup2(log, 2)
@@ -409,7 +431,7 @@ def _await_sandbox(link: socket.socket, program: bytes | None, problem: str, bou
         os.write(2, problem.encode())
         os._exit(FAILED_SETUP)
     try:
-        finish_walls(workdir, program, lambda: _join(joins), slot)
+        finish_walls(workdir, program, lambda: _join(joins), slot, mounts)
     except BaseException:
         traceback.print_exc()
         os._exit(FAILED_SETUP)
@@ -477,10 +499,17 @@ class _Forker:
     beside the control socket and reports each one's exit status.
     """
 
-    def __init__(self, control: socket.socket, program: bytes | None, bound: bool) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        program: bytes | None,
+        bound: bool,
+        targets: tuple[str, ...],
+    ) -> None:
         self.control = control
         self.program = program
         self.bound = bound  # the slots are in sight: each driver binds its own (finish_walls)
+        self.targets = targets  # where each sandbox's mounts go, in the order they come
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ)
         self.own = {
@@ -505,14 +534,16 @@ class _Forker:
     def take(self) -> bool:
         """Serve one request from the host; False once it has gone."""
         try:
-            data, fds, flags, _ = socket.recv_fds(self.control, 256, 3 + MAX_CGROUPS)
+            data, fds, flags, _ = socket.recv_fds(
+                self.control, 256, 3 + len(self.targets) + MAX_CGROUPS
+            )
         except OSError:
             return False
         if not data:
             return False
         word, *words = data.decode().split(" ")
         whole = not flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)  # no descriptor dropped
-        if word != "fork" or len(words) != 2 or len(fds) < 3 or not whole:
+        if word != "fork" or len(words) != 2 or len(fds) < 3 + len(self.targets) or not whole:
             for fd in fds:
                 os.close(fd)
             if word == "fork" and words:
@@ -616,7 +647,7 @@ class _Forker:
             raise
         if pid == 0:
             try:
-                _first_process(there, network, self.program, self.bound, trial)
+                _first_process(there, network, self.program, self.bound, trial, self.targets)
             finally:
                 os._exit(FAILED_SETUP)
         there.close()
@@ -685,12 +716,16 @@ def site_runs_nothing() -> bool:
     return all(finder.find_spec(name, path) is None for name in ("sitecustomize", "usercustomize"))
 
 
-def main(control_fd: int, seccomp_fd: int, bound: bool, network: bool) -> None:
+def main(
+    control_fd: int, seccomp_fd: int, bound: bool, network: bool, targets: tuple[str, ...] = ()
+) -> None:
     """Serve fork requests on ``control_fd`` until the host closes it.
 
     ``bound``: the template runs in a user namespace of its own (the host is not root)
     with the host's directory of slots bound at :data:`SLOTS_INSIDE`. ``network``: the
-    setting its sandboxes will ask for (its first spare's).
+    setting its sandboxes will ask for (its first spare's). ``targets``: the empty
+    directories of its root where each sandbox's mounts go, the host's detached mounts
+    coming in this order with each request.
     """
     server.load_on_demand()  # once for every fork: none loads them at its first request
     gc.enable()  # off while it imported (farside.GC_OFF)
@@ -713,7 +748,7 @@ def main(control_fd: int, seccomp_fd: int, bound: bool, network: bool) -> None:
     # of the sandbox's code runs.
     most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
-    forker = _Forker(socket.socket(fileno=control_fd), program, bound)
+    forker = _Forker(socket.socket(fileno=control_fd), program, bound, targets)
     problem = forker.first_spare(network)
     if problem:
         os.write(2, f"its first sandbox's walls failed: {problem}".encode())

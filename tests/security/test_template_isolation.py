@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import children, make_wheel, pids_with, spares, strict, template_processes
+from conftest import children, forked, make_wheel, pids_with, spares, strict, template_processes
 
 import sandlot
 from sandlot.backends import cgroups
@@ -44,17 +44,11 @@ pytestmark = [
 ]
 
 
-def _forked(box: sandlot.Sandbox) -> templates.ForkedProcess:
-    proc = box.async_sandbox._launch.proc  # type: ignore[union-attr]
-    assert isinstance(proc, templates.ForkedProcess), "the sandbox did not come from a template"
-    return proc
-
-
 @pytest.fixture
 def pair() -> Iterator[tuple[sandlot.Sandbox, sandlot.Sandbox]]:
     """Two sandboxes of one config: siblings from one template."""
     with sandlot.Sandbox(strict()) as a, sandlot.Sandbox(strict()) as b:
-        _forked(a), _forked(b)
+        forked(a), forked(b)
         yield a, b
 
 
@@ -246,7 +240,7 @@ def test_mount_and_namespace_calls_are_refused_in_a_fork(
 def test_each_fork_gets_a_fresh_workdir_and_tmp(tmp_path: Path) -> None:
     for _ in range(3):
         with sandlot.Sandbox(strict()) as box:
-            _forked(box)
+            forked(box)
             left = box.run_code(
                 "import os; sorted(os.listdir('/workspace') + os.listdir('/tmp') + "
                 "os.listdir('/dev/shm') + os.listdir('/var/tmp'))"
@@ -259,7 +253,7 @@ def test_each_fork_gets_a_fresh_workdir_and_tmp(tmp_path: Path) -> None:
 def test_terminate_ends_every_process_a_fork_started() -> None:
     mark = uuid.uuid4().hex
     with sandlot.Sandbox(strict()) as box:
-        _forked(box)
+        forked(box)
         box.exec("sh", "-c", f"setsid sh -c 'sleep 600' {mark} >/dev/null 2>&1 < /dev/null &")
         deadline = time.monotonic() + 10  # between its execs a process's cmdline reads empty
         while pids_with(mark) == []:
@@ -271,21 +265,21 @@ def test_terminate_ends_every_process_a_fork_started() -> None:
 def test_a_killed_template_is_replaced_and_its_sandboxes_are_dead() -> None:
     box = sandlot.Sandbox(strict()).start()
     try:
-        _forked(box)
+        forked(box)
         slots = box.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
         (template,) = [t for t in _templates.values() if t.slots == slots]
         os.killpg(template.proc.pid, signal.SIGKILL)
         template.proc.wait()
         # bubblewrap's monitor is gone; the kernel ends the rest of its PID namespace (the
         # sandboxes' own are inside it) as its init exits, a moment later.
-        assert select.select([_forked(box).pidfd], [], [], 10)[0], "the sandbox outlived it"
+        assert select.select([forked(box).pidfd], [], [], 10)[0], "the sandbox outlived it"
         with pytest.raises(sandlot.SandboxDied) as died:
             box.run_code("1")
         assert died.value.cause == "killed"
     finally:
         box.terminate()
     with sandlot.Sandbox(strict()) as fresh:
-        _forked(fresh)  # a new template took over
+        forked(fresh)  # a new template took over
         assert fresh.run_code("1 + 1").value == "2"
 
 
@@ -295,7 +289,7 @@ def test_the_fork_server_is_each_sandboxs_parent_and_reaps_it(
     """No keeper between them: the fork server waits on each first process itself, reports
     how it ended, and leaves no zombie behind."""
     a, b = pair
-    firsts = {_forked(a).pid, _forked(b).pid}
+    firsts = {forked(a).pid, forked(b).pid}
     slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
     (template,) = [t for t in _templates.values() if t.slots == slots]
     (init,) = children(template.proc.pid)
@@ -364,7 +358,7 @@ def test_one_sandboxes_variables_and_secrets_reach_neither_a_sibling_nor_the_tem
     monkeypatch.setenv("SANDLOT_TEMPLATE_SECRET", secret)
     holder = strict(secrets=["SANDLOT_TEMPLATE_SECRET"], env={"ONLY_A": "a"})
     with sandlot.Sandbox(holder) as a, sandlot.Sandbox(strict(env={"ONLY_B": "b"})) as b:
-        _forked(a), _forked(b)
+        forked(a), forked(b)
         slots = a.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
         assert slots == b.async_sandbox._launch.host_dir.parent  # type: ignore[union-attr]
         assert a.exec("sh", "-c", "echo $SANDLOT_TEMPLATE_SECRET $ONLY_A").stdout.split() == [
@@ -397,7 +391,7 @@ def test_a_forks_environment_is_a_cold_starts_in_python_and_in_what_it_starts(
     )
     config = strict(env={"ONLY_HERE": "1"})
     with sandlot.Sandbox(config) as box:
-        _forked(box)
+        forked(box)
         fork_python, fork_env = ast.literal_eval(box.run_code(code).value or "")
     monkeypatch.setenv(templates.ENV_VAR, "0")
     with sandlot.Sandbox(config) as box:
@@ -527,7 +521,7 @@ def test_no_workdir_and_no_cgroup_directory_is_in_the_templates_sight(
             assert kind != "cgroup" and kind != "cgroup2", (pid, point)
             assert slots.name not in root and "/.sandlot-slots" not in point, (pid, root, point)
     for box, other in ((a, b), (b, a)):
-        mine = _mountinfo(_forked(box).pid)
+        mine = _mountinfo(forked(box).pid)
         roots = [root for root, point, _ in mine if point == "/workspace"]
         assert len(roots) == 1 and workdirs[box].endswith(roots[0]), (roots, workdirs[box])
         assert not any(workdirs[other].endswith(root) for root, point, _ in mine if root != "/")
@@ -542,7 +536,7 @@ def test_the_workdir_mount_is_the_sandboxs_own_with_no_suid_and_no_devices() -> 
     with sandlot.Sandbox(strict()) as box:
         (line,) = [
             line
-            for line in Path(f"/proc/{_forked(box).pid}/mountinfo").read_text().splitlines()
+            for line in Path(f"/proc/{forked(box).pid}/mountinfo").read_text().splitlines()
             if line.split()[4] == "/workspace"
         ]
         fields, _, _ = line.partition(" - ")
@@ -582,7 +576,7 @@ def _spare_of(box: sandlot.Sandbox) -> tuple[int, int]:
     """The spare the fork server that forked ``box`` keeps for the next one: a first
     process and its driver-to-be."""
     fork_server = int(
-        Path(f"/proc/{_forked(box).pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        Path(f"/proc/{forked(box).pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
     )
     deadline = time.monotonic() + 10
     while not (found := spares(fork_server)) and time.monotonic() < deadline:
@@ -618,7 +612,7 @@ def test_the_spare_holds_nothing_but_its_link_and_no_sandboxs_cgroup() -> None:
         while len(held := _held(waiting)) > 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(held) == 1 and next(iter(held.values())).startswith("socket:"), held
-        theirs = {_forked(box).pid for box in (a, b)}
+        theirs = {forked(box).pid for box in (a, b)}
         for pid in (first, waiting):
             groups = Path(f"/proc/{pid}/cgroup").read_text()
             assert f"/{cgroups.PREFIX}" not in groups, groups
@@ -638,7 +632,7 @@ def test_a_spare_that_ended_is_reaped_and_the_next_start_still_forks(which: str)
             assert time.monotonic() < deadline, "the killed spare was not reaped"
             time.sleep(0.01)
         with sandlot.Sandbox(strict()) as second:
-            _forked(second)
+            forked(second)
             assert second.run_code("1 + 1").value == "2"
             assert _spare_of(second)[0] != spare[0]
 
@@ -649,7 +643,7 @@ def test_pid_1_is_in_no_sandbox_cgroup_and_names_none_inside() -> None:
     cgroups read as ancestors, ``/..``, never a name; all the sandbox runs is in its
     cgroups, and a cell's process is too."""
     with sandlot.Sandbox(strict()) as box:
-        pid1 = _forked(box).pid
+        pid1 = forked(box).pid
         cgroup = box.async_sandbox._launch.cgroup  # type: ignore[union-attr]
         assert cgroup is not None
         box.run_code("import subprocess\nchild = subprocess.Popen(['sleep', '30'])")
