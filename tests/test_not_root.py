@@ -60,12 +60,37 @@ with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap", network=True)
     out["net_started"] = sb.info.get("started")
     out["net_interfaces"] = sb.run_code(NET).value
 out["host_interfaces"] = net()
-share = sandlot.Mount(source="/usr/share", target="/data")
-mounted = sandlot.SandboxConfig(isolation="bubblewrap", mounts=[share])
-with sandlot.Sandbox(mounted) as sb:
-    out["mounted_started"] = sb.info.get("started")
-    out["mounted_path"] = local.start_path(local.probe(), out["mounted_started"])
-    out["mounted_sees"] = sb.run_code("import os; os.path.isdir('/data')").value
+os.mkdir("/mnt/home/out")
+from sandlot.volumes import Volume
+Volume.create("kept")
+mounts = [
+    sandlot.Mount(source="/usr/share", target="/data"),
+    sandlot.Mount(source="/mnt/home/out", target="/out", writable=True),
+]
+mounted = sandlot.SandboxConfig(isolation="bubblewrap", mounts=mounts, volumes={"/v": "kept"})
+WRITES = (
+    "import os\n"
+    "try:\n    open('/data/x', 'w')\nexcept OSError as e:\n    print(e.errno)\n"
+    "open('/out/' + os.environ['N'], 'w').write('w')\n"
+    "open('/v/' + os.environ['N'], 'w').write('v')\n"
+    "print(os.path.isdir('/data/doc'), sorted(os.listdir('/v')))\n"
+)
+out["mounted"] = []
+for n in ("one", "two"):
+    with sandlot.Sandbox(mounted.model_copy(update={"env": {"N": n}})) as sb:
+        out["mounted"].append([sb.info.get("started"), sb.run_code(WRITES).stdout.split()])
+out["mounted_path"] = local.start_path(local.probe(), out["mounted"][0][0])
+out["out_dir"] = sorted(os.listdir("/mnt/home/out"))
+other = sandlot.Mount(source="/usr/lib", target="/data")
+with sandlot.Sandbox(mounted.model_copy(update={"mounts": [other]})) as sb:
+    seen = sb.run_code("import os; os.path.isdir('/data/doc')").value
+    out["other_source"] = [sb.info.get("started"), seen]
+os.rename("/mnt/home/out", "/mnt/home/out-was")  # a link where the writable source was
+os.symlink("/mnt/src", "/mnt/home/out")
+try:
+    sandlot.Sandbox(mounted).start()
+except sandlot.ConfigError as e:
+    out["swapped"] = str(e)
 print(json.dumps(out))
 """
 
@@ -106,12 +131,19 @@ def test_the_network_setting_holds_in_forks_of_a_host_that_is_not_root(
     assert starts["host_interfaces"] != ["lo"]
 
 
-def test_a_sandbox_with_mounts_still_starts_cold_where_the_host_is_not_root(
+def test_sandboxes_with_mounts_and_volumes_fork_where_the_host_is_not_root(
     starts: dict[str, Any],
 ) -> None:
-    assert starts["mounted_started"] == "cold"
-    assert "mounts" in starts["mounted_path"][0]
-    assert starts["mounted_sees"] == "True"
+    """The template binds them itself: a read-only mount refuses writes, a writable one and
+    a volume take them, the next sandbox sees the volume's, and other sources at the same
+    path come from another template, each sandbox seeing its own."""
+    one, two = starts["mounted"]
+    assert one == ["template", ["30", "True", "['one']"]]
+    assert two == ["template", ["30", "True", "['one',", "'two']"]]
+    assert "template" in starts["mounted_path"][0]
+    assert starts["out_dir"] == ["one", "two"]
+    assert starts["other_source"] == ["template", "False"]  # /usr/lib has no doc/
+    assert "changed since the config named it" in starts["swapped"]  # not the old template's
 
 
 def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Path) -> None:

@@ -511,6 +511,19 @@ def _writable(volumes: dict[str, Path], config: SandboxConfig) -> dict[str, Path
     return {t: v for t, v in volumes.items() if not config.volumes[t].read_only}
 
 
+def _sources_seen(config: SandboxConfig, volumes: dict[str, Path]) -> tuple[Any, ...]:
+    """What a template in a user namespace binds for ``config``'s mounts and volumes
+    (``volumes``: their host directories): each source's path, device and inode, and
+    whether it is writable. A source replaced since (a volume made anew) is another."""
+    binds = [(m.source, m.writable) for m in config.mounts]
+    binds += [(str(volumes[t]), not v.read_only) for t, v in config.volumes.items()]
+    seen = []
+    for path, writable in binds:
+        found = os.stat(path)
+        seen.append((path, found.st_dev, found.st_ino, writable))
+    return tuple(seen)
+
+
 def _mount_targets(config: SandboxConfig) -> tuple[str, ...]:
     """Where ``config``'s mounts, then its volumes, go in the sandbox (one spelling each)."""
     return tuple(sandbox_path(t) for t in [*(m.target for m in config.mounts), *config.volumes])
@@ -888,6 +901,7 @@ def _start_template(
     venv: Path,
     driver: Path,
     startup: dict[str, str],
+    volumes: dict[str, Path],
 ) -> templates.Template:
     assert iso.bwrap is not None
     home = _new_state_dir("template")
@@ -908,7 +922,20 @@ def _start_template(
             iso, config, python, venv, driver, None, {}, {}, startup, iso.root, template=slots
         )
         targets = _mount_targets(config)
-        if targets:  # a kernel before 5.12 has no mount_setattr
+        if _taken_target(targets, options):
+            raise _MountsStayCold
+        if targets and not iso.root:  # it binds them itself, as a cold start's bubblewrap does
+            sources: dict[str, str] = {}
+            for path in _bound_host_paths(config):
+                passed.append(_open_source(path))
+                sources[path] = f"/proc/self/fd/{passed[-1]}"
+            options = LocalBackend._bwrap_argv(
+                *(iso, config, python, venv, driver, None, volumes, sources, startup, False),
+                template=slots,
+                places=False,
+            )
+            targets = ()  # its forks inherit them: the host hands them none
+        elif targets:  # a kernel before 5.12 has no mount_setattr
             probe_fd = os.open(slots, os.O_PATH | os.O_CLOEXEC)
             try:
                 os.close(templates.bind_mount(probe_fd, True))
@@ -916,8 +943,6 @@ def _start_template(
                 raise _MountsStayCold from None
             finally:
                 os.close(probe_fd)
-        if _taken_target(targets, options):
-            raise _MountsStayCold
         passed.append(_memfd("sandlot-bwrap-args", _nul_joined(options)))
         boot = (
             f"{GC_OFF}import sys; sys.path.insert(0, {DRIVER_INSIDE!r}); "
@@ -956,8 +981,8 @@ def start_path(iso: Isolation, started: str) -> list[str]:
         return [f"cold start: the template failed here ({template_problem})"]
     return [
         "cold start: its walls need one (GPUs, local models, a workdir of yours, an "
-        "environment under /tmp; mounts and volumes where the host is not root, or at a "
-        "path the template's root has: inside /workspace, /tmp, /usr, ...)"
+        "environment under /tmp, mounts or volumes at a path the template's root has: "
+        "inside /workspace, /tmp, /usr, ...)"
     ]
 
 
@@ -1107,12 +1132,16 @@ class LocalBackend:
 
         if use_bwrap and self._forkable(iso, config, python, venv):
             startup = _startup_env(public)
-            targets = _mount_targets(config)
-            key = (python, config.network, tuple(sorted(startup.items())), targets)
+            key: tuple[Any, ...] = (
+                *(python, config.network, tuple(sorted(startup.items()))),
+                _mount_targets(config),
+            )
+            if key[-1] and not iso.root:  # the template binds them: one template per sources
+                key += (_sources_seen(config, volumes),)
             template = _templates.get(key)
             if template is None or not template.alive:
                 start = functools.partial(
-                    _start_template, iso, config, python, venv, driver, startup
+                    _start_template, iso, config, python, venv, driver, startup, volumes
                 )
                 template = await asyncio.to_thread(_template_for, key, start)
             if template is not None:
@@ -1265,7 +1294,7 @@ class LocalBackend:
                 )
                 binds = [(m.source, not m.writable) for m in config.mounts]
                 binds += [(str(volumes[t]), v.read_only) for t, v in config.volumes.items()]
-                for path, read_only in binds:  # in the order of _mount_targets
+                for path, read_only in binds if iso.root else ():  # as _mount_targets orders
                     given.append(_detached_bind(path, read_only))
                 for file in cgroup.join_files() if cgroup is not None else []:
                     given.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
@@ -1313,9 +1342,10 @@ class LocalBackend:
     def _forkable(self, iso: Isolation, config: SandboxConfig, python: str, venv: Path) -> bool:
         """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`).
 
-        Mounts and volumes may where the host is root (it hands each fork a detached
-        copy of each: no mount of the host's can enter a template's user namespace) and
-        each is a directory; whether their paths are free in the template's root, the
+        Mounts and volumes may, each a directory: where the host is root it hands each
+        fork a detached copy of each; where it is not, no mount of the host's can enter a
+        template's user namespace, and the template binds them itself (one template per
+        set of sources). Whether their paths are free in the template's root, the
         template's start finds (:func:`_taken_target`).
         """
         hidden = [f"{d}/" for d in FRESH_DIRS]  # a fork's fresh tmpfs would hide them
@@ -1325,7 +1355,6 @@ class LocalBackend:
             and not f"{_prefix_of(python)}/".startswith(tuple(hidden))
             and not self.stdio
             and self.workdir is None
-            and (iso.root or not (config.mounts or config.volumes))
             and all(os.path.isdir(m.source) for m in config.mounts)
             and not _local_models(config)
             and not gpus.bwrap_args(config.gpu)
@@ -1379,6 +1408,7 @@ class LocalBackend:
         env: dict[str, str],
         drop: bool,
         template: Path | None = None,
+        places: bool = True,
     ) -> list[str]:
         """bubblewrap's options for this sandbox (the command comes after them).
 
@@ -1388,6 +1418,8 @@ class LocalBackend:
         capabilities to make namespaces and mounts; where the host is not root, those of
         a user namespace, and the slots bound at ``SLOTS_INSIDE`` (no mount of the
         host's can enter that namespace: each sandbox binds its slot, then unmounts them).
+        A template's mounts and volumes are empty directories where each fork mounts its
+        own (``places``), or binds of ``sources`` and ``volumes`` as a cold start's.
         """
         argv = [
             "--die-with-parent",
@@ -1458,12 +1490,13 @@ class LocalBackend:
         # The config's mounts and volumes come last, none inside another (SandboxConfig
         # refuses that): no path bubblewrap makes or binds after one resolves through it.
         # A template makes their places, empty: each fork mounts its own there.
-        for target in _mount_targets(config) if template is not None else ():
+        binds = template is None or not places
+        for target in () if binds else _mount_targets(config):
             argv += [*_parents(target), "--perms", "0755", "--dir", target]
-        for m in config.mounts if template is None else ():
+        for m in config.mounts if binds else ():
             argv += _parents(m.target)
             argv += ["--bind" if m.writable else "--ro-bind", sources[m.source], m.target]
-        for target, source in volumes.items() if template is None else ():
+        for target, source in volumes.items() if binds else ():
             argv += _parents(target)
             argv += [
                 "--ro-bind" if config.volumes[target].read_only else "--bind",

@@ -31,14 +31,15 @@ with ``-I -S``: no start-up code of the environment's (``.pth`` files,
 dropped to the sandbox's user. Where ``site`` would run no such code (no
 ``.pth`` file in any directory it could read, no ``sitecustomize`` or
 ``usercustomize`` module: the default environment), the template runs it
-once, before any fork, and the drivers skip it. Where the host is root, a
-template also serves sandboxes with mounts and volumes: its root holds an
+once, before any fork, and the drivers skip it. A template also serves
+sandboxes with mounts and volumes: where the host is root, its root holds an
 empty directory at each one's path, and the host hands each fork a detached
-copy of its sources (:func:`bind_mount`). Sandboxes with local models, GPUs or
-a workdir of the user's still start cold, as do those whose environment or
-interpreter lies under ``/tmp``, ``/var/tmp`` or ``/dev/shm`` (each sandbox
-gets a fresh one, which would hide it).
-``SANDLOT_TEMPLATES=0`` turns templates off.
+copy of its sources (:func:`bind_mount`); where it is not, the template binds
+one set of sources itself, as a cold start does, and its forks inherit them.
+Sandboxes with local models, GPUs or a workdir of the user's still start
+cold, as do those whose environment or interpreter lies under ``/tmp``,
+``/var/tmp`` or ``/dev/shm`` (each sandbox gets a fresh one, which would
+hide it). ``SANDLOT_TEMPLATES=0`` turns templates off.
 """
 
 from __future__ import annotations
