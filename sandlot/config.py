@@ -45,7 +45,15 @@ def sandbox_path(path: str) -> str:
     ``os.path.normpath`` keeps a leading ``//`` (POSIX leaves its meaning open); it
     is folded too, so ``//data/./x/`` and ``/data/x`` are one path.
     """
+    _no_nul(path)
     return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _no_nul(path: str) -> None:
+    """Refuse a NUL byte in a path: no file's name holds one, and bubblewrap's arguments
+    travel NUL-separated (one would split an argument in two)."""
+    if "\0" in path:
+        raise ValueError(f"{path!r} holds a NUL byte, which no path may")
 
 
 def path_within(path: str, parent: str) -> bool:
@@ -108,6 +116,7 @@ def host_path(value: str, *, follow_links: bool = True) -> str:
     wrote (:meth:`_Strict.from_elsewhere`) it is refused instead: the working
     directory that gives it a meaning is the writer's, not this process's.
     """
+    _no_nul(value)
     if is_written_elsewhere():
         if not os.path.isabs(value):
             raise ValueError(

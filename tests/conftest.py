@@ -143,6 +143,19 @@ def strict(**fields: object) -> sandlot.SandboxConfig:
 
 
 @pytest.fixture(autouse=True, scope="module")
+def _templates_with_mounts_end_with_their_module() -> Iterator[None]:
+    """After each module, end the templates it made for sandboxes with mounts (each set of
+    mount paths has its own): the host keeps 8 templates at most, and a later module's
+    sandboxes would start cold once a suite had used them up."""
+    yield
+    with local_backend._templates_lock:
+        keys = [key for key in local_backend._templates if key[3]]
+        ended = [local_backend._templates.pop(key) for key in keys]
+    for template in ended:
+        local_backend._end_template(template)
+
+
+@pytest.fixture(autouse=True, scope="module")
 def _portal_loop_watches_what_it_registered() -> Iterator[None]:
     """After each module, every descriptor the portal's loop has registered is one its epoll
     watches (tests/selector_check.py): a stale entry would hang a later sandbox's start."""

@@ -85,6 +85,20 @@ other = sandlot.Mount(source="/usr/lib", target="/data")
 with sandlot.Sandbox(mounted.model_copy(update={"mounts": [other]})) as sb:
     seen = sb.run_code("import os; os.path.isdir('/data/doc')").value
     out["other_source"] = [sb.info.get("started"), seen]
+# A source swapped between the key's look and the template's opening (a sandbox renaming
+# what it can write): the template would bind the other one for good; it starts cold.
+real_seen = local._sources_seen
+def stale(config, volumes, look=os.stat):
+    seen = real_seen(config, volumes, look)
+    return seen if look is not os.stat else tuple((p, d, i + 1, w) for p, d, i, w in seen)
+local._sources_seen = stale
+os.mkdir("/mnt/home/raced")
+raced = sandlot.SandboxConfig(
+    isolation="bubblewrap", mounts=[sandlot.Mount(source="/mnt/home/raced", target="/r")]
+)
+with sandlot.Sandbox(raced) as sb:
+    out["raced"] = [sb.info.get("started"), local.template_problem]
+local._sources_seen = real_seen
 os.rename("/mnt/home/out", "/mnt/home/out-was")  # a link where the writable source was
 os.symlink("/mnt/src", "/mnt/home/out")
 try:
@@ -144,6 +158,7 @@ def test_sandboxes_with_mounts_and_volumes_fork_where_the_host_is_not_root(
     assert starts["out_dir"] == ["one", "two"]
     assert starts["other_source"] == ["template", "False"]  # /usr/lib has no doc/
     assert "changed since the config named it" in starts["swapped"]  # not the old template's
+    assert starts["raced"] == ["cold", ""]  # a source that changed under its template's start
 
 
 def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Path) -> None:

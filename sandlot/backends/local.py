@@ -408,6 +408,8 @@ def _open_source(path: str) -> int:
     the object opened here, so a directory swapped for a link afterwards
     changes nothing either.
     """
+    if not os.path.isabs(path):  # the walk starts at /: a relative path would name another
+        raise ConfigError(f"{path!r} is not an absolute host path; name it from /")
     parts = Path(path).parts
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -511,15 +513,20 @@ def _writable(volumes: dict[str, Path], config: SandboxConfig) -> dict[str, Path
     return {t: v for t, v in volumes.items() if not config.volumes[t].read_only}
 
 
-def _sources_seen(config: SandboxConfig, volumes: dict[str, Path]) -> tuple[Any, ...]:
+def _sources_seen(
+    config: SandboxConfig,
+    volumes: dict[str, Path],
+    look: Callable[[str], os.stat_result] = os.stat,
+) -> tuple[Any, ...]:
     """What a template in a user namespace binds for ``config``'s mounts and volumes
-    (``volumes``: their host directories): each source's path, device and inode, and
-    whether it is writable. A source replaced since (a volume made anew) is another."""
+    (``volumes``: their host directories): each source's path, device and inode (as
+    ``look`` finds them), and whether it is writable. A source replaced since (a volume
+    made anew) is another."""
     binds = [(m.source, m.writable) for m in config.mounts]
     binds += [(str(volumes[t]), not v.read_only) for t, v in config.volumes.items()]
     seen = []
     for path, writable in binds:
-        found = os.stat(path)
+        found = look(path)
         seen.append((path, found.st_dev, found.st_ino, writable))
     return tuple(seen)
 
@@ -822,7 +829,13 @@ os.register_at_fork(after_in_child=_forget_remover)
 # Templates by the walls they give (see .template); each lives as long as this process.
 _templates: dict[tuple[Any, ...], templates.Template] = {}
 _templates_lock = threading.Lock()
-MAX_TEMPLATES = 8  # sandboxes of further kinds start cold
+MAX_TEMPLATES = 8  # sandboxes of further kinds start cold (mounts bound by a template aside)
+# Besides them, templates that bind one set of sources (a host that is not root): sources
+# that keep changing (a sandbox may rename what it can write) take no more than these.
+MAX_SOURCED = 4
+KEY_LENGTH = 4  # a template's key: interpreter, network, locale, mount paths (+ sources)
+SCM_MAX_FD = 253  # descriptors one message may carry (the kernel's limit)
+MAX_JOINS = 8  # cgroup join files a fork's request may carry (the driver's MAX_CGROUPS)
 template_problem = ""  # why templates failed here, once they did: cold starts from then on
 _cold_kinds: set[tuple[Any, ...]] = set()  # templates' keys whose mount targets they cannot take
 
@@ -858,7 +871,10 @@ def _template_for(
                 _templates[key] = template
                 return template
             _end_template(template)  # what it forked went with it
-        if template_problem or sum(t.alive for t in _templates.values()) >= MAX_TEMPLATES:
+        sourced = len(key) > KEY_LENGTH
+        alike = [t for k, t in _templates.items() if (len(k) > KEY_LENGTH) == sourced]
+        most = MAX_SOURCED if sourced else MAX_TEMPLATES
+        if template_problem or sum(t.alive for t in alike) >= most:
             return None
         try:
             template = start()
@@ -902,7 +918,10 @@ def _start_template(
     driver: Path,
     startup: dict[str, str],
     volumes: dict[str, Path],
+    seen: tuple[Any, ...] = (),
 ) -> templates.Template:
+    """Start a template for sandboxes of ``config``; ``seen``: its sources as its key has
+    them, where it binds them itself (a host that is not root: :func:`_sources_seen`)."""
     assert iso.bwrap is not None
     home = _new_state_dir("template")
     slots = home / "slots"
@@ -922,15 +941,21 @@ def _start_template(
             iso, config, python, venv, driver, None, {}, {}, startup, iso.root, template=slots
         )
         targets = _mount_targets(config)
-        if _taken_target(targets, options):
+        if _taken_target(targets, options) or 3 + len(targets) + MAX_JOINS > SCM_MAX_FD:
             raise _MountsStayCold
         if targets and not iso.root:  # it binds them itself, as a cold start's bubblewrap does
-            sources: dict[str, str] = {}
-            for path in _bound_host_paths(config):
+            opened: dict[str, int] = {}
+            for path in [*_bound_host_paths(config), *map(str, volumes.values())]:
                 passed.append(_open_source(path))
-                sources[path] = f"/proc/self/fd/{passed[-1]}"
+                opened[path] = passed[-1]
+            # The very directories the key names (one swapped meanwhile would stay bound
+            # for every later sandbox of that key): else these start cold.
+            if _sources_seen(config, volumes, lambda p: os.fstat(opened[p])) != seen:
+                raise _MountsStayCold
+            sources = {path: f"/proc/self/fd/{fd}" for path, fd in opened.items()}
+            by_fd = {t: Path(sources[str(v)]) for t, v in volumes.items()}
             options = LocalBackend._bwrap_argv(
-                *(iso, config, python, venv, driver, None, volumes, sources, startup, False),
+                *(iso, config, python, venv, driver, None, by_fd, sources, startup, False),
                 template=slots,
                 places=False,
             )
@@ -952,6 +977,7 @@ def _start_template(
         )
         argv = [iso.bwrap, "--args", str(passed[-1]), python, "-I", "-S", "-c", boot]
     except BaseException:
+        theirs.detach()  # its descriptor is the first of passed: closed once, there
         for fd in passed:
             os.close(fd)
         control.close()
@@ -1136,12 +1162,14 @@ class LocalBackend:
                 *(python, config.network, tuple(sorted(startup.items()))),
                 _mount_targets(config),
             )
+            seen: tuple[Any, ...] = ()
             if key[-1] and not iso.root:  # the template binds them: one template per sources
-                key += (_sources_seen(config, volumes),)
+                seen = _sources_seen(config, volumes)
+                key += (seen,)
             template = _templates.get(key)
             if template is None or not template.alive:
                 start = functools.partial(
-                    _start_template, iso, config, python, venv, driver, startup, volumes
+                    _start_template, iso, config, python, venv, driver, startup, volumes, seen
                 )
                 template = await asyncio.to_thread(_template_for, key, start)
             if template is not None:

@@ -183,3 +183,58 @@ def test_mount_paths_a_template_cannot_hold_start_cold_with_no_warning(sources: 
         with sandlot.Sandbox(strict()) as box:
             forked(box)
     assert not local.template_problem
+
+
+def test_a_relative_or_linked_volumes_root_is_the_directory_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SANDLOT_VOLUMES`` given relative, or through a link, names the directory it does
+    from here: a volume called ``tmp`` is never the host's own ``/tmp`` (a walk from ``/``
+    of a relative path would drop its first part), and a link of the operator's on the way
+    is no reason to refuse the start."""
+    mark = f"from-a-sandbox-{os.getpid()}"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for root, where in (("vols", tmp_path / "vols"), ("link/vols", tmp_path / "real" / "vols")):
+        monkeypatch.setenv("SANDLOT_VOLUMES", root)
+        Volume.create("tmp")
+        with sandlot.Sandbox(strict(volumes={"/v": "tmp"})) as box:
+            forked(box)
+            box.run_code(f"open('/v/{mark}', 'w').write('x')", raise_on_error=True)
+        assert (where / "tmp" / mark).exists(), root
+        assert not Path("/tmp", mark).exists(), root
+    with pytest.raises(sandlot.ConfigError, match="not an absolute host path"):
+        local._open_source("vols/tmp")
+
+
+def test_a_nul_in_a_mount_s_path_is_refused_before_it_splits_bubblewrap_s_arguments(
+    sources: Path,
+) -> None:
+    """bubblewrap's arguments travel NUL-separated: a NUL in a path would add arguments of
+    the config's choosing (and a template that fails on them turns templates off)."""
+    for field in ("target", "source"):
+        bad = {"source": str(sources / "a"), "target": "/data"}
+        bad[field] += "\0--tmpfs\0/injected"
+        with pytest.raises(sandlot.ConfigError, match="NUL byte"):
+            strict(mounts=[sandlot.Mount(**bad)])
+    with pytest.raises(sandlot.ConfigError, match="NUL byte"):
+        strict(volumes={"/data\0--tmpfs\0/x": "v"})
+    assert not local.template_problem
+
+
+def test_more_mounts_than_one_message_carries_start_cold_and_leave_templates_on(
+    sources: Path,
+) -> None:
+    """A fork's request carries a descriptor per mount, and one message at most 253: beyond
+    that a sandbox starts cold (no template made for it), and templates stay on."""
+    for i in range(250):
+        (sources / "many" / str(i)).mkdir(parents=True)
+    mounts = [
+        sandlot.Mount(source=str(sources / "many" / str(i)), target=f"/m/{i}") for i in range(250)
+    ]
+    before = len(local._templates)
+    with sandlot.Sandbox(strict(mounts=mounts)) as box:
+        assert box.info["started"] == "cold"
+        assert box.run_code("import os; len(os.listdir('/m'))").value == "250"
+    assert len(local._templates) == before and not local.template_problem

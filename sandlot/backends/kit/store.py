@@ -15,13 +15,15 @@ from ...errors import ConfigError
 
 
 def volumes_root() -> Path:
-    """``$SANDLOT_VOLUMES``, else ``$XDG_DATA_HOME/sandlot/volumes`` (``~/.local/share``)."""
+    """``$SANDLOT_VOLUMES``, else ``$XDG_DATA_HOME/sandlot/volumes`` (``~/.local/share``),
+    as an absolute path with its links resolved (the operator's, not a sandbox's: what
+    lies below it, a sandbox may write, and is opened without following links)."""
     if env := os.environ.get("SANDLOT_VOLUMES"):
-        return Path(env)
+        return Path(os.path.realpath(env))
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "share"
     )
-    return Path(base) / "sandlot" / "volumes"
+    return Path(os.path.realpath(os.path.join(base, "sandlot", "volumes")))
 
 
 def checked_name(name: str) -> str:
