@@ -45,6 +45,20 @@ class Spool(Protocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True)
+class InSandbox:
+    """Bytes the sandbox already sees, to be read there instead of sent: ``size`` bytes of
+    its file ``path`` from ``offset`` (a host file mounted into it read-only)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def fields(self) -> dict[str, Any]:
+        """The request's header fields that name them."""
+        return {"from_file": {"path": self.path, "offset": self.offset, "size": self.size}}
+
+
 class AsyncFiles:
     """File operations on one sandbox (``await sb.files.read("a.txt")``).
 
@@ -143,13 +157,16 @@ class AsyncFiles:
             spool.seek(0)
             await self.send_tar(spool, remote)
 
-    async def send_tar(self, source: IO[bytes], remote: str, size: int | None = None) -> int:
+    async def send_tar(
+        self, source: IO[bytes] | InSandbox, remote: str, size: int | None = None
+    ) -> int:
         """Unpack the tar stream read from ``source`` (``size`` bytes, or to its end) at ``remote``.
 
         The sandbox unpacks it with the ``data`` filter (no names outside
         ``remote``, no devices); returns how many members it unpacked.
         """
-        async with self._link.request("put_tar", path=remote) as req:
+        extra = source.fields() if isinstance(source, InSandbox) else {}
+        async with self._link.request("put_tar", path=remote, **extra) as req:
             await send_chunks(req, source, size)
             header, _ = await req.result()
         reply = await self._link.reply(header, "put_tar", f"upload to {remote!r}")
@@ -230,8 +247,12 @@ class AsyncFiles:
         return reply, received
 
 
-async def send_chunks(req: Request, source: IO[bytes], size: int | None = None) -> None:
-    """Send ``size`` bytes of ``source`` (or all, to its end) as data frames, then the end."""
+async def send_chunks(req: Request, source: IO[bytes] | InSandbox, size: int | None = None) -> None:
+    """Send ``size`` bytes of ``source`` (or all, to its end) as data frames, then the end;
+    only the end where the sandbox reads them itself (:class:`InSandbox`)."""
+    if isinstance(source, InSandbox):
+        req.send_data(b"", eof=True)
+        return
     left = size
     while left is None or left > 0:
         # A few frames per read: a thread's hop costs more than reading a cached MiB.

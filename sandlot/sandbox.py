@@ -25,7 +25,7 @@ from . import backends, snapshots
 from .backends import BackendSpec
 from .backends.base import Backend, Launched
 from .channel import Channel, Closed, Request, Violation, cell_waits
-from .config import SandboxConfig
+from .config import Mount, SandboxConfig
 from .driver import protocol
 from .errors import (
     FILE_OPS,
@@ -117,6 +117,7 @@ class AsyncSandbox:
     ) -> None:
         self.config = config if config is not None else SandboxConfig()
         self.backend: Backend = backends.resolve(backend)
+        self._shown: list[Mount] = []  # host directories its start adds (a fork's snapshot)
         self.router = Router()
         for name, fn in (tools or {}).items():
             self.router.register(name, fn)
@@ -166,7 +167,10 @@ class AsyncSandbox:
             "max_output_bytes": self.config.max_output_bytes,
             "tools": [{"name": t.name, "doc": t.doc} for t in self.router.tools.values()],
         }
-        launch = await self.backend.launch(self.config, init)  # it sends init, completed
+        config = self.config
+        if self._shown:  # not in self.config: its own forks and copies name no such mount
+            config = config.model_copy(update={"mounts": [*config.mounts, *self._shown]})
+        launch = await self.backend.launch(config, init)  # it sends init, completed
         self._launch = launch
         channel = Channel(launch.reader, launch.writer, self.router.call, self._on_end)
         channel_end = _ChannelEnd(launch.writer)
@@ -600,11 +604,19 @@ class AsyncSandbox:
         snap = await asyncio.to_thread(snapshots.check, path)  # before any sandbox starts
         return await cls(config, backend=backend, tools=tools)._start_from(snap)
 
-    async def _start_from(self, snap: snapshots.Snapshot) -> Self:
-        """Start, then load checked snapshot ``snap``; a load that fails ends the sandbox."""
+    async def _start_from(self, snap: snapshots.Snapshot, shown: bool = False) -> Self:
+        """Start, then load checked snapshot ``snap``; a load that fails ends the sandbox.
+        ``shown``: with the snapshot's directory mounted read-only, the sandbox reads it
+        there (:data:`snapshots.FORK_INSIDE`) instead of being sent its bytes."""
+        if shown:
+            self._shown = [Mount(source=str(snap.path.parent), target=snapshots.FORK_INSIDE)]
         await self.start()
         try:
-            await self.load_snapshot(snap)
+            if shown:
+                inside = f"{snapshots.FORK_INSIDE}/{snap.path.name}"
+                self.restored = await snapshots.load(self, snap, inside)
+            else:
+                await self.load_snapshot(snap)
         except BaseException:
             await self.terminate()
             raise
@@ -625,11 +637,17 @@ class AsyncSandbox:
         if n < 1:
             raise ValueError(f"fork needs n >= 1, not {n}")
 
+        # Where the children are best given a host directory to read (a local backend on
+        # a root host), each reads the snapshot there: one file in the page cache for all,
+        # none of it sent through a channel.
+        reads = getattr(self.backend, "reads_host_dirs", None)
+        shown = bool(reads and reads(config or self.config))
+
         async def child(snap: snapshots.Snapshot) -> Self:
             sandbox = type(self)(config or self.config, backend=self.backend)
             sandbox.router.tools.update(self.router.tools)
             sandbox.router.routes.update(self.router.routes)
-            return await sandbox._start_from(snap)
+            return await sandbox._start_from(snap, shown)
 
         async with snapshots.private(self, "sandlot-fork-") as (_, snap):
             made = await asyncio.gather(*(child(snap) for _ in range(n)), return_exceptions=True)

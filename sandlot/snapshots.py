@@ -32,7 +32,7 @@ import os
 import struct
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .driver import protocol
 from .driver.protocol import CHUNK
 from .errors import DownloadRefused, SnapshotInvalid
-from .files import send_chunks
+from .files import InSandbox, send_chunks
 from .results import RestoreResult, SkippedVariable, SnapshotResult
 from .sink import escape_controls
 
@@ -231,6 +231,9 @@ async def take(
         state.close()
 
 
+FORK_INSIDE = "/.sandlot-fork"  # where a fork's child may see its parent's snapshot's directory
+
+
 @contextlib.asynccontextmanager
 async def private(
     sandbox: AsyncSandbox, prefix: str, max_bytes: int = DEFAULT_MAX_BYTES
@@ -238,11 +241,16 @@ async def private(
     """A snapshot of ``sandbox`` in a private temporary directory, checked once, for copies.
 
     Yields what was taken and the checked file (for :func:`load`, any number of
-    times); the directory and file are removed on leaving.
+    times); the directory and file are removed on leaving. The file is readable by
+    all, in a directory of its own (``shown``) that a child may have mounted read-only
+    (:data:`FORK_INSIDE`); on this host only its owner reaches it.
     """
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:  # mode 0700: this user's only
-        path = Path(folder) / "parent.snap"
+        shown = Path(folder) / "shown"
+        shown.mkdir(mode=0o755)
+        path = shown / "parent.snap"
         result = await take(sandbox, path, max_bytes, durable=False)  # gone on leaving anyway
+        path.chmod(0o644)  # for a sandbox's user, where it is not this one
         yield result, await asyncio.to_thread(functools.partial(check, path, verify=False))
 
 
@@ -287,12 +295,24 @@ async def write(
     return result
 
 
-async def send_workdir(sandbox: AsyncSandbox, snap: Snapshot) -> int:
-    """Unpack checked snapshot ``snap``'s workdir in ``sandbox``'s; return the entries unpacked."""
-    start, size = snap.offsets["workdir"]
+@contextlib.contextmanager
+def _section(snap: Snapshot, name: str, inside: str | None) -> Iterator[IO[bytes] | InSandbox]:
+    """Checked snapshot ``snap``'s section ``name``: the host's file at its start, or the same
+    file as a sandbox sees it at ``inside`` (read there, not sent)."""
+    start, size = snap.offsets[name]
+    if inside is not None:
+        yield InSandbox(inside, start, size)
+        return
     with snap.path.open("rb") as fh:
         fh.seek(start)
-        return await sandbox.files.send_tar(fh, ".", size)
+        yield fh
+
+
+async def send_workdir(sandbox: AsyncSandbox, snap: Snapshot, inside: str | None = None) -> int:
+    """Unpack checked snapshot ``snap``'s workdir in ``sandbox``'s; return the entries unpacked.
+    ``inside``: the file's path in the sandbox, where it reads the section itself."""
+    with _section(snap, "workdir", inside) as source:
+        return await sandbox.files.send_tar(source, ".", snap.offsets["workdir"][1])
 
 
 def read_state(snap: Snapshot) -> bytes:
@@ -327,15 +347,14 @@ def restored(
     return result
 
 
-async def load(sandbox: AsyncSandbox, snap: Snapshot) -> RestoreResult:
-    """Put checked snapshot ``snap`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`)."""
-    members = await send_workdir(sandbox, snap)
-    start, size = snap.offsets["state"]
-    path = snap.path
-    with path.open("rb") as fh:
-        fh.seek(start)
-        async with sandbox.link.request("load_state") as req:
-            await send_chunks(req, fh, size)
+async def load(sandbox: AsyncSandbox, snap: Snapshot, inside: str | None = None) -> RestoreResult:
+    """Put checked snapshot ``snap`` into ``sandbox`` (see :meth:`AsyncSandbox.load_snapshot`);
+    ``inside``: the file's path in the sandbox (a fork's child, which reads it there)."""
+    members = await send_workdir(sandbox, snap, inside)
+    with _section(snap, "state", inside) as source:
+        extra = source.fields() if isinstance(source, InSandbox) else {}
+        async with sandbox.link.request("load_state", **extra) as req:
+            await send_chunks(req, source, snap.offsets["state"][1])
             header, _ = await req.result()
-    reply = await sandbox.link.reply(header, "load_state", f"restore {str(path)!r}")
+    reply = await sandbox.link.reply(header, "load_state", f"restore {str(snap.path)!r}")
     return restored(snap, reply, members, sandbox.router.tools)

@@ -224,6 +224,23 @@ def test_fork_makes_copies_that_go_their_own_ways(tmp_path: Path) -> None:
         sandlot.Sandbox(strict()).fork(0)
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="children read a mounted snapshot on a root host")
+def test_fork_s_children_read_the_snapshot_mounted_and_fork_again() -> None:
+    """On a root host a fork's children read the snapshot from a read-only mount of its
+    directory, not sent through their channels; their config is the parent's (no such
+    mount), so a child forks again like any sandbox."""
+    with sandlot.Sandbox(strict()) as parent:
+        parent.run_code("data = list(range(5))", raise_on_error=True)
+        (child,) = parent.fork(1)
+        with child:
+            mounts = child.run_code("open('/proc/self/mountinfo').read()").value or ""
+            assert "/.sandlot-fork " in mounts
+            assert child.config == parent.config
+            (grandchild,) = child.fork(1)
+            with grandchild:
+                assert grandchild.run_code("data").value == "[0, 1, 2, 3, 4]"
+
+
 def test_bad_paths_are_clear_errors_and_start_nothing(tmp_path: Path) -> None:
     with sandlot.Sandbox(strict()) as sb:
         with pytest.raises(IsADirectoryError, match="give a file's path"):

@@ -1367,6 +1367,14 @@ class LocalBackend:
         launch._watch()
         return launch
 
+    def reads_host_dirs(self, config: SandboxConfig) -> bool:
+        """Whether a sandbox of ``config`` is best given a host directory to read (a mount)
+        rather than sent its bytes: it runs under bubblewrap (without it, mounts are not
+        applied) on a root host, whose templates mount any directory in their forks (where
+        the host is not root, each new directory would take a template of its own)."""
+        iso = probe()
+        return iso.bwrap is not None and iso.root and config.isolation != "none"
+
     def _forkable(self, iso: Isolation, config: SandboxConfig, python: str, venv: Path) -> bool:
         """Whether a sandbox of ``config`` may come from a template (see :mod:`.template`).
 

@@ -416,7 +416,7 @@ class Server:
         if op == "write":
             return fileops.write_file(path, header.get("mode"), fileops.incoming(self.inboxes[rid]))
         if op == "put_tar":
-            return fileops.put_tar(path, fileops.incoming(self.inboxes[rid]))
+            return fileops.put_tar(path, fileops.payload(self.inboxes[rid], header))
         if op == "read":
             return fileops.read_file(rid, path, self.send)
         if op == "get_tar":
@@ -447,7 +447,7 @@ class Server:
         from . import snapshot
 
         try:
-            blob = b"".join(fileops.incoming(self.inboxes[rid]))
+            blob = fileops.payload_bytes(self.inboxes[rid], header)
         finally:
             self.inboxes.pop(rid, None)
         report = snapshot.restore(self.repl.namespace, blob)

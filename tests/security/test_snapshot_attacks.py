@@ -11,9 +11,12 @@ stops at ``max_bytes``, and names with terminal escapes reach the user escaped.
 
 from __future__ import annotations
 
+import ast
+import errno
 import hashlib
 import io
 import json
+import os
 import pickle
 import struct
 import tarfile
@@ -331,6 +334,55 @@ def test_forks_cannot_reach_each_other_s_files_processes_or_memory() -> None:
         finally:
             first.terminate()
             second.terminate()
+
+
+TAMPER = """
+import builtins, os
+p = '/.sandlot-fork/parent.snap'
+out = [os.path.exists(p)]
+for what, act in [
+    ('write', lambda: open(p, 'r+b').write(b'x')),
+    ('truncate', lambda: os.truncate(p, 0)),
+    ('chmod', lambda: os.chmod(p, 0o666)),
+    ('rename', lambda: os.rename(p, p + '.x')),
+    ('unlink', lambda: os.unlink(p)),
+    ('create', lambda: open('/.sandlot-fork/planted', 'w')),
+]:
+    try:
+        act()
+        out.append(what + ' worked')
+    except OSError as e:
+        out.append(e.errno)
+builtins.TAMPERED = out
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="children read a mounted snapshot on a root host")
+def test_a_fork_s_child_cannot_change_the_snapshot_its_siblings_still_read() -> None:
+    """A fork's children read their parent's snapshot from one host file, mounted read-only.
+    The parent's state runs code in each child as it loads (unpickling): there it tries to
+    write, truncate, chmod, rename and remove that file, and to plant one beside it, for a
+    sibling that has yet to read it. Each attempt fails, and every child gets the state."""
+    with sandlot.Sandbox(strict()) as parent:
+        parent.run_code(
+            f"TAMPER = {TAMPER!r}\n"
+            "class Tamper:\n"
+            "    def __reduce__(self):\n"
+            "        return (exec, (TAMPER, {}))\n"
+            "tamper = Tamper()\nsecret = 'kept'",
+            raise_on_error=True,
+        )
+        children = parent.fork(3)
+        try:
+            for child in children:
+                seen = child.run_code("import builtins; builtins.TAMPERED, secret").value
+                (found, *refused), kept = ast.literal_eval(seen or "")
+                assert found is True and kept == "kept", seen
+                assert len(refused) == 6 and set(refused) <= {errno.EACCES, errno.EROFS}, seen
+                assert refused[2:] == [errno.EROFS] * 4, seen  # chmod and more: a read-only mount
+        finally:
+            for child in children:
+                child.terminate()
 
 
 @pytest.mark.parametrize(
