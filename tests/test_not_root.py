@@ -99,6 +99,13 @@ raced = sandlot.SandboxConfig(
 with sandlot.Sandbox(raced) as sb:
     out["raced"] = [sb.info.get("started"), local.template_problem]
 local._sources_seen = real_seen
+# More sets of sources than templates may bind: an idle one makes room for the next.
+out["sets"] = []
+for i in range(6):
+    os.mkdir(f"/mnt/home/set{i}")
+    one = sandlot.Mount(source=f"/mnt/home/set{i}", target="/s")
+    with sandlot.Sandbox(sandlot.SandboxConfig(isolation="bubblewrap", mounts=[one])) as sb:
+        out["sets"].append(sb.info.get("started"))
 os.rename("/mnt/home/out", "/mnt/home/out-was")  # a link where the writable source was
 os.symlink("/mnt/src", "/mnt/home/out")
 try:
@@ -159,6 +166,7 @@ def test_sandboxes_with_mounts_and_volumes_fork_where_the_host_is_not_root(
     assert starts["other_source"] == ["template", "False"]  # /usr/lib has no doc/
     assert "changed since the config named it" in starts["swapped"]  # not the old template's
     assert starts["raced"] == ["cold", ""]  # a source that changed under its template's start
+    assert starts["sets"] == ["template"] * 6  # idle ones made room (4 bind sources at most)
 
 
 def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Path) -> None:

@@ -872,9 +872,15 @@ def _template_for(
                 return template
             _end_template(template)  # what it forked went with it
         sourced = len(key) > KEY_LENGTH
-        alike = [t for k, t in _templates.items() if (len(k) > KEY_LENGTH) == sourced]
+        alike = {k: t for k, t in _templates.items() if (len(k) > KEY_LENGTH) == sourced}
+        if sourced and len(alike) >= MAX_SOURCED:  # its sources may be gone for good
+            for k, t in alike.items():
+                if t.idle:
+                    _end_template(_templates.pop(k))
+                    del alike[k]
+                    break
         most = MAX_SOURCED if sourced else MAX_TEMPLATES
-        if template_problem or sum(t.alive for t in alike) >= most:
+        if template_problem or sum(t.alive for t in alike.values()) >= most:
             return None
         try:
             template = start()

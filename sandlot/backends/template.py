@@ -346,6 +346,12 @@ class Template:
         """Whether the template still takes requests."""
         return not self._dead and self.proc.poll() is None
 
+    @property
+    def idle(self) -> bool:
+        """Whether no sandbox it forked (or is forking) is alive."""
+        with self._lock:
+            return not self._waiting
+
     def fork(self, slot: str, network: bool, channel: int, log: int, given: list[int]) -> _Waiting:
         """Ask for a sandbox in ``slot``; its pidfd and exit status arrive on the futures.
 
