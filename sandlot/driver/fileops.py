@@ -275,11 +275,41 @@ def put_tar(dest: str, chunks: Iterator[bytes]) -> dict[str, Any]:
         for member in tar:
             if not member.isdir():
                 _clear(root, member.name)
-            tar.extract(member, dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extract(member, dest, filter="data")
+            else:
+                tar.extract(_as_data_would(member, root), dest)
             count += 1
     for _ in chunks:  # the tar end may come before the last frame
         pass
     return {"members": count}
+
+
+def _as_data_would(member: Any, root: str) -> Any:
+    """``member`` as the ``data`` extraction filter would pass it, for a Python without one
+    (3.11 before 3.11.4, as Debian 12's): its name and any link inside ``root``, only
+    files, directories and links, no set-user-ID and no write for others; else ValueError.
+    """
+    import copy
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
+
+    where = os.path.join(root, member.name)
+    if os.path.isabs(member.name) or not inside(where):
+        raise ValueError(f"{member.name!r} would be extracted outside the destination")
+    if member.issym() or member.islnk():
+        base = os.path.dirname(where) if member.issym() else root
+        if os.path.isabs(member.linkname) or not inside(os.path.join(base, member.linkname)):
+            raise ValueError(f"{member.name!r} links outside the destination")
+    elif not (member.isfile() or member.isdir()):
+        raise ValueError(f"{member.name!r} is a special file")
+    safe = copy.copy(member)
+    safe.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+    safe.uid = safe.gid = 0
+    safe.uname = safe.gname = ""
+    return safe
 
 
 def _clear(root: str, name: str) -> None:
