@@ -637,20 +637,22 @@ class AsyncSandbox:
         if n < 1:
             raise ValueError(f"fork needs n >= 1, not {n}")
 
-        # Where the children are best given a host directory to read (a local backend on
-        # a root host), each reads the snapshot there: one file in the page cache for all,
-        # none of it sent through a channel.
-        reads = getattr(self.backend, "reads_host_dirs", None)
-        shown = bool(reads and reads(config or self.config))
-
-        async def child(snap: snapshots.Snapshot) -> Self:
+        async def child(snap: snapshots.Snapshot, shown: bool) -> Self:
             sandbox = type(self)(config or self.config, backend=self.backend)
             sandbox.router.tools.update(self.router.tools)
             sandbox.router.routes.update(self.router.routes)
             return await sandbox._start_from(snap, shown)
 
+        reads = getattr(self.backend, "reads_host_dirs", None)
         async with snapshots.private(self, "sandlot-fork-") as (_, snap):
-            made = await asyncio.gather(*(child(snap) for _ in range(n)), return_exceptions=True)
+            # Where the children are best given a host directory to read (a local backend,
+            # see LocalBackend.reads_host_dirs), each reads the snapshot there: one file in
+            # the page cache for all, none of it sent through a channel.
+            size = snap.path.stat().st_size
+            shown = bool(reads and reads(config or self.config, size))
+            made = await asyncio.gather(
+                *(child(snap, shown) for _ in range(n)), return_exceptions=True
+            )
         children: list[Self] = []
         failed: list[BaseException] = []
         for item in made:

@@ -22,6 +22,26 @@ pytestmark = pytest.mark.skipif(
     os.getuid() != 0, reason="a test running as root starts the other user's host"
 )
 
+TAMPER = r'''
+CODE = """
+import builtins, os
+p = '/.sandlot-fork/parent.snap'
+out = []
+for act in (lambda: open(p, 'r+b'), lambda: os.chmod(p, 0o666), lambda: os.unlink(p),
+            lambda: os.rename(p, p + '.x'), lambda: open('/.sandlot-fork/x', 'w')):
+    try:
+        act()
+        out.append('worked')
+    except OSError as e:
+        out.append(e.errno)
+builtins.TAMPERED = out
+"""
+class Tamper:
+    def __reduce__(self):
+        return (exec, (CODE, {}))
+tamper = Tamper()
+'''
+
 STARTS = r"""
 import json, os, socket, sandlot
 from sandlot.backends import local
@@ -31,6 +51,7 @@ def net():
 
 NET = "import socket; sorted(n for _, n in socket.if_nameindex())"
 PTY = "import os, pty; m, s = pty.openpty(); print(os.ttyname(s))"
+TAMPER = TAMPER_CODE
 
 out = {"host_uid": os.getuid(), "root": local.probe().root}
 config = sandlot.SandboxConfig(isolation="bubblewrap")
@@ -118,13 +139,23 @@ with sandlot.Sandbox(config) as sb:
     (kid,) = sb.fork(1)
     with kid:
         out["forked"] = kid.run_code("x + 1, open('k.txt').read()").value
+        out["forked_shown"] = "/.sandlot-fork " in kid.exec("cat", "/proc/self/mountinfo").stdout
+    sb.run_code("big = bytes(16 << 20)", raise_on_error=True)  # past SHOWN_FROM: mounted
+    # What the parent's state runs in a child as it loads: at the file its siblings read.
+    sb.run_code(TAMPER, raise_on_error=True)
+    (kid,) = sb.fork(1)
+    with kid:
+        out["big_forked"] = kid.run_code("len(big) >> 20, x").value
+        out["big_shown"] = "/.sandlot-fork " in kid.exec("cat", "/proc/self/mountinfo").stdout
+        out["tampered"] = kid.run_code("import builtins; builtins.TAMPERED").value
 print(json.dumps(out))
 """
 
 
 @pytest.fixture(scope="module")
 def starts(home: Path) -> dict[str, Any]:
-    result: dict[str, Any] = run_as_other_user(STARTS, home)
+    script = STARTS.replace("TAMPER_CODE", repr(TAMPER))
+    result: dict[str, Any] = run_as_other_user(script, home)
     return result
 
 
@@ -179,6 +210,10 @@ def test_a_fork_works_on_a_python_without_tarfile_s_data_filter(starts: dict[str
     """The system's Python 3.11 here predates 3.11.4's ``data`` filter, which the driver
     unpacks a fork's workdir with where it has it (``test_tar_without_data_filter``)."""
     assert starts["forked"] == "(42, 'kept')"
+    # A small snapshot is sent to the child; a large one is mounted in it (read there).
+    assert starts["forked_shown"] is False
+    assert starts["big_forked"] == "(16, 41)" and starts["big_shown"] is True
+    assert starts["tampered"] == "[30, 30, 30, 30, 30]"  # a read-only mount, for the host's user
 
 
 def test_a_fork_s_processes_end_when_a_host_that_is_not_root_is_killed(home: Path) -> None:
