@@ -513,19 +513,23 @@ def _writable(volumes: dict[str, Path], config: SandboxConfig) -> dict[str, Path
     return {t: v for t, v in volumes.items() if not config.volumes[t].read_only}
 
 
+def _binds(config: SandboxConfig, volumes: dict[str, Path]) -> list[tuple[str, bool]]:
+    """(host directory, writable) for each of ``config``'s mounts, then its volumes
+    (``volumes``: their host directories), in the order of :func:`_mount_targets`."""
+    binds = [(m.source, m.writable) for m in config.mounts]
+    return binds + [(str(volumes[t]), not v.read_only) for t, v in config.volumes.items()]
+
+
 def _sources_seen(
     config: SandboxConfig,
     volumes: dict[str, Path],
     look: Callable[[str], os.stat_result] = os.stat,
 ) -> tuple[Any, ...]:
     """What a template in a user namespace binds for ``config``'s mounts and volumes
-    (``volumes``: their host directories): each source's path, device and inode (as
-    ``look`` finds them), and whether it is writable. A source replaced since (a volume
-    made anew) is another."""
-    binds = [(m.source, m.writable) for m in config.mounts]
-    binds += [(str(volumes[t]), not v.read_only) for t, v in config.volumes.items()]
+    (:func:`_binds`): each source's path, device and inode (as ``look`` finds them), and
+    whether it is writable. A source replaced since (a volume made anew) is another."""
     seen = []
-    for path, writable in binds:
+    for path, writable in _binds(config, volumes):
         found = look(path)
         seen.append((path, found.st_dev, found.st_ino, writable))
     return tuple(seen)
@@ -955,9 +959,10 @@ def _start_template(
             raise _MountsStayCold
         if targets and not iso.root:  # it binds them itself, as a cold start's bubblewrap does
             opened: dict[str, int] = {}
-            for path in [*_bound_host_paths(config), *map(str, volumes.values())]:
-                passed.append(_open_source(path))
-                opened[path] = passed[-1]
+            for path, _ in _binds(config, volumes):
+                if path not in opened:  # one source may be mounted at two paths
+                    passed.append(_open_source(path))
+                    opened[path] = passed[-1]
             # The very directories the key names (one swapped meanwhile would stay bound
             # for every later sandbox of that key): else these start cold.
             if _sources_seen(config, volumes, lambda p: os.fstat(opened[p])) != seen:
@@ -1330,10 +1335,8 @@ class LocalBackend:
                     if iso.root
                     else os.open(workdir_host, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 )
-                binds = [(m.source, not m.writable) for m in config.mounts]
-                binds += [(str(volumes[t]), v.read_only) for t, v in config.volumes.items()]
-                for path, read_only in binds if iso.root else ():  # as _mount_targets orders
-                    given.append(_detached_bind(path, read_only))
+                for path, writable in _binds(config, volumes) if iso.root else ():
+                    given.append(_detached_bind(path, not writable))
                 for file in cgroup.join_files() if cgroup is not None else []:
                     given.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
                 waiting = template.fork(host_dir.name, config.network, child.fileno(), log_w, given)

@@ -91,46 +91,32 @@ def incoming(inbox: queue.Queue[tuple[dict[str, Any], bytes]]) -> Iterator[bytes
 
 
 def payload(
-    inbox: queue.Queue[tuple[dict[str, Any], bytes]], header: dict[str, Any]
+    inbox: queue.Queue[tuple[dict[str, Any], bytes]],
+    header: dict[str, Any],
+    at_once: bool = False,
 ) -> Iterator[bytes]:
     """A request's data: its ``data`` frames, or, where its header names ``from_file`` (a
     file this sandbox sees: the host sends only the end), ``size`` bytes of that file from
-    ``offset``."""
+    ``offset``, a MiB at a time or (``at_once``) in one block."""
     named = header.get("from_file")
     if named is None:
         return incoming(inbox)
     for _ in incoming(inbox):  # the end, and nothing before it
         pass
-    return _file_chunks(str(named["path"]), int(named["offset"]), int(named["size"]))
-
-
-def payload_bytes(
-    inbox: queue.Queue[tuple[dict[str, Any], bytes]], header: dict[str, Any]
-) -> bytes:
-    """:func:`payload`, whole: a file's section read at once (one copy, not two)."""
-    named = header.get("from_file")
-    if named is None:
-        return b"".join(incoming(inbox))
-    for _ in incoming(inbox):
-        pass
     size = int(named["size"])
-    with open(str(named["path"]), "rb") as f:
-        f.seek(int(named["offset"]))
-        data = f.read(size)
-    if len(data) != size:
-        raise EOFError(f"{named['path']} ended {size - len(data)} bytes early")
-    return data
+    block = size if at_once else 1 << 20
+    return _file_chunks(str(named["path"]), int(named["offset"]), size, block)
 
 
-def _file_chunks(path: str, offset: int, size: int) -> Iterator[bytes]:
+def _file_chunks(path: str, offset: int, size: int, block: int) -> Iterator[bytes]:
     with open(path, "rb") as f:
         f.seek(offset)
         while size > 0:
-            block = f.read(min(size, 1 << 20))
-            if not block:
+            data = f.read(min(size, block))
+            if not data:
                 raise EOFError(f"{path} ended {size} bytes early")
-            size -= len(block)
-            yield block
+            size -= len(data)
+            yield data
 
 
 class _InboxReader:

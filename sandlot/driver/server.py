@@ -447,7 +447,8 @@ class Server:
         from . import snapshot
 
         try:
-            blob = fileops.payload_bytes(self.inboxes[rid], header)
+            # One block from a file (a lone item is joined without a copy).
+            blob = b"".join(fileops.payload(self.inboxes[rid], header, at_once=True))
         finally:
             self.inboxes.pop(rid, None)
         report = snapshot.restore(self.repl.namespace, blob)
