@@ -50,7 +50,19 @@ console = Console(width=160)
 FANOUT_ITEMS, FANOUT_POOL, FANOUT_LATENCY = 64, 4, 0.05
 NIAH_POOL, NIAH_LATENCY = 16, 0.001
 ROW_GROUPS = [
-    *("cold", "mounts", "churn", "ballast", "torch", "repl", "hostcall", "payload", "fanout"),
+    *(
+        "cold",
+        "first",
+        "collect",
+        "mounts",
+        "churn",
+        "ballast",
+        "torch",
+        "repl",
+        "hostcall",
+        "payload",
+        "fanout",
+    ),
     "niah",
 ]
 
@@ -239,8 +251,19 @@ def measures(args: argparse.Namespace, torch_problem: str) -> list[Measure]:
         rows = [Row(label, "cold")]
         return Measure(group, "cold", {"runs": cold_runs, **more}, cold_rounds, rows, skip=skip)
 
+    def single(group: str, args: dict[str, Any], rounds: int, label: str) -> Measure:
+        """A row of its own probe (named as its group), whose one series is the group's name."""
+        return Measure(group, group, args, rounds, [Row(label, group)])
+
     out = [
         start("cold", "cold start, bare host", {}),
+        start("first", "a new template's first sandbox", {"new_template": True}),
+        single(
+            "collect",
+            {"runs": 5 if q else 20},
+            1 if q else 3,
+            "a full collection (gc.collect()) in a fresh sandbox",
+        ),
         start("mounts", "start with a read-only mount and a volume", {"mounts": True}),
         Measure(
             "churn",
@@ -261,20 +284,8 @@ def measures(args: argparse.Namespace, torch_problem: str) -> list[Measure]:
             1 if q else 5,
             [Row("REPL x += 1", "x+=1"), Row("REPL cell printing 1 MB", "1 MB")],
         ),
-        Measure(
-            "hostcall",
-            "hostcall",
-            {"runs": 50 if q else 200},
-            1 if q else 5,
-            [Row("host call round trip", "hostcall")],
-        ),
-        Measure(
-            "payload",
-            "payload",
-            {"runs": 1 if q else 2},
-            1 if q else 3,
-            [Row("host call carrying 43 MB", "payload")],
-        ),
+        single("hostcall", {"runs": 50 if q else 200}, 1 if q else 5, "host call round trip"),
+        single("payload", {"runs": 1 if q else 2}, 1 if q else 3, "host call carrying 43 MB"),
         Measure(
             "fanout",
             "fanout",
@@ -485,7 +496,7 @@ def report(plan: list[Measure], trees: list[Tree], results: dict[tuple[int, str]
                 notes.append(f"{m.rows[0].label.split(':')[0]} ({side}): {error}")
     console.print(t)
     for i, m in enumerate(plan):
-        if m.group in ("ballast", "torch", "cold", "mounts") and not m.skip:
+        if m.group in ("ballast", "torch", "cold", "first", "mounts") and not m.skip:
             for side in ("base", "new"):
                 rss = [x["host_rss_mib"] for x in results[(i, side)].info if "host_rss_mib" in x]
                 if rss:
@@ -506,6 +517,8 @@ def report(plan: list[Measure], trees: list[Tree], results: dict[tuple[int, str]
         "RLM(warm=1) before it",
         "cold": "cold start: start, 1+1, terminate, all three timed (bench.py startup does not "
         "time the terminate)",
+        "first": "a new template's first sandbox: start (the template's with it), 1+1, "
+        "terminate; a locale of its own each, 7 a process at most",
         "payload": "host call carrying 43 MB: timed inside the sandbox around one call of a "
         "tool taking 100 strings of 430,000 chars and returning their lengths",
     }

@@ -76,15 +76,28 @@ def value_of(result: Any) -> Any:
 # -- the measurements ----------------------------------------------------------------
 
 
+NEW_TEMPLATES = 7  # a host runs 8 templates at most: the untimed start's, and these
+
+
 def cold(
-    runs: int, ballast_mb: int = 0, torch: bool = False, mounts: bool = False
+    runs: int,
+    ballast_mb: int = 0,
+    torch: bool = False,
+    mounts: bool = False,
+    new_template: bool = False,
 ) -> dict[str, Any]:
     """Start an isolated sandbox, get ``1+1``, terminate it; from a host of a given size;
-    ``mounts``: the sandbox has a read-only mount of a host directory and a volume."""
+    ``mounts``: the sandbox has a read-only mount of a host directory and a volume;
+    ``new_template``: each start is a new template's first (a locale of its own is a
+    template of its own), as a process's first start is; at most NEW_TEMPLATES runs."""
     import sandlot
 
     held = weigh_host(ballast_mb, torch)
     config = isolated_config()
+    configs = iter(
+        type(config).model_validate({**config.model_dump(), "env": {"LC_MESSAGES": f"C@{i}"}})
+        for i in range(NEW_TEMPLATES + 1 if new_template else 0)
+    )
     scratch = ""
     if mounts:
         import tempfile
@@ -100,7 +113,7 @@ def cold(
         config = type(config).model_validate({**config.model_dump(), **fields})
 
     def once() -> None:
-        sb = sandlot.Sandbox(config).start()
+        sb = sandlot.Sandbox(next(configs, config)).start()
         try:
             assert sb.run_code("1+1").value == "2"
         finally:
@@ -108,7 +121,7 @@ def cold(
 
     once()  # untimed: probes the machine, builds the sandbox interpreter's environment
     rss = rss_mib()
-    samples = timed(once, runs)
+    samples = timed(once, min(runs, NEW_TEMPLATES) if new_template else runs)
     del held
     if scratch:
         shutil.rmtree(scratch)
@@ -262,8 +275,32 @@ def niah(lines: int, pool: int, latency: float, cache_dir: str, first: str) -> d
     return {"series": series, "info": {"context_mb": round(len(text) / 1e6, 1)}}
 
 
+COLLECT = """
+import gc, time
+start = time.perf_counter()
+gc.collect()
+time.perf_counter() - start
+"""
+
+
+def collect(runs: int) -> dict[str, Any]:
+    """In each of ``runs`` fresh sandboxes, after its first cell: how long a full collection
+    of the garbage collector takes in there (timed inside the sandbox)."""
+    import sandlot
+
+    config = isolated_config()
+    sandlot.Sandbox(config).start().terminate()  # untimed: the template's start
+    samples = []
+    for _ in range(runs):
+        with sandlot.Sandbox(config) as sb:
+            assert sb.run_code("1+1").value == "2"
+            samples.append(float(value_of(sb.run_code(COLLECT))))
+    return {"series": {"collect": samples}, "info": {}}
+
+
 MEASURES: dict[str, Callable[..., dict[str, Any]]] = {
     "cold": cold,
+    "collect": collect,
     "churn": churning,
     "repl": repl,
     "hostcall": hostcall,

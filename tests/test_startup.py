@@ -19,10 +19,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import strict
+from conftest import forked, strict
 
 import sandlot
 from sandlot.backends import envs
+from sandlot.backends import local as local_backend
 from sandlot.backends import template as templates
 from sandlot.cli import SUBCOMMANDS
 from sandlot.driver.server import readable_by
@@ -133,31 +134,65 @@ def test_a_fresh_sandbox_s_driver_has_not_imported_what_it_does_not_need_yet(
 # What a cold-started driver (no template: a host that is not root, a sandbox with mounts
 # or volumes, SANDLOT_TEMPLATES=0) loads only once a request needs it (its channel is read
 # and written as a descriptor: no socket module), about a third of its imports' time; a
-# template holds them for every fork beforehand.
+# template holds them for every fork but its first beforehand.
 COLD_LAZY = ("ctypes", "selectors", "shutil", "socket", "subprocess", "tempfile", "typing")
+TEMPLATE_HOLDS = ["ctypes", "selectors", "socket"]  # what the template itself runs on
+LAZY_PROBE = f"import sys\nsorted(m for m in {COLD_LAZY!r} if m in sys.modules)"
+# The collector: on for the sandbox's code; where forked, the template's objects frozen
+# (gc.freeze), so that no collection in the sandbox walks them (and copies their pages).
+GC_PROBE = "import gc\n(gc.isenabled(), gc.get_freeze_count(), len(gc.get_objects()))"
 
 
-@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
-def test_a_driver_loads_what_commands_and_files_need_before_they_come_only_in_a_template(
-    monkeypatch: pytest.MonkeyPatch, templates_on: str
+def _requests_load_what_they_need(box: sandlot.Sandbox) -> list[str]:
+    """Run a command and file requests in ``box``; the modules of COLD_LAZY it has after."""
+    assert box.exec("echo", "ran").stdout == "ran\n"
+    box.files.write("made/here.txt", "written")
+    assert box.files.read_text("made/here.txt") == "written"
+    assert [f.name for f in box.files.list("made")] == ["here.txt"]  # no temporary left
+    box.files.remove("made", recursive=True)
+    assert not box.files.exists("made")
+    return list(ast.literal_eval(box.run_code(LAZY_PROBE).value or ""))
+
+
+def test_a_cold_driver_loads_what_commands_and_files_need_when_they_come(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(templates.ENV_VAR, templates_on)
-    probe = f"import sys\nsorted(m for m in {COLD_LAZY!r} if m in sys.modules)"
+    monkeypatch.setenv(templates.ENV_VAR, "0")
     with sandlot.Sandbox(strict()) as box:
-        assert box.info["started"] == ("template" if templates_on == "1" else "cold")
-        before = ast.literal_eval(box.run_code(probe).value or "")
-        assert box.exec("echo", "ran").stdout == "ran\n"
-        box.files.write("made/here.txt", "written")
-        assert box.files.read_text("made/here.txt") == "written"
-        assert [f.name for f in box.files.list("made")] == ["here.txt"]  # no temporary left
-        box.files.remove("made", recursive=True)
-        assert not box.files.exists("made")
-        after = ast.literal_eval(box.run_code(probe).value or "")
-    if templates_on == "1":
-        assert before == after == list(COLD_LAZY)
-    else:  # each request loaded what it needed; the driver's parent is bubblewrap's PID 1
-        assert before == []
-        assert after == ["selectors", "shutil", "subprocess"]
+        assert box.info["started"] == "cold"
+        assert box.run_code(LAZY_PROBE).value == "[]"
+        # Each request loaded what it needed; the driver's parent is bubblewrap's PID 1.
+        assert _requests_load_what_they_need(box) == ["selectors", "shutil", "subprocess"]
+        enabled, frozen, _ = ast.literal_eval(box.run_code(GC_PROBE).value or "")
+        assert enabled and frozen == 0
+
+
+def test_a_template_s_first_sandbox_loads_as_a_cold_one_and_the_next_find_it_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new template forks its first sandbox before it loads what commands and files need
+    (that sandbox's start is the template's: it loads them itself), then loads them once
+    for every later fork; both find the template's objects frozen and the collector on."""
+    monkeypatch.setenv(templates.ENV_VAR, "1")
+    locale = "C.UTF-8@sandlot-first-fork"  # a key of its own: this test's template is new
+    config = strict(env={"LC_MESSAGES": locale})
+    try:
+        for first in (True, False):
+            with sandlot.Sandbox(config) as box:
+                forked(box)
+                before = ast.literal_eval(box.run_code(LAZY_PROBE).value or "")
+                assert before == (TEMPLATE_HOLDS if first else list(COLD_LAZY))
+                enabled, frozen, tracked = ast.literal_eval(box.run_code(GC_PROBE).value or "")
+                assert enabled and frozen > 5000 and tracked < frozen // 4, (frozen, tracked)
+                loaded = sorted([*TEMPLATE_HOLDS, "shutil", "subprocess"])  # as a cold one
+                assert _requests_load_what_they_need(box) == (loaded if first else list(COLD_LAZY))
+    finally:
+        with local_backend._templates_lock:
+            mine = [k for k in local_backend._templates if ("LC_MESSAGES", locale) in k[2]]
+            ended = [local_backend._templates.pop(k) for k in mine]
+        for template in ended:
+            local_backend._end_template(template)
+        assert len(ended) == 1
 
 
 def test_a_driver_tells_whether_a_user_it_drops_to_could_read_a_directory() -> None:

@@ -16,20 +16,24 @@ length-prefixed zip, unpacks it into a fresh private temporary directory
    exits with the driver's status.
 
 Standard library only, as the rest of the driver. A directory that a far side
-killed outright left behind is removed by the next start of this user's.
+killed outright left behind is removed by the next start of this user's. A
+template imports this module for its places only, before it forks its first
+sandbox: ``shutil`` and ``subprocess`` load in the functions that use them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
-from typing import Any
 
 from . import protocol
+from .protocol import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
 
 PREFIX = "sandlot-stream-"
 OWNER_FILE = ".owner"
@@ -94,6 +98,7 @@ def _sweep(tmp: str) -> None:
 
 def _remove(path: str) -> None:
     """Remove a tree, read-only directories the sandbox made included."""
+    import shutil
 
     def retry(func: Any, target: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):
@@ -105,6 +110,9 @@ def _remove(path: str) -> None:
 
 def probe_bwrap() -> tuple[str | None, str]:
     """A bubblewrap that works here (its path), or None and why not."""
+    import shutil
+    import subprocess
+
     path = shutil.which("bwrap")
     if path is None:
         return None, "bubblewrap (bwrap) is not installed on the far side"
@@ -179,6 +187,8 @@ def _environment(settings: dict[str, Any], home: str) -> dict[str, str]:
 
 def main(root: str) -> None:
     """Say hello, take the start settings, run the driver, clean up, exit with its status."""
+    import subprocess
+
     with open(os.path.join(root, OWNER_FILE), "w") as f:
         f.write(f"{os.getpid()} {_start_time(os.getpid())}")
     child: subprocess.Popen[bytes] | None = None

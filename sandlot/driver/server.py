@@ -5,9 +5,9 @@ runs. What only some requests need loads when the first of them comes, in a
 cold-started driver (about a third of its imports' time): ``subprocess`` for a
 command, ``shutil`` for a recursive remove, ``tarfile`` for a tar, ``typing`` and
 ``inspect`` for a served library, ``asyncio`` for top-level ``await``; a template
-loads them all before it forks. The workdir goes on ``sys.path`` only after the
-standard library, so a ``subprocess.py`` in an uploaded repository cannot take
-the driver's place.
+loads them all once it has forked its first sandbox, before the others. The
+workdir goes on ``sys.path`` only after the standard library, so a
+``subprocess.py`` in an uploaded repository cannot take the driver's place.
 
 The REPL runs on the main thread so that a cancel can interrupt it with SIGINT
 (which also breaks blocking calls such as ``time.sleep``). Every other request
@@ -654,7 +654,7 @@ def apply_limits(limits: dict[str, int]) -> None:
 
 
 # What a driver loads only when the first request that needs it comes (see the module's
-# docstring): what a template loads before it forks, and what even its forks load late.
+# docstring): what a template loads for its forks, and what even its forks load late.
 ON_DEMAND = ("ctypes", "shutil", "socket", "tempfile", ".exposed", ".procs")
 RARELY = ("inspect", "secrets", "tarfile", ".snapshot")
 

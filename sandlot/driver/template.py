@@ -383,6 +383,29 @@ def _warm_up(program: bytes | None) -> None:
         server.rehearse_session()
 
 
+def _settle(program: bytes | None) -> None:
+    """In the template, once, after its first request: import what a cold driver loads on
+    demand, warm up (:func:`_warm_up`), then freeze what it holds and turn the collector on.
+
+    Not before: the first sandbox is the first spare's, forked before ``ready``, and
+    loads what it needs as a cold driver does. A template's start is that sandbox's
+    (``docs/architecture.md``, *Templates*: 74 ms to its end where it had been 91).
+
+    Frozen (``gc.freeze``), the template's objects are in no generation a collection in a
+    fork walks: each collection would write to every one of them, and copy their pages
+    (a full one in a fork took 5.9 ms, 0.06 frozen). The first spare was forked frozen
+    with the collector off, as the template imported; a driver turns it on before any of
+    the sandbox's code runs. Unfrozen, that first sandbox's first collection walked all
+    the template's young objects, counted since its start: 6 ms of its start became 13.
+    """
+    with contextlib.suppress(Exception):  # colder forks, not a failed template
+        server.load_on_demand()
+        _warm_up(program)
+    gc.collect()  # what the warm-up left in cycles, before the rest is frozen for good
+    gc.freeze()
+    gc.enable()
+
+
 def _a_cpu_is_free() -> bool:
     """Whether no more tasks are runnable (this one among them, ``/proc/loadavg``'s count)
     than there are CPUs to run this process on.
@@ -557,8 +580,7 @@ class _Forker:
                 os.close(fd)
         if not self.warm:  # off the first start's path, before the spare that serves the next
             self.warm = True
-            with contextlib.suppress(Exception):  # colder forks, not a failed template
-                _warm_up(self.program)
+            _settle(self.program)
         if self.spare is None:  # the next start's first process, once the host has its answer
             with contextlib.suppress(OSError):  # none now: the next request forks its own
                 self.spare = self.fork(network, trial=False)
@@ -727,8 +749,6 @@ def main(
     directories of its root where each sandbox's mounts go, the host's detached mounts
     coming in this order with each request.
     """
-    server.load_on_demand()  # once for every fork: none loads them at its first request
-    gc.enable()  # off while it imported (farside.GC_OFF)
     if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
         import site
 
@@ -749,6 +769,7 @@ def main(
     most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
     forker = _Forker(socket.socket(fileno=control_fd), program, bound, targets)
+    gc.freeze()  # see _settle; the collector stays off here until then
     problem = forker.first_spare(network)
     if problem:
         os.write(2, f"its first sandbox's walls failed: {problem}".encode())
