@@ -77,6 +77,7 @@ def value_of(result: Any) -> Any:
 
 
 NEW_TEMPLATES = 7  # a host runs 8 templates at most: the untimed start's, and these
+SETTLE_PAUSE = 0.3  # seconds before each such start
 
 
 def cold(
@@ -89,7 +90,9 @@ def cold(
     """Start an isolated sandbox, get ``1+1``, terminate it; from a host of a given size;
     ``mounts``: the sandbox has a read-only mount of a host directory and a volume;
     ``new_template``: each start is a new template's first (a locale of its own is a
-    template of its own), as a process's first start is; at most NEW_TEMPLATES runs."""
+    template of its own), as a process's first start is; at most NEW_TEMPLATES runs,
+    each after a pause (untimed) in which the last template settles, as a first start
+    has no other template beside it."""
     import sandlot
 
     held = weigh_host(ballast_mb, torch)
@@ -121,7 +124,13 @@ def cold(
 
     once()  # untimed: probes the machine, builds the sandbox interpreter's environment
     rss = rss_mib()
-    samples = timed(once, min(runs, NEW_TEMPLATES) if new_template else runs)
+    if new_template:
+        samples = []
+        for _ in range(min(runs, NEW_TEMPLATES)):
+            time.sleep(SETTLE_PAUSE)
+            samples += timed(once, 1)
+    else:
+        samples = timed(once, runs)
     del held
     if scratch:
         shutil.rmtree(scratch)

@@ -40,7 +40,7 @@ from .protocol import TYPE_CHECKING, no_thread
 from .repl import Repl, user_traceback
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 SKIPPED = {"stdout": b"", "stderr": b"", "value": None, "error": None, "truncated": False}
@@ -659,16 +659,24 @@ ON_DEMAND = ("ctypes", "shutil", "socket", "tempfile", ".exposed", ".procs")
 RARELY = ("inspect", "secrets", "tarfile", ".snapshot")
 
 
-LOADED = False  # load_on_demand() ran here, or in the template this driver was forked from
+LOADED = False  # loading() ran to its end here, or in the template this driver was forked from
 
 
-def load_on_demand(rarely: bool = False) -> None:
-    """Import :data:`ON_DEMAND` now (in a template, for every fork), and :data:`RARELY` too
-    (in a driver about to drop to a user who could not read the standard library)."""
+def loading(rarely: bool = False) -> Iterator[None]:
+    """Import :data:`ON_DEMAND` (in a template, for every fork), and :data:`RARELY` too (in
+    a driver about to drop to a user who could not read the standard library): a module
+    a step."""
     global LOADED
     for name in ON_DEMAND + RARELY if rarely else ON_DEMAND:
         importlib.import_module(name, __package__)
+        yield
     LOADED = True
+
+
+def load_on_demand(rarely: bool = False) -> None:
+    """All of :func:`loading`'s steps, now."""
+    for _ in loading(rarely):
+        pass
 
 
 def readable_by(directory: str, uid: int, gid: int) -> bool:
@@ -748,7 +756,7 @@ def rehearse_session() -> None:
     output), a cell run with its reply read back, a host call's arguments encoded. What is
     left goes with the pair: the server, its REPL and its namespace; the cell's entry in
     the line cache is dropped. Each fork then finds this code warm (see the template's
-    ``_warm_up``)."""
+    ``_settling``)."""
     import socket  # held by the template this runs in
 
     here, there = socket.socketpair()

@@ -50,7 +50,7 @@ import socket
 import struct
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from . import server
 from .farside import FRESH_DIRS, SLOTS_INSIDE
@@ -84,7 +84,8 @@ FAILED_SETUP = 121  # the sandbox's process could not build its walls
 SPARE = "spare"  # the selector's mark on the socket of the spare first process
 REHEARSE_AFTER = 0.005  # seconds a driver-to-be waits for a sandbox before it rehearses
 TRIAL_WAIT, TRIAL_SAYS = 20.0, 4000  # the first spare's answer: seconds, bytes at most
-WARM_UP_ROUNDS = 8  # the template's rehearsals (see _warm_up): fewer save less, more no more
+WARM_UP_ROUNDS = 8  # the template's rehearsals (see _settling): fewer save less, more no more
+_DONE = object()  # what next() gives once _settling has no step left
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # libc's fork with the GIL held, without CPython's fixups around it (see _fork_first).
@@ -361,35 +362,27 @@ def _rehearse_walls(program: bytes | None) -> None:
         _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
 
 
-def _warm_up(program: bytes | None) -> None:
-    """In the template, once: rehearse each fork's start here, a few times, with no effect.
+def _settling(program: bytes | None) -> Iterator[None]:
+    """In the template, once, after its first request, a step at a time (the template
+    serves requests and reports ends between them): import what a cold driver loads on
+    demand, warm up, then freeze what it holds and turn the collector on.
 
-    Code that has never run writes to itself when it first does: CPython 3.11 counts
-    a function's first calls and then rewrites its bytecode in place, each instruction
+    Not before: the first sandbox is the first spare's, forked before ``ready``, and
+    loads what it needs as a cold driver does. A template's start is that sandbox's
+    (``docs/architecture.md``, *Templates*). Nor in one go: the first sandbox's end
+    is the template's report of it, and a short one would wait for all of it (about
+    10 ms here).
+
+    The warm-up rehearses each fork's start, a few times, with no effect. Code that
+    has never run writes to itself when it first does: CPython 3.11 counts a
+    function's first calls and then rewrites its bytecode in place, each instruction
     keeps counters while it specializes, and the first use of a type or a name fills
     caches. In a fork each of those writes copies a page of the template's. Run here
     first, the start's code (the spare's rehearsal, and a session's: a server built, a
     cell run) is already warm in every fork: a driver-to-be's rehearsal took 228 page
-    faults instead of 345 (standalone, 8 rounds; 2 rounds gave 246, 64 no fewer than 8),
-    a driver's first cell 380 us instead of 630. ``random.seed`` is the at-fork hook
-    every driver runs.
-    """
-    import random
-
-    for _ in range(WARM_UP_ROUNDS):
-        random.seed()  # the template's own generator: each fork reseeds its own anyway
-        _rehearse_walls(program)
-        server.rehearse()
-        server.rehearse_session()
-
-
-def _settle(program: bytes | None) -> None:
-    """In the template, once, after its first request: import what a cold driver loads on
-    demand, warm up (:func:`_warm_up`), then freeze what it holds and turn the collector on.
-
-    Not before: the first sandbox is the first spare's, forked before ``ready``, and
-    loads what it needs as a cold driver does. A template's start is that sandbox's
-    (``docs/architecture.md``, *Templates*: 74 ms to its end where it had been 91).
+    faults instead of 345 (standalone, 8 rounds; 2 rounds gave 246, 64 no fewer than
+    8), a driver's first cell 380 us instead of 630. ``random.seed`` is the at-fork
+    hook every driver runs.
 
     Frozen (``gc.freeze``), the template's objects are in no generation a collection in a
     fork walks: each collection would write to every one of them, and copy their pages
@@ -398,9 +391,18 @@ def _settle(program: bytes | None) -> None:
     the sandbox's code runs. Unfrozen, that first sandbox's first collection walked all
     the template's young objects, counted since its start: 6 ms of its start became 13.
     """
-    with contextlib.suppress(Exception):  # colder forks, not a failed template
-        server.load_on_demand()
-        _warm_up(program)
+    try:
+        yield from server.loading()
+        import random
+
+        for _ in range(WARM_UP_ROUNDS):
+            random.seed()  # the template's own generator: each fork reseeds its own anyway
+            _rehearse_walls(program)
+            server.rehearse()
+            server.rehearse_session()
+            yield
+    except Exception:  # colder forks, not a failed template
+        pass
     gc.collect()  # what the warm-up left in cycles, before the rest is frozen for good
     gc.freeze()
     gc.enable()
@@ -540,12 +542,18 @@ class _Forker:
             for flag, name in NAMESPACES.items()
         }
         self.spare: _Spare | None = None
-        self.warm = False  # whether _warm_up has run: after the first start's answer
+        self.settled = False  # once _settling has begun: after the first start's answer
+        self.network = True  # the last request's network setting: the next spare's
+        self.settling: Iterator[None] | None = None  # its steps left, while it runs
 
     def serve(self) -> None:
-        """Take requests and report ends until the host closes the control socket."""
+        """Take requests and report ends until the host closes the control socket; settle
+        (:func:`_settling`) a step at a time while neither comes."""
         while True:
-            for key, _ in self.selector.select():
+            events = self.selector.select(0 if self.settling is not None else None)
+            if not events and self.settling is not None:
+                self.settle_step()
+            for key, _ in events:
                 if key.data is None:
                     if not self.take():
                         return
@@ -578,15 +586,29 @@ class _Forker:
         finally:
             for fd in fds:
                 os.close(fd)
-        if not self.warm:  # off the first start's path, before the spare that serves the next
-            self.warm = True
-            _settle(self.program)
-        if self.spare is None:  # the next start's first process, once the host has its answer
-            with contextlib.suppress(OSError):  # none now: the next request forks its own
-                self.spare = self.fork(network, trial=False)
-                # It never writes: its socket turns readable only when it has ended.
-                self.selector.register(self.spare.link, selectors.EVENT_READ, SPARE)
+        self.network = network
+        if not self.settled:  # off the first start's path; it forks the next spare at its end
+            self.settled = True
+            self.settling = _settling(self.program)
+        elif self.spare is None and self.settling is None:
+            self.fork_spare()  # the next start's first process, once the host has its answer
         return True
+
+    def fork_spare(self) -> None:
+        """Fork a spare with the last request's network setting (none if that fails: the
+        next request forks its own)."""
+        with contextlib.suppress(OSError):
+            self.spare = self.fork(self.network, trial=False)
+            # It never writes: its socket turns readable only when it has ended.
+            self.selector.register(self.spare.link, selectors.EVENT_READ, SPARE)
+
+    def settle_step(self) -> None:
+        """Take the next step of :func:`_settling`; after its last, fork the next spare."""
+        assert self.settling is not None
+        if next(self.settling, _DONE) is _DONE:
+            self.settling = None
+            if self.spare is None:
+                self.fork_spare()
 
     def spare_ended(self) -> None:
         """Reap a spare that ended while it waited; the next request forks its own."""
@@ -769,7 +791,7 @@ def main(
     most = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
     forker = _Forker(socket.socket(fileno=control_fd), program, bound, targets)
-    gc.freeze()  # see _settle; the collector stays off here until then
+    gc.freeze()  # see _settling; the collector stays off here until then
     problem = forker.first_spare(network)
     if problem:
         os.write(2, f"its first sandbox's walls failed: {problem}".encode())

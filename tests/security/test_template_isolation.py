@@ -722,7 +722,7 @@ if sys.argv[1] == "spare":
     template._rehearse_walls(_seccomp_program())
     server.rehearse()
 else:
-    template._warm_up(_seccomp_program())
+    list(template._settling(_seccomp_program()))  # every step: imports, warm-up, freeze
 after = state()
 print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}))
 """
@@ -733,7 +733,7 @@ def test_the_rehearsal_raises_nothing_and_changes_nothing(who: str) -> None:
     """A driver-to-be goes through its start's calls before it is given a sandbox, so that
     their copy-on-write faults come off the start's path (``server.rehearse`` and the
     template's ``_rehearse_walls``); the template goes through them a few times once
-    (``_warm_up``), so that fewer come. Run as a spare runs them (as root, in a mount
+    (``_settling``), so that fewer come. Run as a spare runs them (as root, in a mount
     namespace of its own) but with nothing to hide an error, they raise nothing and leave
     every descriptor, variable, id, group, limit, directory, mount, capability and filter
     as they were, and the output, threads and line cache too (the template's also runs a
@@ -772,7 +772,7 @@ def rehearsal_faults():  # the page faults of a fork's rehearsal, the fewest of 
     return min(taken)
 
 cold = rehearsal_faults()
-template._warm_up(program)
+list(template._settling(program))  # every step: imports, warm-up, freeze
 print(cold, rehearsal_faults())
 """
 
