@@ -48,6 +48,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandlot
+from sandlot.backends import local
 from sandlot.backends.local import probe
 
 try:
@@ -196,16 +197,36 @@ def bench_startup(runs: int) -> None:
 
         return one
 
+    # A template of its own (its locale is its key), ended after each start, untimed: each
+    # start is that of a new template's first sandbox, as a process's first start is.
+    first = "sandlot, a new template's first"
+    own = ISOLATED.model_copy(update={"env": {"LC_MESSAGES": "C@bench-first"}})
+
+    def new_template() -> None:
+        sb = sandlot.Sandbox(own).start()
+        check(sb)
+        sb.terminate()
+
+    def end_its_template() -> None:
+        with local._templates_lock:
+            mine = [k for k in local._templates if ("LC_MESSAGES", "C@bench-first") in k[2]]
+            ended = [local._templates.pop(k) for k in mine]
+        for template in ended:
+            local._end_template(template)
+
     kinds: dict[str, Callable[[], None]] = {
         "sandlot (template)": fresh(False),
+        first: new_template,
         "sandlot cold (SANDLOT_TEMPLATES=0)": fresh(True),
     }
+    after = {first: end_its_template}
     iso = probe()
     if iso.bwrap is not None:
         kinds["floor: bwrap + python -I -S -c pass"] = bwrap_floor(iso.bwrap)
     kinds["floor: fork + unshare 6 namespaces"] = fork_floor
-    for one in kinds.values():
+    for name, one in kinds.items():
         one()  # start each kind's template, caches and interpreters once
+        after.get(name, lambda: None)()
     took: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, float] = dict.fromkeys(kinds, 0.0)
     for i in range(runs):
@@ -216,6 +237,7 @@ def bench_startup(runs: int) -> None:
             kinds[name]()
             took[name].append(time.perf_counter() - start)
             cpu[name] += busy_seconds() - busy
+            after.get(name, lambda: None)()
     base = pct(took["sandlot (template)"], 0.5)
     rows = [
         [
