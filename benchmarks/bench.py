@@ -33,6 +33,7 @@ import gc
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -207,24 +208,45 @@ def bench_startup(runs: int) -> None:
         check(sb)
         sb.terminate()
 
-    def end_its_template() -> None:
+    def end_templates(mine: Callable[[tuple[Any, ...]], bool]) -> None:
         with local._templates_lock:
-            mine = [k for k in local._templates if ("LC_MESSAGES", "C@bench-first") in k[2]]
-            ended = [local._templates.pop(k) for k in mine]
+            ended = [local._templates.pop(k) for k in list(local._templates) if mine(k)]
         for template in ended:
             local._end_template(template)
+
+    # A machine's very first start: its cache empty (a new one each time, set untimed), so
+    # the sandbox's environment and the driver's compiled copy are made, then a template.
+    machine = "sandlot, a machine's first (empty cache)"
+    caches: list[str] = []
+
+    def empty_cache() -> None:
+        caches.append(tempfile.mkdtemp(prefix="sandlot-bench-cache-"))
+        os.environ["SANDLOT_CACHE"] = caches[-1]
+
+    def drop_cache() -> None:
+        end_templates(lambda key: str(key[0]).startswith(caches[-1]))
+        os.environ.pop("SANDLOT_CACHE")
+        shutil.rmtree(caches.pop())
 
     kinds: dict[str, Callable[[], None]] = {
         "sandlot (template)": fresh(False),
         first: new_template,
+        machine: fresh(False),
         "sandlot cold (SANDLOT_TEMPLATES=0)": fresh(True),
     }
-    after = {first: end_its_template}
+    before = {machine: empty_cache}
+    after = {
+        first: functools.partial(
+            end_templates, lambda key: ("LC_MESSAGES", "C@bench-first") in key[2]
+        ),
+        machine: drop_cache,
+    }
     iso = probe()
     if iso.bwrap is not None:
         kinds["floor: bwrap + python -I -S -c pass"] = bwrap_floor(iso.bwrap)
     kinds["floor: fork + unshare 6 namespaces"] = fork_floor
     for name, one in kinds.items():
+        before.get(name, lambda: None)()
         one()  # start each kind's template, caches and interpreters once
         after.get(name, lambda: None)()
     took: dict[str, list[float]] = {k: [] for k in kinds}
@@ -232,6 +254,7 @@ def bench_startup(runs: int) -> None:
     for i in range(runs):
         order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
         for name in order:
+            before.get(name, lambda: None)()
             time.sleep(0.02)  # let the previous one's clean-up finish
             busy, start = busy_seconds(), time.perf_counter()
             kinds[name]()
