@@ -549,11 +549,12 @@ class _Forker:
 
     def serve(self) -> None:
         """Take requests and report ends until the host closes the control socket; settle
-        (:func:`_settling`) a step at a time while neither comes."""
+        (:func:`_settling`) a step at a time between them: each request or end waits one
+        step at most, and a stream of them does not keep the template from settling."""
         while True:
-            events = self.selector.select(0 if self.settling is not None else None)
-            if not events and self.settling is not None:
+            if self.settling is not None:
                 self.settle_step()
+            events = self.selector.select(0 if self.settling is not None else None)
             for key, _ in events:
                 if key.data is None:
                     if not self.take():
