@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from .backends import disk
 from .backends.kit.store import checked_name, missing, volumes_root
 from .config import SandboxConfig, VolumeMount, check_volume_name
-from .driver.farside import SANDBOX_UID
+from .driver.places import SANDBOX_UID
 from .errors import ConfigError, FileOperationError, SandboxError
 from .results import FileInfo
 from .untar import DownloadResult

@@ -276,7 +276,7 @@ def test_the_driver_copy_follows_its_sources(
 def test_the_sandbox_s_code_runs_with_garbage_collection_on(
     monkeypatch: pytest.MonkeyPatch, templates_on: str
 ) -> None:
-    """Drivers and templates import with the collector off (``farside.GC_OFF``, 2 ms of a
+    """Drivers and templates import with the collector off (``places.GC_OFF``, 2 ms of a
     cold driver's imports); the sandbox's code finds it on, as in any interpreter."""
     monkeypatch.setenv(templates.ENV_VAR, templates_on)
     with sandlot.Sandbox(strict()) as box:

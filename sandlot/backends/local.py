@@ -41,7 +41,8 @@ from typing import Any, TypeVar
 
 from ..config import SandboxConfig, path_within, sandbox_path
 from ..driver import protocol
-from ..driver.farside import (
+from ..driver.farside import system_binds
+from ..driver.places import (
     DRIVER_INSIDE,
     FRESH_DIRS,
     GC_OFF,
@@ -49,7 +50,6 @@ from ..driver.farside import (
     SLOTS_INSIDE,
     SYSTEM_DIRS,
     WORKDIR_INSIDE,
-    system_binds,
 )
 from ..errors import ConfigError, DeathCause
 from ..secrets import secret_values

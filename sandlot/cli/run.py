@@ -25,7 +25,7 @@ from ..backends import envs
 from ..cell_input import cells_from, read_cells
 from ..config import SandboxConfig
 from ..console import EXIT_ERROR, Guard, RawOpt, expected_errors, say
-from ..driver.farside import WORKDIR_INSIDE
+from ..driver.places import WORKDIR_INSIDE
 from ..errors import ConfigError
 from ..results import CodeResult
 from ..secrets import Redactor, secret_values

@@ -16,41 +16,24 @@ length-prefixed zip, unpacks it into a fresh private temporary directory
    exits with the driver's status.
 
 Standard library only, as the rest of the driver. A directory that a far side
-killed outright left behind is removed by the next start of this user's. A
-template imports this module for its places only, before it forks its first
-sandbox: ``shutil`` and ``subprocess`` load in the functions that use them.
+killed outright left behind is removed by the next start of this user's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
+from typing import Any
 
 from . import protocol
-from .protocol import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import subprocess
-    from typing import Any
+from .places import DRIVER_INSIDE, GC_OFF, SANDBOX_UID, SYSTEM_DIRS, WORKDIR_INSIDE
 
 PREFIX = "sandlot-stream-"
 OWNER_FILE = ".owner"
-# Where things are inside every sandbox, on the host's local backend and here alike.
-SANDBOX_UID = 65534  # the user (nobody) the code runs as when the driver starts as root
-DRIVER_INSIDE = "/.sandlot"  # the driver's directory (holding sandlot_driver)
-WORKDIR_INSIDE = "/workspace"
-# Where a template in a user namespace (a host that is not root) sees its sandboxes'
-# workdirs; each sandbox binds its own at WORKDIR_INSIDE and unmounts this.
-SLOTS_INSIDE = f"{DRIVER_INSIDE}/slots"
-# The directories each sandbox forked from a template gets a fresh tmpfs on.
-FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-# How every driver's and template's boot line begins: no garbage collection while they
-# import (about 2 of a cold driver's 20 ms of imports here); the driver turns it back on
-# before any of the sandbox's code runs, the template once it has imported all it uses.
-GC_OFF = "import gc; gc.disable(); "
 
 
 def system_binds() -> list[str]:
@@ -98,7 +81,6 @@ def _sweep(tmp: str) -> None:
 
 def _remove(path: str) -> None:
     """Remove a tree, read-only directories the sandbox made included."""
-    import shutil
 
     def retry(func: Any, target: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):
@@ -110,9 +92,6 @@ def _remove(path: str) -> None:
 
 def probe_bwrap() -> tuple[str | None, str]:
     """A bubblewrap that works here (its path), or None and why not."""
-    import shutil
-    import subprocess
-
     path = shutil.which("bwrap")
     if path is None:
         return None, "bubblewrap (bwrap) is not installed on the far side"
@@ -187,8 +166,6 @@ def _environment(settings: dict[str, Any], home: str) -> dict[str, str]:
 
 def main(root: str) -> None:
     """Say hello, take the start settings, run the driver, clean up, exit with its status."""
-    import subprocess
-
     with open(os.path.join(root, OWNER_FILE), "w") as f:
         f.write(f"{os.getpid()} {_start_time(os.getpid())}")
     child: subprocess.Popen[bytes] | None = None

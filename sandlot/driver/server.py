@@ -829,7 +829,7 @@ def serve_stdio() -> None:
 
 def serve_on(sock: protocol.ByteStream) -> None:
     """Read the init frame from ``sock``, set the process up as it says, serve."""
-    gc.enable()  # off while the driver imported (farside.GC_OFF), on for the sandbox's code
+    gc.enable()  # off while the driver imported (places.GC_OFF), on for the sandbox's code
     first = protocol.read_frame(sock)
     if first is None:
         return

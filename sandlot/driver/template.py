@@ -53,8 +53,8 @@ import traceback
 from collections.abc import Callable, Iterator
 
 from . import server
-from .farside import FRESH_DIRS, SLOTS_INSIDE
-from .farside import WORKDIR_INSIDE as WORKDIR
+from .places import FRESH_DIRS, SLOTS_INSIDE
+from .places import WORKDIR_INSIDE as WORKDIR
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

@@ -36,7 +36,7 @@ import sandlot
 from sandlot.backends import cgroups
 from sandlot.backends import template as templates
 from sandlot.backends.local import _templates
-from sandlot.driver.farside import SANDBOX_UID
+from sandlot.driver.places import SANDBOX_UID
 
 pytestmark = [
     pytest.mark.timeout(120),

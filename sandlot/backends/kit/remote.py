@@ -51,7 +51,7 @@ from typing import Any, Literal, Protocol
 
 from ...config import SandboxConfig
 from ...driver import protocol
-from ...driver.farside import SANDBOX_UID, WORKDIR_INSIDE
+from ...driver.places import SANDBOX_UID, WORKDIR_INSIDE
 from ...errors import ConfigError, DeathCause, SandboxDied
 from ...secrets import secret_values
 from ...tasks import TaskScope
