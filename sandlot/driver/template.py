@@ -365,7 +365,8 @@ def _rehearse_walls(program: bytes | None) -> None:
 def _settling(program: bytes | None) -> Iterator[None]:
     """In the template, once, after its first request, a step at a time (the template
     serves requests and reports ends between them): import what a cold driver loads on
-    demand, warm up, then freeze what it holds and turn the collector on.
+    demand, warm up, run ``site`` where it runs no code of the environment's (see
+    :func:`site_runs_nothing`), then freeze what it holds and turn the collector on.
 
     Not before: the first sandbox is the first spare's, forked before ``ready``, and
     loads what it needs as a cold driver does. A template's start is that sandbox's
@@ -404,6 +405,16 @@ def _settling(program: bytes | None) -> Iterator[None]:
             yield
     except Exception:  # colder forks, not a failed template
         pass
+    if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
+        import site
+
+        # Last: the environment's packages follow the standard library on the path from
+        # here, where a name the standard library lacks (an optional import, as
+        # subprocess's of msvcrt) would find a package's module and run it here, as root
+        # with no filter. The template and each PID 1 import nothing more (all they use
+        # is loaded); the forks before this ran a site.main() of their own.
+        site.main()
+        server.SITE_DONE = True
     gc.collect()  # what the warm-up left in cycles, before the rest is frozen for good
     gc.freeze()
     gc.enable()
@@ -773,14 +784,6 @@ def main(
     directories of its root where each sandbox's mounts go, the host's detached mounts
     coming in this order with each request.
     """
-    if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
-        import site
-
-        # The environment's packages follow the standard library on the path from here;
-        # the template and each PID 1 import nothing more (all they use is loaded).
-        site.main()
-        server.SITE_DONE = True
-
     program = None
     if seccomp_fd >= 0:
         with os.fdopen(seccomp_fd, "rb") as f:

@@ -424,6 +424,42 @@ def test_an_environments_start_up_code_runs_only_as_the_sandbox_user(
         assert ran_as.value == repr(f"{SANDBOX_UID} 2")  # uid 65534, seccomp filter mode
 
 
+# What a module of a package's records when it is imported: by whom, in which process,
+# under which seccomp mode. msvcrt is a name the standard library lacks on Linux that
+# subprocess tries to import (and goes on without): found on a path that holds the
+# environment's packages, a package's msvcrt.py would run.
+NAMESAKE = (
+    "import os, sys\n"
+    "sys.sandlot_namesake = (os.getuid(), open('/proc/self/comm').read().strip(), "
+    "[l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0])\n"
+)
+TEMPLATE_HELD = (
+    "import sys\n"
+    "(getattr(sys, 'sandlot_namesake', None), "
+    "sorted(n for n, m in list(sys.modules.items())\n"
+    "       if '-packages' in str(getattr(m, '__file__', ''))))"
+)
+
+
+def test_the_template_imports_nothing_of_the_environment_s_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template imports only the standard library, before ``site`` puts the environment's
+    packages on its path: a package's module named as something the standard library
+    lacks but tries (``msvcrt``, from ``subprocess``) would otherwise run in the template,
+    as root with no filter, and in every later fork. Three sandboxes of a new template
+    (its first, forked before it settles, and two after): none holds a module from the
+    environment's packages, and the namesake ran in none of them."""
+    wheel = make_wheel(tmp_path, "sandlot_namesake", {"msvcrt.py": NAMESAKE})
+    monkeypatch.setenv(templates.ENV_VAR, "1")
+    config = strict(python_packages=[str(wheel)])  # an environment of its own: a new template
+    for _ in range(3):
+        with sandlot.Sandbox(config) as box:
+            forked(box)
+            ran, held = ast.literal_eval(box.run_code(TEMPLATE_HELD).value or "")
+            assert (ran, held) == (None, []), (ran, held)
+
+
 def test_a_fork_sees_the_same_site_set_up_as_a_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """For the default environment the template runs ``site`` once for all its forks: each
     sees what a cold start's own ``site.main()`` gives (path, prefixes, the builtins it adds,
