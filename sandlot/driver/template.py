@@ -387,7 +387,7 @@ def _settling(program: bytes | None) -> Iterator[None]:
 
     Frozen (``gc.freeze``), the template's objects are in no generation a collection in a
     fork walks: each collection would write to every one of them, and copy their pages
-    (a full one in a fork took 10.3 ms, 0.09 frozen: ``benchmarks/RESULTS.md``). The
+    (a full one in a fork took 4.4 ms, 0.08 frozen: ``benchmarks/RESULTS.md``). The
     first spare was forked frozen with the collector off, as the template imported; a
     driver turns it on before any of the sandbox's code runs. Unfrozen, that first
     sandbox's first collection walked all the template's young objects, counted since
