@@ -403,18 +403,19 @@ def _settling(program: bytes | None) -> Iterator[None]:
             server.rehearse()
             server.rehearse_session()
             yield
-    except Exception:  # colder forks, not a failed template
-        pass
-    if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
-        import site
+        if site_runs_nothing():  # as each driver would, once for all (else each does, dropped)
+            import site
 
-        # Last: the environment's packages follow the standard library on the path from
-        # here, where a name the standard library lacks (an optional import, as
-        # subprocess's of msvcrt) would find a package's module and run it here, as root
-        # with no filter. The template and each PID 1 import nothing more (all they use
-        # is loaded); the forks before this ran a site.main() of their own.
-        site.main()
-        server.SITE_DONE = True
+            # Last, and only once all the rest is loaded: the environment's packages
+            # follow the standard library on the path from here, where a name the
+            # standard library lacks (an optional import, as subprocess's of msvcrt)
+            # would find a package's module and run it, as root with no filter. The
+            # template and each PID 1 import nothing more; the forks before this ran a
+            # site.main() of their own, as do all where something above failed.
+            site.main()
+            server.SITE_DONE = True
+    except Exception:  # colder forks, not a failed template (whose end would end them all)
+        pass
     # No collection first: the warm-up's cycles (about 1,100 objects) stay, frozen, but
     # the holes freeing them would leave in the template's pages each fork's first
     # allocations would fill, copying those pages (a rehearsal in a fork: 252 page
