@@ -89,6 +89,17 @@ def spares(fork_server: int) -> list[tuple[int, int]]:
     return found
 
 
+def wait_settled(template: templates.Template, seconds: float = 30) -> None:
+    """Wait until ``template`` has settled after its first request (loaded what its forks
+    use, warmed up): it forks its next spare only then."""
+    (init,) = children(template.proc.pid)
+    (fork_server,) = children(init)
+    deadline = time.monotonic() + seconds
+    while not spares(fork_server):
+        assert time.monotonic() < deadline, "the template did not settle"
+        time.sleep(0.01)
+
+
 def stocked_cgroups(within: float = 30.0) -> list[SandboxCgroup]:
     """The cgroups the host has made ahead for its next sandboxes (``cgroups.Stock``), once
     it has made all it wants: like its templates, the host's own, not a sandbox's."""

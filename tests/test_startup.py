@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import forked, strict
+from conftest import forked, strict, wait_settled
 
 import sandlot
 from sandlot.backends import envs
@@ -178,6 +178,9 @@ def test_a_template_s_first_sandbox_loads_as_a_cold_one_and_the_next_find_it_loa
     config = strict(env={"LC_MESSAGES": locale})
     try:
         for first in (True, False):
+            if not first:
+                (template,) = [t for k, t in local_backend._templates.items() if locale in str(k)]
+                wait_settled(template)
             with sandlot.Sandbox(config) as box:
                 forked(box)
                 before = ast.literal_eval(box.run_code(LAZY_PROBE).value or "")
