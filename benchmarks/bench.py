@@ -189,10 +189,10 @@ def bench_startup(runs: int) -> None:
     def check(sb: sandlot.Sandbox) -> None:
         assert sb.run_code("1+1").value == "2"
 
-    def fresh(cold: bool) -> Callable[[], None]:
+    def fresh(cold: bool, config: sandlot.SandboxConfig = ISOLATED) -> Callable[[], None]:
         def one() -> None:
             with templates_off(cold):
-                sb = sandlot.Sandbox(ISOLATED).start()
+                sb = sandlot.Sandbox(config).start()
             check(sb)
             sb.terminate()  # inside the timing: its CPU is the sandbox's too
 
@@ -202,17 +202,6 @@ def bench_startup(runs: int) -> None:
     # start is that of a new template's first sandbox, as a process's first start is.
     first = "sandlot, a new template's first"
     own = ISOLATED.model_copy(update={"env": {"LC_MESSAGES": "C@bench-first"}})
-
-    def new_template() -> None:
-        sb = sandlot.Sandbox(own).start()
-        check(sb)
-        sb.terminate()
-
-    def end_templates(mine: Callable[[tuple[Any, ...]], bool]) -> None:
-        with local._templates_lock:
-            ended = [local._templates.pop(k) for k in list(local._templates) if mine(k)]
-        for template in ended:
-            local._end_template(template)
 
     # A machine's very first start: its cache empty (a new one each time, set untimed), so
     # the sandbox's environment and the driver's compiled copy are made, then a template.
@@ -224,20 +213,20 @@ def bench_startup(runs: int) -> None:
         os.environ["SANDLOT_CACHE"] = caches[-1]
 
     def drop_cache() -> None:
-        end_templates(lambda key: str(key[0]).startswith(caches[-1]))
+        local.end_templates(lambda key: str(key[0]).startswith(caches[-1]))
         os.environ.pop("SANDLOT_CACHE")
         shutil.rmtree(caches.pop())
 
     kinds: dict[str, Callable[[], None]] = {
         "sandlot (template)": fresh(False),
-        first: new_template,
+        first: fresh(False, own),
         machine: fresh(False),
         "sandlot cold (SANDLOT_TEMPLATES=0)": fresh(True),
     }
     before = {machine: empty_cache}
     after = {
         first: functools.partial(
-            end_templates, lambda key: ("LC_MESSAGES", "C@bench-first") in key[2]
+            local.end_templates, lambda key: ("LC_MESSAGES", "C@bench-first") in key[2]
         ),
         machine: drop_cache,
     }

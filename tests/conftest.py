@@ -159,11 +159,7 @@ def _templates_with_mounts_end_with_their_module() -> Iterator[None]:
     mount paths has its own): the host keeps 8 templates at most, and a later module's
     sandboxes would start cold once a suite had used them up."""
     yield
-    with local_backend._templates_lock:
-        keys = [key for key in local_backend._templates if key[3]]
-        ended = [local_backend._templates.pop(key) for key in keys]
-    for template in ended:
-        local_backend._end_template(template)
+    local_backend.end_templates(lambda key: bool(key[3]))
 
 
 @pytest.fixture(autouse=True, scope="module")

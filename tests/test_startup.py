@@ -190,12 +190,7 @@ def test_a_template_s_first_sandbox_loads_as_a_cold_one_and_the_next_find_it_loa
                 loaded = sorted([*TEMPLATE_HOLDS, "shutil", "subprocess"])  # as a cold one
                 assert _requests_load_what_they_need(box) == (loaded if first else list(COLD_LAZY))
     finally:
-        with local_backend._templates_lock:
-            mine = [k for k in local_backend._templates if ("LC_MESSAGES", locale) in k[2]]
-            ended = [local_backend._templates.pop(k) for k in mine]
-        for template in ended:
-            local_backend._end_template(template)
-        assert len(ended) == 1
+        assert local_backend.end_templates(lambda key: ("LC_MESSAGES", locale) in key[2]) == 1
 
 
 def test_a_driver_tells_whether_a_user_it_drops_to_could_read_a_directory() -> None:

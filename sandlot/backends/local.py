@@ -917,16 +917,17 @@ def _end_template(template: templates.Template) -> None:
     _remove_state_dir(template.slots.parent)
 
 
-def _end_templates() -> None:
-    """At exit: end every template, and with it what it forked; remove their directories."""
+def end_templates(which: Callable[[tuple[Any, ...]], bool] = lambda key: True) -> int:
+    """End the templates whose keys ``which`` picks (all of them, at exit), and with each
+    what it forked; remove their directories. How many it ended."""
     with _templates_lock:
-        left = list(_templates.values())
-        _templates.clear()
-    for template in left:
+        ended = [_templates.pop(key) for key in list(_templates) if which(key)]
+    for template in ended:
         _end_template(template)
+    return len(ended)
 
 
-atexit.register(_end_templates)  # before the portal's: runs after its sandboxes have ended
+atexit.register(end_templates)  # before the portal's: runs after its sandboxes have ended
 
 
 def _start_template(

@@ -31,7 +31,7 @@ with ``-I -S``: no start-up code of the environment's (``.pth`` files,
 dropped to the sandbox's user. Where ``site`` would run no such code (no
 ``.pth`` file in any directory it could read, no ``sitecustomize`` or
 ``usercustomize`` module: the default environment), the template runs it
-once, before any fork, and the drivers skip it. A template also serves
+once, after everything else it imports, and the drivers forked after skip it. A template also serves
 sandboxes with mounts and volumes: where the host is root, its root holds an
 empty directory at each one's path, and the host hands each fork a detached
 copy of its sources (:func:`bind_mount`); where it is not, the template binds
