@@ -17,7 +17,6 @@ its twin lacks.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import contextvars
@@ -33,6 +32,7 @@ from typing import Any, Concatenate, Generic, NoReturn, ParamSpec, Self, TypeVar
 from .backends import BackendSpec
 from .backends.base import Backend
 from .config import SandboxConfig
+from .exits import at_exit
 from .files import AsyncFiles
 from .pool import AsyncSandboxPool, PoolConfig, Progress
 from .results import ExecResult, OutputChunk, RestoreResult
@@ -126,7 +126,7 @@ def portal() -> Portal:
     with _portal_lock:
         if _portal is None:
             _portal = Portal()
-            atexit.register(_shutdown)
+            at_exit(_shutdown, "sandboxes")
         return _portal
 
 

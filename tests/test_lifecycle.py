@@ -642,20 +642,56 @@ def test_a_forked_child_of_the_host_holds_none_of_its_sandboxes_mounts() -> None
         assert len(_holding(namespace)) == 1
 
 
+def test_exit_hooks_run_stage_by_stage_and_one_that_fails_stops_none(tmp_path: Path) -> None:
+    """Hooks of sandlot's exit run sandboxes' stage first, whatever the order they came in;
+    within a stage the last first, as ``atexit``'s; one that raises is reported, and the
+    others still run."""
+    code = (
+        "from sandlot.exits import at_exit\n"
+        "def hook(name, fail=False):\n"
+        "    def run():\n"
+        "        print(name)\n"
+        "        if fail:\n"
+        "            raise RuntimeError('broken ' + name)\n"
+        "    run.__qualname__ = name\n"
+        "    return run\n"
+        "at_exit(hook('backend-1'), 'backends')\n"
+        "at_exit(hook('backend-2', fail=True), 'backends')\n"
+        "at_exit(hook('sandboxes-1', fail=True), 'sandboxes')\n"
+        "at_exit(hook('sandboxes-2'), 'sandboxes')\n"
+    )
+    done = host_process(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["sandboxes-2", "sandboxes-1", "backend-2", "backend-1"]
+    assert "at exit, sandboxes-1 failed" in done.stderr and "broken backend-2" in done.stderr
+
+
 def test_sandboxes_a_host_ends_as_it_exits_leave_nothing(tmp_path: Path) -> None:
     """A sandbox the host never ended is ended at its exit, after the remover's thread has
-    stopped: its directory and mounts are released there, with no error."""
+    stopped: its directory and mounts are released there, with no error. It ends before its
+    template does, though the backend was imported after the portal (``atexit`` alone would
+    end the template first, and the sandbox's end would move its directory while the
+    template's was being removed)."""
     state = tmp_path / "tmp"
     state.mkdir()
     code = (
-        "import sandlot\n"
-        "box = sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap')).start()\n"
+        "import os, sys, sandlot\n"
+        "box = sandlot.Sandbox(sandlot.SandboxConfig(isolation='bubblewrap'))\n"
+        "assert list(sys.modules).index('sandlot.sync') < list(sys.modules).index(\n"
+        "    'sandlot.backends.local')\n"
+        "from sandlot.backends import local\n"
+        "end = local._end_template\n"
+        "def ending(template):\n"
+        "    print('left', *os.listdir(template.slots))\n"
+        "    end(template)\n"
+        "local._end_template = ending\n"
+        "box.start()\n"
         'box.run_code(\'open("made", "w").write("x")\')\n'
         "print(box.async_sandbox.info['started'])\n"
     )
     done = host_process(code, state)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["template"]
+    assert done.stdout.split() == ["template", "left"]
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     assert list((state / f"sandlot-{os.getuid()}").iterdir()) == []
 

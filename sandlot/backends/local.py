@@ -16,7 +16,6 @@ missing.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
 import concurrent.futures
 import contextlib
@@ -52,6 +51,7 @@ from ..driver.places import (
     WORKDIR_INSIDE,
 )
 from ..errors import ConfigError, DeathCause
+from ..exits import at_exit
 from ..secrets import secret_values
 from ..tasks import TaskScope
 from . import bwrap, cgroups, disk, envs, gpus, seccomp
@@ -927,7 +927,7 @@ def end_templates(which: Callable[[tuple[Any, ...]], bool] = lambda key: True) -
     return len(ended)
 
 
-atexit.register(end_templates)  # before the portal's: runs after its sandboxes have ended
+at_exit(end_templates, "backends")  # after the sandboxes forked from them have ended
 
 
 def _start_template(
@@ -1056,7 +1056,7 @@ def _make_cgroup(
 
 
 _stock = cgroups.Stock()
-atexit.register(_stock.close)
+at_exit(_stock.close, "backends")
 
 
 async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxCgroup | None:

@@ -25,7 +25,7 @@ Modal sandboxes do not die with their client, so three things end them: the
 driver ends itself at end of input, or when the host has not pinged for
 ``owner_timeout`` seconds, and the sandbox's entrypoint (:data:`KEEPER`)
 exits once the driver's directory is gone, which ends the sandbox; the owner
-terminates its sandboxes when they end and at exit (``atexit``); and
+terminates its sandboxes when they end and at exit (:func:`sandlot.exits.at_exit`); and
 ``sandlot modal cleanup`` finds leftovers by tag and terminates them.
 
 The Modal service is reached through ``api`` (the ``modal`` module unless a
@@ -36,7 +36,6 @@ stand-in is given, as the tests do): ``App``, ``Sandbox``, ``Image``,
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import getpass
 import math
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import SandboxConfig
 from ..errors import ConfigError, DeathCause
+from ..exits import at_exit
 from ..secrets import secret_values
 from ..tasks import TaskScope
 from .kit import remote
@@ -104,7 +104,7 @@ def _terminate_live() -> None:
     _live.clear()
 
 
-atexit.register(_terminate_live)
+at_exit(_terminate_live, "backends")
 
 
 class ModalProcess:
