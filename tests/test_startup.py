@@ -270,6 +270,46 @@ def test_the_driver_copy_follows_its_sources(
     assert envs.ready_driver(python) == second
 
 
+def _another_interpreter() -> tuple[str, str]:
+    """An installed CPython that is not the host's base interpreter, and its cache tag."""
+    base = envs.base_python()
+    for name in ("python3.12", "python3.13", "python3.10", "/usr/bin/python3"):
+        if shutil.which(name) is None:
+            continue
+        said = subprocess.run(  # a system interpreter (a pyenv shim runs the real one)
+            [name, "-I", "-c", "import sys; print(sys.executable, sys.implementation.cache_tag)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+        if len(said) == 2 and envs.real_interpreter(said[0]) != base:
+            return said[0], said[1]
+    pytest.fail("this test needs a CPython besides the host's (python3.10 to 3.13)")
+
+
+def test_another_interpreter_makes_its_own_environment_and_driver_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's base interpreter makes an empty environment and the driver's bytecode in
+    the host process; for another interpreter, that interpreter makes them (its own venv
+    and compileall: bytecode of its own version), and its sandboxes run on it."""
+    python, tag = _another_interpreter()
+    monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
+    backend = local_backend.LocalBackend(python=python)
+    with sandlot.Sandbox(strict(), backend=backend) as box:
+        ran = box.run_code("import sys; sys.implementation.cache_tag, sys.base_prefix").value
+    (driver,) = (tmp_path / "cache" / "drivers").glob("*/sandlot_driver")
+    assert sorted(p.name for p in (driver / "__pycache__").glob("server.*.pyc")) == [
+        f"server.{tag}.pyc"
+    ]
+    (env,) = (tmp_path / "cache" / "envs").glob("*/pyvenv.cfg")
+    home = dict(line.split(" = ", 1) for line in env.read_text().splitlines())["home"]
+    assert ran == repr((tag, str(Path(home).parent)))
+    assert envs.real_interpreter(str(env.parent / "bin" / "python")) == envs.real_interpreter(
+        python
+    )
+
+
 @pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
 def test_the_sandbox_s_code_runs_with_garbage_collection_on(
     monkeypatch: pytest.MonkeyPatch, templates_on: str

@@ -1167,7 +1167,7 @@ class LocalBackend:
             )
         base = self.python or envs.base_python()
         spec = envs.spec_for(config, WORKDIR_INSIDE)
-        # A machine's first start builds both, side by side (about 80 and 100 ms here); this
+        # A machine's first start builds both, side by side (2-3 and 30-50 ms here); this
         # process's first start with ``base`` walks the driver's sources to find its copy.
         venv, driver = await asyncio.gather(
             _made(envs.ready_env(base, spec), envs.ensure_env, base, spec),
