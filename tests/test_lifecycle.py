@@ -642,6 +642,34 @@ def test_a_forked_child_of_the_host_holds_none_of_its_sandboxes_mounts() -> None
         assert len(_holding(namespace)) == 1
 
 
+@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
+def test_a_sandbox_its_async_user_never_ended_leaves_nothing_at_exit(
+    tmp_path: Path, templates_on: str
+) -> None:
+    """An ``AsyncSandbox`` whose event loop closed without ending it (no portal ends it at
+    exit) is released at the exit's backends stage: no process, cgroup, ledger or directory
+    is left for a later host's sweep."""
+    state = tmp_path / "tmp"
+    state.mkdir()
+    code = (
+        "import asyncio, os, sandlot\n"
+        f"os.environ['SANDLOT_TEMPLATES'] = {templates_on!r}\n"
+        "async def main():\n"
+        "    config = sandlot.SandboxConfig(isolation='bubblewrap')\n"
+        "    box = await sandlot.AsyncSandbox(config).start()\n"
+        '    await box.run_code(\'import subprocess; subprocess.Popen(["sleep", "300"])\')\n'
+        "    print(box.info['started'], *box._launch.cgroup.paths)\n"
+        "asyncio.run(main())\n"
+    )
+    done = host_process(code, state)
+    assert done.returncode == 0, done.stderr
+    started, *paths = done.stdout.split()
+    assert started == ("template" if templates_on == "1" else "cold")
+    assert len(paths) >= 2 and not any(os.path.exists(path) for path in paths)
+    assert list((state / f"sandlot-{os.getuid()}").iterdir()) == []
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_exit_hooks_run_stage_by_stage_and_one_that_fails_stops_none(tmp_path: Path) -> None:
     """Hooks of sandlot's exit run sandboxes' stage first, whatever the order they came in;
     within a stage the last first, as ``atexit``'s; one that raises is reported, and the

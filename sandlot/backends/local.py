@@ -626,6 +626,7 @@ class LocalLaunch:
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         self.exited = loop.create_future()
+        _unended[id(self)] = self
         if isinstance(self.proc, templates.ForkedProcess):  # its template reports the end
 
             def reported() -> None:  # on the template's thread
@@ -721,6 +722,7 @@ class LocalLaunch:
 
     async def cleanup(self) -> None:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
+        _unended.pop(id(self), None)
         self.kill()
         for watcher in self._disks:
             if not watcher.stop(wait=False):  # a scan under way: waited out off the loop
@@ -748,6 +750,22 @@ class LocalLaunch:
             _release(self.cgroup, self.host_dir, self.trash)
         else:
             await _off_loop(functools.partial(_release, self.cgroup, self.host_dir))
+
+
+    def release_at_exit(self) -> None:
+        """What :meth:`cleanup` does, here and now, for a sandbox nobody ended by the exit's
+        backends stage (an ``AsyncSandbox`` whose event loop closed first): its processes
+        killed (a forked one's ended with its template), its cgroups and directory removed."""
+        _unended.pop(id(self), None)
+        self.kill()
+        if isinstance(self.proc, subprocess.Popen):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        _release(self.cgroup, self.host_dir)
+
+
+# Launches whose cleanup has not begun, by id: what is left of them at exit goes then.
+_unended: dict[int, LocalLaunch] = {}
 
 
 T = TypeVar("T")
@@ -927,7 +945,15 @@ def end_templates(which: Callable[[tuple[Any, ...]], bool] = lambda key: True) -
     return len(ended)
 
 
-at_exit(end_templates, "backends")  # after the sandboxes forked from them have ended
+def _end_at_exit() -> None:
+    """At exit, once the sandboxes still running have been ended: the templates, then what
+    sandboxes nobody ended still hold (:meth:`LocalLaunch.release_at_exit`)."""
+    end_templates()
+    for launch in list(_unended.values()):
+        launch.release_at_exit()
+
+
+at_exit(_end_at_exit, "backends")
 
 
 def _start_template(
