@@ -38,17 +38,22 @@ def at_exit(hook: Callable[[], object], stage: Stage) -> None:
 
 
 def _run() -> None:
-    """Every hook, stage by stage; one that raises is reported as ``atexit`` reports it,
-    and the rest still run."""
-    for stage in _STAGES:
+    """Every hook, stage by stage, and then any a hook registered meanwhile; one that
+    raises (a ``KeyboardInterrupt`` too) is reported as ``atexit`` reports it, and the
+    rest still run."""
+    while True:
         with _lock:
-            hooks = _hooks[stage][::-1]
-            _hooks[stage].clear()
-        for hook in hooks:
+            if not any(_hooks.values()):
+                return
+            stages = [_hooks[stage][::-1] for stage in _STAGES]
+            for stage in _STAGES:
+                _hooks[stage].clear()
+        for hook in (hook for hooks in stages for hook in hooks):
             try:
                 hook()
-            except Exception:
-                print(f"sandlot: at exit, {hook.__qualname__} failed:", file=sys.stderr)
+            except BaseException:
+                name = getattr(hook, "__qualname__", repr(hook))
+                print(f"sandlot: at exit, {name} failed:", file=sys.stderr)
                 traceback.print_exc()
 
 

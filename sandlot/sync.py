@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -128,6 +129,17 @@ def portal() -> Portal:
             _portal = Portal()
             at_exit(_shutdown, "sandboxes")
         return _portal
+
+
+def _forget_portal() -> None:
+    """In a forked child: the portal's thread is the parent's (the child's exit ends none of
+    its sandboxes, and waits on no loop)."""
+    global _portal, _portal_lock
+    _portal = None
+    _portal_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_portal)
 
 
 def _shutdown() -> None:

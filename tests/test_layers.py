@@ -169,14 +169,15 @@ def test_the_backends_are_siblings_over_their_kit() -> None:
     A backend is found from the registry, so a new one is checked once it is registered.
 
     The kit and the helpers (``sandlot.backends.*`` but the backends) reach no backend,
-    nor anything above the config, the channel, the task scopes and the driver, through any
-    chain of imports.
+    nor anything above the config, the channel, the task scopes, the exit's stages and the
+    driver, through any chain of imports.
     """
     assert {"sandlot.backends.local", "sandlot.backends.ssh", "sandlot.backends.ray"} < BACKENDS
     below = {m for m in MODULES if m.startswith("sandlot.backends.")} - BACKENDS
     base = below | {m for m in MODULES if m.startswith("sandlot.driver.")}
     base |= {"sandlot.config", "sandlot.errors", "sandlot.secrets", "sandlot.channel"}
     base |= {"sandlot.tasks"}  # the owner of background tasks, which imports nothing of sandlot
+    base |= {"sandlot.exits"}  # the exit's stages, which import nothing of sandlot
     wrong = [
         f"{backend} imports {imported}"
         for backend in sorted(BACKENDS)

@@ -670,28 +670,60 @@ def test_a_sandbox_its_async_user_never_ended_leaves_nothing_at_exit(
     assert "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("templates_on", ["0", "1"], ids=["cold", "template"])
+def test_a_forked_child_of_the_host_ends_none_of_its_parent_s_sandboxes_at_exit(
+    tmp_path: Path, templates_on: str
+) -> None:
+    """A child the host forks (``os.fork``, ``multiprocessing``'s fork) runs sandlot's exit
+    hooks as it exits: they end none of the parent's sandboxes or templates, and wait on
+    no portal (the parent's loop thread is not the child's)."""
+    state = tmp_path / "tmp"
+    state.mkdir()
+    code = (
+        "import atexit, os, sandlot\n"
+        f"os.environ['SANDLOT_TEMPLATES'] = {templates_on!r}\n"
+        "config = sandlot.SandboxConfig(isolation='bubblewrap')\n"
+        "box = sandlot.Sandbox(config).start()\n"
+        "box.run_code('x = 41')\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    atexit._run_exitfuncs()\n"
+        "    os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "print(box.async_sandbox.info['started'], box.run_code('x + 1').value)\n"
+        "box.terminate()\n"
+    )
+    done = host_process(code, state, timeout=25)  # the child waited 30 s on the portal
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["template" if templates_on == "1" else "cold", "42"]
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_exit_hooks_run_stage_by_stage_and_one_that_fails_stops_none(tmp_path: Path) -> None:
     """Hooks of sandlot's exit run sandboxes' stage first, whatever the order they came in;
-    within a stage the last first, as ``atexit``'s; one that raises is reported, and the
-    others still run."""
+    within a stage the last first, as ``atexit``'s; one that raises (an interrupt too) is
+    reported, and the others still run; one registered during the exit runs too."""
     code = (
+        "import functools\n"
         "from sandlot.exits import at_exit\n"
-        "def hook(name, fail=False):\n"
+        "def hook(name, fail=None):\n"
         "    def run():\n"
         "        print(name)\n"
-        "        if fail:\n"
-        "            raise RuntimeError('broken ' + name)\n"
+        "        if fail is not None:\n"
+        "            raise fail('broken ' + name)\n"
         "    run.__qualname__ = name\n"
         "    return run\n"
         "at_exit(hook('backend-1'), 'backends')\n"
-        "at_exit(hook('backend-2', fail=True), 'backends')\n"
-        "at_exit(hook('sandboxes-1', fail=True), 'sandboxes')\n"
+        "at_exit(functools.partial(hook('backend-2', RuntimeError)), 'backends')\n"
+        "at_exit(hook('sandboxes-1', KeyboardInterrupt), 'sandboxes')\n"
+        "at_exit(lambda: at_exit(hook('late'), 'sandboxes'), 'sandboxes')\n"
         "at_exit(hook('sandboxes-2'), 'sandboxes')\n"
     )
     done = host_process(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["sandboxes-2", "sandboxes-1", "backend-2", "backend-1"]
+    assert done.stdout.split() == ["sandboxes-2", "sandboxes-1", "backend-2", "backend-1", "late"]
     assert "at exit, sandboxes-1 failed" in done.stderr and "broken backend-2" in done.stderr
+    assert "KeyboardInterrupt: broken sandboxes-1" in done.stderr
 
 
 def test_sandboxes_a_host_ends_as_it_exits_leave_nothing(tmp_path: Path) -> None:

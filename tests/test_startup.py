@@ -270,6 +270,24 @@ def test_the_driver_copy_follows_its_sources(
     assert envs.ready_driver(python) == second
 
 
+def test_an_environment_made_in_the_host_links_the_interpreter_s_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's base interpreter reached through a linked directory (uv's Pythons are): the
+    empty environment the host makes links its real path, the one a sandbox binds."""
+    python = envs.base_python()
+    link = tmp_path / "linked-python"
+    link.symlink_to(Path(python).parent.parent, target_is_directory=True)
+    monkeypatch.setattr(sys, "_base_executable", str(link / "bin" / Path(python).name))
+    assert envs.base_python() == python  # so the host makes it itself
+    target = tmp_path / "env"
+    envs._build_empty(python, target)
+    links = [os.readlink(p) for p in (target / "bin").iterdir() if p.is_symlink()]
+    assert [to for to in links if os.path.isabs(to)] == [python]
+    config = dict(line.split(" = ", 1) for line in (target / "pyvenv.cfg").read_text().splitlines())
+    assert config["home"] == str(Path(python).parent)
+
+
 def _another_interpreter() -> tuple[str, str]:
     """An installed CPython that is not the host's base interpreter, and its cache tag."""
     base = envs.base_python()

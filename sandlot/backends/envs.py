@@ -673,8 +673,19 @@ def _build_empty(python: str, target: Path) -> None:
     if _host_base(python):
         import venv  # 10 ms, once a machine
 
-        try:  # what `python -m venv --without-pip` makes: links to sys._base_executable
-            venv.EnvBuilder(symlinks=True).create(target)
+        class Builder(venv.EnvBuilder):
+            """``python -m venv --without-pip`` as ``python`` itself makes it: linked to its
+            real path, not to ``sys._base_executable``, which may lead through a link (uv's
+            Pythons do), and a sandbox binds only what ``python`` resolves to."""
+
+            def ensure_directories(self, env_dir: Any) -> Any:
+                context = super().ensure_directories(env_dir)
+                context.executable = python
+                context.python_dir, context.python_exe = os.path.split(python)
+                return context
+
+        try:
+            Builder(symlinks=True).create(target)
         except OSError as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise ConfigError(f"cannot create a virtual environment at {target}: {exc}") from None

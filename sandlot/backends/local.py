@@ -722,7 +722,6 @@ class LocalLaunch:
 
     async def cleanup(self) -> None:
         """Release what the launch held: cgroups, temporary directories, descriptors."""
-        _unended.pop(id(self), None)
         self.kill()
         for watcher in self._disks:
             if not watcher.stop(wait=False):  # a scan under way: waited out off the loop
@@ -750,7 +749,7 @@ class LocalLaunch:
             _release(self.cgroup, self.host_dir, self.trash)
         else:
             await _off_loop(functools.partial(_release, self.cgroup, self.host_dir))
-
+        _unended.pop(id(self), None)  # not before: a cleanup cut short is finished at exit
 
     def release_at_exit(self) -> None:
         """What :meth:`cleanup` does, here and now, for a sandbox nobody ended by the exit's
@@ -758,6 +757,8 @@ class LocalLaunch:
         killed (a forked one's ended with its template), its cgroups and directory removed."""
         _unended.pop(id(self), None)
         self.kill()
+        for watcher in self._disks:
+            watcher.stop(wait=False)
         if isinstance(self.proc, subprocess.Popen):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
@@ -843,19 +844,24 @@ def _later(release: Callable[..., object], *args: Any, lane: str = "files") -> N
     _handed(remover.submit, functools.partial(release, *args))
 
 
-def _forget_remover() -> None:
-    """In a forked child: the parent's threads are not the child's, nor its lock's state."""
-    global _removers_lock
-    _removers.clear()
-    _removers_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_remover)
-
-
 # Templates by the walls they give (see .template); each lives as long as this process.
 _templates: dict[tuple[Any, ...], templates.Template] = {}
 _templates_lock = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    """In a forked child: the parent's threads are not the child's, nor its locks' state,
+    and its templates and sandboxes are the parent's: the child's exit ends none of them."""
+    global _removers_lock, _templates_lock
+    _removers.clear()
+    _removers_lock = threading.Lock()
+    _templates.clear()
+    _templates_lock = threading.Lock()
+    _unended.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
 MAX_TEMPLATES = 8  # sandboxes of further kinds start cold (mounts bound by a template aside)
 # Besides them, templates that bind one set of sources (a host that is not root): sources
 # that keep changing (a sandbox may rename what it can write) take no more than these.
