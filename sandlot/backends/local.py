@@ -137,11 +137,14 @@ def probe() -> Isolation:
 
     Raises ConfigError when ``SANDLOT_BWRAP`` names a binary that does not work.
     """
-    try:
-        chosen = bwrap.find()
-    except bwrap.BwrapChoiceError as exc:
-        raise ConfigError(str(exc)) from None
-    layout = sweep_leftovers()
+    # The sweep (state directories, cgroups: 2 ms here) while bubblewrap is tried.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandlot-sweep") as pool:
+        swept = pool.submit(sweep_leftovers)
+        try:
+            chosen = bwrap.find()
+        except bwrap.BwrapChoiceError as exc:
+            raise ConfigError(str(exc)) from None
+        layout = swept.result()
     return Isolation(
         chosen.path,
         "" if chosen.path else chosen.reason,
@@ -1091,6 +1094,14 @@ _stock = cgroups.Stock()
 at_exit(_stock.close, "backends")
 
 
+def _cgroup_kind(
+    layout: cgroups.Layout, config: SandboxConfig
+) -> tuple[tuple[Any, ...], Callable[..., cgroups.SandboxCgroup]]:
+    """The limits of ``config`` that a sandbox's cgroups carry, and what makes them."""
+    limits = (config.memory_mb, config.max_processes, config.cpus)
+    return limits, functools.partial(_make_cgroup, layout, *limits)
+
+
 async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxCgroup | None:
     """The cgroups of a new sandbox, None where this machine has none to give: made ahead
     (:class:`.cgroups.Stock`) or, where none of its limits is ready, made now on a thread.
@@ -1099,10 +1110,7 @@ async def _new_cgroup(iso: Isolation, config: SandboxConfig) -> cgroups.SandboxC
     sandbox meanwhile. One made for a start given up meanwhile is removed."""
     if iso.cgroup is None:
         return None
-    make = functools.partial(
-        _make_cgroup, iso.cgroup, config.memory_mb, config.max_processes, config.cpus
-    )
-    kind = (config.memory_mb, config.max_processes, config.cpus)
+    kind, make = _cgroup_kind(iso.cgroup, config)
     ready = _stock.take(kind, functools.partial(make, ahead=True))
     if ready is not None:
         return ready
@@ -1221,6 +1229,9 @@ class LocalBackend:
                 key += (seen,)
             template = _templates.get(key)
             if template is None or not template.alive:
+                if iso.cgroup is not None:  # made while the template starts (2 ms here)
+                    kind, make = _cgroup_kind(iso.cgroup, config)
+                    _stock.want(kind, functools.partial(make, ahead=True))
                 start = functools.partial(
                     _start_template, iso, config, python, venv, driver, startup, volumes, seen
                 )
