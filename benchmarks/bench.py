@@ -211,6 +211,7 @@ def bench_startup(runs: int) -> None:
     # the sandbox's environment and the driver's compiled copy are made, then a template.
     machine = "sandlot, a machine's first (empty cache)"
     caches: list[str] = []
+    users_cache = os.environ.get("SANDLOT_CACHE")  # put back after each such start
 
     def empty_cache() -> None:
         caches.append(tempfile.mkdtemp(prefix="sandlot-bench-cache-"))
@@ -218,7 +219,10 @@ def bench_startup(runs: int) -> None:
 
     def drop_cache() -> None:
         local.end_templates(lambda key: str(key[0]).startswith(caches[-1]))
-        os.environ.pop("SANDLOT_CACHE")
+        if users_cache is None:
+            os.environ.pop("SANDLOT_CACHE")
+        else:
+            os.environ["SANDLOT_CACHE"] = users_cache
         shutil.rmtree(caches.pop())
 
     # A fresh host process's first sandbox, as a script's or a command's: timed inside that
@@ -226,21 +230,32 @@ def bench_startup(runs: int) -> None:
     # not counted, nor its machine CPU, most of which they are).
     process = "sandlot, a fresh process's first (Sandbox() to 1+1)"
     script = (
-        "import time\n"
+        "import sys, time\n"
+        "import sandlot\n"
         "from sandlot import Sandbox, SandboxConfig\n"
-        "config = SandboxConfig(isolation='bubblewrap')\n"
+        "config = SandboxConfig.model_validate_json(sys.argv[1])\n"
         "start = time.perf_counter()\n"
         "sb = Sandbox(config).start()\n"
         "assert sb.run_code('1+1').value == '2'\n"
-        "print(time.perf_counter() - start)\n"
+        "print(sandlot.__file__, time.perf_counter() - start)\n"
         "sb.terminate()\n"
     )
+    # The same sandlot as this process's (-P: not the working directory's; its root first).
+    root = os.path.dirname(os.path.dirname(sandlot.__file__))
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
 
     def fresh_process() -> float:
         done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+            [sys.executable, "-P", "-c", script, ISOLATED.model_dump_json()],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": path},
         )
-        return float(done.stdout.split()[-1])
+        if done.returncode != 0:
+            raise RuntimeError(f"the fresh process failed: {done.stderr[-2000:]}")
+        used, took = done.stdout.split()[-2:]
+        assert used == sandlot.__file__, f"the fresh process imported {used}"
+        return float(took)
 
     kinds: dict[str, Callable[[], float | None]] = {
         "sandlot (template)": fresh(False),

