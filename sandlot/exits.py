@@ -4,8 +4,9 @@
 order in which something happened to import them: the blocking API's portal, made by a
 ``Sandbox()`` before its backend is imported, would end its sandboxes only after the
 backend had ended the templates they were forked from, while their own ends were still
-moving their directories. Here every hook has a stage: each hook of ``SANDBOXES`` runs
-before any of ``BACKENDS``; within a stage, the last registered first, as ``atexit`` does.
+moving their directories. Here every hook has a stage: each hook of ``"sandboxes"`` runs
+before any of ``"backends"``; within a stage, the last registered first, as ``atexit``
+does.
 """
 
 from __future__ import annotations

@@ -127,7 +127,6 @@ def portal() -> Portal:
     with _portal_lock:
         if _portal is None:
             _portal = Portal()
-            at_exit(_shutdown, "sandboxes")
         return _portal
 
 
@@ -153,6 +152,9 @@ def _shutdown() -> None:
     # Exiting anyway: if this fails, the kernel ends what is left (die-with-parent).
     with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(end_all(), _portal.loop).result(timeout=30)
+
+
+at_exit(_shutdown, "sandboxes")  # once: whatever portal this process holds then, if any
 
 
 class Twin:

@@ -768,7 +768,7 @@ class LocalLaunch:
         _release(self.cgroup, self.host_dir)
 
 
-# Launches whose cleanup has not begun, by id: what is left of them at exit goes then.
+# Launches whose cleanup has not finished, by id: what is left of them at exit goes then.
 _unended: dict[int, LocalLaunch] = {}
 
 
