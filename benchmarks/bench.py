@@ -49,7 +49,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandlot
-from sandlot.backends import local
+from sandlot.backends import envs, local
 from sandlot.backends.local import probe
 
 try:
@@ -209,16 +209,33 @@ def bench_startup(runs: int) -> None:
 
     # A machine's very first start: its cache empty (a new one each time, set untimed), so
     # the sandbox's environment and the driver's compiled copy are made, then a template.
-    machine = "sandlot, a machine's first (empty cache)"
+    # The copy takes the bytecode sandlot's own directory holds where it is valid (an install
+    # by pip compiles it, one by uv does not): the row says how many modules had it, and a
+    # second row starts from a copy of sandlot's driver with none.
+    sources = sorted(envs.DRIVER_SRC.rglob("*.py"))
+    held = sum(
+        envs._still_valid(
+            p.parent / "__pycache__" / f"{p.stem}.{sys.implementation.cache_tag}.pyc", p
+        )
+        is not None
+        for p in sources
+    )
+    machine = f"sandlot, a machine's first (empty cache; bytecode of {held}/{len(sources)})"
+    bare = "sandlot, a machine's first (empty cache; no bytecode)"
     caches: list[str] = []
     users_cache = os.environ.get("SANDLOT_CACHE")  # put back after each such start
+    installed = envs.DRIVER_SRC
+    unbuilt = Path(tempfile.mkdtemp(prefix="sandlot-bench-driver-")) / "driver"
+    shutil.copytree(installed, unbuilt, ignore=shutil.ignore_patterns("__pycache__"))
 
-    def empty_cache() -> None:
+    def empty_cache(driver: Path = installed) -> None:
         caches.append(tempfile.mkdtemp(prefix="sandlot-bench-cache-"))
         os.environ["SANDLOT_CACHE"] = caches[-1]
+        envs.DRIVER_SRC = driver
 
     def drop_cache() -> None:
         local.end_templates(lambda key: str(key[0]).startswith(caches[-1]))
+        envs.DRIVER_SRC = installed
         if users_cache is None:
             os.environ.pop("SANDLOT_CACHE")
         else:
@@ -261,15 +278,17 @@ def bench_startup(runs: int) -> None:
         "sandlot (template)": fresh(False),
         first: fresh(False, own),
         machine: fresh(False),
+        bare: fresh(False),
         process: fresh_process,
         "sandlot cold (SANDLOT_TEMPLATES=0)": fresh(True),
     }
-    before = {machine: empty_cache}
+    before = {machine: empty_cache, bare: functools.partial(empty_cache, unbuilt)}
     after = {
         first: functools.partial(
             local.end_templates, lambda key: ("LC_MESSAGES", "C@bench-first") in key[2]
         ),
         machine: drop_cache,
+        bare: drop_cache,
     }
     iso = probe()
     if iso.bwrap is not None:
@@ -291,6 +310,7 @@ def bench_startup(runs: int) -> None:
             took[name].append(time.perf_counter() - start if own_time is None else own_time)
             cpu[name] += busy_seconds() - busy
             after.get(name, lambda: None)()
+    shutil.rmtree(unbuilt.parent)
     base = pct(took["sandlot (template)"], 0.5)
     rows = [
         [

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import json
+import marshal
 import os
+import py_compile
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -268,6 +272,69 @@ def test_the_driver_copy_follows_its_sources(
     assert (second / "codec.py").read_text().endswith("# changed\n")
     assert (second / "__pycache__" / f"codec.{tag}.pyc").is_file()
     assert envs.ready_driver(python) == second
+
+
+def _pyc_of(package: Path, module: str) -> Path:
+    return package / "__pycache__" / f"{module}.{sys.implementation.cache_tag}.pyc"
+
+
+def test_the_driver_copy_takes_the_bytecode_sandlot_s_directory_holds_where_it_is_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytecode that sandlot's own directory holds (as an install by pip writes it) is copied
+    with the sources when an import of the copy would use it, and compiled anew where it would
+    not: stale, checked by hash, another version's, or no code after its header. The copy serves a
+    sandbox, whose tracebacks still leave the driver's frames out."""
+    source = tmp_path / "driver"
+    shutil.copytree(envs.DRIVER_SRC, source, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in source.rglob("*.py"):  # as an install by pip compiles them
+        py_compile.compile(
+            str(path),
+            cfile=str(_pyc_of(path.parent, path.stem)),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+            if path.stem == "kernel"  # as pip's with SOURCE_DATE_EPOCH set: a hash, no time
+            else py_compile.PycInvalidationMode.TIMESTAMP,
+        )
+    with open(source / "codec.py", "a") as f:
+        f.write("# changed after its bytecode was written\n")
+    other = bytearray(_pyc_of(source, "protocol").read_bytes())
+    other[:2] = (int.from_bytes(other[:2], "little") - 1).to_bytes(2, "little")
+    _pyc_of(source, "protocol").write_bytes(other)  # the magic number of another version
+    not_code = _pyc_of(source, "server").read_bytes()[:16] + marshal.dumps(("not", "code"))
+    _pyc_of(source, "server").write_bytes(not_code)
+    monkeypatch.setattr(envs, "DRIVER_SRC", source)
+    monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
+    copy = envs.compiled_driver(envs.base_python())
+
+    for module in ("repl", "template", "fileops"):  # taken as they were, bytes for bytes
+        assert _pyc_of(copy, module).read_bytes() == _pyc_of(source, module).read_bytes()
+    shim = copy / "shim" / "sandlot"
+    assert (
+        _pyc_of(shim, "__init__").read_bytes()
+        == _pyc_of(source / shim.relative_to(copy), "__init__").read_bytes()
+    )
+    for module in ("codec", "protocol", "server", "kernel"):  # compiled for the copy instead
+        pyc = _pyc_of(copy, module).read_bytes()
+        st = (copy / f"{module}.py").stat()
+        assert pyc[:16] == importlib.util.MAGIC_NUMBER + struct.pack(
+            "<3I", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size
+        )
+        assert marshal.loads(pyc[16:]).co_filename == str(copy / f"{module}.py")
+    assert envs._still_valid(_pyc_of(source, "repl"), copy / "repl.py") is not None
+
+    monkeypatch.setenv(templates.ENV_VAR, "0")  # a cold start binds this copy as it is
+    with sandlot.Sandbox(strict()) as box:
+        assert box.info["started"] == "cold"
+        assert box.run_code(BYTECODE_PROBE).value == "(True, 0, True, True, False)"
+        where = box.run_code(
+            "import sandlot_driver.repl as r; r.user_traceback.__code__.co_filename"
+        ).value
+        failed = box.run_code("def f():\n    1/0\nf()").error
+    assert where == repr("/.sandlot/sandlot_driver/repl.py")  # an import puts its own path
+    assert failed is not None and failed.traceback.startswith(
+        'Traceback (most recent call last):\n  File "<cell-'
+    )
 
 
 def test_an_environment_made_in_the_host_links_the_interpreter_s_real_path(
