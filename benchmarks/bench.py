@@ -212,15 +212,8 @@ def bench_startup(runs: int) -> None:
     # The copy takes the bytecode sandlot's own directory holds where it is valid (an install
     # by pip compiles it, one by uv does not): the row says how many modules had it, and a
     # second row starts from a copy of sandlot's driver with none.
-    sources = sorted(envs.DRIVER_SRC.rglob("*.py"))
-    held = sum(
-        envs._still_valid(
-            p.parent / "__pycache__" / f"{p.stem}.{sys.implementation.cache_tag}.pyc", p
-        )
-        is not None
-        for p in sources
-    )
-    machine = f"sandlot, a machine's first (empty cache; bytecode of {held}/{len(sources)})"
+    held, modules = envs.installed_bytecode()
+    machine = f"sandlot, a machine's first (empty cache; bytecode of {held}/{modules})"
     bare = "sandlot, a machine's first (empty cache; no bytecode)"
     caches: list[str] = []
     users_cache = os.environ.get("SANDLOT_CACHE")  # put back after each such start

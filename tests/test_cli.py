@@ -221,6 +221,11 @@ def test_doctor_names_the_bubblewrap_binary_and_why_and_a_working_sandbox() -> N
     assert "1+1 = 2" in done.stdout
     if os.getuid() == 0:  # where templates are used
         assert "Fresh sandboxes: forked from a template" in done.stdout
+    held, modules = envs.installed_bytecode()  # the same sandlot's directory as the command's
+    assert f"Driver bytecode: sandlot's directory holds it for {held} of {modules} modules" in (
+        done.stdout
+    )
+    assert ("--compile-bytecode" in done.stdout) == (held < modules)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="templates are used where the host runs as root")

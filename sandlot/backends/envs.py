@@ -645,6 +645,18 @@ def _compile_here(package: Path, tag: str) -> None:
             out.write(data)
 
 
+def installed_bytecode() -> tuple[int, int]:
+    """How many of the driver's modules sandlot's own directory holds valid bytecode of
+    (that a machine's first start copies instead of compiling), and how many there are."""
+    sources = sorted(DRIVER_SRC.rglob("*.py"))
+    tag = sys.implementation.cache_tag
+    held = sum(
+        _still_valid(p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc", p) is not None
+        for p in sources
+    )
+    return held, len(sources)
+
+
 def _still_valid(pyc: Path, source: Path) -> bytes | None:
     """The bytes of ``pyc`` if an import of ``source`` by this interpreter would use them:
     its magic number, timestamp-checked (flags 0) for the source's time and size, and a
