@@ -8,6 +8,7 @@ command line's other subcommands.
 from __future__ import annotations
 
 import ast
+import errno
 import importlib
 import importlib.util
 import inspect
@@ -16,6 +17,7 @@ import marshal
 import os
 import py_compile
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -278,24 +280,37 @@ def _pyc_of(package: Path, module: str) -> Path:
     return package / "__pycache__" / f"{module}.{sys.implementation.cache_tag}.pyc"
 
 
-def test_the_driver_copy_takes_the_bytecode_sandlot_s_directory_holds_where_it_is_valid(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Bytecode that sandlot's own directory holds (as an install by pip writes it) is copied
-    with the sources when an import of the copy would use it, and compiled anew where it would
-    not: stale, checked by hash, another version's, or no code after its header. The copy serves a
-    sandbox, whose tracebacks still leave the driver's frames out."""
+INSTALLED_AS = {  # how the install compiled a module, where not checked by time
+    "kernel": py_compile.PycInvalidationMode.CHECKED_HASH,  # pip's with SOURCE_DATE_EPOCH set
+    "snapshot": py_compile.PycInvalidationMode.UNCHECKED_HASH,  # an import takes it unchecked
+}
+
+
+def _installed(tmp_path: Path) -> Path:
+    """A copy of the driver's sources with the bytecode an install by pip writes beside them."""
     source = tmp_path / "driver"
     shutil.copytree(envs.DRIVER_SRC, source, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in source.rglob("*.py"):  # as an install by pip compiles them
+    (source / "fileops.py").chmod(0o444)  # as a read-only install has it
+    for path in source.rglob("*.py"):
         py_compile.compile(
             str(path),
             cfile=str(_pyc_of(path.parent, path.stem)),
             doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
-            if path.stem == "kernel"  # as pip's with SOURCE_DATE_EPOCH set: a hash, no time
-            else py_compile.PycInvalidationMode.TIMESTAMP,
+            invalidation_mode=INSTALLED_AS.get(path.stem, py_compile.PycInvalidationMode.TIMESTAMP),
         )
+    return source
+
+
+def test_the_driver_copy_takes_the_bytecode_sandlot_s_directory_holds_where_it_is_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytecode that sandlot's own directory holds (as an install by pip writes it) is copied
+    with the sources where an import of the copy would use it (checked by time or by hash),
+    and compiled anew where it would not (stale, taken unchecked, another version's, or no
+    code after its header) or where others could have put it there (a link, a file others
+    may write). The copy serves a sandbox, whose tracebacks still leave the driver's frames
+    out."""
+    source = _installed(tmp_path)
     with open(source / "codec.py", "a") as f:
         f.write("# changed after its bytecode was written\n")
     other = bytearray(_pyc_of(source, "protocol").read_bytes())
@@ -303,25 +318,35 @@ def test_the_driver_copy_takes_the_bytecode_sandlot_s_directory_holds_where_it_i
     _pyc_of(source, "protocol").write_bytes(other)  # the magic number of another version
     not_code = _pyc_of(source, "server").read_bytes()[:16] + marshal.dumps(("not", "code"))
     _pyc_of(source, "server").write_bytes(not_code)
+    _pyc_of(source, "places").chmod(0o664)  # others could have written it: not trusted
+    linked = _pyc_of(source, "procs")
+    linked.rename(tmp_path / linked.name)
+    linked.symlink_to(tmp_path / linked.name)  # valid, but a link to somewhere else
     monkeypatch.setattr(envs, "DRIVER_SRC", source)
     monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
     copy = envs.compiled_driver(envs.base_python())
 
-    for module in ("repl", "template", "fileops"):  # taken as they were, bytes for bytes
+    for module in ("repl", "template", "fileops", "kernel"):  # taken as they were
         assert _pyc_of(copy, module).read_bytes() == _pyc_of(source, module).read_bytes()
     shim = copy / "shim" / "sandlot"
     assert (
         _pyc_of(shim, "__init__").read_bytes()
         == _pyc_of(source / shim.relative_to(copy), "__init__").read_bytes()
     )
-    for module in ("codec", "protocol", "server", "kernel"):  # compiled for the copy instead
+    compiled_anew = ("codec", "protocol", "server", "snapshot", "places", "procs")
+    for module in compiled_anew:  # compiled for the copy instead
         pyc = _pyc_of(copy, module).read_bytes()
         st = (copy / f"{module}.py").stat()
         assert pyc[:16] == importlib.util.MAGIC_NUMBER + struct.pack(
             "<3I", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size
         )
         assert marshal.loads(pyc[16:]).co_filename == str(copy / f"{module}.py")
-    assert envs._still_valid(_pyc_of(source, "repl"), copy / "repl.py") is not None
+    mask = os.umask(0)
+    os.umask(mask)
+    compiled = stat.S_IMODE(_pyc_of(copy, "codec").stat().st_mode)
+    copied = stat.S_IMODE(_pyc_of(copy, "fileops").stat().st_mode)
+    assert (compiled, copied) == (0o644 & ~mask, 0o644 & ~mask)  # py_compile's, owner-writable
+    assert list(copy.rglob("*.pyc.*")) == []
 
     monkeypatch.setenv(templates.ENV_VAR, "0")  # a cold start binds this copy as it is
     with sandlot.Sandbox(strict()) as box:
@@ -335,6 +360,27 @@ def test_the_driver_copy_takes_the_bytecode_sandlot_s_directory_holds_where_it_i
     assert failed is not None and failed.traceback.startswith(
         'Traceback (most recent call last):\n  File "<cell-'
     )
+
+
+def test_a_copy_of_the_installed_bytecode_cut_short_is_never_left_for_an_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy that fails as it is put in place (a full disk) leaves no bytecode an import of
+    the driver would fail on: the module is compiled as the sandbox starts, which it does."""
+    monkeypatch.setattr(envs, "DRIVER_SRC", _installed(tmp_path))
+    monkeypatch.setenv("SANDLOT_CACHE", str(tmp_path / "cache"))
+
+    def full(source: object, target: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", full)
+        copy = envs.compiled_driver(envs.base_python())
+    assert "No space left on device" in caplog.text
+    assert list(copy.rglob("*.pyc*")) == []  # the first copy failed: none, and no partial one
+    monkeypatch.setenv(templates.ENV_VAR, "0")
+    with sandlot.Sandbox(strict()) as box:
+        assert box.run_code("import sandlot_driver.repl; 1+1").value == "2"
 
 
 def test_an_environment_made_in_the_host_links_the_interpreter_s_real_path(

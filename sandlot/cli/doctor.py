@@ -114,8 +114,9 @@ def doctor_command() -> None:
     )
     if held < modules:
         hints.append(
-            "a machine's first sandbox compiles the rest of the driver (30-50 ms); an install "
-            "with bytecode skips that: pip writes it, as does uv with --compile-bytecode"
+            "a machine's first sandbox compiles the rest of the driver for this interpreter "
+            "(30-50 ms); an install with bytecode skips that: pip writes it, as does uv with "
+            "--compile-bytecode"
         )
     for hint in hints:
         out.print(Text(f"  hint: {hint}", style="yellow"))
