@@ -2,9 +2,10 @@
 
 The driver's copy in the cache takes the ``.pyc`` files an install wrote beside the
 driver's sources instead of compiling them (``envs._compile_here``). Each template
-imports that copy as root, outside the seccomp filter, and it imports modules the host
-itself never does (``template``, ``server``): a ``.pyc`` of those that someone else put
-there would run as root in every template without the host ever loading it. So the
+imports that copy outside the seccomp filter, with the capabilities of its namespaces
+(as root where the host is root), and it imports modules the host itself never does
+(``template``, ``server``): a ``.pyc`` of those that someone else put there would run
+so in every template without the host ever loading it. So the
 attack: a ``__pycache__`` others may write (an install made under a loose umask, a
 directory shared with other users), and in it bytecode forged to pass every check an
 import makes (the magic number, the source's time and size in its header), with code of
