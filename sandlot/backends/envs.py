@@ -626,8 +626,8 @@ def _compile_here(package: Path, tag: str) -> None:
     is never left where an import would fail on it.
     """
     for source in sorted(package.rglob("*.py")):
-        cfile = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
-        own = DRIVER_SRC / source.relative_to(package).parent / "__pycache__" / cfile.name
+        cfile = _pyc(source, tag)
+        own = _pyc(DRIVER_SRC / source.relative_to(package), tag)
         data = _still_valid(own, source)
         if data is None:
             py_compile.compile(
@@ -657,11 +657,15 @@ def installed_bytecode() -> tuple[int, int]:
     (that a machine's first start copies instead of compiling), and how many there are."""
     sources = sorted(DRIVER_SRC.rglob("*.py"))
     tag = sys.implementation.cache_tag
-    held = sum(
-        _still_valid(p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc", p) is not None
-        for p in sources
-    )
+    held = sum(_still_valid(_pyc(p, tag), p) is not None for p in sources)
     return held, len(sources)
+
+
+def _pyc(source: Path, tag: str) -> Path:
+    """Where an import by an interpreter of cache ``tag`` looks for ``source``'s unoptimized
+    bytecode (``importlib.util.cache_from_source``, without this process's ``-O`` or
+    ``-X pycache_prefix``)."""
+    return source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
 
 
 def _still_valid(pyc: Path, source: Path) -> bytes | None:

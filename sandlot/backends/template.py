@@ -31,11 +31,12 @@ with ``-I -S``: no start-up code of the environment's (``.pth`` files,
 dropped to the sandbox's user. Where ``site`` would run no such code (no
 ``.pth`` file in any directory it could read, no ``sitecustomize`` or
 ``usercustomize`` module: the default environment), the template runs it
-once, after everything else it imports, and the drivers forked after skip it. A template also serves
-sandboxes with mounts and volumes: where the host is root, its root holds an
-empty directory at each one's path, and the host hands each fork a detached
-copy of its sources (:func:`bind_mount`); where it is not, the template binds
-one set of sources itself, as a cold start does, and its forks inherit them.
+once, after everything else it imports, and the drivers forked after skip it.
+A template also serves sandboxes with mounts and volumes: where the host is
+root, its root holds an empty directory at each one's path, and the host hands
+each fork a detached copy of its sources (:func:`bind_mount`); where it is not,
+the template binds one set of sources itself, as a cold start does, and its
+forks inherit them.
 Sandboxes with local models, GPUs or a workdir of the user's still start
 cold, as do those whose environment or interpreter lies under ``/tmp``,
 ``/var/tmp`` or ``/dev/shm`` (each sandbox gets a fresh one, which would
